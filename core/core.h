@@ -1,0 +1,302 @@
+// core: float32 NCHW tensors, a per-step arena, an eager autograd tape and the CPU kernels.
+//
+// Everything else in ibnas stands on this header. A training step looks like:
+//
+//     ib_ctx *ctx = ib_ctx_new();                 // arena + tape, reused every step
+//     ib_ctx_reset(ctx);                          // forget last step's activations and tape
+//     ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){n, 3, h, w});
+//     ib_tensor *y = ib_conv2d(ctx, x, w, NULL, 2, 1, 1, 1);   // w lives in an ib_params block
+//     ib_tensor *loss = ib_cross_entropy(ctx, logits, labels, 0.1f, -1);
+//     ib_backward(ctx, loss, NULL);               // replays the tape, ADDS dL/dw into w->grad
+//
+// Ops compute their output at once. When gradients are being recorded (ctx->recording) and an input
+// requires a gradient, the op appends a node to the tape naming its op definition (ib_op) and what it
+// saved; ib_backward walks the tape in reverse. Backward functions add the positive dL/dx into their
+// inputs' grads, so a tensor used twice gets the sum. Activation grads are allocated lazily in the
+// arena, zeroed, the first time something adds into them.
+//
+// Failures: a programming error (shapes that do not fit) is IB_ASSERT, always on, with file:line;
+// anything from outside (files, user input) returns an ib_status with a message from ib_errmsg()
+// naming the file and what is wrong. Library code never calls exit().
+#ifndef IB_CORE_H
+#define IB_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define IB_VERSION_MAJOR 0
+#define IB_VERSION_MINOR 1
+#define IB_VERSION_PATCH 0
+#define IB_VERSION_STRING "0.1.0"
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+typedef enum {
+    IB_OK = 0,
+    IB_ERR_IO,        // a file could not be opened, read or written
+    IB_ERR_FORMAT,    // a file's content is not what it should be (format name, version, shape)
+    IB_ERR_ARG,       // a bad argument from a user (flag value, arch field)
+    IB_ERR_NOMEM,     // an allocation failed
+    IB_ERR_NOTFOUND,  // a named thing (dataset, tensor, key) is missing
+    IB_ERR_INTERRUPTED,
+} ib_status;
+
+// Records a message for the calling thread and returns `code`, so `return ib_fail(IB_ERR_IO, ...)`.
+ib_status ib_fail(ib_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *ib_errmsg(void);          // last message recorded on this thread ("" if none)
+const char *ib_status_name(ib_status code);
+
+_Noreturn void ib_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define IB_ASSERT(cond, ...) \
+    do { if (!(cond)) ib_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__); } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Arena: bump allocation, 64-byte aligned. Grows by chunks; on reset the chunks are merged into one
+// so that from the second step on a training loop does no allocation at all.
+
+typedef struct ib_arena ib_arena;
+ib_arena *ib_arena_new(size_t initial_bytes);
+void ib_arena_free(ib_arena *a);
+void *ib_arena_alloc(ib_arena *a, size_t bytes);        // uninitialised
+void *ib_arena_calloc(ib_arena *a, size_t bytes);       // zeroed
+void ib_arena_reset(ib_arena *a);
+size_t ib_arena_used(const ib_arena *a);
+size_t ib_arena_peak(const ib_arena *a);                // high-water mark over the arena's life
+
+// ---------------------------------------------------------------------------------------------
+// Tensors: float32, up to 4 dims, shape and strides in elements. NCHW for images.
+
+#define IB_MAX_DIMS 4
+
+typedef struct ib_tensor {
+    float *data;
+    float *grad;              // NULL until something adds into it (activations) or set (params)
+    int ndim;
+    int shape[IB_MAX_DIMS];
+    int64_t stride[IB_MAX_DIMS];
+    int requires_grad;
+    struct ib_tensor *base;   // for views: the tensor whose memory this one aliases
+    const char *name;         // parameters: the dotted name; otherwise NULL
+} ib_tensor;
+
+typedef struct ib_node ib_node;
+typedef struct ib_ctx ib_ctx;
+
+// An op definition: one const instance per op, pointed at by the tape nodes it records.
+typedef struct ib_op {
+    const char *name;
+    void (*backward)(ib_ctx *ctx, ib_node *node);
+} ib_op;
+
+#define IB_MAX_INPUTS 6
+struct ib_node {
+    const ib_op *op;
+    ib_tensor *out;
+    ib_tensor *in[IB_MAX_INPUTS];
+    int n_in;
+    void *saved;              // op-specific state, in the arena
+};
+
+struct ib_ctx {
+    ib_arena *arena;
+    ib_node *tape;
+    int tape_len, tape_cap;
+    int recording;            // 1: ops record nodes for inputs that require grad; 0: inference
+    int training;             // layers read this: batchnorm uses batch statistics when set
+};
+
+ib_ctx *ib_ctx_new(void);
+void ib_ctx_free(ib_ctx *ctx);
+void ib_ctx_reset(ib_ctx *ctx);   // drops every arena tensor and the tape
+
+int64_t ib_numel(const ib_tensor *t);
+int ib_is_contiguous(const ib_tensor *t);
+int ib_same_shape(const ib_tensor *a, const ib_tensor *b);
+// "[2, 3, 5, 5]" into buf (returns buf), for messages.
+const char *ib_shape_str(const ib_tensor *t, char *buf, size_t n);
+
+// New contiguous tensors in the arena. _new is uninitialised, _zeros zeroed.
+ib_tensor *ib_tensor_new(ib_ctx *ctx, int ndim, const int *shape);
+ib_tensor *ib_tensor_zeros(ib_ctx *ctx, int ndim, const int *shape);
+ib_tensor *ib_tensor_like(ib_ctx *ctx, const ib_tensor *t);        // same shape, uninitialised
+// Fill a tensor header for external memory (no allocation); strides are contiguous.
+void ib_tensor_init(ib_tensor *t, float *data, int ndim, const int *shape);
+
+// The gradient buffer of t, allocated in the arena and zeroed if t has none yet.
+float *ib_grad(ib_ctx *ctx, ib_tensor *t);
+
+// Views alias the memory (data and grad) of their base; writing the view's grad writes the base's.
+// This is how the supernet shares weights: a small kernel is the centre of the largest one, a small
+// width the first channels. Views are generally not contiguous; ib_contiguous copies one for the
+// kernels, and its backward adds the gradient back into the slice of the larger tensor.
+//   ib_view_slice: dims 0 and 1 keep [0, n0) and [0, n1); dims 2 and 3 keep the centred k2 x k3
+//   window (k2, k3 of the same parity as the base's size). n < 0 or k < 0 keeps the whole dim.
+ib_tensor *ib_view_slice(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k2, int k3);
+//   ib_view_range: dim `dim` keeps [start, start + len) (for groups and channel splits).
+ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len);
+//   ib_reshape: a contiguous tensor seen with another shape of the same numel (no copy).
+ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape);
+//   ib_contiguous: t itself if contiguous, else a contiguous copy (recorded).
+ib_tensor *ib_contiguous(ib_ctx *ctx, ib_tensor *t);
+
+// Autograd.
+// Appends a node for `op` if recording and any input requires grad; marks `out` as requiring grad
+// then. Returns the node (so the op can set node->saved) or NULL when nothing was recorded.
+ib_node *ib_record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_tensor *const *in);
+// Seeds out's grad with `seed` (NULL: ones, the usual scalar loss) and replays the tape in reverse.
+// Nodes whose output received no gradient are skipped. The tape is left in place; reset the ctx.
+void ib_backward(ib_ctx *ctx, ib_tensor *out, const float *seed);
+
+// ---------------------------------------------------------------------------------------------
+// Parameters: every parameter of a model in one contiguous block, their grads in another, and the
+// buffers (batchnorm running statistics) in a third. Register first, then ib_params_alloc once.
+// Optimizers loop over ps->data / ps->grad flat; checkpoints write each named tensor.
+
+typedef struct ib_params {
+    int n, cap;
+    ib_tensor **t;           // stable pointers, malloc'd at registration
+    int *is_buffer;          // 1 for buffers (no grad, not optimised)
+    int *no_decay;           // 1 for BN weights/biases and conv/linear biases
+    float *data, *grad;      // the parameter block and its gradient block (numel_params each)
+    float *buf;              // the buffer block (numel_buffers)
+    int64_t numel_params, numel_buffers;
+} ib_params;
+
+void ib_params_init(ib_params *ps);
+void ib_params_free(ib_params *ps);
+// The returned tensor has no data until ib_params_alloc. `name` is copied.
+ib_tensor *ib_params_add(ib_params *ps, const char *name, int ndim, const int *shape, int no_decay);
+ib_tensor *ib_params_add_buffer(ib_params *ps, const char *name, int ndim, const int *shape);
+ib_status ib_params_alloc(ib_params *ps);     // zero-filled
+void ib_params_zero_grad(ib_params *ps);
+ib_tensor *ib_params_find(const ib_params *ps, const char *name);
+
+// ---------------------------------------------------------------------------------------------
+// RNG: PCG32 (O'Neill). A stream is a pure function of its seed, so results never depend on the
+// thread count: random numbers are drawn on one thread, then work is split.
+
+typedef struct ib_rng { uint64_t state, inc; } ib_rng;
+void ib_rng_seed(ib_rng *r, uint64_t seed, uint64_t stream);
+uint32_t ib_rng_u32(ib_rng *r);
+uint32_t ib_rng_below(ib_rng *r, uint32_t n);             // uniform in [0, n), unbiased
+float ib_rng_uniform(ib_rng *r);                          // [0, 1), 24 bits
+float ib_rng_normal(ib_rng *r);                           // N(0, 1), Box-Muller
+void ib_rng_fill_uniform(ib_rng *r, float *x, int64_t n, float lo, float hi);
+void ib_rng_fill_normal(ib_rng *r, float *x, int64_t n, float mean, float std);
+void ib_rng_shuffle(ib_rng *r, int *idx, int n);
+
+// ---------------------------------------------------------------------------------------------
+// Threads: one setting for our OpenMP loops and OpenBLAS's GEMM. Never call BLAS inside an OpenMP
+// parallel region.
+
+void ib_set_threads(int n);    // n <= 0: the number of cores
+int ib_get_threads(void);
+double ib_time_s(void);        // monotonic seconds
+
+// ---------------------------------------------------------------------------------------------
+// HDF5 tensor I/O. Files being created are written as PATH.tmp and renamed by ib_h5_close, so a
+// crash never leaves a half-written file under the final name. Dataset names are paths
+// ("params/features.0.0.weight"); groups along the path are created as needed.
+
+typedef struct ib_h5 ib_h5;
+ib_status ib_h5_create(ib_h5 **f, const char *path);
+ib_status ib_h5_open(ib_h5 **f, const char *path);        // read-only
+ib_status ib_h5_close(ib_h5 *f);                          // commit (rename) a created file
+void ib_h5_abort(ib_h5 *f);                               // close and delete a half-written file
+const char *ib_h5_path(const ib_h5 *f);
+int ib_h5_exists(ib_h5 *f, const char *name);
+ib_status ib_h5_write(ib_h5 *f, const char *name, const ib_tensor *t);
+ib_status ib_h5_write_f32(ib_h5 *f, const char *name, const float *x, int ndim, const int *shape);
+ib_status ib_h5_write_i32(ib_h5 *f, const char *name, const int32_t *x, int ndim, const int *shape);
+ib_status ib_h5_write_i64(ib_h5 *f, const char *name, const int64_t *x, int ndim, const int *shape);
+// Dataset rank and shape (shape may be NULL); up to 8 dims.
+ib_status ib_h5_shape(ib_h5 *f, const char *name, int *ndim, int64_t *shape);
+// Reads a float32 dataset into a new arena tensor (rank <= 4).
+ib_status ib_h5_read(ib_h5 *f, const char *name, ib_ctx *ctx, ib_tensor **out);
+// Reads into an existing contiguous tensor; the dataset's shape must equal t's.
+ib_status ib_h5_read_into(ib_h5 *f, const char *name, ib_tensor *t);
+ib_status ib_h5_read_f32(ib_h5 *f, const char *name, float *x, int64_t n);   // n: expected numel
+ib_status ib_h5_read_i32(ib_h5 *f, const char *name, int32_t *x, int64_t n);
+ib_status ib_h5_read_i64(ib_h5 *f, const char *name, int64_t *x, int64_t n);
+// Attributes on a group or dataset (`obj` "/" for the file root).
+ib_status ib_h5_set_attr_str(ib_h5 *f, const char *obj, const char *attr, const char *value);
+ib_status ib_h5_set_attr_i64(ib_h5 *f, const char *obj, const char *attr, int64_t value);
+ib_status ib_h5_set_attr_f64(ib_h5 *f, const char *obj, const char *attr, double value);
+// String attributes are returned malloc'd (caller frees).
+ib_status ib_h5_attr_str(ib_h5 *f, const char *obj, const char *attr, char **value);
+ib_status ib_h5_attr_i64(ib_h5 *f, const char *obj, const char *attr, int64_t *value);
+ib_status ib_h5_attr_f64(ib_h5 *f, const char *obj, const char *attr, double *value);
+// Calls fn for each direct member name of a group, in name order.
+ib_status ib_h5_list(ib_h5 *f, const char *group, void (*fn)(const char *name, void *user), void *user);
+
+// ---------------------------------------------------------------------------------------------
+// Ops. Inputs must be contiguous (IB_ASSERT) except for ib_contiguous. Shapes in comments.
+
+// Matmul and linear (OpenBLAS).
+// a: (M, K), b: (K, N) -> (M, N)
+ib_tensor *ib_matmul(ib_ctx *ctx, ib_tensor *a, ib_tensor *b);
+// x: (N, in), w: (out, in), b: (out) or NULL -> (N, out)
+ib_tensor *ib_linear(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b);
+
+// Convolution, square kernels, symmetric padding, PyTorch semantics.
+// x: (N, Cin, H, W), w: (Cout, Cin/groups, K, K), b: (Cout) or NULL -> (N, Cout, Ho, Wo),
+// Ho = (H + 2*pad - dil*(K-1) - 1) / stride + 1. groups == Cin == Cout uses the depthwise kernel.
+ib_tensor *ib_conv2d(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b,
+                     int stride, int pad, int dilation, int groups);
+// x: (N, C, H, W), w: (C, 1, K, K), b: (C) or NULL -> (N, C, Ho, Wo); direct loops, no im2col.
+ib_tensor *ib_dwconv2d(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b,
+                       int stride, int pad, int dilation);
+
+// Batch normalisation over (N, H, W) per channel. x: (N, C, H, W) or (N, C); gamma, beta: (C);
+// running_mean, running_var: (C) buffers (no grad). training: normalise with the batch statistics
+// (biased variance) and update running = (1 - momentum) * running + momentum * batch (unbiased
+// variance), as torch.nn.BatchNorm2d; otherwise normalise with the running statistics.
+ib_tensor *ib_batchnorm(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta,
+                        ib_tensor *running_mean, ib_tensor *running_var,
+                        int training, float momentum, float eps);
+
+// Elementwise activations, any shape.
+ib_tensor *ib_relu(ib_ctx *ctx, ib_tensor *x);
+ib_tensor *ib_relu6(ib_ctx *ctx, ib_tensor *x);
+ib_tensor *ib_hswish(ib_ctx *ctx, ib_tensor *x);     // x * relu6(x + 3) / 6
+ib_tensor *ib_hsigmoid(ib_ctx *ctx, ib_tensor *x);   // relu6(x + 3) / 6
+ib_tensor *ib_sigmoid(ib_ctx *ctx, ib_tensor *x);
+// a + b, same shape.
+ib_tensor *ib_add(ib_ctx *ctx, ib_tensor *a, ib_tensor *b);
+// x * s per channel (squeeze-excite). x: (N, C, H, W), s: (N, C, 1, 1) -> (N, C, H, W)
+ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s);
+// Concatenation along dim 1. xs[i]: (N, Ci, H, W) -> (N, sum Ci, H, W)
+ib_tensor *ib_concat(ib_ctx *ctx, int n, ib_tensor *const *xs);
+
+// Pooling. x: (N, C, H, W).
+ib_tensor *ib_global_avg_pool(ib_ctx *ctx, ib_tensor *x);                  // -> (N, C, 1, 1)
+// count_include_pad = true, as PyTorch's default; floor mode.
+ib_tensor *ib_avg_pool(ib_ctx *ctx, ib_tensor *x, int k, int stride, int pad);
+// Padding is -inf; ties go to the first maximum in scan order (PyTorch's choice).
+ib_tensor *ib_max_pool(ib_ctx *ctx, ib_tensor *x, int k, int stride, int pad);
+
+// Resize to (Ho, Wo) with PyTorch's F.interpolate(size=...) semantics. bilinear: align_corners=False
+// (half-pixel centres, source coordinate clamped at 0). nearest: src = floor(dst * in / out).
+ib_tensor *ib_resize_bilinear(ib_ctx *ctx, ib_tensor *x, int ho, int wo);
+ib_tensor *ib_resize_nearest(ib_ctx *ctx, ib_tensor *x, int ho, int wo);
+
+// Losses; each returns a scalar tensor (ndim 1, shape [1]).
+// Softmax cross-entropy. logits: (N, C) with targets[N], or (N, C, H, W) with targets[N*H*W]
+// (per pixel, row-major N, H, W). Targets equal to ignore_index (use -1 for none) are skipped; the
+// mean is over the rest. label_smoothing eps as torch: (1 - eps) * nll + eps * mean_c(-log p_c).
+ib_tensor *ib_cross_entropy(ib_ctx *ctx, ib_tensor *logits, const int32_t *targets,
+                            float label_smoothing, int ignore_index);
+// KL(softmax(teacher) || softmax(student)) summed over classes, mean over rows ('batchmean').
+// student, teacher: (N, C). Gradients flow into both if they require grad (usually the teacher
+// is detached: created with requires_grad 0, or computed with recording off).
+ib_tensor *ib_kl_div_softmax(ib_ctx *ctx, ib_tensor *student, ib_tensor *teacher);
+// Smooth-L1 (Huber with beta, as torch.nn.functional.smooth_l1_loss). pred, target: same shape.
+typedef enum { IB_REDUCE_MEAN = 0, IB_REDUCE_SUM = 1 } ib_reduce;
+ib_tensor *ib_smooth_l1(ib_ctx *ctx, ib_tensor *pred, ib_tensor *target, float beta, ib_reduce red);
+// Sum of all elements -> scalar (for tests and custom losses).
+ib_tensor *ib_sum(ib_ctx *ctx, ib_tensor *x);
+
+#endif

@@ -1,0 +1,354 @@
+// Tensors, views, the context (arena + tape), autograd replay and the parameter block.
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------------------------
+// Context
+
+ib_ctx *ib_ctx_new(void) {
+    ib_ctx *ctx = calloc(1, sizeof *ctx);
+    IB_ASSERT(ctx, "out of memory");
+    ctx->arena = ib_arena_new(16u << 20);
+    ctx->tape_cap = 1024;
+    ctx->tape = malloc(sizeof(ib_node) * (size_t)ctx->tape_cap);
+    IB_ASSERT(ctx->tape, "out of memory");
+    ctx->recording = 1;
+    ctx->training = 1;
+    return ctx;
+}
+
+void ib_ctx_free(ib_ctx *ctx) {
+    if (!ctx) return;
+    ib_arena_free(ctx->arena);
+    free(ctx->tape);
+    free(ctx);
+}
+
+void ib_ctx_reset(ib_ctx *ctx) {
+    ib_arena_reset(ctx->arena);
+    ctx->tape_len = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensors
+
+int64_t ib_numel(const ib_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static void set_contiguous_strides(ib_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        t->stride[i] = s;
+        s *= t->shape[i];
+    }
+}
+
+int ib_is_contiguous(const ib_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != s) return 0;
+        s *= t->shape[i];
+    }
+    return 1;
+}
+
+int ib_same_shape(const ib_tensor *a, const ib_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+const char *ib_shape_str(const ib_tensor *t, char *buf, size_t n) {
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, n - k, "[");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %d" : "%d", t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+void ib_tensor_init(ib_tensor *t, float *data, int ndim, const int *shape) {
+    IB_ASSERT(ndim >= 1 && ndim <= IB_MAX_DIMS, "ndim %d out of range", ndim);
+    memset(t, 0, sizeof *t);
+    t->data = data;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        IB_ASSERT(shape[i] >= 0, "negative dimension %d", shape[i]);
+        t->shape[i] = shape[i];
+    }
+    set_contiguous_strides(t);
+}
+
+ib_tensor *ib_tensor_new(ib_ctx *ctx, int ndim, const int *shape) {
+    ib_tensor *t = ib_arena_alloc(ctx->arena, sizeof *t);
+    ib_tensor_init(t, NULL, ndim, shape);
+    t->data = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)ib_numel(t));
+    return t;
+}
+
+ib_tensor *ib_tensor_zeros(ib_ctx *ctx, int ndim, const int *shape) {
+    ib_tensor *t = ib_tensor_new(ctx, ndim, shape);
+    memset(t->data, 0, sizeof(float) * (size_t)ib_numel(t));
+    return t;
+}
+
+ib_tensor *ib_tensor_like(ib_ctx *ctx, const ib_tensor *t) { return ib_tensor_new(ctx, t->ndim, t->shape); }
+
+float *ib_grad(ib_ctx *ctx, ib_tensor *t) {
+    if (!t->grad) {
+        IB_ASSERT(!t->base, "a view's grad must alias its base's (view made before the base had one)");
+        IB_ASSERT(ib_is_contiguous(t), "lazily allocated grads are contiguous");
+        t->grad = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)ib_numel(t));
+    }
+    return t->grad;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+static ib_tensor *view_of(ib_ctx *ctx, ib_tensor *t) {
+    // The view's grad aliases the base's, so the base needs one now if gradients may flow.
+    if (t->requires_grad && ctx->recording && !t->grad) ib_grad(ctx, t);
+    ib_tensor *v = ib_arena_alloc(ctx->arena, sizeof *v);
+    *v = *t;
+    v->base = t->base ? t->base : t;
+    v->name = NULL;
+    return v;
+}
+
+ib_tensor *ib_view_slice(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k2, int k3) {
+    int keep[4] = {n0, n1, k2, k3};
+    ib_tensor *v = view_of(ctx, t);
+    int64_t off = 0;
+    for (int d = 0; d < 4 && d < t->ndim; d++) {
+        int k = keep[d];
+        if (k < 0 || k == t->shape[d]) continue;
+        IB_ASSERT(k <= t->shape[d], "slice: dim %d keeps %d of %d", d, k, t->shape[d]);
+        if (d >= 2) {
+            IB_ASSERT((t->shape[d] - k) % 2 == 0, "slice: centred window %d of %d needs equal parity", k,
+                      t->shape[d]);
+            off += (int64_t)((t->shape[d] - k) / 2) * t->stride[d];
+        }
+        v->shape[d] = k;
+    }
+    v->data = t->data + off;
+    v->grad = t->grad ? t->grad + off : NULL;
+    return v;
+}
+
+ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len) {
+    IB_ASSERT(dim >= 0 && dim < t->ndim, "view_range: dim %d of a rank-%d tensor", dim, t->ndim);
+    IB_ASSERT(start >= 0 && len >= 0 && start + len <= t->shape[dim], "view_range: [%d, %d) of %d", start,
+              start + len, t->shape[dim]);
+    ib_tensor *v = view_of(ctx, t);
+    int64_t off = (int64_t)start * t->stride[dim];
+    v->shape[dim] = len;
+    v->data = t->data + off;
+    v->grad = t->grad ? t->grad + off : NULL;
+    return v;
+}
+
+ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape) {
+    IB_ASSERT(ib_is_contiguous(t), "reshape needs a contiguous tensor");
+    ib_tensor *v = view_of(ctx, t);
+    float *data = v->data, *grad = v->grad;
+    ib_tensor_init(v, data, ndim, shape);
+    IB_ASSERT(ib_numel(v) == ib_numel(t), "reshape: numel %lld != %lld", (long long)ib_numel(v),
+              (long long)ib_numel(t));
+    v->grad = grad;
+    v->requires_grad = t->requires_grad;
+    v->base = t->base ? t->base : t;
+    return v;
+}
+
+// Strided copy between a (possibly strided) 4-d view and contiguous memory; add = accumulate.
+static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, int to_contig, int add) {
+    int s[4] = {1, 1, 1, 1};
+    int64_t st[4] = {0, 0, 0, 0};
+    int off = 4 - view->ndim;
+    for (int i = 0; i < view->ndim; i++) {
+        s[off + i] = view->shape[i];
+        st[off + i] = view->stride[i];
+    }
+    int64_t k = 0;
+    for (int a = 0; a < s[0]; a++)
+        for (int b = 0; b < s[1]; b++)
+            for (int c = 0; c < s[2]; c++) {
+                float *row = viewmem + a * st[0] + b * st[1] + c * st[2];
+                for (int d = 0; d < s[3]; d++, k++) {
+                    float *p = row + d * st[3];
+                    if (to_contig) contig[k] = *p;
+                    else if (add) *p += contig[k];
+                    else *p = contig[k];
+                }
+            }
+}
+
+static void contiguous_backward(ib_ctx *ctx, ib_node *n) {
+    (void)ctx;
+    ib_tensor *x = n->in[0];
+    IB_ASSERT(x->grad, "contiguous: the view has no grad to add into");
+    strided_copy(x, x->grad, n->out->grad, 0, 1);
+}
+static const ib_op op_contiguous = {"contiguous", contiguous_backward};
+
+ib_tensor *ib_contiguous(ib_ctx *ctx, ib_tensor *t) {
+    if (ib_is_contiguous(t)) return t;
+    ib_tensor *y = ib_tensor_new(ctx, t->ndim, t->shape);
+    strided_copy(t, t->data, y->data, 1, 0);
+    ib_record(ctx, &op_contiguous, y, 1, &t);
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autograd
+
+ib_node *ib_record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_tensor *const *in) {
+    IB_ASSERT(n_in <= IB_MAX_INPUTS, "op %s: %d inputs", op->name, n_in);
+    if (!ctx->recording) return NULL;
+    int any = 0;
+    for (int i = 0; i < n_in; i++) any |= in[i] && in[i]->requires_grad;
+    if (!any) return NULL;
+    if (ctx->tape_len == ctx->tape_cap) {
+        ctx->tape_cap *= 2;
+        ib_node *t = realloc(ctx->tape, sizeof(ib_node) * (size_t)ctx->tape_cap);
+        IB_ASSERT(t, "out of memory growing the tape");
+        ctx->tape = t;
+    }
+    ib_node *n = &ctx->tape[ctx->tape_len++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->out = out;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    out->requires_grad = 1;
+    return n;
+}
+
+void ib_backward(ib_ctx *ctx, ib_tensor *out, const float *seed) {
+    int64_t n = ib_numel(out);
+    float *g = ib_grad(ctx, out);
+    for (int64_t i = 0; i < n; i++) g[i] += seed ? seed[i] : 1.0f;
+    int saved_recording = ctx->recording;
+    ctx->recording = 0;   // backward functions use ops' kernels, never the tape
+    for (int i = ctx->tape_len - 1; i >= 0; i--) {
+        ib_node *node = &ctx->tape[i];
+        if (!node->out->grad) continue;
+        node->op->backward(ctx, node);
+    }
+    ctx->recording = saved_recording;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sum (for tests and custom losses)
+
+static void sum_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *x = n->in[0];
+    float g = n->out->grad[0];
+    float *gx = ib_grad(ctx, x);
+    int64_t m = ib_numel(x);
+    for (int64_t i = 0; i < m; i++) gx[i] += g;
+}
+static const ib_op op_sum = {"sum", sum_backward};
+
+ib_tensor *ib_sum(ib_ctx *ctx, ib_tensor *x) {
+    IB_ASSERT(ib_is_contiguous(x), "sum: contiguous input");
+    ib_tensor *y = ib_tensor_new(ctx, 1, (int[]){1});
+    double s = 0;
+    int64_t m = ib_numel(x);
+    for (int64_t i = 0; i < m; i++) s += x->data[i];
+    y->data[0] = (float)s;
+    ib_record(ctx, &op_sum, y, 1, &x);
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+void ib_params_init(ib_params *ps) { memset(ps, 0, sizeof *ps); }
+
+void ib_params_free(ib_params *ps) {
+    for (int i = 0; i < ps->n; i++) {
+        free((char *)ps->t[i]->name);
+        free(ps->t[i]);
+    }
+    free(ps->t);
+    free(ps->is_buffer);
+    free(ps->no_decay);
+    free(ps->data);
+    free(ps->grad);
+    free(ps->buf);
+    memset(ps, 0, sizeof *ps);
+}
+
+static ib_tensor *params_register(ib_params *ps, const char *name, int ndim, const int *shape, int buffer,
+                                  int no_decay) {
+    IB_ASSERT(!ps->data && !ps->buf, "register every parameter before ib_params_alloc (%s)", name);
+    IB_ASSERT(!ib_params_find(ps, name), "parameter %s registered twice", name);
+    if (ps->n == ps->cap) {
+        ps->cap = ps->cap ? ps->cap * 2 : 64;
+        ps->t = realloc(ps->t, sizeof *ps->t * (size_t)ps->cap);
+        ps->is_buffer = realloc(ps->is_buffer, sizeof(int) * (size_t)ps->cap);
+        ps->no_decay = realloc(ps->no_decay, sizeof(int) * (size_t)ps->cap);
+        IB_ASSERT(ps->t && ps->is_buffer && ps->no_decay, "out of memory");
+    }
+    ib_tensor *t = malloc(sizeof *t);
+    IB_ASSERT(t, "out of memory");
+    ib_tensor_init(t, NULL, ndim, shape);
+    t->name = strdup(name);
+    t->requires_grad = !buffer;
+    ps->t[ps->n] = t;
+    ps->is_buffer[ps->n] = buffer;
+    ps->no_decay[ps->n] = no_decay;
+    ps->n++;
+    if (buffer) ps->numel_buffers += ib_numel(t);
+    else ps->numel_params += ib_numel(t);
+    return t;
+}
+
+ib_tensor *ib_params_add(ib_params *ps, const char *name, int ndim, const int *shape, int no_decay) {
+    return params_register(ps, name, ndim, shape, 0, no_decay);
+}
+
+ib_tensor *ib_params_add_buffer(ib_params *ps, const char *name, int ndim, const int *shape) {
+    return params_register(ps, name, ndim, shape, 1, 1);
+}
+
+ib_status ib_params_alloc(ib_params *ps) {
+    size_t np = (size_t)(ps->numel_params ? ps->numel_params : 1);
+    size_t nb = (size_t)(ps->numel_buffers ? ps->numel_buffers : 1);
+    ps->data = calloc(np, sizeof(float));
+    ps->grad = calloc(np, sizeof(float));
+    ps->buf = calloc(nb, sizeof(float));
+    if (!ps->data || !ps->grad || !ps->buf)
+        return ib_fail(IB_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)np);
+    int64_t po = 0, bo = 0;
+    for (int i = 0; i < ps->n; i++) {
+        ib_tensor *t = ps->t[i];
+        if (ps->is_buffer[i]) {
+            t->data = ps->buf + bo;
+            bo += ib_numel(t);
+        } else {
+            t->data = ps->data + po;
+            t->grad = ps->grad + po;
+            po += ib_numel(t);
+        }
+    }
+    return IB_OK;
+}
+
+void ib_params_zero_grad(ib_params *ps) {
+    if (ps->grad) memset(ps->grad, 0, sizeof(float) * (size_t)ps->numel_params);
+}
+
+ib_tensor *ib_params_find(const ib_params *ps, const char *name) {
+    for (int i = 0; i < ps->n; i++)
+        if (strcmp(ps->t[i]->name, name) == 0) return ps->t[i];
+    return NULL;
+}

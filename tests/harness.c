@@ -1,0 +1,260 @@
+// The test runner and the helpers every test uses (tolerances, fills, gradient checks, references).
+#include "tests/test.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_CASES 512
+static struct { const char *name; void (*fn)(void); } cases[MAX_CASES];
+static int n_cases;
+static int case_state;   // 0 running/passed, 1 failed, 2 skipped
+static char case_msg[2048];
+
+void ib_test_register(const char *name, void (*fn)(void)) {
+    IB_ASSERT(n_cases < MAX_CASES, "too many test cases");
+    cases[n_cases].name = name;
+    cases[n_cases].fn = fn;
+    n_cases++;
+}
+
+void ib_test_fail(const char *file, int line, const char *fmt, ...) {
+    int k = snprintf(case_msg, sizeof case_msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(case_msg + k, sizeof case_msg - (size_t)k, fmt, ap);
+    va_end(ap);
+    case_state = 1;
+}
+
+void ib_test_skip(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(case_msg, sizeof case_msg, fmt, ap);
+    va_end(ap);
+    case_state = 2;
+}
+
+int ib_test_failed(void) { return case_state != 0; }
+
+int main(int argc, char **argv) {
+    ib_set_threads(2);
+    int failed = 0;
+    for (int i = 0; i < n_cases; i++) {
+        if (argc > 1 && !strstr(cases[i].name, argv[1])) continue;
+        case_state = 0;
+        case_msg[0] = 0;
+        double t0 = ib_time_s();
+        cases[i].fn();
+        double dt = ib_time_s() - t0;
+        if (case_state == 0) printf("PASS %s (%.2fs)\n", cases[i].name, dt);
+        else if (case_state == 2) printf("SKIP %s: %s\n", cases[i].name, case_msg);
+        else {
+            printf("FAIL %s: %s\n", cases[i].name, case_msg);
+            failed++;
+        }
+        fflush(stdout);
+    }
+    return failed ? 1 : 0;
+}
+
+double rel_err(const float *a, const float *b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    if (den == 0) return sqrt(num);
+    return sqrt(num / den);
+}
+
+double max_abs_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d;   // NaN propagates
+    }
+    return m;
+}
+
+void fill_normal(ib_tensor *t, uint64_t seed, float std) {
+    ib_rng r;
+    ib_rng_seed(&r, seed, 7);
+    ib_rng_fill_normal(&r, t->data, ib_numel(t), 0.0f, std);
+}
+
+void fill_uniform(ib_tensor *t, uint64_t seed, float lo, float hi) {
+    ib_rng r;
+    ib_rng_seed(&r, seed, 11);
+    ib_rng_fill_uniform(&r, t->data, ib_numel(t), lo, hi);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient check
+
+static double loss_of(ib_ctx *ctx, gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const float *r,
+                      int64_t *n_out) {
+    ib_ctx_reset(ctx);
+    int rec = ctx->recording;
+    ctx->recording = 0;
+    ib_tensor *leaves[IB_MAX_INPUTS];
+    for (int i = 0; i < n_in; i++) {
+        leaves[i] = ib_tensor_like(ctx, in[i]);
+        memcpy(leaves[i]->data, in[i]->data, sizeof(float) * (size_t)ib_numel(in[i]));
+    }
+    ib_tensor *out = fwd(ctx, leaves, user);
+    ctx->recording = rec;
+    *n_out = ib_numel(out);
+    double s = 0;
+    for (int64_t j = 0; j < *n_out; j++) s += (double)out->data[j] * (r ? r[j] : 0.0);
+    return s;
+}
+
+int gradcheck(gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const int *check, gc_opts opt,
+              char *msg, size_t msgn) {
+    if (opt.h <= 0) opt.h = 1e-2;
+    if (opt.tol <= 0) opt.tol = 1e-2;
+    IB_ASSERT(n_in <= IB_MAX_INPUTS, "gradcheck: too many inputs");
+    ib_ctx *ctx = ib_ctx_new();
+    int ok = 1;
+
+    // Analytic gradients.
+    ib_tensor *leaves[IB_MAX_INPUTS];
+    for (int i = 0; i < n_in; i++) {
+        leaves[i] = ib_tensor_like(ctx, in[i]);
+        memcpy(leaves[i]->data, in[i]->data, sizeof(float) * (size_t)ib_numel(in[i]));
+        leaves[i]->requires_grad = check[i];
+    }
+    ib_tensor *out = fwd(ctx, leaves, user);
+    int64_t n_out = ib_numel(out);
+    float *r = malloc(sizeof(float) * (size_t)n_out);
+    ib_rng rng;
+    ib_rng_seed(&rng, 1234, 1);
+    ib_rng_fill_normal(&rng, r, n_out, 0, 1);
+    for (int64_t j = 0; j < n_out; j++)
+        if (!isfinite(out->data[j])) {
+            snprintf(msg, msgn, "forward output has a non-finite value at %lld", (long long)j);
+            ok = 0;
+            goto done;
+        }
+    int any = 0;
+    for (int i = 0; i < n_in; i++) any |= check[i];
+    if (any && !out->requires_grad) {
+        snprintf(msg, msgn, "output does not require grad: the op recorded nothing");
+        ok = 0;
+        goto done;
+    }
+    ib_backward(ctx, out, r);
+    float *analytic[IB_MAX_INPUTS] = {0};
+    for (int i = 0; i < n_in; i++) {
+        if (!check[i]) continue;
+        int64_t n = ib_numel(in[i]);
+        analytic[i] = calloc((size_t)n, sizeof(float));
+        if (leaves[i]->grad) memcpy(analytic[i], leaves[i]->grad, sizeof(float) * (size_t)n);
+    }
+
+    // Numeric gradients, element by element.
+    for (int i = 0; i < n_in && ok; i++) {
+        if (!check[i]) continue;
+        int64_t n = ib_numel(in[i]);
+        int64_t step = (opt.max_elems > 0 && n > opt.max_elems) ? (n + opt.max_elems - 1) / opt.max_elems : 1;
+        double num2 = 0, diff2 = 0;
+        int64_t worst = -1;
+        double worst_d = -1, worst_a = 0, worst_n = 0;
+        for (int64_t j = 0; j < n; j += step) {
+            float orig = in[i]->data[j];
+            int64_t m;
+            in[i]->data[j] = orig + (float)opt.h;
+            double lp = loss_of(ctx, fwd, user, n_in, in, r, &m);
+            in[i]->data[j] = orig - (float)opt.h;
+            double lm = loss_of(ctx, fwd, user, n_in, in, r, &m);
+            in[i]->data[j] = orig;
+            double hp = (double)(orig + (float)opt.h) - (double)(orig - (float)opt.h);   // the step really taken
+            double numeric = (lp - lm) / hp;
+            double a = analytic[i][j];
+            if (!isfinite(numeric) || !isfinite(a)) {
+                snprintf(msg, msgn, "input %d element %lld: non-finite gradient (analytic %g, numeric %g)", i,
+                         (long long)j, a, numeric);
+                ok = 0;
+                break;
+            }
+            num2 += numeric * numeric;
+            diff2 += (a - numeric) * (a - numeric);
+            if (fabs(a - numeric) > worst_d) {
+                worst_d = fabs(a - numeric);
+                worst = j;
+                worst_a = a;
+                worst_n = numeric;
+            }
+        }
+        if (!ok) break;
+        double err = sqrt(diff2) / fmax(sqrt(num2), 1e-6);
+        if (err > opt.tol) {
+            snprintf(msg, msgn, "input %d: relative error %.3g > %.3g (worst element %lld: analytic %.6g, numeric %.6g)",
+                     i, err, opt.tol, (long long)worst, worst_a, worst_n);
+            ok = 0;
+        }
+    }
+    for (int i = 0; i < n_in; i++) free(analytic[i]);
+done:
+    free(r);
+    ib_ctx_free(ctx);
+    return ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// References
+
+const char *ref_path(const char *name) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "tests/ref/%s", name);
+    if (access(buf, R_OK) == 0) return buf;
+    // From the binary's folder (build/tests or build/<variant>/tests) up to the project root.
+    char exe[2048];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        for (int up = 0; up < 5; up++) {
+            char *slash = strrchr(exe, '/');
+            if (!slash) break;
+            *slash = 0;
+            snprintf(buf, sizeof buf, "%s/tests/ref/%s", exe, name);
+            if (access(buf, R_OK) == 0) return buf;
+        }
+    }
+    snprintf(buf, sizeof buf, "tests/ref/%s", name);
+    return buf;
+}
+
+int ref_compare(ib_h5 *f, const char *name, const ib_tensor *t, double tol, char *msg, size_t msgn) {
+    int64_t n = ib_numel(t);
+    float *ref = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    ib_status s = ib_h5_read_f32(f, name, ref, n);
+    if (s) {
+        snprintf(msg, msgn, "%s", ib_errmsg());
+        free(ref);
+        return 0;
+    }
+    ib_tensor tmp = *t;
+    IB_ASSERT(ib_is_contiguous(&tmp), "ref_compare: contiguous tensors");
+    double e = rel_err(t->data, ref, n);
+    free(ref);
+    if (!(e <= tol)) {
+        snprintf(msg, msgn, "%s: relative error %.3g > %.3g", name, e, tol);
+        return 0;
+    }
+    return 1;
+}
+
+const char *shared_dir(void) {
+    static char buf[4096];
+    const char *env = getenv("IBNAS_SHARED");
+    if (env && access(env, R_OK) == 0) return env;
+    snprintf(buf, sizeof buf, "../shared");
+    if (access(buf, R_OK) == 0) return buf;
+    return NULL;
+}

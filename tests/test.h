@@ -1,0 +1,57 @@
+// The test harness: TEST(name) { ... } in any tests/test_*.c registers a case; CHECK stops the case
+// with a failure message; SKIP stops it as skipped with a reason. Each test binary prints one line per
+// case (PASS / FAIL / SKIP) and exits non-zero if any failed; tools/run_tests.sh adds them up.
+#ifndef IB_TEST_H
+#define IB_TEST_H
+
+#include "core/core.h"
+
+void ib_test_register(const char *name, void (*fn)(void));
+void ib_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void ib_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int ib_test_failed(void);   // has the running case failed or skipped?
+
+#define TEST(fn)                                                                \
+    static void fn(void);                                                       \
+    __attribute__((constructor)) static void register_##fn(void) { ib_test_register(#fn, fn); } \
+    static void fn(void)
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        if (!(cond)) { ib_test_fail(__FILE__, __LINE__, __VA_ARGS__); return; } \
+    } while (0)
+
+#define SKIP(...) do { ib_test_skip(__VA_ARGS__); return; } while (0)
+
+// ||a - b|| / ||b|| in double; a NaN or Inf anywhere in a or b gives +inf.
+double rel_err(const float *a, const float *b, int64_t n);
+double max_abs_diff(const float *a, const float *b, int64_t n);
+
+// Fills a tensor with N(0, std) or U(lo, hi) from a seeded stream.
+void fill_normal(ib_tensor *t, uint64_t seed, float std);
+void fill_uniform(ib_tensor *t, uint64_t seed, float lo, float hi);
+
+// Gradient check by central differences. `fwd` builds the op under test from leaf inputs. The check
+// compares d(sum(out * r))/d(in[i]) for each i with check[i] set, r ~ N(0,1) fixed; the loss is summed
+// in double. Up to max_elems elements per input are checked (spread evenly; 0 = all). A NaN or Inf in
+// either gradient fails before any tolerance is looked at. Returns 1 when all pass, else 0 and a
+// message in msg.
+typedef ib_tensor *(*gc_forward)(ib_ctx *ctx, ib_tensor **in, void *user);
+typedef struct {
+    double h;          // step, default 1e-2 (inputs of order 1, float32)
+    double tol;        // max ||analytic - numeric|| / ||numeric||, default 1e-2
+    int max_elems;     // default 0 (all)
+} gc_opts;
+int gradcheck(gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const int *check, gc_opts opt,
+              char *msg, size_t msgn);
+
+// Reference files written by tests/ref/*.py. Returns the path of tests/ref/NAME found from the
+// working directory or from the test binary's location (tests run from the project root).
+const char *ref_path(const char *name);
+// Compares t against dataset `name` of a reference file: rel_err <= tol. Message on failure.
+int ref_compare(ib_h5 *f, const char *name, const ib_tensor *t, double tol, char *msg, size_t msgn);
+
+// The shared/ folder beside the project (../shared), or NULL when absent (tests then SKIP).
+const char *shared_dir(void);
+
+#endif

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ibnas builds against, if any is missing; says what it installs and
+# does nothing when all are there. Used by `make test`, `make demo` and `make bench`.
+set -euo pipefail
+pkgs=(gcc make pkg-config libopenblas-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q >/dev/null || echo "deps: apt-get update failed; trying the install anyway"
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps: installed ${missing[*]}"
