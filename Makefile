@@ -40,7 +40,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps test bench demo clean tests examples
+.PHONY: all deps test bench demo clean tests examples refs
 all: $(BUILD)/libibnas.a $(BUILD)/ibnas
 
 deps:
@@ -85,6 +85,10 @@ bench: deps
 demo: deps
 	@$(MAKE) --no-print-directory -j2 all
 	@bash tools/demo.sh $(BUILD)
+
+# Regenerates the committed PyTorch reference files (needs python3-torch and python3-h5py).
+refs:
+	@for s in tests/ref/*.py; do case $$s in */common.py) continue;; esac; echo "refs: $$s"; /usr/bin/python3 $$s || exit 1; done
 
 clean:
 	rm -rf build
