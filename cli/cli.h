@@ -14,4 +14,7 @@ int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **o
 int cli_flag_int(int argc, char **argv, int *i, const char *name, int *out, int *bad);
 int cli_flag_float(int argc, char **argv, int *i, const char *name, float *out, int *bad);
 
+// The verbs.
+int cmd_infer(int argc, char **argv);
+
 #endif

@@ -11,6 +11,7 @@ typedef struct {
 } verb;
 
 static const verb verbs[] = {
+    {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
     {NULL, NULL, NULL},
 };
 

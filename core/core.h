@@ -294,6 +294,7 @@ ib_tensor *ib_cross_entropy(ib_ctx *ctx, ib_tensor *logits, const int32_t *targe
 // is detached: created with requires_grad 0, or computed with recording off).
 ib_tensor *ib_kl_div_softmax(ib_ctx *ctx, ib_tensor *student, ib_tensor *teacher);
 // Smooth-L1 (Huber with beta, as torch.nn.functional.smooth_l1_loss). pred, target: same shape.
+// The mean of zero elements is 0 (torch: NaN).
 typedef enum { IB_REDUCE_MEAN = 0, IB_REDUCE_SUM = 1 } ib_reduce;
 ib_tensor *ib_smooth_l1(ib_ctx *ctx, ib_tensor *pred, ib_tensor *target, float beta, ib_reduce red);
 // Sum of all elements -> scalar (for tests and custom losses).

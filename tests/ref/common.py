@@ -15,7 +15,7 @@ def open_ref(topic):
     path = os.path.join(HERE, topic + ".h5")
     f = h5py.File(path + ".tmp", "w")
     f.attrs["format"] = "ibnas-ref"
-    f.attrs["torch"] = torch.__version__
+    f.attrs["torch"] = str(torch.__version__)
     return f, path
 
 

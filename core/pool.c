@@ -1,0 +1,224 @@
+// Pooling ops: global average pooling (the classification head), average pooling and max pooling
+// with PyTorch semantics (floor mode; avg counts the padding; max pads with -inf and keeps the first
+// maximum). Threaded over (n, c) planes, so every plane is reduced on one thread in a fixed order.
+#include "core.h"
+
+#include <math.h>
+
+// ---------------------------------------------------------------------------------------------
+// Global average pooling
+
+// x: (N, C, H, W) -> y: (N, C, 1, 1)
+static void global_avg_pool_forward(const float *x, float *y, int64_t planes, int64_t hw) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *xp = x + p * hw;
+        double s = 0;
+        for (int64_t i = 0; i < hw; i++) s += xp[i];
+        y[p] = (float)(s / (double)hw);
+    }
+}
+
+// gy: (N, C, 1, 1) -> gx: (N, C, H, W), added
+static void global_avg_pool_backward_kernel(const float *gy, float *gx, int64_t planes, int64_t hw) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < planes; p++) {
+        float g = (float)((double)gy[p] / (double)hw);
+        float *gp = gx + p * hw;
+        for (int64_t i = 0; i < hw; i++) gp[i] += g;
+    }
+}
+
+static void global_avg_pool_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    global_avg_pool_backward_kernel(n->out->grad, ib_grad(ctx, x), (int64_t)x->shape[0] * x->shape[1],
+                                    (int64_t)x->shape[2] * x->shape[3]);
+}
+static const ib_op op_global_avg_pool = {"global_avg_pool", global_avg_pool_backward};
+
+ib_tensor *ib_global_avg_pool(ib_ctx *ctx, ib_tensor *x) {
+    char b[64];
+    IB_ASSERT(x->ndim == 4, "global_avg_pool: x must be (N, C, H, W), got %s", ib_shape_str(x, b, sizeof b));
+    IB_ASSERT(ib_is_contiguous(x), "global_avg_pool: contiguous input");
+    IB_ASSERT(x->shape[2] > 0 && x->shape[3] > 0, "global_avg_pool: empty plane %s", ib_shape_str(x, b, sizeof b));
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], x->shape[1], 1, 1});
+    global_avg_pool_forward(x->data, y->data, (int64_t)x->shape[0] * x->shape[1],
+                            (int64_t)x->shape[2] * x->shape[3]);
+    ib_record(ctx, &op_global_avg_pool, y, 1, &x);
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Windowed pooling: shared geometry
+
+typedef struct {
+    int h, w, ho, wo, k, stride, pad;
+    int64_t planes;
+} pool_geom;
+
+static pool_geom pool_setup(const char *what, const ib_tensor *x, int k, int stride, int pad) {
+    char b[64];
+    IB_ASSERT(x->ndim == 4, "%s: x must be (N, C, H, W), got %s", what, ib_shape_str(x, b, sizeof b));
+    IB_ASSERT(ib_is_contiguous(x), "%s: contiguous input", what);
+    IB_ASSERT(k >= 1 && stride >= 1 && pad >= 0, "%s: k %d, stride %d, pad %d", what, k, stride, pad);
+    // PyTorch's limit; beyond it a window could lie entirely in the padding.
+    IB_ASSERT(pad <= k / 2, "%s: pad %d must be at most half the kernel %d", what, pad, k);
+    pool_geom g;
+    g.h = x->shape[2];
+    g.w = x->shape[3];
+    g.k = k;
+    g.stride = stride;
+    g.pad = pad;
+    IB_ASSERT(g.h + 2 * pad >= k && g.w + 2 * pad >= k, "%s: kernel %d larger than the padded input %s", what, k,
+              ib_shape_str(x, b, sizeof b));
+    g.ho = (g.h + 2 * pad - k) / stride + 1;
+    g.wo = (g.w + 2 * pad - k) / stride + 1;
+    g.planes = (int64_t)x->shape[0] * x->shape[1];
+    return g;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Average pooling
+
+// x: (N, C, H, W) -> y: (N, C, Ho, Wo); divisor is the window size clipped to the padded input
+// (count_include_pad), which in floor mode is always k*k.
+static void avg_pool_forward(const float *x, float *y, pool_geom g) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < g.planes; p++) {
+        const float *xp = x + p * g.h * g.w;
+        float *yp = y + p * g.ho * g.wo;
+        for (int oy = 0; oy < g.ho; oy++) {
+            int y0 = oy * g.stride - g.pad, y1 = y0 + g.k;
+            if (y1 > g.h + g.pad) y1 = g.h + g.pad;
+            for (int ox = 0; ox < g.wo; ox++) {
+                int x0 = ox * g.stride - g.pad, x1 = x0 + g.k;
+                if (x1 > g.w + g.pad) x1 = g.w + g.pad;
+                int count = (y1 - y0) * (x1 - x0);
+                double s = 0;
+                for (int iy = y0 < 0 ? 0 : y0; iy < (y1 < g.h ? y1 : g.h); iy++)
+                    for (int ix = x0 < 0 ? 0 : x0; ix < (x1 < g.w ? x1 : g.w); ix++) s += xp[iy * g.w + ix];
+                yp[oy * g.wo + ox] = (float)(s / count);
+            }
+        }
+    }
+}
+
+// gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added
+static void avg_pool_backward_kernel(const float *gy, float *gx, pool_geom g) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < g.planes; p++) {
+        float *gp = gx + p * g.h * g.w;
+        const float *gyp = gy + p * g.ho * g.wo;
+        for (int oy = 0; oy < g.ho; oy++) {
+            int y0 = oy * g.stride - g.pad, y1 = y0 + g.k;
+            if (y1 > g.h + g.pad) y1 = g.h + g.pad;
+            for (int ox = 0; ox < g.wo; ox++) {
+                int x0 = ox * g.stride - g.pad, x1 = x0 + g.k;
+                if (x1 > g.w + g.pad) x1 = g.w + g.pad;
+                float v = gyp[oy * g.wo + ox] / (float)((y1 - y0) * (x1 - x0));
+                for (int iy = y0 < 0 ? 0 : y0; iy < (y1 < g.h ? y1 : g.h); iy++)
+                    for (int ix = x0 < 0 ? 0 : x0; ix < (x1 < g.w ? x1 : g.w); ix++) gp[iy * g.w + ix] += v;
+            }
+        }
+    }
+}
+
+static void avg_pool_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    const pool_geom *g = n->saved;
+    avg_pool_backward_kernel(n->out->grad, ib_grad(ctx, x), *g);
+}
+static const ib_op op_avg_pool = {"avg_pool", avg_pool_backward};
+
+ib_tensor *ib_avg_pool(ib_ctx *ctx, ib_tensor *x, int k, int stride, int pad) {
+    pool_geom g = pool_setup("avg_pool", x, k, stride, pad);
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], x->shape[1], g.ho, g.wo});
+    avg_pool_forward(x->data, y->data, g);
+    ib_node *n = ib_record(ctx, &op_avg_pool, y, 1, &x);
+    if (n) {
+        pool_geom *s = ib_arena_alloc(ctx->arena, sizeof *s);
+        *s = g;
+        n->saved = s;
+    }
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max pooling
+
+typedef struct {
+    pool_geom g;
+    int32_t *argmax;   // (N, C, Ho, Wo): index into the input plane (iy * W + ix)
+} max_pool_saved;
+
+// x: (N, C, H, W) -> y: (N, C, Ho, Wo), argmax: (N, C, Ho, Wo) or NULL. Only in-range elements are
+// scanned, which is what -inf padding amounts to (pad <= k/2 keeps every window non-empty); a NaN
+// wins, as in PyTorch, so it propagates.
+static void max_pool_forward(const float *x, float *y, int32_t *argmax, pool_geom g) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < g.planes; p++) {
+        const float *xp = x + p * g.h * g.w;
+        float *yp = y + p * g.ho * g.wo;
+        for (int oy = 0; oy < g.ho; oy++) {
+            int y0 = oy * g.stride - g.pad, y1 = y0 + g.k;
+            if (y0 < 0) y0 = 0;
+            if (y1 > g.h) y1 = g.h;
+            for (int ox = 0; ox < g.wo; ox++) {
+                int x0 = ox * g.stride - g.pad, x1 = x0 + g.k;
+                if (x0 < 0) x0 = 0;
+                if (x1 > g.w) x1 = g.w;
+                float best = -INFINITY;
+                int32_t at = y0 * g.w + x0;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++) {
+                        float v = xp[iy * g.w + ix];
+                        if (v > best || isnan(v)) {
+                            best = v;
+                            at = iy * g.w + ix;
+                            if (isnan(v)) goto found;
+                        }
+                    }
+            found:
+                yp[oy * g.wo + ox] = best;
+                if (argmax) argmax[p * g.ho * g.wo + oy * g.wo + ox] = at;
+            }
+        }
+    }
+}
+
+// gy: (N, C, Ho, Wo), argmax -> gx: (N, C, H, W), added
+static void max_pool_backward_kernel(const float *gy, const int32_t *argmax, float *gx, pool_geom g) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < g.planes; p++) {
+        float *gp = gx + p * g.h * g.w;
+        const float *gyp = gy + p * g.ho * g.wo;
+        const int32_t *ap = argmax + p * g.ho * g.wo;
+        for (int i = 0; i < g.ho * g.wo; i++) gp[ap[i]] += gyp[i];
+    }
+}
+
+static void max_pool_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    const max_pool_saved *s = n->saved;
+    max_pool_backward_kernel(n->out->grad, s->argmax, ib_grad(ctx, x), s->g);
+}
+static const ib_op op_max_pool = {"max_pool", max_pool_backward};
+
+ib_tensor *ib_max_pool(ib_ctx *ctx, ib_tensor *x, int k, int stride, int pad) {
+    pool_geom g = pool_setup("max_pool", x, k, stride, pad);
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], x->shape[1], g.ho, g.wo});
+    // Recorded first so the argmax indices are only kept when backward will need them.
+    ib_node *n = ib_record(ctx, &op_max_pool, y, 1, &x);
+    int32_t *argmax = NULL;
+    if (n) {
+        max_pool_saved *s = ib_arena_alloc(ctx->arena, sizeof *s);
+        s->g = g;
+        s->argmax = argmax = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)ib_numel(y));
+        n->saved = s;
+    }
+    max_pool_forward(x->data, y->data, argmax, g);
+    return y;
+}

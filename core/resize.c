@@ -1,0 +1,186 @@
+// Spatial resizing with the semantics of torch 1.13's F.interpolate(size=...): bilinear with
+// align_corners=False and (legacy) nearest. Source indices and weights are computed once per output
+// row and column, in float as PyTorch does, so the sampled positions match it bit for bit.
+#include "core.h"
+
+#include <math.h>
+
+// One axis of a resize: for output index i, the two source indices and their weights.
+typedef struct {
+    int32_t *i0, *i1;
+    float *l0, *l1;
+} axis_table;
+
+typedef struct {
+    int h, w, ho, wo;
+    int64_t planes;
+    axis_table ty, tx;      // bilinear
+    int32_t *ny, *nx;       // nearest
+} resize_saved;
+
+// torch's compute_source_index_and_lambda (align_corners=False, no scale factor given).
+static axis_table bilinear_axis(ib_ctx *ctx, int in, int out) {
+    axis_table t;
+    t.i0 = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)out);
+    t.i1 = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)out);
+    t.l0 = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)out);
+    t.l1 = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)out);
+    float scale = (float)in / (float)out;
+    for (int i = 0; i < out; i++) {
+        if (in == out) {
+            t.i0[i] = t.i1[i] = i;
+            t.l0[i] = 1.0f;
+            t.l1[i] = 0.0f;
+            continue;
+        }
+        float src = scale * ((float)i + 0.5f) - 0.5f;
+        if (src < 0) src = 0;   // half-pixel centres before the first pixel clamp to it
+        int i0 = (int)src;
+        float l1 = src - (float)i0;
+        if (l1 < 0) l1 = 0;
+        if (l1 > 1) l1 = 1;
+        t.i0[i] = i0;
+        t.i1[i] = i0 + (i0 < in - 1 ? 1 : 0);
+        t.l1[i] = l1;
+        t.l0[i] = 1.0f - l1;
+    }
+    return t;
+}
+
+// torch's nearest_idx: src = min(floor(dst * (in / out)), in - 1), with its two exact shortcuts.
+static int32_t *nearest_axis(ib_ctx *ctx, int in, int out) {
+    int32_t *t = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)out);
+    float scale = (float)in / (float)out;
+    for (int i = 0; i < out; i++) {
+        int64_t s;
+        if (out == in) s = i;
+        else if (out == 2 * in) s = i >> 1;
+        else s = (int64_t)floorf((float)i * scale);
+        t[i] = (int32_t)(s < in - 1 ? s : in - 1);
+    }
+    return t;
+}
+
+static resize_saved *resize_setup(ib_ctx *ctx, const char *what, const ib_tensor *x, int ho, int wo) {
+    char b[64];
+    IB_ASSERT(x->ndim == 4, "%s: x must be (N, C, H, W), got %s", what, ib_shape_str(x, b, sizeof b));
+    IB_ASSERT(ib_is_contiguous(x), "%s: contiguous input", what);
+    IB_ASSERT(ho > 0 && wo > 0, "%s: output size %d x %d", what, ho, wo);
+    IB_ASSERT(x->shape[2] > 0 && x->shape[3] > 0, "%s: empty input %s", what, ib_shape_str(x, b, sizeof b));
+    resize_saved *s = ib_arena_calloc(ctx->arena, sizeof *s);
+    s->h = x->shape[2];
+    s->w = x->shape[3];
+    s->ho = ho;
+    s->wo = wo;
+    s->planes = (int64_t)x->shape[0] * x->shape[1];
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bilinear
+
+// x: (N, C, H, W) -> y: (N, C, Ho, Wo)
+static void bilinear_forward(const float *x, float *y, const resize_saved *s) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < s->planes; p++) {
+        const float *xp = x + p * s->h * s->w;
+        float *yp = y + p * s->ho * s->wo;
+        for (int oy = 0; oy < s->ho; oy++) {
+            const float *r0 = xp + (int64_t)s->ty.i0[oy] * s->w, *r1 = xp + (int64_t)s->ty.i1[oy] * s->w;
+            float h0 = s->ty.l0[oy], h1 = s->ty.l1[oy];
+            for (int ox = 0; ox < s->wo; ox++) {
+                int a = s->tx.i0[ox], c = s->tx.i1[ox];
+                float w0 = s->tx.l0[ox], w1 = s->tx.l1[ox];
+                yp[oy * s->wo + ox] = h0 * (w0 * r0[a] + w1 * r0[c]) + h1 * (w0 * r1[a] + w1 * r1[c]);
+            }
+        }
+    }
+}
+
+// gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added. Each plane is scattered on one thread in a fixed
+// order, so the sums do not depend on the thread count.
+static void bilinear_backward_kernel(const float *gy, float *gx, const resize_saved *s) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < s->planes; p++) {
+        float *gp = gx + p * s->h * s->w;
+        const float *gyp = gy + p * s->ho * s->wo;
+        for (int oy = 0; oy < s->ho; oy++) {
+            float *r0 = gp + (int64_t)s->ty.i0[oy] * s->w, *r1 = gp + (int64_t)s->ty.i1[oy] * s->w;
+            float h0 = s->ty.l0[oy], h1 = s->ty.l1[oy];
+            for (int ox = 0; ox < s->wo; ox++) {
+                int a = s->tx.i0[ox], c = s->tx.i1[ox];
+                float w0 = s->tx.l0[ox], w1 = s->tx.l1[ox];
+                float g = gyp[oy * s->wo + ox];
+                r0[a] += h0 * w0 * g;
+                r0[c] += h0 * w1 * g;
+                r1[a] += h1 * w0 * g;
+                r1[c] += h1 * w1 * g;
+            }
+        }
+    }
+}
+
+static void bilinear_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    bilinear_backward_kernel(n->out->grad, ib_grad(ctx, x), n->saved);
+}
+static const ib_op op_resize_bilinear = {"resize_bilinear", bilinear_backward};
+
+ib_tensor *ib_resize_bilinear(ib_ctx *ctx, ib_tensor *x, int ho, int wo) {
+    resize_saved *s = resize_setup(ctx, "resize_bilinear", x, ho, wo);
+    s->ty = bilinear_axis(ctx, s->h, ho);
+    s->tx = bilinear_axis(ctx, s->w, wo);
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], x->shape[1], ho, wo});
+    bilinear_forward(x->data, y->data, s);
+    ib_node *n = ib_record(ctx, &op_resize_bilinear, y, 1, &x);
+    if (n) n->saved = s;
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nearest
+
+// x: (N, C, H, W) -> y: (N, C, Ho, Wo)
+static void nearest_forward(const float *x, float *y, const resize_saved *s) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < s->planes; p++) {
+        const float *xp = x + p * s->h * s->w;
+        float *yp = y + p * s->ho * s->wo;
+        for (int oy = 0; oy < s->ho; oy++) {
+            const float *row = xp + (int64_t)s->ny[oy] * s->w;
+            for (int ox = 0; ox < s->wo; ox++) yp[oy * s->wo + ox] = row[s->nx[ox]];
+        }
+    }
+}
+
+// gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added; per plane, sequential (deterministic).
+static void nearest_backward_kernel(const float *gy, float *gx, const resize_saved *s) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < s->planes; p++) {
+        float *gp = gx + p * s->h * s->w;
+        const float *gyp = gy + p * s->ho * s->wo;
+        for (int oy = 0; oy < s->ho; oy++) {
+            float *row = gp + (int64_t)s->ny[oy] * s->w;
+            for (int ox = 0; ox < s->wo; ox++) row[s->nx[ox]] += gyp[oy * s->wo + ox];
+        }
+    }
+}
+
+static void nearest_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *x = n->in[0];
+    if (!x->requires_grad) return;
+    nearest_backward_kernel(n->out->grad, ib_grad(ctx, x), n->saved);
+}
+static const ib_op op_resize_nearest = {"resize_nearest", nearest_backward};
+
+ib_tensor *ib_resize_nearest(ib_ctx *ctx, ib_tensor *x, int ho, int wo) {
+    resize_saved *s = resize_setup(ctx, "resize_nearest", x, ho, wo);
+    s->ny = nearest_axis(ctx, s->h, ho);
+    s->nx = nearest_axis(ctx, s->w, wo);
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], x->shape[1], ho, wo});
+    nearest_forward(x->data, y->data, s);
+    ib_node *n = ib_record(ctx, &op_resize_nearest, y, 1, &x);
+    if (n) n->saved = s;
+    return y;
+}

@@ -1,0 +1,82 @@
+// HDF5 checkpoints: the network's tensors by dotted name, its arch as JSON, and (through a callback)
+// the training state. Written as PATH.tmp and renamed, so a crash never leaves half a checkpoint.
+#include "layers/layers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+ib_status ib_ckpt_save(const ib_net *net, const char *path, ib_status (*extra)(ib_h5 *f, void *user), void *user) {
+    ib_h5 *f;
+    ib_status s = ib_h5_create(&f, path);
+    if (s) return s;
+    char name[512];
+    s = ib_h5_set_attr_str(f, "/", "format", IB_CKPT_FORMAT);
+    if (!s) s = ib_h5_set_attr_i64(f, "/", "version", IB_CKPT_VERSION);
+    if (!s) {
+        char *json = ib_arch_to_json(&net->arch);
+        s = ib_h5_set_attr_str(f, "/", "arch", json);
+        free(json);
+    }
+    if (!s) s = ib_h5_set_attr_str(f, "/", "ibnas_version", IB_VERSION_STRING);
+    for (int i = 0; i < net->ps.n && !s; i++) {
+        snprintf(name, sizeof name, "%s/%s", net->ps.is_buffer[i] ? "buffers" : "params", net->ps.t[i]->name);
+        s = ib_h5_write(f, name, net->ps.t[i]);
+    }
+    if (!s && extra) s = extra(f, user);
+    if (s) {
+        ib_h5_abort(f);
+        return s;
+    }
+    return ib_h5_close(f);
+}
+
+ib_status ib_ckpt_load_into(ib_net *net, ib_h5 *f) {
+    char name[512];
+    for (int i = 0; i < net->ps.n; i++) {
+        snprintf(name, sizeof name, "%s/%s", net->ps.is_buffer[i] ? "buffers" : "params", net->ps.t[i]->name);
+        ib_status s = ib_h5_read_into(f, name, net->ps.t[i]);
+        if (s) return s;
+    }
+    return IB_OK;
+}
+
+static ib_status check_header(ib_h5 *f) {
+    char *fmt = NULL;
+    int64_t version = 0;
+    const char *path = ib_h5_path(f);
+    if (ib_h5_attr_str(f, "/", "format", &fmt) || strcmp(fmt, IB_CKPT_FORMAT)) {
+        ib_status s = ib_fail(IB_ERR_FORMAT, "%s: not an ibnas checkpoint (format attribute is %s%s%s, expected \"%s\"; "
+                              "PyTorch weights convert with tools/torch2ibnas.py)", path, fmt ? "\"" : "",
+                              fmt ? fmt : "missing", fmt ? "\"" : "", IB_CKPT_FORMAT);
+        free(fmt);
+        return s;
+    }
+    free(fmt);
+    if (ib_h5_attr_i64(f, "/", "version", &version) || version != IB_CKPT_VERSION)
+        return ib_fail(IB_ERR_FORMAT, "%s: checkpoint version %lld, this build reads version %d", path,
+                       (long long)version, IB_CKPT_VERSION);
+    return IB_OK;
+}
+
+ib_status ib_ckpt_load(ib_net *net, const char *path) {
+    ib_h5 *f;
+    ib_status s = ib_h5_open(&f, path);
+    if (s) return s;
+    char *json = NULL;
+    ib_arch arch;
+    memset(&arch, 0, sizeof arch);
+    s = check_header(f);
+    if (!s && ib_h5_attr_str(f, "/", "arch", &json)) s = ib_fail(IB_ERR_FORMAT, "%s: no arch attribute", path);
+    if (!s) {
+        char src[600];
+        snprintf(src, sizeof src, "%s (arch attribute)", path);
+        s = ib_arch_parse(&arch, json, src);
+    }
+    free(json);
+    if (!s) s = ib_net_build(net, &arch);
+    if (!s) s = ib_ckpt_load_into(net, f);
+    ib_arch_free(&arch);
+    ib_h5_close(f);
+    if (s && net->blocks) ib_net_free(net);
+    return s;
+}

@@ -1,0 +1,98 @@
+// Networks from an arch: stem, blocks, head conv, pool, dropout, classifier, named as torchvision's
+// MobileNetV2 (features.0 .. features.n+1, classifier.1).
+#include "layers/layers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Dropout (inverted: kept values scaled by 1 / (1 - p)); the mask is drawn on one thread.
+typedef struct { float *mask; } dropout_saved;
+
+static void dropout_backward(ib_ctx *ctx, ib_node *n) {
+    dropout_saved *sv = n->saved;
+    ib_tensor *x = n->in[0];
+    float *gx = ib_grad(ctx, x);
+    const float *gy = n->out->grad;
+    int64_t m = ib_numel(x);
+    for (int64_t i = 0; i < m; i++) gx[i] += gy[i] * sv->mask[i];
+}
+static const ib_op op_dropout = {"dropout", dropout_backward};
+
+static ib_tensor *dropout(ib_ctx *ctx, ib_tensor *x, float p, ib_rng *rng) {
+    if (p <= 0) return x;
+    int64_t m = ib_numel(x);
+    ib_tensor *y = ib_tensor_like(ctx, x);
+    float *mask = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)m);
+    float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < m; i++) {
+        mask[i] = ib_rng_uniform(rng) < p ? 0.0f : scale;
+        y->data[i] = x->data[i] * mask[i];
+    }
+    ib_node *n = ib_record(ctx, &op_dropout, y, 1, &x);
+    if (n) {
+        dropout_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
+        sv->mask = mask;
+        n->saved = sv;
+    }
+    return y;
+}
+
+ib_status ib_net_build(ib_net *net, const ib_arch *arch) {
+    memset(net, 0, sizeof *net);
+    ib_status s = ib_arch_copy(&net->arch, arch);
+    if (s) return s;
+    const ib_arch *a = &net->arch;
+    ib_params_init(&net->ps);
+    char name[64];
+    ib_cba_init(&net->stem, &net->ps, "features.0", 3, a->stem_out, a->stem_kernel, a->stem_stride, 1, a->act);
+    net->blocks = calloc((size_t)(a->n_blocks ? a->n_blocks : 1), sizeof(ib_block));
+    if (!net->blocks) return ib_fail(IB_ERR_NOMEM, "out of memory building %s", a->name);
+    int c = a->stem_out;
+    for (int i = 0; i < a->n_blocks; i++) {
+        snprintf(name, sizeof name, "blocks[%d]", i);
+        s = ib_block_check(&a->blocks[i], c, name);
+        if (s) return s;
+        snprintf(name, sizeof name, "features.%d", i + 1);
+        ib_block_init(&net->blocks[i], &net->ps, name, &a->blocks[i], c, a->act);
+        c = a->blocks[i].out;
+    }
+    if (a->head_out > 0) {
+        snprintf(name, sizeof name, "features.%d", a->n_blocks + 1);
+        ib_cba_init(&net->head, &net->ps, name, c, a->head_out, 1, 1, 1, a->act);
+        net->has_head = 1;
+        c = a->head_out;
+    }
+    ib_linear_init(&net->fc, &net->ps, "classifier.1", c, a->classes);
+    ib_rng_seed(&net->dropout_rng, 0, 0xd0);
+    return ib_params_alloc(&net->ps);
+}
+
+void ib_net_init_weights(ib_net *net, uint64_t seed) {
+    ib_params_init_default(&net->ps, seed);
+    ib_rng_seed(&net->dropout_rng, seed, 0xd0);
+}
+
+void ib_net_free(ib_net *net) {
+    ib_params_free(&net->ps);
+    free(net->blocks);
+    ib_arch_free(&net->arch);
+    memset(net, 0, sizeof *net);
+}
+
+ib_tensor *ib_net_features(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
+    IB_ASSERT(x->ndim == 4 && x->shape[1] == 3, "network input must be (N, 3, H, W)");
+    ib_tensor *h = ib_cba_forward(ctx, &net->stem, x);
+    for (int i = 0; i < net->arch.n_blocks; i++) h = ib_block_forward(ctx, &net->blocks[i], h);
+    if (net->has_head) h = ib_cba_forward(ctx, &net->head, h);
+    return h;
+}
+
+ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
+    ib_tensor *h = ib_global_avg_pool(ctx, ib_net_features(ctx, net, x));
+    h = ib_reshape(ctx, h, 2, (int[]){h->shape[0], h->shape[1]});
+    if (ctx->training) h = dropout(ctx, h, net->arch.dropout, &net->dropout_rng);
+    return ib_linear_forward(ctx, &net->fc, h);
+}
+
+int64_t ib_net_param_count(const ib_net *net) { return net->ps.numel_params; }
