@@ -158,7 +158,10 @@ static ib_status parse_block(where *w, json_t *jb, ib_block_cfg *b, int cin) {
     TRY(get_float(w, jb, "r_out", &b->r_out, 0, 1));
     TRY(get_float(w, jb, "se", &b->se, 0, 1));
     TRY(get_act(w, jb, "act", &b->act));
-    return ib_block_check(b, cin, w->path) == IB_OK ? IB_OK : bad(w, "", ib_errmsg());
+    if (ib_block_check(b, cin, w->path) == IB_OK) return IB_OK;
+    char msg[512];   // ib_block_check's message already names the block; add the file
+    snprintf(msg, sizeof msg, "%s", ib_errmsg());
+    return ib_fail(IB_ERR_FORMAT, "%s: %s", w->source, msg);
 }
 
 static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {

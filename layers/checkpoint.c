@@ -59,6 +59,7 @@ static ib_status check_header(ib_h5 *f) {
 }
 
 ib_status ib_ckpt_load(ib_net *net, const char *path) {
+    memset(net, 0, sizeof *net);
     ib_h5 *f;
     ib_status s = ib_h5_open(&f, path);
     if (s) return s;
