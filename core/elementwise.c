@@ -1,0 +1,230 @@
+// Elementwise kernels: the activations (ReLU, ReLU6, h-swish, h-sigmoid, sigmoid), residual add,
+// per-channel scaling (squeeze-excite) and channel concatenation, with their backward passes.
+// Gradients at the kinks follow PyTorch 1.13 exactly, so parity tests can sit on a kink.
+#include "core.h"
+
+#include <math.h>
+#include <string.h>
+
+// Below this many elements a parallel region costs more than the loop.
+#define PAR_MIN 32768
+
+// ---------------------------------------------------------------------------------------------
+// Activations: an element function and its derivative per kind; a macro stamps out one loop pair
+// per kind. `simd` turns the clamps into blends: as branches they mispredict on every other element.
+
+// NaN passes through, as with torch's clamp.
+static inline float clamp06(float v) { return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v); }
+
+static inline float relu_f(float x) { return x > 0.0f ? x : (x == x ? 0.0f : x); }
+static inline float relu6_f(float x) { return clamp06(x); }
+static inline float hswish_f(float x) { return x * clamp06(x + 3.0f) / 6.0f; }
+static inline float hsigmoid_f(float x) { return clamp06(x + 3.0f) / 6.0f; }
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// dL/dx from dy, input x and output y, written as torch 1.13 writes them (a select, not dy * 0, so an
+// Inf in dy stays out of clamped elements), with torch's choices at the kinks: relu 0 at 0; relu6
+// (hardtanh) 0 at 0 and 6; hardsigmoid 1/6 on the open (-3, 3); hardswish x/3 + 1/2 on [-3, 3), so
+// -1/2 at -3 and 1 at 3. That last is torch's vectorised kernel (x >= 3 -> 1), which every tensor of
+// more than a few elements goes through; its scalar tail loop alone gives 3/3 + 1/2 at exactly 3.
+// Conditions use & rather than && so that the loops stay branch-free.
+static inline float relu_g(float g, float x, float y) { return x > 0.0f ? g : 0.0f; }
+static inline float relu6_g(float g, float x, float y) { return ((x > 0.0f) & (x < 6.0f)) ? g : 0.0f; }
+static inline float hswish_g(float g, float x, float y) {
+    return x < -3.0f ? 0.0f : (x < 3.0f ? g * (x / 3.0f + 0.5f) : g);
+}
+static inline float hsigmoid_g(float g, float x, float y) {
+    return ((x > -3.0f) & (x < 3.0f)) ? g * (1.0f / 6.0f) : 0.0f;
+}
+static inline float sigmoid_g(float g, float x, float y) { return g * (1.0f - y) * y; }
+
+#define DEFINE_ACTIVATION(NAME)                                                                               \
+    static void NAME##_backward(ib_ctx *ctx, ib_node *node) {                                                 \
+        /* x, y, dy: any shape, n elements -> dx (added) */                                                   \
+        ib_tensor *x = node->in[0];                                                                           \
+        const float *xd = x->data, *yd = node->out->data, *dy = node->out->grad;                              \
+        float *dx = ib_grad(ctx, x);                                                                          \
+        const int64_t n = ib_numel(x);                                                                        \
+        _Pragma("omp parallel for simd schedule(static) if (n >= PAR_MIN)")                                   \
+        for (int64_t i = 0; i < n; i++) dx[i] += NAME##_g(dy[i], xd[i], yd[i]);                               \
+    }                                                                                                         \
+    static const ib_op op_##NAME = {#NAME, NAME##_backward};                                                  \
+    ib_tensor *ib_##NAME(ib_ctx *ctx, ib_tensor *x) {                                                         \
+        /* x: any shape -> y like x */                                                                        \
+        IB_ASSERT(ib_is_contiguous(x), #NAME ": contiguous input");                                           \
+        ib_tensor *y = ib_tensor_like(ctx, x);                                                                \
+        const float *xd = x->data;                                                                            \
+        float *yd = y->data;                                                                                  \
+        const int64_t n = ib_numel(x);                                                                        \
+        _Pragma("omp parallel for simd schedule(static) if (n >= PAR_MIN)")                                   \
+        for (int64_t i = 0; i < n; i++) yd[i] = NAME##_f(xd[i]);                                              \
+        ib_record(ctx, &op_##NAME, y, 1, &x);                                                                 \
+        return y;                                                                                             \
+    }
+
+DEFINE_ACTIVATION(relu)
+DEFINE_ACTIVATION(relu6)
+DEFINE_ACTIVATION(hswish)
+DEFINE_ACTIVATION(hsigmoid)
+DEFINE_ACTIVATION(sigmoid)
+
+// ---------------------------------------------------------------------------------------------
+// Add
+
+static void add_into(float *dst, const float *src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+static void add_backward(ib_ctx *ctx, ib_node *node) {
+    // dy: n elements -> da, db (added; a == b gets both)
+    const int64_t n = ib_numel(node->out);
+    for (int k = 0; k < 2; k++)
+        if (node->in[k]->requires_grad) add_into(ib_grad(ctx, node->in[k]), node->out->grad, n);
+}
+static const ib_op op_add = {"add", add_backward};
+
+ib_tensor *ib_add(ib_ctx *ctx, ib_tensor *a, ib_tensor *b) {
+    // a, b: same shape -> y like a
+    char sa[64], sb[64];
+    IB_ASSERT(ib_same_shape(a, b), "add: shapes %s and %s differ", ib_shape_str(a, sa, sizeof sa),
+              ib_shape_str(b, sb, sizeof sb));
+    IB_ASSERT(ib_is_contiguous(a) && ib_is_contiguous(b), "add: contiguous inputs");
+    ib_tensor *y = ib_tensor_like(ctx, a);
+    const float *ad = a->data, *bd = b->data;
+    float *yd = y->data;
+    const int64_t n = ib_numel(a);
+#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) yd[i] = ad[i] + bd[i];
+    ib_record(ctx, &op_add, y, 2, (ib_tensor *[]){a, b});
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-channel scale (squeeze-excite)
+
+static void mul_channel_backward(ib_ctx *ctx, ib_node *node) {
+    // x: (N, C, H, W), s: (N, C, 1, 1), dy: (N, C, H, W) -> dx = dy * s, ds = sum_hw dy * x
+    ib_tensor *x = node->in[0], *s = node->in[1];
+    const int64_t planes = (int64_t)x->shape[0] * x->shape[1], hw = (int64_t)x->shape[2] * x->shape[3];
+    const float *dy = node->out->grad, *xd = x->data, *sd = s->data;
+    float *dx = x->requires_grad ? ib_grad(ctx, x) : NULL;
+    float *ds = s->requires_grad ? ib_grad(ctx, s) : NULL;
+#pragma omp parallel for schedule(static) if (planes * hw >= PAR_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *g = dy + p * hw, *xp = xd + p * hw;
+        if (dx) {
+            float *d = dx + p * hw;
+#pragma omp simd
+            for (int64_t i = 0; i < hw; i++) d[i] += g[i] * sd[p];
+        }
+        if (ds) {
+            double acc = 0;   // one plane per thread, summed in order: independent of thread count
+            for (int64_t i = 0; i < hw; i++) acc += (double)g[i] * xp[i];
+            ds[p] += (float)acc;
+        }
+    }
+}
+static const ib_op op_mul_channel = {"mul_channel", mul_channel_backward};
+
+ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s) {
+    // x: (N, C, H, W), s: (N, C, 1, 1) -> y: (N, C, H, W)
+    char sx[64], ss[64];
+    IB_ASSERT(x->ndim == 4 && s->ndim == 4 && s->shape[0] == x->shape[0] && s->shape[1] == x->shape[1] &&
+                  s->shape[2] == 1 && s->shape[3] == 1,
+              "mul_channel: x %s needs s (N, C, 1, 1), got %s", ib_shape_str(x, sx, sizeof sx),
+              ib_shape_str(s, ss, sizeof ss));
+    IB_ASSERT(ib_is_contiguous(x) && ib_is_contiguous(s), "mul_channel: contiguous inputs");
+    ib_tensor *y = ib_tensor_like(ctx, x);
+    const int64_t planes = (int64_t)x->shape[0] * x->shape[1], hw = (int64_t)x->shape[2] * x->shape[3];
+    const float *xd = x->data, *sd = s->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (planes * hw >= PAR_MIN)
+    for (int64_t p = 0; p < planes; p++) {
+#pragma omp simd
+        for (int64_t i = 0; i < hw; i++) yd[p * hw + i] = xd[p * hw + i] * sd[p];
+    }
+    ib_record(ctx, &op_mul_channel, y, 2, (ib_tensor *[]){x, s});
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concatenation along dim 1
+
+// Each input i is a block of in_ch[i] * inner floats per sample; the output interleaves them.
+static int64_t concat_inner(const ib_tensor *t) {
+    int64_t inner = 1;
+    for (int d = 2; d < t->ndim; d++) inner *= t->shape[d];
+    return inner;
+}
+
+static void concat_backward(ib_ctx *ctx, ib_node *node) {
+    // dy: (N, sum Ci, ...) -> dxs[i]: (N, Ci, ...) (added)
+    ib_tensor *y = node->out;
+    const int batch = y->shape[0];
+    const int64_t inner = concat_inner(y), out_block = (int64_t)y->shape[1] * inner;
+    int64_t offset = 0;
+    for (int k = 0; k < node->n_in; k++) {
+        ib_tensor *x = node->in[k];
+        const int64_t block = (int64_t)x->shape[1] * inner;
+        if (x->requires_grad) {
+            float *dx = ib_grad(ctx, x);
+            const float *dy = y->grad + offset;
+#pragma omp parallel for schedule(static) if (block * batch >= PAR_MIN)
+            for (int b = 0; b < batch; b++) {
+#pragma omp simd
+                for (int64_t i = 0; i < block; i++) dx[b * block + i] += dy[b * out_block + i];
+            }
+        }
+        offset += block;
+    }
+}
+static const ib_op op_concat = {"concat", concat_backward};
+
+ib_tensor *ib_concat(ib_ctx *ctx, int n, ib_tensor *const *xs) {
+    // xs[i]: (N, Ci, H, W) -> y: (N, sum Ci, H, W)
+    IB_ASSERT(n >= 1, "concat: no inputs");
+    if (n > IB_MAX_INPUTS) {
+        // A node holds at most IB_MAX_INPUTS inputs: concatenate the head first, then the rest.
+        ib_tensor *rest[IB_MAX_INPUTS];
+        rest[0] = ib_concat(ctx, IB_MAX_INPUTS - 1, xs);
+        int m = 1;
+        for (int k = IB_MAX_INPUTS - 1; k < n; k++) {
+            if (m == IB_MAX_INPUTS) {
+                rest[0] = ib_concat(ctx, m, rest);
+                m = 1;
+            }
+            rest[m++] = xs[k];
+        }
+        return ib_concat(ctx, m, rest);
+    }
+    const ib_tensor *x0 = xs[0];
+    IB_ASSERT(x0->ndim >= 2, "concat: inputs need a channel dim");
+    int channels = 0;
+    for (int k = 0; k < n; k++) {
+        char s0[64], sk[64];
+        int fits = xs[k]->ndim == x0->ndim && xs[k]->shape[0] == x0->shape[0];
+        for (int d = 2; d < x0->ndim && fits; d++) fits = xs[k]->shape[d] == x0->shape[d];
+        IB_ASSERT(fits, "concat: input %d %s does not fit input 0 %s outside dim 1", k,
+                  ib_shape_str(xs[k], sk, sizeof sk), ib_shape_str(x0, s0, sizeof s0));
+        IB_ASSERT(ib_is_contiguous(xs[k]), "concat: contiguous inputs");
+        channels += xs[k]->shape[1];
+    }
+    int shape[IB_MAX_DIMS];
+    memcpy(shape, x0->shape, sizeof shape);
+    shape[1] = channels;
+    ib_tensor *y = ib_tensor_new(ctx, x0->ndim, shape);
+    const int batch = shape[0];
+    const int64_t inner = concat_inner(x0), out_block = (int64_t)channels * inner;
+    int64_t offset = 0;
+    for (int k = 0; k < n; k++) {
+        const int64_t block = (int64_t)xs[k]->shape[1] * inner;
+        const float *xd = xs[k]->data;
+        float *yd = y->data + offset;
+#pragma omp parallel for schedule(static) if (block * batch >= PAR_MIN)
+        for (int b = 0; b < batch; b++) memcpy(yd + b * out_block, xd + b * block, sizeof(float) * (size_t)block);
+        offset += block;
+    }
+    ib_record(ctx, &op_concat, y, n, xs);
+    return y;
+}
