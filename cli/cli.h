@@ -14,7 +14,22 @@ int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **o
 int cli_flag_int(int argc, char **argv, int *i, const char *name, int *out, int *bad);
 int cli_flag_float(int argc, char **argv, int *i, const char *name, float *out, int *bad);
 
+// A declarative flag table: cli_parse fills each flag's destination from "--name value" or
+// "--name=value" (F_BOOL flags take no value), prints `usage` and the table for --help.
+// Returns 0 to go on, -1 when --help was printed (exit 0), 2 on a usage error (message printed).
+typedef enum { F_STR, F_INT, F_FLOAT, F_BOOL, F_U64 } cli_flag_kind;
+typedef struct cli_flag {
+    const char *name;
+    cli_flag_kind kind;
+    void *dst;
+    const char *help;
+} cli_flag;
+int cli_parse(const char *verb, int argc, char **argv, const cli_flag *flags, const char *usage);
+
 // The verbs.
 int cmd_infer(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -11,6 +11,9 @@ typedef struct {
 } verb;
 
 static const verb verbs[] = {
+    {"train", cmd_train, "train a network (classification; progress, CSV log, resumable)"},
+    {"eval", cmd_eval, "top-1 / top-5 of a checkpoint on a dataset"},
+    {"bench", cmd_bench, "training throughput or inference latency on random data"},
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
     {NULL, NULL, NULL},
 };
@@ -79,6 +82,61 @@ int cli_flag_float(int argc, char **argv, int *i, const char *name, float *out, 
         *bad = 1;
     } else *out = x;
     return 1;
+}
+
+static void print_flags(FILE *out, const char *usage, const cli_flag *flags) {
+    fprintf(out, "%s\n", usage);
+    for (const cli_flag *f = flags; f->name; f++) {
+        const char *v = f->kind == F_BOOL ? "" : f->kind == F_STR ? " S" : f->kind == F_FLOAT ? " X" : " N";
+        char lhs[64];
+        snprintf(lhs, sizeof lhs, "%s%s", f->name, v);
+        fprintf(out, "  %-22s %s\n", lhs, f->help);
+    }
+}
+
+int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flags, const char *usage) {
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            print_flags(stdout, usage, flags);
+            return -1;
+        }
+        const cli_flag *f = flags;
+        for (; f->name; f++) {
+            int hit = 0;
+            switch (f->kind) {
+            case F_STR: hit = cli_flag_str(argc, argv, &i, f->name, (const char **)f->dst, &bad); break;
+            case F_INT: hit = cli_flag_int(argc, argv, &i, f->name, (int *)f->dst, &bad); break;
+            case F_FLOAT: hit = cli_flag_float(argc, argv, &i, f->name, (float *)f->dst, &bad); break;
+            case F_BOOL:
+                if ((hit = !strcmp(argv[i], f->name))) *(int *)f->dst = 1;
+                break;
+            case F_U64: {
+                const char *v = NULL;
+                hit = cli_flag_str(argc, argv, &i, f->name, &v, &bad);
+                if (v) {
+                    char *end;
+                    unsigned long long x = strtoull(v, &end, 10);
+                    if (!*v || *end) {
+                        fprintf(stderr, "ibnas %s: %s wants a non-negative integer, got '%s'\n", verb_name, f->name, v);
+                        bad = 1;
+                    } else *(uint64_t *)f->dst = x;
+                }
+                break;
+            }
+            }
+            if (hit) break;
+        }
+        if (!f->name) {
+            fprintf(stderr, "ibnas %s: unknown flag '%s'\n", verb_name, argv[i]);
+            bad = 1;
+        }
+    }
+    if (bad) {
+        fprintf(stderr, "(ibnas %s --help lists the flags)\n", verb_name);
+        return 2;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {

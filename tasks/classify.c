@@ -1,0 +1,427 @@
+// Classification: the training loop and top-1/top-5 evaluation.
+//
+// Resuming is exact: the data order and every augmentation draw are functions of (seed, epoch, index)
+// (data/loader.h), and the checkpoint carries everything else that changes during a run (weights, BN
+// statistics, optimizer and EMA state, the step, the batch reached within the epoch, the dropout RNG and
+// the epoch's running loss), so a resumed run computes the same numbers as one that never stopped.
+#include "tasks/tasks.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const float imagenet_mean[3] = {0.485f * 255, 0.456f * 255, 0.406f * 255};
+static const float imagenet_std[3] = {0.229f * 255, 0.224f * 255, 0.225f * 255};
+
+void ib_cls_metrics_free(ib_cls_metrics *m) {
+    free(m->per_class_total);
+    free(m->per_class_correct);
+    memset(m, 0, sizeof *m);
+}
+
+void ib_eval_cfg_default(ib_eval_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->res = 224;
+    c->batch = 100;
+    c->workers = 2;
+    memcpy(c->mean, imagenet_mean, sizeof c->mean);
+    memcpy(c->std, imagenet_std, sizeof c->std);
+}
+
+// Cross-entropy of one row and whether the label is in the top 1 / top 5 (ranked by how many logits
+// are strictly greater, so ties count in the label's favour).
+static double row_stats(const float *z, int c, int label, int *in1, int *in5) {
+    double mx = z[0];
+    for (int j = 1; j < c; j++) mx = z[j] > mx ? z[j] : mx;
+    double s = 0;
+    int greater = 0;
+    for (int j = 0; j < c; j++) {
+        s += exp((double)z[j] - mx);
+        greater += z[j] > z[label];
+    }
+    *in1 = greater < 1;
+    *in5 = greater < 5;
+    return log(s) + mx - z[label];
+}
+
+static void progress_line(const char *what, int64_t done, int64_t total, double t0, const char *extra) {
+    double dt = ib_time_s() - t0;
+    double eta = done > 0 ? dt * (double)(total - done) / (double)done : 0;
+    int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+    bar[width] = 0;
+    fprintf(stderr, "\r%s [%s] %lld/%lld %s ETA %dm%02ds  ", what, bar, (long long)done, (long long)total, extra,
+            (int)eta / 60, (int)eta % 60);
+    fflush(stderr);
+}
+
+ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, ib_cls_metrics *m) {
+    memset(m, 0, sizeof *m);
+    int classes = net->arch.classes;
+    if (ib_dataset_classes(ds) > classes)
+        return ib_fail(IB_ERR_ARG, "%s: %d classes, the network predicts %d", ib_dataset_path(ds), ib_dataset_classes(ds),
+                       classes);
+    m->n_classes = classes;
+    if (cfg->per_class) {
+        m->per_class_total = calloc((size_t)classes, sizeof(int64_t));
+        m->per_class_correct = calloc((size_t)classes, sizeof(int64_t));
+        if (!m->per_class_total || !m->per_class_correct) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    }
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, cfg->res, cfg->res);
+    lo.batch_size = cfg->batch;
+    lo.shuffle = 0;
+    lo.workers = cfg->workers;
+    lo.want_boxes = 0;
+    lo.want_masks = 0;
+    lo.aug.crop = IB_CROP_CENTER;
+    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    ib_loader *l;
+    ib_status s = ib_loader_open(&l, ds, &lo);
+    if (s) return s;
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->recording = 0;
+    ctx->training = 0;
+    int64_t n1 = 0, n5 = 0, batches = ib_loader_batches(l), done = 0;
+    double loss = 0, t0 = ib_time_s();
+    ib_loader_start_epoch(l, 0);
+    const ib_batch *b;
+    while ((s = ib_loader_next(l, &b)) == IB_OK && b) {
+        ib_ctx_reset(ctx);
+        ib_tensor x;
+        ib_batch_tensor(b, &x);
+        ib_tensor *z = ib_net_forward(ctx, net, &x);
+        for (int i = 0; i < b->n; i++) {
+            int y = b->labels[i], in1, in5;
+            IB_ASSERT(y >= 0 && y < classes, "label %d out of range", y);
+            loss += row_stats(z->data + (int64_t)i * classes, classes, y, &in1, &in5);
+            n1 += in1, n5 += in5;
+            if (m->per_class_total) m->per_class_total[y]++, m->per_class_correct[y] += in1;
+        }
+        m->images += b->n;
+        if (cfg->progress) progress_line("eval", ++done, batches, t0, "");
+    }
+    if (cfg->progress) fputc('\n', stderr);
+    ib_ctx_free(ctx);
+    ib_loader_close(l);
+    if (s) return s;
+    if (m->images) {
+        m->top1 = (double)n1 / (double)m->images;
+        m->top5 = (double)n5 / (double)m->images;
+        m->loss = loss / (double)m->images;
+    }
+    return IB_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+void ib_train_cfg_default(ib_train_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->arch = "mobilenetv2";
+    c->epochs = 10;
+    c->batch = 64;
+    c->res = 64;
+    c->lr = 0.1f;
+    c->optim = ib_optim_cfg_default(IB_OPTIM_SGD, 0);
+    c->optim.momentum = 0.9f;
+    c->optim.nesterov = 1;
+    c->optim.weight_decay = 4e-5f;
+    c->schedule = IB_LR_COSINE;
+    c->warmup_epochs = 1;
+    c->step_gamma = 0.97f;
+    c->step_epochs = 2.4f;
+    c->label_smoothing = 0.1f;
+    c->aug = IB_AUG_PADCROP;
+    c->pad = 4;
+    memcpy(c->mean, imagenet_mean, sizeof c->mean);
+    memcpy(c->std, imagenet_std, sizeof c->std);
+    c->workers = 2;
+    c->progress = 1;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+typedef struct {
+    ib_optim *opt;
+    ib_ema *ema;
+    ib_net *net;
+    int64_t epoch, batch_in_epoch, step;
+    double epoch_loss;
+    int64_t epoch_images;
+    uint64_t seed;
+} train_state;
+
+static ib_status save_train_state(ib_h5 *f, void *user) {
+    train_state *t = user;
+    ib_status s = ib_optim_save(t->opt, f, "train/optim");
+    if (!s && t->ema) s = ib_ema_save(t->ema, f, "train/ema");
+    int64_t meta[6] = {t->epoch, t->batch_in_epoch, t->step, (int64_t)t->seed, (int64_t)t->net->dropout_rng.state,
+                       (int64_t)t->net->dropout_rng.inc};
+    if (!s) s = ib_h5_write_i64(f, "train/state", meta, 1, (int[]){6});
+    double acc[2] = {t->epoch_loss, (double)t->epoch_images};
+    if (!s) s = ib_h5_set_attr_f64(f, "train/state", "epoch_loss_sum", acc[0]);
+    if (!s) s = ib_h5_set_attr_f64(f, "train/state", "epoch_images", acc[1]);
+    return s;
+}
+
+static ib_status load_train_state(ib_h5 *f, train_state *t) {
+    int64_t meta[6];
+    ib_status s = ib_h5_read_i64(f, "train/state", meta, 6);
+    if (s) return ib_fail(s, "%s: no training state to resume from (/train/state): %s", ib_h5_path(f), ib_errmsg());
+    if ((s = ib_optim_load(t->opt, f, "train/optim"))) return s;
+    if (t->ema && (s = ib_ema_load(t->ema, f, "train/ema"))) return s;
+    t->epoch = meta[0], t->batch_in_epoch = meta[1], t->step = meta[2];
+    if ((uint64_t)meta[3] != t->seed)
+        return ib_fail(IB_ERR_ARG, "%s: was trained with --seed %lld; resume with the same seed", ib_h5_path(f),
+                       (long long)meta[3]);
+    t->net->dropout_rng.state = (uint64_t)meta[4];
+    t->net->dropout_rng.inc = (uint64_t)meta[5];
+    double imgs = 0;
+    if (ib_h5_attr_f64(f, "train/state", "epoch_loss_sum", &t->epoch_loss) ||
+        ib_h5_attr_f64(f, "train/state", "epoch_images", &imgs))
+        return ib_fail(IB_ERR_FORMAT, "%s: /train/state lacks the epoch's running loss", ib_h5_path(f));
+    t->epoch_images = (int64_t)imgs;
+    return IB_OK;
+}
+
+static ib_status open_data(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
+    ib_ds_opts o;
+    memset(&o, 0, sizeof o);
+    o.format = fmt;
+    o.split = split;
+    o.ignore_index = 255;
+    ib_status s = ib_dataset_open(ds, path, &o);
+    if (s) return s;
+    if (!(*ds)->has_labels) {
+        s = ib_fail(IB_ERR_FORMAT, "%s: has no class labels to train a classifier on", path);
+        ib_dataset_close(*ds);
+        *ds = NULL;
+    }
+    return s;
+}
+
+ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
+    memset(res, 0, sizeof *res);
+    res->val_top1 = res->val_top5 = -1;
+    ib_set_threads(cfg->threads);
+    ib_dataset *train = NULL, *val = NULL;
+    ib_loader *loader = NULL;
+    ib_ctx *ctx = NULL;
+    FILE *log = NULL;
+    ib_net net;
+    memset(&net, 0, sizeof net);
+    train_state ts;
+    memset(&ts, 0, sizeof ts);
+    ts.seed = cfg->seed;
+    char logpath[4096];
+    struct sigaction old_sa, sa;
+    int handler = 0;
+    ib_status s;
+
+    if (cfg->epochs < 1 || cfg->batch < 1 || cfg->res < 8 || !(cfg->lr > 0))
+        return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 8)");
+    if (!cfg->out) return ib_fail(IB_ERR_ARG, "an output checkpoint path is needed");
+    if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
+    if ((s = open_data(&train, cfg->data, cfg->data_format, "train"))) goto done;
+    if (cfg->val && (s = open_data(&val, cfg->val, cfg->data_format, "val"))) goto done;
+    int classes = cfg->classes > 0 ? cfg->classes : ib_dataset_classes(train);
+    if (classes < 2) {
+        s = ib_fail(IB_ERR_FORMAT, "%s: %d classes; pass --classes", cfg->data, classes);
+        goto done;
+    }
+
+    // The network: from the checkpoint when resuming (its arch wins), else built and initialised.
+    if (cfg->resume) {
+        if ((s = ib_ckpt_load(&net, cfg->resume))) goto done;
+        if (net.arch.classes != classes) {
+            s = ib_fail(IB_ERR_ARG, "%s: the network has %d classes, the data %d", cfg->resume, net.arch.classes, classes);
+            goto done;
+        }
+    } else {
+        ib_arch arch;
+        if ((s = ib_arch_resolve(&arch, cfg->arch, classes))) goto done;
+        arch.input = cfg->res;
+        s = ib_net_build(&net, &arch);
+        ib_arch_free(&arch);
+        if (s) goto done;
+        ib_net_init_weights(&net, cfg->seed);
+    }
+    ts.net = &net;
+    if (!(ts.opt = ib_optim_new(&cfg->optim, &net.ps))) {
+        s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());
+        goto done;
+    }
+    if (cfg->ema > 0 && !(ts.ema = ib_ema_new(&net.ps, cfg->ema, IB_EMA_BUFFERS))) {
+        s = IB_ERR_NOMEM;
+        goto done;
+    }
+    if (cfg->resume) {
+        ib_h5 *f;
+        if ((s = ib_h5_open(&f, cfg->resume))) goto done;
+        s = load_train_state(f, &ts);
+        ib_h5_close(f);
+        if (s) goto done;
+    }
+
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, cfg->res, cfg->res);
+    lo.batch_size = cfg->batch;
+    lo.shuffle = 1;
+    lo.drop_last = 1;   // as the PyTorch recipe: len // batch steps an epoch
+    lo.workers = cfg->workers;
+    lo.seed = cfg->seed;
+    lo.want_boxes = 0;
+    lo.want_masks = 0;
+    lo.aug.crop = cfg->aug == IB_AUG_PADCROP ? IB_CROP_PAD : cfg->aug == IB_AUG_RRC ? IB_CROP_RESIZED : IB_CROP_CENTER;
+    lo.aug.pad = cfg->pad;
+    lo.aug.hflip_p = cfg->aug == IB_AUG_NONE ? 0.0f : 0.5f;
+    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    if ((s = ib_loader_open(&loader, train, &lo))) goto done;
+    long spe = (long)ib_loader_batches(loader);
+    if (spe < 1) {
+        s = ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train), cfg->batch);
+        goto done;
+    }
+    ib_schedule sch = {.kind = cfg->schedule,
+                       .base_lr = cfg->lr,
+                       .warmup_steps = (long)lround(cfg->warmup_epochs * (double)spe),
+                       .total_steps = (long)cfg->epochs * spe,
+                       .final_lr = 0,
+                       .decay_every = (long)fmax(1, lround(cfg->step_epochs * (double)spe)),
+                       .gamma = cfg->step_gamma};
+    if ((s = ib_schedule_check(&sch))) goto done;
+
+    snprintf(logpath, sizeof logpath, "%s", cfg->log ? cfg->log : "");
+    if (!cfg->log) snprintf(logpath, sizeof logpath, "%s.csv", cfg->out);
+    int new_log = access(logpath, F_OK) != 0 || !cfg->resume;
+    if (!(log = fopen(logpath, new_log ? "w" : "a"))) {
+        s = ib_fail(IB_ERR_IO, "%s: cannot write the training log", logpath);
+        goto done;
+    }
+    if (new_log) fprintf(log, "epoch,step,lr,train_loss,val_top1,val_top5,val_loss,epoch_s,img_per_s\n");
+
+    interrupted = 0;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old_sa);
+    handler = 1;
+
+    ctx = ib_ctx_new();
+    double t_run = ib_time_s();
+    long steps_run = 0;
+    if (cfg->progress)
+        fprintf(stderr, "train: %s, %lld parameters, %lld images, %d classes, %ld steps an epoch%s\n", net.arch.name,
+                (long long)ib_net_param_count(&net), (long long)ib_dataset_size(train), classes, spe,
+                cfg->resume ? " (resumed)" : "");
+    for (int64_t e = ts.epoch; e < cfg->epochs; e++) {
+        ts.epoch = e;
+        ib_loader_start_epoch(loader, e);
+        const ib_batch *b;
+        for (int64_t k = 0; k < ts.batch_in_epoch; k++)   // resuming mid-epoch: skip what was done
+            if ((s = ib_loader_next(loader, &b)) || !b) goto done;
+        double t_epoch = ib_time_s();
+        int64_t images_run = 0;
+        while ((s = ib_loader_next(loader, &b)) == IB_OK && b) {
+            float lr = ib_lr_at(&sch, ts.step);
+            ib_ctx_reset(ctx);
+            ctx->training = 1;
+            ctx->recording = 1;
+            ib_tensor x;
+            ib_batch_tensor(b, &x);
+            ib_tensor *z = ib_net_forward(ctx, &net, &x);
+            ib_tensor *loss = ib_cross_entropy(ctx, z, b->labels, cfg->label_smoothing, -1);
+            ib_params_zero_grad(&net.ps);
+            ib_backward(ctx, loss, NULL);
+            if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
+            ib_optim_step(ts.opt, lr);
+            if (ts.ema) ib_ema_update(ts.ema);
+            if (!isfinite(loss->data[0])) {
+                s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
+                goto done;
+            }
+            ts.epoch_loss += (double)loss->data[0] * b->n;
+            ts.epoch_images += b->n;
+            ts.step++, ts.batch_in_epoch++, steps_run++;
+            images_run += b->n;
+            res->steps = ts.step;
+            if (cfg->progress) {
+                char extra[128];
+                snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.0f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
+                         (double)images_run / (ib_time_s() - t_epoch));
+                char what[32];
+                snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
+                progress_line(what, ts.batch_in_epoch, spe, t_epoch - 1e-9, extra);
+            }
+            if (interrupted || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
+                if (cfg->progress) fputc('\n', stderr);
+                if ((s = ib_ckpt_save(&net, cfg->out, save_train_state, &ts))) goto done;
+                res->interrupted = interrupted;
+                fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s (resume with --resume %s)\n",
+                        interrupted ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, cfg->out,
+                        cfg->out);
+                s = interrupted ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
+                goto done;
+            }
+        }
+        if (s) goto done;
+        if (cfg->progress) fputc('\n', stderr);
+        double epoch_s = ib_time_s() - t_epoch;
+        res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
+        res->img_per_s = (double)images_run / epoch_s;
+        ib_cls_metrics m = {0};
+        if (val) {
+            ib_eval_cfg ec;
+            ib_eval_cfg_default(&ec);
+            ec.res = cfg->res;
+            ec.workers = cfg->workers;
+            memcpy(ec.mean, cfg->mean, sizeof ec.mean);
+            memcpy(ec.std, cfg->std, sizeof ec.std);
+            if (ts.ema) ib_ema_swap(ts.ema);
+            s = ib_eval_classify(&net, val, &ec, &m);
+            if (ts.ema) ib_ema_swap(ts.ema);
+            if (s) goto done;
+            res->val_top1 = m.top1, res->val_top5 = m.top5;
+        }
+        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
+                res->last_loss, val ? m.top1 : -1.0, val ? m.top5 : -1.0, val ? m.loss : -1.0, epoch_s, res->img_per_s);
+        fflush(log);
+        if (cfg->progress)
+            fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->last_loss, val ? "" : "\n");
+        if (cfg->progress && val) fprintf(stderr, " val top1 %.4f top5 %.4f\n", m.top1, m.top5);
+        ib_cls_metrics_free(&m);
+        ts.epoch = e + 1;
+        ts.batch_in_epoch = 0;
+        ts.epoch_loss = 0;
+        ts.epoch_images = 0;
+        res->epochs_done = (int)(e + 1);
+        if ((s = ib_ckpt_save(&net, cfg->out, save_train_state, &ts))) goto done;
+        if (interrupted) {
+            res->interrupted = 1;
+            s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);
+            goto done;
+        }
+    }
+    res->wall_s = ib_time_s() - t_run;
+    s = IB_OK;
+done:
+    if (handler) sigaction(SIGINT, &old_sa, NULL);
+    if (log) fclose(log);
+    ib_ctx_free(ctx);
+    ib_loader_close(loader);
+    ib_ema_free(ts.ema);
+    ib_optim_free(ts.opt);
+    if (net.blocks) ib_net_free(&net);
+    ib_dataset_close(val);
+    ib_dataset_close(train);
+    return s;
+}
