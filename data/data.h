@@ -75,6 +75,8 @@ const char *ib_dataset_class_name(const ib_dataset *ds, int c); // e.g. the wnid
 int ib_dataset_ignore_index(const ib_dataset *ds);
 int64_t ib_dataset_skipped(const ib_dataset *ds);               // files skipped as unreadable so far
 const char *ib_dataset_path(const ib_dataset *ds);
+// The source's own id of contiguous class c (COCO's category_id); c itself for other sources.
+int64_t ib_dataset_category_id(const ib_dataset *ds, int c);
 // Reads sample i (0 <= i < size) into *s (caller frees with ib_sample_free). Safe to call from several
 // threads at once (sources that cannot, e.g. HDF5, serialise internally).
 ib_status ib_dataset_get(ib_dataset *ds, int64_t i, ib_sample *s);
