@@ -18,9 +18,6 @@ ib_status ib_coco_source_open(ib_dataset *ds, const char *path, const ib_ds_opts
 ib_status ib_yolo_source_open(ib_dataset *ds, const char *path, const ib_ds_opts *opts);
 ib_status ib_segpairs_source_open(ib_dataset *ds, const char *path, const ib_ds_opts *opts);
 
-// COCO: the category id of contiguous class c (for writing results in COCO's ids); other sources: c.
-// Meant for data/data.h (the lead's file); declared here until it moves there.
-
 // Boxes a detection source knows of without decoding (COCO json, YOLO txt), or -1 if it cannot say.
 int64_t ib_ds_box_count(const ib_dataset *ds);
 
