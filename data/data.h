@@ -98,6 +98,7 @@ struct ib_dataset {
     int ignore_index;
     int64_t skipped;
     int has_labels, has_boxes, has_masks;
+    uint8_t *bad;               // skip_bad: 1 for samples found unreadable (NULL: errors go up)
 };
 
 // ---------------------------------------------------------------------------------------------

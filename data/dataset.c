@@ -11,12 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-// ib_dataset_open allocates this, so skip_bad needs no field in the public struct or in any source.
-typedef struct ds_full {
-    ib_dataset pub;       // first: an ib_dataset * is a ds_full *
-    int skip_bad;
-    uint8_t *bad;         // size flags: 1 once sample i failed to read (set atomically)
-} ds_full;
 
 // Until pack.c is linked in, a pack reports that it is missing. REMOVE this stub once data/pack.c exists:
 // a weak definition keeps the linker from pulling pack.o out of libibnas.a for a binary that reaches the
@@ -102,14 +96,12 @@ ib_status ib_dataset_open(ib_dataset **out, const char *path, const ib_ds_opts *
         ib_status st = guess_format(path, opts, &fmt);
         if (st) return st;
     }
-    ds_full *f = calloc(1, sizeof *f);
-    if (!f) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
-    ib_dataset *ds = &f->pub;
-    f->skip_bad = opts->skip_bad;
+    ib_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     ds->path = ib_ds_strdup(path);
     ds->ignore_index = opts->ignore_index ? opts->ignore_index : 255;
     if (!ds->path) {
-        free(f);
+        free(ds);
         return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     }
     ib_status st;
@@ -124,9 +116,9 @@ ib_status ib_dataset_open(ib_dataset **out, const char *path, const ib_ds_opts *
     default: st = ib_fail(IB_ERR_ARG, "%s: unknown dataset format %d", path, (int)fmt); break;
     }
     if (st == IB_OK && !ds->vt) st = ib_fail(IB_ERR_ARG, "%s: the source set no reader", path);
-    if (st == IB_OK && f->skip_bad && ds->size > 0) {
-        f->bad = calloc((size_t)ds->size, 1);
-        if (!f->bad) st = ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
+    if (st == IB_OK && opts->skip_bad && ds->size > 0) {
+        ds->bad = calloc((size_t)ds->size, 1);   // flags set atomically by ib_dataset_get
+        if (!ds->bad) st = ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     }
     if (st) {
         // Sources clean up after themselves on failure unless they got as far as setting vt.
@@ -144,9 +136,8 @@ void ib_dataset_close(ib_dataset *ds) {
         for (int c = 0; c < ds->n_classes; c++) free(ds->class_names[c]);
     free(ds->class_names);
     free(ds->path);
-    ds_full *f = (ds_full *)ds;
-    free(f->bad);
-    free(f);
+    free(ds->bad);
+    free(ds);
 }
 
 int64_t ib_dataset_size(const ib_dataset *ds) { return ds->size; }
@@ -167,19 +158,18 @@ ib_status ib_dataset_get(ib_dataset *ds, int64_t i, ib_sample *s) {
     IB_ASSERT(i >= 0 && i < ds->size, "ib_dataset_get: index %lld out of [0, %lld)", (long long)i,
               (long long)ds->size);
     memset(s, 0, sizeof *s);
-    ds_full *f = (ds_full *)ds;
-    if (!f->bad) return ds->vt->get(ds, i, s);
+    if (!ds->bad) return ds->vt->get(ds, i, s);
     ib_status st = IB_OK;
     char first_err[1024] = "";
     for (int64_t k = 0; k < ds->size; k++) {
         int64_t j = (i + k) % ds->size;
-        if (__atomic_load_n(&f->bad[j], __ATOMIC_RELAXED)) continue;
+        if (__atomic_load_n(&ds->bad[j], __ATOMIC_RELAXED)) continue;
         st = ds->vt->get(ds, j, s);
         if (st == IB_OK) return IB_OK;
         memset(s, 0, sizeof *s);
         if (!skippable(st)) return st;
         if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", ib_errmsg());
-        if (__atomic_exchange_n(&f->bad[j], 1, __ATOMIC_RELAXED) == 0)
+        if (__atomic_exchange_n(&ds->bad[j], 1, __ATOMIC_RELAXED) == 0)
             __atomic_add_fetch(&ds->skipped, 1, __ATOMIC_RELAXED);
     }
     return ib_fail(st ? st : IB_ERR_FORMAT, "%s: no readable sample left (first error: %s)", ds->path, first_err);
