@@ -2,7 +2,7 @@
 # Installs the Debian packages ibnas builds against, if any is missing; says what it installs and
 # does nothing when all are there. Used by `make test`, `make demo` and `make bench`.
 set -euo pipefail
-pkgs=(gcc make pkg-config libopenblas-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev)
+pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
