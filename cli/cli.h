@@ -31,5 +31,7 @@ int cmd_infer(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 #endif

@@ -115,6 +115,12 @@ ib_status ib_pack_writer_add(ib_pack_writer *pw, const ib_sample *s);
 ib_status ib_pack_writer_close(ib_pack_writer *pw);   // writes the index datasets and renames into place
 void ib_pack_writer_abort(ib_pack_writer *pw);        // deletes the half-written file
 
+// Fits a sample to size x size for a pack: crop=1 resizes the short side to size then takes the centre
+// (classification), crop=0 stretches (detection/segmentation keep the whole scene). Boxes follow the
+// image; boxes left with no area are dropped and counted in *dropped_boxes (may be NULL). Masks are
+// resized nearest. out is allocated (ib_sample_free).
+ib_status ib_sample_fit(const ib_sample *in, int size, int crop, ib_sample *out, int *dropped_boxes);
+
 // ---------------------------------------------------------------------------------------------
 // Synthetic scenes: procedural shapes (several classes, filled and outlined, rotated, scaled, overlapping)
 // over textured, noisy backgrounds. Sample i of a seed is a pure function of (seed, i, size): the same

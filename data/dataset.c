@@ -12,13 +12,6 @@
 #include <sys/stat.h>
 
 
-// Until pack.c is linked in, a pack reports that it is missing. REMOVE this stub once data/pack.c exists:
-// a weak definition keeps the linker from pulling pack.o out of libibnas.a for a binary that reaches the
-// pack reader only through ib_dataset_open, so the stub would win silently.
-__attribute__((weak)) ib_status ib_pack_source_open(ib_dataset *ds, const char *path, const ib_ds_opts *opts) {
-    return ib_fail(IB_ERR_ARG, "%s: HDF5 pack reader not built", path);
-}
-
 static int ends_with_ci(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcasecmp(s + n - k, suffix) == 0;
