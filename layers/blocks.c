@@ -49,6 +49,12 @@ ib_status ib_block_check(const ib_block_cfg *c, int cin, const char *where) {
     return IB_OK;
 }
 
+static void block_name(char *buf, size_t n, const char *prefix, int stage) {
+    char leaf[32];
+    snprintf(leaf, sizeof leaf, "conv.%d", stage);
+    ib_name_join(buf, n, prefix, leaf);
+}
+
 void ib_block_init(ib_block *b, ib_params *ps, const char *prefix, const ib_block_cfg *cfg, int cin, ib_act net_act) {
     char name[256];
     memset(b, 0, sizeof *b);
@@ -61,7 +67,7 @@ void ib_block_init(ib_block *b, ib_params *ps, const char *prefix, const ib_bloc
     int n = 0;
 #define STAGE(ci, co, kk, ss, gg)                                                  \
     do {                                                                           \
-        snprintf(name, sizeof name, "%s.conv.%d", prefix, n);                      \
+        block_name(name, sizeof name, prefix, n);                                  \
         ib_cba_init(&b->stages[n], ps, name, ci, co, kk, ss, gg, act);             \
         n++;                                                                       \
     } while (0)
@@ -83,13 +89,13 @@ void ib_block_init(ib_block *b, ib_params *ps, const char *prefix, const ib_bloc
 #undef STAGE
     b->n_stages = n;
     if (cfg->se > 0) {
-        snprintf(name, sizeof name, "%s.conv.%d", prefix, n++);
+        block_name(name, sizeof name, prefix, n++);
         ib_se_init(&b->se, ps, name, hid, ib_make_divisible((float)hid * cfg->se, 8));
         b->has_se = 1;
     }
-    snprintf(name, sizeof name, "%s.conv.%d", prefix, n++);
+    block_name(name, sizeof name, prefix, n++);
     ib_conv_init(&b->project, ps, name, hid, cfg->out, 1, 1, 1, 0);
-    snprintf(name, sizeof name, "%s.conv.%d", prefix, n++);
+    block_name(name, sizeof name, prefix, n++);
     ib_bn_init(&b->project_bn, ps, name, cfg->out);
 }
 

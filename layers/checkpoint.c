@@ -52,7 +52,9 @@ static ib_status check_header(ib_h5 *f) {
         return s;
     }
     free(fmt);
-    if (ib_h5_attr_i64(f, "/", "version", &version) || version != IB_CKPT_VERSION)
+    if (ib_h5_attr_i64(f, "/", "version", &version))
+        return ib_fail(IB_ERR_FORMAT, "%s: checkpoint has no version attribute", path);
+    if (version != IB_CKPT_VERSION)
         return ib_fail(IB_ERR_FORMAT, "%s: checkpoint version %lld, this build reads version %d", path,
                        (long long)version, IB_CKPT_VERSION);
     return IB_OK;

@@ -75,6 +75,8 @@ ib_tensor *ib_se_forward(ib_ctx *ctx, const ib_se *se, ib_tensor *x);
 // torchvision's _make_divisible: round to the nearest multiple of `divisor`, at least `divisor`, and
 // never more than 10% below v.
 int ib_make_divisible(float v, int divisor);
+// "prefix.leaf", or "leaf" when prefix is empty (dotted state_dict names); asserts it fits in n.
+void ib_name_join(char *buf, size_t n, const char *prefix, const char *leaf);
 
 // Default initialisation, torchvision MobileNetV2's: conv weights kaiming-normal (fan_out), linear
 // weights N(0, 0.01), biases 0, BN weight 1, running_var 1, running_mean 0.

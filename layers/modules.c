@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static void join(char *buf, size_t n, const char *prefix, const char *leaf) {
+void ib_name_join(char *buf, size_t n, const char *prefix, const char *leaf) {
     int k = snprintf(buf, n, "%s%s%s", prefix, prefix[0] ? "." : "", leaf);
     IB_ASSERT(k > 0 && (size_t)k < n, "parameter name too long: %s.%s", prefix, leaf);
 }
@@ -50,10 +50,10 @@ void ib_conv_init(ib_conv *c, ib_params *ps, const char *prefix, int cin, int co
     char name[256];
     memset(c, 0, sizeof *c);
     c->cin = cin, c->cout = cout, c->k = k, c->stride = stride, c->dilation = 1, c->groups = groups;
-    join(name, sizeof name, prefix, "weight");
+    ib_name_join(name, sizeof name, prefix, "weight");
     c->w = ib_params_add(ps, name, 4, (int[]){cout, cin / groups, k, k}, 0);
     if (bias) {
-        join(name, sizeof name, prefix, "bias");
+        ib_name_join(name, sizeof name, prefix, "bias");
         c->b = ib_params_add(ps, name, 1, (int[]){cout}, 1);
     }
 }
@@ -84,13 +84,13 @@ void ib_bn_init(ib_bn *bn, ib_params *ps, const char *prefix, int c) {
     bn->c = c;
     bn->momentum = 0.1f;
     bn->eps = 1e-5f;
-    join(name, sizeof name, prefix, "weight");
+    ib_name_join(name, sizeof name, prefix, "weight");
     bn->w = ib_params_add(ps, name, 1, (int[]){c}, 1);
-    join(name, sizeof name, prefix, "bias");
+    ib_name_join(name, sizeof name, prefix, "bias");
     bn->b = ib_params_add(ps, name, 1, (int[]){c}, 1);
-    join(name, sizeof name, prefix, "running_mean");
+    ib_name_join(name, sizeof name, prefix, "running_mean");
     bn->mean = ib_params_add_buffer(ps, name, 1, (int[]){c});
-    join(name, sizeof name, prefix, "running_var");
+    ib_name_join(name, sizeof name, prefix, "running_var");
     bn->var = ib_params_add_buffer(ps, name, 1, (int[]){c});
 }
 
@@ -108,9 +108,9 @@ ib_tensor *ib_bn_forward(ib_ctx *ctx, const ib_bn *bn, ib_tensor *x) {
 void ib_linear_init(ib_linear_mod *l, ib_params *ps, const char *prefix, int in, int out) {
     char name[256];
     l->in = in, l->out = out;
-    join(name, sizeof name, prefix, "weight");
+    ib_name_join(name, sizeof name, prefix, "weight");
     l->w = ib_params_add(ps, name, 2, (int[]){out, in}, 0);
-    join(name, sizeof name, prefix, "bias");
+    ib_name_join(name, sizeof name, prefix, "bias");
     l->b = ib_params_add(ps, name, 1, (int[]){out}, 1);
 }
 
@@ -119,9 +119,9 @@ ib_tensor *ib_linear_forward(ib_ctx *ctx, const ib_linear_mod *l, ib_tensor *x) 
 void ib_cba_init(ib_cba *m, ib_params *ps, const char *prefix, int cin, int cout, int k, int stride, int groups,
                  ib_act act) {
     char name[256];
-    join(name, sizeof name, prefix, "0");
+    ib_name_join(name, sizeof name, prefix, "0");
     ib_conv_init(&m->conv, ps, name, cin, cout, k, stride, groups, 0);
-    join(name, sizeof name, prefix, "1");
+    ib_name_join(name, sizeof name, prefix, "1");
     ib_bn_init(&m->bn, ps, name, cout);
     m->act = act;
 }
@@ -132,9 +132,9 @@ ib_tensor *ib_cba_forward(ib_ctx *ctx, const ib_cba *m, ib_tensor *x) {
 
 void ib_se_init(ib_se *se, ib_params *ps, const char *prefix, int c, int squeeze) {
     char name[256];
-    join(name, sizeof name, prefix, "fc1");
+    ib_name_join(name, sizeof name, prefix, "fc1");
     ib_conv_init(&se->fc1, ps, name, c, squeeze, 1, 1, 1, 1);
-    join(name, sizeof name, prefix, "fc2");
+    ib_name_join(name, sizeof name, prefix, "fc2");
     ib_conv_init(&se->fc2, ps, name, squeeze, c, 1, 1, 1, 1);
 }
 
