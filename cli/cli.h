@@ -4,7 +4,11 @@
 #ifndef IB_CLI_H
 #define IB_CLI_H
 
-#include "core/core.h"
+// The public API only: verbs that need internals include their headers themselves (cmd_train, cmd_bench,
+// cmd_pack, cmd_synth), so a verb written against include/ibnas.h alone (infer, eval) cannot reach them.
+#include "ibnas.h"
+
+#include <stdio.h>
 
 // Prints "ibnas <verb>: <message>" for the last library error and returns 1.
 int cli_report(const char *verb, ib_status s);

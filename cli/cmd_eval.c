@@ -1,6 +1,5 @@
-// ibnas eval: top-1 / top-5 of a checkpoint on a dataset.
+// ibnas eval: top-1 / top-5 of a checkpoint on a dataset, through the public API (include/ibnas.h).
 #include "cli/cli.h"
-#include "tasks/tasks.h"
 
 #include <string.h>
 
@@ -37,50 +36,50 @@ int cmd_eval(int argc, char **argv) {
         return 2;
     }
     ib_set_threads(threads);
-    ib_net net;
-    ib_status s = ib_ckpt_load(&net, model);
+    ib_model *m;
+    ib_status s = ib_model_load(&m, model);
     if (s) return cli_report("eval", s);
     ib_dataset *ds;
-    ib_ds_opts o;
-    memset(&o, 0, sizeof o);
-    o.split = split;
-    o.ignore_index = 255;
-    if ((s = ib_dataset_open(&ds, data, &o))) {
-        ib_net_free(&net);
+    if ((s = ib_dataset_load(&ds, data, split))) {
+        ib_model_free(m);
         return cli_report("eval", s);
     }
-    ib_eval_cfg ec;
-    ib_eval_cfg_default(&ec);
-    ec.res = res > 0 ? res : net.arch.input;
-    ec.batch = batch;
-    ec.workers = workers;
-    ec.per_class = per_class;
-    ec.progress = !quiet && !json;
-    ib_cls_metrics m;
-    s = ib_eval_classify(&net, ds, &ec, &m);
+    ib_eval_opts eo;
+    ib_eval_opts_default(&eo);
+    eo.res = res;   // 0: the model's input size
+    eo.batch = batch;
+    eo.workers = workers;
+    eo.per_class = per_class;
+    eo.progress = !quiet && !json;
+    ib_eval_report er;
+    s = ib_eval(m, ds, &eo, &er);
+    int nc = ib_dataset_classes(ds);
     if (!s) {
         if (json) {
-            printf("{\"task\": \"classify\", \"images\": %lld, \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f", (long long)m.images,
-                   m.top1, m.top5, m.loss);
+            printf("{\"task\": \"classify\", \"images\": %lld, \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f",
+                   (long long)er.images, er.top1, er.top5, er.loss);
             if (per_class) {
                 printf(", \"per_class\": {");
-                for (int c = 0; c < m.n_classes; c++)
-                    printf("%s\"%s\": %.6f", c ? ", " : "", c < ib_dataset_classes(ds) ? ib_dataset_class_name(ds, c) : "?",
-                           m.per_class_total[c] ? (double)m.per_class_correct[c] / (double)m.per_class_total[c] : 0.0);
+                for (int c = 0; c < er.classes; c++) {
+                    int64_t n = er.per_class_total[c];
+                    double acc = n ? (double)er.per_class_correct[c] / (double)n : 0;
+                    printf("%s\"%s\": %.6f", c ? ", " : "", c < nc ? ib_dataset_class_name(ds, c) : "?", acc);
+                }
                 printf("}");
             }
             printf("}\n");
         } else {
-            printf("images %lld  top1 %.4f  top5 %.4f  loss %.4f\n", (long long)m.images, m.top1, m.top5, m.loss);
+            printf("images %lld  top1 %.4f  top5 %.4f  loss %.4f\n", (long long)er.images, er.top1, er.top5, er.loss);
             if (per_class)
-                for (int c = 0; c < m.n_classes; c++)
-                    if (m.per_class_total[c])
-                        printf("  %-24s %.4f (%lld images)\n", c < ib_dataset_classes(ds) ? ib_dataset_class_name(ds, c) : "?",
-                               (double)m.per_class_correct[c] / (double)m.per_class_total[c], (long long)m.per_class_total[c]);
+                for (int c = 0; c < er.classes; c++)
+                    if (er.per_class_total[c])
+                        printf("  %-24s %.4f (%lld images)\n", c < nc ? ib_dataset_class_name(ds, c) : "?",
+                               (double)er.per_class_correct[c] / (double)er.per_class_total[c],
+                               (long long)er.per_class_total[c]);
         }
     }
-    ib_cls_metrics_free(&m);
+    ib_eval_report_free(&er);
     ib_dataset_close(ds);
-    ib_net_free(&net);
+    ib_model_free(m);
     return s ? cli_report("eval", s) : 0;
 }

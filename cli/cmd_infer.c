@@ -1,6 +1,5 @@
 // ibnas infer: run a checkpoint's network in eval mode on a float32 batch stored in HDF5.
 #include "cli/cli.h"
-#include "layers/layers.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,70 +44,40 @@ int cmd_infer(int argc, char **argv) {
     }
     ib_set_threads(threads);
 
-    ib_net net;
-    ib_status s = ib_ckpt_load(&net, model);
-    if (s) return cli_report("infer", s);
-    ib_h5 *in = NULL, *out = NULL;
-    ib_ctx *ctx = NULL;
-    float *y = NULL;
-    int rc = 1;
-    int ndim;
-    int64_t shape[8];
-    if ((s = ib_h5_open(&in, input)) || (s = ib_h5_shape(in, "x", &ndim, shape))) goto fail;
-    if (ndim != 4) {
-        s = ib_fail(IB_ERR_FORMAT, "%s: /x has rank %d, expected 4 (N, 3, H, W)", input, ndim);
-        goto fail;
-    }
-    if (shape[1] != 3) {
-        s = ib_fail(IB_ERR_FORMAT, "%s: /x has %lld channels, the network takes 3 (N, 3, H, W)", input, (long long)shape[1]);
-        goto fail;
+    // The public API only (include/ibnas.h): load, read /x, forward in batches, write /y.
+    ib_model *m = NULL;
+    float *x = NULL, *y = NULL;
+    int ndim = 0, rc = 1;
+    int64_t shape[IB_ARRAY_MAX_DIMS];
+    ib_status s;
+    if ((s = ib_model_load(&m, model)) || (s = ib_array_load(input, "x", &x, &ndim, shape))) goto done;
+    if (ndim != 4 || shape[1] != 3 || shape[2] < 8 || shape[3] < 8) {
+        fprintf(stderr, "ibnas infer: %s: %s: /x ", ib_strerror(IB_ERR_FORMAT), input);
+        if (ndim != 4) fprintf(stderr, "has rank %d, expected 4 (N, 3, H, W)\n", ndim);
+        else if (shape[1] != 3)
+            fprintf(stderr, "has %lld channels, the network takes 3 (N, 3, H, W)\n", (long long)shape[1]);
+        else fprintf(stderr, "images are %lldx%lld, at least 8x8 needed\n", (long long)shape[2], (long long)shape[3]);
+        goto done;
     }
     int64_t n = shape[0], h = shape[2], w = shape[3];
-    if (h < 8 || w < 8) {
-        s = ib_fail(IB_ERR_FORMAT, "%s: /x images are %lldx%lld, at least 8x8 needed", input, (long long)h, (long long)w);
-        goto fail;
+    int classes = ib_model_classes(m);
+    if (!(y = malloc(sizeof(float) * (size_t)(n * classes + 1)))) {
+        fprintf(stderr, "ibnas infer: %s: out of memory for %lld images\n", input, (long long)n);
+        goto done;
     }
-    int classes = net.arch.classes;
-    float *x = malloc(sizeof(float) * (size_t)(n * 3 * h * w));
-    y = malloc(sizeof(float) * (size_t)(n * classes));
-    if (!x || !y) {
-        free(x);
-        s = ib_fail(IB_ERR_NOMEM, "%s: out of memory for %lld images", input, (long long)n);
-        goto fail;
-    }
-    s = ib_h5_read_f32(in, "x", x, n * 3 * h * w);
-    if (s) {
-        free(x);
-        goto fail;
-    }
-    ctx = ib_ctx_new();
-    ctx->recording = 0;
-    ctx->training = 0;
-    for (int64_t i = 0; i < n; i += batch) {
+    for (int64_t i = 0; i < n && !s; i += batch) {
         int b = (int)(n - i < batch ? n - i : batch);
-        ib_ctx_reset(ctx);
-        ib_tensor xb;
-        ib_tensor_init(&xb, x + i * 3 * h * w, 4, (int[]){b, 3, (int)h, (int)w});
-        ib_tensor *logits = ib_net_forward(ctx, &net, &xb);
-        memcpy(y + i * classes, logits->data, sizeof(float) * (size_t)(b * classes));
+        s = ib_model_forward(m, x + i * 3 * h * w, b, (int)h, (int)w, y + i * classes);
     }
+    if (!s) s = ib_array_save(output, "y", y, 2, (int64_t[]){n, classes});
+    if (!s) {
+        fprintf(stderr, "ibnas infer: %lld images -> %s (%d classes)\n", (long long)n, output, classes);
+        rc = 0;
+    }
+done:
+    if (s) cli_report("infer", s);
     free(x);
-    if ((s = ib_h5_create(&out, output))) goto fail;
-    if ((s = ib_h5_write_f32(out, "y", y, 2, (int[]){(int)n, classes}))) {
-        ib_h5_abort(out);
-        out = NULL;
-        goto fail;
-    }
-    s = ib_h5_close(out);
-    out = NULL;
-    if (s) goto fail;
-    fprintf(stderr, "ibnas infer: %lld images -> %s (%d classes)\n", (long long)n, output, classes);
-    rc = 0;
-fail:
-    if (rc) cli_report("infer", s);
-    if (in) ib_h5_close(in);
     free(y);
-    ib_ctx_free(ctx);
-    ib_net_free(&net);
+    ib_model_free(m);
     return rc;
 }

@@ -25,28 +25,18 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define IB_VERSION_MAJOR 0
-#define IB_VERSION_MINOR 1
-#define IB_VERSION_PATCH 0
-#define IB_VERSION_STRING "0.1.0"
+// The public API (version, ib_status, ib_errmsg, ib_set_threads, ...) is defined there, once.
+#include "include/ibnas.h"
+
+#define IB_VERSION_STRING IBNAS_VERSION_STRING
 
 // ---------------------------------------------------------------------------------------------
 // Errors
 
-typedef enum {
-    IB_OK = 0,
-    IB_ERR_IO,        // a file could not be opened, read or written
-    IB_ERR_FORMAT,    // a file's content is not what it should be (format name, version, shape)
-    IB_ERR_ARG,       // a bad argument from a user (flag value, arch field)
-    IB_ERR_NOMEM,     // an allocation failed
-    IB_ERR_NOTFOUND,  // a named thing (dataset, tensor, key) is missing
-    IB_ERR_INTERRUPTED,
-} ib_status;
-
+// ib_status and ib_errmsg() (the last message recorded on this thread) are in include/ibnas.h.
 // Records a message for the calling thread and returns `code`, so `return ib_fail(IB_ERR_IO, ...)`.
 ib_status ib_fail(ib_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-const char *ib_errmsg(void);          // last message recorded on this thread ("" if none)
-const char *ib_status_name(ib_status code);
+const char *ib_status_name(ib_status code);   // the same text as the public ib_strerror
 
 _Noreturn void ib_assert_fail(const char *file, int line, const char *cond, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -65,6 +55,15 @@ void *ib_arena_calloc(ib_arena *a, size_t bytes);       // zeroed
 void ib_arena_reset(ib_arena *a);
 size_t ib_arena_used(const ib_arena *a);
 size_t ib_arena_peak(const ib_arena *a);                // high-water mark over the arena's life
+// Reuse within a step (activation grads during backward): give_back marks a block from this arena
+// free (anything else is ignored); calloc_reuse returns a zeroed block, taken from the free ones when
+// one fits, else as ib_arena_calloc. Reset forgets the free blocks.
+void ib_arena_give_back(ib_arena *a, void *p, size_t bytes);
+void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes);
+// A scratch scope (one backward function): at _end, everything allocated since _begin is given back
+// except the blocks that ib_arena_calloc_reuse returned (the grads).
+void ib_arena_scope_begin(ib_arena *a);
+void ib_arena_scope_end(ib_arena *a);
 
 // ---------------------------------------------------------------------------------------------
 // Tensors: float32, up to 4 dims, shape and strides in elements. NCHW for images.
@@ -106,6 +105,11 @@ struct ib_ctx {
     int tape_len, tape_cap;
     int recording;            // 1: ops record nodes for inputs that require grad; 0: inference
     int training;             // layers read this: batchnorm uses batch statistics when set
+    int release_grads;        // 1: ib_backward gives each node's output grad back to the arena once the
+                              // node's backward has run, and the backward functions' scratch after each
+                              // call; later grads reuse the memory (a training step's peak drops by most
+                              // of the activations' grads). The grads of op outputs are then gone after
+                              // backward. 0 (default): everything is kept to the reset.
 };
 
 ib_ctx *ib_ctx_new(void);
@@ -150,6 +154,25 @@ ib_node *ib_record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_te
 // Nodes whose output received no gradient are skipped. The tape is left in place; reset the ctx.
 void ib_backward(ib_ctx *ctx, ib_tensor *out, const float *seed);
 
+// Profiling (ibnas bench --profile). ib_prof_hook is NULL by default, which costs one test per op. When
+// set, it is called on the calling thread after each op's forward (from ib_record, recorded or not),
+// after each backward function ib_backward runs, and by ib_prof_scope when a network moves on to its
+// next part; the hook keeps its own clock and charges the time since its previous event to this one.
+// Set it only while one thread runs ops (the hook is global).
+typedef struct ib_prof_event {
+    const ib_op *op;            // NULL for a scope change (the time since the last event is no op's)
+    const ib_tensor *out;       // the op's output and inputs (NULL, 0 for a scope change)
+    ib_tensor *const *in;
+    int n_in;
+    int backward;               // 0: an op's forward ended; 1: its backward function ended
+    int tape_index;             // the node's index in ctx->tape, -1 if nothing was recorded
+    int scope;                  // forward: the current ib_prof_scope; a scope change: the one being left
+} ib_prof_event;
+extern void (*ib_prof_hook)(const ib_prof_event *e);
+// Networks number their parts (ib_net_features: 0 the stem, i + 1 block i, n + 1 the head, n + 2 pool
+// and classifier; -1 outside a network). Costs a test when no hook is set.
+void ib_prof_scope(int scope);
+
 // ---------------------------------------------------------------------------------------------
 // Parameters: every parameter of a model in one contiguous block, their grads in another, and the
 // buffers (batchnorm running statistics) in a third. Register first, then ib_params_alloc once.
@@ -192,8 +215,7 @@ void ib_rng_shuffle(ib_rng *r, int *idx, int n);
 // Threads: one setting for our OpenMP loops and OpenBLAS's GEMM. Never call BLAS inside an OpenMP
 // parallel region.
 
-void ib_set_threads(int n);    // n <= 0: the number of cores
-int ib_get_threads(void);
+// ib_set_threads(n) (n <= 0: the number of cores) and ib_get_threads() are in include/ibnas.h.
 double ib_time_s(void);        // monotonic seconds
 
 // ---------------------------------------------------------------------------------------------
@@ -257,6 +279,27 @@ ib_tensor *ib_dwconv2d(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b,
 ib_tensor *ib_batchnorm(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta,
                         ib_tensor *running_mean, ib_tensor *running_var,
                         int training, float momentum, float eps);
+
+// Fused ops: an activation applied in the producing op's own pass over its output, with the numbers of
+// the separate ops (ib_relu, ib_relu6, ib_hswish).
+typedef enum { IB_FUSE_NONE = 0, IB_FUSE_RELU, IB_FUSE_RELU6, IB_FUSE_HSWISH } ib_fuse_act;
+// act(ib_batchnorm(...)) as one op (training or eval), equal to the two ops bit for bit. Its backward
+// recomputes the pre-activation from x, so it keeps no tensor but its output.
+ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta,
+                            ib_tensor *running_mean, ib_tensor *running_var,
+                            int training, float momentum, float eps, ib_fuse_act act);
+// Inference: act(batchnorm_eval(conv2d(x, w, b))) in one pass over the output, equal to the three ops
+// bit for bit; the BN (running statistics, gamma/beta may be NULL) is applied per channel where the
+// conv stores its result, so nothing is folded into, or cached beside, the weights. When the tape
+// records and an input requires grad it runs the three ops instead.
+ib_tensor *ib_conv2d_bn_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b, int stride, int pad,
+                            int dilation, int groups, ib_tensor *gamma, ib_tensor *beta,
+                            ib_tensor *running_mean, ib_tensor *running_var, float eps, ib_fuse_act act);
+// The depthwise-conv and batchnorm kernels exist as "avx512", "avx2" and "portable" C; the best this
+// CPU runs is used unless IBNAS_SIMD names another. Returns 0 (and changes nothing) for a version the
+// CPU lacks or an unknown name; "auto" picks the best again.
+int ib_simd_select(const char *name);
+const char *ib_simd_name(void);
 
 // Elementwise activations, any shape.
 ib_tensor *ib_relu(ib_ctx *ctx, ib_tensor *x);

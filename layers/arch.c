@@ -69,7 +69,8 @@ ib_status ib_arch_resolve(ib_arch *a, const char *spec, int classes) {
         ib_arch_mobilenetv2(a, width, classes > 0 ? classes : 1000);
         return IB_OK;
     }
-    ib_status s = ib_arch_load(a, spec);
+    // JSON text itself (a program's inline arch) or a file.
+    ib_status s = spec[0] == '{' ? ib_arch_parse(a, spec, "arch") : ib_arch_load(a, spec);
     if (s == IB_OK && classes > 0) a->classes = classes;
     return s;
 }

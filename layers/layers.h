@@ -143,7 +143,7 @@ char *ib_arch_to_json(const ib_arch *a);    // malloc'd, pretty-printed
 ib_status ib_arch_save(const ib_arch *a, const char *path);
 // torchvision's mobilenet_v2(width_mult, num_classes) as an arch.
 void ib_arch_mobilenetv2(ib_arch *a, float width, int classes);
-// "mobilenetv2" (optionally "mobilenetv2:WIDTH") or a path to an *.arch.json.
+// "mobilenetv2" (optionally "mobilenetv2:WIDTH"), a path to an *.arch.json, or JSON text (starts with '{').
 ib_status ib_arch_resolve(ib_arch *a, const char *spec, int classes);
 
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Runs each test binary given, then sums what they report. Each binary prints lines
-# "PASS name", "FAIL name: why" and "SKIP name: why"; a binary that crashes or exits non-zero without
+# Runs each test binary (or *.sh script, through bash) given, then sums what they report. Each prints
+# lines "PASS name", "FAIL name: why" and "SKIP name: why"; a binary that crashes or exits non-zero without
 # printing a FAIL counts as one failure. The last line is "N passed, N failed" (", N skipped").
 set -u
 pass=0; fail=0; skip=0
 for t in "$@"; do
-  out=$("$t" 2>&1); rc=$?
+  if [[ $t == *.sh ]]; then out=$(bash "$t" 2>&1); rc=$?; else out=$("$t" 2>&1); rc=$?; fi
   printf '%s\n' "$out" | grep -E '^(PASS|FAIL|SKIP)' | sed "s|^|$(basename "$t"): |"
   p=$(printf '%s\n' "$out" | grep -c '^PASS'); f=$(printf '%s\n' "$out" | grep -c '^FAIL'); s=$(printf '%s\n' "$out" | grep -c '^SKIP')
   if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
