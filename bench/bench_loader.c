@@ -1,7 +1,8 @@
 // Loader throughput: Tiny ImageNet's 64x64 JPEGs through the whole input path (decode, pad-crop 4,
 // horizontal flip, normalise into batches of 64), in images per second with 1 and 2 worker threads.
 // It must stay far above training throughput, or training waits on data.
-// Usage: bench_loader [--data DIR] [--batches N] [--json]   (other flags, e.g. --threads, are ignored)
+// Usage: bench_loader [--data DIR] [--batches N] [--json] [--json-out FILE]   (other flags, e.g. --threads,
+// are ignored; --json-out writes the JSON object to FILE and still prints the table)
 #include "data/loader.h"
 
 #include <stdlib.h>
@@ -60,10 +61,12 @@ int main(int argc, char **argv) {
     const char *given = NULL;
     int64_t batches = 300;
     int json = 0;
+    const char *json_out = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) given = argv[++i];
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc) batches = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--json-out") && i + 1 < argc) json_out = argv[++i];
     }
     const char *dir = find_data(given);
     if (!dir) {
@@ -96,12 +99,20 @@ int main(int argc, char **argv) {
         ib_dataset_close(ds);
         return 1;
     }
-    if (json) {
-        printf("{\"bench\":\"loader\",\"data\":\"%s\",\"images\":%lld,\"batch\":64,\"size\":64,\"augment\":\"pad4-crop64+hflip\","
-               "\"decode_only_ips\":%.0f,\"workers_1_ips\":%.0f,\"workers_2_ips\":%.0f,\"decode_cpu_us\":%.1f,"
-               "\"workers_1_cpu_us\":%.1f,\"workers_2_cpu_us\":%.1f}\n",
-               dir, (long long)images[0], dec_ips, ips[0], ips[1], dec_us, us[0], us[1]);
-    } else {
+    for (int pass = 0; pass < 2; pass++) {   // the JSON object to stdout (--json), then to --json-out
+        FILE *jf = pass == 0 ? (json ? stdout : NULL) : (json_out ? fopen(json_out, "w") : NULL);
+        if (!jf) {
+            if (pass == 1 && json_out) fprintf(stderr, "bench_loader: cannot write %s\n", json_out);
+            continue;
+        }
+        fprintf(jf, "{\"bench\":\"loader\",\"data\":\"%s\",\"images\":%lld,\"batch\":64,\"size\":64,"
+                    "\"augment\":\"pad4-crop64+hflip\",\"decode_only_ips\":%.0f,\"workers_1_ips\":%.0f,"
+                    "\"workers_2_ips\":%.0f,\"decode_cpu_us\":%.1f,\"workers_1_cpu_us\":%.1f,"
+                    "\"workers_2_cpu_us\":%.1f}\n",
+                dir, (long long)images[0], dec_ips, ips[0], ips[1], dec_us, us[0], us[1]);
+        if (jf != stdout) fclose(jf);
+    }
+    if (!json) {
         printf("bench_loader: %s, %lld images of 64x64 JPEG, pad-crop 4 + flip, batch 64\n", dir, (long long)images[0]);
         printf("  decode only, 1 thread  %8.0f img/s  %6.1f us CPU/img\n", dec_ips, dec_us);
         printf("  loader, 1 worker       %8.0f img/s  %6.1f us CPU/img\n", ips[0], us[0]);

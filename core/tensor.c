@@ -104,7 +104,7 @@ float *ib_grad(ib_ctx *ctx, ib_tensor *t) {
     if (!t->grad) {
         IB_ASSERT(!t->base, "a view's grad must alias its base's (view made before the base had one)");
         IB_ASSERT(ib_is_contiguous(t), "lazily allocated grads are contiguous");
-        t->grad = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)ib_numel(t));
+        t->grad = ib_arena_calloc_reuse(ctx->arena, sizeof(float) * (size_t)ib_numel(t));
     }
     return t->grad;
 }
@@ -209,8 +209,23 @@ ib_tensor *ib_contiguous(ib_ctx *ctx, ib_tensor *t) {
 // ---------------------------------------------------------------------------------------------
 // Autograd
 
-ib_node *ib_record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_tensor *const *in) {
-    IB_ASSERT(n_in <= IB_MAX_INPUTS, "op %s: %d inputs", op->name, n_in);
+void (*ib_prof_hook)(const ib_prof_event *e);
+static int prof_scope = -1;
+
+void ib_prof_scope(int scope) {
+    if (ib_prof_hook && scope != prof_scope) {
+        ib_prof_event e = {NULL, NULL, NULL, 0, 0, -1, prof_scope};
+        ib_prof_hook(&e);
+    }
+    prof_scope = scope;
+}
+
+static void prof_op(const ib_op *op, ib_tensor *out, int n_in, ib_tensor *const *in, int backward, int tape_index) {
+    ib_prof_event e = {op, out, in, n_in, backward, tape_index, prof_scope};
+    ib_prof_hook(&e);
+}
+
+static ib_node *record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_tensor *const *in) {
     if (!ctx->recording) return NULL;
     int any = 0;
     for (int i = 0; i < n_in; i++) any |= in[i] && in[i]->requires_grad;
@@ -231,6 +246,13 @@ ib_node *ib_record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_te
     return n;
 }
 
+ib_node *ib_record(ib_ctx *ctx, const ib_op *op, ib_tensor *out, int n_in, ib_tensor *const *in) {
+    IB_ASSERT(n_in <= IB_MAX_INPUTS, "op %s: %d inputs", op->name, n_in);
+    ib_node *n = record(ctx, op, out, n_in, in);
+    if (ib_prof_hook) prof_op(op, out, n_in, in, 0, n ? (int)(n - ctx->tape) : -1);
+    return n;
+}
+
 void ib_backward(ib_ctx *ctx, ib_tensor *out, const float *seed) {
     int64_t n = ib_numel(out);
     float *g = ib_grad(ctx, out);
@@ -240,7 +262,17 @@ void ib_backward(ib_ctx *ctx, ib_tensor *out, const float *seed) {
     for (int i = ctx->tape_len - 1; i >= 0; i--) {
         ib_node *node = &ctx->tape[i];
         if (!node->out->grad) continue;
+        if (ctx->release_grads) ib_arena_scope_begin(ctx->arena);   // its scratch goes back after it
         node->op->backward(ctx, node);
+        if (ib_prof_hook) prof_op(node->op, node->out, node->n_in, node->in, 1, i);
+        if (!ctx->release_grads) continue;
+        ib_arena_scope_end(ctx->arena);
+        // Every consumer of this output was taped after it and has run: its grad is dead. Leave the
+        // seed's alone (the caller may read it) and views (their grad is their base's).
+        if (node->out != out && !node->out->base) {
+            ib_arena_give_back(ctx->arena, node->out->grad, sizeof(float) * (size_t)ib_numel(node->out));
+            node->out->grad = NULL;
+        }
     }
     ctx->recording = saved_recording;
 }

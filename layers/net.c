@@ -82,17 +82,27 @@ void ib_net_free(ib_net *net) {
 
 ib_tensor *ib_net_features(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
     IB_ASSERT(x->ndim == 4 && x->shape[1] == 3, "network input must be (N, 3, H, W)");
+    ib_prof_scope(0);   // the parts' numbers, for ibnas bench --profile (core.h)
     ib_tensor *h = ib_cba_forward(ctx, &net->stem, x);
-    for (int i = 0; i < net->arch.n_blocks; i++) h = ib_block_forward(ctx, &net->blocks[i], h);
+    for (int i = 0; i < net->arch.n_blocks; i++) {
+        ib_prof_scope(i + 1);
+        h = ib_block_forward(ctx, &net->blocks[i], h);
+    }
+    ib_prof_scope(net->arch.n_blocks + 1);
     if (net->has_head) h = ib_cba_forward(ctx, &net->head, h);
+    ib_prof_scope(-1);
     return h;
 }
 
 ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
-    ib_tensor *h = ib_global_avg_pool(ctx, ib_net_features(ctx, net, x));
+    ib_tensor *h = ib_net_features(ctx, net, x);
+    ib_prof_scope(net->arch.n_blocks + 2);
+    h = ib_global_avg_pool(ctx, h);
     h = ib_reshape(ctx, h, 2, (int[]){h->shape[0], h->shape[1]});
     if (ctx->training) h = dropout(ctx, h, net->arch.dropout, &net->dropout_rng);
-    return ib_linear_forward(ctx, &net->fc, h);
+    h = ib_linear_forward(ctx, &net->fc, h);
+    ib_prof_scope(-1);
+    return h;
 }
 
 int64_t ib_net_param_count(const ib_net *net) { return net->ps.numel_params; }
