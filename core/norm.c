@@ -1,16 +1,21 @@
 // Batch normalisation over (N, H, W) per channel, with torch.nn.BatchNorm2d's semantics (biased
-// variance to normalise, unbiased variance into the running estimate) and its full backward.
-// Every per-channel reduction runs on one thread in double, so results do not depend on thread count.
-// gamma/beta may be NULL (no affine, as affine=False) and the running stats NULL in training (not tracked).
-#include "core.h"
+// variance to normalise, unbiased variance into the running estimate) and its full backward, optionally
+// followed by an activation in the same pass (ib_batchnorm_act: training's BN + ReLU6 without the
+// intermediate tensor; its backward recomputes the pre-activation from x with the forward's own float
+// operations, so the activation's mask is exact). The loops are core/simd.h's kernels: per-channel
+// sums in 16 double lanes combined in a fixed order, so results do not depend on the thread count or
+// the processor. gamma/beta may be NULL (no affine, as affine=False) and the running stats NULL in
+// training (not tracked).
+#include "core/simd.h"
 
 #include <math.h>
 
-// What backward needs: the statistics used to normalise (batch or running), as float like torch.
+// What backward needs: the statistics used to normalise (batch or running), as float like torch, and
+// the forward's float affine (mean, scale, shift) to recompute the activation's input.
 typedef struct {
-    float *mean;
-    float *invstd;
-    int training;
+    float *mean, *invstd;
+    float *mf, *scale, *shift;
+    int training, act;
 } bn_saved;
 
 // Splits x into (outer, C, inner): channel c's elements are x[(o * C + c) * inner + i].
@@ -27,79 +32,33 @@ static void bn_check_vec(const ib_tensor *v, int c, const char *what) {
               what, c, (long long)ib_numel(v));
 }
 
-// Per-channel sums in double along one contiguous run. Four accumulators in a fixed pattern break the
-// add latency chain; the combination order depends only on n, never on the thread count.
-static double sum_run(const float *p, int64_t n) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += p[i];
-        a1 += p[i + 1];
-        a2 += p[i + 2];
-        a3 += p[i + 3];
-    }
-    for (; i < n; i++) a0 += p[i];
-    return (a0 + a1) + (a2 + a3);
-}
+// Below this many elements the per-channel loop runs on one thread.
+#define PAR_MIN 16384
 
-static double sum_sq_dev_run(const float *p, int64_t n, double m) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        double d0 = p[i] - m, d1 = p[i + 1] - m, d2 = p[i + 2] - m, d3 = p[i + 3] - m;
-        a0 += d0 * d0;
-        a1 += d1 * d1;
-        a2 += d2 * d2;
-        a3 += d3 * d3;
-    }
-    for (; i < n; i++) {
-        double d = p[i] - m;
-        a0 += d * d;
-    }
-    return (a0 + a1) + (a2 + a3);
-}
-
-// sum(g) and sum(g * (x - m)) along one run.
-static void sum_dy_run(const float *g, const float *x, int64_t n, double m, double *sum_g, double *sum_gx) {
-    double s0 = 0, s1 = 0, t0 = 0, t1 = 0;
-    int64_t i = 0;
-    for (; i + 2 <= n; i += 2) {
-        s0 += g[i];
-        s1 += g[i + 1];
-        t0 += (double)g[i] * (x[i] - m);
-        t1 += (double)g[i + 1] * (x[i + 1] - m);
-    }
-    for (; i < n; i++) {
-        s0 += g[i];
-        t0 += (double)g[i] * (x[i] - m);
-    }
-    *sum_g += s0 + s1;
-    *sum_gx += t0 + t1;
-}
-
-static void batchnorm_backward(ib_ctx *ctx, ib_node *node) {
+static void bn_backward(ib_ctx *ctx, ib_node *node) {
     // x: (N, C, H, W) or (N, C), dy like x -> dx like x, dgamma, dbeta: (C)
     ib_tensor *x = node->in[0], *gamma = node->in[1], *beta = node->in[2];
     const bn_saved *sv = node->saved;
+    const ib_simd_kernels *k = ib_simd();
     const float *dy = node->out->grad;
     int outer, channels;
     int64_t inner;
     bn_dims(x, &outer, &channels, &inner);
-    const int64_t count = (int64_t)outer * inner;
-    float *dx = x->requires_grad ? ib_grad(ctx, x) : NULL;
+    const int64_t count = (int64_t)outer * inner, stride = (int64_t)channels * inner;
+    int add = 1;
+    float *dx = x->requires_grad ? ib__grad_to_fill(ctx, x, &add) : NULL;
     float *dgamma = gamma && gamma->requires_grad ? ib_grad(ctx, gamma) : NULL;
     float *dbeta = beta && beta->requires_grad ? ib_grad(ctx, beta) : NULL;
     const float *xd = x->data;
 
-#pragma omp parallel for schedule(static) if (count * channels >= 16384)
+#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
     for (int c = 0; c < channels; c++) {
         const double mean = sv->mean[c], invstd = sv->invstd[c];
-        double sum_dy = 0, sum_dy_xc = 0;
-        for (int o = 0; o < outer; o++) {
-            const int64_t base = ((int64_t)o * channels + c) * inner;
-            sum_dy_run(dy + base, xd + base, inner, mean, &sum_dy, &sum_dy_xc);
-        }
-        const double sum_dy_xhat = sum_dy_xc * invstd;
+        const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
+        const int64_t base = (int64_t)c * inner;
+        double sums[2] = {0, 0};   // sum dy, sum dy * (x - mean), dy taken through the activation
+        k->bn_bwd_sums(dy + base, xd + base, outer, stride, inner, &epi, mean, sums);
+        const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
         if (dgamma) dgamma[c] += (float)sum_dy_xhat;
         if (dbeta) dbeta[c] += (float)sum_dy;
         if (!dx) continue;
@@ -108,23 +67,36 @@ static void batchnorm_backward(ib_ctx *ctx, ib_node *node) {
         // projection of dy on xhat; eval: a fixed affine map.
         const double mean_dy = sv->training ? sum_dy / (double)count : 0.0;
         const double mean_dy_xhat = sv->training ? sum_dy_xhat / (double)count : 0.0;
-        for (int o = 0; o < outer; o++) {
-            const int64_t base = ((int64_t)o * channels + c) * inner;
-#pragma omp simd
-            for (int64_t i = 0; i < inner; i++) {
-                double xhat = (xd[base + i] - mean) * invstd;
-                dx[base + i] += (float)(scale * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
-            }
-        }
+        k->bn_bwd_dx(dy + base, xd + base, dx + base, outer, stride, inner, &epi, mean, invstd, scale, mean_dy,
+                     mean_dy_xhat, add);
     }
 }
-static const ib_op op_batchnorm = {"batchnorm", batchnorm_backward};
+static const ib_op op_batchnorm = {"batchnorm", bn_backward};
+static const ib_op op_batchnorm_act = {"batchnorm_act", bn_backward};
 
-ib_tensor *ib_batchnorm(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta,
-                        ib_tensor *running_mean, ib_tensor *running_var,
-                        int training, float momentum, float eps) {
+void ib__bn_eval_affine(const ib_tensor *gamma, const ib_tensor *beta, const ib_tensor *running_mean,
+                        const ib_tensor *running_var, float eps, int C, float *mf, float *scale, float *shift) {
+    bn_check_vec(gamma, C, "gamma");
+    bn_check_vec(beta, C, "beta");
+    bn_check_vec(running_mean, C, "running_mean");
+    bn_check_vec(running_var, C, "running_var");
+    IB_ASSERT(running_mean && running_var, "batchnorm: eval mode needs running statistics");
+    for (int c = 0; c < C; c++) {
+        // As ib_batchnorm's eval pass, operation for operation.
+        const double m = running_mean->data[c], var = running_var->data[c];
+        const double is = 1.0 / sqrt(var + (double)eps);
+        const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
+        mf[c] = (float)m;
+        scale[c] = (float)(g * is);
+        shift[c] = (float)b;
+    }
+}
+
+ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta, ib_tensor *running_mean,
+                            ib_tensor *running_var, int training, float momentum, float eps, ib_fuse_act act) {
     // x: (N, C, H, W) or (N, C), gamma, beta, running_mean, running_var: (C) -> y like x
     IB_ASSERT(ib_is_contiguous(x), "batchnorm: contiguous input");
+    IB_ASSERT(act >= IB_FUSE_NONE && act <= IB_FUSE_HSWISH, "batchnorm: unknown activation %d", (int)act);
     int outer, channels;
     int64_t inner;
     bn_dims(x, &outer, &channels, &inner);
@@ -132,27 +104,27 @@ ib_tensor *ib_batchnorm(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *
     bn_check_vec(beta, channels, "beta");
     bn_check_vec(running_mean, channels, "running_mean");
     bn_check_vec(running_var, channels, "running_var");
-    const int64_t count = (int64_t)outer * inner;
+    const int64_t count = (int64_t)outer * inner, stride = (int64_t)channels * inner;
     IB_ASSERT(!training || count > 1, "batchnorm: training needs more than one value per channel, got %lld",
               (long long)count);
     IB_ASSERT(training || (running_mean && running_var), "batchnorm: eval mode needs running statistics");
 
+    const ib_simd_kernels *k = ib_simd();
     ib_tensor *y = ib_tensor_like(ctx, x);
-    float *mean = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)channels);
-    float *invstd = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)channels);
+    float *stats = ib_arena_alloc(ctx->arena, sizeof(float) * 5 * (size_t)channels);
+    float *mean = stats, *invstd = stats + channels, *mfs = stats + 2 * channels, *scales = stats + 3 * channels,
+          *shifts = stats + 4 * channels;
     const float *xd = x->data;
     float *yd = y->data;
 
-#pragma omp parallel for schedule(static) if (count * channels >= 16384)
+#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
     for (int c = 0; c < channels; c++) {
+        const int64_t base = (int64_t)c * inner;
         double m, var;
         if (training) {
             // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
-            double s = 0;
-            for (int o = 0; o < outer; o++) s += sum_run(xd + ((int64_t)o * channels + c) * inner, inner);
-            m = s / (double)count;
-            double ss = 0;
-            for (int o = 0; o < outer; o++) ss += sum_sq_dev_run(xd + ((int64_t)o * channels + c) * inner, inner, m);
+            m = k->bn_sum(xd + base, outer, stride, inner) / (double)count;
+            double ss = k->bn_sumsq(xd + base, outer, stride, inner, m);
             var = ss / (double)count;
             if (running_mean)
                 running_mean->data[c] = (float)((1.0 - momentum) * running_mean->data[c] + (double)momentum * m);
@@ -167,21 +139,24 @@ ib_tensor *ib_batchnorm(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *
         mean[c] = (float)m;
         invstd[c] = (float)is;
         const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
-        const float scale = (float)(g * is), shift = (float)b, mf = (float)m;
-        for (int o = 0; o < outer; o++) {
-            const int64_t base = ((int64_t)o * channels + c) * inner;
-#pragma omp simd
-            for (int64_t i = 0; i < inner; i++) yd[base + i] = (xd[base + i] - mf) * scale + shift;
-        }
+        mfs[c] = (float)m;
+        scales[c] = (float)(g * is);
+        shifts[c] = (float)b;
+        const ib_epi epi = {1, mfs[c], scales[c], shifts[c], act};
+        k->bn_apply(xd + base, yd + base, outer, stride, inner, &epi);
     }
 
-    ib_node *node = ib_record(ctx, &op_batchnorm, y, 3, (ib_tensor *[]){x, gamma, beta});
+    ib_node *node = ib_record(ctx, act == IB_FUSE_NONE ? &op_batchnorm : &op_batchnorm_act, y, 3,
+                              (ib_tensor *[]){x, gamma, beta});
     if (node) {
         bn_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
-        sv->mean = mean;
-        sv->invstd = invstd;
-        sv->training = training;
+        *sv = (bn_saved){mean, invstd, mfs, scales, shifts, training, act};
         node->saved = sv;
     }
     return y;
+}
+
+ib_tensor *ib_batchnorm(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta, ib_tensor *running_mean,
+                        ib_tensor *running_var, int training, float momentum, float eps) {
+    return ib_batchnorm_act(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps, IB_FUSE_NONE);
 }

@@ -104,6 +104,8 @@ ib_tensor *ib_block_forward(ib_ctx *ctx, const ib_block *b, ib_tensor *x) {
     ib_tensor *h = x;
     for (int i = 0; i < b->n_stages; i++) h = ib_cba_forward(ctx, &b->stages[i], h);
     if (b->has_se) h = ib_se_forward(ctx, &b->se, h);
-    h = ib_bn_forward(ctx, &b->project_bn, ib_conv_forward(ctx, &b->project, h));
+    // The projection is a conv-BN stage without activation: as one, so inference fuses it.
+    const ib_cba project = {b->project, b->project_bn, IB_ACT_NONE};
+    h = ib_cba_forward(ctx, &project, h);
     return b->residual ? ib_add(ctx, x, h) : h;
 }

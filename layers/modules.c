@@ -94,16 +94,26 @@ void ib_bn_init(ib_bn *bn, ib_params *ps, const char *prefix, int c) {
     bn->var = ib_params_add_buffer(ps, name, 1, (int[]){c});
 }
 
-ib_tensor *ib_bn_forward(ib_ctx *ctx, const ib_bn *bn, ib_tensor *x) {
-    int c = x->shape[1];
+// The BN's tensors for x's channels: a narrower path of a shared layer uses the first c (views).
+static void bn_tensors(ib_ctx *ctx, const ib_bn *bn, int c, ib_tensor **t) {
     IB_ASSERT(c <= bn->c, "batchnorm %s: %d channels, has %d", bn->w->name, c, bn->c);
-    ib_tensor *w = bn->w, *b = bn->b, *m = bn->mean, *v = bn->var;
-    if (c < bn->c) {   // a narrower path of a shared layer: the first c channels
-        w = ib_view_range(ctx, w, 0, 0, c), b = ib_view_range(ctx, b, 0, 0, c);
-        m = ib_view_range(ctx, m, 0, 0, c), v = ib_view_range(ctx, v, 0, 0, c);
-    }
-    return ib_batchnorm(ctx, x, w, b, m, v, ctx->training, bn->momentum, bn->eps);
+    ib_tensor *all[4] = {bn->w, bn->b, bn->mean, bn->var};
+    for (int i = 0; i < 4; i++) t[i] = c < bn->c ? ib_view_range(ctx, all[i], 0, 0, c) : all[i];
 }
+
+// ib_act and ib_fuse_act number the activations alike.
+_Static_assert((int)IB_ACT_NONE == (int)IB_FUSE_NONE && (int)IB_ACT_RELU == (int)IB_FUSE_RELU &&
+                   (int)IB_ACT_RELU6 == (int)IB_FUSE_RELU6 && (int)IB_ACT_HSWISH == (int)IB_FUSE_HSWISH,
+               "ib_act and ib_fuse_act differ");
+
+// BN then the activation, as one op (core's ib_batchnorm_act: no tensor between them).
+static ib_tensor *bn_act_forward(ib_ctx *ctx, const ib_bn *bn, ib_act act, ib_tensor *x) {
+    ib_tensor *t[4];
+    bn_tensors(ctx, bn, x->shape[1], t);
+    return ib_batchnorm_act(ctx, x, t[0], t[1], t[2], t[3], ctx->training, bn->momentum, bn->eps, (ib_fuse_act)act);
+}
+
+ib_tensor *ib_bn_forward(ib_ctx *ctx, const ib_bn *bn, ib_tensor *x) { return bn_act_forward(ctx, bn, IB_ACT_NONE, x); }
 
 void ib_linear_init(ib_linear_mod *l, ib_params *ps, const char *prefix, int in, int out) {
     char name[256];
@@ -126,8 +136,25 @@ void ib_cba_init(ib_cba *m, ib_params *ps, const char *prefix, int cin, int cout
     m->act = act;
 }
 
+// Inference (eval mode, nothing recorded, the full layer): conv, BN and activation in one pass over the
+// output (core's ib_conv2d_bn_act). The BN is applied where the conv stores each output channel, from
+// the running statistics as they are at that call: nothing is folded into a copy of the weights, so
+// there is no cache to go stale when an optimizer step or a checkpoint load changes them.
+static int conv_bn_fusable(const ib_ctx *ctx, const ib_conv *c, const ib_bn *bn, const ib_tensor *x) {
+    return !ctx->training && !ctx->recording && x->shape[1] == c->cin && bn->c == c->cout;
+}
+
+static ib_tensor *conv_bn_act_forward(ib_ctx *ctx, const ib_conv *c, const ib_bn *bn, ib_act act, ib_tensor *x) {
+    if (conv_bn_fusable(ctx, c, bn, x)) {
+        int pad = c->dilation * (c->k - 1) / 2;
+        return ib_conv2d_bn_act(ctx, x, c->w, c->b, c->stride, pad, c->dilation, c->groups, bn->w, bn->b, bn->mean,
+                                bn->var, bn->eps, (ib_fuse_act)act);
+    }
+    return bn_act_forward(ctx, bn, act, ib_conv_forward(ctx, c, x));
+}
+
 ib_tensor *ib_cba_forward(ib_ctx *ctx, const ib_cba *m, ib_tensor *x) {
-    return ib_act_apply(ctx, m->act, ib_bn_forward(ctx, &m->bn, ib_conv_forward(ctx, &m->conv, x)));
+    return conv_bn_act_forward(ctx, &m->conv, &m->bn, m->act, x);
 }
 
 void ib_se_init(ib_se *se, ib_params *ps, const char *prefix, int c, int squeeze) {

@@ -1,0 +1,94 @@
+// core/simd.h (private to core/): the hot loops of depthwise convolution and batchnorm, in three
+// versions chosen once at run time: AVX-512, AVX2+FMA and portable C (every other processor, ARM
+// included). IBNAS_SIMD=portable|avx2|avx512 in the environment, or ib_simd_select(), forces one.
+//
+// What is equal across versions, bit for bit:
+// - the batchnorm kernels: every version sums in the same 16 double "lanes" (element i of a run goes
+//   to lane i % 16), combines them in one fixed tree and computes each element with the same IEEE
+//   operations (no FMA), so batchnorm gives the same numbers on every machine;
+// - AVX2 and AVX-512 tap kernels: each output is a chain of FMAs in tap order, and dot products keep
+//   16 float lanes (AVX2 runs two 8-lane halves), so the two x86 versions agree exactly.
+// The portable tap kernels round each product before adding (no FMA), so they differ from the x86
+// ones by float rounding only. No version depends on the thread count: callers split work by output
+// or by channel and reduce in a fixed order.
+#ifndef IB_CORE_SIMD_H
+#define IB_CORE_SIMD_H
+
+#include "core/core.h"
+
+typedef enum { IB_SIMD_PORTABLE = 0, IB_SIMD_AVX2 = 1, IB_SIMD_AVX512 = 2 } ib_simd_level;
+
+// Activations fused into a kernel's store (values as ib_fuse_act in core.h).
+// Elementwise epilogue of a convolution's output: v -> act((v - mf) * scale + shift) when bn, else
+// act(v). The same float operations as ib_batchnorm's eval pass and the activation ops, so a fused
+// pass equals the separate ops bit for bit.
+typedef struct {
+    int bn;
+    float mf, scale, shift;
+    int act;
+} ib_epi;
+
+// Per-row epilogue of a GEMM (row m = output channel m): v = bias[m] + the sum, then, with mf set,
+// (v - mf[m]) * scale[m] + shift[m], then the activation. NULL arrays are absent.
+typedef struct {
+    const float *bias, *mf, *scale, *shift;
+    int act;
+} ib_rows_epi;
+
+typedef struct {
+    const char *name;
+    // y[m * ldy + n] (=, or += when add) epi_m(sum_k a[m * ars + k * acs] * x[k * ldx + n]) for m < M,
+    // n < N: the 1x1 convolution (and im2col) GEMM, register-tiled with no packing, the sum over k in
+    // order from bias[m] (or 0), so any split of rows or columns gives the same numbers. epi may be NULL.
+    void (*gemm)(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx, float *y,
+                 int64_t ldy, const ib_rows_epi *epi, int add);
+    // Row r in [0, rows), o in [0, L): dst[r * ldd + o] (=, or += when add)
+    //     epi(init + sum_t wt[t] * src[t][off + r * lds + o]), taps summed in order t = 0 .. T-1.
+    // Only those outputs and inputs are touched.
+    void (*tapsum)(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
+                   int64_t lds, const float *wt, float init, const ib_epi *epi, int add);
+    // acc[t] += sum_o g[o] * src[t][o], o in [0, L). 16 float lanes (output o in lane o % 16), folded
+    // into acc every 4096 outputs in a fixed order.
+    void (*tapdot)(const float *g, int64_t L, int T, const float *const *src, double *acc);
+    // The next three work on `imgs` images of `rows` rows: row r of image i starts at src + i * sis + r * lds
+    // and dst + i * dis + r * ldd (even/odd likewise).
+    // even[j] = src[2j], odd[j] = src[2j + 1] for the n source floats of each row (even gets (n + 1) / 2).
+    void (*deint2)(const float *src, int64_t lds, int64_t n, int rows, float *even, float *odd, int64_t ldd, int imgs,
+                   int64_t sis, int64_t dis);
+    // dst[2j] (=, or +=) even[j], dst[2j + 1] (=, or +=) odd[j], for the n destination floats of each row.
+    void (*int2)(const float *even, const float *odd, int64_t lds, int64_t n, int rows, float *dst, int64_t ldd,
+                 int add, int imgs, int64_t sis, int64_t dis);
+    // dst[j] (=, or +=) src[j] for j in [0, n) of each row.
+    void (*copy2d)(const float *src, int64_t lds, int64_t n, int rows, float *dst, int64_t ldd, int add, int imgs,
+                   int64_t sis, int64_t dis);
+
+    // Batchnorm over one channel: `outer` runs of `inner` floats, run o at p + o * stride.
+    // sum x, and sum (x - m)^2, in double.
+    double (*bn_sum)(const float *p, int outer, int64_t stride, int64_t inner);
+    double (*bn_sumsq)(const float *p, int outer, int64_t stride, int64_t inner, double m);
+    // y = act((x - mf) * scale + shift), y laid out as x.
+    void (*bn_apply)(const float *x, float *y, int outer, int64_t stride, int64_t inner, const ib_epi *epi);
+    // With g = act'(dy) at z = (x - mf) * scale + shift (epi->act; g = dy when none):
+    // out[0] += sum g, out[1] += sum g * (x - mean), in double.
+    void (*bn_bwd_sums)(const float *dy, const float *x, int outer, int64_t stride, int64_t inner, const ib_epi *epi,
+                        double mean, double out[2]);
+    // dx (=, or += when add) (float)(k * (g - a - (x - mean) * invstd * b)) with g as above, in double.
+    void (*bn_bwd_dx)(const float *dy, const float *x, float *dx, int outer, int64_t stride, int64_t inner,
+                      const ib_epi *epi, double mean, double invstd, double k, double a, double b, int add);
+} ib_simd_kernels;
+
+// The kernels in use (resolved on first call from IBNAS_SIMD and the CPU).
+const ib_simd_kernels *ib_simd(void);
+
+// Between core/ files (not API): the depthwise forward with a per-channel epilogue (bn_m NULL: none),
+// nothing recorded (core/dw_conv.c); eval batchnorm's per-channel (mean, scale, shift) as floats,
+// exactly as ib_batchnorm computes them (core/norm.c).
+ib_tensor *ib__dwconv2d_epi(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b, int stride, int pad, int dilation,
+                            const float *bn_m, const float *bn_scale, const float *bn_shift, int act);
+// The grad of t for a backward to fill: *add = 0 when t had none yet (and is no view), and the backward
+// then writes every element instead of adding to zeros (core/dw_conv.c).
+float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add);
+void ib__bn_eval_affine(const ib_tensor *gamma, const ib_tensor *beta, const ib_tensor *running_mean,
+                        const ib_tensor *running_var, float eps, int C, float *mf, float *scale, float *shift);
+
+#endif
