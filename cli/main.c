@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -25,13 +26,13 @@ static void usage(FILE *out) {
             "ibnas %s: hardware-aware architecture search for mobile vision networks, in C\n\n"
             "usage: ibnas <verb> [flags]     ibnas <verb> --help for a verb's flags\n\n"
             "verbs:\n",
-            IB_VERSION_STRING);
+            IBNAS_VERSION_STRING);
     for (const verb *v = verbs; v->name; v++) fprintf(out, "  %-10s %s\n", v->name, v->summary);
     fprintf(out, "\nglobal flags:\n  --version  print the version and exit\n  --help     this text\n");
 }
 
 int cli_report(const char *verb_name, ib_status s) {
-    fprintf(stderr, "ibnas %s: %s: %s\n", verb_name, ib_status_name(s), ib_errmsg());
+    fprintf(stderr, "ibnas %s: %s: %s\n", verb_name, ib_strerror(s), ib_errmsg());
     return 1;
 }
 
@@ -141,14 +142,28 @@ int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flag
     return 0;
 }
 
+// OpenMP threads that wait at a barrier spin by default (libgomp's active wait). When the cores are
+// shared (another job, a data-loading thread, a busy laptop) a spinning thread holds the core its
+// partner needs, and every one of a training step's ~1000 parallel regions waits for a descheduled
+// thread: on 2 shared cores mobilenetv2 training fell from 73 to 4 img/s. Sleeping waiters cost little
+// when the machine is quiet (docs/BENCH.md has the numbers), so the command waits passively unless the
+// user chose a policy. libgomp reads OMP_WAIT_POLICY when it loads, before main, so the command
+// re-executes itself once with the variable set; if that fails it carries on as it is.
+static void prefer_passive_openmp(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1)) return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
+    prefer_passive_openmp(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
     const char *v = argv[1];
     if (!strcmp(v, "--version") || !strcmp(v, "version")) {
-        printf("ibnas %s\n", IB_VERSION_STRING);
+        printf("ibnas %s\n", IBNAS_VERSION_STRING);
         return 0;
     }
     if (!strcmp(v, "--help") || !strcmp(v, "-h") || !strcmp(v, "help")) {

@@ -46,9 +46,10 @@ static double row_stats(const float *z, int c, int label, int *in1, int *in5) {
     return log(s) + mx - z[label];
 }
 
-static void progress_line(const char *what, int64_t done, int64_t total, double t0, const char *extra) {
+// done0: where this timing started (a resumed epoch starts part-way), so the ETA uses the measured rate.
+static void progress_line(const char *what, int64_t done, int64_t done0, int64_t total, double t0, const char *extra) {
     double dt = ib_time_s() - t0;
-    double eta = done > 0 ? dt * (double)(total - done) / (double)done : 0;
+    double eta = done > done0 ? dt * (double)(total - done) / (double)(done - done0) : 0;
     int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
     char bar[32];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
@@ -103,7 +104,7 @@ ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, 
             if (m->per_class_total) m->per_class_total[y]++, m->per_class_correct[y] += in1;
         }
         m->images += b->n;
-        if (cfg->progress) progress_line("eval", ++done, batches, t0, "");
+        if (cfg->progress) progress_line("eval", ++done, 0, batches, t0, "");
     }
     if (cfg->progress) fputc('\n', stderr);
     ib_ctx_free(ctx);
@@ -238,6 +239,11 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         s = ib_fail(IB_ERR_FORMAT, "%s: %d classes; pass --classes", cfg->data, classes);
         goto done;
     }
+    if (classes < ib_dataset_classes(train)) {
+        s = ib_fail(IB_ERR_ARG, "%s: %d classes in the data, but --classes %d", cfg->data, ib_dataset_classes(train),
+                    classes);
+        goto done;
+    }
 
     // The network: from the checkpoint when resuming (its arch wins), else built and initialised.
     if (cfg->resume) {
@@ -299,6 +305,11 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
                        .final_lr = 0,
                        .decay_every = (long)fmax(1, lround(cfg->step_epochs * (double)spe)),
                        .gamma = cfg->step_gamma};
+    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps) {
+        s = ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs: use fewer warm-up epochs "
+                    "(e.g. --warmup %g) or more --epochs", cfg->warmup_epochs, cfg->epochs, 0.2 * cfg->epochs);
+        goto done;
+    }
     if ((s = ib_schedule_check(&sch))) goto done;
 
     snprintf(logpath, sizeof logpath, "%s", cfg->log ? cfg->log : "");
@@ -330,12 +341,13 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         for (int64_t k = 0; k < ts.batch_in_epoch; k++)   // resuming mid-epoch: skip what was done
             if ((s = ib_loader_next(loader, &b)) || !b) goto done;
         double t_epoch = ib_time_s();
-        int64_t images_run = 0;
+        int64_t images_run = 0, batch0 = ts.batch_in_epoch;
         while ((s = ib_loader_next(loader, &b)) == IB_OK && b) {
             float lr = ib_lr_at(&sch, ts.step);
             ib_ctx_reset(ctx);
             ctx->training = 1;
             ctx->recording = 1;
+            ctx->release_grads = 1;   // nothing reads activation grads after the step: reuse their memory
             ib_tensor x;
             ib_batch_tensor(b, &x);
             ib_tensor *z = ib_net_forward(ctx, &net, &x);
@@ -360,15 +372,17 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
                          (double)images_run / (ib_time_s() - t_epoch));
                 char what[32];
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
-                progress_line(what, ts.batch_in_epoch, spe, t_epoch - 1e-9, extra);
+                progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
             if (interrupted || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
                 if (cfg->progress) fputc('\n', stderr);
+                res->wall_s = ib_time_s() - t_run;
                 if ((s = ib_ckpt_save(&net, cfg->out, save_train_state, &ts))) goto done;
                 res->interrupted = interrupted;
-                fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s (resume with --resume %s)\n",
-                        interrupted ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, cfg->out,
-                        cfg->out);
+                if (cfg->progress || interrupted)
+                    fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s (resume with --resume %s)\n",
+                            interrupted ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch,
+                            cfg->out, cfg->out);
                 s = interrupted ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
                 goto done;
             }

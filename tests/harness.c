@@ -258,3 +258,22 @@ const char *shared_dir(void) {
     if (access(buf, R_OK) == 0) return buf;
     return NULL;
 }
+
+static char tmp_dir[256];
+
+static void remove_tmp_dir(void) {
+    if (!tmp_dir[0]) return;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);   // the name came from mkdtemp: no quotes in it
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
+}
+
+const char *test_tmpdir(void) {
+    if (!tmp_dir[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(tmp_dir, sizeof tmp_dir, "%s/ibnas_test_XXXXXX", base && base[0] ? base : "/tmp");
+        IB_ASSERT(mkdtemp(tmp_dir), "cannot make a scratch folder %s", tmp_dir);
+        atexit(remove_tmp_dir);
+    }
+    return tmp_dir;
+}

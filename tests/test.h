@@ -54,4 +54,7 @@ int ref_compare(ib_h5 *f, const char *name, const ib_tensor *t, double tol, char
 // The shared/ folder beside the project (../shared), or NULL when absent (tests then SKIP).
 const char *shared_dir(void);
 
+// A scratch folder (mkdtemp under $TMPDIR or /tmp) made on first use and removed when the binary exits.
+const char *test_tmpdir(void);
+
 #endif

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ibnas builds against, if any is missing; says what it installs and
-# does nothing when all are there. Used by `make test`, `make demo` and `make bench`.
+# does nothing when all are there. Used by `make test` and `make demo`; `make bench` runs it as
+# `tools/deps.sh bench`, which adds the system PyTorch that the side-by-side comparison and `make refs` run.
 set -euo pipefail
 pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev)
+if [ "${1:-}" = bench ]; then
+  pkgs+=(python3 python3-torch python3-torchvision python3-h5py python3-numpy python3-pil)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
