@@ -327,7 +327,7 @@ static const ib_simd_kernels K_PORTABLE = {
 // ---------------------------------------------------------------------------------------------
 // x86: AVX2 + FMA and AVX-512
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(IB_PORTABLE_ONLY)   // the latter: test the ARM build
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(IB_PORTABLE_ONLY)
 #include <immintrin.h>
 #define IB_HAVE_X86 1
 

@@ -1,16 +1,18 @@
-// core/simd.h (private to core/): the hot loops of depthwise convolution and batchnorm, in three
-// versions chosen once at run time: AVX-512, AVX2+FMA and portable C (every other processor, ARM
-// included). IBNAS_SIMD=portable|avx2|avx512 in the environment, or ib_simd_select(), forces one.
+// core/simd.h (private to core/): the hot loops of convolution (the 1x1 and im2col GEMM, depthwise
+// taps) and batchnorm, in three versions chosen once at run time: AVX-512, AVX2+FMA and portable C
+// (every other processor, ARM included). IBNAS_SIMD=portable|avx2|avx512 in the environment, or
+// ib_simd_select(), forces one; building with -DIB_PORTABLE_ONLY leaves the x86 versions out (the ARM
+// build, tested on x86).
 //
 // What is equal across versions, bit for bit:
 // - the batchnorm kernels: every version sums in the same 16 double "lanes" (element i of a run goes
 //   to lane i % 16), combines them in one fixed tree and computes each element with the same IEEE
 //   operations (no FMA), so batchnorm gives the same numbers on every machine;
-// - AVX2 and AVX-512 tap kernels: each output is a chain of FMAs in tap order, and dot products keep
-//   16 float lanes (AVX2 runs two 8-lane halves), so the two x86 versions agree exactly.
-// The portable tap kernels round each product before adding (no FMA), so they differ from the x86
-// ones by float rounding only. No version depends on the thread count: callers split work by output
-// or by channel and reduce in a fixed order.
+// - AVX2 and AVX-512 tap and GEMM kernels: each output is a chain of FMAs in tap (k) order, and dot
+//   products keep 16 float lanes (AVX2 runs two 8-lane halves), so the two x86 versions agree exactly.
+// The portable tap and GEMM kernels round each product before adding (no FMA), so they differ from the
+// x86 ones by float rounding only. No version depends on the thread count: callers split work by
+// output or by channel and reduce in a fixed order.
 #ifndef IB_CORE_SIMD_H
 #define IB_CORE_SIMD_H
 
