@@ -109,7 +109,7 @@ static void col2im_add(const float *restrict col, int nb, int C, const conv_geom
 // pattern break the dependency chain (and vectorise) while keeping the result independent of threads.
 // parallel = 0 next to OpenBLAS's GEMMs: OpenMP's threads spin for a while after a region, and a parallel
 // region right before a BLAS call leaves them on the cores BLAS needs (see col_chunk).
-static void bias_grad(const float *gy, int N, int C, int64_t P, int parallel, float *gb) {
+void ib__bias_grad(const float *gy, int N, int C, int64_t P, int parallel, float *gb) {
 #pragma omp parallel for schedule(static) if (parallel && (int64_t)N * C * P > PAR_MIN_WORK)
     for (int c = 0; c < C; c++) {
         double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -214,7 +214,7 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
     const float *gy = node->out->grad;
     int direct = is_direct(K, a->stride, a->pad, N, P);
 
-    if (b && b->requires_grad) bias_grad(gy, N, Cout, P, 0, ib_grad(ctx, b));
+    if (b && b->requires_grad) ib__bias_grad(gy, N, Cout, P, 0, ib_grad(ctx, b));
     int need_w = w->requires_grad, need_x = x->requires_grad;
     if ((!need_w && !need_x) || P == 0 || opg == 0 || rows == 0) return;
     float *gw = need_w ? ib_grad(ctx, w) : NULL;

@@ -217,25 +217,6 @@ static void dw_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const floa
     }
 }
 
-// gy: (N, C, P) -> gb: (C) += per-channel sums in double, batch in order; eight partial sums in a fixed
-// pattern, independent of the thread count.
-static void bias_grad(const float *gy, int N, int C, int64_t P, float *gb) {
-#pragma omp parallel for schedule(static) if ((int64_t)N * C * P > PAR_MIN_WORK)
-    for (int c = 0; c < C; c++) {
-        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int n = 0; n < N; n++) {
-            const float *p = gy + ((int64_t)n * C + c) * P;
-            int64_t i = 0;
-            for (; i + 8 <= P; i += 8)
-                for (int j = 0; j < 8; j++) part[j] += p[i + j];
-            for (int j = 0; i < P; i++, j++) part[j] += p[i];
-        }
-        double s = 0;
-        for (int j = 0; j < 8; j++) s += part[j];
-        gb[c] += (float)s;
-    }
-}
-
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add) {
     // Through ib_grad, so the grad comes from the arena's reused blocks like every other one. That
     // zeroes it; the backward still writes rather than adds (one read less per element).
@@ -347,7 +328,7 @@ static void dwconv_backward(ib_ctx *ctx, ib_node *node) {
     dw_taps(ctx, &g);
     const int64_t HW = (int64_t)g.H * g.W, P = (int64_t)g.Ho * g.Wo;
     const float *gy = node->out->grad;
-    if (b && b->requires_grad) bias_grad(gy, g.N, g.C, P, ib_grad(ctx, b));
+    if (b && b->requires_grad) ib__bias_grad(gy, g.N, g.C, P, 1, ib_grad(ctx, b));
     int need_w = w->requires_grad, need_x = x->requires_grad;
     if ((!need_w && !need_x) || P == 0) return;
     float *gw = need_w ? ib_grad(ctx, w) : NULL;
