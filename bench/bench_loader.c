@@ -1,8 +1,10 @@
 // Loader throughput: Tiny ImageNet's 64x64 JPEGs through the whole input path (decode, pad-crop 4,
 // horizontal flip, normalise into batches of 64), in images per second with 1 and 2 worker threads.
-// It must stay far above training throughput, or training waits on data.
+// It must stay far above training throughput, or training waits on data. First, the synthetic scenes'
+// rendering rate on one thread (the demo's and the tests' data, made on the fly).
 // Usage: bench_loader [--data DIR] [--batches N] [--json] [--json-out FILE]   (other flags, e.g. --threads,
 // are ignored; --json-out writes the JSON object to FILE and still prints the table)
+#include "data/data.h"
 #include "data/loader.h"
 
 #include <stdlib.h>
@@ -68,6 +70,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--json-out") && i + 1 < argc) json_out = argv[++i];
     }
+    double t_synth = ib_time_s();
+    enum { N_SYNTH = 1000 };
+    for (int i = 0; i < N_SYNTH; i++) {
+        ib_sample s;
+        ib_synth_render(1, i, 64, &s);
+        ib_sample_free(&s);
+    }
+    double synth_ips = N_SYNTH / (ib_time_s() - t_synth);
+    if (!json) printf("bench_loader: synthetic scenes, 64x64, 1 thread  %8.0f img/s\n", synth_ips);
     const char *dir = find_data(given);
     if (!dir) {
         printf("bench_loader: skipped (no Tiny ImageNet at %s)\n", given ? given : "../shared/data/tiny-imagenet-200");
@@ -108,8 +119,8 @@ int main(int argc, char **argv) {
         fprintf(jf, "{\"bench\":\"loader\",\"data\":\"%s\",\"images\":%lld,\"batch\":64,\"size\":64,"
                     "\"augment\":\"pad4-crop64+hflip\",\"decode_only_ips\":%.0f,\"workers_1_ips\":%.0f,"
                     "\"workers_2_ips\":%.0f,\"decode_cpu_us\":%.1f,\"workers_1_cpu_us\":%.1f,"
-                    "\"workers_2_cpu_us\":%.1f}\n",
-                dir, (long long)images[0], dec_ips, ips[0], ips[1], dec_us, us[0], us[1]);
+                    "\"workers_2_cpu_us\":%.1f,\"synth_ips\":%.0f}\n",
+                dir, (long long)images[0], dec_ips, ips[0], ips[1], dec_us, us[0], us[1], synth_ips);
         if (jf != stdout) fclose(jf);
     }
     if (!json) {

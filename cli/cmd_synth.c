@@ -16,7 +16,23 @@ static const char *usage_text =
     "shape has a box (the tight box of its visible pixels); the mask gives each pixel the class of the top\n"
     "shape, or 6 for the background. Scene i of seed K is the same on every machine and thread count.\n";
 
-#define SYNTH_BATCH 64
+// Progress on stderr: redrawn on a terminal, a line every 10% otherwise.
+typedef struct {
+    double t0, last;
+    int last_decile, tty;
+} synth_progress;
+
+static void show_progress(int64_t done, int64_t n, void *user) {
+    synth_progress *p = user;
+    double now = ib_time_s(), rate = (double)done / (now - p->t0 + 1e-9), eta = (double)(n - done) / (rate + 1e-9);
+    int decile = (int)(10 * done / n);
+    if ((p->tty && (now - p->last > 0.1 || done == n)) || (!p->tty && decile > p->last_decile)) {
+        p->last = now, p->last_decile = decile;
+        fprintf(stderr, p->tty ? "\rsynth %lld/%lld  %.0f img/s  ETA %d:%02d " : "synth: %lld/%lld  %.0f img/s  ETA %d:%02d\n",
+                (long long)done, (long long)n, rate, (int)eta / 60, (int)eta % 60);
+        if (p->tty && done == n) fputc('\n', stderr);
+    }
+}
 
 int cmd_synth(int argc, char **argv) {
     const char *out = NULL;
@@ -44,41 +60,11 @@ int cmd_synth(int argc, char **argv) {
     }
     if (threads > 0) ib_set_threads(threads);
 
-    const char *names[IB_SYNTH_CLASSES];
-    for (int c = 0; c < IB_SYNTH_CLASSES; c++) names[c] = ib_synth_class_name(c);
-    ib_pack_writer *pw;
-    ib_status st = ib_pack_writer_open(&pw, out, size, size, 1, 1, IB_SYNTH_CLASSES, names, 255);
-    if (st) return cli_report("synth", st);
-
-    ib_sample *batch = calloc(SYNTH_BATCH, sizeof *batch);
-    if (!batch) st = ib_fail(IB_ERR_NOMEM, "out of memory");
     int64_t boxes = 0;
-    double t0 = ib_time_s(), last = 0;
-    int last_decile = 0, tty = isatty(2);
-    for (int64_t b0 = 0; st == IB_OK && b0 < n; b0 += SYNTH_BATCH) {
-        int nb = n - b0 < SYNTH_BATCH ? (int)(n - b0) : SYNTH_BATCH;
-#pragma omp parallel for schedule(dynamic, 4)
-        for (int k = 0; k < nb; k++) ib_synth_render(seed, b0 + k, size, &batch[k]);
-        for (int k = 0; k < nb; k++) {
-            if (st == IB_OK) st = ib_pack_writer_add(pw, &batch[k]);
-            boxes += batch[k].n_boxes;
-            ib_sample_free(&batch[k]);
-        }
-        // Progress on stderr: redrawn on a terminal, a line every 10% otherwise.
-        int64_t done = b0 + nb;
-        double now = ib_time_s(), rate = (double)done / (now - t0 + 1e-9), eta = (double)(n - done) / (rate + 1e-9);
-        int decile = (int)(10 * done / n);
-        if (!quiet && ((tty && (now - last > 0.1 || done == n)) || (!tty && decile > last_decile))) {
-            last = now, last_decile = decile;
-            fprintf(stderr, tty ? "\rsynth %lld/%lld  %.0f img/s  ETA %d:%02d " : "synth: %lld/%lld  %.0f img/s  ETA %d:%02d\n",
-                    (long long)done, (long long)n, rate, (int)eta / 60, (int)eta % 60);
-            if (tty && done == n) fputc('\n', stderr);
-        }
-    }
-    free(batch);
-    if (st == IB_OK) st = ib_pack_writer_close(pw);
-    else ib_pack_writer_abort(pw);
+    synth_progress prog = {ib_time_s(), 0, 0, isatty(2)};
+    ib_status st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
     if (st) return cli_report("synth", st);
+    double t0 = prog.t0;
     double secs = ib_time_s() - t0;
     if (json) {
         json_t *j = json_pack("{s:s, s:i, s:i, s:I, s:i, s:I, s:I, s:f}", "out", out, "images", n, "classes",

@@ -369,6 +369,42 @@ void ib_synth_render(uint64_t seed, int64_t i, int size, ib_sample *s) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A pack of scenes: groups rendered in parallel, written in order, so the file does not depend on the
+// thread count.
+
+#define SYNTH_GROUP 64
+
+ib_status ib_synth_write_pack(const char *path, int64_t n, int size, uint64_t seed, int annotations,
+                              ib_synth_progress_fn progress, void *user, int64_t *boxes) {
+    if (n <= 0 || size < 8 || size > 4096)
+        return ib_fail(IB_ERR_ARG, "synth: %lld scenes of size %d (need n > 0 and size within 8..4096)", (long long)n, size);
+    const char *names[IB_SYNTH_CLASSES];
+    for (int c = 0; c < IB_SYNTH_CLASSES; c++) names[c] = synth_names[c];
+    ib_pack_writer *pw;
+    ib_status st = ib_pack_writer_open(&pw, path, size, size, annotations, annotations, IB_SYNTH_CLASSES, names, 255);
+    if (st) return st;
+    ib_sample *group = calloc(SYNTH_GROUP, sizeof *group);
+    if (!group) st = ib_fail(IB_ERR_NOMEM, "synth: out of memory");
+    int64_t total_boxes = 0;
+    for (int64_t g0 = 0; st == IB_OK && g0 < n; g0 += SYNTH_GROUP) {
+        int ng = n - g0 < SYNTH_GROUP ? (int)(n - g0) : SYNTH_GROUP;
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int k = 0; k < ng; k++) ib_synth_render(seed, g0 + k, size, &group[k]);
+        for (int k = 0; k < ng; k++) {
+            total_boxes += group[k].n_boxes;
+            if (st == IB_OK) st = ib_pack_writer_add(pw, &group[k]);
+            ib_sample_free(&group[k]);
+        }
+        if (st == IB_OK && progress) progress(g0 + ng, n, user);
+    }
+    free(group);
+    if (st == IB_OK) st = ib_pack_writer_close(pw);
+    else ib_pack_writer_abort(pw);
+    if (st == IB_OK && boxes) *boxes = total_boxes;
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The synthetic source: scenes rendered on demand, so any number of threads may read it at once.
 
 typedef struct {

@@ -420,20 +420,6 @@ TEST(synth_colour_does_not_predict_the_class) {
     }
 }
 
-TEST(synth_is_fast) {
-    enum { N = 1000 };
-    double t0 = ib_time_s();
-    for (int i = 0; i < N; i++) {
-        ib_sample s;
-        memset(&s, 0, sizeof s);
-        ib_synth_render(1, i, 64, &s);
-        ib_sample_free(&s);
-    }
-    double rate = N / (ib_time_s() - t0);
-    printf("  synth: %.0f scenes/s at 64x64 on one thread\n", rate);
-    CHECK(rate > 300, "only %.0f scenes/s", rate);   // ~5000/s at -O2; the margin is for sanitizer builds
-}
-
 TEST(synth_source_through_the_dataset_interface) {
     ib_ds_opts o = opts_for(IB_DS_SYNTH);
     o.synth_n = 50, o.synth_size = 32, o.synth_seed = 5;
@@ -457,28 +443,17 @@ TEST(synth_source_through_the_dataset_interface) {
 }
 
 TEST(synth_pack_reads_back_through_ib_ds_pack) {
+    // 100 scenes: more than one rendering group (64), so the order across groups is checked too.
     const char *path = tmpfile_path("synth.h5");
-    const char *names[IB_SYNTH_CLASSES];
-    for (int c = 0; c < IB_SYNTH_CLASSES; c++) names[c] = ib_synth_class_name(c);
-    ib_pack_writer *pw;
-    CHECK(ib_pack_writer_open(&pw, path, 32, 32, 1, 1, IB_SYNTH_CLASSES, names, 255) == IB_OK, "open: %s", ib_errmsg());
-    int64_t boxes = 0;
-    for (int i = 0; i < 40; i++) {
-        ib_sample s;
-        memset(&s, 0, sizeof s);
-        ib_synth_render(9, i, 32, &s);
-        boxes += s.n_boxes;
-        ib_status st = ib_pack_writer_add(pw, &s);
-        ib_sample_free(&s);
-        CHECK(st == IB_OK, "add: %s", ib_errmsg());
-    }
-    CHECK(ib_pack_writer_close(pw) == IB_OK, "close: %s", ib_errmsg());
+    int64_t boxes = -1;
+    CHECK(ib_synth_write_pack(path, 100, 32, 9, 1, NULL, NULL, &boxes) == IB_OK, "write: %s", ib_errmsg());
     ib_dataset *ds;
     CHECK(open_pack(path, &ds) == IB_OK, "open: %s", ib_errmsg());
-    CHECK(ib_dataset_size(ds) == 40 && ib_dataset_classes(ds) == IB_SYNTH_CLASSES, "size/classes");
+    CHECK(ib_dataset_size(ds) == 100 && ib_dataset_classes(ds) == IB_SYNTH_CLASSES, "size/classes");
+    CHECK(ds->has_boxes && ds->has_masks, "annotations=1 must store boxes and masks");
     int64_t got_boxes = 0;
     int diff = 0;
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < 100; i++) {
         ib_sample a, b;
         memset(&b, 0, sizeof b);
         CHECK(ib_dataset_get(ds, i, &a) == IB_OK, "get: %s", ib_errmsg());
@@ -490,6 +465,21 @@ TEST(synth_pack_reads_back_through_ib_ds_pack) {
     ib_dataset_close(ds);
     CHECK(diff == 0 && got_boxes == boxes, "%d samples differ; boxes %lld vs %lld", diff, (long long)got_boxes,
           (long long)boxes);
+    // annotations=0: images and labels only, the same pixels.
+    const char *plain = tmpfile_path("synth_plain.h5");
+    CHECK(ib_synth_write_pack(plain, 70, 32, 9, 0, NULL, NULL, NULL) == IB_OK, "write: %s", ib_errmsg());
+    CHECK(open_pack(plain, &ds) == IB_OK, "open: %s", ib_errmsg());
+    CHECK(ib_dataset_size(ds) == 70 && !ds->has_boxes && !ds->has_masks, "plain pack: %lld images, boxes %d masks %d",
+          (long long)ib_dataset_size(ds), ds->has_boxes, ds->has_masks);
+    ib_sample a, b;
+    memset(&b, 0, sizeof b);
+    CHECK(ib_dataset_get(ds, 69, &a) == IB_OK, "get: %s", ib_errmsg());
+    ib_synth_render(9, 69, 32, &b);
+    int same = a.label == b.label && !memcmp(a.rgb, b.rgb, (size_t)32 * 32 * 3);
+    ib_sample_free(&a), ib_sample_free(&b);
+    ib_dataset_close(ds);
+    CHECK(same, "scene 69 of the plain pack differs from ib_synth_render");
+    CHECK(ib_synth_write_pack(plain, 0, 32, 9, 0, NULL, NULL, NULL) == IB_ERR_ARG, "n = 0 must be refused");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,28 +27,9 @@ static void write_text(const char *path, const char *text) {
     IB_ASSERT(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
 }
 
-// A pack of n synthetic scenes of seed `seed` at size x size.
-// Scenes are rendered in parallel chunks and added in order.
+// A pack of n synthetic scenes of seed `seed` at size x size, images and labels only.
 static void write_synth_pack(const char *path, int n, int size, uint64_t seed) {
-    const char *names[IB_SYNTH_CLASSES];
-    for (int c = 0; c < IB_SYNTH_CLASSES; c++) names[c] = ib_synth_class_name(c);
-    ib_pack_writer *pw;
-    IB_ASSERT(ib_pack_writer_open(&pw, path, size, size, 0, 0, IB_SYNTH_CLASSES, names, 255) == IB_OK, "%s",
-              ib_errmsg());
-    enum { CHUNK = 256 };
-    ib_sample *chunk = calloc(CHUNK, sizeof *chunk);
-    IB_ASSERT(chunk, "out of memory");
-    for (int i0 = 0; i0 < n; i0 += CHUNK) {
-        int m = n - i0 < CHUNK ? n - i0 : CHUNK;
-#pragma omp parallel for schedule(dynamic, 8)
-        for (int k = 0; k < m; k++) ib_synth_render(seed, i0 + k, size, &chunk[k]);
-        for (int k = 0; k < m; k++) {
-            IB_ASSERT(ib_pack_writer_add(pw, &chunk[k]) == IB_OK, "%s", ib_errmsg());
-            ib_sample_free(&chunk[k]);
-        }
-    }
-    free(chunk);
-    IB_ASSERT(ib_pack_writer_close(pw) == IB_OK, "%s", ib_errmsg());
+    IB_ASSERT(ib_synth_write_pack(path, n, size, seed, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
 }
 
 // The scenes need some 20,000 images seen before a small network leaves chance (as in PyTorch: the task
