@@ -12,12 +12,6 @@
 
 // Prints "ibnas <verb>: <message>" for the last library error and returns 1.
 int cli_report(const char *verb, ib_status s);
-// Flag parsing helpers: "--name value" and "--name=value". Return 1 when argv[*i] is the flag, with
-// *i advanced past its value; a missing or malformed value prints an error and sets *bad.
-int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **out, int *bad);
-int cli_flag_int(int argc, char **argv, int *i, const char *name, int *out, int *bad);
-int cli_flag_float(int argc, char **argv, int *i, const char *name, float *out, int *bad);
-
 // A declarative flag table: cli_parse fills each flag's destination from "--name value" or
 // "--name=value" (F_BOOL flags take no value), prints `usage` and the table for --help.
 // Returns 0 to go on, -1 when --help was printed (exit 0), 2 on a usage error (message printed).

@@ -2,44 +2,31 @@
 #include "cli/cli.h"
 
 #include <stdlib.h>
-#include <string.h>
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: ibnas infer --model CKPT.h5 --input X.h5 --output Y.h5 [--batch B] [--threads T]\n\n"
-            "Runs the checkpoint's network in eval mode (BN running statistics, no dropout).\n"
-            "  --model    an ibnas checkpoint (tools/torch2ibnas.py converts PyTorch weights)\n"
-            "  --input    HDF5 file with dataset /x: float32 [N, 3, H, W], already normalised\n"
-            "  --output   HDF5 file to write, dataset /y: float32 [N, classes] logits\n"
-            "  --batch    images per forward pass (default 32)\n"
-            "  --threads  threads for our loops and OpenBLAS (default: all cores)\n");
-}
+static const char *usage_text =
+    "usage: ibnas infer --model CKPT.h5 --input X.h5 --output Y.h5 [--batch B] [--threads T]\n\n"
+    "Runs the checkpoint's network in eval mode (BN running statistics, no dropout) on a float32 batch\n"
+    "and writes the logits.\n";
 
 int cmd_infer(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL;
-    int batch = 32, threads = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (cli_flag_str(argc, argv, &i, "--model", &model, &bad) || cli_flag_str(argc, argv, &i, "--input", &input, &bad) ||
-            cli_flag_str(argc, argv, &i, "--output", &output, &bad) || cli_flag_int(argc, argv, &i, "--batch", &batch, &bad) ||
-            cli_flag_int(argc, argv, &i, "--threads", &threads, &bad))
-            continue;
-        fprintf(stderr, "ibnas infer: unknown flag '%s'\n", argv[i]);
-        bad = 1;
+    int batch = 32, threads = 0;
+    const cli_flag flags[] = {
+        {"--model", F_STR, &model, "an ibnas checkpoint (tools/torch2ibnas.py converts PyTorch weights)"},
+        {"--input", F_STR, &input, "HDF5 file with dataset /x: float32 [N, 3, H, W], already normalised"},
+        {"--output", F_STR, &output, "HDF5 file to write, dataset /y: float32 [N, classes] logits"},
+        {"--batch", F_INT, &batch, "images per forward pass (default 32)"},
+        {"--threads", F_INT, &threads, "threads for our loops and OpenBLAS (default: all cores)"},
+        {NULL, 0, NULL, NULL},
+    };
+    int r = cli_parse("infer", argc, argv, flags, usage_text);
+    if (r) return r < 0 ? 0 : r;
+    if (!model || !input || !output) {
+        fprintf(stderr, "ibnas infer: --model, --input and --output are required (ibnas infer --help)\n");
+        return 2;
     }
-    if (!bad && (!model || !input || !output)) {
-        fprintf(stderr, "ibnas infer: --model, --input and --output are required\n");
-        bad = 1;
-    }
-    if (!bad && batch < 1) {
-        fprintf(stderr, "ibnas infer: --batch must be at least 1\n");
-        bad = 1;
-    }
-    if (bad) {
-        usage(stderr);
+    if (batch < 1) {
+        fprintf(stderr, "ibnas infer: --batch must be at least 1 (got %d)\n", batch);
         return 2;
     }
     ib_set_threads(threads);

@@ -91,7 +91,7 @@ int cmd_train(int argc, char **argv) {
     ib_train_result res;
     ib_status s = ib_train_classify(&c, &res);
     if (s == IB_ERR_INTERRUPTED) {
-        fprintf(stderr, "ibnas train: %s\n", ib_errmsg());
+        fprintf(stderr, "ibnas train: %s (continue with --resume %s)\n", ib_errmsg(), c.out);
         return 130;
     }
     if (s) return cli_report("train", s);

@@ -50,7 +50,7 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
     return argv[++*i];
 }
 
-int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **out, int *bad) {
+static int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **out, int *bad) {
     int b = 0;
     const char *v = flag_value(argc, argv, i, name, &b);
     if (b) *bad = 1;
@@ -59,7 +59,7 @@ int cli_flag_str(int argc, char **argv, int *i, const char *name, const char **o
     return 1;
 }
 
-int cli_flag_int(int argc, char **argv, int *i, const char *name, int *out, int *bad) {
+static int cli_flag_int(int argc, char **argv, int *i, const char *name, int *out, int *bad) {
     int b = 0;
     const char *v = flag_value(argc, argv, i, name, &b);
     if (b) *bad = 1;
@@ -73,7 +73,7 @@ int cli_flag_int(int argc, char **argv, int *i, const char *name, int *out, int 
     return 1;
 }
 
-int cli_flag_float(int argc, char **argv, int *i, const char *name, float *out, int *bad) {
+static int cli_flag_float(int argc, char **argv, int *i, const char *name, float *out, int *bad) {
     int b = 0;
     const char *v = flag_value(argc, argv, i, name, &b);
     if (b) *bad = 1;

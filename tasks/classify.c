@@ -182,7 +182,7 @@ static ib_status load_train_state(ib_h5 *f, train_state *t) {
     if (t->ema && (s = ib_ema_load(t->ema, f, "train/ema"))) return s;
     t->epoch = meta[0], t->batch_in_epoch = meta[1], t->step = meta[2];
     if ((uint64_t)meta[3] != t->seed)
-        return ib_fail(IB_ERR_ARG, "%s: was trained with --seed %lld; resume with the same seed", ib_h5_path(f),
+        return ib_fail(IB_ERR_ARG, "%s: was trained with seed %lld; resume with the same seed", ib_h5_path(f),
                        (long long)meta[3]);
     t->net->dropout_rng.state = (uint64_t)meta[4];
     t->net->dropout_rng.inc = (uint64_t)meta[5];
@@ -380,9 +380,9 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
                 if ((s = ib_ckpt_save(&net, cfg->out, save_train_state, &ts))) goto done;
                 res->interrupted = interrupted;
                 if (cfg->progress || interrupted)
-                    fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s (resume with --resume %s)\n",
+                    fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
                             interrupted ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch,
-                            cfg->out, cfg->out);
+                            cfg->out);
                 s = interrupted ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
                 goto done;
             }
