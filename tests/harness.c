@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_CASES 512
@@ -276,4 +277,34 @@ const char *test_tmpdir(void) {
         atexit(remove_tmp_dir);
     }
     return tmp_dir;
+}
+
+const char *test_ibnas_bin(void) {
+    const char *e = getenv("IBNAS");
+    return e && e[0] ? e : "build/ibnas";
+}
+
+static char *slurp(const char *path) {
+    char *buf = calloc(1, 65536);
+    IB_ASSERT(buf, "out of memory");
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, 65535, f);
+        buf[n] = 0;
+        fclose(f);
+    }
+    return buf;
+}
+
+int test_run(const char *cmd, char **out, char **err) {
+    static int k;
+    char of[512], ef[512], full[4096];
+    k++;
+    snprintf(of, sizeof of, "%s/run%d.out", test_tmpdir(), k);
+    snprintf(ef, sizeof ef, "%s/run%d.err", test_tmpdir(), k);
+    snprintf(full, sizeof full, "%s > %s 2> %s", cmd, of, ef);
+    int rc = system(full);
+    if (out) *out = slurp(of);
+    if (err) *err = slurp(ef);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }

@@ -57,4 +57,10 @@ const char *shared_dir(void);
 // A scratch folder (mkdtemp under $TMPDIR or /tmp) made on first use and removed when the binary exits.
 const char *test_tmpdir(void);
 
+// The ibnas command under test: $IBNAS, else build/ibnas (tests run from the project root).
+const char *test_ibnas_bin(void);
+// Runs a shell command and returns its exit code (-1 when it did not exit normally). Its stdout and
+// stderr (the first 64 KiB, NUL-terminated, malloc'd) go to *out and *err when those are given.
+int test_run(const char *cmd, char **out, char **err);
+
 #endif

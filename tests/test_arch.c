@@ -6,11 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static const char *ibnas_bin(void) {
-    const char *b = getenv("IBNAS");
-    return b ? b : "build/ibnas";
-}
-
 TEST(mobilenetv2_matches_torchvision_counts) {
     ib_arch a;
     ib_arch_mobilenetv2(&a, 1.0f, 1000);
@@ -108,7 +103,7 @@ TEST(arch_errors_name_the_field) {
 // Writes a small random network as a checkpoint and a batch; `ibnas infer` must reproduce the
 // in-process logits, and reject bad input with a message and a non-zero exit.
 TEST(infer_command) {
-    const char *bin = ibnas_bin();
+    const char *bin = test_ibnas_bin();
     if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
     ib_arch a;
     ib_arch_mobilenetv2(&a, 0.35f, 5);

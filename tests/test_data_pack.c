@@ -485,29 +485,6 @@ TEST(synth_pack_reads_back_through_ib_ds_pack) {
 // ---------------------------------------------------------------------------------------------
 // The verbs, run as a user runs them.
 
-static const char *ibnas_bin(void) {
-    const char *e = getenv("IBNAS");
-    return e && e[0] ? e : "build/ibnas";
-}
-
-// Runs a shell command, returns its exit code; stdout into *out (malloc'd) when out is given.
-static int run(const char *cmd, char **out) {
-    char full[2048];
-    const char *of = tmpfile_path("stdout.txt");
-    snprintf(full, sizeof full, "%s > %s 2> %s.err", cmd, of, of);
-    int rc = system(full);
-    if (out) {
-        FILE *fp = fopen(of, "r");
-        *out = calloc(1, 65536);
-        if (fp) {
-            size_t n = fread(*out, 1, 65535, fp);
-            (*out)[n] = 0;
-            fclose(fp);
-        }
-    }
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 static int64_t json_count(const char *txt, const char *key) {
     json_error_t err;
     json_t *j = json_loads(txt, 0, &err);
@@ -519,19 +496,19 @@ static int64_t json_count(const char *txt, const char *key) {
 }
 
 TEST(cli_synth_then_pack) {
-    const char *bin = ibnas_bin();
+    const char *bin = test_ibnas_bin();
     if (access(bin, X_OK) != 0) SKIP("%s not built (make build/ibnas)", bin);
     char cmd[1024], *out = NULL;
     const char *s = tmpfile_path("cli_synth.h5"), *p = tmpfile_path("cli_pack.h5"), *q = tmpfile_path("cli_gen.h5");
     snprintf(cmd, sizeof cmd, "%s synth --out %s --n 40 --size 32 --seed 3 --json", bin, s);
-    int rc = run(cmd, &out);
+    int rc = test_run(cmd, &out, NULL);
     int64_t images = json_count(out, "images"), classes = json_count(out, "classes"), boxes = json_count(out, "boxes");
     free(out);
     CHECK(rc == 0 && images == 40 && classes == IB_SYNTH_CLASSES && boxes >= 40, "synth: rc %d images %lld classes %lld",
           rc, (long long)images, (long long)classes);
     // Re-pack at 24: a plain resize (it has boxes and masks), so no box is lost.
     snprintf(cmd, sizeof cmd, "%s pack --format pack %s --size 24 --out %s --json", bin, s, p);
-    rc = run(cmd, &out);
+    rc = test_run(cmd, &out, NULL);
     int64_t images2 = json_count(out, "images"), boxes2 = json_count(out, "boxes"), skipped = json_count(out, "skipped");
     free(out);
     CHECK(rc == 0 && images2 == 40 && boxes2 == boxes && skipped == 0, "pack: rc %d images %lld boxes %lld/%lld",
@@ -544,28 +521,22 @@ TEST(cli_synth_then_pack) {
     ib_dataset_close(ds);
     // The synthetic source packed directly gives the same scenes as `ibnas synth`.
     snprintf(cmd, sizeof cmd, "%s pack --format synth --n 40 --seed 3 --size 32 --out %s --json", bin, q);
-    rc = run(cmd, &out);
+    rc = test_run(cmd, &out, NULL);
     int64_t boxes3 = json_count(out, "boxes");
     free(out);
     CHECK(rc == 0 && boxes3 == boxes, "pack --format synth: rc %d boxes %lld", rc, (long long)boxes3);
     // Usage errors exit 2; a missing source exits 1 naming it.
     snprintf(cmd, sizeof cmd, "%s pack --bogus 1 --out %s", bin, p);
-    CHECK(run(cmd, NULL) == 2, "unknown flag: not exit 2");
+    CHECK(test_run(cmd, NULL, NULL) == 2, "unknown flag: not exit 2");
     snprintf(cmd, sizeof cmd, "%s synth --n 5", bin);
-    CHECK(run(cmd, NULL) == 2, "synth without --out: not exit 2");
+    CHECK(test_run(cmd, NULL, NULL) == 2, "synth without --out: not exit 2");
     snprintf(cmd, sizeof cmd, "%s pack --format pack /nonexistent/x.h5 --size 16 --out %s", bin, p);
-    CHECK(run(cmd, NULL) == 1, "missing source: not exit 1");
-    char errf[300], *err = calloc(1, 4096);
-    snprintf(errf, sizeof errf, "%s.err", tmpfile_path("stdout.txt"));
-    FILE *fp = fopen(errf, "r");
-    if (fp) {
-        size_t n = fread(err, 1, 4095, fp);
-        err[n] = 0;
-        fclose(fp);
-    }
+    char *err = NULL;
+    rc = test_run(cmd, NULL, &err);
     int named = strstr(err, "/nonexistent/x.h5") != NULL;
     free(err);
+    CHECK(rc == 1, "missing source: exit %d, not 1", rc);
     CHECK(named, "the error does not name the missing file");
     snprintf(cmd, sizeof cmd, "%s pack --help", bin);
-    CHECK(run(cmd, NULL) == 0, "--help");
+    CHECK(test_run(cmd, NULL, NULL) == 0, "--help");
 }

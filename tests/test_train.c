@@ -1,15 +1,21 @@
 // Classification end to end on synthetic scenes: a short run learns (loss falls, held-out accuracy far
 // above chance), a stopped-and-resumed run equals an uninterrupted one bit for bit, evaluation of the
 // saved checkpoint reproduces the training run's own validation numbers, and bad configurations fail
-// with a message.
+// with a message; and the verbs as a user runs them: Ctrl-C saves and stops, --resume goes on, eval
+// prints its JSON and per-class accuracies.
 #include "tests/test.h"
 
 #include "tasks/tasks.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 // The demo's network (examples/archs/synth_small.arch.json) at 64x64: stem stride 2, then 16 -> 8 -> 4.
 static const char *arch_json =
@@ -209,4 +215,85 @@ TEST(bad_training_configurations_fail_clearly) {
     small_cfg(&c, out);
     c.classes = 3;   // the scenes have 6
     CHECK(ib_train_classify(&c, &r) != IB_OK, "fewer classes than the labels must fail");
+}
+
+static double json_number(const char *txt, const char *key) {
+    json_t *j = json_loads(txt, 0, NULL);
+    json_t *v = j ? json_object_get(j, key) : NULL;
+    double x = json_is_number(v) ? json_number_value(v) : -1;
+    json_decref(j);
+    return x;
+}
+
+// `ibnas train` as a user runs it: SIGINT (Ctrl-C) once the first epoch's checkpoint is there must
+// finish the step, save, and exit 130 with a message naming --resume; the checkpoint then resumes
+// (--max-steps stops it again, cleanly) and `ibnas eval` reads it.
+TEST(cli_train_ctrl_c_resume_eval) {
+    fixtures(0);
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built (make build/ibnas)", bin);
+    char out[300], errf[300], cmd[2048];
+    snprintf(out, sizeof out, "%s/cli.h5", test_tmpdir());
+    snprintf(errf, sizeof errf, "%s/cli_train.err", test_tmpdir());
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (!freopen(errf, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+        execl(bin, bin, "train", "--arch", arch_path, "--data", small_pack, "--res", "48", "--epochs", "500",
+              "--warmup", "0.3", "--threads", "2", "--out", out, (char *)NULL);
+        _exit(98);
+    }
+    // Wait (up to 5 minutes: sanitizer builds are slow) for the first checkpoint, renamed into place.
+    int status = 0, exited = 0;
+    for (int k = 0; k < 3000 && access(out, F_OK) != 0; k++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            exited = 1;
+            break;
+        }
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+    }
+    if (!exited) {
+        kill(pid, SIGINT);
+        CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    }
+    char *err = NULL;
+    FILE *f = fopen(errf, "r");
+    if (f) {
+        err = calloc(1, 65536);
+        if (err) err[fread(err, 1, 65535, f)] = 0;
+        fclose(f);
+    }
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    int said = err && strstr(err, "interrupted") && strstr(err, "--resume");
+    free(err);
+    CHECK(!exited || code == 130, "train exited by itself (code %d) before the first checkpoint", code);
+    CHECK(code == 130, "after SIGINT the exit code is %d, expected 130", code);
+    CHECK(said, "the message after Ctrl-C must say it was interrupted and how to go on (--resume)");
+
+    // Resume for two more steps: exit 0, and the step count goes on from where it stopped.
+    char *txt = NULL;
+    snprintf(cmd, sizeof cmd, "%s train --arch %s --data %s --res 48 --epochs 500 --warmup 0.3 --threads 2 --out %s "
+             "--resume %s --max-steps 2 --quiet --json", bin, arch_path, small_pack, out, out);
+    int rc = test_run(cmd, &txt, NULL);
+    double steps = json_number(txt, "steps");
+    free(txt);
+    CHECK(rc == 0, "resume: exit %d", rc);
+    CHECK(steps >= 12, "resume: %g steps, expected more than the first epoch's 10 plus 2", steps);
+
+    // eval --json: the object the issue names; --per-class: one accuracy per class.
+    snprintf(cmd, sizeof cmd, "%s eval --task classify --model %s --data %s --json --per-class", bin, out, val_pack);
+    rc = test_run(cmd, &txt, NULL);
+    double top1 = json_number(txt, "top1"), top5 = json_number(txt, "top5"), images = json_number(txt, "images");
+    json_t *j = json_loads(txt, 0, NULL);
+    int n_pc = j ? (int)json_object_size(json_object_get(j, "per_class")) : -1;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0, "eval: exit %d", rc);
+    CHECK(images == 600 && top1 >= 0 && top1 <= top5 && top5 <= 1, "eval: images %g top1 %g top5 %g", images, top1, top5);
+    CHECK(n_pc == 6, "eval --per-class: %d classes in per_class, expected 6", n_pc);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --data /nonexistent/val.h5", bin, out);
+    rc = test_run(cmd, NULL, &txt);
+    int named = txt && strstr(txt, "/nonexistent/val.h5") != NULL;
+    free(txt);
+    CHECK(rc == 1 && named, "eval of missing data: exit %d, the message must name the path", rc);
 }
