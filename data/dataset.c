@@ -325,6 +325,20 @@ ib_status ib_ds_read_text(const char *path, char **text, size_t *n) {
     return IB_OK;
 }
 
+char *ib_ds_next_line(char **cur, int *lineno) {
+    char *p = *cur;
+    if (!p || !*p) return NULL;
+    char *e = strchr(p, '\n');
+    if (e) {
+        *e = 0;
+        *cur = e + 1;
+    } else *cur = p + strlen(p);
+    size_t n = strlen(p);
+    if (n && p[n - 1] == '\r') p[n - 1] = 0;
+    (*lineno)++;
+    return p;
+}
+
 ib_status ib_ds_split_dir(const char *dir, const char *split, char **out) {
     *out = NULL;
     char *p = ib_ds_join(dir, split);

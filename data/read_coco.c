@@ -439,17 +439,14 @@ static ib_status read_names(const char *path, ib_strvec *names) {
     // One name per line; trailing blank lines and \r are dropped, inner blank lines are errors.
     char *cur = text;
     int lineno = 0, blank_at = 0;
-    while (*cur && !st) {
-        char *e = strchr(cur, '\n');
-        if (e) *e = 0;
-        lineno++;
-        size_t k = strlen(cur);
-        while (k && (cur[k - 1] == '\r' || cur[k - 1] == ' ' || cur[k - 1] == '\t')) cur[--k] = 0;
+    char *line;
+    while (!st && (line = ib_ds_next_line(&cur, &lineno)) != NULL) {
+        size_t k = strlen(line);
+        while (k && (line[k - 1] == ' ' || line[k - 1] == '\t')) line[--k] = 0;
         if (k == 0) {
             if (!blank_at) blank_at = lineno;
         } else if (blank_at) st = ib_fail(IB_ERR_FORMAT, "%s:%d: empty class name", path, blank_at);
-        else st = ib_strvec_push(names, cur);
-        cur = e ? e + 1 : cur + k;
+        else st = ib_strvec_push(names, line);
     }
     free(text);
     if (!st && names->n == 0) st = ib_fail(IB_ERR_FORMAT, "%s: no class names", path);
@@ -469,12 +466,8 @@ static ib_status yolo_parse_file(det_impl *im, const char *path, int n_classes) 
     int64_t first = im->n_boxes;
     char *cur = text;
     int lineno = 0;
-    while (*cur && !st) {
-        char *e = strchr(cur, '\n');
-        if (e) *e = 0;
-        lineno++;
-        char *p = cur;
-        cur = e ? e + 1 : cur + strlen(cur);
+    char *p;
+    while (!st && (p = ib_ds_next_line(&cur, &lineno)) != NULL) {
         while (*p == ' ' || *p == '\t' || *p == '\r') p++;
         if (!*p) continue;
         char *q;

@@ -119,20 +119,6 @@ ib_status ib_folder_source_open(ib_dataset *ds, const char *path, const ib_ds_op
 // ---------------------------------------------------------------------------------------------
 // Tiny ImageNet
 
-// Line-by-line over a text buffer (modified in place): returns the next line or NULL; *lineno counts.
-static char *next_line(char **cur, int *lineno) {
-    char *p = *cur;
-    if (!p || !*p) return NULL;
-    char *e = strchr(p, '\n');
-    if (e) {
-        *e = 0;
-        *cur = e + 1;
-    } else *cur = p + strlen(p);
-    size_t n = strlen(p);
-    if (n && p[n - 1] == '\r') p[n - 1] = 0;
-    (*lineno)++;
-    return p;
-}
 
 static int is_blank(const char *s) {
     for (; *s; s++)
@@ -199,7 +185,7 @@ static ib_status tiny_train(folder_impl *im, const char *root, const ib_strvec *
         if (!st && ib_ds_is_file(boxf)) st = ib_ds_read_text(boxf, &text, NULL);
         char *cur = text, *line;
         int lineno = 0;
-        while (!st && text && (line = next_line(&cur, &lineno)) != NULL) {
+        while (!st && text && (line = ib_ds_next_line(&cur, &lineno)) != NULL) {
             if (is_blank(line)) continue;
             char fname[256];
             int x0, y0, x1, y1;
@@ -244,7 +230,7 @@ static ib_status tiny_val(folder_impl *im, const char *root, const ib_strvec *wn
     int64_t cap = 0;
     char *cur = text, *line;
     int lineno = 0;
-    while (!st && (line = next_line(&cur, &lineno)) != NULL) {
+    while (!st && (line = ib_ds_next_line(&cur, &lineno)) != NULL) {
         if (is_blank(line)) continue;
         char fname[256], wnid[64];
         int x0, y0, x1, y1;
@@ -300,7 +286,7 @@ ib_status ib_tinyimagenet_source_open(ib_dataset *ds, const char *path, const ib
     ib_status st = wf && im ? ib_ds_read_text(wf, &text, NULL) : ib_fail(IB_ERR_NOMEM, "out of memory");
     char *cur = text, *line;
     int lineno = 0;
-    while (!st && (line = next_line(&cur, &lineno)) != NULL) {
+    while (!st && (line = ib_ds_next_line(&cur, &lineno)) != NULL) {
         char w[64];
         if (is_blank(line)) continue;
         if (sscanf(line, "%63s", w) != 1) st = ib_fail(IB_ERR_FORMAT, "%s:%d: expected a wnid", wf, lineno);

@@ -66,12 +66,8 @@ static ib_status read_classes(const char *path, ib_strvec *names, int *ignore_id
     if (st) return st;
     char *cur = text;
     int lineno = 0;
-    while (*cur && !st) {
-        char *e = strchr(cur, '\n');
-        if (e) *e = 0;
-        char *line = cur;
-        cur = e ? e + 1 : cur + strlen(cur);
-        lineno++;
+    char *line;
+    while (!st && (line = ib_ds_next_line(&cur, &lineno)) != NULL) {
         size_t k = strlen(line);
         while (k && isspace((unsigned char)line[k - 1])) line[--k] = 0;
         if (k == 0) continue;
@@ -147,12 +143,8 @@ static ib_status seg_from_list(seg_impl *im, const char *root, const char *list,
     if (st) return st;
     char *cur = text;
     int lineno = 0;
-    while (*cur && !st) {
-        char *e = strchr(cur, '\n');
-        if (e) *e = 0;
-        char *line = cur;
-        cur = e ? e + 1 : cur + strlen(cur);
-        lineno++;
+    char *line;
+    while (!st && (line = ib_ds_next_line(&cur, &lineno)) != NULL) {
         char a[4096], b[4096], extra[2];
         int k = sscanf(line, "%4095s %4095s %1s", a, b, extra);
         if (k <= 0) continue;

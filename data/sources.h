@@ -43,6 +43,9 @@ int ib_ds_is_image_name(const char *name);                   // .jpg .jpeg .png,
 ib_status ib_ds_list(const char *dir, char what, ib_strvec *out);
 // The whole file, NUL-terminated (n excludes the NUL).
 ib_status ib_ds_read_text(const char *path, char **text, size_t *n);
+// Line by line over such a text (modified in place): the next line without its \n and a trailing \r,
+// or NULL at the end; *lineno counts the lines returned (for file:line messages).
+char *ib_ds_next_line(char **cur, int *lineno);
 // dir/split if it is a directory, else the one directory in dir whose name starts with split
 // ("train" -> "train2017"); NOTFOUND naming dir otherwise.
 ib_status ib_ds_split_dir(const char *dir, const char *split, char **out);
