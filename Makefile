@@ -1,5 +1,5 @@
 # ibnas: one Makefile. `make` builds build/libibnas.a, build/libibnas.so and build/ibnas; `make test` runs
-# every test and ends with "N passed, N failed"; `make bench`; `make demo`; `make DEBUG=1`;
+# every test and ends with "N passed, N failed"; `make bench`; `make bench-tin`; `make demo`; `make DEBUG=1`;
 # `make SANITIZE=1 test`; `make install PREFIX=/usr/local DESTDIR=` and `make uninstall`.
 # Sources are found by wildcard: a new file in a library folder is built without touching this file.
 
@@ -71,7 +71,7 @@ EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_OBJ := $(EXAMPLE_SRC:%.c=$(BUILD)/obj/%.o)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps test bench demo clean tests examples refs install uninstall
+.PHONY: all deps test bench bench-tin demo clean tests examples refs install uninstall
 all: $(BUILD)/libibnas.a $(SHARED) $(BUILD)/ibnas
 
 deps:
@@ -154,6 +154,12 @@ bench:
 	@bash tools/deps.sh bench
 	@$(MAKE) --no-print-directory -j2 all $(BENCH_BIN)
 	@bash tools/run_bench.sh $(BUILD)
+
+# Issue 5's parity run: the Tiny ImageNet recipe by ibnas, then by PyTorch (about 1.5 h on 2 cores).
+bench-tin:
+	@bash tools/deps.sh bench
+	@$(MAKE) --no-print-directory -j2 all
+	@bash bench/tinyimagenet.sh $(BUILD)
 
 demo: deps
 	@$(MAKE) --no-print-directory -j2 all
