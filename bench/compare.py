@@ -6,7 +6,9 @@ Runs, alternating the two sides in each round so that both see the same machine 
   PYTHON TORCH_DIR/torch_mobilenetv2_train.py 2 64 32 10
   ibnas bench infer --arch mobilenetv2 --res 224 --batch 1 --threads 1 --classes 1000 --json
   PYTHON TORCH_DIR/torch_mobilenetv2_infer.py 1 224 1
-and, for information, training on 1 thread on both sides (steadier when other processes share the cores).
+and, for information, training on 1 thread on both sides (steadier when other processes share the cores)
+and PyTorch training in channels_last memory format (bench/torch_train_channels_last.py), its faster
+CPU layout, which the reference script does not use but real-data PyTorch code often does.
 Each command already reports a median over its own repeats; the table gives the median over rounds.
 Peak RSS of both training runs is read the same way: the child's ru_maxrss from wait4().
 Prints the ratio table and writes everything (plus the kernel and loader JSON, if given) to --out.
@@ -150,8 +152,11 @@ def main():
         "ibnas_train_1t": [a.ibnas, "bench", "train", "--arch", "mobilenetv2", "--res", "64", "--batch", "32",
                            "--threads", "1", "--classes", "10", "--json"],
         "torch_train_1t": [a.python, train_py, "1", "64", "32", "10"],
+        "torch_train_cl": [a.python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_channels_last.py"),
+                           "2", "64", "32", "10"],
     }
-    order = ["ibnas_train", "torch_train", "ibnas_infer", "torch_infer", "ibnas_train_1t", "torch_train_1t"]
+    order = ["ibnas_train", "torch_train", "ibnas_infer", "torch_infer", "ibnas_train_1t", "torch_train_1t",
+             "torch_train_cl"]
     if skip:
         order = [k for k in order if k.startswith("ibnas")]
         print("compare: PyTorch part skipped: " + skip)
@@ -216,6 +221,11 @@ def main():
         print("%-38s %10s %10s %8s %8s  %s" % ("(info) train img/s on 1 thread", fmt(i1, 1), fmt(t1, 1),
                                                "%.2fx" % (i1 / t1), "", ""))
         results["train_1thread"] = {"ibnas": i1, "pytorch": t1, "ratio": i1 / t1}
+    tc = m("torch_train_cl", "train_img_per_s")
+    if it is not None and tc is not None:
+        print("%-38s %10s %10s %8s %8s  %s" % ("(info) train img/s vs channels_last", fmt(it, 1), fmt(tc, 1),
+                                               "%.2fx" % (it / tc), "", ""))
+        results["train_vs_channels_last"] = {"ibnas": it, "pytorch": tc, "ratio": it / tc}
     busy = max(results["loadavg_start"], results["loadavg_end"]) > (os.cpu_count() or 1)
     if busy:
         print("WARNING: load average above the %d cores: other processes share them, and 2-thread runs stall\n"
