@@ -59,6 +59,42 @@ static void progress_line(const char *what, int64_t done, int64_t done0, int64_t
     fflush(stderr);
 }
 
+// Resuming: the log keeps the rows of the epochs the checkpoint holds and loses any later ones (a run
+// killed between an epoch's row and its checkpoint would otherwise show that epoch twice). Rewritten
+// through PATH.tmp and a rename, as checkpoints are.
+static ib_status trim_log(const char *path, int64_t epochs_done) {
+    FILE *in = fopen(path, "r");
+    if (!in) return IB_OK;
+    char tmp[4200], line[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        fclose(in);
+        return ib_fail(IB_ERR_IO, "%s: cannot write the training log", tmp);
+    }
+    int header = 1, dropped = 0;
+    while (fgets(line, sizeof line, in)) {
+        if (!header && strtol(line, NULL, 10) > epochs_done) {
+            dropped++;
+            continue;
+        }
+        header = 0;
+        fputs(line, out);
+    }
+    int bad = ferror(in) != 0;
+    fclose(in);
+    bad |= fclose(out) != 0;
+    if (bad || !dropped) {
+        remove(tmp);
+        return bad ? ib_fail(IB_ERR_IO, "%s: cannot rewrite the training log", path) : IB_OK;
+    }
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        return ib_fail(IB_ERR_IO, "%s: cannot replace the training log", path);
+    }
+    return IB_OK;
+}
+
 ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, ib_cls_metrics *m) {
     memset(m, 0, sizeof *m);
     int classes = net->arch.classes;
@@ -315,6 +351,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     snprintf(logpath, sizeof logpath, "%s", cfg->log ? cfg->log : "");
     if (!cfg->log) snprintf(logpath, sizeof logpath, "%s.csv", cfg->out);
     int new_log = access(logpath, F_OK) != 0 || !cfg->resume;
+    if (!new_log && (s = trim_log(logpath, ts.epoch))) goto done;
     if (!(log = fopen(logpath, new_log ? "w" : "a"))) {
         s = ib_fail(IB_ERR_IO, "%s: cannot write the training log", logpath);
         goto done;

@@ -178,6 +178,13 @@ TEST(resume_equals_uninterrupted_run) {
     c.max_steps = 7;
     CHECK(ib_train_classify(&c, &r) == IB_OK, "first leg: %s", ib_errmsg());
     CHECK(r.steps == 7 && r.epochs_done == 0, "first leg ran %ld steps", r.steps);
+    // A row for an epoch the checkpoint does not hold (as a kill between an epoch's log row and its
+    // checkpoint leaves): resuming must drop it.
+    char part_log[320];
+    snprintf(part_log, sizeof part_log, "%s.csv", part);
+    FILE *lf = fopen(part_log, "a");
+    CHECK(lf && fputs("1,10,0.1,9.9,0.5,0.5,9.9,1.0,1.0\n", lf) >= 0 && fclose(lf) == 0, "cannot append to %s",
+          part_log);
     c.resume = part;
     c.max_steps = 8;
     CHECK(ib_train_classify(&c, &r) == IB_OK, "second leg: %s", ib_errmsg());
@@ -187,6 +194,15 @@ TEST(resume_equals_uninterrupted_run) {
     CHECK(r.steps == 20 && r.epochs_done == 2, "third leg ended at step %ld, epoch %d", r.steps, r.epochs_done);
     CHECK(params_equal(full, part, why, sizeof why), "resumed run vs uninterrupted: %s", why);
     CHECK(r.val_top1 == full_top1, "val top-1 %.6f resumed vs %.6f", r.val_top1, full_top1);
+    // The log: one row per epoch, the same losses and accuracies as the uninterrupted run's.
+    char full_log[320];
+    snprintf(full_log, sizeof full_log, "%s.csv", full);
+    for (int col = 0; col < 7; col++) {   // epoch, step, lr, train_loss, val_top1, val_top5, val_loss
+        double a[8], b[8];
+        int na = read_log_column(full_log, col, a, 8), nb = read_log_column(part_log, col, b, 8);
+        CHECK(na == 2 && nb == 2, "log rows: %d uninterrupted, %d resumed (expected 2 each)", na, nb);
+        CHECK(a[0] == b[0] && a[1] == b[1], "log column %d: %g %g resumed vs %g %g", col, b[0], b[1], a[0], a[1]);
+    }
 
     // A checkpoint of another seed is refused rather than silently mixed.
     small_cfg(&c, part);
