@@ -120,7 +120,7 @@ ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, 
     ib_loader *l;
     ib_status s = ib_loader_open(&l, ds, &lo);
     if (s) return s;
-    ib_ctx *ctx = ib_ctx_new();
+    ib_ctx *ctx = cfg->ctx ? cfg->ctx : ib_ctx_new();
     ctx->recording = 0;
     ctx->training = 0;
     int64_t n1 = 0, n5 = 0, batches = ib_loader_batches(l), done = 0;
@@ -143,7 +143,8 @@ ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, 
         if (cfg->progress) progress_line("eval", ++done, 0, batches, t0, "");
     }
     if (cfg->progress) fputc('\n', stderr);
-    ib_ctx_free(ctx);
+    if (cfg->ctx) ib_ctx_reset(ctx);
+    else ib_ctx_free(ctx);
     ib_loader_close(l);
     if (s) return s;
     if (m->images) {
@@ -435,6 +436,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             ib_eval_cfg_default(&ec);
             ec.res = cfg->res;
             ec.workers = cfg->workers;
+            ec.ctx = ctx;   // the step's arena is free between steps: evaluation needs no second one
             memcpy(ec.mean, cfg->mean, sizeof ec.mean);
             memcpy(ec.std, cfg->std, sizeof ec.std);
             if (ts.ema) ib_ema_swap(ts.ema);

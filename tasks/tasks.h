@@ -27,6 +27,8 @@ typedef struct ib_eval_cfg {
     int per_class;
     float mean[3], std[3];    // normalisation, 0..255 units (ImageNet's by default)
     int progress;             // 1: a progress line on stderr
+    ib_ctx *ctx;              // a context to run in (reset every batch; left reset), e.g. the training
+                              // loop's, whose arena then serves both; NULL: a context of its own
 } ib_eval_cfg;
 void ib_eval_cfg_default(ib_eval_cfg *c);
 // Eval mode (BN running statistics, no dropout, nothing recorded).
