@@ -284,7 +284,7 @@ const char *test_ibnas_bin(void) {
     return e && e[0] ? e : "build/ibnas";
 }
 
-static char *slurp(const char *path) {
+char *test_read_file(const char *path) {
     char *buf = calloc(1, 65536);
     IB_ASSERT(buf, "out of memory");
     FILE *f = fopen(path, "r");
@@ -304,7 +304,7 @@ int test_run(const char *cmd, char **out, char **err) {
     snprintf(ef, sizeof ef, "%s/run%d.err", test_tmpdir(), k);
     snprintf(full, sizeof full, "%s > %s 2> %s", cmd, of, ef);
     int rc = system(full);
-    if (out) *out = slurp(of);
-    if (err) *err = slurp(ef);
+    if (out) *out = test_read_file(of);
+    if (err) *err = test_read_file(ef);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }

@@ -62,5 +62,7 @@ const char *test_ibnas_bin(void);
 // Runs a shell command and returns its exit code (-1 when it did not exit normally). Its stdout and
 // stderr (the first 64 KiB, NUL-terminated, malloc'd) go to *out and *err when those are given.
 int test_run(const char *cmd, char **out, char **err);
+// The first 64 KiB of a file, NUL-terminated and malloc'd (empty when it cannot be read).
+char *test_read_file(const char *path);
 
 #endif

@@ -272,15 +272,9 @@ TEST(cli_train_ctrl_c_resume_eval) {
         kill(pid, SIGINT);
         CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
     }
-    char *err = NULL;
-    FILE *f = fopen(errf, "r");
-    if (f) {
-        err = calloc(1, 65536);
-        if (err) err[fread(err, 1, 65535, f)] = 0;
-        fclose(f);
-    }
+    char *err = test_read_file(errf);
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    int said = err && strstr(err, "interrupted") && strstr(err, "--resume");
+    int said = strstr(err, "interrupted") && strstr(err, "--resume");
     free(err);
     CHECK(!exited || code == 130, "train exited by itself (code %d) before the first checkpoint", code);
     CHECK(code == 130, "after SIGINT the exit code is %d, expected 130", code);
