@@ -64,8 +64,7 @@ int cmd_synth(int argc, char **argv) {
     synth_progress prog = {ib_time_s(), 0, 0, isatty(2)};
     ib_status st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
     if (st) return cli_report("synth", st);
-    double t0 = prog.t0;
-    double secs = ib_time_s() - t0;
+    double secs = ib_time_s() - prog.t0;
     if (json) {
         json_t *j = json_pack("{s:s, s:i, s:i, s:I, s:i, s:I, s:I, s:f}", "out", out, "images", n, "classes",
                               IB_SYNTH_CLASSES, "boxes", (json_int_t)boxes, "size", size, "seed", (json_int_t)seed,
