@@ -1,7 +1,7 @@
 // api: the public API of include/ibnas.h over the internals. Thin on purpose: each function checks what
 // comes from the caller, maps the public types onto the internal ones and calls what core, layers, data
 // and tasks already do. Nothing here is used by the library itself; the command and the examples use it.
-#include "tasks/tasks.h"
+#include "api/api.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +13,6 @@ const char *ib_strerror(ib_status code) { return ib_status_name(code); }
 // ---------------------------------------------------------------------------------------------
 // Models
 
-struct ib_model {
-    ib_net net;
-    ib_ctx *ctx;   // forward passes, created on the first one
-};
 
 static ib_status model_new(ib_model **out, ib_model **m) {
     if (!out) return ib_fail(IB_ERR_ARG, "ib_model: no place given for the handle");
@@ -265,11 +261,7 @@ static ib_status choose(const char *field, const char *v, const char *const *nam
     return ib_fail(IB_ERR_ARG, "%s '%s' is not one of %s", field, v ? v : "(null)", list);
 }
 
-ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
-    if (!o || !r) return ib_fail(IB_ERR_ARG, "ib_train: options and a report are needed");
-    memset(r, 0, sizeof *r);
-    r->val_top1 = r->val_top5 = -1;
-    if (!o->data || !o->out) return ib_fail(IB_ERR_ARG, "ib_train: data and out are required");
+ib_status ib_api_train_cfg(const ib_train_opts *o, ib_train_cfg *cfg) {
     static const char *const opt_names[] = {"sgd", "rmsprop", "rmsprop_torch", "adamw"};
     static const char *const sch_names[] = {"constant", "cosine", "step"};   // ib_lr_kind's order
     static const char *const aug_names[] = {"none", "padcrop", "rrc"};       // ib_aug_kind's order
@@ -282,6 +274,7 @@ ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     ib_train_cfg c;
     ib_train_cfg_default(&c);
     c.arch = o->arch ? o->arch : c.arch;
+    c.init = o->init;
     c.data = o->data;
     c.val = o->val;
     c.out = o->out;
@@ -314,17 +307,32 @@ ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     c.workers = o->workers;
     c.progress = o->progress;
     c.max_steps = o->max_steps;
+    *cfg = c;
+    return IB_OK;
+}
 
+void ib_api_train_report(const ib_train_result *res, ib_train_report *r) {
+    r->epochs_done = res->epochs_done;
+    r->steps = res->steps;
+    r->last_loss = res->last_loss;
+    r->val_top1 = res->val_top1;
+    r->val_top5 = res->val_top5;
+    r->wall_s = res->wall_s;
+    r->img_per_s = res->img_per_s;
+    r->interrupted = res->interrupted;
+}
+
+ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
+    if (!o || !r) return ib_fail(IB_ERR_ARG, "ib_train: options and a report are needed");
+    memset(r, 0, sizeof *r);
+    r->val_top1 = r->val_top5 = -1;
+    if (!o->data || !o->out) return ib_fail(IB_ERR_ARG, "ib_train: data and out are required");
+    ib_train_cfg c;
+    ib_status s = ib_api_train_cfg(o, &c);
+    if (s) return s;
     ib_train_result res;
     s = ib_train_classify(&c, &res);
-    r->epochs_done = res.epochs_done;
-    r->steps = res.steps;
-    r->last_loss = res.last_loss;
-    r->val_top1 = res.val_top1;
-    r->val_top5 = res.val_top5;
-    r->wall_s = res.wall_s;
-    r->img_per_s = res.img_per_s;
-    r->interrupted = res.interrupted;
+    ib_api_train_report(&res, r);
     return s;
 }
 

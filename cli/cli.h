@@ -4,8 +4,9 @@
 #ifndef IB_CLI_H
 #define IB_CLI_H
 
-// The public API only: verbs that need internals include their headers themselves (cmd_train, cmd_bench,
-// cmd_pack, cmd_synth), so a verb written against include/ibnas.h alone (infer, eval) cannot reach them.
+// The public API only: verbs that need internals include their headers themselves (cmd_bench, cmd_pack,
+// cmd_synth), so a verb written against include/ibnas.h alone (train, infer, eval, space, supernet,
+// extract, latency, search) cannot reach them.
 #include "ibnas.h"
 
 #include <stdio.h>
@@ -24,6 +25,16 @@ typedef struct cli_flag {
 } cli_flag;
 int cli_parse(const char *verb, int argc, char **argv, const cli_flag *flags, const char *usage);
 
+// The training flags shared by `train` and `supernet train`: cli_train_flags writes them into f (room for
+// CLI_TRAIN_FLAGS entries) bound to o and x, and returns how many; after parsing, cli_train_apply moves x's
+// values into o.
+#define CLI_TRAIN_FLAGS 32
+typedef struct cli_train_extra {
+    int no_nesterov, quiet, json, max_steps;
+} cli_train_extra;
+int cli_train_flags(cli_flag *f, ib_train_opts *o, cli_train_extra *x);
+void cli_train_apply(ib_train_opts *o, const cli_train_extra *x);
+
 // The verbs.
 int cmd_infer(int argc, char **argv);
 int cmd_train(int argc, char **argv);
@@ -31,5 +42,10 @@ int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_space(int argc, char **argv);
+int cmd_supernet(int argc, char **argv);
+int cmd_extract(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int cmd_latency(int argc, char **argv);
 
 #endif

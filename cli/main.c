@@ -18,6 +18,11 @@ static const verb verbs[] = {
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
     {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack"},
     {"synth", cmd_synth, "write a pack of synthetic scenes (labels, boxes and masks)"},
+    {"space", cmd_space, "count a search space's subnets, sample one as an arch, or check an arch is in it"},
+    {"supernet", cmd_supernet, "train a weight-sharing supernet over a search space, or score an arch in it"},
+    {"extract", cmd_extract, "write an arch of a supernet as a standalone checkpoint (BN recalibrated)"},
+    {"search", cmd_search, "search a supernet's space for the best arch under latency budgets per target"},
+    {"latency", cmd_latency, "latency tables per target: profile (cpu), model (edgetpu, dsp), predict, measure, validate"},
     {NULL, NULL, NULL},
 };
 

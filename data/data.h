@@ -101,6 +101,11 @@ struct ib_dataset {
     uint8_t *bad;               // skip_bad: 1 for samples found unreadable (NULL: errors go up)
 };
 
+// A view of part of `base`: the samples whose seeded hash of their index falls in [lo, hi) of [0, 1), in
+// index order. split(b, 0, f, seed) and split(b, f, 1, seed) partition b (a held-out part of the training
+// data and the rest). The view reads through base, which must outlive it; close it with ib_dataset_close.
+ib_status ib_dataset_split(ib_dataset **out, ib_dataset *base, double lo, double hi, uint64_t seed);
+
 // ---------------------------------------------------------------------------------------------
 // HDF5 packs (docs/FORMATS.md): /images uint8 [N,H,W,3] (chunked per image, compressed), /labels int32
 // [N]; detection: /boxes float32 [M,4], /box_labels int32 [M], /box_offsets int64 [N+1]; segmentation:

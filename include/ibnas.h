@@ -32,10 +32,11 @@
 // library never calls exit() and writes nothing on stdout; progress lines go to stderr when asked for.
 // A model or dataset handle is used by one thread at a time; ib_errmsg() is per thread.
 //
-// Not in this API yet: the architecture search (supernet training, latency tables, the search, subnet
-// extraction), detection and segmentation. They are future work; they will join this header when they
-// are built. Tensors, layers and the training loop's pieces stay internal, so they can change without
-// breaking programs built against this header.
+// The architecture search is here: search spaces (open, count, sample, check), latency tables (profile,
+// model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
+// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Not in this API
+// yet: detection and segmentation, which will join it when they are built. Tensors, layers and the
+// training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
 #define IBNAS_H
 
@@ -144,6 +145,191 @@ IBNAS_API ib_status ib_array_save(const char *path, const char *name, const floa
                                   const int64_t *shape);
 
 // ---------------------------------------------------------------------------------------------
+// Search spaces (*.space.json, docs/FORMATS.md "Search space"; search/spaces/ ships mobiledets, edgetpuv2,
+// union and tiny): per stage an output width, stride, depth and the block choices its layers allow. A
+// subnet is one choice per layer: an arch (docs/FORMATS.md "Arch") that ib_model_create builds.
+
+typedef struct ib_space ib_space;
+
+IBNAS_API ib_status ib_space_open(ib_space **s, const char *path);
+IBNAS_API void ib_space_close(ib_space *s);   // NULL is fine
+IBNAS_API const char *ib_space_name(const ib_space *s);
+IBNAS_API int ib_space_layers(const ib_space *s);       // layers, so blocks of every subnet
+IBNAS_API int ib_space_input_size(const ib_space *s);   // the resolution its subnets are made for
+// The number of subnets, exactly, as a decimal string in buf (it outgrows 64 bits; 1024 bytes hold the
+// count of any space, a shorter buf gets its leading digits); returns its log10.
+IBNAS_API double ib_space_subnets(const ib_space *s, char *buf, size_t n);
+// One subnet as arch JSON text (*arch_json malloc'd: free() it). `how`: "random" (each layer's choice
+// uniform, from `seed`: the same seed gives the same subnet), "largest" or "smallest" (per layer the choice
+// with the most / fewest multiply-accumulates at the space's input size). classes > 0 replaces the space's.
+IBNAS_API ib_status ib_space_sample_arch(ib_space *s, const char *how, uint64_t seed, int classes, char **arch_json);
+// IB_OK when the arch (a path to an *.arch.json or its JSON text) is one of the space's subnets; otherwise
+// IB_ERR_ARG with a message naming the block and field ("a.arch.json: blocks[5].kernel: 7 is not allowed in
+// stage 2 (3, 5)"), or the arch's own read error.
+IBNAS_API ib_status ib_space_check_arch(ib_space *s, const char *arch);
+// Multiply-accumulates of one image of res x res through an arch (as ib_model_create takes it: a preset, a
+// path or JSON text): stem, blocks, head conv and classifier. res 0: the arch's input size.
+IBNAS_API ib_status ib_arch_count_macs(const char *arch, int res, int64_t *macs);
+
+// ---------------------------------------------------------------------------------------------
+// Latency (docs/LATENCY.md): lookup tables per target, one CSV row per block configuration and input
+// shape (docs/FORMATS.md "Latency table"). A subnet's predicted latency is the sum of its rows (with the
+// table's correction for whole networks, when it has one). Tables come from three kinds of target:
+// `cpu` measured here (ib_latency_profile), modelled accelerators (ib_latency_model: "edgetpu", "dsp"),
+// or any CSV in the format (measured elsewhere, e.g. by this library built for a phone).
+
+typedef struct ib_lut ib_lut;
+IBNAS_API ib_status ib_lut_load(ib_lut **t, const char *path);
+IBNAS_API void ib_lut_free(ib_lut *t);                       // NULL is fine
+IBNAS_API const char *ib_lut_target(const ib_lut *t);        // its "# target:" comment ("" if none)
+// "NAME=FILE.csv" or "FILE.csv", as the --lut flags take it: name receives NAME ("" without one) and *path
+// points into spec. IB_ERR_ARG for an empty file or a name outside [A-Za-z0-9_.-].
+IBNAS_API ib_status ib_lut_parse_spec(const char *spec, char *name, size_t n, const char **path);
+// Parses and loads; name receives NAME, else the table's target, else the file name without ".csv".
+IBNAS_API ib_status ib_lut_load_spec(ib_lut **t, const char *spec, char *name, size_t n);
+
+// Predicted ms of an arch (as ib_model_create takes it: "mobilenetv2[:WIDTH]", a path or JSON text) at
+// res x res; res 0: the table's resolution when its rows hold one stem size, else the arch's input size.
+// IB_ERR_NOTFOUND naming the table and the missing row when the table lacks one.
+IBNAS_API ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double *ms);
+
+typedef struct ib_latency_row {
+    int block;          // -1 the stem, 0.. the arch's blocks (skips have no row), n_blocks the head
+    char key[128];      // the row's first eleven CSV columns
+    double ms;
+} ib_latency_row;
+typedef struct ib_latency_prediction {
+    double ms;          // what ib_lut_predict_arch gives
+    double sum;         // the plain sum of the rows
+    int corrected;      // 1 when the table's correction for this res was applied
+    double a, b, c;     // the correction: ms = a * sum + b * n_rows + c
+    int res;            // the resolution used
+    int n_rows;
+    ib_latency_row *rows;   // malloc'd, n_rows entries in network order
+} ib_latency_prediction;
+IBNAS_API ib_status ib_lut_predict_detail(const ib_lut *t, const char *arch, int res, ib_latency_prediction *p);
+IBNAS_API void ib_latency_prediction_free(ib_latency_prediction *p);
+
+// Measuring this CPU: every row a space can use at res, each part timed alone on the inference path
+// (eval mode, conv + BN + activation fused, batch 1, random weights, warm-up, median of repeats). An
+// existing `out` keeps its rows and only missing ones are timed, so a stopped run resumes; the file is
+// rewritten atomically every save_every rows. calibrate > 0 then times that many random subnets whole and
+// stores a fitted correction for res (docs/LATENCY.md).
+typedef struct ib_latency_profile_opts {
+    const char *space;         // *.space.json (required)
+    const char *out;           // the table (required)
+    int res;                   // 0: the space's input size
+    int threads;               // 1
+    int classes;               // the head row's class count; 0: the space's
+    int warmup, repeats;       // per row: 3, 15
+    const char *stat;          // "median" (default) of the repeats, or "min" (for a busy machine, docs/LATENCY.md)
+    const char *clock;         // "wall" (default), or "cpu": the thread's CPU time (1 thread; for a busy machine)
+    int save_every;            // 20
+    int calibrate;             // subnets for the correction, 10; 0: none
+    uint64_t calibrate_seed;   // 1000 (ib_latency_validate's default seed is 1)
+    int progress;              // 1: a progress bar on stderr; 0 (default)
+} ib_latency_profile_opts;
+IBNAS_API void ib_latency_profile_opts_default(ib_latency_profile_opts *o);
+typedef struct ib_latency_profile_report {
+    int rows;                  // the space's rows at res
+    int added;                 // rows timed by this call
+    double wall_s;
+} ib_latency_profile_report;
+IBNAS_API ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profile_report *r);
+
+// A modelled target's table for a space at res (0: the space's input): `target` is "edgetpu", "dsp" (the
+// parameter files search/targets/NAME.target.json) or a path to such a file. classes 0: the space's.
+// *rows (may be NULL) receives the number of rows written.
+IBNAS_API ib_status ib_latency_model(const char *space, const char *target, int res, int classes, const char *out,
+                                     int *rows);
+
+// End-to-end inference ms of an arch with random weights on this CPU: batch 1, eval mode, 3 warm-up passes,
+// the median of `repeats` (<= 0: 15). Sets the library's threads to `threads` (ib_set_threads).
+IBNAS_API ib_status ib_latency_measure(const char *arch, int res, int threads, int repeats, double *ms);
+
+// Validation of a cpu table: `samples` random subnets of the space (from seed), each predicted and measured
+// end to end; errors are |predicted / measured - 1| in percent. With out_dir: OUT/validate.csv (one row
+// per subnet) and OUT/validate.svg (predicted against measured, with the y = x line).
+typedef struct ib_latency_validate_opts {
+    const char *lut, *space;   // required
+    const char *out_dir;       // NULL: no files
+    int samples;               // 50
+    int threads;               // 1
+    int res;                   // 0: as ib_lut_predict_arch
+    int classes;               // 0: the space's
+    uint64_t seed;             // 1
+    int warmup, repeats;       // per subnet: 3, 9 (statistic and clock: the table's "# stat:" and "# clock:")
+    int progress;              // 0
+} ib_latency_validate_opts;
+IBNAS_API void ib_latency_validate_opts_default(ib_latency_validate_opts *o);
+typedef struct ib_latency_validate_report {
+    int samples, res;
+    double mean_abs_pct_err, max_abs_pct_err, spearman;
+    double wall_s;
+    double *predicted, *measured;   // malloc'd, samples entries each
+} ib_latency_validate_report;
+IBNAS_API ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_validate_report *r);
+IBNAS_API void ib_latency_validate_report_free(ib_latency_validate_report *r);
+
+// ---------------------------------------------------------------------------------------------
+// Search (docs/SEARCH.md, "Search"): the best arch of a supernet's space under latency budgets on one or
+// more targets. Subnets are scored by their inherited top-1 on a held-out part of the training data (the
+// part the supernet left out of training) after BN recalibration on the rest; latency is predicted from
+// each target's table. Writes per target OUT/TARGET/pareto.csv, pareto.svg, archs.svg and
+// best-<budget>ms.arch.json for every budget, and OUT/summary.json, OUT/archs.svg, OUT/curve_<strategy>.csv.
+// The state is saved after every generation: `resume` continues a stopped or killed search exactly.
+
+typedef struct ib_search_opts {
+    const char *supernet;      // a file ib_supernet_train wrote (required)
+    const char *data;          // training data (as ib_dataset_load takes it); NULL: the data the supernet records
+    double holdout;            // the held-out fraction scored on; 0 (default): the supernet's own (else 0.1)
+    const char *luts;          // "cpu=cpu.csv,edgetpu=edgetpu.csv"; a bare path is named by its table's target
+    const char *budgets;       // ms: "8,12" for every target, or per target "cpu=8,12;edgetpu=3,4" (required)
+    const char *strategy;      // "evolution" (default), "random" or "tunas"
+    int population;            // evolution's population / random's first samples, 32
+    int generations;           // 20 (tunas: policy steps)
+    int sample;                // evolution's tournament size, 8
+    int batch;                 // per generation and budget: children, samples or policy samples, 16
+    double tunas_beta;         // tunas: reward = top-1 + beta * |latency / budget - 1|, beta < 0; -0.5
+    uint64_t seed;             // 0
+    int res;                   // search resolution (scoring and latency); 0: the space's input size
+    int calib_batches;         // BN recalibration batches per subnet (of 64 images), 20
+    int eval_images;           // at most this many held-out images per score (the first of the part); 0: all
+    const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,mobilenetv2:0.5=0.61" (=SCORE optional); NULL: none
+    const char *out;           // output folder (required)
+    int resume;                // 1: continue OUT/state.json (an existing state without it is an error)
+    int progress;              // a line per generation on stderr, 1
+    int threads;               // 0: every core
+    int workers;               // data loading threads, 2
+    int max_generations;       // stop after this many generations in this call (resumable); 0: no limit
+} ib_search_opts;
+IBNAS_API void ib_search_opts_default(ib_search_opts *o);
+
+#define IB_SEARCH_MAX_RESULTS 64
+typedef struct ib_search_arch {
+    char target[64];
+    double budget_ms;
+    int found;                 // 0: no scored arch met the budget
+    double score, ms;          // held-out top-1 and predicted latency
+    int64_t macs;
+    char arch_file[512];       // OUT/TARGET/best-<budget>ms.arch.json
+} ib_search_arch;
+
+typedef struct ib_search_report {
+    int generations_done;
+    int64_t subnets_scored;    // distinct subnets, over every call of a resumed search
+    int finished;              // 0: stopped early (max_generations, Ctrl-C); resume to go on
+    int interrupted;           // stopped by Ctrl-C (ib_search returned IB_ERR_INTERRUPTED)
+    double wall_s;             // of this call
+    int n_results;
+    ib_search_arch results[IB_SEARCH_MAX_RESULTS];   // per target, per budget
+} ib_search_report;
+
+// While it runs, the first Ctrl-C finishes the subnet being scored, saves the state, writes the outputs so
+// far and returns IB_ERR_INTERRUPTED; the previous SIGINT handler is restored on return.
+IBNAS_API ib_status ib_search(const ib_search_opts *o, ib_search_report *r);
+
+// ---------------------------------------------------------------------------------------------
 // Training a classifier: data (paths, as ib_dataset_load reads them) in, a checkpoint out. The checkpoint
 // is rewritten every epoch (atomically) with the training state, so `resume` continues a stopped run
 // exactly; a CSV log gets a row per epoch. Start from ib_train_opts_default: its values are the Tiny
@@ -155,6 +341,8 @@ typedef struct ib_train_opts {
     const char *val;           // evaluated after every epoch (its split "val"); NULL: none
     const char *out;           // the checkpoint to write (required)
     const char *resume;        // a checkpoint of a stopped run to continue (usually `out`); NULL: none
+    const char *init;          // a checkpoint to start from (fine-tuning, e.g. an extracted subnet): its network
+                               // and weights replace `arch`'s fresh ones; NULL: none
     const char *log;           // CSV log; NULL: OUT.csv
     int classes;               // 0: the training data's class count
     int epochs, batch, res;    // 10, 64, 64
@@ -217,6 +405,60 @@ typedef struct ib_eval_report {
 // opts NULL: ib_eval_opts_default. Release r with ib_eval_report_free (also after a failure).
 IBNAS_API ib_status ib_eval(ib_model *m, ib_dataset *ds, const ib_eval_opts *opts, ib_eval_report *r);
 IBNAS_API void ib_eval_report_free(ib_eval_report *r);
+
+
+// ---------------------------------------------------------------------------------------------
+// Supernets: one weight-sharing network over every arch of a search space (docs/SEARCH.md). Train it
+// once, then score any arch of the space with inherited weights (after BN recalibration on training
+// images), and extract an arch as a standalone checkpoint that ib_model_load, ib_eval and ib_train's
+// `init` take.
+
+typedef struct ib_supernet ib_supernet;
+
+typedef struct ib_supernet_train_opts {
+    ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch, init unused)
+    const char *space;         // the *.space.json (required unless resuming)
+    const char *sampling;      // "sandwich" (default: largest, smallest and `paths` random paths a step, the
+                               // smaller ones distilled from the largest) or "uniform" (one random path a step)
+    int paths;                 // sandwich's random paths per step, 2
+    float kd;                  // weight of the distillation loss, 1
+    double holdout;            // fraction of the training data never trained on, kept for scoring archs (0.1)
+    int calib_batches;         // per-epoch evaluation of the largest and smallest paths: BN recalibration batches, 10
+} ib_supernet_train_opts;
+IBNAS_API void ib_supernet_train_opts_default(ib_supernet_train_opts *o);
+
+typedef struct ib_supernet_train_report {
+    ib_train_report train;     // val_top1 / val_top5: the largest path's
+    double smallest_top1;      // the smallest path's (-1 without val)
+} ib_supernet_train_report;
+// As ib_train: a checkpoint every epoch, a CSV log row per epoch (with the largest and smallest paths'
+// top-1), Ctrl-C saves and returns IB_ERR_INTERRUPTED, `resume` continues exactly.
+IBNAS_API ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_report *r);
+
+IBNAS_API ib_status ib_supernet_open(ib_supernet **sn, const char *path);   // a file ib_supernet_train wrote
+IBNAS_API void ib_supernet_close(ib_supernet *sn);                           // NULL is fine
+IBNAS_API int ib_supernet_classes(const ib_supernet *sn);
+IBNAS_API int ib_supernet_input_size(const ib_supernet *sn);   // the space's nominal input resolution
+
+typedef struct ib_supernet_eval_opts {
+    const char *calib;         // BN recalibration data (a path as ib_dataset_load takes); NULL: the training data
+                               // the supernet records, less its held-out part. Never the evaluation data.
+    int calib_batches;         // 20
+    int calib_batch;           // 64
+    uint64_t calib_seed;       // which calibration images (a seeded shuffle), 0
+    int res;                   // 0: the space's input size
+    int batch, workers;        // evaluation batch 100, loader threads 2
+    int progress;              // 0
+} ib_supernet_eval_opts;
+IBNAS_API void ib_supernet_eval_opts_default(ib_supernet_eval_opts *o);
+// `arch`: a path to an *.arch.json or its JSON text; it must be an arch of the supernet's space. Recalibrates
+// the arch's BN statistics (in the supernet, overwriting what an earlier call left), then evaluates it.
+IBNAS_API ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds,
+                                         const ib_supernet_eval_opts *o, ib_eval_report *r);
+// The arch as a standalone network with the supernet's weights and BN statistics recalibrated as
+// ib_supernet_evaluate does (same options, same numbers): ib_eval of it gives what ib_supernet_evaluate gave.
+IBNAS_API ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o,
+                                              ib_model **m);
 
 #ifdef __cplusplus
 }

@@ -109,3 +109,44 @@ ib_tensor *ib_block_forward(ib_ctx *ctx, const ib_block *b, ib_tensor *x) {
     h = ib_cba_forward(ctx, &project, h);
     return b->residual ? ib_add(ctx, x, h) : h;
 }
+
+int ib_block_convs(const ib_block_cfg *cfg, int cin, ib_conv_shape *out) {
+    int n = 0, k = cfg->kernel, s = cfg->stride, hid = ib_block_hidden(cfg, cin);
+#define CONV(ci, co, kk, ss, gg) (out[n++] = (ib_conv_shape){ci, co, kk, ss, gg})
+    switch (cfg->op) {
+    case IB_BLOCK_SKIP: return 0;
+    case IB_BLOCK_IBN:
+        if (cfg->expand != 1) CONV(cin, hid, 1, 1, 1);
+        CONV(hid, hid, k, s, hid);
+        break;
+    case IB_BLOCK_FUSED: CONV(cin, hid, k, s, 1); break;
+    case IB_BLOCK_GCIBN: CONV(cin, hid, k, s, cfg->groups); break;
+    case IB_BLOCK_TUCKER: {
+        int mid = tucker_width(cfg->r_in, cin);
+        CONV(cin, mid, 1, 1, 1);
+        CONV(mid, hid, k, s, 1);
+        break;
+    }
+    }
+    CONV(hid, cfg->out, 1, 1, 1);
+#undef CONV
+    return n;
+}
+
+// Output size of a "same"-padded conv: ceil(h / stride) for odd kernels.
+static int conv_out(int h, int stride) { return (h + stride - 1) / stride; }
+
+int64_t ib_block_macs(const ib_block_cfg *cfg, int cin, int h, int w) {
+    ib_conv_shape cs[IB_BLOCK_MAX_STAGES + 1];
+    int n = ib_block_convs(cfg, cin, cs);
+    int64_t macs = 0;
+    for (int i = 0; i < n; i++) {
+        h = conv_out(h, cs[i].stride), w = conv_out(w, cs[i].stride);
+        macs += (int64_t)h * w * cs[i].cout * (cs[i].cin / cs[i].groups) * cs[i].k * cs[i].k;
+    }
+    if (cfg->se > 0 && n > 0) {
+        int hid = ib_block_hidden(cfg, cin), sq = ib_make_divisible((float)hid * cfg->se, 8);
+        macs += 2 * (int64_t)hid * sq;
+    }
+    return macs;
+}

@@ -9,7 +9,6 @@ ib_status ib_ckpt_save(const ib_net *net, const char *path, ib_status (*extra)(i
     ib_h5 *f;
     ib_status s = ib_h5_create(&f, path);
     if (s) return s;
-    char name[512];
     s = ib_h5_set_attr_str(f, "/", "format", IB_CKPT_FORMAT);
     if (!s) s = ib_h5_set_attr_i64(f, "/", "version", IB_CKPT_VERSION);
     if (!s) {
@@ -18,10 +17,7 @@ ib_status ib_ckpt_save(const ib_net *net, const char *path, ib_status (*extra)(i
         free(json);
     }
     if (!s) s = ib_h5_set_attr_str(f, "/", "ibnas_version", IB_VERSION_STRING);
-    for (int i = 0; i < net->ps.n && !s; i++) {
-        snprintf(name, sizeof name, "%s/%s", net->ps.is_buffer[i] ? "buffers" : "params", net->ps.t[i]->name);
-        s = ib_h5_write(f, name, net->ps.t[i]);
-    }
+    if (!s) s = ib_params_write(f, &net->ps);
     if (!s && extra) s = extra(f, user);
     if (s) {
         ib_h5_abort(f);
@@ -30,15 +26,27 @@ ib_status ib_ckpt_save(const ib_net *net, const char *path, ib_status (*extra)(i
     return ib_h5_close(f);
 }
 
-ib_status ib_ckpt_load_into(ib_net *net, ib_h5 *f) {
+ib_status ib_params_write(ib_h5 *f, const ib_params *ps) {
     char name[512];
-    for (int i = 0; i < net->ps.n; i++) {
-        snprintf(name, sizeof name, "%s/%s", net->ps.is_buffer[i] ? "buffers" : "params", net->ps.t[i]->name);
-        ib_status s = ib_h5_read_into(f, name, net->ps.t[i]);
+    for (int i = 0; i < ps->n; i++) {
+        snprintf(name, sizeof name, "%s/%s", ps->is_buffer[i] ? "buffers" : "params", ps->t[i]->name);
+        ib_status s = ib_h5_write(f, name, ps->t[i]);
         if (s) return s;
     }
     return IB_OK;
 }
+
+ib_status ib_params_read(ib_h5 *f, ib_params *ps) {
+    char name[512];
+    for (int i = 0; i < ps->n; i++) {
+        snprintf(name, sizeof name, "%s/%s", ps->is_buffer[i] ? "buffers" : "params", ps->t[i]->name);
+        ib_status s = ib_h5_read_into(f, name, ps->t[i]);
+        if (s) return s;
+    }
+    return IB_OK;
+}
+
+ib_status ib_ckpt_load_into(ib_net *net, ib_h5 *f) { return ib_params_read(f, &net->ps); }
 
 static ib_status check_header(ib_h5 *f) {
     char *fmt = NULL;

@@ -118,6 +118,17 @@ ib_status ib_block_check(const ib_block_cfg *cfg, int cin, const char *where);
 void ib_block_init(ib_block *b, ib_params *ps, const char *prefix, const ib_block_cfg *cfg, int cin, ib_act net_act);
 ib_tensor *ib_block_forward(ib_ctx *ctx, const ib_block *b, ib_tensor *x);
 
+// The convolutions a block runs, in order (its conv-BN(-act) stages, then the projection; squeeze-excite
+// is left out), for MAC counts, latency models and reports. A skip block has none. Returns the count
+// (at most IB_BLOCK_MAX_STAGES + 1).
+typedef struct ib_conv_shape {
+    int cin, cout, k, stride, groups;   // groups == cin == cout: depthwise
+} ib_conv_shape;
+int ib_block_convs(const ib_block_cfg *cfg, int cin, ib_conv_shape *out);
+// Multiply-accumulates of one image through the block at input h x w (convs and the residual add
+// left out; SE's two 1x1 convs included when it has SE).
+int64_t ib_block_macs(const ib_block_cfg *cfg, int cin, int h, int w);
+
 // ---------------------------------------------------------------------------------------------
 // Arch: a concrete network (docs/FORMATS.md, "Arch"). JSON through jansson.
 
@@ -169,6 +180,8 @@ ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x);
 // Features before the pool (N, C, h, w), for task heads.
 ib_tensor *ib_net_features(ib_ctx *ctx, ib_net *net, ib_tensor *x);
 int64_t ib_net_param_count(const ib_net *net);
+// Multiply-accumulates of one image of res x res through the arch (stem, blocks, head conv, classifier).
+int64_t ib_arch_macs(const ib_arch *a, int res);
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints (docs/FORMATS.md, "Checkpoint"): /params/<name>, /buffers/<name>, root attributes
@@ -186,5 +199,9 @@ ib_status ib_ckpt_save(const ib_net *net, const char *path, ib_status (*extra)(i
 ib_status ib_ckpt_load(ib_net *net, const char *path);
 // Loads tensors into an already built network (same names and shapes).
 ib_status ib_ckpt_load_into(ib_net *net, ib_h5 *f);
+// Every tensor of a parameter set as /params/<name> or /buffers/<name>, and back (same names and shapes;
+// a missing tensor or a shape mismatch names the file and the tensor). Checkpoints and supernets use these.
+ib_status ib_params_write(ib_h5 *f, const ib_params *ps);
+ib_status ib_params_read(ib_h5 *f, ib_params *ps);
 
 #endif

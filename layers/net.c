@@ -106,3 +106,15 @@ ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
 }
 
 int64_t ib_net_param_count(const ib_net *net) { return net->ps.numel_params; }
+
+int64_t ib_arch_macs(const ib_arch *a, int res) {
+    int h = (res + a->stem_stride - 1) / a->stem_stride, c = a->stem_out;
+    int64_t macs = (int64_t)h * h * c * 3 * a->stem_kernel * a->stem_kernel;
+    for (int i = 0; i < a->n_blocks; i++) {
+        macs += ib_block_macs(&a->blocks[i], c, h, h);
+        h = (h + a->blocks[i].stride - 1) / a->blocks[i].stride;
+        c = a->blocks[i].out;
+    }
+    if (a->head_out > 0) macs += (int64_t)h * h * c * a->head_out, c = a->head_out;
+    return macs + (int64_t)c * a->classes;
+}

@@ -47,7 +47,7 @@ static double row_stats(const float *z, int c, int label, int *in1, int *in5) {
 }
 
 // done0: where this timing started (a resumed epoch starts part-way), so the ETA uses the measured rate.
-static void progress_line(const char *what, int64_t done, int64_t done0, int64_t total, double t0, const char *extra) {
+void ib_progress_line(const char *what, int64_t done, int64_t done0, int64_t total, double t0, const char *extra) {
     double dt = ib_time_s() - t0;
     double eta = done > done0 ? dt * (double)(total - done) / (double)(done - done0) : 0;
     int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
@@ -62,7 +62,7 @@ static void progress_line(const char *what, int64_t done, int64_t done0, int64_t
 // Resuming: the log keeps the rows of the epochs the checkpoint holds and loses any later ones (a run
 // killed between an epoch's row and its checkpoint would otherwise show that epoch twice). Rewritten
 // through PATH.tmp and a rename, as checkpoints are.
-static ib_status trim_log(const char *path, int64_t epochs_done) {
+ib_status ib_log_trim(const char *path, int64_t epochs_done) {
     FILE *in = fopen(path, "r");
     if (!in) return IB_OK;
     char tmp[4200], line[4096];
@@ -140,7 +140,7 @@ ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, 
             if (m->per_class_total) m->per_class_total[y]++, m->per_class_correct[y] += in1;
         }
         m->images += b->n;
-        if (cfg->progress) progress_line("eval", ++done, 0, batches, t0, "");
+        if (cfg->progress) ib_progress_line("eval", ++done, 0, batches, t0, "");
     }
     if (cfg->progress) fputc('\n', stderr);
     if (cfg->ctx) ib_ctx_reset(ctx);
@@ -188,22 +188,23 @@ static void on_sigint(int sig) {
     interrupted = 1;
 }
 
-typedef struct {
-    ib_optim *opt;
-    ib_ema *ema;
-    ib_net *net;
-    int64_t epoch, batch_in_epoch, step;
-    double epoch_loss;
-    int64_t epoch_images;
-    uint64_t seed;
-} train_state;
+void ib_sigint_catch(struct sigaction *old) {
+    struct sigaction sa;
+    interrupted = 0;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, old);
+}
+int ib_sigint_seen(void) { return interrupted != 0; }
 
-static ib_status save_train_state(ib_h5 *f, void *user) {
+typedef ib_train_state train_state;
+
+ib_status ib_train_state_save(ib_h5 *f, void *user) {
     train_state *t = user;
     ib_status s = ib_optim_save(t->opt, f, "train/optim");
     if (!s && t->ema) s = ib_ema_save(t->ema, f, "train/ema");
-    int64_t meta[6] = {t->epoch, t->batch_in_epoch, t->step, (int64_t)t->seed, (int64_t)t->net->dropout_rng.state,
-                       (int64_t)t->net->dropout_rng.inc};
+    int64_t meta[6] = {t->epoch, t->batch_in_epoch, t->step, (int64_t)t->seed, (int64_t)t->dropout_rng->state,
+                       (int64_t)t->dropout_rng->inc};
     if (!s) s = ib_h5_write_i64(f, "train/state", meta, 1, (int[]){6});
     double acc[2] = {t->epoch_loss, (double)t->epoch_images};
     if (!s) s = ib_h5_set_attr_f64(f, "train/state", "epoch_loss_sum", acc[0]);
@@ -211,7 +212,7 @@ static ib_status save_train_state(ib_h5 *f, void *user) {
     return s;
 }
 
-static ib_status load_train_state(ib_h5 *f, train_state *t) {
+ib_status ib_train_state_load(ib_h5 *f, train_state *t) {
     int64_t meta[6];
     ib_status s = ib_h5_read_i64(f, "train/state", meta, 6);
     if (s) return ib_fail(s, "%s: no training state to resume from (/train/state): %s", ib_h5_path(f), ib_errmsg());
@@ -221,8 +222,8 @@ static ib_status load_train_state(ib_h5 *f, train_state *t) {
     if ((uint64_t)meta[3] != t->seed)
         return ib_fail(IB_ERR_ARG, "%s: was trained with seed %lld; resume with the same seed", ib_h5_path(f),
                        (long long)meta[3]);
-    t->net->dropout_rng.state = (uint64_t)meta[4];
-    t->net->dropout_rng.inc = (uint64_t)meta[5];
+    t->dropout_rng->state = (uint64_t)meta[4];
+    t->dropout_rng->inc = (uint64_t)meta[5];
     double imgs = 0;
     if (ib_h5_attr_f64(f, "train/state", "epoch_loss_sum", &t->epoch_loss) ||
         ib_h5_attr_f64(f, "train/state", "epoch_images", &imgs))
@@ -231,7 +232,7 @@ static ib_status load_train_state(ib_h5 *f, train_state *t) {
     return IB_OK;
 }
 
-static ib_status open_data(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
+ib_status ib_open_labelled(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
     ib_ds_opts o;
     memset(&o, 0, sizeof o);
     o.format = fmt;
@@ -261,7 +262,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     memset(&ts, 0, sizeof ts);
     ts.seed = cfg->seed;
     char logpath[4096];
-    struct sigaction old_sa, sa;
+    struct sigaction old_sa;
     int handler = 0;
     ib_status s;
 
@@ -269,8 +270,8 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 8)");
     if (!cfg->out) return ib_fail(IB_ERR_ARG, "an output checkpoint path is needed");
     if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
-    if ((s = open_data(&train, cfg->data, cfg->data_format, "train"))) goto done;
-    if (cfg->val && (s = open_data(&val, cfg->val, cfg->data_format, "val"))) goto done;
+    if ((s = ib_open_labelled(&train, cfg->data, cfg->data_format, "train"))) goto done;
+    if (cfg->val && (s = ib_open_labelled(&val, cfg->val, cfg->data_format, "val"))) goto done;
     int classes = cfg->classes > 0 ? cfg->classes : ib_dataset_classes(train);
     if (classes < 2) {
         s = ib_fail(IB_ERR_FORMAT, "%s: %d classes; pass --classes", cfg->data, classes);
@@ -282,12 +283,17 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         goto done;
     }
 
-    // The network: from the checkpoint when resuming (its arch wins), else built and initialised.
-    if (cfg->resume) {
-        if ((s = ib_ckpt_load(&net, cfg->resume))) goto done;
+    // The network: from the checkpoint when resuming or fine-tuning (its arch wins), else built and initialised.
+    if (cfg->resume || cfg->init) {
+        const char *from = cfg->resume ? cfg->resume : cfg->init;
+        if ((s = ib_ckpt_load(&net, from))) goto done;
         if (net.arch.classes != classes) {
-            s = ib_fail(IB_ERR_ARG, "%s: the network has %d classes, the data %d", cfg->resume, net.arch.classes, classes);
+            s = ib_fail(IB_ERR_ARG, "%s: the network has %d classes, the data %d", from, net.arch.classes, classes);
             goto done;
+        }
+        if (!cfg->resume) {   // fine-tuning: a new run from these weights
+            net.arch.input = cfg->res;
+            ib_rng_seed(&net.dropout_rng, cfg->seed, 0xd0);
         }
     } else {
         ib_arch arch;
@@ -298,7 +304,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         if (s) goto done;
         ib_net_init_weights(&net, cfg->seed);
     }
-    ts.net = &net;
+    ts.dropout_rng = &net.dropout_rng;
     if (!(ts.opt = ib_optim_new(&cfg->optim, &net.ps))) {
         s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());
         goto done;
@@ -310,7 +316,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     if (cfg->resume) {
         ib_h5 *f;
         if ((s = ib_h5_open(&f, cfg->resume))) goto done;
-        s = load_train_state(f, &ts);
+        s = ib_train_state_load(f, &ts);
         ib_h5_close(f);
         if (s) goto done;
     }
@@ -352,17 +358,14 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     snprintf(logpath, sizeof logpath, "%s", cfg->log ? cfg->log : "");
     if (!cfg->log) snprintf(logpath, sizeof logpath, "%s.csv", cfg->out);
     int new_log = access(logpath, F_OK) != 0 || !cfg->resume;
-    if (!new_log && (s = trim_log(logpath, ts.epoch))) goto done;
+    if (!new_log && (s = ib_log_trim(logpath, ts.epoch))) goto done;
     if (!(log = fopen(logpath, new_log ? "w" : "a"))) {
         s = ib_fail(IB_ERR_IO, "%s: cannot write the training log", logpath);
         goto done;
     }
     if (new_log) fprintf(log, "epoch,step,lr,train_loss,val_top1,val_top5,val_loss,epoch_s,img_per_s\n");
 
-    interrupted = 0;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old_sa);
+    ib_sigint_catch(&old_sa);
     handler = 1;
 
     ctx = ib_ctx_new();
@@ -410,12 +413,12 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
                          (double)images_run / (ib_time_s() - t_epoch));
                 char what[32];
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
-                progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
+                ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
             if (interrupted || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
                 if (cfg->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_ckpt_save(&net, cfg->out, save_train_state, &ts))) goto done;
+                if ((s = ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts))) goto done;
                 res->interrupted = interrupted;
                 if (cfg->progress || interrupted)
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
@@ -457,7 +460,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_ckpt_save(&net, cfg->out, save_train_state, &ts))) goto done;
+        if ((s = ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts))) goto done;
         if (interrupted) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);

@@ -7,6 +7,9 @@
 #include "data/loader.h"
 #include "layers/layers.h"
 #include "optim/optim.h"
+#include "search/search.h"
+
+#include <signal.h>
 
 // ---------------------------------------------------------------------------------------------
 // Evaluation
@@ -61,6 +64,8 @@ typedef struct ib_train_cfg {
     int threads, workers;
     const char *out;          // checkpoint path, rewritten every epoch
     const char *resume;       // checkpoint to resume from (exactly: same numbers as an uninterrupted run)
+    const char *init;         // a checkpoint whose network and weights training starts from (fine-tuning an
+                              // extracted subnet); arch is then ignored. NULL: fresh weights
     const char *log;          // CSV log path (default: OUT with .csv appended)
     int progress;             // progress bar on stderr
     long max_steps;           // stop after this many steps in total (0: no limit; for tests)
@@ -80,5 +85,74 @@ typedef struct ib_train_result {
 // Runs the whole loop. Installs a SIGINT handler for its duration: the first Ctrl-C finishes the
 // step, saves, and returns IB_ERR_INTERRUPTED with res->interrupted set.
 ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res);
+
+// ---------------------------------------------------------------------------------------------
+// Pieces the training loops share (classify.c's loop, the supernet's).
+
+// "\r<what> [=====>    ] done/total <extra> ETA 1m02s" on stderr; done0: where this timing started.
+void ib_progress_line(const char *what, int64_t done, int64_t done0, int64_t total, double t0, const char *extra);
+// Resuming: drops the log's rows of epochs after epochs_done (rewritten through PATH.tmp).
+ib_status ib_log_trim(const char *path, int64_t epochs_done);
+// Opens a dataset that must have class labels.
+ib_status ib_open_labelled(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split);
+// Ctrl-C: the handler sets a flag that the loop reads between steps; restore `old` with sigaction.
+void ib_sigint_catch(struct sigaction *old);
+int ib_sigint_seen(void);
+
+// What a checkpoint carries under /train besides the weights, so a run resumes exactly.
+typedef struct ib_train_state {
+    ib_optim *opt;
+    ib_ema *ema;                 // NULL: none
+    ib_rng *dropout_rng;
+    int64_t epoch, batch_in_epoch, step;
+    double epoch_loss;
+    int64_t epoch_images;
+    uint64_t seed;
+} ib_train_state;
+ib_status ib_train_state_save(ib_h5 *f, void *user);   // user: ib_train_state*
+ib_status ib_train_state_load(ib_h5 *f, ib_train_state *t);
+
+// ---------------------------------------------------------------------------------------------
+// Supernets for classification (tasks/supernet.c): training with path sampling, and scoring a path.
+
+typedef struct ib_sn_eval_cfg {
+    int res;                  // evaluation and calibration resolution (0: the space's input)
+    int batch, workers;       // evaluation batch (100), loader threads (2)
+    int calib_batches;        // BN recalibration: this many batches of calib (20)
+    int calib_batch;          // of this size (64)
+    uint64_t calib_seed;      // which calibration images (a seeded shuffle): the same seed, the same numbers
+    int progress;
+    ib_ctx *ctx;              // a context to run in (NULL: one of its own)
+} ib_sn_eval_cfg;
+void ib_sn_eval_cfg_default(ib_sn_eval_cfg *c);
+// Recalibrates the BN statistics of the path `choice` on calib (centre-cropped, unaugmented training
+// images: running mean and variance become the exact averages over those batches) and writes them into
+// the supernet's buffers; then evaluates the path on eval (top-1 / top-5), as ib_eval_classify does an
+// extracted network. eval NULL: recalibration only.
+ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_dataset *calib, ib_dataset *eval,
+                                    const ib_sn_eval_cfg *cfg, ib_cls_metrics *m);
+
+// Supernet training: the classification loop's data, optimiser, schedule, progress, log, checkpoints,
+// Ctrl-C and exact resume (base; its arch and init are unused), over paths of the space's supernet.
+typedef struct ib_sn_train_cfg {
+    ib_train_cfg base;
+    const char *space;        // the space file (not needed to resume)
+    int sandwich;             // 1 (default): the largest, the smallest and n_random random paths each step, the
+                              // others distilled from the largest's soft targets; 0: one random path a step
+    int n_random;             // 2
+    float kd;                 // weight of the distillation loss, 1
+    double holdout;           // fraction of the training data left out of training, for scoring subnets (0.1)
+    int calib_batches;        // per-epoch evaluation of the largest and smallest paths: recalibration batches (10)
+} ib_sn_train_cfg;
+void ib_sn_train_cfg_default(ib_sn_train_cfg *c);
+
+typedef struct ib_sn_train_result {
+    ib_train_result base;     // val_top1 / val_top5: the largest path's
+    double smallest_top1;     // of the last evaluation (-1 without val)
+} ib_sn_train_result;
+ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_result *res);
+// The calibration data a supernet records: its training data less the held-out part (*base must be
+// closed after *calib). NULL *base when the supernet does not record its data.
+ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_dataset **base, ib_dataset **calib);
 
 #endif

@@ -1,0 +1,369 @@
+// api: the "Latency" section of include/ibnas.h over search/'s tables (lut.c), measurement (latency.c)
+// and target models (target.c): profile, model, predict, measure and validate, with the progress bar,
+// the validation's CSV and its SVG scatter plot.
+#include "search/search.h"
+#include "tasks/tasks.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+// res 0: the stem rows' size when the table has exactly one, else `fallback`.
+static int table_res(const ib_lut *t, int fallback) {
+    int res = 0;
+    for (int i = 0; i < ib_lut_rows(t); i++) {
+        ib_lut_key k = ib_lut_row(t, i, NULL);
+        if (k.op != IB_LUT_STEM) continue;
+        if (res && res != k.h) return fallback;
+        res = k.h;
+    }
+    return res ? res : fallback;
+}
+
+static ib_status resolve_arch(ib_arch *a, const char *spec) {
+    memset(a, 0, sizeof *a);
+    if (!spec || !spec[0]) return ib_fail(IB_ERR_ARG, "no arch given");
+    ib_status s = ib_arch_resolve(a, spec, 0);
+    if (s) ib_arch_free(a);
+    return s;
+}
+
+ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double *ms) {
+    if (!t || !ms) return ib_fail(IB_ERR_ARG, "ib_lut_predict_arch: a table and an output are needed");
+    ib_arch a;
+    ib_status s = resolve_arch(&a, arch);
+    if (s) return s;
+    s = ib_lut_predict(t, &a, res > 0 ? res : table_res(t, a.input), ms);
+    ib_arch_free(&a);
+    return s;
+}
+
+ib_status ib_lut_predict_detail(const ib_lut *t, const char *arch, int res, ib_latency_prediction *p) {
+    if (!t || !p) return ib_fail(IB_ERR_ARG, "ib_lut_predict_detail: a table and an output are needed");
+    memset(p, 0, sizeof *p);
+    ib_arch a;
+    ib_status s = resolve_arch(&a, arch);
+    if (s) return s;
+    p->res = res > 0 ? res : table_res(t, a.input);
+    if ((s = ib_lut_predict(t, &a, p->res, &p->ms)) || (s = ib_lut_predict_sum(t, &a, p->res, &p->sum, &p->n_rows))) {
+        ib_arch_free(&a);
+        return s;
+    }
+    ib_lut_correction c;
+    if ((p->corrected = ib_lut_get_correction(t, p->res, &c))) p->a = c.a, p->b = c.b, p->c = c.c;
+    ib_lut_key *keys = malloc(sizeof *keys * (size_t)(a.n_blocks + 2));
+    int *block = malloc(sizeof *block * (size_t)(a.n_blocks + 2));
+    p->rows = calloc((size_t)(a.n_blocks + 2), sizeof *p->rows);
+    if (!keys || !block || !p->rows) {
+        s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    } else {
+        p->n_rows = ib_lut_arch_keys(&a, p->res, keys, block);
+        for (int i = 0; i < p->n_rows; i++) {
+            p->rows[i].block = block[i];
+            ib_lut_key_str(&keys[i], p->rows[i].key, sizeof p->rows[i].key);
+            ib_lut_find(t, &keys[i], &p->rows[i].ms);
+        }
+    }
+    free(keys), free(block);
+    ib_arch_free(&a);
+    if (s) ib_latency_prediction_free(p);
+    return s;
+}
+
+void ib_latency_prediction_free(ib_latency_prediction *p) {
+    if (!p) return;
+    free(p->rows);
+    p->rows = NULL;
+    p->n_rows = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profile and model
+
+void ib_latency_profile_opts_default(ib_latency_profile_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->threads = 1;
+    o->warmup = 3;
+    o->repeats = 15;
+    o->stat = "median";
+    o->clock = "wall";
+    o->save_every = 20;
+    o->calibrate = 10;
+    o->calibrate_seed = 1000;
+}
+
+typedef struct { const char *phase; double t0, last; } progress_state;
+
+// Rows are named by their CSV key, the calibration by itself: the bar shows the phase.
+static void progress_bar(void *user, int done, int total, const char *what) {
+    progress_state *p = user;
+    const char *phase = strchr(what, ',') ? "timing rows" : what;
+    if (!p->phase || strcmp(p->phase, phase)) {
+        if (p->phase) fprintf(stderr, "\n");
+        p->phase = phase;
+        p->t0 = ib_time_s();
+        p->last = 0;
+    }
+    double now = ib_time_s();
+    if (done < total && now - p->last < 0.2) return;   // a few lines a second, not one per row
+    p->last = now;
+    ib_progress_line(phase, done, 0, total, p->t0, "");
+}
+
+static ib_status load_space(ib_space *s, const char *path) {
+    if (!path || !path[0]) return ib_fail(IB_ERR_ARG, "no space given");
+    return ib_space_load(s, path);
+}
+
+ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profile_report *r) {
+    if (r) memset(r, 0, sizeof *r);
+    if (!o || !o->out || !o->out[0]) return ib_fail(IB_ERR_ARG, "ib_latency_profile: an output table is needed");
+    if (o->threads < 1) return ib_fail(IB_ERR_ARG, "latency profile: threads %d (at least 1)", o->threads);
+    ib_space sp;
+    ib_status s = load_space(&sp, o->space);
+    if (s) return s;
+    ib_set_threads(o->threads);
+    ib_lut_profile_cfg c;
+    ib_lut_profile_cfg_default(&c);
+    c.space = &sp;
+    c.res = o->res > 0 ? o->res : sp.input;
+    c.classes = o->classes;
+    c.timing.warmup = o->warmup, c.timing.repeats = o->repeats, c.save_every = o->save_every;
+    if (o->stat && !ib_lut_stat_parse(o->stat, &c.timing.stat)) {
+        ib_space_free(&sp);
+        return ib_fail(IB_ERR_ARG, "latency profile: stat '%s' is not median or min", o->stat);
+    }
+    if (o->clock && !ib_lut_clock_parse(o->clock, &c.timing.clock)) {
+        ib_space_free(&sp);
+        return ib_fail(IB_ERR_ARG, "latency profile: clock '%s' is not wall or cpu", o->clock);
+    }
+    c.calibrate = o->calibrate, c.calibrate_seed = o->calibrate_seed;
+    c.out = o->out;
+    progress_state ps = {NULL, 0, 0};
+    if (o->progress) c.progress = progress_bar, c.user = &ps;
+    double t0 = ib_time_s();
+    int added = 0, rows = 0;
+    s = ib_lut_profile(&c, &added, &rows);
+    if (o->progress && ps.phase) fprintf(stderr, "\n");
+    if (r) r->rows = rows, r->added = added, r->wall_s = ib_time_s() - t0;
+    ib_space_free(&sp);
+    return s;
+}
+
+ib_status ib_latency_model(const char *space, const char *target, int res, int classes, const char *out, int *rows) {
+    if (!out || !out[0] || !target) return ib_fail(IB_ERR_ARG, "ib_latency_model: a target and an output are needed");
+    ib_space sp;
+    ib_status s = load_space(&sp, space);
+    if (s) return s;
+    ib_target *t;
+    if (!(s = ib_target_load(&t, target))) {
+        s = ib_lut_model_space(t, &sp, res > 0 ? res : sp.input, classes, out, rows);
+        ib_target_free(t);
+    }
+    ib_space_free(&sp);
+    return s;
+}
+
+ib_status ib_latency_measure(const char *arch, int res, int threads, int repeats, double *ms) {
+    if (!ms) return ib_fail(IB_ERR_ARG, "ib_latency_measure: no output given");
+    if (threads < 1) return ib_fail(IB_ERR_ARG, "latency measure: threads %d (at least 1)", threads);
+    ib_arch a;
+    ib_status s = resolve_arch(&a, arch);
+    if (s) return s;
+    ib_set_threads(threads);
+    ib_lut_timing tm = {3, repeats > 0 ? repeats : 15, IB_LUT_MEDIAN, IB_LUT_WALL, 0};
+    s = ib_lut_time_arch(&a, res > 0 ? res : a.input, &tm, ms);
+    ib_arch_free(&a);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+void ib_latency_validate_opts_default(ib_latency_validate_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->samples = 50;
+    o->threads = 1;
+    o->seed = 1;
+    o->warmup = 3;
+    o->repeats = 9;
+}
+
+void ib_latency_validate_report_free(ib_latency_validate_report *r) {
+    if (!r) return;
+    free(r->predicted), free(r->measured);
+    r->predicted = r->measured = NULL;
+}
+
+// "ibn:k3e6 fused:k5e4 tucker:k3i0.25o0.75 gcibn:k3e4g2 skip" for the CSV.
+static void arch_blocks_str(const ib_arch *a, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < a->n_blocks && k + 1 < n; i++) {
+        const ib_block_cfg *b = &a->blocks[i];
+        const char *sep = i ? " " : "";
+        switch (b->op) {
+        case IB_BLOCK_IBN:
+        case IB_BLOCK_FUSED:
+            k += (size_t)snprintf(buf + k, n - k, "%s%s:k%de%d", sep, ib_block_op_name(b->op), b->kernel, b->expand);
+            break;
+        case IB_BLOCK_GCIBN:
+            k += (size_t)snprintf(buf + k, n - k, "%sgcibn:k%de%dg%d", sep, b->kernel, b->expand, b->groups);
+            break;
+        case IB_BLOCK_TUCKER:
+            k += (size_t)snprintf(buf + k, n - k, "%stucker:k%di%go%g", sep, b->kernel, (double)b->r_in,
+                                  (double)b->r_out);
+            break;
+        case IB_BLOCK_SKIP: k += (size_t)snprintf(buf + k, n - k, "%sskip", sep); break;
+        }
+    }
+}
+
+// A round step for axis ticks: 1, 2 or 5 times a power of ten, about n ticks over span.
+static double tick_step(double span, int n) {
+    double raw = span / n, p = pow(10, floor(log10(raw))), m = raw / p;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+static ib_status write_svg(const char *path, const double *pred, const double *meas, int n, const char *title) {
+    FILE *f = fopen(path, "w");
+    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    double lo = INFINITY, hi = 0;
+    for (int i = 0; i < n; i++) {
+        lo = fmin(lo, fmin(pred[i], meas[i]));
+        hi = fmax(hi, fmax(pred[i], meas[i]));
+    }
+    if (!(hi > lo)) lo = 0, hi = hi > 0 ? 2 * hi : 1;
+    double pad = 0.05 * (hi - lo);
+    lo = fmax(0, lo - pad), hi += pad;
+    const double W = 520, H = 520, L = 70, R = 20, T = 40, B = 60, pw = W - L - R, ph = H - T - B;
+#define X(v) (L + ((v) - lo) / (hi - lo) * pw)
+#define Y(v) (T + ph - ((v) - lo) / (hi - lo) * ph)
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            W, H, W, H);
+    fprintf(f, "<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">%s</text>\n", L + pw / 2, title);
+    double step = tick_step(hi - lo, 6);
+    for (double v = ceil(lo / step) * step; v <= hi + 1e-12; v += step) {
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", X(v), T, X(v), T + ph);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, Y(v), L + pw, Y(v));
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", X(v), T + ph + 16, v);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", L - 6, Y(v) + 4, v);
+    }
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"black\"/>\n", L, T,
+            pw, ph);
+    fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n",
+            X(lo), Y(lo), X(hi), Y(hi));
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#888\" text-anchor=\"end\">y = x</text>\n", X(hi) - 4, Y(hi) + 14);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#1f77b4\" fill-opacity=\"0.75\"/>\n", X(pred[i]),
+                Y(meas[i]));
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">predicted latency (ms, table)</text>\n", L + pw / 2,
+            H - 18);
+    fprintf(f, "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\">measured latency (ms, end to "
+               "end)</text>\n</svg>\n",
+            T + ph / 2);
+#undef X
+#undef Y
+    int bad = ferror(f);
+    if (fclose(f) || bad) return ib_fail(IB_ERR_IO, "%s: write error", path);
+    return IB_OK;
+}
+
+ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_validate_report *r) {
+    if (!o || !r) return ib_fail(IB_ERR_ARG, "ib_latency_validate: options and a report are needed");
+    memset(r, 0, sizeof *r);
+    if (o->samples < 2) return ib_fail(IB_ERR_ARG, "latency validate: %d samples (at least 2)", o->samples);
+    if (o->threads < 1) return ib_fail(IB_ERR_ARG, "latency validate: threads %d (at least 1)", o->threads);
+    if (!o->lut) return ib_fail(IB_ERR_ARG, "latency validate: no table given");
+    ib_lut *t;
+    ib_status s = ib_lut_load(&t, o->lut);
+    if (s) return s;
+    ib_space sp;
+    if ((s = load_space(&sp, o->space))) {
+        ib_lut_free(t);
+        return s;
+    }
+    double t0 = ib_time_s();
+    int n = o->samples, res = o->res > 0 ? o->res : table_res(t, sp.input);
+    r->res = res;
+    r->predicted = calloc((size_t)n, sizeof(double));
+    r->measured = calloc((size_t)n, sizeof(double));
+    int *choice = calloc((size_t)sp.n_layers + 1, sizeof(int));
+    ib_arch *archs = calloc((size_t)n, sizeof *archs);
+    if (!r->predicted || !r->measured || !choice || !archs) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_set_threads(o->threads);
+    ib_rng rng;
+    ib_rng_seed(&rng, o->seed, 0xca1);   // as ib_lut_calibrate draws: another seed, other subnets
+    for (int i = 0; i < n && !s; i++) {
+        ib_space_sample(&sp, IB_SAMPLE_RANDOM, &rng, choice);
+        if ((s = ib_space_arch(&sp, choice, o->classes, &archs[i]))) break;
+        // Every prediction first, so a missing row fails before minutes of measuring.
+        s = ib_lut_predict(t, &archs[i], res, &r->predicted[i]);
+    }
+    ib_lut_timing tm = {o->warmup, o->repeats, IB_LUT_MEDIAN, IB_LUT_WALL, 0};
+    const char *stat = ib_lut_meta(t, "stat"), *clk = ib_lut_meta(t, "clock");
+    if (!s && stat && !ib_lut_stat_parse(stat, &tm.stat))
+        s = ib_fail(IB_ERR_FORMAT, "%s: stat '%s' is not median or min", o->lut, stat);
+    if (!s && clk && !ib_lut_clock_parse(clk, &tm.clock))
+        s = ib_fail(IB_ERR_FORMAT, "%s: clock '%s' is not wall or cpu", o->lut, clk);
+    for (int i = 0; i < n && !s; i++) {
+        s = ib_lut_time_arch(&archs[i], res, &tm, &r->measured[i]);
+        if (o->progress) ib_progress_line("measuring subnets", i + 1, 0, n, t0, "");
+    }
+    if (o->progress) fprintf(stderr, "\n");
+    if (!s) {
+        r->samples = n;
+        double sum = 0, mx = 0;
+        for (int i = 0; i < n; i++) {
+            double e = 100 * fabs(r->predicted[i] / r->measured[i] - 1);
+            sum += e;
+            mx = fmax(mx, e);
+        }
+        r->mean_abs_pct_err = sum / n, r->max_abs_pct_err = mx;
+        r->spearman = ib_spearman(r->predicted, r->measured, n);
+    }
+    if (!s && o->out_dir) {
+        if (mkdir(o->out_dir, 0777) && errno != EEXIST)
+            s = ib_fail(IB_ERR_IO, "%s: cannot create the folder: %s", o->out_dir, strerror(errno));
+        char path[1200], tmp[1300];
+        snprintf(path, sizeof path, "%s/validate.csv", o->out_dir);
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = s ? NULL : fopen(tmp, "w");
+        if (!s && !f) s = ib_fail(IB_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+        if (f) {
+            char blocks[4096];
+            fprintf(f, "# table: %s (target %s), space: %s, res %d, threads %d, seed %llu, repeats %d (%s, %s clock)\n",
+                    o->lut, ib_lut_target(t), o->space, res, o->threads, (unsigned long long)o->seed, o->repeats,
+                    ib_lut_stat_name(tm.stat), ib_lut_clock_name(tm.clock));
+            fprintf(f, "sample,predicted_ms,measured_ms,abs_pct_err,macs,blocks\n");
+            for (int i = 0; i < n; i++) {
+                arch_blocks_str(&archs[i], blocks, sizeof blocks);
+                fprintf(f, "%d,%.4f,%.4f,%.2f,%lld,%s\n", i, r->predicted[i], r->measured[i],
+                        100 * fabs(r->predicted[i] / r->measured[i] - 1), (long long)ib_arch_macs(&archs[i], res),
+                        blocks);
+            }
+            int bad = ferror(f);
+            if (fclose(f) || bad) s = ib_fail(IB_ERR_IO, "%s: write error", tmp);
+            else if (rename(tmp, path)) s = ib_fail(IB_ERR_IO, "%s: cannot rename into place", path);
+        }
+        if (!s) {
+            char title[300];
+            snprintf(path, sizeof path, "%s/validate.svg", o->out_dir);
+            snprintf(title, sizeof title, "%s, res %d, %d thread%s: mean |err| %.1f%%, Spearman %.3f", sp.name, res,
+                     o->threads, o->threads > 1 ? "s" : "", r->mean_abs_pct_err, r->spearman);
+            s = write_svg(path, r->predicted, r->measured, n, title);
+        }
+    }
+    r->wall_s = ib_time_s() - t0;
+    for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
+    free(archs), free(choice);
+    ib_space_free(&sp);
+    ib_lut_free(t);
+    if (s) ib_latency_validate_report_free(r);
+    return s;
+}

@@ -1,0 +1,327 @@
+// api: ib_search, the search verb's work over the internals. Opens the supernet, the data (its held-out
+// part scores, the rest recalibrates BN), the latency tables and the baselines, hands search/ a scoring
+// function over tasks' ib_supernet_eval_classify, and maps the result onto the public report.
+#include "api/api.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ib_search_opts_default(ib_search_opts *o) {
+    ib_search_cfg c;
+    ib_search_cfg_default(&c);
+    memset(o, 0, sizeof *o);
+    o->strategy = "evolution";
+    o->population = c.population;
+    o->generations = c.generations;
+    o->sample = c.sample;
+    o->batch = c.batch;
+    o->tunas_beta = c.tunas_beta;
+    o->calib_batches = 20;
+    o->progress = 1;
+    o->workers = 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The first n images of a dataset, as a dataset (a cap on the held-out images each score reads).
+
+typedef struct {
+    ib_dataset *base;
+} prefix_impl;
+
+static ib_status prefix_get(ib_dataset *ds, int64_t i, ib_sample *s) {
+    return ib_dataset_get(((prefix_impl *)ds->impl)->base, i, s);
+}
+
+static void prefix_close(ib_dataset *ds) {
+    free(ds->impl);
+    ds->impl = NULL;
+}
+
+static const ib_dataset_vtable prefix_vt = {"prefix", prefix_get, prefix_close};
+
+static ib_status dataset_prefix(ib_dataset **out, ib_dataset *base, int64_t n) {
+    *out = NULL;
+    ib_dataset *ds = calloc(1, sizeof *ds);
+    prefix_impl *p = calloc(1, sizeof *p);
+    size_t plen = strlen(ib_dataset_path(base)) + 32;
+    char *path = malloc(plen);
+    if (!ds || !p || !path) {
+        free(ds), free(p), free(path);
+        return ib_fail(IB_ERR_NOMEM, "out of memory");
+    }
+    snprintf(path, plen, "%s[:%lld]", ib_dataset_path(base), (long long)n);
+    p->base = base;
+    ds->vt = &prefix_vt;
+    ds->impl = p;
+    ds->path = path;
+    ds->size = n < ib_dataset_size(base) ? n : ib_dataset_size(base);
+    ds->n_classes = 0;   // the names stay with the base; scoring needs only the labels
+    ds->ignore_index = base->ignore_index;
+    ds->has_labels = base->has_labels, ds->has_boxes = base->has_boxes, ds->has_masks = base->has_masks;
+    *out = ds;
+    return IB_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoring: top-1 of the path on the held-out images after BN recalibration on the rest.
+
+typedef struct scorer {
+    ib_supernet *sn;
+    ib_dataset *calib, *eval;
+    ib_sn_eval_cfg cfg;
+} scorer;
+
+static ib_status score_top1(void *user, const int *choice, double *score) {
+    scorer *sc = user;
+    ib_cls_metrics m;
+    memset(&m, 0, sizeof m);
+    ib_status s = ib_supernet_eval_classify(sc->sn, choice, sc->calib, sc->eval, &sc->cfg, &m);
+    *score = m.top1;
+    ib_cls_metrics_free(&m);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags' lists
+
+// "8,12" into budgets; IB_ERR_ARG naming `what` for anything but positive numbers.
+static ib_status parse_budgets(const char *text, size_t len, const char *what, double *b, int *n) {
+    *n = 0;
+    char buf[512];
+    if (len >= sizeof buf) return ib_fail(IB_ERR_ARG, "%s: budget list too long", what);
+    memcpy(buf, text, len);
+    buf[len] = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *end;
+        double v = strtod(tok, &end);
+        if (end == tok || *end || !(v > 0) || !isfinite(v))
+            return ib_fail(IB_ERR_ARG, "%s: budget '%s' is not a positive number of ms", what, tok);
+        if (*n == IB_SEARCH_MAX_BUDGETS) return ib_fail(IB_ERR_ARG, "%s: more than %d budgets", what, IB_SEARCH_MAX_BUDGETS);
+        b[(*n)++] = v;
+    }
+    if (!*n) return ib_fail(IB_ERR_ARG, "%s: no budget given", what);
+    return IB_OK;
+}
+
+// "8,12" for every target, or "cpu=8,12;edgetpu=3,4" (every target named once).
+static ib_status assign_budgets(const char *spec, ib_search_cfg *c) {
+    if (!spec || !spec[0]) return ib_fail(IB_ERR_ARG, "search: no latency budget given (--budget-ms)");
+    if (!strchr(spec, '=')) {
+        for (int t = 0; t < c->n_targets; t++) {
+            ib_status s = parse_budgets(spec, strlen(spec), "--budget-ms", c->targets[t].budget_ms, &c->targets[t].n_budgets);
+            if (s) return s;
+        }
+        return IB_OK;
+    }
+    for (const char *p = spec; *p;) {
+        const char *semi = strchr(p, ';'), *end = semi ? semi : p + strlen(p), *eq = memchr(p, '=', (size_t)(end - p));
+        if (!eq) return ib_fail(IB_ERR_ARG, "--budget-ms '%s': per target, write NAME=MS[,MS];NAME=MS", spec);
+        int t = 0;
+        while (t < c->n_targets && (strlen(c->targets[t].name) != (size_t)(eq - p) ||
+                                    strncmp(c->targets[t].name, p, (size_t)(eq - p))))
+            t++;
+        if (t == c->n_targets)
+            return ib_fail(IB_ERR_ARG, "--budget-ms: '%.*s' is not one of the targets given by --lut", (int)(eq - p), p);
+        if (c->targets[t].n_budgets) return ib_fail(IB_ERR_ARG, "--budget-ms: target '%s' given twice", c->targets[t].name);
+        ib_status s = parse_budgets(eq + 1, (size_t)(end - eq - 1), c->targets[t].name, c->targets[t].budget_ms,
+                                    &c->targets[t].n_budgets);
+        if (s) return s;
+        p = semi ? semi + 1 : end;
+    }
+    for (int t = 0; t < c->n_targets; t++)
+        if (!c->targets[t].n_budgets) return ib_fail(IB_ERR_ARG, "--budget-ms: no budget for target '%s'", c->targets[t].name);
+    return IB_OK;
+}
+
+typedef struct api_search {
+    ib_supernet sn;
+    int sn_loaded;
+    ib_dataset *base, *held, *rest, *eval;
+    ib_lut *luts[IB_SEARCH_MAX_TARGETS];
+    char names[IB_SEARCH_MAX_TARGETS][64];
+    int n_base;
+    ib_arch base_arch[16];
+    char base_label[16][96];
+    ib_search_baseline baselines[16];
+    ib_ctx *ctx;
+} api_search;
+
+static ib_status load_luts(api_search *a, const char *spec, ib_search_cfg *c) {
+    if (!spec || !spec[0]) return ib_fail(IB_ERR_ARG, "search: no latency table given (--lut NAME=FILE.csv)");
+    char buf[4096];
+    if (strlen(spec) >= sizeof buf) return ib_fail(IB_ERR_ARG, "--lut: list too long");
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (c->n_targets == IB_SEARCH_MAX_TARGETS) return ib_fail(IB_ERR_ARG, "--lut: more than %d targets", IB_SEARCH_MAX_TARGETS);
+        int t = c->n_targets;
+        ib_status s = ib_lut_load_spec(&a->luts[t], tok, a->names[t], sizeof a->names[t]);
+        if (s) return s;
+        c->targets[t].name = a->names[t];
+        c->targets[t].lut = a->luts[t];
+        c->n_targets++;
+    }
+    return IB_OK;
+}
+
+static ib_status load_baselines(api_search *a, const char *spec, int classes, ib_search_cfg *c) {
+    if (!spec || !spec[0]) return IB_OK;
+    char buf[2048];
+    if (strlen(spec) >= sizeof buf) return ib_fail(IB_ERR_ARG, "--baselines: list too long");
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (a->n_base == 16) return ib_fail(IB_ERR_ARG, "--baselines: more than 16");
+        int k = a->n_base;
+        double score = NAN;
+        char *eq = strchr(tok, '=');
+        if (eq) {
+            char *end;
+            *eq = 0;
+            score = strtod(eq + 1, &end);
+            if (end == eq + 1 || *end || !isfinite(score))
+                return ib_fail(IB_ERR_ARG, "--baselines: '%s' is not a score (ARCH=SCORE)", eq + 1);
+        }
+        ib_status s = ib_arch_resolve(&a->base_arch[k], tok, classes);
+        if (s) return s;
+        a->n_base++;
+        snprintf(a->base_label[k], sizeof a->base_label[k], "%s", tok);
+        a->baselines[k] = (ib_search_baseline){a->base_label[k], &a->base_arch[k], score};
+    }
+    c->n_baselines = a->n_base;
+    c->baselines = a->baselines;
+    return IB_OK;
+}
+
+// Two spellings of one path (relative and absolute, through links), or the same text.
+static int same_file(const char *a, const char *b) {
+    if (!strcmp(a, b)) return 1;
+    char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+    int same = ra && rb && !strcmp(ra, rb);
+    free(ra), free(rb);
+    return same;
+}
+
+// The training data and its two parts: the held-out one that training left out (scored on), the rest
+// (BN recalibration).
+static ib_status open_data(api_search *a, const ib_search_opts *o) {
+    ib_supernet *sn = &a->sn;
+    const char *path = o->data ? o->data : sn->train_data;
+    if (!path) return ib_fail(IB_ERR_ARG, "%s records no training data: give it (--data)", o->supernet);
+    int own = sn->train_data && sn->holdout > 0 && same_file(path, sn->train_data);
+    double holdout = own ? sn->holdout : o->holdout > 0 ? o->holdout : 0.1;
+    uint64_t seed = own ? sn->split_seed : o->seed;
+    if (own && o->holdout > 0 && fabs(o->holdout - sn->holdout) > 1e-6)   // a float flag's 0.1 is 0.1
+        return ib_fail(IB_ERR_ARG,
+                       "%s held out %g of %s from training; scoring on a --holdout of %g would score on images it "
+                       "trained on (leave --holdout out)",
+                       o->supernet, sn->holdout, path, o->holdout);
+    if (!(holdout > 0 && holdout < 1)) return ib_fail(IB_ERR_ARG, "--holdout %g must lie in (0, 1)", holdout);
+    ib_status s = ib_open_labelled(&a->base, path, IB_DS_AUTO, "train");
+    if (s) return s;
+    if (ib_dataset_classes(a->base) != sn->base.classes)
+        return ib_fail(IB_ERR_ARG, "%s: %d classes, the supernet %s has %d", path, ib_dataset_classes(a->base), o->supernet,
+                       sn->base.classes);
+    if ((s = ib_dataset_split(&a->held, a->base, 0, holdout, seed)) ||
+        (s = ib_dataset_split(&a->rest, a->base, holdout, 1, seed)))
+        return s;
+    if (o->eval_images > 0 && o->eval_images < ib_dataset_size(a->held))
+        return dataset_prefix(&a->eval, a->held, o->eval_images);
+    a->eval = a->held;
+    return IB_OK;
+}
+
+static void api_search_free(api_search *a) {
+    if (a->eval != a->held) ib_dataset_close(a->eval);
+    ib_dataset_close(a->held);
+    ib_dataset_close(a->rest);
+    ib_dataset_close(a->base);
+    for (int t = 0; t < IB_SEARCH_MAX_TARGETS; t++) ib_lut_free(a->luts[t]);
+    for (int k = 0; k < a->n_base; k++) ib_arch_free(&a->base_arch[k]);
+    if (a->sn_loaded) ib_supernet_free(&a->sn);
+    if (a->ctx) ib_ctx_free(a->ctx);
+    free(a);
+}
+
+ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
+    if (!r) return ib_fail(IB_ERR_ARG, "ib_search: no report given");
+    memset(r, 0, sizeof *r);
+    if (!o || !o->supernet || !o->out) return ib_fail(IB_ERR_ARG, "ib_search: a supernet and an output folder are needed");
+    ib_search_cfg c;
+    ib_search_cfg_default(&c);
+    if (!ib_search_strategy_parse(o->strategy ? o->strategy : "evolution", &c.strategy))
+        return ib_fail(IB_ERR_ARG, "strategy '%s' is not one of evolution, random, tunas", o->strategy);
+    if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
+        return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
+                       o->calib_batches, o->eval_images);
+    ib_set_threads(o->threads);
+    api_search *a = calloc(1, sizeof *a);
+    if (!a) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_status s = ib_supernet_load(&a->sn, o->supernet);
+    a->sn_loaded = !s;
+    int res = o->res > 0 ? o->res : a->sn.space.input;
+    if (!s) s = load_luts(a, o->luts, &c);
+    if (!s) s = assign_budgets(o->budgets, &c);
+    if (!s) s = load_baselines(a, o->baselines, a->sn.base.classes, &c);
+    if (!s) s = open_data(a, o);
+    if (!s && !(a->ctx = ib_ctx_new())) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (s) {
+        api_search_free(a);
+        return s;
+    }
+    scorer sc;
+    sc.sn = &a->sn;
+    sc.calib = a->rest;
+    sc.eval = a->eval;
+    ib_sn_eval_cfg_default(&sc.cfg);
+    sc.cfg.res = res;
+    sc.cfg.workers = o->workers;
+    sc.cfg.calib_batches = o->calib_batches;
+    sc.cfg.calib_seed = o->seed;   // the same calibration images for every subnet
+    sc.cfg.ctx = a->ctx;
+
+    c.space = &a->sn.space;
+    c.classes = a->sn.base.classes;
+    c.res = res;
+    c.population = o->population;
+    c.sample = o->sample;
+    c.generations = o->generations;
+    c.batch = o->batch;
+    c.tunas_beta = o->tunas_beta;
+    c.seed = o->seed;
+    c.score = score_top1;
+    c.user = &sc;
+    c.score_label = "top-1 on the held-out training images";
+    c.out = o->out;
+    c.resume = o->resume;
+    c.progress = o->progress;
+    c.max_generations = o->max_generations;
+    c.handle_sigint = 1;
+    if (o->progress)
+        fprintf(stderr, "search: %s, %lld held-out images scored (of %lld), %lld for BN recalibration, %dx%d\n",
+                o->supernet, (long long)ib_dataset_size(a->eval), (long long)ib_dataset_size(a->held),
+                (long long)ib_dataset_size(a->rest), res, res);
+    ib_search_result res_;
+    s = ib_search_run(&c, &res_);
+    r->generations_done = res_.generations_done;
+    r->subnets_scored = res_.scored;
+    r->finished = res_.finished;
+    r->interrupted = res_.interrupted;
+    r->wall_s = res_.wall_s;
+    r->n_results = res_.n_picks < IB_SEARCH_MAX_RESULTS ? res_.n_picks : IB_SEARCH_MAX_RESULTS;
+    for (int i = 0; i < r->n_results; i++) {
+        const ib_search_pick *p = &res_.picks[i];
+        ib_search_arch *q = &r->results[i];
+        snprintf(q->target, sizeof q->target, "%s", c.targets[p->target].name);
+        q->budget_ms = p->budget_ms;
+        q->found = p->found;
+        q->score = p->score;
+        q->ms = p->ms;
+        q->macs = p->macs;
+        memcpy(q->arch_file, p->arch_file, sizeof q->arch_file);
+    }
+    api_search_free(a);
+    return s;
+}

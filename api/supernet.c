@@ -1,0 +1,171 @@
+// api: supernets (include/ibnas.h, "Supernets") over search/ and tasks/.
+#include "api/api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void ib_supernet_train_opts_default(ib_supernet_train_opts *o) {
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    memset(o, 0, sizeof *o);
+    ib_train_opts_default(&o->train);
+    o->train.arch = NULL;
+    o->sampling = "sandwich";
+    o->paths = c.n_random;
+    o->kd = c.kd;
+    o->holdout = c.holdout;
+    o->calib_batches = c.calib_batches;
+}
+
+ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_report *r) {
+    if (!o || !r) return ib_fail(IB_ERR_ARG, "ib_supernet_train: options and a report are needed");
+    memset(r, 0, sizeof *r);
+    r->train.val_top1 = r->train.val_top5 = r->smallest_top1 = -1;
+    if (!o->train.data || !o->train.out) return ib_fail(IB_ERR_ARG, "ib_supernet_train: data and out are required");
+    if (!o->sampling || (strcmp(o->sampling, "sandwich") && strcmp(o->sampling, "uniform")))
+        return ib_fail(IB_ERR_ARG, "sampling '%s' is not one of sandwich, uniform", o->sampling ? o->sampling : "(null)");
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    ib_status s = ib_api_train_cfg(&o->train, &c.base);
+    if (s) return s;
+    c.base.arch = NULL;
+    c.base.init = NULL;
+    c.space = o->space;
+    c.sandwich = !strcmp(o->sampling, "sandwich");
+    c.n_random = o->paths;
+    c.kd = o->kd;
+    c.holdout = o->holdout;
+    c.calib_batches = o->calib_batches;
+    ib_sn_train_result res;
+    s = ib_train_supernet_classify(&c, &res);
+    ib_api_train_report(&res.base, &r->train);
+    r->smallest_top1 = res.smallest_top1;
+    return s;
+}
+
+ib_status ib_supernet_open(ib_supernet **out, const char *path) {
+    if (!out || !path) return ib_fail(IB_ERR_ARG, "ib_supernet_open: a handle and a path are needed");
+    *out = NULL;
+    ib_supernet *sn = calloc(1, sizeof *sn);
+    if (!sn) return ib_fail(IB_ERR_NOMEM, "out of memory for a supernet");
+    ib_status s = ib_supernet_load(sn, path);
+    if (s) {
+        free(sn);
+        return s;
+    }
+    *out = sn;
+    return IB_OK;
+}
+
+void ib_supernet_close(ib_supernet *sn) {
+    if (!sn) return;
+    ib_supernet_free(sn);
+    free(sn);
+}
+
+int ib_supernet_classes(const ib_supernet *sn) { return sn->base.classes; }
+int ib_supernet_input_size(const ib_supernet *sn) { return sn->space.input; }
+
+void ib_supernet_eval_opts_default(ib_supernet_eval_opts *o) {
+    ib_sn_eval_cfg c;
+    ib_sn_eval_cfg_default(&c);
+    memset(o, 0, sizeof *o);
+    o->calib_batches = c.calib_batches;
+    o->calib_batch = c.calib_batch;
+    o->batch = c.batch;
+    o->workers = c.workers;
+}
+
+// The arch's choice vector in the supernet's space (malloc'd).
+static ib_status arch_choice(ib_supernet *sn, const char *spec, int **choice) {
+    *choice = NULL;
+    if (!spec) return ib_fail(IB_ERR_ARG, "no arch given");
+    ib_arch a;
+    memset(&a, 0, sizeof a);
+    ib_status s = spec[0] == '{' ? ib_arch_parse(&a, spec, "arch") : ib_arch_load(&a, spec);
+    if (s) return s;
+    if (!(*choice = malloc(sizeof(int) * (size_t)(sn->space.n_layers ? sn->space.n_layers : 1))))
+        s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!s) s = ib_space_check(&sn->space, &a, spec[0] == '{' ? "arch" : spec, *choice);
+    ib_arch_free(&a);
+    if (s) {
+        free(*choice);
+        *choice = NULL;
+    }
+    return s;
+}
+
+// Recalibrates the arch's path (and evaluates it on ds when given).
+static ib_status recal_eval(ib_supernet *sn, const int *choice, ib_dataset *ds, const ib_supernet_eval_opts *o,
+                            ib_cls_metrics *m) {
+    ib_dataset *base = NULL, *calib = NULL;
+    ib_status s;
+    if (o->calib) s = ib_open_labelled(&calib, o->calib, IB_DS_AUTO, "train");
+    else {
+        s = ib_supernet_calib_data(sn, &base, &calib);
+        if (!s && !calib)
+            s = ib_fail(IB_ERR_ARG, "the supernet records no training data: give calibration data (--calib)");
+    }
+    if (!s) {
+        ib_sn_eval_cfg c;
+        ib_sn_eval_cfg_default(&c);
+        c.res = o->res;
+        c.batch = o->batch;
+        c.workers = o->workers;
+        c.calib_batches = o->calib_batches;
+        c.calib_batch = o->calib_batch;
+        c.calib_seed = o->calib_seed;
+        c.progress = o->progress;
+        s = ib_supernet_eval_classify(sn, choice, calib, ds, &c, m);
+    }
+    if (calib != base) ib_dataset_close(calib);
+    ib_dataset_close(base);
+    return s;
+}
+
+ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds, const ib_supernet_eval_opts *o,
+                               ib_eval_report *r) {
+    if (!r) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate: no report given");
+    memset(r, 0, sizeof *r);
+    if (!sn || !ds) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate: a supernet and a dataset are needed");
+    ib_supernet_eval_opts d;
+    if (!o) ib_supernet_eval_opts_default(&d), o = &d;
+    if (!ds->has_labels) return ib_fail(IB_ERR_FORMAT, "%s: has no class labels to evaluate on", ib_dataset_path(ds));
+    int *choice;
+    ib_status s = arch_choice(sn, arch, &choice);
+    if (s) return s;
+    ib_cls_metrics m;
+    s = recal_eval(sn, choice, ds, o, &m);
+    free(choice);
+    if (s) return s;
+    r->images = m.images;
+    r->top1 = m.top1;
+    r->top5 = m.top5;
+    r->loss = m.loss;
+    r->classes = m.n_classes;
+    ib_cls_metrics_free(&m);
+    return IB_OK;
+}
+
+ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o, ib_model **out) {
+    if (!out || !sn) return ib_fail(IB_ERR_ARG, "ib_supernet_extract_model: a supernet and a handle are needed");
+    *out = NULL;
+    ib_supernet_eval_opts d;
+    if (!o) ib_supernet_eval_opts_default(&d), o = &d;
+    int *choice;
+    ib_status s = arch_choice(sn, arch, &choice);
+    if (s) return s;
+    ib_model *m = calloc(1, sizeof *m);
+    if (!m) s = ib_fail(IB_ERR_NOMEM, "out of memory for a model");
+    if (!s) s = recal_eval(sn, choice, NULL, o, NULL);
+    if (!s) s = ib_supernet_extract(sn, choice, &m->net);
+    if (!s) m->net.arch.input = o->res > 0 ? o->res : sn->space.input;
+    free(choice);
+    if (s) {
+        if (m && m->net.blocks) ib_net_free(&m->net);
+        free(m);
+        return s;
+    }
+    *out = m;
+    return IB_OK;
+}

@@ -1,0 +1,164 @@
+// ibnas supernet train | eval: the weight-sharing supernet of a search space (docs/SEARCH.md), over the
+// public API (ib_supernet_train, ib_supernet_open, ib_supernet_evaluate).
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *train_usage =
+    "usage: ibnas supernet train --space S.space.json --data D [--val V] --out SUPERNET.h5 [flags]\n\n"
+    "Trains one weight-sharing supernet over every arch of the space. Each step runs the sampled paths\n"
+    "only: with --sampling sandwich (default) the largest, the smallest and --paths random ones, the smaller\n"
+    "distilled from the largest's soft targets; with --sampling uniform one random path. --holdout F keeps a\n"
+    "seeded fraction of the training data out of training, for scoring subnets (ibnas search). Progress,\n"
+    "the CSV log (with the largest and smallest paths' validation top-1 after BN recalibration), a\n"
+    "checkpoint every epoch, Ctrl-C and --resume work as in ibnas train.\n";
+
+static int supernet_train(int argc, char **argv) {
+    ib_supernet_train_opts o;
+    ib_supernet_train_opts_default(&o);
+    cli_train_extra x;
+    float holdout = (float)o.holdout;
+    cli_flag flags[CLI_TRAIN_FLAGS + 8];
+    int n = 0;
+    flags[n++] = (cli_flag){"--space", F_STR, &o.space, "the search space (*.space.json; required unless resuming)"};
+    flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "sandwich (default) or uniform"};
+    flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
+    flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1)"};
+    flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};
+    flags[n++] = (cli_flag){"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of the per-epoch evaluation (10)"};
+    n += cli_train_flags(flags + n, &o.train, &x);
+    flags[n] = (cli_flag){NULL, 0, NULL, NULL};
+    int r = cli_parse("supernet train", argc, argv, flags, train_usage);
+    if (r) return r < 0 ? 0 : r;
+    if (!o.train.data || !o.train.out || (!o.space && !o.train.resume)) {
+        fprintf(stderr, "ibnas supernet train: --space, --data and --out are required (ibnas supernet train --help)\n");
+        return 2;
+    }
+    cli_train_apply(&o.train, &x);
+    o.holdout = holdout;
+    ib_supernet_train_report rep;
+    ib_status s = ib_supernet_train(&o, &rep);
+    if (s == IB_ERR_INTERRUPTED) {
+        fprintf(stderr, "ibnas supernet train: %s (continue with --resume %s)\n", ib_errmsg(), o.train.out);
+        return 130;
+    }
+    if (s) return cli_report("supernet train", s);
+    if (x.json)
+        printf("{\"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"largest_top1\": %.6f, \"largest_top5\": %.6f, "
+               "\"smallest_top1\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"supernet\": \"%s\"}\n",
+               rep.train.epochs_done, rep.train.steps, rep.train.last_loss, rep.train.val_top1, rep.train.val_top5,
+               rep.smallest_top1, rep.train.wall_s, rep.train.img_per_s, o.train.out);
+    else if (!x.quiet)
+        fprintf(stderr, "supernet: done, %d epochs, %ld steps in %.1fs; %s\n", rep.train.epochs_done, rep.train.steps,
+                rep.train.wall_s, o.train.out);
+    return 0;
+}
+
+static const char *eval_usage =
+    "usage: ibnas supernet eval --supernet SUPERNET.h5 --arch A.arch.json --data V [--calib D] [--json]\n\n"
+    "Recalibrates the arch's BN statistics on training images (--calib, default: the supernet's training\n"
+    "data less its held-out part; never the evaluation data), then evaluates the arch with the supernet's\n"
+    "weights. The keys of --json are those of ibnas eval; ibnas extract with the same calibration flags\n"
+    "writes a checkpoint that ibnas eval scores the same.\n";
+
+// Flags of `supernet eval` and `extract` alike.
+static int calib_flags(cli_flag *f, ib_supernet_eval_opts *o) {
+    int n = 0;
+    f[n++] = (cli_flag){"--calib", F_STR, &o->calib, "BN recalibration data (default: the supernet's training data less the held-out part)"};
+    f[n++] = (cli_flag){"--calib-batches", F_INT, &o->calib_batches, "recalibration batches (20)"};
+    f[n++] = (cli_flag){"--calib-batch", F_INT, &o->calib_batch, "recalibration batch size (64)"};
+    f[n++] = (cli_flag){"--calib-seed", F_U64, &o->calib_seed, "which calibration images (0)"};
+    f[n++] = (cli_flag){"--res", F_INT, &o->res, "resolution (default: the space's input size)"};
+    f[n++] = (cli_flag){"--workers", F_INT, &o->workers, "data loading threads (2)"};
+    return n;
+}
+
+static int supernet_eval(int argc, char **argv) {
+    ib_supernet_eval_opts o;
+    ib_supernet_eval_opts_default(&o);
+    const char *path = NULL, *arch = NULL, *data = NULL;
+    int json = 0, threads = 0;
+    cli_flag flags[16];
+    int n = 0;
+    flags[n++] = (cli_flag){"--supernet", F_STR, &path, "the supernet (required)"};
+    flags[n++] = (cli_flag){"--arch", F_STR, &arch, "an arch of the supernet's space (required)"};
+    flags[n++] = (cli_flag){"--data", F_STR, &data, "evaluation data (required; split 'val' of a root)"};
+    n += calib_flags(flags + n, &o);
+    flags[n++] = (cli_flag){"--batch", F_INT, &o.batch, "evaluation batch (100)"};
+    flags[n++] = (cli_flag){"--threads", F_INT, &threads, "threads (default: all cores)"};
+    flags[n++] = (cli_flag){"--json", F_BOOL, &json, "print the result as one JSON object on stdout"};
+    flags[n] = (cli_flag){NULL, 0, NULL, NULL};
+    int r = cli_parse("supernet eval", argc, argv, flags, eval_usage);
+    if (r) return r < 0 ? 0 : r;
+    if (!path || !arch || !data) {
+        fprintf(stderr, "ibnas supernet eval: --supernet, --arch and --data are required\n");
+        return 2;
+    }
+    ib_set_threads(threads);
+    ib_supernet *sn = NULL;
+    ib_dataset *ds = NULL;
+    ib_eval_report rep;
+    memset(&rep, 0, sizeof rep);
+    ib_status s = ib_supernet_open(&sn, path);
+    if (!s) s = ib_dataset_load(&ds, data, "val");
+    if (!s) s = ib_supernet_evaluate(sn, arch, ds, &o, &rep);
+    ib_dataset_close(ds);
+    ib_supernet_close(sn);
+    if (s) return cli_report("supernet eval", s);
+    if (json)
+        printf("{\"images\": %lld, \"top1\": %.6f, \"top5\": %.6f, \"loss\": %.6f, \"classes\": %d}\n",
+               (long long)rep.images, rep.top1, rep.top5, rep.loss, rep.classes);
+    else
+        printf("%s on %s: top-1 %.4f, top-5 %.4f, loss %.4f (%lld images)\n", arch, data, rep.top1, rep.top5, rep.loss,
+               (long long)rep.images);
+    ib_eval_report_free(&rep);
+    return 0;
+}
+
+int cmd_supernet(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "train")) return supernet_train(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "eval")) return supernet_eval(argc - 1, argv + 1);
+    FILE *out = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout : stderr;
+    fprintf(out, "usage: ibnas supernet train|eval [flags]   (ibnas supernet train --help, ibnas supernet eval --help)\n");
+    return out == stdout ? 0 : 2;
+}
+
+static const char *extract_usage =
+    "usage: ibnas extract --supernet SUPERNET.h5 --arch A.arch.json [--calib D] [--calib-batches N] --out SUB.h5\n\n"
+    "Writes the arch as a standalone checkpoint with the supernet's weights and BN statistics recalibrated\n"
+    "exactly as ibnas supernet eval does with the same flags, so ibnas eval --model SUB.h5 prints the numbers\n"
+    "supernet eval printed. Fine-tune it with ibnas train --init SUB.h5.\n";
+
+int cmd_extract(int argc, char **argv) {
+    ib_supernet_eval_opts o;
+    ib_supernet_eval_opts_default(&o);
+    const char *path = NULL, *arch = NULL, *out = NULL;
+    int threads = 0;
+    cli_flag flags[16];
+    int n = 0;
+    flags[n++] = (cli_flag){"--supernet", F_STR, &path, "the supernet (required)"};
+    flags[n++] = (cli_flag){"--arch", F_STR, &arch, "an arch of the supernet's space (required)"};
+    flags[n++] = (cli_flag){"--out", F_STR, &out, "the checkpoint to write (required)"};
+    n += calib_flags(flags + n, &o);
+    flags[n++] = (cli_flag){"--threads", F_INT, &threads, "threads (default: all cores)"};
+    flags[n] = (cli_flag){NULL, 0, NULL, NULL};
+    int r = cli_parse("extract", argc, argv, flags, extract_usage);
+    if (r) return r < 0 ? 0 : r;
+    if (!path || !arch || !out) {
+        fprintf(stderr, "ibnas extract: --supernet, --arch and --out are required\n");
+        return 2;
+    }
+    ib_set_threads(threads);
+    ib_supernet *sn = NULL;
+    ib_model *m = NULL;
+    ib_status s = ib_supernet_open(&sn, path);
+    if (!s) s = ib_supernet_extract_model(sn, arch, &o, &m);
+    if (!s) s = ib_model_save(m, out);
+    if (!s)
+        fprintf(stderr, "extract: %s, %lld parameters, written to %s\n", ib_model_name(m),
+                (long long)ib_model_param_count(m), out);
+    ib_model_free(m);
+    ib_supernet_close(sn);
+    return s ? cli_report("extract", s) : 0;
+}

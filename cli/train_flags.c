@@ -1,0 +1,47 @@
+// The training flags `ibnas train` and `ibnas supernet train` share, over the public ib_train_opts.
+#include "cli/cli.h"
+
+#include <string.h>
+
+int cli_train_flags(cli_flag *f, ib_train_opts *o, cli_train_extra *x) {
+    memset(x, 0, sizeof *x);
+    const cli_flag flags[] = {
+        {"--data", F_STR, &o->data, "training data: a pack (.h5), an image folder, a Tiny ImageNet root, ..."},
+        {"--val", F_STR, &o->val, "validation data, evaluated after every epoch (split 'val' of a root)"},
+        {"--classes", F_INT, &o->classes, "class count (default: the training data's)"},
+        {"--epochs", F_INT, &o->epochs, "epochs (default 10)"},
+        {"--batch", F_INT, &o->batch, "batch size (default 64)"},
+        {"--res", F_INT, &o->res, "input resolution (default 64)"},
+        {"--lr", F_FLOAT, &o->lr, "peak learning rate (default 0.1)"},
+        {"--optimizer", F_STR, &o->optimizer, "sgd, rmsprop (TF's), rmsprop_torch, adamw (default sgd)"},
+        {"--momentum", F_FLOAT, &o->momentum, "momentum (default 0.9)"},
+        {"--no-nesterov", F_BOOL, &x->no_nesterov, "plain momentum for sgd (default Nesterov)"},
+        {"--wd", F_FLOAT, &o->weight_decay, "weight decay (default 4e-5, on every parameter)"},
+        {"--no-decay-bn-bias", F_BOOL, &o->no_decay_bn_bias, "no weight decay on BN parameters and biases"},
+        {"--schedule", F_STR, &o->schedule, "cosine, step, constant (default cosine, per step)"},
+        {"--warmup", F_FLOAT, &o->warmup_epochs, "linear warm-up epochs (default 1)"},
+        {"--label-smoothing", F_FLOAT, &o->label_smoothing, "label smoothing (default 0.1)"},
+        {"--ema", F_FLOAT, &o->ema, "weight EMA decay, e.g. 0.9999 (default off); evaluation uses the EMA"},
+        {"--clip", F_FLOAT, &o->clip, "clip gradients to this global norm (default off)"},
+        {"--aug", F_STR, &o->aug, "padcrop (pad + random crop + flip), rrc (random-resized crop + flip), none"},
+        {"--pad", F_INT, &o->pad, "padding of padcrop (default 4)"},
+        {"--seed", F_U64, &o->seed, "seed of the initialisation, the data order and augmentation (default 0)"},
+        {"--threads", F_INT, &o->threads, "threads (default: all cores)"},
+        {"--workers", F_INT, &o->workers, "data loading threads (default 2)"},
+        {"--out", F_STR, &o->out, "checkpoint to write (required)"},
+        {"--resume", F_STR, &o->resume, "checkpoint to resume from (usually the same as --out)"},
+        {"--log", F_STR, &o->log, "CSV log (default OUT.csv)"},
+        {"--max-steps", F_INT, &x->max_steps, "stop after this many steps, saving a resumable checkpoint"},
+        {"--quiet", F_BOOL, &x->quiet, "no progress output"},
+        {"--json", F_BOOL, &x->json, "print the result as one JSON object on stdout"},
+    };
+    int n = (int)(sizeof flags / sizeof flags[0]);
+    memcpy(f, flags, sizeof flags);
+    return n;
+}
+
+void cli_train_apply(ib_train_opts *o, const cli_train_extra *x) {
+    if (x->no_nesterov) o->nesterov = 0;
+    o->progress = !x->quiet;
+    o->max_steps = x->max_steps;
+}

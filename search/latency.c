@@ -1,0 +1,392 @@
+// Filling a `cpu` latency table by measurement: the rows a space can use, each part timed alone on the
+// inference path (what ibnas infer and the search's subnets run), and whole networks timed the same way
+// for validation and for the correction that maps the sum of isolated parts onto a network's time.
+#include "search/search.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int down(int h, int stride) { return (h + stride - 1) / stride; }
+
+int ib_lut_space_keys(const ib_space *s, int res, int classes, ib_lut_key **out) {
+    *out = NULL;
+    int cap = 64, n = 0;
+    ib_lut_key *keys = malloc(sizeof *keys * (size_t)cap);
+    ib_lut *seen = ib_lut_new(NULL);   // the hash table, for the repeats
+    if (!keys || !seen) goto nomem;
+    ib_arch a;   // only what the stem and head keys read
+    memset(&a, 0, sizeof a);
+    a.stem_out = s->stem_out, a.stem_kernel = s->stem_kernel, a.stem_stride = s->stem_stride;
+    a.head_out = s->head_out, a.classes = classes > 0 ? classes : s->classes;
+    int h = down(res, s->stem_stride), c = s->stem_out;
+    keys[n++] = ib_lut_key_stem(&a, res);
+    int max_choices = 0;
+    for (int l = 0; l < s->n_layers; l++) {
+        int nc = ib_space_choices(s, l, NULL, 0);
+        if (nc > max_choices) max_choices = nc;
+    }
+    ib_block_cfg *ch = malloc(sizeof *ch * (size_t)(max_choices ? max_choices : 1));
+    if (!ch) goto nomem;
+    for (int l = 0; l < s->n_layers; l++) {
+        ib_space_layer li = ib_space_layer_info(s, l);
+        int nc = ib_space_choices(s, l, ch, max_choices);
+        for (int i = 0; i < nc; i++) {
+            if (ch[i].op == IB_BLOCK_SKIP) continue;
+            ib_lut_key k = ib_lut_key_block(&ch[i], li.cin, h, h);
+            if (ib_lut_find(seen, &k, NULL)) continue;
+            if (ib_lut_set(seen, &k, 0)) {
+                free(ch);
+                goto nomem;
+            }
+            if (n + 1 >= cap) {
+                ib_lut_key *m = realloc(keys, sizeof *keys * (size_t)(cap *= 2));
+                if (!m) {
+                    free(ch);
+                    goto nomem;
+                }
+                keys = m;
+            }
+            keys[n++] = k;
+        }
+        h = down(h, li.stride);
+        c = li.cout;
+    }
+    free(ch);
+    keys[n++] = ib_lut_key_head(&a, c, h, h);
+    ib_lut_free(seen);
+    *out = keys;
+    return n;
+nomem:
+    free(keys);
+    ib_lut_free(seen);
+    return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+const char *ib_lut_stat_name(ib_lut_stat s) { return s == IB_LUT_MIN ? "min" : "median"; }
+const char *ib_lut_clock_name(ib_lut_clock c) { return c == IB_LUT_THREAD_CPU ? "cpu" : "wall"; }
+
+int ib_lut_clock_parse(const char *name, ib_lut_clock *c) {
+    if (!strcmp(name, "wall")) *c = IB_LUT_WALL;
+    else if (!strcmp(name, "cpu")) *c = IB_LUT_THREAD_CPU;
+    else return 0;
+    return 1;
+}
+
+int ib_lut_stat_parse(const char *name, ib_lut_stat *s) {
+    if (!strcmp(name, "median")) *s = IB_LUT_MEDIAN;
+    else if (!strcmp(name, "min")) *s = IB_LUT_MIN;
+    else return 0;
+    return 1;
+}
+
+// The block configuration a row stands for (SE off, the network's activation).
+static ib_block_cfg key_block_cfg(const ib_lut_key *k) {
+    ib_block_cfg c;
+    memset(&c, 0, sizeof c);
+    c.op = (ib_block_op)k->op;
+    c.out = k->cout, c.stride = k->stride, c.kernel = k->kernel;
+    c.expand = k->expand, c.groups = k->groups, c.r_in = k->r_in, c.r_out = k->r_out;
+    return c;
+}
+
+// A part to time: its modules live in `ps`.
+typedef struct part {
+    const ib_lut_key *k;
+    ib_act act;
+    ib_block block;
+    ib_cba cba;
+    ib_linear_mod fc;
+} part;
+
+static ib_tensor *part_forward(ib_ctx *ctx, const part *p, ib_tensor *x) {
+    switch (p->k->op) {
+    case IB_LUT_STEM: return ib_cba_forward(ctx, &p->cba, x);
+    case IB_LUT_HEAD: {
+        ib_tensor *h = p->k->expand > 0 ? ib_cba_forward(ctx, &p->cba, x) : x;
+        h = ib_global_avg_pool(ctx, h);
+        h = ib_reshape(ctx, h, 2, (int[]){h->shape[0], h->shape[1]});
+        return ib_linear_forward(ctx, &p->fc, h);
+    }
+    default: return ib_block_forward(ctx, &p->block, x);
+    }
+}
+
+// Runs fwd(user, ctx, x) warmup + repeats times; the median of the timed ones in ms.
+typedef ib_tensor *(*forward_fn)(void *user, ib_ctx *ctx, ib_tensor *x);
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static ib_status time_forward(forward_fn fwd, void *user, int c, int h, int w, const ib_lut_timing *tm, double *ms) {
+    int warmup = tm->warmup, repeats = tm->repeats;
+    if (repeats < 1 || warmup < 0)
+        return ib_fail(IB_ERR_ARG, "timing: repeats %d must be positive, warmup %d not negative", repeats, warmup);
+    // Other threads' work does not show in this thread's CPU time.
+    if (tm->clock == IB_LUT_THREAD_CPU && ib_get_threads() != 1)
+        return ib_fail(IB_ERR_ARG, "timing with the thread CPU clock needs 1 thread (%d set)", ib_get_threads());
+    double (*now)(void) = tm->clock == IB_LUT_THREAD_CPU ? thread_cpu_s : ib_time_s;
+    ib_ctx *ctx = ib_ctx_new();
+    float *x = malloc(sizeof(float) * (size_t)c * (size_t)h * (size_t)w);
+    double *t = malloc(sizeof(double) * (size_t)repeats);
+    if (!ctx || !x || !t) {
+        ib_ctx_free(ctx), free(x), free(t);
+        return ib_fail(IB_ERR_NOMEM, "out of memory for a %dx%dx%d input", c, h, w);
+    }
+    ib_rng r;
+    ib_rng_seed(&r, 1, 0x1a7);
+    ib_rng_fill_normal(&r, x, (int64_t)c * h * w, 0, 1);
+    ib_tensor xt;
+    ib_tensor_init(&xt, x, 4, (int[]){1, c, h, w});
+    ctx->training = 0;
+    ctx->recording = 0;
+    unsigned char *evict = tm->evict_bytes ? malloc(tm->evict_bytes) : NULL;
+    volatile float sink = 0;
+    for (int i = 0; i < warmup + repeats; i++) {
+        ib_ctx_reset(ctx);
+        if (evict) {
+            memset(evict, i & 0xff, tm->evict_bytes);
+            float acc = 0;
+            for (int64_t j = 0; j < (int64_t)c * h * w; j += 16) acc += x[j];
+            sink += acc;
+        }
+        double t0 = now();
+        fwd(user, ctx, &xt);
+        double dt = now() - t0;
+        if (i >= warmup) t[i - warmup] = dt;
+    }
+    qsort(t, (size_t)repeats, sizeof *t, cmp_double);
+    if (tm->stat == IB_LUT_MIN) *ms = 1e3 * t[0];
+    else *ms = 1e3 * (repeats % 2 ? t[repeats / 2] : 0.5 * (t[repeats / 2 - 1] + t[repeats / 2]));
+    (void)sink;
+    ib_ctx_free(ctx), free(x), free(t), free(evict);
+    return IB_OK;
+}
+
+static ib_tensor *part_fwd(void *user, ib_ctx *ctx, ib_tensor *x) { return part_forward(ctx, user, x); }
+static ib_tensor *net_fwd(void *user, ib_ctx *ctx, ib_tensor *x) { return ib_net_forward(ctx, user, x); }
+
+ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *tm, double *ms) {
+    char ks[160];
+    ib_lut_key_str(k, ks, sizeof ks);
+    if (k->cin < 1 || k->h < 1 || k->w < 1 || k->cout < 1)
+        return ib_fail(IB_ERR_ARG, "row %s: cin, cout, h and w must be positive to time it", ks);
+    part p;
+    memset(&p, 0, sizeof p);
+    p.k = k, p.act = act;
+    ib_params ps;
+    ib_params_init(&ps);
+    ib_status s = IB_OK;
+    switch (k->op) {
+    case IB_LUT_STEM:
+        if (k->kernel < 1 || k->kernel % 2 == 0 || k->stride < 1)
+            s = ib_fail(IB_ERR_ARG, "row %s: the stem needs an odd kernel and a stride", ks);
+        else ib_cba_init(&p.cba, &ps, "stem", k->cin, k->cout, k->kernel, k->stride, 1, act);
+        break;
+    case IB_LUT_HEAD:
+        if (k->expand > 0) ib_cba_init(&p.cba, &ps, "head", k->cin, k->expand, 1, 1, 1, act);
+        ib_linear_init(&p.fc, &ps, "fc", k->expand > 0 ? k->expand : k->cin, k->cout);
+        break;
+    default: {
+        ib_block_cfg c = key_block_cfg(k);
+        if (k->op < 0 || k->op >= IB_BLOCK_SKIP) {
+            s = ib_fail(IB_ERR_ARG, "row %s: not a timed op", ks);
+            break;
+        }
+        char where[200];
+        snprintf(where, sizeof where, "row %s", ks);
+        if (!(s = ib_block_check(&c, k->cin, where))) ib_block_init(&p.block, &ps, "block", &c, k->cin, act);
+    }
+    }
+    if (!s) s = ib_params_alloc(&ps);
+    if (!s) {
+        ib_params_init_default(&ps, 0);
+        s = time_forward(part_fwd, &p, k->cin, k->h, k->w, tm, ms);
+    }
+    ib_params_free(&ps);
+    return s;
+}
+
+ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, double *ms) {
+    if (res < 8) return ib_fail(IB_ERR_ARG, "timing %s at res %d: at least 8 is needed", a->name, res);
+    ib_net net;
+    ib_status s = ib_net_build(&net, a);
+    if (!s) {
+        ib_net_init_weights(&net, 0);
+        s = time_forward(net_fwd, &net, 3, res, res, tm, ms);
+    }
+    ib_net_free(&net);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profiling a space
+
+size_t ib_lut_default_evict_bytes(void) {
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return 4 * (size_t)(l2 > 0 ? l2 : 1 << 20);
+}
+
+void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->timing.warmup = 3;
+    c->timing.repeats = 15;
+    c->timing.stat = IB_LUT_MEDIAN;
+    c->timing.evict_bytes = ib_lut_default_evict_bytes();
+    c->save_every = 20;
+    c->calibrate = 0;
+    c->calibrate_seed = 1000;
+    c->calibrate_repeats = 9;
+}
+
+// "model name" of /proc/cpuinfo, or "unknown".
+static void cpu_name(char *buf, size_t n) {
+    snprintf(buf, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) && strncmp(line, "Model", 5)) continue;
+        char *v = strchr(line, ':');
+        if (!v) continue;
+        v++;
+        while (*v == ' ' || *v == '\t') v++;
+        v[strcspn(v, "\n")] = 0;
+        snprintf(buf, n, "%s", v);
+        break;
+    }
+    fclose(f);
+}
+
+static void fill_meta(ib_lut *t, const ib_lut_profile_cfg *c) {
+    char buf[256];
+    time_t now = time(NULL);
+    struct tm tmv;
+    ib_lut_set_meta(t, "target", "cpu");
+    cpu_name(buf, sizeof buf);
+    ib_lut_set_meta(t, "device", buf);
+    snprintf(buf, sizeof buf, "%d", ib_get_threads());
+    ib_lut_set_meta(t, "threads", buf);
+    ib_lut_set_meta(t, "batch", "1");
+    snprintf(buf, sizeof buf, "%d (after %d warm-up runs; %zu KiB evicted before each)", c->timing.repeats,
+             c->timing.warmup, c->timing.evict_bytes >> 10);
+    ib_lut_set_meta(t, "repeats", buf);
+    ib_lut_set_meta(t, "stat", ib_lut_stat_name(c->timing.stat));
+    ib_lut_set_meta(t, "clock", ib_lut_clock_name(c->timing.clock));
+    ib_lut_set_meta(t, "act", ib_act_name(c->space->act));
+    ib_lut_set_meta(t, "simd", ib_simd_name());
+    strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&now, &tmv));
+    ib_lut_set_meta(t, "date", buf);
+    ib_lut_set_meta(t, "ibnas", IB_VERSION_STRING);
+}
+
+ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed,
+                           const ib_lut_timing *tm, void (*progress)(void *, int, int, const char *), void *user) {
+    double *sum = malloc(sizeof(double) * (size_t)n), *meas = malloc(sizeof(double) * (size_t)n);
+    int *rows = malloc(sizeof(int) * (size_t)n), *choice = malloc(sizeof(int) * (size_t)(s->n_layers + 1));
+    ib_status st = IB_OK;
+    if (!sum || !meas || !rows || !choice) st = ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_rng r;
+    ib_rng_seed(&r, seed, 0xca1);
+    for (int i = 0; i < n && !st; i++) {
+        ib_space_sample(s, IB_SAMPLE_RANDOM, &r, choice);
+        ib_arch a;
+        memset(&a, 0, sizeof a);
+        if (!(st = ib_space_arch(s, choice, classes, &a)) && !(st = ib_lut_predict_sum(t, &a, res, &sum[i], &rows[i])))
+            st = ib_lut_time_arch(&a, res, tm, &meas[i]);
+        ib_arch_free(&a);
+        if (progress) progress(user, i + 1, n, "calibrating on subnets");
+    }
+    if (!st) {
+        ib_lut_correction c = ib_lut_fit_correction(sum, rows, meas, n);
+        double before = 0, after = 0;
+        for (int i = 0; i < n; i++) {
+            double p = c.a * sum[i] + c.b * rows[i] + c.c;
+            before += fabs(sum[i] / meas[i] - 1), after += fabs(p / meas[i] - 1);
+        }
+        char note[200];
+        snprintf(note, sizeof note, "(fit on %d subnets, seed %llu: mean abs error %.1f%% -> %.1f%%)", n,
+                 (unsigned long long)seed, 100 * before / n, 100 * after / n);
+        st = ib_lut_set_correction(t, res, &c, note);
+    }
+    free(sum), free(meas), free(rows), free(choice);
+    return st;
+}
+
+ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
+    if (!c->space || !c->out) return ib_fail(IB_ERR_ARG, "latency profile: a space and an output file are needed");
+    if (c->res < 8) return ib_fail(IB_ERR_ARG, "latency profile: res %d (at least 8)", c->res);
+    if (c->timing.repeats < 1 || c->timing.warmup < 0 || c->save_every < 1 || c->calibrate < 0 ||
+        (c->calibrate && c->calibrate_repeats < 1))
+        return ib_fail(IB_ERR_ARG, "latency profile: repeats and save_every must be positive, warmup and calibrate "
+                                   "not negative");
+    ib_lut *t = NULL;
+    ib_status s = IB_OK;
+    FILE *probe = fopen(c->out, "r");
+    if (probe) {
+        fclose(probe);
+        if ((s = ib_lut_load(&t, c->out))) return s;
+        // Rows of another target, thread count, statistic or clock would mix two tables' numbers.
+        const char *tg = ib_lut_target(t), *th = ib_lut_meta(t, "threads"), *st = ib_lut_meta(t, "stat");
+        const char *ck = ib_lut_meta(t, "clock");
+        const char *want = ib_lut_stat_name(c->timing.stat), *want_ck = ib_lut_clock_name(c->timing.clock);
+        if (strcmp(tg, "cpu") || !th || atoi(th) != ib_get_threads() || strcmp(st ? st : "median", want) ||
+            strcmp(ck ? ck : "wall", want_ck)) {
+            s = ib_fail(IB_ERR_ARG, "%s: a table of target '%s' with %s threads (%s, %s clock); this run measures cpu "
+                        "with %d threads (%s, %s clock): write another file", c->out, tg, th ? th : "unknown",
+                        st ? st : "median", ck ? ck : "wall", ib_get_threads(), want, want_ck);
+            ib_lut_free(t);
+            return s;
+        }
+    } else if (!(t = ib_lut_new("cpu"))) {
+        return ib_fail(IB_ERR_NOMEM, "out of memory");
+    }
+    fill_meta(t, c);
+    ib_lut_key *keys;
+    int n = ib_lut_space_keys(c->space, c->res, c->classes, &keys);
+    if (n < 0) {
+        ib_lut_free(t);
+        return ib_fail(IB_ERR_NOMEM, "out of memory listing the rows of %s", c->space->name);
+    }
+    int todo = 0, done = 0, since_save = 0;
+    for (int i = 0; i < n; i++) todo += !ib_lut_find(t, &keys[i], NULL);
+    char what[200];
+    for (int i = 0; i < n && !s; i++) {
+        if (ib_lut_find(t, &keys[i], NULL)) continue;
+        double ms;
+        if ((s = ib_lut_time_row(&keys[i], c->space->act, &c->timing, &ms))) break;
+        if ((s = ib_lut_set(t, &keys[i], ms))) break;
+        done++;
+        if (++since_save >= c->save_every) {
+            if ((s = ib_lut_save(t, c->out))) break;
+            since_save = 0;
+        }
+        if (c->progress) c->progress(c->user, done, todo, ib_lut_key_str(&keys[i], what, sizeof what));
+    }
+    if (!s && c->calibrate > 0 && (done > 0 || !ib_lut_get_correction(t, c->res, NULL))) {
+        ib_lut_timing tm = c->timing;
+        tm.repeats = c->calibrate_repeats;
+        tm.evict_bytes = 0;
+        s = ib_lut_calibrate(t, c->space, c->res, c->classes, c->calibrate, c->calibrate_seed, &tm, c->progress,
+                             c->user);
+    }
+    ib_status s2 = ib_lut_save(t, c->out);   // what was measured is kept even when a row failed
+    if (!s) s = s2;
+    if (added) *added = done;
+    if (total) *total = n;
+    free(keys);
+    ib_lut_free(t);
+    return s;
+}

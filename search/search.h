@@ -1,0 +1,408 @@
+// search: what the architecture search is made of. Search spaces (*.space.json: per stage the width,
+// stride, depth and the allowed block choices), the weight-sharing supernet over a space (one weight set
+// per layer and op type, paths as views of it, sandwich or uniform path sampling, BN recalibration,
+// extraction of a standalone checkpoint), latency tables per target (measured, modelled, imported) and
+// the search strategies, which score subnets through a function they are handed so that search/ knows
+// no task. docs/SEARCH.md explains the choices; docs/FORMATS.md the files.
+#ifndef IB_SEARCH_H
+#define IB_SEARCH_H
+
+#include "data/loader.h"
+#include "layers/layers.h"
+#include "optim/optim.h"
+
+// ---------------------------------------------------------------------------------------------
+// Spaces (search/space.c). A space is a list of stages; a stage has `layers` layers, the first with
+// the stage's stride, the rest stride 1; every layer maps to the stage's output width. A layer's
+// choices are every combination of the stage's allowed fields for each allowed op:
+//   ibn, fused: kernel x expand; gcibn: kernel x expand x groups; tucker: kernel x r_in x r_out;
+//   skip: one choice, and only for layers after a stage's first (where stride 1 and in = out).
+// An arch (ib_arch) is one choice per layer; its blocks are the space's layers in order, skips included.
+
+#define IB_SPACE_FORMAT "ibnas-space"
+#define IB_SPACE_VERSION 1
+#define IB_SPACE_MAX_VALUES 8   // values per field of a stage
+
+typedef struct ib_space_stage {
+    int out, stride, layers;
+    unsigned ops;                                // bit (1u << op) for each allowed ib_block_op
+    int n_kernel, kernel[IB_SPACE_MAX_VALUES];   // ascending
+    int n_expand, expand[IB_SPACE_MAX_VALUES];   // ascending (ibn, fused, gcibn)
+    int n_groups, groups[IB_SPACE_MAX_VALUES];   // ascending (gcibn)
+    int n_r_in, n_r_out;                         // ascending (tucker)
+    float r_in[IB_SPACE_MAX_VALUES], r_out[IB_SPACE_MAX_VALUES];
+} ib_space_stage;
+
+typedef struct ib_space {
+    char name[64];
+    int input;                 // nominal input resolution
+    int classes;               // class count of the archs it makes (a supernet replaces it by its data's)
+    ib_act act;
+    int stem_out, stem_kernel, stem_stride;
+    int head_out;
+    float dropout;
+    int n_stages;
+    ib_space_stage *stages;    // malloc'd
+    int n_layers;              // the sum of the stages' layers
+} ib_space;
+
+// Syntax errors give line and column, wrong fields their path ("stages[2].kernel"); `source` names the
+// text (a file name) in messages.
+ib_status ib_space_parse(ib_space *s, const char *json, const char *source);
+ib_status ib_space_load(ib_space *s, const char *path);
+void ib_space_free(ib_space *s);
+char *ib_space_to_json(const ib_space *s);   // malloc'd; parses back to the same space
+
+typedef struct ib_space_layer {
+    int stage, index;          // the stage, and the layer's index within it
+    int cin, cout, stride;
+} ib_space_layer;
+ib_space_layer ib_space_layer_info(const ib_space *s, int layer);   // 0 <= layer < n_layers
+
+// The choices of a layer in a fixed order (ops in ib_block_op order; within an op, kernel outermost,
+// then expand (then groups) or r_in then r_out, each ascending). Returns the count; fills up to `max`
+// entries of out (out may be NULL). Each cfg has op, out, stride and its fields set; act IB_ACT_NONE.
+int ib_space_choices(const ib_space *s, int layer, ib_block_cfg *out, int max);
+// The number of subnets, exactly, as a decimal string (it outgrows 64 bits), and its log10.
+void ib_space_count(const ib_space *s, char *buf, size_t n, double *log10_count);
+
+// choice[l] indexes ib_space_choices of layer l. The arch gets the space's stem, head, act and input;
+// classes > 0 replaces the space's class count.
+ib_status ib_space_arch(const ib_space *s, const int *choice, int classes, ib_arch *a);
+// The choice indices of an arch; IB_ERR_ARG naming `source`, the block and the field when the arch is not
+// one of the space's (wrong layer count, stem, head, width, stride, or a value the stage does not allow).
+// choice may be NULL (a check only).
+ib_status ib_space_check(const ib_space *s, const ib_arch *a, const char *source, int *choice);
+
+typedef enum { IB_SAMPLE_RANDOM = 0, IB_SAMPLE_LARGEST, IB_SAMPLE_SMALLEST } ib_sample_kind;
+// RANDOM: each layer's choice uniform over its choices (from r). LARGEST / SMALLEST: per layer the
+// choice with the most / fewest multiply-accumulates at the space's input size (ties: the first), r unused.
+void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *choice);
+
+// ---------------------------------------------------------------------------------------------
+// Latency tables (search/lut.c): CSV rows `op,cin,cout,h,w,stride,kernel,expand,groups,r_in,r_out,ms`
+// after '#' comment lines (docs/FORMATS.md, "Latency table"). op is a block op name, or "stem", "head"
+// (the head conv, pool and classifier: cin = the last block's width, cout = classes, expand = head_out).
+
+typedef struct ib_lut ib_lut;
+ib_status ib_lut_load(ib_lut **t, const char *path);
+void ib_lut_free(ib_lut *t);
+const char *ib_lut_target(const ib_lut *t);   // the "# target:" comment's value ("cpu", "edgetpu", ...)
+// The predicted latency of an arch at input res x res: the sum of the rows of its stem, every block and
+// its head. IB_ERR_NOTFOUND naming the table and the missing row. A skip block costs 0.
+ib_status ib_lut_predict(const ib_lut *t, const ib_arch *a, int res, double *ms);
+
+// Rows, writing and look-ups (search/lut.c). A row's key is its first eleven columns; fields an op does
+// not have are 0: ibn and fused have groups, r_in, r_out 0; tucker expand and groups 0; gcibn r_in,
+// r_out 0. h, w is the input of the row's part: the image (res x res) for the stem, the block's input
+// for a block, the last feature map for the head. Stem: cin 3, cout stem_out, stride, kernel of the
+// stem. Head: cin the last width, cout classes, expand head_out (0: no head conv), stride and kernel 0.
+// Ratios are kept to 1e-4 (0.25 and 0.75 exactly).
+#define IB_LUT_FORMAT "ibnas-lut"
+#define IB_LUT_VERSION 1
+#define IB_LUT_HEADER "op,cin,cout,h,w,stride,kernel,expand,groups,r_in,r_out,ms"
+enum { IB_LUT_STEM = IB_BLOCK_SKIP + 1, IB_LUT_HEAD };   // row ops beside the ib_block_op values
+
+typedef struct ib_lut_key {
+    int op;                    // an ib_block_op other than skip, IB_LUT_STEM or IB_LUT_HEAD
+    int cin, cout, h, w, stride, kernel, expand, groups;
+    float r_in, r_out;
+} ib_lut_key;
+
+const char *ib_lut_op_name(int op);                                 // "ibn" ... "stem", "head"
+ib_lut_key ib_lut_key_block(const ib_block_cfg *cfg, int cin, int h, int w);   // skip: op IB_BLOCK_SKIP
+ib_lut_key ib_lut_key_stem(const ib_arch *a, int res);
+ib_lut_key ib_lut_key_head(const ib_arch *a, int cin, int h, int w);
+// The key's first eleven CSV columns ("ibn,16,24,32,32,2,3,6,0,0,0"); returns buf.
+const char *ib_lut_key_str(const ib_lut_key *k, char *buf, size_t n);
+// The rows an arch at res x res uses, in network order (stem, non-skip blocks, head); block[i] gets the
+// arch's block index of row i (-1 stem, n_blocks head), if not NULL. Returns the count (at most
+// a->n_blocks + 2). Squeeze-excite has no column: ib_lut_predict rejects blocks with se > 0.
+int ib_lut_arch_keys(const ib_arch *a, int res, ib_lut_key *keys, int *block);
+
+// An empty table of `target` (the "# target:" comment). NULL when out of memory.
+ib_lut *ib_lut_new(const char *target);
+const char *ib_lut_path(const ib_lut *t);            // the file it was loaded from ("" if none)
+int ib_lut_rows(const ib_lut *t);
+// Row i (0 <= i < rows) in file / insertion order; its ms in *ms.
+ib_lut_key ib_lut_row(const ib_lut *t, int i, double *ms);
+int ib_lut_find(const ib_lut *t, const ib_lut_key *k, double *ms);   // 1 and *ms when present
+ib_status ib_lut_set(ib_lut *t, const ib_lut_key *k, double ms);    // adds, or replaces the row's ms
+// Comment lines "# key: value" (target, device, threads, batch, repeats, date, ibnas, correction, ...),
+// kept in order; set replaces a key's value or appends it. NULL when absent.
+const char *ib_lut_meta(const ib_lut *t, const char *key);
+ib_status ib_lut_set_meta(ib_lut *t, const char *key, const char *value);
+// Writes PATH.tmp and renames it over path, rows in table order.
+ib_status ib_lut_save(const ib_lut *t, const char *path);
+
+// The plain sum of an arch's rows (no correction) and the number of rows summed.
+ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double *sum, int *n_rows);
+// A correction measured on whole networks (docs/LATENCY.md): ms = a * sum + b * n_rows + c, stored as
+// the comment "# correction: res=R a=A b=B c=C <note>", one per resolution. ib_lut_predict applies the
+// one of its resolution when the table has it, else gives the plain sum.
+typedef struct ib_lut_correction { double a, b, c; } ib_lut_correction;
+int ib_lut_get_correction(const ib_lut *t, int res, ib_lut_correction *c);   // 1 when the table has one
+// Replaces the correction of res (or adds it); note: free text after the numbers (may be NULL).
+ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, const char *note);
+// Least squares (relative: weights 1 / measured^2) of measured ms on (sum, n_rows) through the origin
+// (c = 0; c is read from tables that
+// carry one); a pure scale (b = 0) when n < 4, the row counts span less than 3, or the system is singular.
+ib_lut_correction ib_lut_fit_correction(const double *sum, const int *n_rows, const double *measured, int n);
+
+// "NAME=FILE.csv" or "FILE.csv" (the --lut flag of latency and search verbs). name receives NAME, or ""
+// when there is none (then use the table's target); *path points into spec. IB_ERR_ARG for an empty path
+// or a name outside [A-Za-z0-9_.-].
+ib_status ib_lut_parse_spec(const char *spec, char *name, size_t n, const char **path);
+// Parses the spec and loads the table; name receives NAME or, without one, the table's target (or the
+// file name without its directory and ".csv" when the table names no target).
+ib_status ib_lut_load_spec(ib_lut **t, const char *spec, char *name, size_t n);
+
+// Spearman's rank correlation of x and y (average ranks for ties); 0 when n < 2 or a side is constant.
+double ib_spearman(const double *x, const double *y, int n);
+
+// ---------------------------------------------------------------------------------------------
+// Filling tables (search/latency.c: measuring on this CPU; search/target.c: modelled targets).
+
+// Every row a space at res x res can use, without repeats, in network order: the stem, each layer's
+// choices (ib_space_choices) at the input size that layer sees, the head (cout = classes, or the space's
+// when classes <= 0). *keys is malloc'd; returns the count, or -1 when out of memory.
+int ib_lut_space_keys(const ib_space *s, int res, int classes, ib_lut_key **keys);
+
+// Times one row's part alone on the inference path (eval mode, recording off, so conv + BN + activation
+// run fused), batch 1, random weights and input, with the network activation act: `warmup` untimed
+// runs, then the median (or the minimum) of `repeats` (each a forward pass between two clock reads; the
+// arena is reset outside the timed part). The minimum is the statistic for a busy machine: a run that
+// another process pre-empted only ever comes out slower, and a whole network (milliseconds) is pre-empted
+// far more often than one block (microseconds), which biases medians of the two apart. The thread count
+// is the caller's (ib_set_threads). A table records its statistic and clock ("# stat: median",
+// "# clock: wall").
+typedef enum { IB_LUT_MEDIAN = 0, IB_LUT_MIN } ib_lut_stat;
+const char *ib_lut_stat_name(ib_lut_stat s);            // "median", "min"
+int ib_lut_stat_parse(const char *name, ib_lut_stat *s);   // 1 on success
+// The clock: wall time (latency, the default), or the calling thread's CPU time (one thread only): the time
+// the thread ran, which excludes the time other processes held the core, so a shared machine measures
+// what an idle one would (docs/LATENCY.md, "Measuring on a busy machine").
+typedef enum { IB_LUT_WALL = 0, IB_LUT_THREAD_CPU } ib_lut_clock;
+const char *ib_lut_clock_name(ib_lut_clock c);              // "wall", "cpu"
+int ib_lut_clock_parse(const char *name, ib_lut_clock *c);   // 1 on success
+typedef struct ib_lut_timing {
+    int warmup, repeats;
+    ib_lut_stat stat;
+    ib_lut_clock clock;
+    // Bytes of a scratch buffer written before every run, then the input read again: a block inside a
+    // network finds its input in cache (its producer just wrote it) but its weights evicted by the rest of
+    // the network; a block timed in a loop finds both hot. 0: no eviction.
+    size_t evict_bytes;
+} ib_lut_timing;
+ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *tm, double *ms);
+// The same for a whole network (stem, blocks, head, pool, classifier) at res x res (evict_bytes 0: a
+// network evicts its own weights).
+ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, double *ms);
+// What profiles evict by default: 4 x the L2 cache (sysconf; 4 MiB when unknown).
+size_t ib_lut_default_evict_bytes(void);
+
+// Profiling a space on this CPU: every row of ib_lut_space_keys that `out` does not hold yet is timed
+// and added (a run that was stopped resumes; a table of another target or thread count is refused), the
+// table is rewritten atomically every save_every new rows and at the end, and with calibrate > 0
+// ib_lut_calibrate fits the correction of this res (when rows were added or the table has none).
+// Comments: target cpu, device, threads, batch, repeats, act, simd, date, ibnas.
+typedef struct ib_lut_profile_cfg {
+    const ib_space *space;
+    int res;                   // input resolution
+    int classes;               // the head row's; <= 0: the space's
+    ib_lut_timing timing;      // per row: warmup 3, repeats 15, median, evict ib_lut_default_evict_bytes()
+    int save_every;            // 20
+    int calibrate;             // subnets measured for the correction; 0 (default): none
+    uint64_t calibrate_seed;   // 1000 (validation's default seed is 1: other subnets)
+    int calibrate_repeats;     // per subnet, 9
+    void (*progress)(void *user, int done, int total, const char *what);   // NULL: quiet
+    void *user;
+    const char *out;
+} ib_lut_profile_cfg;
+void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c);
+ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total);
+// Samples n subnets (IB_SAMPLE_RANDOM from seed), times each whole, fits ms = a * sum + b * rows
+// (ib_lut_fit_correction) and stores it as the table's correction for res.
+ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed,
+                           const ib_lut_timing *tm, void (*progress)(void *user, int done, int total, const char *what),
+                           void *user);
+
+// Modelled targets: parameters from a documented JSON file (search/targets/NAME.target.json, format
+// "ibnas-target" 1; docs/LATENCY.md has the equations). kind "systolic" (an EdgeTPU-like MAC array) or
+// "vector" (a DSP-like wide-vector processor).
+typedef struct ib_target ib_target;
+// `name_or_path`: a file, or a name looked up as NAME.target.json in $IBNAS_TARGETS, ./search/targets,
+// and search/targets beside the running binary (BIN/../search/targets, BIN/../../search/targets).
+ib_status ib_target_load(ib_target **t, const char *name_or_path);
+void ib_target_free(ib_target *t);
+const char *ib_target_name(const ib_target *t);
+const char *ib_target_file(const ib_target *t);
+// A row's modelled ms. Each conv (ib_block_convs; the stem's, the head's 1x1 conv and classifier) costs
+// max(compute, memory) + a per-op overhead; residual adds and the pool are memory only.
+double ib_target_row_ms(const ib_target *t, const ib_lut_key *k);
+// One conv alone at input h x w (for reports and tests): its ms, and the compute utilisation in [0, 1].
+double ib_target_conv_ms(const ib_target *t, const ib_conv_shape *c, int h, int w, double *utilisation);
+// Writes the modelled rows of a space at res into `out` (its other rows and comments are kept when it
+// exists and is a table of the same target; another target's table is refused). *rows: the space's count.
+ib_status ib_lut_model_space(const ib_target *t, const ib_space *s, int res, int classes, const char *out, int *rows);
+
+// ---------------------------------------------------------------------------------------------
+// The supernet (search/supernet.c). For each layer and each op the layer allows, one block of weights
+// at the op's largest configuration (kernel, expansion, tucker ratios) under "features.<l+1>.<op>";
+// gcibn keeps one dense KxK weight from which every group count takes diagonal blocks. A path (one
+// arch of the space) is an ordinary ib_net whose tensors are views of those weights, made in a context's
+// arena: its forward and backward are the standalone network's code, and gradients land in the shared
+// weights. The stem, head and classifier are shared whole.
+
+typedef struct ib_supernet {
+    ib_space space;
+    ib_arch base;              // stem, head, act, classes, input (blocks unused)
+    ib_params ps;
+    ib_cba stem;
+    ib_cba head;
+    int has_head;
+    ib_linear_mod fc;
+    ib_block *layers;          // [n_layers * IB_BLOCK_SKIP]: layer l, op o at [l * IB_BLOCK_SKIP + o]; unused ops zeroed
+    ib_rng dropout_rng;
+    // What training recorded (saved with the supernet): the training data's path (NULL if unknown), and
+    // the held-out part of it that training left out for scoring subnets: ib_dataset_split(data, 0,
+    // holdout, split_seed) is held out, (holdout, 1) was trained on and serves BN recalibration.
+    char *train_data;
+    double holdout;
+    uint64_t split_seed;
+} ib_supernet;
+
+ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes);   // registers, allocates
+void ib_supernet_init_weights(ib_supernet *sn, uint64_t seed);
+void ib_supernet_free(ib_supernet *sn);
+
+// The path of `choice` as a network over views of the supernet's tensors, allocated in ctx's arena and
+// valid until ctx is reset. In training mode with recording on, its gradients go into sn->ps's grads.
+// path->ps is empty: use the supernet's for optimizers and checkpoints.
+void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *path);
+
+// A standalone network of the path `choice` (ib_net_build of its arch, then the path's weights and BN
+// statistics copied in), e.g. for a checkpoint: it computes what the path computes.
+ib_status ib_supernet_extract(ib_supernet *sn, const int *choice, ib_net *net);
+
+// BN recalibration of a network (a path, or any ib_net): forward passes in training mode over `batches`
+// seeded batches of calib (centre-cropped, unaugmented), each BN's momentum set so that the running
+// statistics end as the exact average over those batches. Nothing is recorded; weights do not change.
+typedef struct ib_recal_cfg {
+    int res, batches, batch, workers;   // res, 20, 64, 2
+    uint64_t seed;                      // which images: the same seed, the same batches
+    float mean[3], std[3];              // normalisation (ImageNet's)
+    ib_ctx *ctx;                        // a context for the passes (reset on each; NULL: one of its own)
+} ib_recal_cfg;
+void ib_recal_cfg_default(ib_recal_cfg *c, int res);
+ib_status ib_recalibrate_bn(ib_net *net, ib_dataset *calib, const ib_recal_cfg *cfg);
+
+#define IB_SUPERNET_FORMAT "ibnas-supernet"
+#define IB_SUPERNET_VERSION 1
+ib_status ib_supernet_save(const ib_supernet *sn, const char *path, ib_status (*extra)(ib_h5 *f, void *user),
+                           void *user);
+// Builds the supernet from the file's space and loads its tensors.
+ib_status ib_supernet_load(ib_supernet *sn, const char *path);
+
+// ---------------------------------------------------------------------------------------------
+// Search strategies (search/strategy.c). A search walks choice vectors (int choice[n_layers], indices
+// into ib_space_choices) of a space and scores them through a function it is handed, so search/ knows
+// no task (tasks/ hands top-1 on a held-out split; detection could hand mAP). Every target (a name and
+// its latency table) has budgets in ms; the predicted latency of a choice is ib_lut_predict of its arch
+// at the search resolution. One run serves every target and budget: a track per (target, budget) steers
+// the strategy, and the scores are shared through a cache keyed by the choice vector (the score does not
+// depend on the target), so an arch is scored once. The arch chosen for a budget is the best-scored arch
+// of the whole run whose predicted latency on that target is within the budget.
+//   evolution: regularised evolution (Real et al. 2019, "Regularized Evolution for Image Classifier
+//     Architecture Search") per track: P in-budget archs, then per generation `batch` cycles of
+//     tournament (best of S drawn from the population), mutation of one or two layers' choices
+//     (resampled while over the budget, at most max_tries times), and the oldest member dropped.
+//   random: `population` in-budget archs, then `batch` per generation, uniform with rejection (baseline).
+//   tunas: TuNAS's REINFORCE (Bender et al. 2020, "Can weight sharing outperform random architecture
+//     search?") per track: a softmax over each layer's choices, `batch` archs sampled per step, reward
+//     score + beta * |latency / budget - 1| (beta < 0, the absolute reward), a moving-average baseline,
+//     Adam on the logits; the result is the best scored in-budget arch and, reported beside it, the
+//     policy's argmax arch.
+// State (RNG, history of scored archs, populations, policies, generation) is saved atomically to
+// OUT/state.json after every generation; a killed or interrupted run resumes to the same result as an
+// uninterrupted one. Outputs: docs/SEARCH.md, "Search".
+
+typedef ib_status (*ib_score_fn)(void *user, const int *choice, double *score);   // higher is better; finite
+
+typedef enum { IB_SEARCH_EVOLUTION = 0, IB_SEARCH_RANDOM, IB_SEARCH_TUNAS } ib_search_strategy;
+const char *ib_search_strategy_name(ib_search_strategy s);   // "evolution", "random", "tunas"
+int ib_search_strategy_parse(const char *name, ib_search_strategy *s);   // 1 on success
+
+#define IB_SEARCH_MAX_TARGETS 8
+#define IB_SEARCH_MAX_BUDGETS 8
+
+typedef struct ib_search_target {
+    const char *name;                              // "cpu": a folder under out, a column in the reports
+    const ib_lut *lut;
+    int n_budgets;
+    double budget_ms[IB_SEARCH_MAX_BUDGETS];       // positive
+} ib_search_target;
+
+// A reference network drawn on the plots and listed in the summary (mobilenetv2 at a width).
+typedef struct ib_search_baseline {
+    const char *label;        // "mobilenetv2:0.35"
+    const ib_arch *arch;      // its latency comes from each target's table (a missing row is reported, not an error)
+    double score;             // NAN: none given
+} ib_search_baseline;
+
+typedef struct ib_search_cfg {
+    const ib_space *space;
+    int classes;              // of the archs (ib_space_arch); 0: the space's
+    int res;                  // latency and MACs at res x res; 0: the space's input
+    int n_targets;
+    ib_search_target targets[IB_SEARCH_MAX_TARGETS];
+    ib_search_strategy strategy;
+    int population;           // evolution: P; random: the first generation's samples (32)
+    int sample;               // evolution: tournament size S (8)
+    int generations;          // generations after the first population (tunas: policy steps) (20)
+    int batch;                // per generation and track: children, samples, or archs per policy step (16)
+    int max_tries;            // draws before an over-budget child or sample is given up (200)
+    double tunas_beta;        // -0.5
+    double tunas_lr;          // Adam's step on the logits, 0.05
+    double tunas_baseline;    // the baseline's moving-average momentum, 0.9
+    uint64_t seed;
+    ib_score_fn score;
+    void *user;
+    const char *score_label;  // the plots' y axis ("score")
+    int n_baselines;
+    const ib_search_baseline *baselines;
+    const char *out;          // folder (created): state.json, summary.json, curve_<strategy>.csv, TARGET/...
+    int resume;               // 1: continue OUT/state.json; 0: start afresh (an existing state is an error)
+    int progress;             // a line per generation on stderr
+    int max_generations;      // stop (state saved, outputs written) after this many generations in this call; 0: no limit
+    int handle_sigint;        // 1: the first Ctrl-C finishes the scoring under way, saves, returns IB_ERR_INTERRUPTED
+} ib_search_cfg;
+void ib_search_cfg_default(ib_search_cfg *c);
+
+typedef struct ib_search_pick {
+    int target;               // index into cfg->targets
+    double budget_ms;
+    int found;                // 0: no scored arch within the budget
+    double score, ms;
+    int64_t macs;
+    char arch_file[512];      // OUT/TARGET/best-<budget>ms.arch.json (empty when not found)
+} ib_search_pick;
+
+typedef struct ib_search_result {
+    int generations_done;     // generations completed after the first population
+    int64_t scored;           // distinct subnets scored
+    int finished;             // all generations done (0: stopped by max_generations or Ctrl-C)
+    int interrupted;
+    double wall_s;            // of this call
+    int n_picks;
+    ib_search_pick picks[IB_SEARCH_MAX_TARGETS * IB_SEARCH_MAX_BUDGETS];
+} ib_search_result;
+
+// Runs (or resumes) the search and writes its outputs. A score function's failure stops the run with
+// its status, the state of the last finished generation kept for a resume.
+ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res);
+
+// "ibn:k3e4", "fused:k5e8", "tucker:k3i0.25o0.75", "gcibn:k3e4g2", "skip": one block, for reports.
+void ib_search_block_str(const ib_block_cfg *b, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,420 @@
+// The weight-sharing supernet over a search space (docs/SEARCH.md, "Supernet").
+//
+// Per layer and per op the layer allows, one block of weights at the op's largest configuration (the
+// largest kernel, expansion and tucker ratios of the layer's stage). A path, one arch of the space, is
+// an ordinary ib_net made in a context's arena whose tensors are views of those weights: a smaller
+// kernel is the centre of the largest, a smaller expansion (or tucker width) the first channels, a
+// narrower BN the first entries. The path then runs the standalone network's own forward and backward
+// code (layers/), so a path and its extracted network compute the same numbers, and each view's
+// gradient lands in its slice of the shared tensor.
+//
+// gcibn is the one op whose sub-configurations are not a plain slice: a g-group conv's weight is
+// (hid, cin/g, k, k). Its weights are kept as one dense (hid_max, cin, k_max, k_max) tensor, the shape of
+// a fused block's expansion; a g-group path takes g diagonal blocks of it: group j uses input channels
+// [j cin/g, (j+1) cin/g) and the first hid/g of the output rows starting at j hid_max/g. The blocks of
+// 4 groups lie inside those of 2 groups, so the group counts share their weights as the kernels do.
+#include "search/search.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static ib_status space_copy(ib_space *dst, const ib_space *src) {
+    *dst = *src;
+    dst->stages = malloc(sizeof(ib_space_stage) * (size_t)(src->n_stages ? src->n_stages : 1));
+    if (!dst->stages) return ib_fail(IB_ERR_NOMEM, "out of memory copying a space");
+    memcpy(dst->stages, src->stages, sizeof(ib_space_stage) * (size_t)src->n_stages);
+    return IB_OK;
+}
+
+// The largest configuration of `op` that layer l of the space allows.
+static ib_block_cfg largest_cfg(const ib_space *sp, int l, ib_block_op op) {
+    ib_space_layer li = ib_space_layer_info(sp, l);
+    const ib_space_stage *st = &sp->stages[li.stage];
+    ib_block_cfg c;
+    memset(&c, 0, sizeof c);
+    c.op = op == IB_BLOCK_GCIBN ? IB_BLOCK_FUSED : op;   // gcibn: the dense weight (see the top)
+    c.out = li.cout, c.stride = li.stride, c.groups = 1;
+    c.kernel = st->n_kernel ? st->kernel[st->n_kernel - 1] : 3;
+    c.expand = st->n_expand ? st->expand[st->n_expand - 1] : 1;
+    c.r_in = st->n_r_in ? st->r_in[st->n_r_in - 1] : 0.25f;
+    c.r_out = st->n_r_out ? st->r_out[st->n_r_out - 1] : 0.75f;
+    return c;
+}
+
+ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes) {
+    memset(sn, 0, sizeof *sn);
+    ib_status s = space_copy(&sn->space, space);
+    if (s) return s;
+    const ib_space *sp = &sn->space;
+    ib_arch *a = &sn->base;
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", sp->name);
+    snprintf(a->task, sizeof a->task, "classify");
+    a->classes = classes > 0 ? classes : sp->classes;
+    a->input = sp->input;
+    a->stem_out = sp->stem_out, a->stem_kernel = sp->stem_kernel, a->stem_stride = sp->stem_stride;
+    a->head_out = sp->head_out;
+    a->dropout = sp->dropout;
+    a->act = sp->act;
+    if (!(a->blocks = calloc(1, sizeof(ib_block_cfg)))) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_params_init(&sn->ps);
+    ib_cba_init(&sn->stem, &sn->ps, "features.0", 3, a->stem_out, a->stem_kernel, a->stem_stride, 1, a->act);
+    sn->layers = calloc((size_t)(sp->n_layers ? sp->n_layers : 1) * IB_BLOCK_SKIP, sizeof(ib_block));
+    if (!sn->layers) return ib_fail(IB_ERR_NOMEM, "out of memory building the supernet of %s", sp->name);
+    int c = a->stem_out;
+    char name[96];
+    for (int l = 0; l < sp->n_layers; l++) {
+        ib_space_layer li = ib_space_layer_info(sp, l);
+        unsigned ops = sp->stages[li.stage].ops;
+        for (int o = 0; o < IB_BLOCK_SKIP; o++) {
+            if (!(ops & (1u << o))) continue;
+            ib_block_cfg cfg = largest_cfg(sp, l, (ib_block_op)o);
+            snprintf(name, sizeof name, "features.%d.%s", l + 1, ib_block_op_name((ib_block_op)o));
+            char where[64];
+            snprintf(where, sizeof where, "%s: layer %d (%s)", sp->name, l, ib_block_op_name((ib_block_op)o));
+            if ((s = ib_block_check(&cfg, li.cin, where))) return s;
+            ib_block_init(&sn->layers[l * IB_BLOCK_SKIP + o], &sn->ps, name, &cfg, li.cin, a->act);
+        }
+        c = li.cout;
+    }
+    if (a->head_out > 0) {
+        snprintf(name, sizeof name, "features.%d", sp->n_layers + 1);
+        ib_cba_init(&sn->head, &sn->ps, name, c, a->head_out, 1, 1, 1, a->act);
+        sn->has_head = 1;
+        c = a->head_out;
+    }
+    ib_linear_init(&sn->fc, &sn->ps, "classifier.1", c, a->classes);
+    ib_rng_seed(&sn->dropout_rng, 0, 0xd0);
+    return ib_params_alloc(&sn->ps);
+}
+
+void ib_supernet_init_weights(ib_supernet *sn, uint64_t seed) {
+    ib_params_init_default(&sn->ps, seed);
+    ib_rng_seed(&sn->dropout_rng, seed, 0xd0);
+}
+
+void ib_supernet_free(ib_supernet *sn) {
+    ib_params_free(&sn->ps);
+    free(sn->layers);
+    free(sn->space.stages);
+    ib_arch_free(&sn->base);
+    free(sn->train_data);
+    memset(sn, 0, sizeof *sn);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths
+
+// gcibn's weight of a g-group conv from the dense shared tensor (see the top of the file).
+// w: (Hmax, cin, Kmax, Kmax) -> (hid, cin/g, k, k)
+typedef struct { int groups; } gc_saved;
+
+static void gc_copy(const ib_tensor *w, ib_tensor *y, int g, int add_back) {
+    int hmax = w->shape[0], cin = w->shape[1], kmax = w->shape[2];
+    int hid = y->shape[0], cg = y->shape[1], k = y->shape[2], off = (kmax - k) / 2;
+    int hg = hid / g;
+    for (int j = 0; j < g; j++)
+        for (int r = 0; r < hg; r++)
+            for (int ci = 0; ci < cg; ci++)
+                for (int a = 0; a < k; a++) {
+                    int64_t src = (((int64_t)(j * (hmax / g) + r) * cin + j * cg + ci) * kmax + a + off) * kmax + off;
+                    int64_t dst = (((int64_t)(j * hg + r) * cg + ci) * k + a) * k;
+                    if (add_back)
+                        for (int b = 0; b < k; b++) w->grad[src + b] += y->grad[dst + b];
+                    else
+                        for (int b = 0; b < k; b++) y->data[dst + b] = w->data[src + b];
+                }
+}
+
+static void gc_gather_backward(ib_ctx *ctx, ib_node *n) {
+    ib_grad(ctx, n->in[0]);
+    gc_copy(n->in[0], n->out, ((gc_saved *)n->saved)->groups, 1);
+}
+static const ib_op op_gc_gather = {"gcibn_gather", gc_gather_backward};
+
+static ib_tensor *gc_gather(ib_ctx *ctx, ib_tensor *w, int hid, int groups, int k) {
+    int cin = w->shape[1];
+    IB_ASSERT(ib_is_contiguous(w) && cin % groups == 0 && hid % groups == 0 && w->shape[0] % groups == 0,
+              "gcibn gather: %d groups of %d -> %d", groups, cin, hid);
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){hid, cin / groups, k, k});
+    gc_copy(w, y, groups, 0);
+    ib_node *n = ib_record(ctx, &op_gc_gather, y, 1, &w);
+    if (n) {
+        gc_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
+        sv->groups = groups;
+        n->saved = sv;
+    }
+    return y;
+}
+
+// The shared conv `full` seen as the path's conv `cs`: the tensor itself when nothing is cut, else the
+// slice (first output and input channels, centred kernel) as a contiguous copy whose gradient flows
+// back into the slice.
+static ib_conv path_conv(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs) {
+    ib_conv c = *full;
+    c.cin = cs.cin, c.cout = cs.cout, c.k = cs.k, c.stride = cs.stride, c.groups = cs.groups;
+    int depthwise = cs.groups == cs.cin && cs.groups == cs.cout && cs.groups > 1;
+    if (depthwise || cs.groups == 1) {
+        int in = depthwise ? 1 : cs.cin;
+        if (cs.cout != full->w->shape[0] || in != full->w->shape[1] || cs.k != full->k)
+            c.w = ib_contiguous(ctx, ib_view_slice(ctx, full->w, cs.cout, in, cs.k, cs.k));
+    } else {
+        c.w = gc_gather(ctx, full->w, cs.cout, cs.groups, cs.k);
+    }
+    return c;
+}
+
+static ib_bn path_bn(ib_ctx *ctx, const ib_bn *full, int c) {
+    ib_bn b = *full;
+    b.c = c;
+    if (c != full->c) {
+        b.w = ib_view_range(ctx, full->w, 0, 0, c);
+        b.b = ib_view_range(ctx, full->b, 0, 0, c);
+        b.mean = ib_view_range(ctx, full->mean, 0, 0, c);
+        b.var = ib_view_range(ctx, full->var, 0, 0, c);
+    }
+    return b;
+}
+
+void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *path) {
+    const ib_space *sp = &sn->space;
+    memset(path, 0, sizeof *path);
+    path->arch = sn->base;
+    path->arch.n_blocks = sp->n_layers;
+    path->arch.blocks = ib_arena_alloc(ctx->arena, sizeof(ib_block_cfg) * (size_t)(sp->n_layers ? sp->n_layers : 1));
+    path->blocks = ib_arena_calloc(ctx->arena, sizeof(ib_block) * (size_t)(sp->n_layers ? sp->n_layers : 1));
+    path->stem = sn->stem;
+    path->head = sn->head;
+    path->has_head = sn->has_head;
+    path->fc = sn->fc;
+    path->dropout_rng = sn->dropout_rng;
+    for (int l = 0; l < sp->n_layers; l++) {
+        int n = ib_space_choices(sp, l, NULL, 0);
+        IB_ASSERT(choice[l] >= 0 && choice[l] < n, "layer %d: choice %d of %d", l, choice[l], n);
+        ib_block_cfg *all = ib_arena_alloc(ctx->arena, sizeof(ib_block_cfg) * (size_t)n);
+        ib_space_choices(sp, l, all, n);
+        ib_block_cfg cfg = all[choice[l]];
+        path->arch.blocks[l] = cfg;
+        ib_space_layer li = ib_space_layer_info(sp, l);
+        ib_block *b = &path->blocks[l];
+        b->cfg = cfg;
+        b->cin = li.cin;
+        b->residual = cfg.stride == 1 && li.cin == cfg.out;
+        if (cfg.op == IB_BLOCK_SKIP) continue;
+        const ib_block *full = &sn->layers[l * IB_BLOCK_SKIP + cfg.op];
+        ib_conv_shape cs[IB_BLOCK_MAX_STAGES + 1];
+        int nc = ib_block_convs(&cfg, li.cin, cs);
+        // An ibn path of expansion 1 has no expansion conv; the shared block has one when the largest
+        // expansion is above 1, so the path's stages start at the shared block's depthwise stage.
+        int skip = full->n_stages - (nc - 1);
+        IB_ASSERT(skip == 0 || skip == 1, "layer %d: %d path stages against %d shared", l, nc - 1, full->n_stages);
+        b->n_stages = nc - 1;
+        for (int i = 0; i < nc - 1; i++) {
+            const ib_cba *fs = &full->stages[i + skip];
+            b->stages[i].conv = path_conv(ctx, &fs->conv, cs[i]);
+            b->stages[i].bn = path_bn(ctx, &fs->bn, cs[i].cout);
+            b->stages[i].act = fs->act;
+        }
+        b->project = path_conv(ctx, &full->project, cs[nc - 1]);
+        b->project_bn = path_bn(ctx, &full->project_bn, cs[nc - 1].cout);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+ib_status ib_supernet_save(const ib_supernet *sn, const char *path, ib_status (*extra)(ib_h5 *f, void *user),
+                           void *user) {
+    ib_h5 *f;
+    ib_status s = ib_h5_create(&f, path);
+    if (s) return s;
+    char *json = ib_space_to_json(&sn->space);
+    if (!json) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!s) s = ib_h5_set_attr_str(f, "/", "format", IB_SUPERNET_FORMAT);
+    if (!s) s = ib_h5_set_attr_i64(f, "/", "version", IB_SUPERNET_VERSION);
+    if (!s) s = ib_h5_set_attr_str(f, "/", "space", json);
+    if (!s) s = ib_h5_set_attr_i64(f, "/", "classes", sn->base.classes);
+    if (!s) s = ib_h5_set_attr_str(f, "/", "train_data", sn->train_data ? sn->train_data : "");
+    if (!s) s = ib_h5_set_attr_f64(f, "/", "holdout", sn->holdout);
+    if (!s) s = ib_h5_set_attr_i64(f, "/", "split_seed", (int64_t)sn->split_seed);
+    if (!s) s = ib_h5_set_attr_str(f, "/", "ibnas_version", IB_VERSION_STRING);
+    free(json);
+    if (!s) s = ib_params_write(f, &sn->ps);
+    if (!s && extra) s = extra(f, user);
+    if (s) {
+        ib_h5_abort(f);
+        return s;
+    }
+    return ib_h5_close(f);
+}
+
+ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
+    memset(sn, 0, sizeof *sn);
+    ib_h5 *f;
+    ib_status s = ib_h5_open(&f, path);
+    if (s) return s;
+    char *fmt = NULL, *json = NULL, *data = NULL;
+    int64_t version = 0, classes = 0, seed = 0;
+    double holdout = 0;
+    ib_space sp;
+    memset(&sp, 0, sizeof sp);
+    if (ib_h5_attr_str(f, "/", "format", &fmt) || strcmp(fmt, IB_SUPERNET_FORMAT))
+        s = ib_fail(IB_ERR_FORMAT, "%s: not an ibnas supernet (format %s%s%s, expected \"%s\"; %s)", path,
+                    fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", IB_SUPERNET_FORMAT,
+                    fmt && !strcmp(fmt, "ibnas-checkpoint") ? "a network's checkpoint: use ibnas eval" :
+                                                              "write one with ibnas supernet train");
+    if (!s && (ib_h5_attr_i64(f, "/", "version", &version) || version != IB_SUPERNET_VERSION))
+        s = ib_fail(IB_ERR_FORMAT, "%s: supernet version %lld, this build reads version %d", path, (long long)version,
+                    IB_SUPERNET_VERSION);
+    if (!s && (ib_h5_attr_str(f, "/", "space", &json) || ib_h5_attr_i64(f, "/", "classes", &classes)))
+        s = ib_fail(IB_ERR_FORMAT, "%s: no space or classes attribute", path);
+    if (!s) {
+        char src[600];
+        snprintf(src, sizeof src, "%s (space attribute)", path);
+        s = ib_space_parse(&sp, json, src);
+    }
+    if (!s) s = ib_supernet_build(sn, &sp, (int)classes);
+    if (!s) s = ib_params_read(f, &sn->ps);
+    if (!s && !ib_h5_attr_str(f, "/", "train_data", &data) && data[0]) {
+        sn->train_data = data;
+        data = NULL;
+    }
+    if (!s && !ib_h5_attr_f64(f, "/", "holdout", &holdout)) sn->holdout = holdout;
+    if (!s && !ib_h5_attr_i64(f, "/", "split_seed", &seed)) sn->split_seed = (uint64_t)seed;
+    free(fmt);
+    free(json);
+    free(data);
+    if (sp.stages) ib_space_free(&sp);
+    ib_h5_close(f);
+    if (s) ib_supernet_free(sn);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extraction
+
+static void copy_tensor(ib_tensor *dst, const ib_tensor *src) {
+    IB_ASSERT(ib_numel(dst) == ib_numel(src) && ib_is_contiguous(src), "extract: %s has %lld values, the path %lld",
+              dst->name, (long long)ib_numel(dst), (long long)ib_numel(src));
+    memcpy(dst->data, src->data, sizeof(float) * (size_t)ib_numel(dst));
+}
+
+static void copy_conv(ib_conv *dst, const ib_conv *src) {
+    copy_tensor(dst->w, src->w);
+    if (dst->b) copy_tensor(dst->b, src->b);
+}
+
+static void copy_bn(ib_bn *dst, const ib_bn *src) {
+    copy_tensor(dst->w, src->w);
+    copy_tensor(dst->b, src->b);
+    copy_tensor(dst->mean, src->mean);
+    copy_tensor(dst->var, src->var);
+}
+
+static void copy_cba(ib_cba *dst, const ib_cba *src) {
+    copy_conv(&dst->conv, &src->conv);
+    copy_bn(&dst->bn, &src->bn);
+}
+
+ib_status ib_supernet_extract(ib_supernet *sn, const int *choice, ib_net *net) {
+    ib_arch a;
+    ib_status s = ib_space_arch(&sn->space, choice, sn->base.classes, &a);
+    if (s) return s;
+    s = ib_net_build(net, &a);
+    ib_arch_free(&a);
+    if (s) return s;
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->recording = 0;
+    ib_net p;
+    ib_supernet_path(ctx, sn, choice, &p);
+    copy_cba(&net->stem, &p.stem);
+    for (int l = 0; l < p.arch.n_blocks; l++) {
+        ib_block *d = &net->blocks[l];
+        const ib_block *b = &p.blocks[l];
+        IB_ASSERT(d->n_stages == b->n_stages && d->cfg.op == b->cfg.op, "extract: layer %d differs", l);
+        if (b->cfg.op == IB_BLOCK_SKIP) continue;
+        for (int i = 0; i < b->n_stages; i++) copy_cba(&d->stages[i], &b->stages[i]);
+        copy_conv(&d->project, &b->project);
+        copy_bn(&d->project_bn, &b->project_bn);
+    }
+    if (p.has_head) copy_cba(&net->head, &p.head);
+    copy_tensor(net->fc.w, p.fc.w);
+    copy_tensor(net->fc.b, p.fc.b);
+    net->dropout_rng = sn->dropout_rng;
+    ib_ctx_free(ctx);
+    return IB_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BN recalibration
+
+// Every BN of the path gets momentum 1/(t+1) for calibration batch t, so after T batches the running
+// statistics are the plain average of the T batches' (mean, unbiased variance), as PyTorch's
+// momentum=None cumulative average that Once-for-All's recalibration uses.
+static void recal_momentum(ib_net *path, int t) {
+    float m = 1.0f / (float)(t + 1);
+    path->stem.bn.momentum = m;
+    path->head.bn.momentum = m;
+    for (int l = 0; l < path->arch.n_blocks; l++) {
+        ib_block *b = &path->blocks[l];
+        for (int i = 0; i < b->n_stages; i++) b->stages[i].bn.momentum = m;
+        b->project_bn.momentum = m;
+    }
+}
+
+void ib_recal_cfg_default(ib_recal_cfg *c, int res) {
+    memset(c, 0, sizeof *c);
+    c->res = res;
+    c->batches = 20;
+    c->batch = 64;
+    c->workers = 2;
+    c->mean[0] = 0.485f * 255, c->mean[1] = 0.456f * 255, c->mean[2] = 0.406f * 255;
+    c->std[0] = 0.229f * 255, c->std[1] = 0.224f * 255, c->std[2] = 0.225f * 255;
+}
+
+ib_status ib_recalibrate_bn(ib_net *path, ib_dataset *calib, const ib_recal_cfg *cfg) {
+    if (cfg->batches < 1 || cfg->batch < 2)
+        return ib_fail(IB_ERR_ARG, "BN recalibration needs at least one batch of at least 2 images");
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, cfg->res, cfg->res);
+    lo.batch_size = cfg->batch;
+    lo.shuffle = 1;
+    lo.drop_last = 1;
+    lo.seed = cfg->seed;
+    lo.workers = cfg->workers;
+    lo.want_boxes = 0;
+    lo.want_masks = 0;
+    lo.aug.crop = IB_CROP_CENTER;
+    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    ib_loader *l;
+    ib_status s = ib_loader_open(&l, calib, &lo);
+    if (s) return s;
+    if (ib_loader_batches(l) < 1) {
+        ib_loader_close(l);
+        return ib_fail(IB_ERR_ARG, "%s: %lld images make no calibration batch of %d", ib_dataset_path(calib),
+                       (long long)ib_dataset_size(calib), cfg->batch);
+    }
+    ib_ctx *ctx = cfg->ctx ? cfg->ctx : ib_ctx_new();
+    int t = 0;
+    // More batches than an epoch holds wrap into the next epochs (another shuffle of the same seed).
+    for (int64_t epoch = 0; t < cfg->batches && !s; epoch++) {
+        ib_loader_start_epoch(l, epoch);
+        const ib_batch *b;
+        while (t < cfg->batches && (s = ib_loader_next(l, &b)) == IB_OK && b) {
+            ib_ctx_reset(ctx);
+            ctx->training = 1;
+            ctx->recording = 0;
+            recal_momentum(path, t++);
+            ib_tensor x;
+            ib_batch_tensor(b, &x);
+            ib_net_forward(ctx, path, &x);
+        }
+    }
+    ib_ctx_reset(ctx);
+    ctx->training = 0;
+    if (!cfg->ctx) ib_ctx_free(ctx);
+    ib_loader_close(l);
+    recal_momentum(path, 9);   // back to the layers' 0.1
+    return s;
+}

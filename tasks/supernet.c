@@ -1,0 +1,382 @@
+// Supernets for classification: training over sampled paths (sandwich rule with in-place distillation,
+// or uniform single paths) and scoring a path (BN recalibration, then top-1 / top-5).
+//
+// The loop is the classification loop's (tasks/classify.c) with a supernet in place of the network: the
+// same data pipeline, optimiser, schedule, CSV log, checkpoint every epoch, Ctrl-C and exact resume. A
+// step zeroes the gradients once, runs each sampled path forward and backward (its gradients adding up
+// in the shared weights), then takes one optimiser step. The paths of step t are drawn from a stream
+// seeded by (seed, t), so a resumed run samples what an uninterrupted one would.
+#include "tasks/tasks.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void ib_sn_eval_cfg_default(ib_sn_eval_cfg *c) {
+    memset(c, 0, sizeof *c);
+    c->batch = 100;
+    c->workers = 2;
+    c->calib_batches = 20;
+    c->calib_batch = 64;
+}
+
+ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_dataset *calib, ib_dataset *eval,
+                                    const ib_sn_eval_cfg *cfg, ib_cls_metrics *m) {
+    if (m) memset(m, 0, sizeof *m);
+    int res = cfg->res > 0 ? cfg->res : sn->space.input;
+    ib_ctx *ctx = cfg->ctx ? cfg->ctx : ib_ctx_new();   // holds the path
+    ib_ctx *run = ib_ctx_new();                         // the passes over the data
+    ib_ctx_reset(ctx);
+    ctx->recording = 0;
+    ctx->training = 0;
+    ib_net path;
+    ib_supernet_path(ctx, sn, choice, &path);
+    ib_recal_cfg rc;
+    ib_recal_cfg_default(&rc, res);
+    rc.batches = cfg->calib_batches;
+    rc.batch = cfg->calib_batch;
+    rc.seed = cfg->calib_seed;
+    rc.workers = cfg->workers;
+    rc.ctx = run;
+    ib_status s = ib_recalibrate_bn(&path, calib, &rc);
+    if (!s && eval) {
+        ib_eval_cfg ec;
+        ib_eval_cfg_default(&ec);
+        ec.res = res;
+        ec.batch = cfg->batch;
+        ec.workers = cfg->workers;
+        ec.progress = cfg->progress;
+        ec.ctx = run;
+        s = ib_eval_classify(&path, eval, &ec, m);
+    }
+    ib_ctx_free(run);
+    if (cfg->ctx) ib_ctx_reset(ctx);
+    else ib_ctx_free(ctx);
+    return s;
+}
+
+ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_dataset **base, ib_dataset **calib) {
+    *base = *calib = NULL;
+    if (!sn->train_data) return IB_OK;
+    ib_status s = ib_open_labelled(base, sn->train_data, IB_DS_AUTO, "train");
+    if (s) return ib_fail(s, "the supernet's training data (for BN recalibration; pass --calib): %s", ib_errmsg());
+    if (sn->holdout <= 0) {
+        *calib = *base;
+        return IB_OK;
+    }
+    s = ib_dataset_split(calib, *base, sn->holdout, 1, sn->split_seed);
+    if (s) {
+        ib_dataset_close(*base);
+        *base = NULL;
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+void ib_sn_train_cfg_default(ib_sn_train_cfg *c) {
+    memset(c, 0, sizeof *c);
+    ib_train_cfg_default(&c->base);
+    c->base.arch = NULL;
+    c->sandwich = 1;
+    c->n_random = 2;
+    c->kd = 1;
+    c->holdout = 0.1;
+    c->calib_batches = 10;
+}
+
+typedef struct {
+    ib_supernet *sn;
+    ib_train_state *ts;
+} sn_save_ctx;
+
+static ib_status save_state(ib_h5 *f, void *user) { return ib_train_state_save(f, ((sn_save_ctx *)user)->ts); }
+
+// Top-1 of the largest and the smallest path after recalibration, in a context of its own.
+static ib_status eval_extremes(ib_supernet *sn, ib_dataset *calib, ib_dataset *val, const ib_sn_train_cfg *cfg,
+                               int *choice, double top1[2], double *top5_largest, double *loss_largest) {
+    ib_sn_eval_cfg ec;
+    ib_sn_eval_cfg_default(&ec);
+    ec.res = cfg->base.res;
+    ec.workers = cfg->base.workers;
+    ec.calib_batches = cfg->calib_batches;
+    ec.calib_batch = cfg->base.batch;
+    ec.calib_seed = cfg->base.seed;
+    for (int k = 0; k < 2; k++) {
+        ib_space_sample(&sn->space, k == 0 ? IB_SAMPLE_LARGEST : IB_SAMPLE_SMALLEST, NULL, choice);
+        ib_cls_metrics m;
+        ib_status s = ib_supernet_eval_classify(sn, choice, calib, val, &ec, &m);
+        if (s) return s;
+        top1[k] = m.top1;
+        if (k == 0) *top5_largest = m.top5, *loss_largest = m.loss;
+        ib_cls_metrics_free(&m);
+    }
+    return IB_OK;
+}
+
+ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_result *out) {
+    const ib_train_cfg *c = &cfg->base;
+    memset(out, 0, sizeof *out);
+    ib_train_result *res = &out->base;
+    res->val_top1 = res->val_top5 = out->smallest_top1 = -1;
+    ib_set_threads(c->threads);
+    ib_dataset *data = NULL, *train = NULL, *val = NULL;
+    ib_loader *loader = NULL;
+    ib_ctx *ctx = NULL;
+    FILE *log = NULL;
+    ib_supernet sn;
+    memset(&sn, 0, sizeof sn);
+    ib_train_state ts;
+    memset(&ts, 0, sizeof ts);
+    ts.seed = c->seed;
+    int *choice = NULL;
+    float *teacher = NULL;
+    char logpath[4096];
+    struct sigaction old_sa;
+    int handler = 0;
+    ib_status s;
+
+    if (c->epochs < 1 || c->batch < 2 || c->res < 8 || !(c->lr > 0))
+        return ib_fail(IB_ERR_ARG, "epochs, lr must be positive, batch at least 2 and res at least 8");
+    if (!c->out) return ib_fail(IB_ERR_ARG, "an output supernet path is needed");
+    if (!c->resume && !cfg->space) return ib_fail(IB_ERR_ARG, "a search space is needed (--space)");
+    if (!(cfg->holdout >= 0 && cfg->holdout < 1)) return ib_fail(IB_ERR_ARG, "holdout %g must be in [0, 1)", cfg->holdout);
+    if (cfg->n_random < 0 || !(cfg->kd >= 0)) return ib_fail(IB_ERR_ARG, "paths and kd must not be negative");
+    if ((s = ib_optim_cfg_check(&c->optim))) return s;
+    if ((s = ib_open_labelled(&data, c->data, c->data_format, "train"))) goto done;
+    if (c->val && (s = ib_open_labelled(&val, c->val, c->data_format, "val"))) goto done;
+    int classes = c->classes > 0 ? c->classes : ib_dataset_classes(data);
+    if (classes < 2 || classes < ib_dataset_classes(data)) {
+        s = ib_fail(IB_ERR_ARG, "%s: %d classes in the data, %d asked for", c->data, ib_dataset_classes(data), classes);
+        goto done;
+    }
+
+    if (c->resume) {
+        if ((s = ib_supernet_load(&sn, c->resume))) goto done;
+        if (sn.base.classes != classes) {
+            s = ib_fail(IB_ERR_ARG, "%s: the supernet has %d classes, the data %d", c->resume, sn.base.classes, classes);
+            goto done;
+        }
+        if (fabs(sn.holdout - cfg->holdout) > 1e-12) {
+            s = ib_fail(IB_ERR_ARG, "%s: was trained with --holdout %g; resume with the same", c->resume, sn.holdout);
+            goto done;
+        }
+    } else {
+        ib_space sp;
+        if ((s = ib_space_load(&sp, cfg->space))) goto done;
+        s = ib_supernet_build(&sn, &sp, classes);
+        ib_space_free(&sp);
+        if (s) goto done;
+        ib_supernet_init_weights(&sn, c->seed);
+        sn.holdout = cfg->holdout;
+        sn.split_seed = c->seed;
+    }
+    free(sn.train_data);
+    if (!(sn.train_data = strdup(c->data))) {
+        s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (cfg->holdout > 0) {
+        if ((s = ib_dataset_split(&train, data, cfg->holdout, 1, sn.split_seed))) goto done;
+    } else train = data;
+
+    ts.dropout_rng = &sn.dropout_rng;
+    if (!(ts.opt = ib_optim_new(&c->optim, &sn.ps))) {
+        s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());
+        goto done;
+    }
+    if (c->resume) {
+        ib_h5 *f;
+        if ((s = ib_h5_open(&f, c->resume))) goto done;
+        s = ib_train_state_load(f, &ts);
+        ib_h5_close(f);
+        if (s) goto done;
+    }
+
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, c->res, c->res);
+    lo.batch_size = c->batch;
+    lo.shuffle = 1;
+    lo.drop_last = 1;
+    lo.workers = c->workers;
+    lo.seed = c->seed;
+    lo.want_boxes = 0;
+    lo.want_masks = 0;
+    lo.aug.crop = c->aug == IB_AUG_PADCROP ? IB_CROP_PAD : c->aug == IB_AUG_RRC ? IB_CROP_RESIZED : IB_CROP_CENTER;
+    lo.aug.pad = c->pad;
+    lo.aug.hflip_p = c->aug == IB_AUG_NONE ? 0.0f : 0.5f;
+    memcpy(lo.aug.mean, c->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, c->std, sizeof lo.aug.std);
+    if ((s = ib_loader_open(&loader, train, &lo))) goto done;
+    long spe = (long)ib_loader_batches(loader);
+    if (spe < 1) {
+        s = ib_fail(IB_ERR_ARG, "%s: %lld training images make no batch of %d", c->data,
+                    (long long)ib_dataset_size(train), c->batch);
+        goto done;
+    }
+    ib_schedule sch = {.kind = c->schedule,
+                       .base_lr = c->lr,
+                       .warmup_steps = (long)lround(c->warmup_epochs * (double)spe),
+                       .total_steps = (long)c->epochs * spe,
+                       .final_lr = 0,
+                       .decay_every = (long)fmax(1, lround(c->step_epochs * (double)spe)),
+                       .gamma = c->step_gamma};
+    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps) {
+        s = ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs", c->warmup_epochs, c->epochs);
+        goto done;
+    }
+    if ((s = ib_schedule_check(&sch))) goto done;
+
+    snprintf(logpath, sizeof logpath, "%s", c->log ? c->log : "");
+    if (!c->log) snprintf(logpath, sizeof logpath, "%s.csv", c->out);
+    int new_log = access(logpath, F_OK) != 0 || !c->resume;
+    if (!new_log && (s = ib_log_trim(logpath, ts.epoch))) goto done;
+    if (!(log = fopen(logpath, new_log ? "w" : "a"))) {
+        s = ib_fail(IB_ERR_IO, "%s: cannot write the training log", logpath);
+        goto done;
+    }
+    if (new_log) fprintf(log, "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s\n");
+
+    int L = sn.space.n_layers;
+    choice = malloc(sizeof(int) * (size_t)(L ? L : 1));
+    teacher = malloc(sizeof(float) * (size_t)c->batch * (size_t)classes);
+    if (!choice || !teacher) {
+        s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    ib_sigint_catch(&old_sa);
+    handler = 1;
+    ctx = ib_ctx_new();
+    double t_run = ib_time_s();
+    long steps_run = 0;
+    int n_paths = cfg->sandwich ? 2 + cfg->n_random : 1;
+    if (c->progress) {
+        char count[128];
+        double lg;
+        ib_space_count(&sn.space, count, sizeof count, &lg);
+        fprintf(stderr, "supernet: space %s (%d layers, %s subnets), %lld parameters, %lld training images (%g held out), "
+                "%d classes, %ld steps an epoch, %d path%s a step (%s)%s\n", sn.space.name, L, count,
+                (long long)sn.ps.numel_params, (long long)ib_dataset_size(train), cfg->holdout, classes, spe, n_paths,
+                n_paths > 1 ? "s" : "", cfg->sandwich ? "sandwich" : "uniform", c->resume ? " (resumed)" : "");
+    }
+    for (int64_t e = ts.epoch; e < c->epochs; e++) {
+        ts.epoch = e;
+        ib_loader_start_epoch(loader, e);
+        const ib_batch *b;
+        for (int64_t k = 0; k < ts.batch_in_epoch; k++)
+            if ((s = ib_loader_next(loader, &b)) || !b) goto done;
+        double t_epoch = ib_time_s();
+        int64_t images_run = 0, batch0 = ts.batch_in_epoch;
+        while ((s = ib_loader_next(loader, &b)) == IB_OK && b) {
+            float lr = ib_lr_at(&sch, ts.step);
+            ib_rng pr;
+            ib_rng_seed(&pr, c->seed, 0x5e4c0000ull + (uint64_t)ts.step);
+            ib_tensor x;
+            ib_batch_tensor(b, &x);
+            ib_params_zero_grad(&sn.ps);
+            double step_loss = 0;
+            for (int p = 0; p < n_paths; p++) {
+                ib_sample_kind kind = !cfg->sandwich ? IB_SAMPLE_RANDOM : p == 0 ? IB_SAMPLE_LARGEST :
+                                      p == 1 ? IB_SAMPLE_SMALLEST : IB_SAMPLE_RANDOM;
+                ib_space_sample(&sn.space, kind, &pr, choice);
+                ib_ctx_reset(ctx);
+                ctx->training = 1;
+                ctx->recording = 1;
+                ctx->release_grads = 1;
+                ib_net path;
+                ib_supernet_path(ctx, &sn, choice, &path);
+                ib_tensor *z = ib_net_forward(ctx, &path, &x);
+                sn.dropout_rng = path.dropout_rng;
+                ib_tensor *loss;
+                float w = 1;
+                if (p == 0) {   // the largest (sandwich) or the one path (uniform): the labels
+                    loss = ib_cross_entropy(ctx, z, b->labels, c->label_smoothing, -1);
+                    step_loss = loss->data[0];
+                    if (cfg->sandwich) memcpy(teacher, z->data, sizeof(float) * (size_t)ib_numel(z));
+                } else {        // in-place distillation from the largest path's soft targets
+                    ib_tensor *t = ib_tensor_new(ctx, 2, z->shape);
+                    memcpy(t->data, teacher, sizeof(float) * (size_t)ib_numel(z));
+                    loss = ib_kl_div_softmax(ctx, z, t);
+                    w = cfg->kd;
+                }
+                if (!isfinite(loss->data[0])) {
+                    s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
+                    goto done;
+                }
+                ib_backward(ctx, loss, &w);
+            }
+            if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
+            ib_optim_step(ts.opt, lr);
+            ts.epoch_loss += step_loss * b->n;
+            ts.epoch_images += b->n;
+            ts.step++, ts.batch_in_epoch++, steps_run++;
+            images_run += b->n;
+            res->steps = ts.step;
+            if (c->progress) {
+                char extra[128], what[32];
+                snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.0f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
+                         (double)images_run / (ib_time_s() - t_epoch));
+                snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, c->epochs);
+                ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
+            }
+            if (ib_sigint_seen() || (c->max_steps > 0 && steps_run >= c->max_steps)) {
+                if (c->progress) fputc('\n', stderr);
+                res->wall_s = ib_time_s() - t_run;
+                if ((s = ib_supernet_save(&sn, c->out, save_state, &(sn_save_ctx){&sn, &ts}))) goto done;
+                int intr = ib_sigint_seen();
+                res->interrupted = intr;
+                if (c->progress || intr)
+                    fprintf(stderr, "supernet: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
+                            intr ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, c->out);
+                s = intr ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out) : IB_OK;
+                goto done;
+            }
+        }
+        if (s) goto done;
+        if (c->progress) fputc('\n', stderr);
+        double epoch_s = ib_time_s() - t_epoch;
+        res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
+        res->img_per_s = (double)images_run / epoch_s;
+        double top1[2] = {-1, -1}, top5 = -1, vloss = -1;
+        if (val) {
+            if ((s = eval_extremes(&sn, train, val, cfg, choice, top1, &top5, &vloss))) goto done;
+            res->val_top1 = top1[0], res->val_top5 = top5, out->smallest_top1 = top1[1];
+        }
+        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
+                res->last_loss, top1[0], top5, top1[1], epoch_s, res->img_per_s);
+        fflush(log);
+        if (c->progress) {
+            fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
+            if (val) fprintf(stderr, " val top1 largest %.4f smallest %.4f", top1[0], top1[1]);
+            fputc('\n', stderr);
+        }
+        ts.epoch = e + 1;
+        ts.batch_in_epoch = 0;
+        ts.epoch_loss = 0;
+        ts.epoch_images = 0;
+        res->epochs_done = (int)(e + 1);
+        if ((s = ib_supernet_save(&sn, c->out, save_state, &(sn_save_ctx){&sn, &ts}))) goto done;
+        if (ib_sigint_seen()) {
+            res->interrupted = 1;
+            s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out);
+            goto done;
+        }
+    }
+    res->wall_s = ib_time_s() - t_run;
+    s = IB_OK;
+done:
+    if (handler) sigaction(SIGINT, &old_sa, NULL);
+    if (log) fclose(log);
+    free(choice);
+    free(teacher);
+    ib_ctx_free(ctx);
+    ib_loader_close(loader);
+    ib_optim_free(ts.opt);
+    if (sn.layers) ib_supernet_free(&sn);
+    if (train != data) ib_dataset_close(train);
+    ib_dataset_close(data);
+    ib_dataset_close(val);
+    return s;
+}

@@ -1,0 +1,583 @@
+// The search strategies on a synthetic objective (a deterministic function of the choice vector that
+// rewards some ops and kernels, so no supernet is needed) over a small space with made-up latency tables
+// for two targets: every chosen arch meets its budget by prediction; an arch is scored once; the same seed
+// gives the same files; a run stopped after some generations, or by Ctrl-C mid-generation, resumes to the
+// files an uninterrupted run writes; evolution beats random search at the same number of scored subnets;
+// TuNAS returns an arch within its budget; the outputs exist and parse; bad settings fail with a message.
+#include "tests/test.h"
+
+#include "data/data.h"
+#include "search/search.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Three stages of three layers, every op: about 15 choices a layer, 10^10 archs.
+static const char *space_json =
+    "{\"format\": \"ibnas-space\", \"version\": 1, \"name\": \"testspace\", \"input\": 32, \"classes\": 6,"
+    " \"act\": \"relu6\", \"stem\": {\"out\": 16, \"kernel\": 3, \"stride\": 2},"
+    " \"stages\": ["
+    "  {\"out\": 16, \"stride\": 1, \"layers\": 3, \"op\": [\"ibn\", \"fused\", \"tucker\", \"gcibn\", \"skip\"],"
+    "   \"kernel\": [3, 5], \"expand\": [2, 4], \"groups\": [2], \"r_in\": [0.25], \"r_out\": [0.25, 0.75]},"
+    "  {\"out\": 24, \"stride\": 2, \"layers\": 3, \"op\": [\"ibn\", \"fused\", \"tucker\", \"gcibn\", \"skip\"],"
+    "   \"kernel\": [3, 5], \"expand\": [2, 4], \"groups\": [2], \"r_in\": [0.25], \"r_out\": [0.25, 0.75]},"
+    "  {\"out\": 32, \"stride\": 2, \"layers\": 3, \"op\": [\"ibn\", \"fused\", \"tucker\", \"gcibn\", \"skip\"],"
+    "   \"kernel\": [3, 5], \"expand\": [2, 4], \"groups\": [2], \"r_in\": [0.25], \"r_out\": [0.25, 0.75]}],"
+    " \"head\": {\"out\": 64, \"dropout\": 0.1}}";
+
+static ib_space space;
+static ib_lut *lut_cpu, *lut_tpu;
+static double budget_cpu[2], budget_tpu[2];   // about the 25th and 60th percentiles of random archs
+static int fixtures_ready;
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    IB_ASSERT(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
+}
+
+// Made-up latencies: `cpu` follows MACs; on `tpu` a full convolution is cheap and depthwise dear, so
+// fused blocks win there (the shape of the EdgeTPU model, not its numbers).
+static double row_ms(const ib_lut_key *k, int tpu) {
+    if (k->op == IB_LUT_STEM) return 0.05;
+    if (k->op == IB_LUT_HEAD) return 0.08;
+    ib_block_cfg c;
+    memset(&c, 0, sizeof c);
+    c.op = (ib_block_op)k->op, c.out = k->cout, c.stride = k->stride, c.kernel = k->kernel, c.expand = k->expand;
+    c.groups = k->groups, c.r_in = k->r_in, c.r_out = k->r_out;
+    double macs = (double)ib_block_macs(&c, k->cin, k->h, k->w);
+    double scale = 1e-6;
+    if (tpu) scale *= c.op == IB_BLOCK_FUSED ? 0.25 : c.op == IB_BLOCK_TUCKER ? 0.5 : 1.5;
+    return 0.01 + macs * scale;
+}
+
+static ib_lut *make_lut(const char *target, int tpu) {
+    ib_lut_key *keys;
+    int n = ib_lut_space_keys(&space, 32, 0, &keys);
+    IB_ASSERT(n > 0, "no rows: %s", ib_errmsg());
+    ib_lut *t = ib_lut_new(target);
+    IB_ASSERT(t, "out of memory");
+    for (int i = 0; i < n; i++) IB_ASSERT(ib_lut_set(t, &keys[i], row_ms(&keys[i], tpu)) == IB_OK, "%s", ib_errmsg());
+    free(keys);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.csv", test_tmpdir(), target);
+    IB_ASSERT(ib_lut_save(t, path) == IB_OK, "%s", ib_errmsg());
+    ib_lut_free(t);
+    ib_lut *back;
+    IB_ASSERT(ib_lut_load(&back, path) == IB_OK, "%s", ib_errmsg());
+    return back;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double predict(const ib_lut *t, const int *choice) {
+    ib_arch a;
+    IB_ASSERT(ib_space_arch(&space, choice, 0, &a) == IB_OK, "%s", ib_errmsg());
+    double ms;
+    IB_ASSERT(ib_lut_predict(t, &a, 32, &ms) == IB_OK, "%s", ib_errmsg());
+    ib_arch_free(&a);
+    return ms;
+}
+
+static void fixtures(void) {
+    if (fixtures_ready) return;
+    char path[512];
+    snprintf(path, sizeof path, "%s/test.space.json", test_tmpdir());
+    write_text(path, space_json);
+    IB_ASSERT(ib_space_load(&space, path) == IB_OK, "%s", ib_errmsg());
+    lut_cpu = make_lut("cpu", 0);
+    lut_tpu = make_lut("tpu", 1);
+    // Budgets from the spread of random archs' latencies, so that both bind.
+    enum { N = 400 };
+    double cpu[N], tpu[N];
+    int c[64];
+    ib_rng r;
+    ib_rng_seed(&r, 99, 0);
+    for (int i = 0; i < N; i++) {
+        ib_space_sample(&space, IB_SAMPLE_RANDOM, &r, c);
+        cpu[i] = predict(lut_cpu, c), tpu[i] = predict(lut_tpu, c);
+    }
+    qsort(cpu, N, sizeof(double), cmp_double);
+    qsort(tpu, N, sizeof(double), cmp_double);
+    budget_cpu[0] = round(cpu[N / 4] * 100) / 100, budget_cpu[1] = round(cpu[N * 3 / 5] * 100) / 100;
+    budget_tpu[0] = round(tpu[N / 4] * 100) / 100, budget_tpu[1] = round(tpu[N * 3 / 5] * 100) / 100;
+    fixtures_ready = 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic objective: per layer a value for its op and fields (fused pays early, tucker late,
+// larger expansions and kernels a little), a bonus for neighbours of the same op (so layers interact),
+// and a slowly growing term in the MACs.
+
+typedef struct scorer {
+    int calls;
+    int raise_at;             // raise SIGINT during this call (1-based; 0: never)
+    int n_seen, cap_seen;
+    int *seen;                // every choice vector scored, to check none is scored twice
+} scorer;
+
+static double layer_value(const ib_block_cfg *b, int stage) {
+    switch (b->op) {
+    case IB_BLOCK_IBN: return 0.010 * b->expand / 4.0 + (b->kernel == 5 ? 0.004 : 0);
+    case IB_BLOCK_FUSED: return (stage == 0 ? 0.022 : 0.003) * b->expand / 4.0;
+    case IB_BLOCK_TUCKER: return 0.005 + (stage == 2 ? 0.012 : 0) + (b->r_out > 0.5f ? 0.002 : 0);
+    case IB_BLOCK_GCIBN: return 0.011 + (b->kernel == 5 ? 0.003 : 0) + 0.002 * (b->expand == 4);
+    default: return -0.004;
+    }
+}
+
+static ib_status synthetic_score(void *user, const int *choice, double *score) {
+    scorer *s = user;
+    s->calls++;
+    if (s->n_seen == s->cap_seen) {
+        s->cap_seen = s->cap_seen ? 2 * s->cap_seen : 256;
+        s->seen = realloc(s->seen, sizeof(int) * (size_t)s->cap_seen * (size_t)space.n_layers);
+        IB_ASSERT(s->seen, "out of memory");
+    }
+    memcpy(s->seen + (size_t)s->n_seen++ * (size_t)space.n_layers, choice, sizeof(int) * (size_t)space.n_layers);
+    ib_arch a;
+    IB_ASSERT(ib_space_arch(&space, choice, 0, &a) == IB_OK, "%s", ib_errmsg());
+    double v = 0.3 + 0.01 * log((double)ib_arch_macs(&a, 32));
+    for (int l = 0; l < a.n_blocks; l++) {
+        v += layer_value(&a.blocks[l], ib_space_layer_info(&space, l).stage);
+        if (l && a.blocks[l].op == a.blocks[l - 1].op && a.blocks[l].op != IB_BLOCK_SKIP) v += 0.004;
+    }
+    ib_arch_free(&a);
+    *score = v;
+    if (s->raise_at && s->calls == s->raise_at) raise(SIGINT);   // as a Ctrl-C while this subnet is scored
+    return IB_OK;
+}
+
+static int seen_twice(const scorer *s) {
+    for (int i = 0; i < s->n_seen; i++)
+        for (int j = 0; j < i; j++)
+            if (!memcmp(s->seen + (size_t)i * (size_t)space.n_layers, s->seen + (size_t)j * (size_t)space.n_layers,
+                        sizeof(int) * (size_t)space.n_layers))
+                return 1;
+    return 0;
+}
+
+static ib_search_baseline baseline_mnv2;
+static ib_arch mnv2;
+
+static void base_cfg(ib_search_cfg *c, scorer *sc, const char *out, int two_targets) {
+    fixtures();
+    ib_search_cfg_default(c);
+    c->space = &space;
+    c->n_targets = two_targets ? 2 : 1;
+    c->targets[0] = (ib_search_target){"cpu", lut_cpu, 2, {budget_cpu[0], budget_cpu[1]}};
+    c->targets[1] = (ib_search_target){"tpu", lut_tpu, 2, {budget_tpu[0], budget_tpu[1]}};
+    c->population = 12;
+    c->sample = 4;
+    c->batch = 6;
+    c->generations = 6;
+    c->seed = 7;
+    c->score = synthetic_score;
+    c->user = sc;
+    c->score_label = "synthetic score";
+    c->out = out;
+    memset(sc, 0, sizeof *sc);
+    // mobilenetv2 is no arch of the space, and the tables hold the space's rows only: its latency is
+    // reported missing, not an error.
+    if (!mnv2.blocks) ib_arch_mobilenetv2(&mnv2, 0.35f, 6);
+    baseline_mnv2 = (ib_search_baseline){"mobilenetv2:0.35", &mnv2, 0.5};
+    c->n_baselines = 1;
+    c->baselines = &baseline_mnv2;
+}
+
+static char *out_dir(const char *name) {
+    static char bufs[32][512];
+    static int k;
+    char *b = bufs[k++ % 32];
+    snprintf(b, 512, "%s/%s", test_tmpdir(), name);
+    return b;
+}
+
+// A whole file, NUL-terminated (test_read_file stops at 64 KiB; state files are longer); "" when absent.
+static char *read_at(const char *dir, const char *leaf) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, leaf);
+    FILE *f = fopen(path, "rb");
+    size_t n = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    IB_ASSERT(buf, "out of memory");
+    while (f) {
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (n < cap - 1) break;
+        buf = realloc(buf, cap *= 2);
+        IB_ASSERT(buf, "out of memory");
+    }
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static int file_exists(const char *dir, const char *leaf) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, leaf);
+    FILE *f = fopen(path, "r");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+// The files of two runs are the same, byte for byte. Returns the first that differs (NULL: none).
+static const char *same_files(const char *a, const char *b, const char *const *leaves) {
+    for (int i = 0; leaves[i]; i++) {
+        char *x = read_at(a, leaves[i]), *y = read_at(b, leaves[i]);
+        int same = x[0] && !strcmp(x, y);
+        free(x), free(y);
+        if (!same) return leaves[i];
+    }
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(search_meets_budgets_and_writes_outputs) {
+    ib_search_cfg c;
+    scorer sc;
+    char *out = out_dir("evo2");
+    base_cfg(&c, &sc, out, 1);
+    ib_search_result r;
+    CHECK(ib_search_run(&c, &r) == IB_OK, "search: %s", ib_errmsg());
+    CHECK(r.finished && !r.interrupted && r.generations_done == 6, "finished %d, generations %d", r.finished,
+          r.generations_done);
+    CHECK(r.scored == sc.calls && sc.calls > 40, "%lld scored, %d calls", (long long)r.scored, sc.calls);
+    CHECK(!seen_twice(&sc), "an arch was scored twice: the cache must serve repeats");
+    CHECK(r.n_picks == 4, "%d picks", r.n_picks);
+    for (int i = 0; i < r.n_picks; i++) {
+        const ib_search_pick *p = &r.picks[i];
+        CHECK(p->found, "no arch within %g ms on target %d", p->budget_ms, p->target);
+        // The arch file is the one chosen, and meets its budget by the table's prediction.
+        ib_arch a;
+        CHECK(ib_arch_load(&a, p->arch_file) == IB_OK, "%s", ib_errmsg());
+        double ms;
+        CHECK(ib_lut_predict(p->target ? lut_tpu : lut_cpu, &a, 32, &ms) == IB_OK, "%s", ib_errmsg());
+        CHECK(ib_space_check(&space, &a, p->arch_file, NULL) == IB_OK, "%s", ib_errmsg());
+        ib_arch_free(&a);
+        CHECK(ms <= p->budget_ms && fabs(ms - p->ms) < 1e-9, "%s: %.4f ms (reported %.4f) over %g ms", p->arch_file, ms,
+              p->ms, p->budget_ms);
+    }
+    // Outputs.
+    const char *files[] = {"state.json", "summary.json", "curve_evolution.csv", "archs.svg", "cpu/pareto.csv",
+                           "cpu/pareto.svg", "cpu/archs.svg", "tpu/pareto.csv", "tpu/pareto.svg", "tpu/archs.svg", NULL};
+    for (int i = 0; files[i]; i++) CHECK(file_exists(out, files[i]), "%s/%s missing", out, files[i]);
+    char leaf[64];
+    snprintf(leaf, sizeof leaf, "cpu/best-%gms.arch.json", budget_cpu[0]);
+    CHECK(file_exists(out, leaf), "%s/%s missing", out, leaf);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    CHECK(j, "%s:%d: %s", path, err.line, err.text);
+    json_t *ts = json_object_get(j, "targets");
+    int ok = json_integer_value(json_object_get(j, "subnets_scored")) == r.scored &&
+             !strcmp(json_string_value(json_object_get(j, "strategy")), "evolution") && json_array_size(ts) == 2;
+    for (size_t t = 0; ok && t < 2; t++) {
+        json_t *picks = json_object_get(json_array_get(ts, t), "picks");
+        ok = json_array_size(picks) == 2;
+        for (size_t k = 0; ok && k < 2; k++) {
+            json_t *p = json_array_get(picks, k);
+            ok = json_is_true(json_object_get(p, "found")) &&
+                 json_array_size(json_object_get(p, "choice")) == (size_t)space.n_layers &&
+                 json_real_value(json_object_get(p, "ms")) <= json_real_value(json_object_get(p, "budget_ms")) &&
+                 json_string_value(json_object_get(p, "arch_file"));
+        }
+        json_t *bl = json_array_get(json_object_get(json_array_get(ts, t), "baselines"), 0);
+        ok = ok && json_is_null(json_object_get(bl, "ms")) && json_string_value(json_object_get(bl, "note"));
+    }
+    json_decref(j);
+    CHECK(ok, "summary.json lacks what it should hold");
+    // pareto.csv: a comment, a header and a row per scored arch; the front is not empty; the arch strings
+    // name the ops.
+    char *csv = read_at(out, "cpu/pareto.csv");
+    int lines = 0, on_front = 0;
+    for (char *p = csv; *p; p++) lines += *p == '\n';
+    for (char *p = strstr(csv, "\n") + 1; p && (p = strchr(p, '\n')); p++)
+        if (p[1]) {
+            int k = 0;
+            char *q = p + 1;
+            for (; *q && k < 4; q++) k += *q == ',';
+            on_front += *q == '1';
+        }
+    int has_ops = strstr(csv, "ibn:k") || strstr(csv, "fused:k");
+    free(csv);
+    CHECK(lines == r.scored + 2 && on_front >= 2 && has_ops, "pareto.csv: %d lines for %lld archs, %d on the front", lines,
+          (long long)r.scored, on_front);
+    char *svg = read_at(out, "cpu/pareto.svg");
+    ok = strstr(svg, "<svg") && strstr(svg, "</svg>") && strstr(svg, "predicted latency") &&
+         strstr(svg, "mobilenetv2:0.35: no latency") && strstr(svg, "synthetic score");
+    free(svg);
+    CHECK(ok, "pareto.svg lacks its axes, labels or the baseline's note");
+    svg = read_at(out, "archs.svg");
+    ok = strstr(svg, "</svg>") && strstr(svg, "tpu \xe2\x89\xa4") && strstr(svg, "GC-IBN");
+    free(svg);
+    CHECK(ok, "archs.svg lacks rows or its legend");
+    free(sc.seen);
+}
+
+TEST(search_same_seed_same_result) {
+    ib_search_cfg c;
+    scorer sc;
+    ib_search_result r;
+    const char *dirs[3] = {out_dir("seed_a"), out_dir("seed_b"), out_dir("seed_c")};
+    for (int i = 0; i < 3; i++) {
+        base_cfg(&c, &sc, dirs[i], 1);
+        c.seed = i == 2 ? 8 : 7;
+        CHECK(ib_search_run(&c, &r) == IB_OK, "search: %s", ib_errmsg());
+        free(sc.seen);
+    }
+    const char *leaves[] = {"summary.json", "cpu/pareto.csv", "tpu/pareto.csv", "curve_evolution.csv",
+                            "cpu/pareto.svg", "archs.svg", NULL};
+    const char *d = same_files(dirs[0], dirs[1], leaves);
+    CHECK(!d, "seed 7 twice: %s differs", d);
+    CHECK(same_files(dirs[0], dirs[2], leaves), "seeds 7 and 8 gave the same files");
+}
+
+// A run stopped after 2 generations, resumed for 3, then to the end; and one stopped by a Ctrl-C in the
+// middle of a generation, resumed: both write the uninterrupted run's files.
+static void resume_case(ib_search_strategy strategy, const char *name) {
+    ib_search_cfg c;
+    scorer sc;
+    ib_search_result r;
+    char n1[64], n2[64], n3[64];
+    snprintf(n1, sizeof n1, "%s_full", name);
+    snprintf(n2, sizeof n2, "%s_legs", name);
+    snprintf(n3, sizeof n3, "%s_sigint", name);
+    const char *full = out_dir(n1), *legs = out_dir(n2), *intr = out_dir(n3);
+    base_cfg(&c, &sc, full, 1);
+    c.strategy = strategy;
+    CHECK(ib_search_run(&c, &r) == IB_OK, "%s uninterrupted: %s", name, ib_errmsg());
+    int64_t full_scored = r.scored;
+    free(sc.seen);
+
+    base_cfg(&c, &sc, legs, 1);
+    c.strategy = strategy;
+    c.max_generations = 2;
+    CHECK(ib_search_run(&c, &r) == IB_OK && !r.finished, "%s first leg: %s", name, ib_errmsg());
+    CHECK(r.generations_done == 1, "%s first leg: %d generations after the first population", name, r.generations_done);
+    c.resume = 1;
+    c.max_generations = 3;
+    CHECK(ib_search_run(&c, &r) == IB_OK && !r.finished && r.generations_done == 4, "%s second leg: %s (%d done)", name,
+          ib_errmsg(), r.generations_done);
+    c.max_generations = 0;
+    CHECK(ib_search_run(&c, &r) == IB_OK && r.finished, "%s last leg: %s", name, ib_errmsg());
+    CHECK(r.scored == full_scored && sc.calls == full_scored, "%s: %lld scored over the legs (%d calls), %lld at once",
+          name, (long long)r.scored, sc.calls, (long long)full_scored);
+    free(sc.seen);
+
+    // Ctrl-C during the 60th score (inside generation 1 or 2): that score is kept, the run stops with
+    // IB_ERR_INTERRUPTED.
+    base_cfg(&c, &sc, intr, 1);
+    c.strategy = strategy;
+    c.handle_sigint = 1;
+    sc.raise_at = 60;
+    ib_status s = ib_search_run(&c, &r);
+    CHECK(s == IB_ERR_INTERRUPTED && r.interrupted && !r.finished, "%s: Ctrl-C gave %d (%s)", name, (int)s, ib_errmsg());
+    CHECK(sc.calls == 60 && file_exists(intr, "summary.json"), "%s: %d scores after the Ctrl-C at the 60th", name,
+          sc.calls);
+    sc.raise_at = 0;
+    c.resume = 1;
+    CHECK(ib_search_run(&c, &r) == IB_OK && r.finished, "%s after Ctrl-C: %s", name, ib_errmsg());
+    CHECK(sc.calls == full_scored, "%s: %d scores with the Ctrl-C, %lld without (the scores before it are kept)", name,
+          sc.calls, (long long)full_scored);
+    free(sc.seen);
+
+    char curve[64];
+    snprintf(curve, sizeof curve, "curve_%s.csv", ib_search_strategy_name(strategy));
+    const char *leaves[] = {"summary.json", "cpu/pareto.csv", "tpu/pareto.csv", curve, "cpu/pareto.svg",
+                            "tpu/archs.svg", "state.json", NULL};
+    const char *d = same_files(full, legs, leaves);
+    CHECK(!d, "%s: stopped and resumed, %s differs from the uninterrupted run's", name, d);
+    d = same_files(full, intr, leaves);
+    CHECK(!d, "%s: interrupted and resumed, %s differs from the uninterrupted run's", name, d);
+}
+
+TEST(search_resume_equals_uninterrupted_evolution) { resume_case(IB_SEARCH_EVOLUTION, "evolution"); }
+TEST(search_resume_equals_uninterrupted_random) { resume_case(IB_SEARCH_RANDOM, "random"); }
+TEST(search_resume_equals_uninterrupted_tunas) { resume_case(IB_SEARCH_TUNAS, "tunas"); }
+
+// The best score within the budget after n subnets scored, from a curve file (column 1; -1: none yet).
+static double curve_at(const char *dir, const char *leaf, int n, int *rows) {
+    char *t = read_at(dir, leaf), *p = strchr(t, '\n');
+    double v = -1;
+    *rows = 0;
+    while (p && p[1]) {
+        int k = atoi(p + 1);
+        char *q = strchr(p + 1, ',');
+        if (k <= n && q && q[1] != '\n' && q[1] != ',') v = atof(q + 1);
+        (*rows)++;
+        p = strchr(p + 1, '\n');
+    }
+    free(t);
+    return v;
+}
+
+TEST(evolution_beats_random_at_equal_subnets_scored) {
+    // One target, its tight budget; 20 seeds; both compared at the same count of scored subnets.
+    enum { SEEDS = 20 };
+    const int marks[] = {25, 50, 100, 150};
+    double evo[4] = {0}, rnd[4] = {0};
+    int wins = 0;
+    for (int seed = 0; seed < SEEDS; seed++) {
+        int nrows[2];
+        double last[2];
+        for (int k = 0; k < 2; k++) {
+            ib_search_cfg c;
+            scorer sc;
+            ib_search_result r;
+            char name[64];
+            snprintf(name, sizeof name, "cmp_%d_%d", k, seed);
+            base_cfg(&c, &sc, out_dir(name), 0);
+            c.targets[0].n_budgets = 1;
+            c.strategy = k ? IB_SEARCH_RANDOM : IB_SEARCH_EVOLUTION;
+            c.seed = (uint64_t)seed;
+            c.population = 16;
+            c.sample = 4;
+            c.batch = 8;
+            c.generations = 20;
+            c.n_baselines = 0;
+            CHECK(ib_search_run(&c, &r) == IB_OK, "search: %s", ib_errmsg());
+            free(sc.seen);
+            const char *leaf = k ? "curve_random.csv" : "curve_evolution.csv";
+            for (int m = 0; m < 4; m++) (k ? rnd : evo)[m] += curve_at(out_dir(name), leaf, marks[m], &nrows[k]) / SEEDS;
+            last[k] = curve_at(out_dir(name), leaf, 150, &nrows[k]);
+        }
+        CHECK(nrows[0] >= 150 && nrows[1] >= 150, "seed %d: %d and %d subnets scored, 150 wanted", seed, nrows[0], nrows[1]);
+        wins += last[0] > last[1];
+    }
+    printf("evolution vs random (mean best score within %.2f ms over %d seeds):\n", budget_cpu[0], SEEDS);
+    for (int m = 0; m < 4; m++) printf("  %4d scored: evolution %.4f, random %.4f\n", marks[m], evo[m], rnd[m]);
+    printf("  evolution ahead at 150 in %d of %d seeds\n", wins, SEEDS);
+    CHECK(evo[3] > rnd[3] && evo[2] > rnd[2], "evolution %.4f/%.4f vs random %.4f/%.4f at 100/150 scored", evo[2], evo[3],
+          rnd[2], rnd[3]);
+    CHECK(wins >= SEEDS * 3 / 4, "evolution ahead in only %d of %d seeds", wins, SEEDS);
+}
+
+TEST(tunas_returns_an_arch_within_budget) {
+    ib_search_cfg c;
+    scorer sc;
+    ib_search_result r;
+    char *out = out_dir("tunas_budget");
+    base_cfg(&c, &sc, out, 1);
+    c.strategy = IB_SEARCH_TUNAS;
+    c.generations = 15;
+    c.batch = 8;
+    CHECK(ib_search_run(&c, &r) == IB_OK, "tunas: %s", ib_errmsg());
+    for (int i = 0; i < r.n_picks; i++)
+        CHECK(r.picks[i].found && r.picks[i].ms <= r.picks[i].budget_ms, "tunas: budget %g ms: found %d, %.3f ms",
+              r.picks[i].budget_ms, r.picks[i].found, r.picks[i].ms);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    json_error_t err;
+    json_t *j = json_load_file(path, 0, &err);
+    CHECK(j, "%s: %s", path, err.text);
+    json_t *p = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+    json_t *am = json_object_get(p, "policy_argmax");
+    int ok = json_array_size(json_object_get(am, "choice")) == (size_t)space.n_layers &&
+             json_is_real(json_object_get(am, "ms"));
+    json_decref(j);
+    CHECK(ok, "summary.json: no policy_argmax arch for tunas");
+    free(sc.seen);
+}
+
+TEST(search_rejects_bad_settings) {
+    ib_search_cfg c;
+    scorer sc;
+    ib_search_result r;
+    base_cfg(&c, &sc, out_dir("bad_budget"), 1);
+    c.targets[0].budget_ms[0] = 0.01;
+    CHECK(ib_search_run(&c, &r) == IB_ERR_ARG && strstr(ib_errmsg(), "below the fastest arch"), "tiny budget: %s",
+          ib_errmsg());
+    base_cfg(&c, &sc, out_dir("bad_name"), 1);
+    c.targets[1].name = "../x";
+    CHECK(ib_search_run(&c, &r) == IB_ERR_ARG && strstr(ib_errmsg(), "target name"), "bad name: %s", ib_errmsg());
+    // A finished run's folder: a new search there must not overwrite it; a resume with other settings fails.
+    base_cfg(&c, &sc, out_dir("bad_exists"), 1);
+    c.generations = 1;
+    CHECK(ib_search_run(&c, &r) == IB_OK, "search: %s", ib_errmsg());
+    free(sc.seen);
+    base_cfg(&c, &sc, out_dir("bad_exists"), 1);
+    c.generations = 1;
+    CHECK(ib_search_run(&c, &r) == IB_ERR_ARG && strstr(ib_errmsg(), "--resume"), "existing state: %s", ib_errmsg());
+    c.resume = 1;
+    c.seed = 8;
+    CHECK(ib_search_run(&c, &r) == IB_ERR_ARG && strstr(ib_errmsg(), "other settings"), "other seed: %s", ib_errmsg());
+    base_cfg(&c, &sc, out_dir("no_state"), 1);
+    c.resume = 1;
+    CHECK(ib_search_run(&c, &r) == IB_ERR_NOTFOUND, "resume without a state: %s", ib_errmsg());
+    CHECK(sc.calls == 0, "a failed setup scored %d subnets", sc.calls);
+}
+
+// The verb end to end on a supernet with fresh weights (no training: only the plumbing is under test):
+// the held-out part the supernet records is scored, two tables, per-target budgets, a baseline the tables
+// lack, --json; then a second search into the same folder without --resume is refused.
+TEST(cli_search_end_to_end) {
+    fixtures();
+    const char *d = test_tmpdir(), *bin = test_ibnas_bin();
+    char data[600], snp[600], cmd[8192], *out = NULL, *err = NULL;
+    snprintf(data, sizeof data, "%s/e2e_train.h5", d);
+    snprintf(snp, sizeof snp, "%s/e2e_sn.h5", d);
+    CHECK(ib_synth_write_pack(data, 160, 32, 3, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    ib_supernet sn;
+    CHECK(ib_supernet_build(&sn, &space, 6) == IB_OK, "%s", ib_errmsg());
+    ib_supernet_init_weights(&sn, 1);
+    sn.train_data = strdup(data);
+    sn.holdout = 0.25;
+    sn.split_seed = 5;
+    ib_status s = ib_supernet_save(&sn, snp, NULL, NULL);
+    ib_supernet_free(&sn);
+    CHECK(s == IB_OK, "%s", ib_errmsg());
+    snprintf(cmd, sizeof cmd,
+             "%s search --supernet %s --lut cpu=%s/cpu.csv,tpu=%s/tpu.csv --budget-ms 'cpu=%g;tpu=%g,%g' --population 3 "
+             "--generations 1 --batch 1 --sample 2 --calib-batches 1 --eval-images 16 --threads 1 --workers 1 "
+             "--baselines mobilenetv2:0.35=0.2 --seed 3 --out %s/e2e_out --json",
+             bin, snp, d, d, budget_cpu[1], budget_tpu[0], budget_tpu[1], d);
+    int rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "search failed (%d): %s", rc, err);
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    CHECK(j, "--json printed no JSON (%s): %s", jerr.text, out);
+    json_t *ts = json_object_get(j, "targets");
+    int ok = json_array_size(ts) == 2 && json_is_true(json_object_get(j, "finished")) &&
+             json_integer_value(json_object_get(j, "subnets_scored")) >= 3;
+    for (size_t t = 0; ok && t < 2; t++) {
+        json_t *picks = json_object_get(json_array_get(ts, t), "picks");
+        ok = json_array_size(picks) == t + 1;
+        for (size_t k = 0; ok && k < json_array_size(picks); k++) {
+            json_t *p = json_array_get(picks, k);
+            double top1 = json_real_value(json_object_get(p, "score"));
+            ok = json_is_true(json_object_get(p, "found")) && top1 >= 0 && top1 <= 1 &&
+                 json_real_value(json_object_get(p, "ms")) <= json_real_value(json_object_get(p, "budget_ms"));
+        }
+    }
+    json_decref(j);
+    CHECK(ok, "summary: %s", out);
+    CHECK(strstr(err, "generation 1/1"), "no progress line per generation on stderr: %s", err);
+    free(out), free(err);
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/e2e_out", d);
+    CHECK(file_exists(dir, "tpu/archs.svg") && file_exists(dir, "cpu/pareto.svg") && file_exists(dir, "curve_evolution.csv"),
+          "outputs missing in %s", dir);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "--resume"), "a second search into the folder gave %d: %s", rc, err);
+    free(out), free(err);
+    char resume_cmd[8300];
+    snprintf(resume_cmd, sizeof resume_cmd, "%s --resume --quiet", cmd);
+    // Another held-out fraction of the supernet's own training data would score images it trained on.
+    snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut cpu=%s/cpu.csv --budget-ms %g --holdout 0.3 --out %s/e2e_h",
+             bin, snp, d, budget_cpu[1], d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "held out 0.25"), "--holdout 0.3 on a supernet that held out 0.25 gave %d: %s", rc, err);
+    free(out), free(err);
+    // --resume of a finished search rescores nothing and prints the same summary.
+    rc = test_run(resume_cmd, &out, &err);
+    CHECK(rc == 0 && strstr(out, "\"subnets_scored\""), "resume of a finished search (%d): %s", rc, err);
+    free(out), free(err);
+}

@@ -1,0 +1,398 @@
+// The supernet: a path run inside the supernet and the network extracted from it compute the same logits
+// (eval mode) and the same gradients on the path's weights (training mode), with nothing leaking into
+// weights the path does not use; BN recalibration gives the exact average of its batches; training
+// resumes bit for bit; every shipped space builds a supernet whose extreme paths run; and the verbs as a
+// user runs them: supernet eval of an arch prints what eval of its extracted checkpoint prints, and
+// train --init fine-tunes that checkpoint.
+#include "tests/test.h"
+
+#include "tasks/tasks.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *space_path(const char *name) {
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 512, "search/spaces/%s.space.json", name);
+    return p;
+}
+
+static void load_tiny(ib_space *sp) { IB_ASSERT(ib_space_load(sp, space_path("tiny")) == IB_OK, "%s", ib_errmsg()); }
+
+// Random weights and BN statistics, so that eval mode's running statistics matter.
+static void randomise(ib_params *ps, uint64_t seed) {
+    ib_params_init_default(ps, seed);
+    ib_rng r;
+    ib_rng_seed(&r, seed, 7);
+    for (int i = 0; i < ps->n; i++) {
+        ib_tensor *t = ps->t[i];
+        const char *leaf = strrchr(t->name, '.');
+        leaf = leaf ? leaf + 1 : t->name;
+        if (!strcmp(leaf, "running_var") || (t->ndim == 1 && !strcmp(leaf, "weight")))
+            ib_rng_fill_uniform(&r, t->data, ib_numel(t), 0.5f, 1.5f);
+        else if (!strcmp(leaf, "running_mean") || (t->ndim == 1 && !strcmp(leaf, "bias")))
+            ib_rng_fill_uniform(&r, t->data, ib_numel(t), -0.2f, 0.2f);
+    }
+}
+
+// Choices to try: the largest, the smallest, then random ones, and one with every layer the same op
+// where the space allows it (so each op's slicing is covered).
+static void pick(const ib_space *sp, int k, ib_rng *r, int *choice) {
+    if (k == 0) ib_space_sample(sp, IB_SAMPLE_LARGEST, r, choice);
+    else if (k == 1) ib_space_sample(sp, IB_SAMPLE_SMALLEST, r, choice);
+    else ib_space_sample(sp, IB_SAMPLE_RANDOM, r, choice);
+    if (k >= 2 && k < 2 + IB_BLOCK_SKIP) {   // force op k-2 wherever it is allowed, random fields
+        for (int l = 0; l < sp->n_layers; l++) {
+            ib_block_cfg all[512];
+            int n = ib_space_choices(sp, l, all, 512);
+            int idx[512], m = 0;
+            for (int c = 0; c < n; c++)
+                if ((int)all[c].op == k - 2) idx[m++] = c;
+            if (m) choice[l] = idx[ib_rng_below(r, (uint32_t)m)];
+        }
+    }
+}
+
+static ib_tensor *input(ib_ctx *ctx, int n, int res, uint64_t seed) {
+    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){n, 3, res, res});
+    fill_normal(x, seed, 1.0f);
+    return x;
+}
+
+TEST(path_and_extracted_network_agree) {
+    ib_space sp;
+    load_tiny(&sp);
+    ib_supernet sn, grads;
+    CHECK(ib_supernet_build(&sn, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_supernet_build(&grads, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    randomise(&sn.ps, 11);
+    ib_rng r;
+    ib_rng_seed(&r, 5, 0);
+    int choice[64];
+    ib_ctx *ctx = ib_ctx_new(), *ctx2 = ib_ctx_new();
+    const int N = 4, R = 32;
+    for (int k = 0; k < 12 && !ib_test_failed(); k++) {
+        pick(&sp, k, &r, choice);
+        ib_net net;
+        CHECK(ib_supernet_extract(&sn, choice, &net) == IB_OK, "%s", ib_errmsg());
+        // Eval mode: the logits, to 1e-6 (the same code on the same numbers: expected bit-exact).
+        ib_ctx_reset(ctx), ib_ctx_reset(ctx2);
+        ctx->training = ctx2->training = 0;
+        ctx->recording = ctx2->recording = 0;
+        ib_net path;
+        ib_supernet_path(ctx, &sn, choice, &path);
+        ib_tensor *x = input(ctx, N, R, 100 + k);
+        ib_tensor *za = ib_net_forward(ctx, &path, x);
+        ib_tensor *zb = ib_net_forward(ctx2, &net, x);
+        double d = max_abs_diff(za->data, zb->data, ib_numel(za));
+        CHECK(d <= 1e-6, "choice %d: eval logits differ by %g", k, d);
+        // Training mode: loss sum(z * w) with fixed w; gradients of every path weight to 1e-5.
+        ib_ctx_reset(ctx), ib_ctx_reset(ctx2);
+        ctx->training = ctx2->training = 1;
+        ctx->recording = ctx2->recording = 1;
+        ib_params_zero_grad(&sn.ps);
+        ib_params_zero_grad(&net.ps);
+        ib_rng keep = sn.dropout_rng;
+        ib_supernet_path(ctx, &sn, choice, &path);
+        x = input(ctx, N, R, 200 + k);
+        ib_tensor *wt = ib_tensor_new(ctx, 2, (int[]){N, 6});
+        fill_normal(wt, 300 + k, 1.0f);
+        za = ib_net_forward(ctx, &path, x);
+        ib_backward(ctx, ib_sum(ctx, ib_mul_channel(ctx, ib_reshape(ctx, za, 4, (int[]){1, N * 6, 1, 1}),
+                                                    ib_reshape(ctx, wt, 4, (int[]){1, N * 6, 1, 1}))), NULL);
+        net.dropout_rng = keep;
+        zb = ib_net_forward(ctx2, &net, x);
+        d = max_abs_diff(za->data, zb->data, ib_numel(za));
+        CHECK(d <= 1e-5, "choice %d: training logits differ by %g", k, d);
+        ib_backward(ctx2, ib_sum(ctx2, ib_mul_channel(ctx2, ib_reshape(ctx2, zb, 4, (int[]){1, N * 6, 1, 1}),
+                                                      ib_reshape(ctx2, wt, 4, (int[]){1, N * 6, 1, 1}))), NULL);
+        // The supernet's gradients seen as weights, extracted along the same path: the standalone
+        // network's gradients, tensor by tensor.
+        memcpy(grads.ps.data, sn.ps.grad, sizeof(float) * (size_t)sn.ps.numel_params);
+        ib_net gnet;
+        CHECK(ib_supernet_extract(&grads, choice, &gnet) == IB_OK, "%s", ib_errmsg());
+        double l1_path = 0, l1_all = 0;
+        for (int i = 0; i < net.ps.n && !ib_test_failed(); i++) {
+            if (net.ps.is_buffer[i]) continue;
+            ib_tensor *a = gnet.ps.t[i], *b = net.ps.t[i];
+            int64_t n = ib_numel(b);
+            double e = rel_err(a->data, b->grad, n), m = max_abs_diff(a->data, b->grad, n);
+            CHECK(e <= 1e-5 || m <= 1e-6, "choice %d: grad of %s differs (rel %g, max %g)", k, b->name, e, m);
+            for (int64_t j = 0; j < n; j++) l1_path += fabs(b->grad[j]);
+        }
+        for (int64_t j = 0; j < sn.ps.numel_params; j++) l1_all += fabs(sn.ps.grad[j]);
+        CHECK(fabs(l1_all - l1_path) <= 1e-4 * l1_path, "choice %d: gradient outside the path (%g vs %g)", k, l1_all,
+              l1_path);
+        ib_net_free(&gnet);
+        ib_net_free(&net);
+    }
+    ib_ctx_free(ctx);
+    ib_ctx_free(ctx2);
+    ib_supernet_free(&grads);
+    ib_supernet_free(&sn);
+    ib_space_free(&sp);
+}
+
+// After recalibration on T batches each BN's running mean is the average of the T batch means: checked
+// on the stem's BN, whose input is the images through a fixed conv.
+TEST(recalibration_averages_its_batches) {
+    ib_space sp;
+    load_tiny(&sp);
+    ib_supernet sn;
+    CHECK(ib_supernet_build(&sn, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    randomise(&sn.ps, 3);
+    ib_dataset *ds;
+    CHECK(ib_dataset_synth(&ds, 64, 32, 9) == IB_OK, "%s", ib_errmsg());
+    int choice[64];
+    ib_space_sample(&sp, IB_SAMPLE_SMALLEST, NULL, choice);
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->recording = 0;
+    ib_net path;
+    ib_supernet_path(ctx, &sn, choice, &path);
+    ib_recal_cfg rc;
+    ib_recal_cfg_default(&rc, 32);
+    rc.batches = 3, rc.batch = 16, rc.workers = 1, rc.seed = 4;
+    CHECK(ib_recalibrate_bn(&path, ds, &rc) == IB_OK, "%s", ib_errmsg());
+    // The same batches through the stem conv by hand.
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, 32, 32);
+    lo.batch_size = 16, lo.shuffle = 1, lo.drop_last = 1, lo.seed = 4, lo.workers = 1;
+    lo.want_boxes = lo.want_masks = 0;
+    lo.aug.crop = IB_CROP_CENTER;
+    memcpy(lo.aug.mean, rc.mean, sizeof rc.mean);
+    memcpy(lo.aug.std, rc.std, sizeof rc.std);
+    ib_loader *l;
+    CHECK(ib_loader_open(&l, ds, &lo) == IB_OK, "%s", ib_errmsg());
+    ib_loader_start_epoch(l, 0);
+    int C = sp.stem_out;
+    double avg[64] = {0};
+    ib_ctx *c2 = ib_ctx_new();
+    c2->recording = 0;
+    for (int t = 0; t < 3; t++) {
+        const ib_batch *b;
+        CHECK(ib_loader_next(l, &b) == IB_OK && b, "batch %d", t);
+        ib_ctx_reset(c2);
+        ib_tensor x;
+        ib_batch_tensor(b, &x);
+        ib_tensor *y = ib_conv_forward(c2, &sn.stem.conv, &x);
+        int64_t hw = (int64_t)y->shape[2] * y->shape[3];
+        for (int ch = 0; ch < C; ch++) {
+            double s = 0;
+            for (int i = 0; i < y->shape[0]; i++)
+                for (int64_t p = 0; p < hw; p++) s += y->data[((int64_t)i * C + ch) * hw + p];
+            avg[ch] += s / (double)(y->shape[0] * hw) / 3;
+        }
+    }
+    for (int ch = 0; ch < C; ch++)
+        CHECK(fabs(sn.stem.bn.mean->data[ch] - avg[ch]) <= 1e-4 * (1 + fabs(avg[ch])), "channel %d: %g vs %g", ch,
+              sn.stem.bn.mean->data[ch], avg[ch]);
+    ib_ctx_free(c2);
+    ib_loader_close(l);
+    ib_ctx_free(ctx);
+    ib_dataset_close(ds);
+    ib_supernet_free(&sn);
+    ib_space_free(&sp);
+}
+
+TEST(every_space_builds_a_supernet) {
+    const char *names[] = {"tiny", "mobiledets", "edgetpuv2", "union"};
+    for (int i = 0; i < 4 && !ib_test_failed(); i++) {
+        ib_space sp;
+        CHECK(ib_space_load(&sp, space_path(names[i])) == IB_OK, "%s", ib_errmsg());
+        ib_supernet sn;
+        CHECK(ib_supernet_build(&sn, &sp, 10) == IB_OK, "%s: %s", names[i], ib_errmsg());
+        ib_supernet_init_weights(&sn, 1);
+        int choice[256];
+        ib_ctx *ctx = ib_ctx_new();
+        for (int k = 0; k < 2; k++) {
+            ib_space_sample(&sp, k ? IB_SAMPLE_SMALLEST : IB_SAMPLE_LARGEST, NULL, choice);
+            ib_ctx_reset(ctx);
+            ctx->training = 1, ctx->recording = 0;
+            ib_net path;
+            ib_supernet_path(ctx, &sn, choice, &path);
+            ib_tensor *z = ib_net_forward(ctx, &path, input(ctx, 2, 32, 1));
+            CHECK(z->shape[0] == 2 && z->shape[1] == 10, "%s: logits shape", names[i]);
+            for (int j = 0; j < 20; j++) CHECK(isfinite(z->data[j]), "%s: non-finite logit", names[i]);
+        }
+        ib_ctx_free(ctx);
+        ib_supernet_free(&sn);
+        ib_space_free(&sp);
+    }
+}
+
+// Stopped after 5 steps and resumed: the same weights, bit for bit, as a run that never stopped.
+TEST(supernet_resume_is_exact) {
+    char data[512], a[512], b[512];
+    snprintf(data, sizeof data, "%s/sn_train.h5", test_tmpdir());
+    CHECK(ib_synth_write_pack(data, 300, 32, 3, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    snprintf(a, sizeof a, "%s/sn_a.h5", test_tmpdir());
+    snprintf(b, sizeof b, "%s/sn_b.h5", test_tmpdir());
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.base.data = data;
+    c.base.epochs = 2, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0.5f;
+    c.base.workers = 1, c.base.progress = 0, c.base.seed = 7;
+    c.base.out = a;
+    ib_sn_train_result r;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK, "%s", ib_errmsg());
+    CHECK(r.base.steps == 16, "steps %ld (270 training images: 8 batches of 32 an epoch)", r.base.steps);
+    c.base.out = b;
+    c.base.max_steps = 5;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 5, "%s", ib_errmsg());
+    c.base.resume = b;
+    c.base.max_steps = 0;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
+    ib_supernet sa, sb;
+    CHECK(ib_supernet_load(&sa, a) == IB_OK && ib_supernet_load(&sb, b) == IB_OK, "%s", ib_errmsg());
+    CHECK(sa.ps.numel_params == sb.ps.numel_params, "sizes");
+    CHECK(!memcmp(sa.ps.data, sb.ps.data, sizeof(float) * (size_t)sa.ps.numel_params), "weights differ after resume");
+    CHECK(!memcmp(sa.ps.buf, sb.ps.buf, sizeof(float) * (size_t)sa.ps.numel_buffers), "BN statistics differ");
+    CHECK(sa.holdout == 0.1 && sa.train_data && !strcmp(sa.train_data, data), "recorded data %s holdout %g",
+          sa.train_data ? sa.train_data : "(none)", sa.holdout);
+    double moved = 0;
+    ib_supernet s0;
+    ib_space sp;
+    load_tiny(&sp);
+    CHECK(ib_supernet_build(&s0, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    ib_supernet_init_weights(&s0, 7);
+    for (int64_t i = 0; i < s0.ps.numel_params; i++) moved += fabs(s0.ps.data[i] - sa.ps.data[i]);
+    CHECK(moved > 1, "training did not move the weights (%g)", moved);
+    ib_supernet_free(&s0);
+    ib_space_free(&sp);
+    ib_supernet_free(&sa);
+    ib_supernet_free(&sb);
+}
+
+static double json_num(const char *text, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = text ? strstr(text, pat) : NULL;
+    return p ? atof(p + strlen(pat)) : NAN;
+}
+
+TEST(cli_supernet_eval_extract_eval_finetune) {
+    const char *bin = test_ibnas_bin();
+    const char *d = test_tmpdir();
+    char cmd[4096], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s synth --out %s/c_train.h5 --n 400 --size 32 --seed 1 && %s synth --out %s/c_val.h5 --n 120 --size 32 "
+             "--seed 2 && %s supernet train --space search/spaces/tiny.space.json --data %s/c_train.h5 --out %s/c_sn.h5 "
+             "--epochs 1 --batch 32 --res 32 --warmup 0.2 --workers 1 --quiet --seed 3",
+             bin, d, bin, d, bin, d, d);
+    int rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "supernet train failed (%d): %s", rc, err);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd, "%s space sample --space search/spaces/tiny.space.json --seed 4 --out %s/c_a.arch.json", bin,
+             d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "space sample failed (%d): %s", rc, err);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd,
+             "%s supernet eval --supernet %s/c_sn.h5 --arch %s/c_a.arch.json --data %s/c_val.h5 --calib-batches 3 "
+             "--calib-batch 16 --workers 1 --json", bin, d, d, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "supernet eval failed (%d): %s", rc, err);
+    double t1 = json_num(out, "top1"), l1 = json_num(out, "loss");
+    CHECK(isfinite(t1) && isfinite(l1) && json_num(out, "images") == 120, "supernet eval printed: %s", out);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd,
+             "%s extract --supernet %s/c_sn.h5 --arch %s/c_a.arch.json --calib-batches 3 --calib-batch 16 --workers 1 "
+             "--out %s/c_sub.h5 && %s eval --model %s/c_sub.h5 --data %s/c_val.h5 --workers 1 --json",
+             bin, d, d, d, bin, d, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "extract + eval failed (%d): %s", rc, err);
+    double t2 = json_num(out, "top1"), l2 = json_num(out, "loss");
+    CHECK(t1 == t2 && fabs(l1 - l2) <= 1e-6, "supernet eval top1 %g loss %.6f, eval of the extracted %g %.6f", t1, l1, t2,
+          l2);
+    free(out), free(err);
+    // Fine-tuning starts from the extracted weights: a 0-step-long run would evaluate the same; one
+    // epoch at a small learning rate moves the loss but keeps the network.
+    snprintf(cmd, sizeof cmd,
+             "%s train --init %s/c_sub.h5 --data %s/c_train.h5 --val %s/c_val.h5 --epochs 1 --batch 32 --res 32 "
+             "--lr 0.01 --warmup 0.2 --workers 1 --quiet --json --out %s/c_ft.h5", bin, d, d, d, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "train --init failed (%d): %s", rc, err);
+    CHECK(isfinite(json_num(out, "val_top1")), "train --init printed: %s", out);
+    free(out), free(err);
+    // Errors: an arch of another space, a checkpoint given as a supernet.
+    snprintf(cmd, sizeof cmd,
+             "%s supernet eval --supernet %s/c_sn.h5 --arch examples/archs/synth_small.arch.json --data %s/c_val.h5",
+             bin, d, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "synth_small.arch.json"), "arch outside the space: rc %d, %s", rc, err);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd, "%s supernet eval --supernet %s/c_sub.h5 --arch %s/c_a.arch.json --data %s/c_val.h5", bin,
+             d, d, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "not an ibnas supernet") && strstr(err, "c_sub.h5"), "checkpoint as supernet: rc %d, %s",
+          rc, err);
+    free(out), free(err);
+}
+
+// The sharing rules of docs/SEARCH.md, read off the path's tensors: a smaller kernel is the centre of the
+// largest, a smaller expansion the first channels, and a g-group gcibn conv takes the diagonal blocks of
+// the dense weight (group j: input channels [j cin/g, (j+1) cin/g), output rows from j hid_max/g).
+TEST(sharing_rules_slice_as_documented) {
+    ib_space sp;
+    load_tiny(&sp);
+    ib_supernet sn;
+    CHECK(ib_supernet_build(&sn, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    ib_supernet_init_weights(&sn, 2);
+    int layer = 2;   // stage 1's first layer: 16 -> 24, stride 2
+    ib_space_layer li = ib_space_layer_info(&sp, layer);
+    ib_block_cfg all[512];
+    int n = ib_space_choices(&sp, layer, all, 512), ibn = -1, gc = -1;
+    for (int c = 0; c < n; c++) {
+        if (all[c].op == IB_BLOCK_IBN && all[c].kernel == 3 && all[c].expand == 2) ibn = c;
+        if (all[c].op == IB_BLOCK_GCIBN && all[c].kernel == 3 && all[c].expand == 2 && all[c].groups == 2) gc = c;
+    }
+    CHECK(ibn >= 0 && gc >= 0, "tiny space lacks ibn k3 e2 or gcibn k3 e2 g2 at layer %d", layer);
+    int choice[64];
+    ib_space_sample(&sp, IB_SAMPLE_SMALLEST, NULL, choice);
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->recording = 0;
+    // ibn k3 e2 inside ibn k5 e4: expansion rows, depthwise centre, projection's first input channels.
+    choice[layer] = ibn;
+    ib_net p;
+    ib_supernet_path(ctx, &sn, choice, &p);
+    const ib_block *full = &sn.layers[layer * IB_BLOCK_SKIP + IB_BLOCK_IBN], *b = &p.blocks[layer];
+    int cin = li.cin, hid = cin * 2, hmax = full->stages[1].conv.cout, K = full->stages[1].conv.k;
+    CHECK(K == 5 && hmax == cin * 4, "shared ibn: k %d, hidden %d", K, hmax);
+    for (int o = 0; o < hid; o++)
+        for (int c = 0; c < cin; c++)
+            CHECK(b->stages[0].conv.w->data[o * cin + c] == full->stages[0].conv.w->data[o * cin + c], "expand [%d,%d]", o, c);
+    for (int o = 0; o < hid; o++)
+        for (int a = 0; a < 3; a++)
+            for (int e = 0; e < 3; e++)
+                CHECK(b->stages[1].conv.w->data[(o * 3 + a) * 3 + e] == full->stages[1].conv.w->data[(o * 5 + a + 1) * 5 + e + 1],
+                      "depthwise centre [%d,%d,%d]", o, a, e);
+    for (int o = 0; o < li.cout; o++)
+        for (int c = 0; c < hid; c++)
+            CHECK(b->project.w->data[o * hid + c] == full->project.w->data[o * hmax + c], "project [%d,%d]", o, c);
+    // gcibn k3 e2 g2 from the dense (hmax, cin, 5, 5) weight.
+    ib_ctx_reset(ctx);
+    choice[layer] = gc;
+    ib_supernet_path(ctx, &sn, choice, &p);
+    full = &sn.layers[layer * IB_BLOCK_SKIP + IB_BLOCK_GCIBN];
+    b = &p.blocks[layer];
+    const ib_tensor *w = b->stages[0].conv.w, *W = full->stages[0].conv.w;
+    CHECK(w->shape[0] == hid && w->shape[1] == cin / 2 && w->shape[2] == 3 && b->stages[0].conv.groups == 2, "gcibn shape");
+    CHECK(W->shape[0] == hmax && W->shape[1] == cin && W->shape[2] == 5, "dense gcibn weight shape");
+    for (int j = 0; j < 2; j++)
+        for (int r = 0; r < hid / 2; r++)
+            for (int c = 0; c < cin / 2; c++)
+                for (int a = 0; a < 3; a++)
+                    for (int e = 0; e < 3; e++) {
+                        float got = w->data[(((j * hid / 2 + r) * (cin / 2) + c) * 3 + a) * 3 + e];
+                        float want = W->data[(((j * hmax / 2 + r) * cin + j * cin / 2 + c) * 5 + a + 1) * 5 + e + 1];
+                        CHECK(got == want, "gcibn group %d row %d col %d [%d,%d]", j, r, c, a, e);
+                    }
+    ib_ctx_free(ctx);
+    ib_supernet_free(&sn);
+    ib_space_free(&sp);
+}
