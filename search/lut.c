@@ -454,10 +454,13 @@ ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double 
         if (a->blocks[i].se > 0)
             return ib_fail(IB_ERR_ARG, "%s: blocks[%d] has squeeze-excite, which latency tables have no column for",
                            a->name, i);
-    ib_lut_key *keys = malloc(sizeof *keys * (size_t)(a->n_blocks + 2));
-    int *block = malloc(sizeof *block * (size_t)(a->n_blocks + 2));
+    // A search predicts millions of archs: small ones (all of them, in practice) stay off the heap.
+    ib_lut_key keys_small[64];
+    int block_small[64], big = a->n_blocks + 2 > 64;
+    ib_lut_key *keys = big ? malloc(sizeof *keys * (size_t)(a->n_blocks + 2)) : keys_small;
+    int *block = big ? malloc(sizeof *block * (size_t)(a->n_blocks + 2)) : block_small;
     if (!keys || !block) {
-        free(keys), free(block);
+        if (big) free(keys), free(block);
         return ib_fail(IB_ERR_NOMEM, "out of memory");
     }
     int n = ib_lut_arch_keys(a, res, keys, block);
@@ -478,7 +481,7 @@ ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double 
             total += ms;
         }
     }
-    free(keys), free(block);
+    if (big) free(keys), free(block);
     if (s) return s;
     if (sum) *sum = total;
     if (n_rows) *n_rows = n;

@@ -248,6 +248,46 @@ ib_status ib_open_labelled(ib_dataset **ds, const char *path, ib_ds_format fmt, 
     return s;
 }
 
+ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *steps_per_epoch,
+                               ib_schedule *schedule) {
+    ib_status s;
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, cfg->res, cfg->res);
+    lo.batch_size = cfg->batch;
+    lo.shuffle = 1;
+    lo.drop_last = 1;   // as the PyTorch recipe: len // batch steps an epoch
+    lo.workers = cfg->workers;
+    lo.seed = cfg->seed;
+    lo.want_boxes = 0;
+    lo.want_masks = 0;
+    lo.aug.crop = cfg->aug == IB_AUG_PADCROP ? IB_CROP_PAD : cfg->aug == IB_AUG_RRC ? IB_CROP_RESIZED : IB_CROP_CENTER;
+    lo.aug.pad = cfg->pad;
+    lo.aug.hflip_p = cfg->aug == IB_AUG_NONE ? 0.0f : 0.5f;
+    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    if ((s = ib_loader_open(loader, train, &lo))) return s;
+    long spe = (long)ib_loader_batches(*loader);
+    if (spe < 1) {
+        return ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train),
+                       cfg->batch);
+    }
+    ib_schedule sch = {.kind = cfg->schedule,
+                       .base_lr = cfg->lr,
+                       .warmup_steps = (long)lround(cfg->warmup_epochs * (double)spe),
+                       .total_steps = (long)cfg->epochs * spe,
+                       .final_lr = 0,
+                       .decay_every = (long)fmax(1, lround(cfg->step_epochs * (double)spe)),
+                       .gamma = cfg->step_gamma};
+    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps) {
+        return ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs: use fewer warm-up epochs "
+                       "(e.g. --warmup %g) or more --epochs", cfg->warmup_epochs, cfg->epochs, 0.2 * cfg->epochs);
+    }
+    if ((s = ib_schedule_check(&sch))) return s;
+    *steps_per_epoch = spe;
+    *schedule = sch;
+    return IB_OK;
+}
+
 ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     memset(res, 0, sizeof *res);
     res->val_top1 = res->val_top5 = -1;
@@ -321,39 +361,9 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         if (s) goto done;
     }
 
-    ib_loader_opts lo;
-    ib_loader_opts_default(&lo, cfg->res, cfg->res);
-    lo.batch_size = cfg->batch;
-    lo.shuffle = 1;
-    lo.drop_last = 1;   // as the PyTorch recipe: len // batch steps an epoch
-    lo.workers = cfg->workers;
-    lo.seed = cfg->seed;
-    lo.want_boxes = 0;
-    lo.want_masks = 0;
-    lo.aug.crop = cfg->aug == IB_AUG_PADCROP ? IB_CROP_PAD : cfg->aug == IB_AUG_RRC ? IB_CROP_RESIZED : IB_CROP_CENTER;
-    lo.aug.pad = cfg->pad;
-    lo.aug.hflip_p = cfg->aug == IB_AUG_NONE ? 0.0f : 0.5f;
-    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
-    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
-    if ((s = ib_loader_open(&loader, train, &lo))) goto done;
-    long spe = (long)ib_loader_batches(loader);
-    if (spe < 1) {
-        s = ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train), cfg->batch);
-        goto done;
-    }
-    ib_schedule sch = {.kind = cfg->schedule,
-                       .base_lr = cfg->lr,
-                       .warmup_steps = (long)lround(cfg->warmup_epochs * (double)spe),
-                       .total_steps = (long)cfg->epochs * spe,
-                       .final_lr = 0,
-                       .decay_every = (long)fmax(1, lround(cfg->step_epochs * (double)spe)),
-                       .gamma = cfg->step_gamma};
-    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps) {
-        s = ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs: use fewer warm-up epochs "
-                    "(e.g. --warmup %g) or more --epochs", cfg->warmup_epochs, cfg->epochs, 0.2 * cfg->epochs);
-        goto done;
-    }
-    if ((s = ib_schedule_check(&sch))) goto done;
+    long spe;
+    ib_schedule sch;
+    if ((s = ib_train_loader_open(cfg, train, &loader, &spe, &sch))) goto done;
 
     snprintf(logpath, sizeof logpath, "%s", cfg->log ? cfg->log : "");
     if (!cfg->log) snprintf(logpath, sizeof logpath, "%s.csv", cfg->out);

@@ -195,39 +195,9 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         if (s) goto done;
     }
 
-    ib_loader_opts lo;
-    ib_loader_opts_default(&lo, c->res, c->res);
-    lo.batch_size = c->batch;
-    lo.shuffle = 1;
-    lo.drop_last = 1;
-    lo.workers = c->workers;
-    lo.seed = c->seed;
-    lo.want_boxes = 0;
-    lo.want_masks = 0;
-    lo.aug.crop = c->aug == IB_AUG_PADCROP ? IB_CROP_PAD : c->aug == IB_AUG_RRC ? IB_CROP_RESIZED : IB_CROP_CENTER;
-    lo.aug.pad = c->pad;
-    lo.aug.hflip_p = c->aug == IB_AUG_NONE ? 0.0f : 0.5f;
-    memcpy(lo.aug.mean, c->mean, sizeof lo.aug.mean);
-    memcpy(lo.aug.std, c->std, sizeof lo.aug.std);
-    if ((s = ib_loader_open(&loader, train, &lo))) goto done;
-    long spe = (long)ib_loader_batches(loader);
-    if (spe < 1) {
-        s = ib_fail(IB_ERR_ARG, "%s: %lld training images make no batch of %d", c->data,
-                    (long long)ib_dataset_size(train), c->batch);
-        goto done;
-    }
-    ib_schedule sch = {.kind = c->schedule,
-                       .base_lr = c->lr,
-                       .warmup_steps = (long)lround(c->warmup_epochs * (double)spe),
-                       .total_steps = (long)c->epochs * spe,
-                       .final_lr = 0,
-                       .decay_every = (long)fmax(1, lround(c->step_epochs * (double)spe)),
-                       .gamma = c->step_gamma};
-    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps) {
-        s = ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs", c->warmup_epochs, c->epochs);
-        goto done;
-    }
-    if ((s = ib_schedule_check(&sch))) goto done;
+    long spe;
+    ib_schedule sch;
+    if ((s = ib_train_loader_open(c, train, &loader, &spe, &sch))) goto done;
 
     snprintf(logpath, sizeof logpath, "%s", c->log ? c->log : "");
     if (!c->log) snprintf(logpath, sizeof logpath, "%s.csv", c->out);

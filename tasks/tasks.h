@@ -99,6 +99,11 @@ ib_status ib_open_labelled(ib_dataset **ds, const char *path, ib_ds_format fmt, 
 void ib_sigint_catch(struct sigaction *old);
 int ib_sigint_seen(void);
 
+// The training loader (shuffled, augmented as cfg says, full batches only) and the LR schedule over its
+// steps; errors for data that makes no batch and a warm-up covering the whole run.
+ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *steps_per_epoch,
+                               ib_schedule *schedule);
+
 // What a checkpoint carries under /train besides the weights, so a run resumes exactly.
 typedef struct ib_train_state {
     ib_optim *opt;
