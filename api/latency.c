@@ -87,6 +87,7 @@ void ib_latency_profile_opts_default(ib_latency_profile_opts *o) {
     o->threads = 1;
     o->warmup = 3;
     o->repeats = 15;
+    o->min_ms = 30;
     o->stat = "median";
     o->clock = "wall";
     o->save_every = 20;
@@ -130,7 +131,8 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     c.space = &sp;
     c.res = o->res > 0 ? o->res : sp.input;
     c.classes = o->classes;
-    c.timing.warmup = o->warmup, c.timing.repeats = o->repeats, c.save_every = o->save_every;
+    c.timing.warmup = o->warmup, c.timing.repeats = o->repeats, c.timing.min_ms = o->min_ms;
+    c.save_every = o->save_every;
     if (o->stat && !ib_lut_stat_parse(o->stat, &c.timing.stat)) {
         ib_space_free(&sp);
         return ib_fail(IB_ERR_ARG, "latency profile: stat '%s' is not median or min", o->stat);
@@ -173,7 +175,7 @@ ib_status ib_latency_measure(const char *arch, int res, int threads, int repeats
     ib_status s = resolve_arch(&a, arch);
     if (s) return s;
     ib_set_threads(threads);
-    ib_lut_timing tm = {3, repeats > 0 ? repeats : 15, IB_LUT_MEDIAN, IB_LUT_WALL, 0};
+    ib_lut_timing tm = {3, repeats > 0 ? repeats : 15, IB_LUT_MEDIAN, IB_LUT_WALL, 0, 0};
     s = ib_lut_time_arch(&a, res > 0 ? res : a.input, &tm, ms);
     ib_arch_free(&a);
     return s;
@@ -189,6 +191,7 @@ void ib_latency_validate_opts_default(ib_latency_validate_opts *o) {
     o->seed = 1;
     o->warmup = 3;
     o->repeats = 9;
+    o->min_ms = 100;
 }
 
 void ib_latency_validate_report_free(ib_latency_validate_report *r) {
@@ -305,16 +308,15 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
         // Every prediction first, so a missing row fails before minutes of measuring.
         s = ib_lut_predict(t, &archs[i], res, &r->predicted[i]);
     }
-    ib_lut_timing tm = {o->warmup, o->repeats, IB_LUT_MEDIAN, IB_LUT_WALL, 0};
+    ib_lut_timing tm = {o->warmup, o->repeats, IB_LUT_MEDIAN, IB_LUT_WALL, 0, o->min_ms};
     const char *stat = ib_lut_meta(t, "stat"), *clk = ib_lut_meta(t, "clock");
     if (!s && stat && !ib_lut_stat_parse(stat, &tm.stat))
         s = ib_fail(IB_ERR_FORMAT, "%s: stat '%s' is not median or min", o->lut, stat);
     if (!s && clk && !ib_lut_clock_parse(clk, &tm.clock))
         s = ib_fail(IB_ERR_FORMAT, "%s: clock '%s' is not wall or cpu", o->lut, clk);
-    for (int i = 0; i < n && !s; i++) {
-        s = ib_lut_time_arch(&archs[i], res, &tm, &r->measured[i]);
-        if (o->progress) ib_progress_line("measuring subnets", i + 1, 0, n, t0, "");
-    }
+    progress_state ps = {NULL, 0, 0};
+    if (!s) s = ib_lut_time_archs(archs, n, res, &tm, r->measured, o->progress ? progress_bar : NULL, &ps,
+                                  "measuring subnets");
     if (o->progress) fprintf(stderr, "\n");
     if (!s) {
         r->samples = n;

@@ -26,6 +26,7 @@ static int do_profile(int argc, char **argv) {
     ib_latency_profile_opts_default(&o);
     const char *target = "cpu";
     int quiet = 0, json = 0;
+    float min_ms = (float)o.min_ms;
     const cli_flag flags[] = {
         {"--space", F_STR, &o.space, "*.space.json (required)"},
         {"--target", F_STR, &target, "cpu (measured here; modelled targets: latency model)"},
@@ -34,6 +35,7 @@ static int do_profile(int argc, char **argv) {
         {"--out", F_STR, &o.out, "the table: missing rows are added, so a stopped run resumes (required)"},
         {"--repeats", F_INT, &o.repeats, "timed runs per row, the median is kept (default 15)"},
         {"--warmup", F_INT, &o.warmup, "untimed runs first (default 3)"},
+        {"--min-ms", F_FLOAT, &min_ms, "short rows run on past --repeats until this much is timed (default 30)"},
         {"--stat", F_STR, &o.stat, "median (default) or min of the repeats (min: for a busy machine)"},
         {"--clock", F_STR, &o.clock, "wall (default) or cpu: the thread's CPU time (1 thread; a busy machine)"},
         {"--classes", F_INT, &o.classes, "the head row's classes (default: the space's)"},
@@ -50,6 +52,7 @@ static int do_profile(int argc, char **argv) {
     if (o.threads < 1 || o.repeats < 1 || o.warmup < 0 || o.save_every < 1 || o.calibrate < 0)
         return usage_error("--threads, --repeats and --save-every must be positive, --warmup and --calibrate not negative");
     o.progress = !quiet && !json;
+    o.min_ms = min_ms;
     ib_latency_profile_report rep;
     ib_status s = ib_latency_profile(&o, &rep);
     if (s) return cli_report("latency profile", s);
@@ -167,6 +170,7 @@ static int do_validate(int argc, char **argv) {
     ib_latency_validate_opts o;
     ib_latency_validate_opts_default(&o);
     int json = 0, quiet = 0;
+    float vmin_ms = (float)o.min_ms;
     const cli_flag flags[] = {
         {"--lut", F_STR, &o.lut, "the cpu table to check (required)"},
         {"--space", F_STR, &o.space, "*.space.json whose subnets are sampled (required)"},
@@ -175,6 +179,7 @@ static int do_validate(int argc, char **argv) {
         {"--res", F_INT, &o.res, "input resolution (default: the table's)"},
         {"--seed", F_U64, &o.seed, "which subnets (default 1)"},
         {"--repeats", F_INT, &o.repeats, "timed passes per subnet (default 9)"},
+        {"--min-ms", F_FLOAT, &vmin_ms, "small subnets run on past --repeats until this much is timed (default 100)"},
         {"--classes", F_INT, &o.classes, "classes of the subnets (default: the space's)"},
         {"--out", F_STR, &o.out_dir, "folder for validate.csv and validate.svg"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
@@ -186,6 +191,7 @@ static int do_validate(int argc, char **argv) {
     if (!o.lut || !o.space) return usage_error("validate needs --lut and --space");
     if (o.samples < 2 || o.threads < 1 || o.repeats < 1) return usage_error("--samples >= 2, --threads and --repeats >= 1");
     o.progress = !quiet && !json;
+    o.min_ms = vmin_ms;
     ib_latency_validate_report rep;
     ib_status s = ib_latency_validate(&o, &rep);
     if (s) return cli_report("latency validate", s);

@@ -222,6 +222,7 @@ typedef struct ib_latency_profile_opts {
     int threads;               // 1
     int classes;               // the head row's class count; 0: the space's
     int warmup, repeats;       // per row: 3, 15
+    double min_ms;             // short rows run on past `repeats` until this much is timed (at most 8 x), 30
     const char *stat;          // "median" (default) of the repeats, or "min" (for a busy machine, docs/LATENCY.md)
     const char *clock;         // "wall" (default), or "cpu": the thread's CPU time (1 thread; for a busy machine)
     int save_every;            // 20
@@ -259,6 +260,7 @@ typedef struct ib_latency_validate_opts {
     int classes;               // 0: the space's
     uint64_t seed;             // 1
     int warmup, repeats;       // per subnet: 3, 9 (statistic and clock: the table's "# stat:" and "# clock:")
+    double min_ms;             // small subnets run on past `repeats` until this much is timed (at most 8 x), 100
     int progress;              // 0
 } ib_latency_validate_opts;
 IBNAS_API void ib_latency_validate_opts_default(ib_latency_validate_opts *o);

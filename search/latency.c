@@ -140,7 +140,9 @@ static ib_status time_forward(forward_fn fwd, void *user, int c, int h, int w, c
     double (*now)(void) = tm->clock == IB_LUT_THREAD_CPU ? thread_cpu_s : ib_time_s;
     ib_ctx *ctx = ib_ctx_new();
     float *x = malloc(sizeof(float) * (size_t)c * (size_t)h * (size_t)w);
-    double *t = malloc(sizeof(double) * (size_t)repeats);
+    // Short parts run more often: at least `repeats` timed runs and min_ms of timed time, at most 8x repeats.
+    int max_runs = tm->min_ms > 0 ? 8 * repeats : repeats;
+    double *t = malloc(sizeof(double) * (size_t)max_runs);
     if (!ctx || !x || !t) {
         ib_ctx_free(ctx), free(x), free(t);
         return ib_fail(IB_ERR_NOMEM, "out of memory for a %dx%dx%d input", c, h, w);
@@ -154,7 +156,9 @@ static ib_status time_forward(forward_fn fwd, void *user, int c, int h, int w, c
     ctx->recording = 0;
     unsigned char *evict = tm->evict_bytes ? malloc(tm->evict_bytes) : NULL;
     volatile float sink = 0;
-    for (int i = 0; i < warmup + repeats; i++) {
+    double timed = 0;
+    int n = 0;
+    for (int i = 0; n < max_runs && (n < repeats || 1e3 * timed < tm->min_ms); i++) {
         ib_ctx_reset(ctx);
         if (evict) {
             memset(evict, i & 0xff, tm->evict_bytes);
@@ -165,11 +169,11 @@ static ib_status time_forward(forward_fn fwd, void *user, int c, int h, int w, c
         double t0 = now();
         fwd(user, ctx, &xt);
         double dt = now() - t0;
-        if (i >= warmup) t[i - warmup] = dt;
+        if (i >= warmup) t[n++] = dt, timed += dt;
     }
-    qsort(t, (size_t)repeats, sizeof *t, cmp_double);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
     if (tm->stat == IB_LUT_MIN) *ms = 1e3 * t[0];
-    else *ms = 1e3 * (repeats % 2 ? t[repeats / 2] : 0.5 * (t[repeats / 2 - 1] + t[repeats / 2]));
+    else *ms = 1e3 * (n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]));
     (void)sink;
     ib_ctx_free(ctx), free(x), free(t), free(evict);
     return IB_OK;
@@ -231,6 +235,20 @@ ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, d
     return s;
 }
 
+ib_status ib_lut_time_archs(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms,
+                            void (*progress)(void *user, int done, int total, const char *what), void *user,
+                            const char *what) {
+    ib_status s = IB_OK;
+    for (int pass = 0; pass < IB_LUT_PASSES && !s; pass++)
+        for (int i = 0; i < n && !s; i++) {
+            double m;
+            if ((s = ib_lut_time_arch(&archs[i], res, tm, &m))) break;
+            ms[i] = pass == 0 || m < ms[i] ? m : ms[i];
+            if (progress) progress(user, pass * n + i + 1, IB_LUT_PASSES * n, what);
+        }
+    return s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Profiling a space
 
@@ -245,10 +263,12 @@ void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c) {
     c->timing.repeats = 15;
     c->timing.stat = IB_LUT_MEDIAN;
     c->timing.evict_bytes = ib_lut_default_evict_bytes();
+    c->timing.min_ms = 30;
     c->save_every = 20;
     c->calibrate = 0;
     c->calibrate_seed = 1000;
     c->calibrate_repeats = 9;
+    c->calibrate_min_ms = 100;
 }
 
 // "model name" of /proc/cpuinfo, or "unknown".
@@ -280,8 +300,9 @@ static void fill_meta(ib_lut *t, const ib_lut_profile_cfg *c) {
     snprintf(buf, sizeof buf, "%d", ib_get_threads());
     ib_lut_set_meta(t, "threads", buf);
     ib_lut_set_meta(t, "batch", "1");
-    snprintf(buf, sizeof buf, "%d (after %d warm-up runs; %zu KiB evicted before each)", c->timing.repeats,
-             c->timing.warmup, c->timing.evict_bytes >> 10);
+    snprintf(buf, sizeof buf, "%d or more (until %g ms are timed, at most %d; after %d warm-up runs; %zu KiB "
+             "evicted before each)", c->timing.repeats, c->timing.min_ms, 8 * c->timing.repeats, c->timing.warmup,
+             c->timing.evict_bytes >> 10);
     ib_lut_set_meta(t, "repeats", buf);
     ib_lut_set_meta(t, "stat", ib_lut_stat_name(c->timing.stat));
     ib_lut_set_meta(t, "clock", ib_lut_clock_name(c->timing.clock));
@@ -298,17 +319,18 @@ ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, i
     int *rows = malloc(sizeof(int) * (size_t)n), *choice = malloc(sizeof(int) * (size_t)(s->n_layers + 1));
     ib_status st = IB_OK;
     if (!sum || !meas || !rows || !choice) st = ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_arch *archs = calloc((size_t)(n > 0 ? n : 1), sizeof *archs);
+    if (!archs && !st) st = ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_rng r;
     ib_rng_seed(&r, seed, 0xca1);
     for (int i = 0; i < n && !st; i++) {
         ib_space_sample(s, IB_SAMPLE_RANDOM, &r, choice);
-        ib_arch a;
-        memset(&a, 0, sizeof a);
-        if (!(st = ib_space_arch(s, choice, classes, &a)) && !(st = ib_lut_predict_sum(t, &a, res, &sum[i], &rows[i])))
-            st = ib_lut_time_arch(&a, res, tm, &meas[i]);
-        ib_arch_free(&a);
-        if (progress) progress(user, i + 1, n, "calibrating on subnets");
+        if (!(st = ib_space_arch(s, choice, classes, &archs[i])))
+            st = ib_lut_predict_sum(t, &archs[i], res, &sum[i], &rows[i]);
     }
+    if (!st) st = ib_lut_time_archs(archs, n, res, tm, meas, progress, user, "calibrating on subnets");
+    for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
+    free(archs);
     if (!st) {
         ib_lut_correction c = ib_lut_fit_correction(sum, rows, meas, n);
         double before = 0, after = 0;
@@ -376,8 +398,11 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
         if (c->progress) c->progress(c->user, done, todo, ib_lut_key_str(&keys[i], what, sizeof what));
     }
     if (!s && c->calibrate > 0 && (done > 0 || !ib_lut_get_correction(t, c->res, NULL))) {
+        // Networks are timed as ib_latency_validate times them by default (repeats 9, min_ms 100), so that a
+        // validation measures what the correction was fitted on.
         ib_lut_timing tm = c->timing;
         tm.repeats = c->calibrate_repeats;
+        tm.min_ms = c->calibrate_min_ms;
         tm.evict_bytes = 0;
         s = ib_lut_calibrate(t, c->space, c->res, c->classes, c->calibrate, c->calibrate_seed, &tm, c->progress,
                              c->user);

@@ -145,8 +145,8 @@ int ib_lut_get_correction(const ib_lut *t, int res, ib_lut_correction *c);   // 
 // Replaces the correction of res (or adds it); note: free text after the numbers (may be NULL).
 ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, const char *note);
 // Least squares (relative: weights 1 / measured^2) of measured ms on (sum, n_rows) through the origin
-// (c = 0; c is read from tables that
-// carry one); a pure scale (b = 0) when n < 4, the row counts span less than 3, or the system is singular.
+// (c = 0; c is read from tables that carry one); a pure scale (b = 0) when n < 4, the row counts span
+// less than 3, or the system is singular.
 ib_lut_correction ib_lut_fit_correction(const double *sum, const int *n_rows, const double *measured, int n);
 
 // "NAME=FILE.csv" or "FILE.csv" (the --lut flag of latency and search verbs). name receives NAME, or ""
@@ -193,6 +193,9 @@ typedef struct ib_lut_timing {
     // network finds its input in cache (its producer just wrote it) but its weights evicted by the rest of
     // the network; a block timed in a loop finds both hot. 0: no eviction.
     size_t evict_bytes;
+    // More runs for short parts: timing goes on past `repeats` until min_ms of timed runs (at most 8 x
+    // repeats), so a 50 us block's median is of hundreds of runs, not 15. 0: exactly `repeats`.
+    double min_ms;
 } ib_lut_timing;
 ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *tm, double *ms);
 // The same for a whole network (stem, blocks, head, pool, classifier) at res x res (evict_bytes 0: a
@@ -200,21 +203,30 @@ ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *
 ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, double *ms);
 // What profiles evict by default: 4 x the L2 cache (sysconf; 4 MiB when unknown).
 size_t ib_lut_default_evict_bytes(void);
+// Times n networks in IB_LUT_PASSES passes over the list and keeps each one's smaller result: a burst of
+// another process's work lasts seconds, and a pass over the list takes long enough that a network
+// disturbed in one pass is not in the other (calibration and validation use this).
+#define IB_LUT_PASSES 2
+ib_status ib_lut_time_archs(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms,
+                            void (*progress)(void *user, int done, int total, const char *what), void *user,
+                            const char *what);
 
 // Profiling a space on this CPU: every row of ib_lut_space_keys that `out` does not hold yet is timed
 // and added (a run that was stopped resumes; a table of another target or thread count is refused), the
 // table is rewritten atomically every save_every new rows and at the end, and with calibrate > 0
 // ib_lut_calibrate fits the correction of this res (when rows were added or the table has none).
-// Comments: target cpu, device, threads, batch, repeats, act, simd, date, ibnas.
+// Comments: target cpu, device, threads, batch, repeats, stat, clock, act, simd, date, ibnas.
 typedef struct ib_lut_profile_cfg {
     const ib_space *space;
     int res;                   // input resolution
     int classes;               // the head row's; <= 0: the space's
-    ib_lut_timing timing;      // per row: warmup 3, repeats 15, median, evict ib_lut_default_evict_bytes()
+    ib_lut_timing timing;      // per row: warmup 3, repeats 15, median, wall, evict ib_lut_default_evict_bytes(),
+                               // min_ms 30
     int save_every;            // 20
     int calibrate;             // subnets measured for the correction; 0 (default): none
     uint64_t calibrate_seed;   // 1000 (validation's default seed is 1: other subnets)
     int calibrate_repeats;     // per subnet, 9
+    double calibrate_min_ms;   // per subnet, 100 (the validation's defaults)
     void (*progress)(void *user, int done, int total, const char *what);   // NULL: quiet
     void *user;
     const char *out;

@@ -261,7 +261,7 @@ TEST(profile_writes_every_row_and_resumes) {
     ib_lut_profile_cfg c;
     ib_lut_profile_cfg_default(&c);
     c.space = &sp, c.res = 32, c.out = out;
-    c.timing.warmup = 0, c.timing.repeats = 1, c.timing.evict_bytes = 0;
+    c.timing.warmup = 0, c.timing.repeats = 1, c.timing.evict_bytes = 0, c.timing.min_ms = 0;
     c.save_every = 7;
     c.calibrate = 4, c.calibrate_repeats = 1;
     ib_set_threads(1);
