@@ -1,8 +1,7 @@
 // Arch files (*.arch.json): one concrete network. Parsed with jansson: syntax errors name the line and
 // column, wrong or unknown fields their path, so a user can fix a hand-written file from the message.
-#include "layers/layers.h"
+#include "layers/json_fields.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,87 +77,30 @@ ib_status ib_arch_resolve(ib_arch *a, const char *spec, int classes) {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-typedef struct {
-    const char *source;
-    char path[128];
-} where;
+#define TRY IB_JSON_TRY
 
-static ib_status bad(const where *w, const char *field, const char *what) {
-    return ib_fail(IB_ERR_FORMAT, "%s: %s%s%s: %s", w->source, w->path, w->path[0] && field[0] ? "." : "", field, what);
-}
-
-// Checks that every key of obj is one of `allowed` (NULL-terminated).
-static ib_status only_keys(const where *w, json_t *obj, const char *const *allowed) {
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        int ok = 0;
-        for (const char *const *k = allowed; *k && !ok; k++) ok = !strcmp(*k, key);
-        if (!ok) return bad(w, key, "unknown field");
-    }
-    return IB_OK;
-}
-
-static ib_status get_int(const where *w, json_t *obj, const char *key, int *out, int required, int lo, int hi) {
-    json_t *v = json_object_get(obj, key);
-    if (!v) return required ? bad(w, key, "missing") : IB_OK;
-    if (!json_is_integer(v)) return bad(w, key, "must be an integer");
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "%lld is out of range [%d, %d]", (long long)x, lo, hi);
-        return bad(w, key, msg);
-    }
-    *out = (int)x;
-    return IB_OK;
-}
-
-static ib_status get_float(const where *w, json_t *obj, const char *key, float *out, float lo, float hi) {
-    json_t *v = json_object_get(obj, key);
-    if (!v) return IB_OK;
-    if (!json_is_number(v)) return bad(w, key, "must be a number");
-    double x = json_number_value(v);
-    if (!(x >= lo && x <= hi)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "%g is out of range [%g, %g]", x, lo, hi);
-        return bad(w, key, msg);
-    }
-    *out = (float)x;
-    return IB_OK;
-}
-
-static ib_status get_act(const where *w, json_t *obj, const char *key, ib_act *out) {
-    json_t *v = json_object_get(obj, key);
-    if (!v) return IB_OK;
-    if (!json_is_string(v) || !ib_act_parse(json_string_value(v), out))
-        return bad(w, key, "must be one of \"relu\", \"relu6\", \"hswish\"");
-    return IB_OK;
-}
-
-#define TRY(x) do { ib_status s_ = (x); if (s_) return s_; } while (0)
-
-static ib_status parse_block(where *w, json_t *jb, ib_block_cfg *b, int cin) {
+static ib_status parse_block(ib_json_where *w, json_t *jb, ib_block_cfg *b, int cin) {
     static const char *const keys[] = {"op", "kernel", "expand", "out", "stride", "groups", "r_in", "r_out", "se", "act", NULL};
-    if (!json_is_object(jb)) return bad(w, "", "must be an object");
-    TRY(only_keys(w, jb, keys));
+    if (!json_is_object(jb)) return ib_json_bad(w, "", "must be an object");
+    TRY(ib_json_only_keys(w, jb, keys));
     json_t *op = json_object_get(jb, "op");
-    if (!op) return bad(w, "op", "missing");
+    if (!op) return ib_json_bad(w, "op", "missing");
     const char *ops = json_is_string(op) ? json_string_value(op) : "";
     int found = 0;
     for (int i = 0; i <= IB_BLOCK_SKIP; i++)
         if (!strcmp(ops, ib_block_op_name((ib_block_op)i))) b->op = (ib_block_op)i, found = 1;
-    if (!found) return bad(w, "op", "must be one of \"ibn\", \"fused\", \"tucker\", \"gcibn\", \"skip\"");
+    if (!found) return ib_json_bad(w, "op", "must be one of \"ibn\", \"fused\", \"tucker\", \"gcibn\", \"skip\"");
     b->kernel = 3, b->expand = 1, b->stride = 1, b->groups = 1, b->r_in = 0.25f, b->r_out = 0.75f;
     b->out = cin;
-    TRY(get_int(w, jb, "out", &b->out, b->op != IB_BLOCK_SKIP, 1, 1 << 16));
-    TRY(get_int(w, jb, "stride", &b->stride, 0, 1, 2));
-    TRY(get_int(w, jb, "kernel", &b->kernel, 0, 1, 9));
-    TRY(get_int(w, jb, "expand", &b->expand, 0, 1, 8));
-    TRY(get_int(w, jb, "groups", &b->groups, b->op == IB_BLOCK_GCIBN, 1, 64));
-    TRY(get_float(w, jb, "r_in", &b->r_in, 0, 1));
-    TRY(get_float(w, jb, "r_out", &b->r_out, 0, 1));
-    TRY(get_float(w, jb, "se", &b->se, 0, 1));
-    TRY(get_act(w, jb, "act", &b->act));
+    TRY(ib_json_get_int(w, jb, "out", &b->out, b->op != IB_BLOCK_SKIP, 1, 1 << 16));
+    TRY(ib_json_get_int(w, jb, "stride", &b->stride, 0, 1, 2));
+    TRY(ib_json_get_int(w, jb, "kernel", &b->kernel, 0, 1, 9));
+    TRY(ib_json_get_int(w, jb, "expand", &b->expand, 0, 1, 8));
+    TRY(ib_json_get_int(w, jb, "groups", &b->groups, b->op == IB_BLOCK_GCIBN, 1, 64));
+    TRY(ib_json_get_float(w, jb, "r_in", &b->r_in, 0, 1));
+    TRY(ib_json_get_float(w, jb, "r_out", &b->r_out, 0, 1));
+    TRY(ib_json_get_float(w, jb, "se", &b->se, 0, 1));
+    TRY(ib_json_get_act(w, jb, "act", &b->act));
     if (ib_block_check(b, cin, w->path) == IB_OK) return IB_OK;
     char msg[512];   // ib_block_check's message already names the block; add the file
     snprintf(msg, sizeof msg, "%s", ib_errmsg());
@@ -167,41 +109,41 @@ static ib_status parse_block(where *w, json_t *jb, ib_block_cfg *b, int cin) {
 
 static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
     static const char *const keys[] = {"format", "version", "name", "task", "classes", "input", "act", "stem", "blocks", "head", NULL};
-    where w = {source, ""};
-    if (!json_is_object(root)) return bad(&w, "", "the top level must be an object");
-    TRY(only_keys(&w, root, keys));
+    ib_json_where w = {source, ""};
+    if (!json_is_object(root)) return ib_json_bad(&w, "", "the top level must be an object");
+    TRY(ib_json_only_keys(&w, root, keys));
     json_t *fmt = json_object_get(root, "format");
     if (!json_is_string(fmt) || strcmp(json_string_value(fmt), ARCH_FORMAT))
-        return bad(&w, "format", "must be \"" ARCH_FORMAT "\" (is this an arch file?)");
+        return ib_json_bad(&w, "format", "must be \"" ARCH_FORMAT "\" (is this an arch file?)");
     int version = 0;
-    TRY(get_int(&w, root, "version", &version, 1, 1, 1000));
-    if (version != ARCH_VERSION) return bad(&w, "version", "unsupported (this build reads version 1)");
+    TRY(ib_json_get_int(&w, root, "version", &version, 1, 1, 1000));
+    if (version != ARCH_VERSION) return ib_json_bad(&w, "version", "unsupported (this build reads version 1)");
     json_t *v;
     if ((v = json_object_get(root, "name"))) {
-        if (!json_is_string(v)) return bad(&w, "name", "must be a string");
+        if (!json_is_string(v)) return ib_json_bad(&w, "name", "must be a string");
         snprintf(a->name, sizeof a->name, "%s", json_string_value(v));
     }
     if ((v = json_object_get(root, "task"))) {
         if (!json_is_string(v) || strcmp(json_string_value(v), "classify"))
-            return bad(&w, "task", "must be \"classify\" (detect and segment are not built yet)");
+            return ib_json_bad(&w, "task", "must be \"classify\" (detect and segment are not built yet)");
     }
-    TRY(get_int(&w, root, "classes", &a->classes, 1, 1, 1 << 20));
-    TRY(get_int(&w, root, "input", &a->input, 0, 8, 4096));
-    TRY(get_act(&w, root, "act", &a->act));
+    TRY(ib_json_get_int(&w, root, "classes", &a->classes, 1, 1, 1 << 20));
+    TRY(ib_json_get_int(&w, root, "input", &a->input, 0, 8, 4096));
+    TRY(ib_json_get_act(&w, root, "act", &a->act));
     json_t *stem = json_object_get(root, "stem");
     if (stem) {
         static const char *const skeys[] = {"out", "kernel", "stride", NULL};
         snprintf(w.path, sizeof w.path, "stem");
-        if (!json_is_object(stem)) return bad(&w, "", "must be an object");
-        TRY(only_keys(&w, stem, skeys));
-        TRY(get_int(&w, stem, "out", &a->stem_out, 1, 1, 1 << 16));
-        TRY(get_int(&w, stem, "kernel", &a->stem_kernel, 0, 1, 9));
-        TRY(get_int(&w, stem, "stride", &a->stem_stride, 0, 1, 2));
-        if (a->stem_kernel % 2 == 0) return bad(&w, "kernel", "must be odd");
+        if (!json_is_object(stem)) return ib_json_bad(&w, "", "must be an object");
+        TRY(ib_json_only_keys(&w, stem, skeys));
+        TRY(ib_json_get_int(&w, stem, "out", &a->stem_out, 1, 1, 1 << 16));
+        TRY(ib_json_get_int(&w, stem, "kernel", &a->stem_kernel, 0, 1, 9));
+        TRY(ib_json_get_int(&w, stem, "stride", &a->stem_stride, 0, 1, 2));
+        if (a->stem_kernel % 2 == 0) return ib_json_bad(&w, "kernel", "must be odd");
     }
     json_t *blocks = json_object_get(root, "blocks");
     w.path[0] = 0;
-    if (!json_is_array(blocks)) return bad(&w, "blocks", blocks ? "must be an array" : "missing");
+    if (!json_is_array(blocks)) return ib_json_bad(&w, "blocks", blocks ? "must be an array" : "missing");
     size_t n = json_array_size(blocks);
     a->blocks = calloc(n ? n : 1, sizeof(ib_block_cfg));
     if (!a->blocks) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", source);
@@ -216,10 +158,10 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
     if (head) {
         static const char *const hkeys[] = {"out", "dropout", NULL};
         snprintf(w.path, sizeof w.path, "head");
-        if (!json_is_object(head)) return bad(&w, "", "must be an object");
-        TRY(only_keys(&w, head, hkeys));
-        TRY(get_int(&w, head, "out", &a->head_out, 0, 0, 1 << 16));
-        TRY(get_float(&w, head, "dropout", &a->dropout, 0, 0.99f));
+        if (!json_is_object(head)) return ib_json_bad(&w, "", "must be an object");
+        TRY(ib_json_only_keys(&w, head, hkeys));
+        TRY(ib_json_get_int(&w, head, "out", &a->head_out, 0, 0, 1 << 16));
+        TRY(ib_json_get_float(&w, head, "dropout", &a->dropout, 0, 0.99f));
     }
     return IB_OK;
 }

@@ -3,6 +3,7 @@
 // Everything a generated block needs is checked when the space is read (every choice of every layer goes
 // through ib_block_check), so any choice vector the space yields builds as a network.
 #include "search/search.h"
+#include "layers/json_fields.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -330,59 +331,11 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
-typedef struct {
-    const char *source;
-    char path[128];
-} where;
-
-static ib_status bad(const where *w, const char *field, const char *what) {
-    return ib_fail(IB_ERR_FORMAT, "%s: %s%s%s: %s", w->source, w->path, w->path[0] && field[0] ? "." : "", field, what);
-}
-
-static ib_status only_keys(const where *w, json_t *obj, const char *const *allowed) {
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        int ok = 0;
-        for (const char *const *k = allowed; *k && !ok; k++) ok = !strcmp(*k, key);
-        if (!ok) return bad(w, key, "unknown field");
-    }
-    return IB_OK;
-}
-
-static ib_status get_int(const where *w, json_t *obj, const char *key, int *out, int required, int lo, int hi) {
-    json_t *v = json_object_get(obj, key);
-    if (!v) return required ? bad(w, key, "missing") : IB_OK;
-    if (!json_is_integer(v)) return bad(w, key, "must be an integer");
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "%lld is out of range [%d, %d]", (long long)x, lo, hi);
-        return bad(w, key, msg);
-    }
-    *out = (int)x;
-    return IB_OK;
-}
-
-static ib_status get_float(const where *w, json_t *obj, const char *key, float *out, float lo, float hi) {
-    json_t *v = json_object_get(obj, key);
-    if (!v) return IB_OK;
-    if (!json_is_number(v)) return bad(w, key, "must be a number");
-    double x = json_number_value(v);
-    if (!(x >= lo && x <= hi)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "%g is out of range [%g, %g]", x, lo, hi);
-        return bad(w, key, msg);
-    }
-    *out = (float)x;
-    return IB_OK;
-}
-
-#define TRY(x) do { ib_status s_ = (x); if (s_) return s_; } while (0)
+#define TRY IB_JSON_TRY
 
 // A list field of a stage: 1 to IB_SPACE_MAX_VALUES numbers, ascending and unique. Integers within
 // [lo, hi] (odd ones when `odd`) into iv, or numbers in (0, 1] into fv.
-static ib_status get_values(const where *w, json_t *st, const char *key, int *n, int *iv, float *fv, int lo, int hi,
+static ib_status get_values(const ib_json_where *w, json_t *st, const char *key, int *n, int *iv, float *fv, int lo, int hi,
                             int odd) {
     json_t *v = json_object_get(st, key);
     *n = 0;
@@ -390,27 +343,27 @@ static ib_status get_values(const where *w, json_t *st, const char *key, int *n,
     char msg[160];
     if (!json_is_array(v) || json_array_size(v) < 1 || json_array_size(v) > IB_SPACE_MAX_VALUES) {
         snprintf(msg, sizeof msg, "must be an array of 1 to %d %s", IB_SPACE_MAX_VALUES, iv ? "integers" : "numbers");
-        return bad(w, key, msg);
+        return ib_json_bad(w, key, msg);
     }
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *x = json_array_get(v, i);
         if (iv) {
-            if (!json_is_integer(x)) return bad(w, key, "values must be integers");
+            if (!json_is_integer(x)) return ib_json_bad(w, key, "values must be integers");
             json_int_t k = json_integer_value(x);
             if (k < lo || k > hi || (odd && k % 2 == 0)) {
                 snprintf(msg, sizeof msg, "%lld is not allowed (%s%d to %d)", (long long)k, odd ? "odd, " : "", lo, hi);
-                return bad(w, key, msg);
+                return ib_json_bad(w, key, msg);
             }
-            if (i > 0 && k <= iv[i - 1]) return bad(w, key, "values must be ascending and unique");
+            if (i > 0 && k <= iv[i - 1]) return ib_json_bad(w, key, "values must be ascending and unique");
             iv[i] = (int)k;
         } else {
-            if (!json_is_number(x)) return bad(w, key, "values must be numbers");
+            if (!json_is_number(x)) return ib_json_bad(w, key, "values must be numbers");
             double r = json_number_value(x);
             if (!(r > 0 && r <= 1)) {
                 snprintf(msg, sizeof msg, "%g is not allowed (must be in (0, 1])", r);
-                return bad(w, key, msg);
+                return ib_json_bad(w, key, msg);
             }
-            if (i > 0 && (float)r <= fv[i - 1]) return bad(w, key, "values must be ascending and unique");
+            if (i > 0 && (float)r <= fv[i - 1]) return ib_json_bad(w, key, "values must be ascending and unique");
             fv[i] = (float)r;
         }
         (*n)++;
@@ -418,11 +371,11 @@ static ib_status get_values(const where *w, json_t *st, const char *key, int *n,
     return IB_OK;
 }
 
-static ib_status parse_ops(const where *w, json_t *st, unsigned *ops) {
+static ib_status parse_ops(const ib_json_where *w, json_t *st, unsigned *ops) {
     json_t *v = json_object_get(st, "op");
-    if (!v) return bad(w, "op", "missing");
+    if (!v) return ib_json_bad(w, "op", "missing");
     if (!json_is_array(v) || json_array_size(v) < 1)
-        return bad(w, "op", "must be an array of op names (ibn, fused, tucker, gcibn, skip)");
+        return ib_json_bad(w, "op", "must be an array of op names (ibn, fused, tucker, gcibn, skip)");
     *ops = 0;
     for (size_t i = 0; i < json_array_size(v); i++) {
         json_t *x = json_array_get(v, i);
@@ -433,35 +386,35 @@ static ib_status parse_ops(const where *w, json_t *st, unsigned *ops) {
         if (found < 0) {
             char msg[160];
             snprintf(msg, sizeof msg, "\"%.40s\" is not an op (ibn, fused, tucker, gcibn, skip)", name);
-            return bad(w, "op", msg);
+            return ib_json_bad(w, "op", msg);
         }
-        if (*ops & OP_BIT(found)) return bad(w, "op", "lists an op twice");
+        if (*ops & OP_BIT(found)) return ib_json_bad(w, "op", "lists an op twice");
         *ops |= OP_BIT(found);
     }
     return IB_OK;
 }
 
 // A field is present exactly when one of the stage's ops uses it.
-static ib_status field_needed(const where *w, const char *key, int n, unsigned ops, unsigned users, const char *who) {
+static ib_status field_needed(const ib_json_where *w, const char *key, int n, unsigned ops, unsigned users, const char *who) {
     char msg[160];
     if ((ops & users) && n == 0) {
         snprintf(msg, sizeof msg, "missing (%s need it)", who);
-        return bad(w, key, msg);
+        return ib_json_bad(w, key, msg);
     }
     if (!(ops & users) && n > 0) {
         snprintf(msg, sizeof msg, "no op of the stage uses it (only %s do)", who);
-        return bad(w, key, msg);
+        return ib_json_bad(w, key, msg);
     }
     return IB_OK;
 }
 
-static ib_status parse_stage(where *w, json_t *js, ib_space_stage *st, int cin) {
+static ib_status parse_stage(ib_json_where *w, json_t *js, ib_space_stage *st, int cin) {
     static const char *const keys[] = {"out", "stride", "layers", "op", "kernel", "expand", "groups", "r_in", "r_out", NULL};
-    if (!json_is_object(js)) return bad(w, "", "must be an object");
-    TRY(only_keys(w, js, keys));
-    TRY(get_int(w, js, "out", &st->out, 1, 1, 1 << 16));
-    TRY(get_int(w, js, "stride", &st->stride, 1, 1, 2));
-    TRY(get_int(w, js, "layers", &st->layers, 1, 1, SPACE_MAX_LAYERS));
+    if (!json_is_object(js)) return ib_json_bad(w, "", "must be an object");
+    TRY(ib_json_only_keys(w, js, keys));
+    TRY(ib_json_get_int(w, js, "out", &st->out, 1, 1, 1 << 16));
+    TRY(ib_json_get_int(w, js, "stride", &st->stride, 1, 1, 2));
+    TRY(ib_json_get_int(w, js, "layers", &st->layers, 1, 1, SPACE_MAX_LAYERS));
     TRY(parse_ops(w, js, &st->ops));
     TRY(get_values(w, js, "kernel", &st->n_kernel, st->kernel, NULL, 1, 9, 1));
     TRY(get_values(w, js, "expand", &st->n_expand, st->expand, NULL, 1, 8, 0));
@@ -479,12 +432,12 @@ static ib_status parse_stage(where *w, json_t *js, ib_space_stage *st, int cin) 
         char msg[160];
         if (cin % st->groups[g]) {
             snprintf(msg, sizeof msg, "%d does not divide the stage's input width %d", st->groups[g], cin);
-            return bad(w, "groups", msg);
+            return ib_json_bad(w, "groups", msg);
         }
         if (st->layers > 1 && st->out % st->groups[g]) {
             snprintf(msg, sizeof msg, "%d does not divide the stage's width %d (the input of its later layers)",
                      st->groups[g], st->out);
-            return bad(w, "groups", msg);
+            return ib_json_bad(w, "groups", msg);
         }
     }
     return IB_OK;
@@ -521,52 +474,52 @@ static ib_status check_layers(const ib_space *s, const char *source) {
 
 static ib_status parse_root(ib_space *s, json_t *root, const char *source) {
     static const char *const keys[] = {"format", "version", "name", "input", "classes", "act", "stem", "stages", "head", NULL};
-    where w = {source, ""};
-    if (!json_is_object(root)) return bad(&w, "", "the top level must be an object");
+    ib_json_where w = {source, ""};
+    if (!json_is_object(root)) return ib_json_bad(&w, "", "the top level must be an object");
     json_t *fmt = json_object_get(root, "format");
     if (json_is_string(fmt) && !strcmp(json_string_value(fmt), "ibnas-arch"))
-        return bad(&w, "format", "\"ibnas-arch\": this is an arch file (one network), not a search space");
+        return ib_json_bad(&w, "format", "\"ibnas-arch\": this is an arch file (one network), not a search space");
     if (!json_is_string(fmt) || strcmp(json_string_value(fmt), IB_SPACE_FORMAT))
-        return bad(&w, "format", "must be \"" IB_SPACE_FORMAT "\" (is this a search space file?)");
-    TRY(only_keys(&w, root, keys));
+        return ib_json_bad(&w, "format", "must be \"" IB_SPACE_FORMAT "\" (is this a search space file?)");
+    TRY(ib_json_only_keys(&w, root, keys));
     int version = 0;
-    TRY(get_int(&w, root, "version", &version, 1, 1, 1000));
-    if (version != IB_SPACE_VERSION) return bad(&w, "version", "unsupported (this build reads version 1)");
+    TRY(ib_json_get_int(&w, root, "version", &version, 1, 1, 1000));
+    if (version != IB_SPACE_VERSION) return ib_json_bad(&w, "version", "unsupported (this build reads version 1)");
     json_t *v;
     if ((v = json_object_get(root, "name"))) {
-        if (!json_is_string(v) || !json_string_value(v)[0]) return bad(&w, "name", "must be a non-empty string");
+        if (!json_is_string(v) || !json_string_value(v)[0]) return ib_json_bad(&w, "name", "must be a non-empty string");
         snprintf(s->name, sizeof s->name, "%s", json_string_value(v));
     }
-    TRY(get_int(&w, root, "input", &s->input, 0, 8, 4096));
-    TRY(get_int(&w, root, "classes", &s->classes, 0, 1, 1 << 20));
+    TRY(ib_json_get_int(&w, root, "input", &s->input, 0, 8, 4096));
+    TRY(ib_json_get_int(&w, root, "classes", &s->classes, 0, 1, 1 << 20));
     if ((v = json_object_get(root, "act")) && (!json_is_string(v) || !ib_act_parse(json_string_value(v), &s->act)))
-        return bad(&w, "act", "must be one of \"relu\", \"relu6\", \"hswish\"");
+        return ib_json_bad(&w, "act", "must be one of \"relu\", \"relu6\", \"hswish\"");
     json_t *stem = json_object_get(root, "stem");
     if (stem) {
         static const char *const skeys[] = {"out", "kernel", "stride", NULL};
         snprintf(w.path, sizeof w.path, "stem");
-        if (!json_is_object(stem)) return bad(&w, "", "must be an object");
-        TRY(only_keys(&w, stem, skeys));
-        TRY(get_int(&w, stem, "out", &s->stem_out, 1, 1, 1 << 16));
-        TRY(get_int(&w, stem, "kernel", &s->stem_kernel, 0, 1, 9));
-        TRY(get_int(&w, stem, "stride", &s->stem_stride, 0, 1, 2));
-        if (s->stem_kernel % 2 == 0) return bad(&w, "kernel", "must be odd");
+        if (!json_is_object(stem)) return ib_json_bad(&w, "", "must be an object");
+        TRY(ib_json_only_keys(&w, stem, skeys));
+        TRY(ib_json_get_int(&w, stem, "out", &s->stem_out, 1, 1, 1 << 16));
+        TRY(ib_json_get_int(&w, stem, "kernel", &s->stem_kernel, 0, 1, 9));
+        TRY(ib_json_get_int(&w, stem, "stride", &s->stem_stride, 0, 1, 2));
+        if (s->stem_kernel % 2 == 0) return ib_json_bad(&w, "kernel", "must be odd");
     }
     json_t *head = json_object_get(root, "head");
     if (head) {
         static const char *const hkeys[] = {"out", "dropout", NULL};
         snprintf(w.path, sizeof w.path, "head");
-        if (!json_is_object(head)) return bad(&w, "", "must be an object");
-        TRY(only_keys(&w, head, hkeys));
-        TRY(get_int(&w, head, "out", &s->head_out, 0, 0, 1 << 16));
-        TRY(get_float(&w, head, "dropout", &s->dropout, 0, 0.99f));
+        if (!json_is_object(head)) return ib_json_bad(&w, "", "must be an object");
+        TRY(ib_json_only_keys(&w, head, hkeys));
+        TRY(ib_json_get_int(&w, head, "out", &s->head_out, 0, 0, 1 << 16));
+        TRY(ib_json_get_float(&w, head, "dropout", &s->dropout, 0, 0.99f));
     }
     json_t *stages = json_object_get(root, "stages");
     w.path[0] = 0;
     if (!json_is_array(stages) || json_array_size(stages) < 1)
-        return bad(&w, "stages", stages ? "must be a non-empty array" : "missing");
+        return ib_json_bad(&w, "stages", stages ? "must be a non-empty array" : "missing");
     size_t n = json_array_size(stages);
-    if (n > SPACE_MAX_STAGES) return bad(&w, "stages", "more than 64 stages");
+    if (n > SPACE_MAX_STAGES) return ib_json_bad(&w, "stages", "more than 64 stages");
     s->stages = calloc(n, sizeof *s->stages);
     if (!s->stages) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", source);
     int cin = s->stem_out;
@@ -576,7 +529,7 @@ static ib_status parse_root(ib_space *s, json_t *root, const char *source) {
         s->n_stages++;
         s->n_layers += s->stages[i].layers;
         cin = s->stages[i].out;
-        if (s->n_layers > SPACE_MAX_LAYERS) return bad(&w, "layers", "the space has more than 256 layers");
+        if (s->n_layers > SPACE_MAX_LAYERS) return ib_json_bad(&w, "layers", "the space has more than 256 layers");
     }
     return check_layers(s, source);
 }
