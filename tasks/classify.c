@@ -248,6 +248,27 @@ ib_status ib_open_labelled(ib_dataset **ds, const char *path, ib_ds_format fmt, 
     return s;
 }
 
+ib_status ib_train_state_resume(const char *path, ib_train_state *ts) {
+    ib_h5 *f;
+    ib_status s = ib_h5_open(&f, path);
+    if (s) return s;
+    s = ib_train_state_load(f, ts);
+    ib_h5_close(f);
+    return s;
+}
+
+ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const char *header, FILE **log) {
+    char path[4096];
+    if (cfg->log) snprintf(path, sizeof path, "%s", cfg->log);
+    else snprintf(path, sizeof path, "%s.csv", cfg->out);
+    int fresh = access(path, F_OK) != 0 || !cfg->resume;
+    ib_status s;
+    if (!fresh && (s = ib_log_trim(path, epochs_done))) return s;
+    if (!(*log = fopen(path, fresh ? "w" : "a"))) return ib_fail(IB_ERR_IO, "%s: cannot write the training log", path);
+    if (fresh) fprintf(*log, "%s\n", header);
+    return IB_OK;
+}
+
 ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *steps_per_epoch,
                                ib_schedule *schedule) {
     ib_status s;
@@ -301,7 +322,6 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     train_state ts;
     memset(&ts, 0, sizeof ts);
     ts.seed = cfg->seed;
-    char logpath[4096];
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
@@ -353,27 +373,15 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         s = IB_ERR_NOMEM;
         goto done;
     }
-    if (cfg->resume) {
-        ib_h5 *f;
-        if ((s = ib_h5_open(&f, cfg->resume))) goto done;
-        s = ib_train_state_load(f, &ts);
-        ib_h5_close(f);
-        if (s) goto done;
-    }
+    if (cfg->resume && (s = ib_train_state_resume(cfg->resume, &ts))) goto done;
 
     long spe;
     ib_schedule sch;
     if ((s = ib_train_loader_open(cfg, train, &loader, &spe, &sch))) goto done;
 
-    snprintf(logpath, sizeof logpath, "%s", cfg->log ? cfg->log : "");
-    if (!cfg->log) snprintf(logpath, sizeof logpath, "%s.csv", cfg->out);
-    int new_log = access(logpath, F_OK) != 0 || !cfg->resume;
-    if (!new_log && (s = ib_log_trim(logpath, ts.epoch))) goto done;
-    if (!(log = fopen(logpath, new_log ? "w" : "a"))) {
-        s = ib_fail(IB_ERR_IO, "%s: cannot write the training log", logpath);
+    if ((s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_top1,val_top5,val_loss,epoch_s,img_per_s",
+                               &log)))
         goto done;
-    }
-    if (new_log) fprintf(log, "epoch,step,lr,train_loss,val_top1,val_top5,val_loss,epoch_s,img_per_s\n");
 
     ib_sigint_catch(&old_sa);
     handler = 1;

@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 void ib_sn_eval_cfg_default(ib_sn_eval_cfg *c) {
     memset(c, 0, sizeof *c);
@@ -133,7 +132,6 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     ts.seed = c->seed;
     int *choice = NULL;
     float *teacher = NULL;
-    char logpath[4096];
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
@@ -187,27 +185,15 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());
         goto done;
     }
-    if (c->resume) {
-        ib_h5 *f;
-        if ((s = ib_h5_open(&f, c->resume))) goto done;
-        s = ib_train_state_load(f, &ts);
-        ib_h5_close(f);
-        if (s) goto done;
-    }
+    if (c->resume && (s = ib_train_state_resume(c->resume, &ts))) goto done;
 
     long spe;
     ib_schedule sch;
     if ((s = ib_train_loader_open(c, train, &loader, &spe, &sch))) goto done;
 
-    snprintf(logpath, sizeof logpath, "%s", c->log ? c->log : "");
-    if (!c->log) snprintf(logpath, sizeof logpath, "%s.csv", c->out);
-    int new_log = access(logpath, F_OK) != 0 || !c->resume;
-    if (!new_log && (s = ib_log_trim(logpath, ts.epoch))) goto done;
-    if (!(log = fopen(logpath, new_log ? "w" : "a"))) {
-        s = ib_fail(IB_ERR_IO, "%s: cannot write the training log", logpath);
+    if ((s = ib_train_log_open(c, ts.epoch,
+                               "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s", &log)))
         goto done;
-    }
-    if (new_log) fprintf(log, "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s\n");
 
     int L = sn.space.n_layers;
     choice = malloc(sizeof(int) * (size_t)(L ? L : 1));

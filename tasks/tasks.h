@@ -116,6 +116,10 @@ typedef struct ib_train_state {
 } ib_train_state;
 ib_status ib_train_state_save(ib_h5 *f, void *user);   // user: ib_train_state*
 ib_status ib_train_state_load(ib_h5 *f, ib_train_state *t);
+ib_status ib_train_state_resume(const char *path, ib_train_state *t);   // opens the checkpoint and loads
+// The CSV log (cfg->log, else OUT.csv): a new file with `header` for a fresh run; when resuming, the rows
+// of epochs after epochs_done are dropped and rows are appended.
+ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const char *header, FILE **log);
 
 // ---------------------------------------------------------------------------------------------
 // Supernets for classification (tasks/supernet.c): training with path sampling, and scoring a path.

@@ -210,9 +210,11 @@ done:
 // ---------------------------------------------------------------------------------------------
 // References
 
-const char *ref_path(const char *name) {
-    static char buf[4096];
-    snprintf(buf, sizeof buf, "tests/ref/%s", name);
+const char *project_path(const char *rel) {
+    static char bufs[8][4096];
+    static int k;
+    char *buf = bufs[k++ % 8];
+    snprintf(buf, 4096, "%s", rel);
     if (access(buf, R_OK) == 0) return buf;
     // From the binary's folder (build/tests or build/<variant>/tests) up to the project root.
     char exe[2048];
@@ -223,12 +225,18 @@ const char *ref_path(const char *name) {
             char *slash = strrchr(exe, '/');
             if (!slash) break;
             *slash = 0;
-            snprintf(buf, sizeof buf, "%s/tests/ref/%s", exe, name);
+            snprintf(buf, 4096, "%s/%s", exe, rel);
             if (access(buf, R_OK) == 0) return buf;
         }
     }
-    snprintf(buf, sizeof buf, "tests/ref/%s", name);
+    snprintf(buf, 4096, "%s", rel);
     return buf;
+}
+
+const char *ref_path(const char *name) {
+    char rel[1024];
+    snprintf(rel, sizeof rel, "tests/ref/%s", name);
+    return project_path(rel);
 }
 
 int ref_compare(ib_h5 *f, const char *name, const ib_tensor *t, double tol, char *msg, size_t msgn) {

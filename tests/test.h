@@ -48,6 +48,9 @@ int gradcheck(gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const 
 // Reference files written by tests/ref/*.py. Returns the path of tests/ref/NAME found from the
 // working directory or from the test binary's location (tests run from the project root).
 const char *ref_path(const char *name);
+// A file of the project (e.g. "search/spaces/tiny.space.json") found the same way; the result lives until
+// eight more calls have been made.
+const char *project_path(const char *rel);
 // Compares t against dataset `name` of a reference file: rel_err <= tol. Message on failure.
 int ref_compare(ib_h5 *f, const char *name, const ib_tensor *t, double tol, char *msg, size_t msgn);
 

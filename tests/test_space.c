@@ -16,25 +16,9 @@ static const char *space_names[] = {"mobiledets", "edgetpuv2", "union", "tiny"};
 
 // search/spaces/NAME.space.json from the working directory, else from the test binary's folder upwards.
 static const char *space_path(const char *name) {
-    static char buf[4][4096];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 4096, "search/spaces/%s.space.json", name);
-    if (access(p, R_OK) == 0) return p;
-    char exe[2048];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        for (int up = 0; up < 5; up++) {
-            char *slash = strrchr(exe, '/');
-            if (!slash) break;
-            *slash = 0;
-            snprintf(p, 4096, "%s/search/spaces/%s.space.json", exe, name);
-            if (access(p, R_OK) == 0) return p;
-        }
-    }
-    snprintf(p, 4096, "search/spaces/%s.space.json", name);
-    return p;
+    char rel[256];
+    snprintf(rel, sizeof rel, "search/spaces/%s.space.json", name);
+    return project_path(rel);
 }
 
 static void write_text(const char *path, const char *text) {

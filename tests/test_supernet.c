@@ -13,12 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+// search/spaces/NAME.space.json from the working directory, else from the test binary's folder upwards.
 static const char *space_path(const char *name) {
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "search/spaces/%s.space.json", name);
-    return p;
+    char rel[256];
+    snprintf(rel, sizeof rel, "search/spaces/%s.space.json", name);
+    return project_path(rel);
 }
 
 static void load_tiny(ib_space *sp) { IB_ASSERT(ib_space_load(sp, space_path("tiny")) == IB_OK, "%s", ib_errmsg()); }
