@@ -3,18 +3,19 @@
 # trained on the Tiny ImageNet subset at low resolution; N sampled archs, each scored with inherited
 # weights (after BN recalibration) and trained alone for the same epochs; Kendall's tau between the two
 # rankings. Resumable: every step skips what its output file already holds, and the trainings resume.
-# usage: bench/oneshot_tin.sh BUILD_DIR [OUT_DIR] (env: EPOCHS=2 RES=32 N=10 SAMPLING=uniform THREADS=2)
+# usage: bench/oneshot_tin.sh BUILD_DIR [OUT_DIR]
+#   env: EPOCHS=2 RES=32 N=10 SAMPLING=uniform THREADS=2 LR=0.1 CLIP=0 CLASSES=200 (the same recipe for the supernet and the archs alone)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
 OUT="${2:-$ROOT/build/oneshot}"
-EPOCHS=${EPOCHS:-2} RES=${RES:-32} N=${N:-10} SAMPLING=${SAMPLING:-uniform} THREADS=${THREADS:-2}
+EPOCHS=${EPOCHS:-2} RES=${RES:-32} N=${N:-10} SAMPLING=${SAMPLING:-uniform} THREADS=${THREADS:-2} LR=${LR:-0.1} CLIP=${CLIP:-0} CLASSES=${CLASSES:-200}
 DATA="$ROOT/../shared/data/tiny-imagenet-200"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
 mkdir -p "$OUT"; cd "$OUT"
 [ -f train.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --size "$RES" --out train.h5
 [ -f val.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --split val --size "$RES" --out val.h5
-common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr 0.1 --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
+common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
         --warmup 0.3 --threads "$THREADS" --quiet)
 if [ ! -f supernet.done ]; then
   r=(); [ -f supernet.h5 ] && r=(--resume supernet.h5)
@@ -22,7 +23,7 @@ if [ ! -f supernet.done ]; then
   touch supernet.done
 fi
 for i in $(seq 1 "$N"); do
-  [ -f "a$i.arch.json" ] || "$IBNAS" space sample --space "$SPACE" --seed "$i" --classes 200 --out "a$i.arch.json" >/dev/null
+  [ -f "a$i.arch.json" ] || "$IBNAS" space sample --space "$SPACE" --seed "$i" --classes "$CLASSES" --out "a$i.arch.json" >/dev/null
   [ -f "inherited$i.json" ] || "$IBNAS" supernet eval --supernet supernet.h5 --arch "a$i.arch.json" --data val.h5 \
       --res "$RES" --calib-batches 20 --threads "$THREADS" --json > "inherited$i.json"
 done

@@ -93,6 +93,7 @@ TEST(path_and_extracted_network_agree) {
         ib_ctx_reset(ctx), ib_ctx_reset(ctx2);
         ctx->training = ctx2->training = 1;
         ctx->recording = ctx2->recording = 1;
+        ctx->release_grads = ctx2->release_grads = 1;   // as the training loops run
         ib_params_zero_grad(&sn.ps);
         ib_params_zero_grad(&net.ps);
         ib_rng keep = sn.dropout_rng;
