@@ -130,17 +130,7 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
     TRY(ib_json_get_int(&w, root, "classes", &a->classes, 1, 1, 1 << 20));
     TRY(ib_json_get_int(&w, root, "input", &a->input, 0, 8, 4096));
     TRY(ib_json_get_act(&w, root, "act", &a->act));
-    json_t *stem = json_object_get(root, "stem");
-    if (stem) {
-        static const char *const skeys[] = {"out", "kernel", "stride", NULL};
-        snprintf(w.path, sizeof w.path, "stem");
-        if (!json_is_object(stem)) return ib_json_bad(&w, "", "must be an object");
-        TRY(ib_json_only_keys(&w, stem, skeys));
-        TRY(ib_json_get_int(&w, stem, "out", &a->stem_out, 1, 1, 1 << 16));
-        TRY(ib_json_get_int(&w, stem, "kernel", &a->stem_kernel, 0, 1, 9));
-        TRY(ib_json_get_int(&w, stem, "stride", &a->stem_stride, 0, 1, 2));
-        if (a->stem_kernel % 2 == 0) return ib_json_bad(&w, "kernel", "must be odd");
-    }
+    TRY(ib_json_get_stem(&w, root, &a->stem_out, &a->stem_kernel, &a->stem_stride));
     json_t *blocks = json_object_get(root, "blocks");
     w.path[0] = 0;
     if (!json_is_array(blocks)) return ib_json_bad(&w, "blocks", blocks ? "must be an array" : "missing");
@@ -154,15 +144,7 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
         a->n_blocks++;
         cin = a->blocks[i].out;
     }
-    json_t *head = json_object_get(root, "head");
-    if (head) {
-        static const char *const hkeys[] = {"out", "dropout", NULL};
-        snprintf(w.path, sizeof w.path, "head");
-        if (!json_is_object(head)) return ib_json_bad(&w, "", "must be an object");
-        TRY(ib_json_only_keys(&w, head, hkeys));
-        TRY(ib_json_get_int(&w, head, "out", &a->head_out, 0, 0, 1 << 16));
-        TRY(ib_json_get_float(&w, head, "dropout", &a->dropout, 0, 0.99f));
-    }
+    TRY(ib_json_get_head(&w, root, &a->head_out, &a->dropout));
     return IB_OK;
 }
 

@@ -54,3 +54,28 @@ ib_status ib_json_get_act(const ib_json_where *w, json_t *obj, const char *key, 
         return ib_json_bad(w, key, "must be one of \"relu\", \"relu6\", \"hswish\"");
     return IB_OK;
 }
+
+ib_status ib_json_get_stem(ib_json_where *w, json_t *root, int *out, int *kernel, int *stride) {
+    static const char *const keys[] = {"out", "kernel", "stride", NULL};
+    json_t *stem = json_object_get(root, "stem");
+    if (!stem) return IB_OK;
+    snprintf(w->path, sizeof w->path, "stem");
+    if (!json_is_object(stem)) return ib_json_bad(w, "", "must be an object");
+    IB_JSON_TRY(ib_json_only_keys(w, stem, keys));
+    IB_JSON_TRY(ib_json_get_int(w, stem, "out", out, 1, 1, 1 << 16));
+    IB_JSON_TRY(ib_json_get_int(w, stem, "kernel", kernel, 0, 1, 9));
+    IB_JSON_TRY(ib_json_get_int(w, stem, "stride", stride, 0, 1, 2));
+    if (*kernel % 2 == 0) return ib_json_bad(w, "kernel", "must be odd");
+    return IB_OK;
+}
+
+ib_status ib_json_get_head(ib_json_where *w, json_t *root, int *out, float *dropout) {
+    static const char *const keys[] = {"out", "dropout", NULL};
+    json_t *head = json_object_get(root, "head");
+    if (!head) return IB_OK;
+    snprintf(w->path, sizeof w->path, "head");
+    if (!json_is_object(head)) return ib_json_bad(w, "", "must be an object");
+    IB_JSON_TRY(ib_json_only_keys(w, head, keys));
+    IB_JSON_TRY(ib_json_get_int(w, head, "out", out, 0, 0, 1 << 16));
+    return ib_json_get_float(w, head, "dropout", dropout, 0, 0.99f);
+}

@@ -23,6 +23,11 @@ ib_status ib_json_get_float(const ib_json_where *w, json_t *obj, const char *key
 // "relu", "relu6" or "hswish" (missing: *out is left alone).
 ib_status ib_json_get_act(const ib_json_where *w, json_t *obj, const char *key, ib_act *out);
 
+// The "stem" object ({"out", "kernel", "stride"}; kernel odd) and the "head" object ({"out", "dropout"}) that
+// arch and space files share; a missing object leaves the outputs alone. w->path is left at the object's name.
+ib_status ib_json_get_stem(ib_json_where *w, json_t *root, int *out, int *kernel, int *stride);
+ib_status ib_json_get_head(ib_json_where *w, json_t *root, int *out, float *dropout);
+
 #define IB_JSON_TRY(x) do { ib_status s_ = (x); if (s_) return s_; } while (0)
 
 #endif

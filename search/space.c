@@ -492,28 +492,9 @@ static ib_status parse_root(ib_space *s, json_t *root, const char *source) {
     }
     TRY(ib_json_get_int(&w, root, "input", &s->input, 0, 8, 4096));
     TRY(ib_json_get_int(&w, root, "classes", &s->classes, 0, 1, 1 << 20));
-    if ((v = json_object_get(root, "act")) && (!json_is_string(v) || !ib_act_parse(json_string_value(v), &s->act)))
-        return ib_json_bad(&w, "act", "must be one of \"relu\", \"relu6\", \"hswish\"");
-    json_t *stem = json_object_get(root, "stem");
-    if (stem) {
-        static const char *const skeys[] = {"out", "kernel", "stride", NULL};
-        snprintf(w.path, sizeof w.path, "stem");
-        if (!json_is_object(stem)) return ib_json_bad(&w, "", "must be an object");
-        TRY(ib_json_only_keys(&w, stem, skeys));
-        TRY(ib_json_get_int(&w, stem, "out", &s->stem_out, 1, 1, 1 << 16));
-        TRY(ib_json_get_int(&w, stem, "kernel", &s->stem_kernel, 0, 1, 9));
-        TRY(ib_json_get_int(&w, stem, "stride", &s->stem_stride, 0, 1, 2));
-        if (s->stem_kernel % 2 == 0) return ib_json_bad(&w, "kernel", "must be odd");
-    }
-    json_t *head = json_object_get(root, "head");
-    if (head) {
-        static const char *const hkeys[] = {"out", "dropout", NULL};
-        snprintf(w.path, sizeof w.path, "head");
-        if (!json_is_object(head)) return ib_json_bad(&w, "", "must be an object");
-        TRY(ib_json_only_keys(&w, head, hkeys));
-        TRY(ib_json_get_int(&w, head, "out", &s->head_out, 0, 0, 1 << 16));
-        TRY(ib_json_get_float(&w, head, "dropout", &s->dropout, 0, 0.99f));
-    }
+    TRY(ib_json_get_act(&w, root, "act", &s->act));
+    TRY(ib_json_get_stem(&w, root, &s->stem_out, &s->stem_kernel, &s->stem_stride));
+    TRY(ib_json_get_head(&w, root, &s->head_out, &s->dropout));
     json_t *stages = json_object_get(root, "stages");
     w.path[0] = 0;
     if (!json_is_array(stages) || json_array_size(stages) < 1)

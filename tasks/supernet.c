@@ -86,13 +86,6 @@ void ib_sn_train_cfg_default(ib_sn_train_cfg *c) {
     c->calib_batches = 10;
 }
 
-typedef struct {
-    ib_supernet *sn;
-    ib_train_state *ts;
-} sn_save_ctx;
-
-static ib_status save_state(ib_h5 *f, void *user) { return ib_train_state_save(f, ((sn_save_ctx *)user)->ts); }
-
 // Top-1 of the largest and the smallest path after recalibration, in a context of its own.
 static ib_status eval_extremes(ib_supernet *sn, ib_dataset *calib, ib_dataset *val, const ib_sn_train_cfg *cfg,
                                int *choice, double top1[2], double *top5_largest, double *loss_largest) {
@@ -280,7 +273,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             if (ib_sigint_seen() || (c->max_steps > 0 && steps_run >= c->max_steps)) {
                 if (c->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_supernet_save(&sn, c->out, save_state, &(sn_save_ctx){&sn, &ts}))) goto done;
+                if ((s = ib_supernet_save(&sn, c->out, ib_train_state_save, &ts))) goto done;
                 int intr = ib_sigint_seen();
                 res->interrupted = intr;
                 if (c->progress || intr)
@@ -313,7 +306,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_supernet_save(&sn, c->out, save_state, &(sn_save_ctx){&sn, &ts}))) goto done;
+        if ((s = ib_supernet_save(&sn, c->out, ib_train_state_save, &ts))) goto done;
         if (ib_sigint_seen()) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out);
