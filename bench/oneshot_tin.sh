@@ -5,16 +5,23 @@
 # rankings. Resumable: every step skips what its output file already holds, and the trainings resume.
 # usage: bench/oneshot_tin.sh BUILD_DIR [OUT_DIR]
 #   env: EPOCHS=2 RES=32 N=10 SAMPLING=uniform THREADS=2 LR=0.1 CLIP=0 CLASSES=200 (the same recipe for the supernet and the archs alone)
+#        SPACE=search/spaces/mobiledets.space.json; SRC=DIR takes DIR/train/<class>/ and DIR/val/<class>/ image folders
+#        (a class subset, e.g. of symlinks) instead of the whole Tiny ImageNet subset
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
 OUT="${2:-$ROOT/build/oneshot}"
 EPOCHS=${EPOCHS:-2} RES=${RES:-32} N=${N:-10} SAMPLING=${SAMPLING:-uniform} THREADS=${THREADS:-2} LR=${LR:-0.1} CLIP=${CLIP:-0} CLASSES=${CLASSES:-200}
 DATA="$ROOT/../shared/data/tiny-imagenet-200"
-SPACE="$ROOT/search/spaces/mobiledets.space.json"
+SPACE="$ROOT/${SPACE:-search/spaces/mobiledets.space.json}"
 mkdir -p "$OUT"; cd "$OUT"
-[ -f train.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --size "$RES" --out train.h5
-[ -f val.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --split val --size "$RES" --out val.h5
+if [ -n "${SRC:-}" ]; then
+  [ -f train.h5 ] || "$IBNAS" pack --format imagefolder "$SRC/train" --size "$RES" --out train.h5
+  [ -f val.h5 ] || "$IBNAS" pack --format imagefolder "$SRC/val" --size "$RES" --out val.h5
+else
+  [ -f train.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --size "$RES" --out train.h5
+  [ -f val.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --split val --size "$RES" --out val.h5
+fi
 common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
         --warmup 0.3 --threads "$THREADS" --quiet)
 if [ ! -f supernet.done ]; then

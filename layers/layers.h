@@ -179,6 +179,12 @@ void ib_net_free(ib_net *net);
 ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x);
 // Features before the pool (N, C, h, w), for task heads.
 ib_tensor *ib_net_features(ib_ctx *ctx, ib_net *net, ib_tensor *x);
+// The same, also handing out the outputs of chosen blocks for multi-level heads (detection, segmentation):
+// taps[t] receives the output of block after[t] (-1: the stem's).
+ib_tensor *ib_net_features_taps(ib_ctx *ctx, ib_net *net, ib_tensor *x, int n_taps, const int *after,
+                                ib_tensor **taps);
+// The last block whose output has the given total stride (the stem's included): -1 the stem, -2 none.
+int ib_arch_last_block_at_stride(const ib_arch *a, int stride);
 int64_t ib_net_param_count(const ib_net *net);
 // Multiply-accumulates of one image of res x res through the arch (stem, blocks, head conv, classifier).
 int64_t ib_arch_macs(const ib_arch *a, int res);

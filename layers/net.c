@@ -81,12 +81,24 @@ void ib_net_free(ib_net *net) {
 }
 
 ib_tensor *ib_net_features(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
+    return ib_net_features_taps(ctx, net, x, 0, NULL, NULL);
+}
+
+ib_tensor *ib_net_features_taps(ib_ctx *ctx, ib_net *net, ib_tensor *x, int n_taps, const int *after,
+                                ib_tensor **taps) {
     IB_ASSERT(x->ndim == 4 && x->shape[1] == 3, "network input must be (N, 3, H, W)");
+    for (int t = 0; t < n_taps; t++)
+        IB_ASSERT(after[t] >= -1 && after[t] < net->arch.n_blocks, "tap after block %d of %d", after[t],
+                  net->arch.n_blocks);
     ib_prof_scope(0);   // the parts' numbers, for ibnas bench --profile (core.h)
     ib_tensor *h = ib_cba_forward(ctx, &net->stem, x);
+    for (int t = 0; t < n_taps; t++)
+        if (after[t] == -1) taps[t] = h;
     for (int i = 0; i < net->arch.n_blocks; i++) {
         ib_prof_scope(i + 1);
         h = ib_block_forward(ctx, &net->blocks[i], h);
+        for (int t = 0; t < n_taps; t++)
+            if (after[t] == i) taps[t] = h;
     }
     ib_prof_scope(net->arch.n_blocks + 1);
     if (net->has_head) h = ib_cba_forward(ctx, &net->head, h);
@@ -106,6 +118,15 @@ ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
 }
 
 int64_t ib_net_param_count(const ib_net *net) { return net->ps.numel_params; }
+
+int ib_arch_last_block_at_stride(const ib_arch *a, int stride) {
+    int s = a->stem_stride, last = s == stride ? -1 : -2;
+    for (int i = 0; i < a->n_blocks; i++) {
+        s *= a->blocks[i].stride;
+        if (s == stride) last = i;
+    }
+    return last;
+}
 
 int64_t ib_arch_macs(const ib_arch *a, int res) {
     int h = (res + a->stem_stride - 1) / a->stem_stride, c = a->stem_out;

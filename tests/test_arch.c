@@ -73,6 +73,16 @@ TEST(arch_json_round_trip) {
     CHECK(y->ndim == 2 && y->shape[0] == 2 && y->shape[1] == 7, "logits shape");
     ib_tensor *f = ib_net_features(ctx, &net, x);
     CHECK(f->shape[1] == 64 && f->shape[2] == 4 && f->shape[3] == 4, "features: stride 8 gives 4x4");
+    // Taps for multi-level heads: the last block at stride 4 is blocks[1], at stride 8 the skip (blocks[4]).
+    CHECK(ib_arch_last_block_at_stride(&a, 2) == -1 && ib_arch_last_block_at_stride(&a, 4) == 1 &&
+              ib_arch_last_block_at_stride(&a, 8) == 4 && ib_arch_last_block_at_stride(&a, 16) == -2,
+          "last block per stride");
+    ib_tensor *taps[3];
+    ib_tensor *g = ib_net_features_taps(ctx, &net, x, 3, (int[]){-1, 1, 3}, taps);
+    CHECK(taps[0]->shape[1] == 16 && taps[0]->shape[2] == 16 && taps[1]->shape[1] == 24 && taps[1]->shape[2] == 8 &&
+              taps[2]->shape[1] == 32 && taps[2]->shape[2] == 4,
+          "tap shapes");
+    CHECK(g->shape[1] == 64 && !memcmp(g->data, f->data, sizeof(float) * (size_t)ib_numel(f)), "taps change nothing");
     ib_ctx_free(ctx);
     ib_net_free(&net);
     ib_arch_free(&a);
