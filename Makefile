@@ -129,7 +129,7 @@ examples: $(EXAMPLE_BIN)
 test: deps
 	@$(MAKE) --no-print-directory -j2 all tests examples
 	@IBNAS=$(BUILD)/ibnas IBNAS_LINK_FLAGS="$(filter -fsanitize=%,$(OPT))" CC="$(CC)" \
-	    bash tools/run_tests.sh $(TEST_BIN) tests/test_install.sh
+	    bash tools/run_tests.sh $(TEST_BIN) tests/test_install.sh tests/test_report.sh
 
 # Installs the command, both libraries, the public header and ibnas.pc; DESTDIR stages it elsewhere.
 install: all
@@ -161,7 +161,8 @@ bench-tin:
 	@$(MAKE) --no-print-directory -j2 all
 	@bash bench/tinyimagenet.sh $(BUILD)
 
-demo: deps
+demo:
+	@bash tools/deps.sh demo
 	@$(MAKE) --no-print-directory -j2 all
 	@bash tools/demo.sh $(BUILD)
 

@@ -1,75 +1,123 @@
 #!/usr/bin/env bash
 # `make demo`: the search pipeline on the embedded default data (synthetic scenes, no download): train a
 # weight-sharing supernet over the tiny space (all four IBN variants and skip), build a measured CPU latency
-# table and a modelled EdgeTPU one, search both under a latency budget (regularised evolution), extract
-# the CPU winner with its inherited weights, fine-tune it, evaluate it, and print a summary.
-# Detection and segmentation join this path as they land.
-# Usage: tools/demo.sh [BUILD_DIR]   (env: DEMO_DIR, default BUILD_DIR/demo; DEMO_EPOCHS, default 4)
+# table and modelled EdgeTPU and DSP ones, search each target under a latency budget (regularised
+# evolution), extract the CPU winner with its inherited weights, fine-tune and evaluate it, train
+# mobilenetv2 with the same number of epochs for comparison, then write DIR/summary.json and the report
+# page DIR/report.html (checked in headless chromium when it is installed).
+# Usage: tools/demo.sh [BUILD_DIR]   (env: DEMO_DIR, default demo-out; DEMO_EPOCHS, default 6)
 set -euo pipefail
 build=${1:-build}
 ibnas="$build/ibnas"
-dir=${DEMO_DIR:-$build/demo}
-epochs=${DEMO_EPOCHS:-4}
+dir=${DEMO_DIR:-demo-out}
+epochs=${DEMO_EPOCHS:-6}
+ft_epochs=3
 space=search/spaces/tiny.space.json
 [ -x "$ibnas" ] || { echo "demo: $ibnas is not built (run make)" >&2; exit 1; }
-mkdir -p "$dir"
+command -v jq >/dev/null || { echo "demo: jq is missing (make demo installs it)" >&2; exit 1; }
+mkdir -p "$dir/curves" "$dir/latency"
 t0=$(date +%s)
-py=/usr/bin/python3; [ -x $py ] || py=python3
+val() { jq -r "$2" "$dir/$1"; }          # val FILE.json FILTER
+ms_of() { sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/' "$1"; }
 
-echo "== 1/6 synthetic scenes: 5000 training and 1000 held-out 32x32 scenes of 6 shape classes"
+echo "== 1/7 synthetic scenes: 5000 training and 1000 held-out 32x32 scenes of 6 shape classes"
 [ -f "$dir/train.h5" ] || "$ibnas" synth --out "$dir/train.h5" --n 5000 --size 32 --seed 1 --quiet
 [ -f "$dir/val.h5" ] || "$ibnas" synth --out "$dir/val.h5" --n 1000 --size 32 --seed 2 --quiet
 "$ibnas" space count --space "$space"
 
-echo "== 2/6 supernet over $space: $epochs epochs, sandwich sampling (log in $dir/supernet.h5.csv)"
+echo "== 2/7 supernet over $space: $epochs epochs, sandwich sampling with in-place distillation"
 rm -f "$dir/supernet.h5" "$dir/supernet.h5.csv"
 "$ibnas" supernet train --space "$space" --data "$dir/train.h5" --val "$dir/val.h5" --out "$dir/supernet.h5" \
-    --epochs "$epochs" --batch 64 --res 32 --lr 0.2 --warmup 0.3 --seed 0 --json > "$dir/supernet.json"
+    --epochs "$epochs" --batch 64 --res 32 --lr 0.05 --warmup 0.3 --seed 0 --json > "$dir/supernet.json"
 
-echo "== 3/6 latency tables: cpu measured here (1 thread), edgetpu modelled"
+echo "== 3/7 latency tables: cpu measured here (1 thread) and checked on 10 random subnets; edgetpu and dsp modelled"
 "$ibnas" latency profile --space "$space" --target cpu --res 32 --threads 1 --repeats 7 --out "$dir/cpu.csv"
+"$ibnas" latency validate --lut "$dir/cpu.csv" --space "$space" --samples 10 --threads 1 --res 32 --quiet --json \
+    --out "$dir/latency" > "$dir/latency/validate.json"
 "$ibnas" latency model --space "$space" --target edgetpu --res 32 --out "$dir/edgetpu.csv"
-# Budgets: half-way between the smallest and the largest subnet's predicted latency on each target.
+"$ibnas" latency model --space "$space" --target dsp --res 32 --out "$dir/dsp.csv"
+# Budgets: 40% of the way from the smallest subnet's predicted latency to the largest's, on each target.
 "$ibnas" space sample --space "$space" --smallest --out "$dir/smallest.arch.json" >/dev/null
 "$ibnas" space sample --space "$space" --largest --out "$dir/largest.arch.json" >/dev/null
 budget() {   # budget TABLE
   local lo hi
   lo=$("$ibnas" latency predict --lut "$1" --arch "$dir/smallest.arch.json" --res 32 --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/')
   hi=$("$ibnas" latency predict --lut "$1" --arch "$dir/largest.arch.json" --res 32 --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/')
-  awk -v a="$lo" -v b="$hi" 'BEGIN { printf "%.4g", a + 0.5 * (b - a) }'
+  awk -v a="$lo" -v b="$hi" 'BEGIN { printf "%.4g", a + 0.4 * (b - a) }'
 }
-bcpu=$(budget "$dir/cpu.csv"); btpu=$(budget "$dir/edgetpu.csv")
+bcpu=$(budget "$dir/cpu.csv"); btpu=$(budget "$dir/edgetpu.csv"); bdsp=$(budget "$dir/dsp.csv")
 
-echo "== 4/6 search: regularised evolution under cpu $bcpu ms and edgetpu $btpu ms"
+echo "== 4/7 search: regularised evolution under cpu $bcpu ms, edgetpu $btpu ms, dsp $bdsp ms"
 rm -rf "$dir/search"
-"$ibnas" search --supernet "$dir/supernet.h5" --lut "cpu=$dir/cpu.csv,edgetpu=$dir/edgetpu.csv" \
-    --budget-ms "cpu=$bcpu;edgetpu=$btpu" --population 16 --generations 4 --batch 8 --calib-batches 5 \
-    --eval-images 500 --res 32 --seed 0 --out "$dir/search"
+"$ibnas" search --supernet "$dir/supernet.h5" --lut "cpu=$dir/cpu.csv,edgetpu=$dir/edgetpu.csv,dsp=$dir/dsp.csv" \
+    --budget-ms "cpu=$bcpu;edgetpu=$btpu;dsp=$bdsp" --population 16 --generations 4 --batch 8 --calib-batches 5 \
+    --eval-images 500 --res 32 --seed 0 --out "$dir/search" --json > "$dir/search.json"
 best=$(ls "$dir"/search/cpu/best-*ms.arch.json | head -1)
 
-echo "== 5/6 extract $best with its inherited weights, fine-tune it 2 epochs"
+echo "== 5/7 extract $best with its inherited weights, fine-tune it $ft_epochs epochs"
 "$ibnas" extract --supernet "$dir/supernet.h5" --arch "$best" --out "$dir/sub.h5"
 "$ibnas" eval --model "$dir/sub.h5" --data "$dir/val.h5" --json --quiet > "$dir/inherited.json"
 rm -f "$dir/finetuned.h5" "$dir/finetuned.h5.csv"
-"$ibnas" train --init "$dir/sub.h5" --data "$dir/train.h5" --val "$dir/val.h5" --epochs 2 --batch 64 --res 32 \
-    --lr 0.05 --warmup 0.2 --seed 0 --out "$dir/finetuned.h5" --json > "$dir/finetune.json"
-
-echo "== 6/6 evaluate the fine-tuned subnet on the held-out scenes; measure its latency"
+"$ibnas" train --init "$dir/sub.h5" --data "$dir/train.h5" --val "$dir/val.h5" --epochs $ft_epochs --batch 64 --res 32 \
+    --lr 0.02 --warmup 0.2 --seed 0 --out "$dir/finetuned.h5" --json > "$dir/finetune.json"
 "$ibnas" eval --model "$dir/finetuned.h5" --data "$dir/val.h5" --json --quiet > "$dir/eval.json"
-"$ibnas" latency measure --arch "$best" --res 32 --threads 1 --json > "$dir/measured.json"
-"$ibnas" latency predict --lut "$dir/cpu.csv" --arch "$best" --res 32 --json > "$dir/predicted.json"
+for t in cpu edgetpu dsp; do
+  a=$(ls "$dir"/search/$t/best-*ms.arch.json | head -1)
+  "$ibnas" latency predict --lut "$dir/$t.csv" --arch "$a" --res 32 --json > "$dir/predicted_$t.json"
+  "$ibnas" latency measure --arch "$a" --res 32 --threads 1 --json > "$dir/measured_$t.json"
+done
 
-"$py" - "$dir" "$(( $(date +%s) - t0 ))" "$best" <<'PY' 2>/dev/null || cat "$dir"/*.json
-import json, sys
-d, secs, best = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-j = lambda n: json.load(open(f"{d}/{n}"))
-s, i, f, e = j("supernet.json"), j("inherited.json"), j("finetune.json"), j("eval.json")
-m, p = j("measured.json"), j("predicted.json")
-print(f"\ndemo summary ({secs} s in all)")
-print(f"  supernet: {s['epochs']} epochs, largest path top-1 {s['largest_top1']*100:.1f}%, smallest {s['smallest_top1']*100:.1f}% (chance 16.7%)")
-print(f"  search: {d}/search/summary.json; plots {d}/search/*/pareto.svg, {d}/search/archs.svg")
-print(f"  chosen for cpu: {best}")
-print(f"    inherited weights top-1 {i['top1']*100:.1f}%, after 2 epochs of fine-tuning {e['top1']*100:.1f}% on {e['images']} held-out scenes")
-print(f"    latency: predicted {p['ms']:.3f} ms, measured {m['ms']:.3f} ms (batch 1, 1 thread, 32 px)")
-print("  not yet in the demo: detection, segmentation, ONNX export")
-PY
+# mobilenetv2 at the width whose measured latency is nearest the chosen arch's; none is as fast at 32 px
+# (17 blocks and a 1280-wide head), so the comparison states both latencies.
+echo "== 6/7 mobilenetv2 for comparison: $((epochs + ft_epochs)) epochs from scratch (the supernet's plus the fine-tuning's)"
+target_ms=$(ms_of "$dir/measured_cpu.json")
+mw=""; md=1e9
+for w in 0.35 0.5; do
+  m=$("$ibnas" latency measure --arch "mobilenetv2:$w" --res 32 --threads 1 --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/')
+  d=$(awk -v a="$m" -v b="$target_ms" 'BEGIN { d = a - b; print d < 0 ? -d : d }')
+  if awk -v a="$d" -v b="$md" 'BEGIN { exit !(a < b) }'; then mw=$w; md=$d; mms=$m; fi
+done
+rm -f "$dir/mobilenetv2.h5" "$dir/mobilenetv2.h5.csv"
+"$ibnas" train --arch "mobilenetv2:$mw" --data "$dir/train.h5" --val "$dir/val.h5" --epochs $((epochs + ft_epochs)) --batch 64 \
+    --res 32 --lr 0.05 --warmup 0.3 --seed 0 --out "$dir/mobilenetv2.h5" --json > "$dir/mobilenetv2.json"
+
+echo "== 7/7 summary and report"
+bash tools/plot_csv.sh "$dir/supernet.h5.csv" epoch largest_top1,smallest_top1 "supernet: held-out top-1 of the largest and smallest paths" "$dir/curves/supernet_top1.svg"
+bash tools/plot_csv.sh "$dir/supernet.h5.csv" epoch train_loss "supernet: training loss (largest path)" "$dir/curves/supernet_loss.svg"
+bash tools/plot_csv.sh "$dir/finetuned.h5.csv" epoch val_top1 "chosen cpu arch: fine-tuning, held-out top-1" "$dir/curves/finetune_top1.svg"
+bash tools/plot_csv.sh "$dir/mobilenetv2.h5.csv" epoch val_top1 "mobilenetv2:$mw from scratch, held-out top-1" "$dir/curves/mobilenetv2_top1.svg"
+secs=$(( $(date +%s) - t0 ))
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+search_json() {   # search_json TARGET BUDGET
+  local a; a=$(ls "$dir"/search/$1/best-*ms.arch.json | head -1)
+  jq -n --arg t "$1" --argjson b "$2" --arg f "$a" --slurpfile s "$dir/search/summary.json" \
+        --slurpfile p "$dir/predicted_$1.json" --slurpfile m "$dir/measured_$1.json" \
+    '($s[0].targets[] | select(.name == $t) | .picks[0]) as $k |
+     {budget_ms: $b, arch_file: $f, arch: $k.arch, score: $k.score, predicted_ms: $p[0].ms, measured_ms: $m[0].ms}'
+}
+jq -n --arg machine "$(uname -m), $(nproc) cores, ${cpu_model:-unknown cpu}" --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
+      --argjson seconds "$secs" --slurpfile sn "$dir/supernet.json" --slurpfile inh "$dir/inherited.json" \
+      --slurpfile ev "$dir/eval.json" --slurpfile mn "$dir/mobilenetv2.json" --arg mw "mobilenetv2:$mw" --argjson mms "$mms" \
+      --argjson cpu "$(search_json cpu "$bcpu")" --argjson edgetpu "$(search_json edgetpu "$btpu")" \
+      --argjson dsp "$(search_json dsp "$bdsp")" --slurpfile lv "$dir/latency/validate.json" '{
+  format: "ibnas-demo-summary", version: 1, machine: $machine, date: $date, seconds: $seconds,
+  supernet: {epochs: $sn[0].epochs, largest_top1: $sn[0].largest_top1, smallest_top1: $sn[0].smallest_top1},
+  classify: {top1: $ev[0].top1, inherited_top1: $inh[0].top1, images: $ev[0].images,
+             baseline: {arch: $mw, top1: $mn[0].val_top1, measured_ms: $mms}},
+  search: {cpu: $cpu, edgetpu: $edgetpu, dsp: $dsp},
+  latency_validation: {samples: $lv[0].samples, mean_abs_pct_err: $lv[0].mean_abs_pct_err, spearman: $lv[0].spearman},
+  not_yet: "detection and segmentation on the searched backbone, ONNX export"
+}' > "$dir/summary.json.tmp"
+mv "$dir/summary.json.tmp" "$dir/summary.json"
+bash tools/report.sh "$dir"
+rc=0; bash tools/check_report.sh "$dir" || rc=$?
+[ $rc -eq 0 ] || [ $rc -eq 77 ] || exit $rc
+
+jq -r '"\ndemo summary (\(.seconds) s in all; \(.machine))",
+  "  supernet: \(.supernet.epochs) epochs; held-out top-1 of its largest path \(.supernet.largest_top1 * 1000 | round / 10)%, smallest \(.supernet.smallest_top1 * 1000 | round / 10)% (chance 16.7%)",
+  (.search | to_entries[] | "  search \(.key): budget \(.value.budget_ms) ms -> \(.value.arch)\n      inherited held-out top-1 \(.value.score * 1000 | round / 10)%, predicted \(.value.predicted_ms * 1000 | round / 1000) ms, measured here \(.value.measured_ms * 1000 | round / 1000) ms"),
+  "  classify, the cpu pick: inherited top-1 \(.classify.inherited_top1 * 1000 | round / 10)%, fine-tuned \(.classify.top1 * 1000 | round / 10)% on \(.classify.images) held-out scenes",
+  "  \(.classify.baseline.arch) (same epochs from scratch): top-1 \(.classify.baseline.top1 * 1000 | round / 10)%, measured \(.classify.baseline.measured_ms) ms",
+  "  latency table check: mean error \(.latency_validation.mean_abs_pct_err * 10 | round / 10)% over \(.latency_validation.samples) subnets, Spearman \(.latency_validation.spearman * 1000 | round / 1000)",
+  "  not yet: \(.not_yet)"' "$dir/summary.json"
+echo "  report: $dir/report.html; everything in $dir/"

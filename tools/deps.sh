@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ibnas builds against, if any is missing; says what it installs and
 # does nothing when all are there. Used by `make test` and `make demo`; `make bench` runs it as
-# `tools/deps.sh bench`, which adds the system PyTorch that the side-by-side comparison and `make refs` run.
+# `tools/deps.sh bench`, which adds the system PyTorch that the side-by-side comparison and `make refs` run;
+# `make demo` as `tools/deps.sh demo`, which adds chromium (the report page's check; jq, which the demo and the report test use, is in the base list).
 set -euo pipefail
-pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev)
+pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev jq)
 if [ "${1:-}" = bench ]; then
   pkgs+=(python3 python3-torch python3-torchvision python3-h5py python3-numpy python3-pil)
+fi
+if [ "${1:-}" = demo ]; then
+  pkgs+=(chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
