@@ -27,6 +27,7 @@ struct ib_optim {
     float *state;            // n_state * n floats
     segment *seg;
     int n_seg;
+    segment *active_seg;     // ib_optim_step_active's segments, rebuilt every call (ps->n at most)
 };
 
 ib_optim_cfg ib_optim_cfg_default(ib_optim_kind kind, int rmsprop_torch) {
@@ -119,7 +120,8 @@ ib_optim *ib_optim_new(const ib_optim_cfg *cfg, ib_params *ps) {
     size_t n_state_floats = (size_t)opt->n * (size_t)opt->n_state;
     opt->state = malloc(sizeof(float) * (n_state_floats ? n_state_floats : 1));
     opt->seg = malloc(sizeof(segment) * (size_t)(ps->n ? ps->n : 1));
-    if (!opt->state || !opt->seg) {
+    opt->active_seg = malloc(sizeof(segment) * (size_t)(ps->n ? ps->n : 1));
+    if (!opt->state || !opt->seg || !opt->active_seg) {
         ib_optim_free(opt);
         ib_fail(IB_ERR_NOMEM, "optimizer: out of memory for %lld state floats", (long long)n_state_floats);
         return NULL;
@@ -144,6 +146,7 @@ void ib_optim_free(ib_optim *opt) {
     if (!opt) return;
     free(opt->state);
     free(opt->seg);
+    free(opt->active_seg);
     free(opt);
 }
 
@@ -255,19 +258,47 @@ static void step_range(ib_optim *opt, const segment *s, int64_t lo, int64_t hi, 
     }
 }
 
-void ib_optim_step(ib_optim *opt, float lr) {
-    opt->step++;
+static void step_segments(ib_optim *opt, const segment *seg, int n_seg, int64_t total, float lr) {
     // Each thread takes the same fixed share of every segment; elements are independent, so the
     // result does not depend on the thread count.
-#pragma omp parallel if (opt->n >= PAR_MIN)
+#pragma omp parallel if (total >= PAR_MIN)
     {
         int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        for (int k = 0; k < opt->n_seg; k++) {
-            const segment *s = &opt->seg[k];
+        for (int k = 0; k < n_seg; k++) {
+            const segment *s = &seg[k];
             int64_t lo = s->n * tid / nth, hi = s->n * (tid + 1) / nth;
             if (hi > lo) step_range(opt, s, lo, hi, lr);
         }
     }
+}
+
+void ib_optim_step(ib_optim *opt, float lr) {
+    opt->step++;
+    step_segments(opt, opt->seg, opt->n_seg, opt->n, lr);
+}
+
+void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active) {
+    if (!active) {
+        ib_optim_step(opt, lr);
+        return;
+    }
+    opt->step++;
+    const ib_params *ps = opt->ps;
+    const ib_optim_cfg *cfg = &opt->cfg;
+    int n_seg = 0;
+    int64_t total = 0;
+    for (int i = 0; i < ps->n; i++) {
+        if (ps->is_buffer[i] || !active[i]) continue;
+        const ib_tensor *t = ps->t[i];
+        int64_t off = t->data - ps->data, n = ib_numel(t);
+        if (n == 0) continue;
+        float wd = (cfg->no_decay_bn_bias && ps->no_decay[i]) ? 0.0f : cfg->weight_decay;
+        segment *last = n_seg ? &opt->active_seg[n_seg - 1] : NULL;
+        if (last && last->wd == wd && last->off + last->n == off) last->n += n;
+        else opt->active_seg[n_seg++] = (segment){off, n, wd};
+        total += n;
+    }
+    step_segments(opt, opt->active_seg, n_seg, total, lr);
 }
 
 // ---------------------------------------------------------------------------------------------

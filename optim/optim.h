@@ -44,6 +44,10 @@ ib_optim *ib_optim_new(const ib_optim_cfg *cfg, ib_params *ps);
 void ib_optim_free(ib_optim *opt);
 // One update with learning rate lr from the gradients in ps->grad (left untouched).
 void ib_optim_step(ib_optim *opt, float lr);
+// The same for the tensors i of ps with active[i] != 0 only; the others keep their weights and optimizer
+// state, as torch.optim leaves a parameter whose grad is None (a supernet's ops no path used this step).
+// AdamW's bias correction still counts every step. active NULL: ib_optim_step.
+void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active);
 // Back to the state of a new optimizer (zero momentum, step 0), e.g. before fine-tuning.
 void ib_optim_reset(ib_optim *opt);
 const ib_optim_cfg *ib_optim_get_cfg(const ib_optim *opt);

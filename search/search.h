@@ -293,6 +293,12 @@ void ib_supernet_free(ib_supernet *sn);
 // path->ps is empty: use the supernet's for optimizers and checkpoints.
 void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *path);
 
+// The tensors (indices into sn->ps) a training step changes, as torch.optim skips parameters without a
+// gradient: clear sets the stem's, head's and classifier's and unsets every layer op's; add sets those of
+// the ops path `choice` runs. ib_optim_step_active then leaves the others, weights and state, as they are.
+void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active);   // active: sn->ps.n entries
+void ib_supernet_active_add(const ib_supernet *sn, const int *choice, uint8_t *active);
+
 // A standalone network of the path `choice` (ib_net_build of its arch, then the path's weights and BN
 // statistics copied in), e.g. for a checkpoint: it computes what the path computes.
 ib_status ib_supernet_extract(ib_supernet *sn, const int *choice, ib_net *net);

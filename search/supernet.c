@@ -221,6 +221,55 @@ void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *p
 }
 
 // ---------------------------------------------------------------------------------------------
+// Which tensors a step's paths used
+
+static int tensor_index(const ib_params *ps, const ib_tensor *t) {
+    for (int i = 0; i < ps->n; i++)
+        if (ps->t[i] == t) return i;
+    return -1;
+}
+
+static void mark(const ib_params *ps, const ib_tensor *t, uint8_t *active, uint8_t v) {
+    if (!t) return;
+    int i = tensor_index(ps, t);
+    IB_ASSERT(i >= 0, "supernet tensor %s is not registered", t->name);
+    active[i] = v;
+}
+
+static void mark_block(const ib_params *ps, const ib_block *b, uint8_t *active, uint8_t v) {
+    for (int i = 0; i < b->n_stages; i++) {
+        mark(ps, b->stages[i].conv.w, active, v), mark(ps, b->stages[i].conv.b, active, v);
+        mark(ps, b->stages[i].bn.w, active, v), mark(ps, b->stages[i].bn.b, active, v);
+    }
+    mark(ps, b->project.w, active, v), mark(ps, b->project.b, active, v);
+    mark(ps, b->project_bn.w, active, v), mark(ps, b->project_bn.b, active, v);
+    if (b->has_se) {
+        mark(ps, b->se.fc1.w, active, v), mark(ps, b->se.fc1.b, active, v);
+        mark(ps, b->se.fc2.w, active, v), mark(ps, b->se.fc2.b, active, v);
+    }
+}
+
+void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active) {
+    memset(active, 1, (size_t)sn->ps.n);
+    for (int l = 0; l < sn->space.n_layers; l++)
+        for (int o = 0; o < IB_BLOCK_SKIP; o++) mark_block(&sn->ps, &sn->layers[l * IB_BLOCK_SKIP + o], active, 0);
+}
+
+void ib_supernet_active_add(const ib_supernet *sn, const int *choice, uint8_t *active) {
+    const ib_space *sp = &sn->space;
+    for (int l = 0; l < sp->n_layers; l++) {
+        int n = ib_space_choices(sp, l, NULL, 0);
+        IB_ASSERT(choice[l] >= 0 && choice[l] < n, "layer %d: choice %d of %d", l, choice[l], n);
+        ib_block_cfg *cfg = malloc(sizeof *cfg * (size_t)n);
+        IB_ASSERT(cfg, "out of memory for the choices of layer %d", l);
+        ib_space_choices(sp, l, cfg, n);
+        ib_block_op op = cfg[choice[l]].op;
+        free(cfg);
+        if (op != IB_BLOCK_SKIP) mark_block(&sn->ps, &sn->layers[l * IB_BLOCK_SKIP + op], active, 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Files
 
 ib_status ib_supernet_save(const ib_supernet *sn, const char *path, ib_status (*extra)(ib_h5 *f, void *user),

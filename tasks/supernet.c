@@ -125,6 +125,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     ts.seed = c->seed;
     int *choice = NULL;
     float *teacher = NULL;
+    uint8_t *active = NULL;   // the tensors this step's paths used (ib_supernet_active_*)
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
@@ -191,7 +192,8 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     int L = sn.space.n_layers;
     choice = malloc(sizeof(int) * (size_t)(L ? L : 1));
     teacher = malloc(sizeof(float) * (size_t)c->batch * (size_t)classes);
-    if (!choice || !teacher) {
+    active = malloc((size_t)(sn.ps.n ? sn.ps.n : 1));
+    if (!choice || !teacher || !active) {
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -225,11 +227,13 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             ib_tensor x;
             ib_batch_tensor(b, &x);
             ib_params_zero_grad(&sn.ps);
+            ib_supernet_active_clear(&sn, active);
             double step_loss = 0;
             for (int p = 0; p < n_paths; p++) {
                 ib_sample_kind kind = !cfg->sandwich ? IB_SAMPLE_RANDOM : p == 0 ? IB_SAMPLE_LARGEST :
                                       p == 1 ? IB_SAMPLE_SMALLEST : IB_SAMPLE_RANDOM;
                 ib_space_sample(&sn.space, kind, &pr, choice);
+                ib_supernet_active_add(&sn, choice, active);
                 ib_ctx_reset(ctx);
                 ctx->training = 1;
                 ctx->recording = 1;
@@ -257,7 +261,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ib_backward(ctx, loss, &w);
             }
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
-            ib_optim_step(ts.opt, lr);
+            ib_optim_step_active(ts.opt, lr, active);
             ts.epoch_loss += step_loss * b->n;
             ts.epoch_images += b->n;
             ts.step++, ts.batch_in_epoch++, steps_run++;
@@ -320,6 +324,7 @@ done:
     if (log) fclose(log);
     free(choice);
     free(teacher);
+    free(active);
     ib_ctx_free(ctx);
     ib_loader_close(loader);
     ib_optim_free(ts.opt);

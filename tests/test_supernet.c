@@ -268,6 +268,67 @@ TEST(supernet_resume_is_exact) {
     ib_supernet_free(&sb);
 }
 
+// A step leaves the ops no path ran as they were (no weight decay, no momentum), as torch.optim skips a
+// parameter whose grad is None; the ops the path ran move. Uniform sampling: one path, drawn from the
+// stream the loop seeds with (seed, step).
+TEST(supernet_step_leaves_unused_ops_alone) {
+    char data[512], out[512];
+    snprintf(data, sizeof data, "%s/sn_unused.h5", test_tmpdir());
+    CHECK(ib_synth_write_pack(data, 100, 32, 5, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    snprintf(out, sizeof out, "%s/sn_unused_out.h5", test_tmpdir());
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.sandwich = 0;
+    c.base.data = data, c.base.out = out;
+    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0;
+    c.base.optim.momentum = 0.9f, c.base.optim.weight_decay = 1e-2f;
+    c.base.workers = 1, c.base.progress = 0, c.base.seed = 11, c.base.max_steps = 2;
+    ib_sn_train_result r;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 2, "%s", ib_errmsg());
+    ib_supernet trained, init;
+    ib_space sp;
+    load_tiny(&sp);
+    CHECK(ib_supernet_load(&trained, out) == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_supernet_build(&init, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    ib_supernet_init_weights(&init, 11);
+    int L = sp.n_layers, *choice[2];
+    ib_block_op used[2][16];
+    for (int st = 0; st < 2; st++) {
+        choice[st] = malloc(sizeof(int) * (size_t)L);
+        ib_rng pr;
+        ib_rng_seed(&pr, 11, 0x5e4c0000ull + (uint64_t)st);
+        ib_space_sample(&sp, IB_SAMPLE_RANDOM, &pr, choice[st]);
+        for (int l = 0; l < L; l++) {
+            ib_block_cfg all[512];
+            ib_space_choices(&sp, l, all, 512);
+            used[st][l] = all[choice[st][l]].op;
+        }
+    }
+    int moved = 0, kept = 0;
+    for (int i = 0; i < init.ps.n; i++) {
+        if (init.ps.is_buffer[i]) continue;
+        const ib_tensor *t0 = init.ps.t[i], *t1 = trained.ps.t[i];
+        int l = -1;
+        char op[16] = "";
+        if (sscanf(t0->name, "features.%d.%15[a-z]", &l, op) != 2) continue;   // stem, head: always used
+        l -= 1;
+        if (l < 0 || l >= L) continue;
+        int in_path = !strcmp(op, ib_block_op_name(used[0][l])) || !strcmp(op, ib_block_op_name(used[1][l]));
+        int same = !memcmp(t0->data, t1->data, sizeof(float) * (size_t)ib_numel(t0));
+        CHECK(in_path ? !same : same, "%s: %s (layer %d ran %s then %s)", t0->name,
+              in_path ? "did not move though its op ran" : "changed though no path ran its op", l,
+              ib_block_op_name(used[0][l]), ib_block_op_name(used[1][l]));
+        moved += !same, kept += same;
+    }
+    CHECK(moved > 0 && kept > 0, "moved %d kept %d: both kinds should occur", moved, kept);
+    free(choice[0]);
+    free(choice[1]);
+    ib_supernet_free(&trained);
+    ib_supernet_free(&init);
+    ib_space_free(&sp);
+}
+
 static double json_num(const char *text, const char *key) {
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\": ", key);
