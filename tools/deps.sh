@@ -3,7 +3,7 @@
 # does nothing when all are there. Used by `make test` and `make demo`; `make bench` runs it as
 # `tools/deps.sh bench`, which adds the system PyTorch that the side-by-side comparison and `make refs` run.
 set -euo pipefail
-pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev)
+pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler)
 if [ "${1:-}" = bench ]; then
   pkgs+=(python3 python3-torch python3-torchvision python3-h5py python3-numpy python3-pil)
 fi
