@@ -95,8 +95,8 @@ static const char *conv_plain(exporter *e, const ib_conv *c, const char *x, cons
 // s = gamma / sqrt(var + eps), in double), or as Conv + BatchNormalization.
 static ib_status conv_bn(exporter *e, const ib_conv *c, const ib_bn *bn, const char *x, const char *out) {
     char conv_prefix[NAME_MAX_LEN], bn_prefix[NAME_MAX_LEN], nm[NAME_MAX_LEN];
-    // The conv's parameters are "<prefix>.0.weight" for a cba stage, the BN "<prefix>.1.*"; a block's
-    // projection names its conv and BN by their own prefixes: both come from the tensors' names.
+    // Initializers are named after the checkpoint's tensors: the module prefix is the weight's name less
+    // its last component ("features.3.conv.0.0" for the conv, "features.3.conv.0.1" for its BN).
     name_fmt(conv_prefix, "%s", c->w->name);
     char *dot = strrchr(conv_prefix, '.');
     if (dot) *dot = 0;
