@@ -94,7 +94,7 @@ const char *og_initializer(og_graph *g, const char *name, int ndim, const int64_
     for (int i = 0; i < ndim; i++) numel *= dims[i];
     uint8_t *raw = og_alloc(g, sizeof(float) * (size_t)numel);
     if (g->failed) return "";
-    memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
     // ONNX's raw_data is little-endian IEEE 754.
     memcpy(raw, data, sizeof(float) * (size_t)numel);
     if (!little_endian())
