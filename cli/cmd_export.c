@@ -56,10 +56,10 @@ int cmd_export(int argc, char **argv) {
     if (!s) {
         int rr = res > 0 ? res : ib_model_input_size(m);
         if (json)
-            printf("{\"out\": \"%s\", \"format\": \"%s\", \"opset\": %d, \"res\": %d, \"batch\": %d, \"keep_bn\": %s, "
-                   "\"nodes\": %d, \"initializers\": %d, \"bytes\": %lld}\n",
-                   out, format, opset, rr, o.batch, keep_bn ? "true" : "false", er.nodes, er.initializers,
-                   (long long)er.bytes);
+            printf("{\"out\": \"%s\", \"format\": \"%s\", \"opset\": %d, \"res\": %d, \"batch\": %s%s%s, "
+                   "\"keep_bn\": %s, \"nodes\": %d, \"initializers\": %d, \"bytes\": %lld}\n",
+                   out, format, opset, rr, o.batch ? "" : "\"", o.batch ? batch : "dynamic", o.batch ? "" : "\"",
+                   keep_bn ? "true" : "false", er.nodes, er.initializers, (long long)er.bytes);
         fprintf(stderr, "ibnas export: %s -> %s (%s opset %d, %dx%d, batch %s, BN %s): %d nodes, %d initializers, %lld bytes\n",
                 model, out, format, opset, rr, rr, o.batch ? batch : "dynamic", keep_bn ? "kept" : "folded", er.nodes,
                 er.initializers, (long long)er.bytes);

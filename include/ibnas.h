@@ -34,7 +34,8 @@
 //
 // The architecture search is here: search spaces (open, count, sample, check), latency tables (profile,
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
-// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Not in this API
+// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). A model goes out to
+// other runtimes as ONNX (ib_model_export; docs/EXPORT.md). Not in this API
 // yet: detection and segmentation, which will join it when they are built. Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
