@@ -22,8 +22,16 @@ endif
 HDF5_CFLAGS := $(shell pkg-config --cflags hdf5-serial 2>/dev/null || pkg-config --cflags hdf5 2>/dev/null)
 HDF5_LIBS := $(shell pkg-config --libs hdf5-serial 2>/dev/null || pkg-config --libs hdf5 2>/dev/null || echo -lhdf5)
 
+# ONNX export (api/export.c): protobuf-c over the schema api/onnx/onnx.proto. protoc-c compiles it into the
+# build folder: the generated code is not committed, so it always matches the installed libprotobuf-c (both
+# Debian packages, libprotobuf-c-dev and protobuf-c-compiler, which tools/deps.sh installs).
+PROTOC_C ?= protoc-c
+PROTOBUF_C_CFLAGS := $(shell pkg-config --cflags libprotobuf-c 2>/dev/null)
+PROTOBUF_C_LIBS := $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c)
+GEN := $(BUILD)/gen
+
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CFLAGS := -std=c11 $(OPT) -g -fopenmp -D_GNU_SOURCE -I. -Iinclude $(HDF5_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
+CFLAGS := -std=c11 $(OPT) -g -fopenmp -D_GNU_SOURCE -I. -Iinclude -I$(GEN) $(HDF5_CFLAGS) $(PROTOBUF_C_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
 # Library objects make both libibnas.a and libibnas.so: position-independent, and the .so exports only the
 # public API (IBNAS_API in include/ibnas.h). With hidden visibility the kernels compile to the same machine
 # code as gcc's default PIE objects (30 of 34 objects identical; the rest differ in TLS/GOT loads outside
@@ -40,7 +48,7 @@ BLAS_LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
 else
 BLAS_LIBS := -lopenblas
 endif
-LDLIBS := $(HDF5_LIBS) $(BLAS_LIBS) -ljansson -lpng -ljpeg -lm -lpthread
+LDLIBS := $(HDF5_LIBS) $(BLAS_LIBS) $(PROTOBUF_C_LIBS) -ljansson -lpng -ljpeg -lm -lpthread
 
 # The version comes from the public header; the soname carries the major version.
 VERSION := $(shell sed -n 's/.*IBNAS_VERSION_STRING "\(.*\)"/\1/p' include/ibnas.h)
@@ -58,7 +66,8 @@ PC_LIBS_PRIVATE := $(LDLIBS) -lgomp
 
 LIB_DIRS := core layers optim data search tasks api
 LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+ONNX_GEN_OBJ := $(BUILD)/obj/gen/onnx.pb-c.o
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(ONNX_GEN_OBJ)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SUPPORT := $(filter-out tests/test_%.c,$(wildcard tests/*.c))
@@ -88,6 +97,18 @@ $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB_OBJ): CFLAGS += $(LIB_CFLAGS)
+
+$(GEN)/onnx.pb-c.c: api/onnx/onnx.proto
+	@mkdir -p $(GEN)
+	@command -v $(PROTOC_C) >/dev/null || { echo "protoc-c is missing: make deps (or apt-get install protobuf-c-compiler libprotobuf-c-dev)" >&2; exit 1; }
+	$(PROTOC_C) --proto_path=api/onnx --c_out=$(GEN) $<
+$(GEN)/onnx.pb-c.h: $(GEN)/onnx.pb-c.c
+	@test -f $@ || { rm -f $<; $(MAKE) --no-print-directory $<; }
+$(ONNX_GEN_OBJ): $(GEN)/onnx.pb-c.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+# Every object may include the generated header: it exists before any compiles (order only).
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_SUPPORT_OBJ) $(TEST_SRC:%.c=$(BUILD)/obj/%.o): | $(GEN)/onnx.pb-c.h
 
 $(EXAMPLE_OBJ): $(BUILD)/obj/examples/%.o: examples/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)

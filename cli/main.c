@@ -16,6 +16,7 @@ static const verb verbs[] = {
     {"eval", cmd_eval, "top-1 / top-5 of a checkpoint on a dataset"},
     {"bench", cmd_bench, "training throughput or inference latency on random data"},
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
+    {"export", cmd_export, "write a checkpoint as an ONNX model (BN folded) for ONNX Runtime and converters"},
     {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack"},
     {"synth", cmd_synth, "write a pack of synthetic scenes (labels, boxes and masks)"},
     {"space", cmd_space, "count a search space's subnets, sample one as an arch, or check an arch is in it"},

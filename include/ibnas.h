@@ -34,7 +34,8 @@
 //
 // The architecture search is here: search spaces (open, count, sample, check), latency tables (profile,
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
-// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Not in this API
+// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). A model goes out to
+// other runtimes as ONNX (ib_model_export; docs/EXPORT.md). Not in this API
 // yet: detection and segmentation, which will join it when they are built. Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
@@ -111,6 +112,30 @@ IBNAS_API char *ib_model_arch_json(const ib_model *m);      // the arch as JSON 
 // normalised as above, h and w at least 8; logits receives (n, classes). Memory grows with n: pass large
 // sets in batches.
 IBNAS_API ib_status ib_model_forward(ib_model *m, const float *x, int n, int h, int w, float *logits);
+
+// ---------------------------------------------------------------------------------------------
+// Export: a model as a file other runtimes read (docs/EXPORT.md). ONNX now: ONNX Runtime, TensorRT,
+// OpenVINO and the converters to TFLite take it.
+
+typedef struct ib_export_opts {
+    const char *format;   // "onnx" (the only one so far)
+    int opset;            // ONNX operator set of the default domain, 11..21 (13)
+    int res;              // input height and width written into the file; 0: the model's input size
+    int batch;            // images per run written into the file (1); 0: dynamic, a dimension named "N"
+    int keep_bn;          // 1: BatchNormalization nodes after the convs; 0: folded into their weights (0)
+} ib_export_opts;
+IBNAS_API void ib_export_opts_default(ib_export_opts *o);
+
+typedef struct ib_export_report {
+    int nodes, initializers;   // of the graph written
+    int64_t bytes;             // the file's size
+} ib_export_report;
+// Writes the model as `path` (to PATH.tmp, then renamed): input "input" (batch, 3, res, res), normalised as
+// ib_model_forward's, output "logits" (batch, classes); the eval-mode network (BN running statistics, no
+// dropout), so a runtime gives ib_model_forward's logits. The arch JSON and the input normalisation go into
+// the file's metadata. opts NULL: ib_export_opts_default; r may be NULL.
+IBNAS_API ib_status ib_model_export(const ib_model *m, const char *path, const ib_export_opts *opts,
+                                    ib_export_report *r);
 
 // ---------------------------------------------------------------------------------------------
 // Data
