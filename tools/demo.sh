@@ -61,6 +61,7 @@ rm -f "$dir/finetuned.h5" "$dir/finetuned.h5.csv"
 "$ibnas" train --init "$dir/sub.h5" --data "$dir/train.h5" --val "$dir/val.h5" --epochs $ft_epochs --batch 64 --res 32 \
     --lr 0.02 --warmup 0.2 --seed 0 --out "$dir/finetuned.h5" --json > "$dir/finetune.json"
 "$ibnas" eval --model "$dir/finetuned.h5" --data "$dir/val.h5" --json --quiet > "$dir/eval.json"
+"$ibnas" export --model "$dir/finetuned.h5" --out "$dir/finetuned.onnx" --json > "$dir/export.json"
 for t in cpu edgetpu dsp; do
   a=$(ls "$dir"/search/$t/best-*ms.arch.json | head -1)
   "$ibnas" latency predict --lut "$dir/$t.csv" --arch "$a" --res 32 --json > "$dir/predicted_$t.json"
@@ -99,14 +100,16 @@ jq -n --arg machine "$(uname -m), $(nproc) cores, ${cpu_model:-unknown cpu}" --a
       --argjson seconds "$secs" --slurpfile sn "$dir/supernet.json" --slurpfile inh "$dir/inherited.json" \
       --slurpfile ev "$dir/eval.json" --slurpfile mn "$dir/mobilenetv2.json" --arg mw "mobilenetv2:$mw" --argjson mms "$mms" \
       --argjson cpu "$(search_json cpu "$bcpu")" --argjson edgetpu "$(search_json edgetpu "$btpu")" \
-      --argjson dsp "$(search_json dsp "$bdsp")" --slurpfile lv "$dir/latency/validate.json" '{
+      --argjson dsp "$(search_json dsp "$bdsp")" --slurpfile lv "$dir/latency/validate.json" \
+      --slurpfile ex "$dir/export.json" '{
   format: "ibnas-demo-summary", version: 1, machine: $machine, date: $date, seconds: $seconds,
   supernet: {epochs: $sn[0].epochs, largest_top1: $sn[0].largest_top1, smallest_top1: $sn[0].smallest_top1},
   classify: {top1: $ev[0].top1, inherited_top1: $inh[0].top1, images: $ev[0].images,
              baseline: {arch: $mw, top1: $mn[0].val_top1, measured_ms: $mms}},
   search: {cpu: $cpu, edgetpu: $edgetpu, dsp: $dsp},
   latency_validation: {samples: $lv[0].samples, mean_abs_pct_err: $lv[0].mean_abs_pct_err, spearman: $lv[0].spearman},
-  not_yet: "detection and segmentation on the searched backbone, ONNX export"
+  export: {file: $ex[0].out, nodes: $ex[0].nodes, bytes: $ex[0].bytes},
+  not_yet: "detection and segmentation on the searched backbone"
 }' > "$dir/summary.json.tmp"
 mv "$dir/summary.json.tmp" "$dir/summary.json"
 bash tools/report.sh "$dir"
@@ -119,5 +122,6 @@ jq -r '"\ndemo summary (\(.seconds) s in all; \(.machine))",
   "  classify, the cpu pick: inherited top-1 \(.classify.inherited_top1 * 1000 | round / 10)%, fine-tuned \(.classify.top1 * 1000 | round / 10)% on \(.classify.images) held-out scenes",
   "  \(.classify.baseline.arch) (same epochs from scratch): top-1 \(.classify.baseline.top1 * 1000 | round / 10)%, measured \(.classify.baseline.measured_ms) ms",
   "  latency table check: mean error \(.latency_validation.mean_abs_pct_err * 10 | round / 10)% over \(.latency_validation.samples) subnets, Spearman \(.latency_validation.spearman * 1000 | round / 1000)",
+  "  ONNX: \(.export.file) (\(.export.nodes) nodes; ONNX Runtime runs it, docs/EXPORT.md)",
   "  not yet: \(.not_yet)"' "$dir/summary.json"
 echo "  report: $dir/report.html; everything in $dir/"

@@ -77,6 +77,11 @@ if compgen -G "$dir/samples/*.png" >/dev/null; then
   for f in "$dir"/samples/*.png; do img "samples/$(basename "$f")" "$(basename "$f" .png | tr _ ' ')"; done
   echo "</div>"
 fi
+if [ -n "$(q '.export.file')" ]; then
+  f=$(basename "$(q '.export.file')")
+  [ -f "$dir/$f" ] || { echo "report: $dir/$f is missing" >&2; exit 1; }
+  echo "<h2>Deployment</h2><p>The fine-tuned cpu pick as ONNX (BN folded, $(q '.export.nodes') nodes): <a href=\"$f\">$f</a>; ONNX Runtime gives its logits to 1e-4 (<code>docs/EXPORT.md</code>).</p>"
+fi
 echo "<p>Not in this page yet: $(q '.not_yet' | esc)</p>"
 echo "</body></html>"
 } > "$tmp" || { rm -f "$tmp"; exit 1; }
