@@ -122,7 +122,7 @@ ib_status ib_dataset_load(ib_dataset **ds, const char *path, const char *split) 
     memset(&o, 0, sizeof o);
     o.format = IB_DS_AUTO;
     o.split = split;
-    o.ignore_index = 255;
+    o.ignore_index = 0;   // each source's own: a pack's attribute, CamVid's classes.txt (void 11), else 255
     return ib_dataset_open(ds, path, &o);
 }
 

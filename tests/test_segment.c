@@ -9,6 +9,7 @@
 
 #include "tasks/segment.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -459,4 +460,63 @@ TEST(seg_training_errors) {
     tiny_cfg(&c, out);
     c.class_weights = "inverse";
     CHECK(ib_train_segment(&c, &r) == IB_ERR_ARG && strstr(ib_errmsg(), "inverse"), "%s", ib_errmsg());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verbs
+
+TEST(seg_cli_train_and_eval) {
+    fixtures();
+    const char *bin = test_ibnas_bin();
+    char out[512], cmd[3000];
+    snprintf(out, sizeof out, "%s/cli.h5", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "%s train --task segment --head deeplab --arch %s --data %s --val %s --out %s --epochs 1 --batch 16 "
+             "--res 32 --lr 0.1 --warmup 0.2 --threads 1 --workers 1 --class-weights median --quiet --json",
+             bin, arch_path, train_pack, val_pack, out);
+    char *txt = NULL;
+    int rc = test_run(cmd, &txt, NULL);
+    json_t *j = json_loads(txt ? txt : "", 0, NULL);
+    double miou = j ? json_number_value(json_object_get(j, "val_miou")) : -2;
+    int steps = j ? (int)json_integer_value(json_object_get(j, "steps")) : -1;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0 && steps == 16 && miou > 0 && miou <= 1, "train: exit %d, steps %d, val_miou %g", rc, steps, miou);
+    for (int fast = 0; fast < 2; fast++) {
+        snprintf(cmd, sizeof cmd, "%s eval --task segment --model %s --data %s --threads 1 --json%s", bin, out, val_pack,
+                 fast ? " --fast-argmax" : "");
+        rc = test_run(cmd, &txt, NULL);
+        j = json_loads(txt ? txt : "", 0, NULL);
+        json_t *iou = j ? json_object_get(j, "iou") : NULL;
+        double m = j ? json_number_value(json_object_get(j, "miou")) : -2;
+        double acc = j ? json_number_value(json_object_get(j, "pixel_acc")) : -2;
+        int n_iou = iou ? (int)json_array_size(iou) : -1;
+        double images = j ? (double)json_integer_value(json_object_get(j, "images")) : -1;
+        json_decref(j);
+        free(txt);
+        CHECK(rc == 0 && n_iou == 7 && images == 64 && acc > 0 && acc <= 1, "eval%s: exit %d, %d IoUs, %g images",
+              fast ? " --fast-argmax" : "", rc, n_iou, images);
+        if (!fast) CHECK(fabs(m - miou) < 1e-5, "eval mIoU %g, training's %g", m, miou);
+    }
+    // A segmentation model under --task classify: an error, not a crash.
+    snprintf(cmd, sizeof cmd, "%s eval --task classify --model %s --data %s", bin, out, val_pack);
+    char *err = NULL;
+    rc = test_run(cmd, NULL, &err);
+    CHECK(rc == 1 || rc == 2, "eval --task classify of a segmentation model: exit %d: %s", rc, err);
+    CHECK(strstr(err, "segmentation"), "message: %s", err);
+    free(err);
+}
+
+// CamVid as the public loader opens it: void (11) is the ignore index, so 11 classes, not 12.
+TEST(seg_camvid_classes) {
+    const char *shared = shared_dir();
+    if (!shared) SKIP("no ../shared");
+    char root[600];
+    snprintf(root, sizeof root, "%s/data/camvid", shared);
+    ib_dataset *ds;
+    if (ib_dataset_load(&ds, root, "val") != IB_OK) SKIP("%s", ib_errmsg());
+    CHECK(ib_dataset_ignore_index(ds) == 11 && ib_seg_dataset_classes(ds) == 11 && ib_dataset_size(ds) == 101,
+          "ignore %d, classes %d, %lld images", ib_dataset_ignore_index(ds), ib_seg_dataset_classes(ds),
+          (long long)ib_dataset_size(ds));
+    ib_dataset_close(ds);
 }
