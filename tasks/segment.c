@@ -129,7 +129,12 @@ ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_
     ib_tensor *taps[2] = {NULL, NULL};
     ib_net_features_taps(ctx, net, x, 2, after, taps);
     ib_prof_scope(net->arch.n_blocks + 1);
-    ib_tensor *hi = taps[1], *lo = taps[0];
+    ib_tensor *z = ib_seg_head_forward(ctx, head, taps[0], taps[1], upsample ? x->shape[2] : 0, x->shape[3]);
+    ib_prof_scope(-1);
+    return z;
+}
+
+ib_tensor *ib_seg_head_forward(ib_ctx *ctx, const ib_seg_head *head, ib_tensor *lo, ib_tensor *hi, int H, int W) {
     int hh = hi->shape[2], hw = hi->shape[3];
     ib_tensor *br[4];
     br[0] = ib_cba_forward(ctx, &head->aspp_1x1, hi);
@@ -143,9 +148,7 @@ ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_
     ib_tensor *d = ib_concat(ctx, 2, (ib_tensor *[]){a, l});
     d = ib_cba_forward(ctx, &head->dec_pw, ib_cba_forward(ctx, &head->dec_dw, d));
     ib_tensor *z = ib_conv_forward(ctx, &head->cls, d);
-    if (upsample) z = ib_resize_bilinear(ctx, z, x->shape[2], x->shape[3]);
-    ib_prof_scope(-1);
-    return z;
+    return H > 0 ? ib_resize_bilinear(ctx, z, H, W) : z;
 }
 
 // ---------------------------------------------------------------------------------------------

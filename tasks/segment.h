@@ -50,6 +50,9 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
                        const ib_seg_head_cfg *cfg);
 // x: (N, 3, H, W) -> logits (N, classes, H, W) when upsample, else at the low stride (N, classes, ~H/4, ~W/4).
 ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_tensor *x, int upsample);
+// The head alone on the backbone's features: lo (N, Cl, h4, w4) at the low stride, hi (N, Ch, h16, w16) at the
+// high one -> logits upsampled to H x W, or at lo's size when H is 0.
+ib_tensor *ib_seg_head_forward(ib_ctx *ctx, const ib_seg_head *head, ib_tensor *lo, ib_tensor *hi, int H, int W);
 
 // Checkpoints: the network's tensors, its arch and the head's JSON (root attribute seg_head). extra as
 // ib_ckpt_save's (training state).

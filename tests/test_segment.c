@@ -520,3 +520,73 @@ TEST(seg_camvid_classes) {
           (long long)ib_dataset_size(ds));
     ib_dataset_close(ds);
 }
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch reference (tests/ref/segment.py): the head alone in training mode, its upsampled logits, the
+// weighted pixel loss with ignored pixels, and the gradients of both features and every head parameter.
+
+TEST(seg_head_matches_pytorch) {
+    ib_h5 *f;
+    CHECK(ib_h5_open(&f, ref_path("segment.h5")) == IB_OK, "%s", ib_errmsg());
+    // The script's sizes (its attribute dims holds them too).
+    const int N = 2, CH = 12, CL = 6, CLASSES = 5, H16 = 3, W16 = 2, H4 = 9, W4 = 7, H = 36, W = 26;
+    // A backbone whose stride-4 block has CL channels and whose stride-16 block has CH.
+    const char *arch =
+        "{\"format\": \"ibnas-arch\", \"version\": 1, \"classes\": 5, \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
+        " \"blocks\": [{\"op\": \"ibn\", \"expand\": 1, \"out\": 6, \"stride\": 2},"
+        "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 8, \"stride\": 2},"
+        "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 12, \"stride\": 2}], \"head\": {\"out\": 0}}";
+    ib_arch a;
+    CHECK(ib_arch_parse(&a, arch, "ref arch") == IB_OK, "%s", ib_errmsg());
+    ib_seg_head_cfg hc;
+    ib_seg_head_cfg_default(&hc);
+    hc.aspp = 8, hc.low = 4, hc.decoder = 8, hc.rates[0] = 2, hc.rates[1] = 3;
+    ib_net net;
+    ib_seg_head head;
+    CHECK(ib_seg_build(&net, &head, &a, CLASSES, &hc) == IB_OK, "%s", ib_errmsg());
+    ib_arch_free(&a);
+    ib_params_init_default(&net.ps, 1);
+    char name[300], msg[300];
+    int loaded = 0;
+    for (int i = 0; i < net.ps.n; i++) {
+        ib_tensor *t = net.ps.t[i];
+        if (net.ps.is_buffer[i] || strncmp(t->name, "seg.", 4)) continue;
+        snprintf(name, sizeof name, "params/%s", t->name);
+        CHECK(ib_h5_read_into(f, name, t) == IB_OK, "%s", ib_errmsg());
+        loaded++;
+    }
+    CHECK(loaded == 32, "%d head tensors loaded", loaded);
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 1, ctx->recording = 1;
+    ib_tensor *lo = ib_tensor_new(ctx, 4, (int[]){N, CL, H4, W4}), *hi = ib_tensor_new(ctx, 4, (int[]){N, CH, H16, W16});
+    CHECK(ib_h5_read_into(f, "lo", lo) == IB_OK && ib_h5_read_into(f, "hi", hi) == IB_OK, "%s", ib_errmsg());
+    lo->requires_grad = hi->requires_grad = 1;
+    int32_t *t = malloc(sizeof(int32_t) * N * H * W);
+    float w[5], ref_loss;
+    CHECK(ib_h5_read_i32(f, "targets", t, (int64_t)N * H * W) == IB_OK && ib_h5_read_f32(f, "class_weights", w, 5) == IB_OK &&
+          ib_h5_read_f32(f, "loss", &ref_loss, 1) == IB_OK, "%s", ib_errmsg());
+    ib_tensor *z = ib_seg_head_forward(ctx, &head, lo, hi, H, W);
+    CHECK(ref_compare(f, "logits", z, 1e-5, msg, sizeof msg), "logits: %s", msg);
+    ib_tensor *loss = ib_seg_cross_entropy(ctx, z, t, w, 255);
+    CHECK(fabsf(loss->data[0] - ref_loss) < 1e-5f * ref_loss, "loss %.7g, PyTorch %.7g", loss->data[0], ref_loss);
+    ib_params_zero_grad(&net.ps);
+    ib_backward(ctx, loss, NULL);
+    ib_tensor gl, gh;
+    ib_tensor_init(&gl, lo->grad, 4, lo->shape);
+    ib_tensor_init(&gh, hi->grad, 4, hi->shape);
+    CHECK(ref_compare(f, "g_lo", &gl, 1e-4, msg, sizeof msg), "grad of the low-level feature: %s", msg);
+    CHECK(ref_compare(f, "g_hi", &gh, 1e-4, msg, sizeof msg), "grad of the ASPP's feature: %s", msg);
+    for (int i = 0; i < net.ps.n; i++) {
+        ib_tensor *p = net.ps.t[i];
+        if (net.ps.is_buffer[i] || strncmp(p->name, "seg.", 4)) continue;
+        ib_tensor g;
+        ib_tensor_init(&g, p->grad, p->ndim, p->shape);
+        snprintf(name, sizeof name, "grads/%s", p->name);
+        // float32 sums over few, cancelling terms (the dilated depthwise weights): 1e-3
+        CHECK(ref_compare(f, name, &g, 1e-3, msg, sizeof msg), "grad of %s: %s", p->name, msg);
+    }
+    free(t);
+    ib_ctx_free(ctx);
+    ib_net_free(&net);
+    ib_h5_close(f);
+}
