@@ -405,6 +405,24 @@ ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *o
     return s;
 }
 
+ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, int ignore_index,
+                       ib_seg_eval_report *r) {
+    if (!r) return ib_fail(IB_ERR_ARG, "ib_miou_dirs: no report given");
+    memset(r, 0, sizeof *r);
+    r->loss = -1;
+    if (!gt_dir || !pred_dir) return ib_fail(IB_ERR_ARG, "ib_miou_dirs: two folders are needed");
+    ib_seg_metrics mt;
+    ib_status s = ib_seg_miou_dirs(gt_dir, pred_dir, classes, ignore_index, &mt);
+    r->images = mt.images;
+    r->pixels = mt.pixels;
+    r->classes = mt.classes;
+    r->miou = mt.miou;
+    r->pixel_acc = mt.pixel_acc;
+    r->iou = mt.iou;
+    r->confusion = mt.conf;
+    return s;
+}
+
 void ib_seg_eval_report_free(ib_seg_eval_report *r) {
     if (!r) return;
     free(r->iou);

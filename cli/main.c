@@ -14,6 +14,7 @@ typedef struct {
 static const verb verbs[] = {
     {"train", cmd_train, "train a network (classification or segmentation; progress, CSV log, resumable)"},
     {"eval", cmd_eval, "top-1 / top-5, or mIoU (--task segment), of a checkpoint on a dataset"},
+    {"miou", cmd_miou, "mIoU, pixel accuracy and per-class IoU of two folders of label PNGs"},
     {"bench", cmd_bench, "training throughput or inference latency on random data"},
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
     {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack"},

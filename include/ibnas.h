@@ -452,6 +452,12 @@ typedef struct ib_seg_eval_report {
 // opts NULL: the defaults. Release r with ib_seg_eval_report_free (also after a failure).
 IBNAS_API ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *opts, ib_seg_eval_report *r);
 IBNAS_API void ib_seg_eval_report_free(ib_seg_eval_report *r);
+// The metric alone on two folders of label PNGs (8-bit gray or palette; the raw values are the labels): every
+// *.png of gt_dir against the file of the same name in pred_dir, which must have the same size. Fills r as
+// ib_eval_segment does (images: the pairs; loss -1, no times). A missing prediction, a size mismatch or a
+// value outside 0..classes-1 (ground truth: unless it is ignore_index) fails naming the file.
+IBNAS_API ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, int ignore_index,
+                                 ib_seg_eval_report *r);
 
 // ---------------------------------------------------------------------------------------------
 // Supernets: one weight-sharing network over every arch of a search space (docs/SEARCH.md). Train it

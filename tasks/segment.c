@@ -2,6 +2,8 @@
 // matrix and mIoU, median-frequency weights, evaluation and the training loop (tasks/segment.h).
 #include "tasks/segment.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -456,6 +458,75 @@ ib_status ib_seg_median_freq_weights(ib_dataset *ds, int classes, int64_t max_im
     }
     free(pix), free(img_pix), free(here), free(freq), free(sorted);
     return s;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int is_png_name(const char *n) {
+    size_t k = strlen(n);
+    return k > 4 && (!strcmp(n + k - 4, ".png") || !strcmp(n + k - 4, ".PNG"));
+}
+
+ib_status ib_seg_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, int ignore_index,
+                           ib_seg_metrics *m) {
+    memset(m, 0, sizeof *m);
+    if (classes < 1 || classes > 256) return ib_fail(IB_ERR_ARG, "miou: %d classes (1..256)", classes);
+    ib_status s = ib_seg_metrics_alloc(m, classes);
+    if (s) return s;
+    DIR *d = opendir(gt_dir);
+    if (!d) return ib_fail(errno == ENOENT ? IB_ERR_NOTFOUND : IB_ERR_IO, "%s: cannot open folder: %s", gt_dir,
+                           strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !is_png_name(e->d_name)) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **t = realloc(names, cap * sizeof *names);
+            if (!t) break;
+            names = t;
+        }
+        if (!(names[n] = strdup(e->d_name))) break;
+        n++;
+    }
+    int oom = e != NULL;
+    closedir(d);
+    if (oom) s = ib_fail(IB_ERR_NOMEM, "out of memory listing %s", gt_dir);
+    if (!s && !n) s = ib_fail(IB_ERR_NOTFOUND, "%s: no .png label files", gt_dir);
+    if (!s) qsort(names, n, sizeof *names, cmp_str);
+    char path[4096];
+    for (size_t i = 0; !s && i < n; i++) {
+        uint8_t *g = NULL, *p = NULL;
+        int gh, gw, ph, pw;
+        snprintf(path, sizeof path, "%s/%s", gt_dir, names[i]);
+        s = ib_decode_png_indices(path, &g, &gh, &gw);
+        snprintf(path, sizeof path, "%s/%s", pred_dir, names[i]);
+        if (!s && (s = ib_decode_png_indices(path, &p, &ph, &pw)) == IB_ERR_NOTFOUND)
+            s = ib_fail(IB_ERR_NOTFOUND, "%s: no prediction for %s/%s (%s)", path, gt_dir, names[i], ib_errmsg());
+        if (!s && (gh != ph || gw != pw))
+            s = ib_fail(IB_ERR_FORMAT, "%s: %dx%d, its ground truth %s/%s is %dx%d", path, pw, ph, gt_dir, names[i], gw, gh);
+        for (int64_t k = 0; !s && k < (int64_t)gh * gw; k++) {
+            int gv = g[k], pv = p[k];
+            if (gv == ignore_index) continue;
+            if (gv >= classes)
+                s = ib_fail(IB_ERR_FORMAT, "%s/%s: label %d at (%lld, %lld); classes are 0..%d, ignore %d", gt_dir,
+                            names[i], gv, (long long)(k % gw), (long long)(k / gw), classes - 1, ignore_index);
+            else if (pv >= classes)
+                s = ib_fail(IB_ERR_FORMAT, "%s: prediction %d at (%lld, %lld); classes are 0..%d", path, pv,
+                            (long long)(k % gw), (long long)(k / gw), classes - 1);
+            else
+                m->conf[(int64_t)gv * classes + pv]++;
+        }
+        if (!s) m->images++;
+        free(g);
+        free(p);
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    if (s) return s;
+    ib_seg_metrics_finish(m);
+    return IB_OK;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -114,6 +114,13 @@ ib_status ib_seg_median_freq_weights(ib_dataset *ds, int classes, int64_t max_im
 // count (synthetic scenes: shape classes 0..5, background 6, ignore 255; CamVid: 11 classes, void 11).
 int ib_seg_dataset_classes(const ib_dataset *ds);
 
+// The metric alone on two folders of label PNGs (8-bit gray or palette: the raw values): every *.png of
+// gt_dir against the file of the same name in pred_dir (same size). Ground-truth values outside
+// 0..classes-1 that are not ignore_index, predictions outside 0..classes-1, a missing prediction or a size
+// mismatch fail naming the file. m is allocated here (ib_seg_metrics_free); m->images counts the pairs.
+ib_status ib_seg_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, int ignore_index,
+                           ib_seg_metrics *m);
+
 // ---------------------------------------------------------------------------------------------
 // Evaluation and training
 

@@ -11,6 +11,9 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -589,4 +592,61 @@ TEST(seg_head_matches_pytorch) {
     ib_ctx_free(ctx);
     ib_net_free(&net);
     ib_h5_close(f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ibnas miou: the metric on two folders of label PNGs
+
+static void write_gray_png(const char *path, const uint8_t *px, int h, int w) {
+    FILE *fp = fopen(path, "wb");
+    IB_ASSERT(fp, "cannot write %s", path);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    IB_ASSERT(png && info && !setjmp(png_jmpbuf(png)), "libpng failed on %s", path);
+    png_init_io(png, fp);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * w));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    fclose(fp);
+}
+
+TEST(seg_miou_dirs_by_hand) {
+    char gt[512], pred[512], path[700];
+    snprintf(gt, sizeof gt, "%s/miou_gt", test_tmpdir());
+    snprintf(pred, sizeof pred, "%s/miou_pred", test_tmpdir());
+    CHECK(mkdir(gt, 0755) == 0 && mkdir(pred, 0755) == 0, "mkdir");
+    // The same pixels as seg_confusion_iou_by_hand, split over two images (a 2x2 and a 1x3), ignore 255.
+    const uint8_t g1[4] = {0, 0, 1, 1}, p1[4] = {0, 1, 1, 1}, g2[3] = {2, 255, 0}, p2[3] = {0, 2, 0};
+    snprintf(path, sizeof path, "%s/a.png", gt), write_gray_png(path, g1, 2, 2);
+    snprintf(path, sizeof path, "%s/a.png", pred), write_gray_png(path, p1, 2, 2);
+    snprintf(path, sizeof path, "%s/b.png", gt), write_gray_png(path, g2, 1, 3);
+    snprintf(path, sizeof path, "%s/b.png", pred), write_gray_png(path, p2, 1, 3);
+    ib_seg_eval_report r;
+    CHECK(ib_miou_dirs(gt, pred, 4, 255, &r) == IB_OK, "%s", ib_errmsg());
+    CHECK(r.images == 2 && r.pixels == 6, "%lld images, %lld pixels", (long long)r.images, (long long)r.pixels);
+    CHECK(fabs(r.miou - (0.5 + 2.0 / 3) / 3) < 1e-12 && fabs(r.pixel_acc - 4.0 / 6) < 1e-12 && isnan(r.iou[3]),
+          "mIoU %g, pixel acc %g", r.miou, r.pixel_acc);
+    ib_seg_eval_report_free(&r);
+    // The verb, as JSON.
+    char cmd[2000], *txt = NULL;
+    snprintf(cmd, sizeof cmd, "%s miou --gt-dir %s --pred-dir %s --classes 4 --json", test_ibnas_bin(), gt, pred);
+    int rc = test_run(cmd, &txt, NULL);
+    json_t *j = json_loads(txt ? txt : "", 0, NULL);
+    double m = j ? json_number_value(json_object_get(j, "miou")) : -1;
+    int nulls = j && json_is_null(json_array_get(json_object_get(j, "iou"), 3));
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0 && fabs(m - (0.5 + 2.0 / 3) / 3) < 1e-6 && nulls, "miou verb: exit %d, miou %g", rc, m);
+    // Errors name the file: a missing prediction, a label outside the classes, a size mismatch.
+    snprintf(path, sizeof path, "%s/c.png", gt), write_gray_png(path, g1, 2, 2);
+    CHECK(ib_miou_dirs(gt, pred, 4, 255, &r) == IB_ERR_NOTFOUND && strstr(ib_errmsg(), "c.png"), "%s", ib_errmsg());
+    ib_seg_eval_report_free(&r);
+    snprintf(path, sizeof path, "%s/c.png", pred), write_gray_png(path, g2, 1, 3);
+    CHECK(ib_miou_dirs(gt, pred, 4, 255, &r) == IB_ERR_FORMAT && strstr(ib_errmsg(), "c.png"), "%s", ib_errmsg());
+    ib_seg_eval_report_free(&r);
+    CHECK(ib_miou_dirs(gt, pred, 2, 255, &r) == IB_ERR_FORMAT && strstr(ib_errmsg(), "label 2"), "%s", ib_errmsg());
+    ib_seg_eval_report_free(&r);
 }
