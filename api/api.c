@@ -56,7 +56,14 @@ ib_status ib_model_load(ib_model **out, const char *path) {
         free(m);
         return ib_fail(IB_ERR_ARG, "ib_model_load: no path given");
     }
-    if ((s = ib_ckpt_load(&m->net, path))) {
+    if (ib_seg_is_checkpoint(path)) {   // a segmentation network: backbone and head
+        if (!(m->seg = calloc(1, sizeof *m->seg))) s = ib_fail(IB_ERR_NOMEM, "out of memory for a model");
+        if (!s) s = ib_seg_load(&m->net, m->seg, path);
+    } else {
+        s = ib_ckpt_load(&m->net, path);
+    }
+    if (s) {
+        free(m->seg);
         free(m);
         return s;
     }
@@ -66,6 +73,7 @@ ib_status ib_model_load(ib_model **out, const char *path) {
 
 ib_status ib_model_save(const ib_model *m, const char *path) {
     if (!m || !path) return ib_fail(IB_ERR_ARG, "ib_model_save: a model and a path are needed");
+    if (m->seg) return ib_seg_save(&m->net, m->seg, path, NULL, NULL);
     return ib_ckpt_save(&m->net, path, NULL, NULL);
 }
 
@@ -73,6 +81,7 @@ void ib_model_free(ib_model *m) {
     if (!m) return;
     ib_ctx_free(m->ctx);
     ib_net_free(&m->net);
+    free(m->seg);
     free(m);
 }
 
@@ -81,12 +90,16 @@ int ib_model_classes(const ib_model *m) { return m->net.arch.classes; }
 int ib_model_input_size(const ib_model *m) { return m->net.arch.input; }
 int64_t ib_model_param_count(const ib_model *m) { return ib_net_param_count(&m->net); }
 char *ib_model_arch_json(const ib_model *m) { return ib_arch_to_json(&m->net.arch); }
+const char *ib_model_task(const ib_model *m) { return m->seg ? "segment" : "classify"; }
 
 ib_status ib_model_forward(ib_model *m, const float *x, int n, int h, int w, float *logits) {
     if (!m || !x || !logits) return ib_fail(IB_ERR_ARG, "ib_model_forward: model, input and output are needed");
     if (n < 1 || h < 8 || w < 8)
         return ib_fail(IB_ERR_ARG, "ib_model_forward: %d images of %dx%d; at least one image of 8x8 is needed", n, h,
                        w);
+    if (m->seg)
+        return ib_fail(IB_ERR_ARG, "ib_model_forward: %s is a segmentation model (ib_eval_segment scores it)",
+                       m->net.arch.name);
     if (!m->ctx) m->ctx = ib_ctx_new();
     ib_ctx *ctx = m->ctx;
     ib_ctx_reset(ctx);
@@ -109,7 +122,7 @@ ib_status ib_dataset_load(ib_dataset **ds, const char *path, const char *split) 
     memset(&o, 0, sizeof o);
     o.format = IB_DS_AUTO;
     o.split = split;
-    o.ignore_index = 255;
+    o.ignore_index = 0;   // each source's own: a pack's attribute, CamVid's classes.txt (void 11), else 255
     return ib_dataset_open(ds, path, &o);
 }
 
@@ -244,6 +257,9 @@ void ib_train_opts_default(ib_train_opts *o) {
     o->threads = c.threads;
     o->workers = c.workers;
     o->progress = c.progress;
+    o->task = "classify";
+    o->seg_head = "deeplab";
+    o->seg_aug = "flip";
 }
 
 // The index of `v` in names, or an IB_ERR_ARG naming the choices.
@@ -322,15 +338,112 @@ void ib_api_train_report(const ib_train_result *res, ib_train_report *r) {
     r->interrupted = res->interrupted;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Segmentation
+
+static ib_status api_train_segment(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r) {
+    ib_seg_train_cfg sc;
+    ib_seg_train_cfg_default(&sc);
+    sc.base = *c;
+    sc.base.label_smoothing = 0;
+    if (o->seg_head && strcmp(o->seg_head, "deeplab"))
+        return ib_fail(IB_ERR_ARG, "seg_head '%s' is not one of deeplab (bifpn is not built yet)", o->seg_head);
+    if (o->seg_high_stride) sc.head.high_stride = o->seg_high_stride;
+    sc.h = o->seg_height, sc.w = o->seg_width;
+    sc.aug = o->seg_aug ? o->seg_aug : "flip";
+    sc.class_weights = o->class_weights;
+    sc.fast_argmax = o->fast_argmax;
+    ib_seg_train_result res;
+    ib_status s = ib_train_segment(&sc, &res);
+    ib_api_train_report(&res.base, r);
+    r->val_miou = res.val_miou;
+    r->val_pixel_acc = res.val_pixel_acc;
+    return s;
+}
+
+void ib_seg_eval_opts_default(ib_seg_eval_opts *o) {
+    ib_seg_eval_cfg c;
+    ib_seg_eval_cfg_default(&c);
+    memset(o, 0, sizeof *o);
+    o->batch = c.batch;
+    o->workers = c.workers;
+}
+
+ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *opts, ib_seg_eval_report *r) {
+    if (!r) return ib_fail(IB_ERR_ARG, "ib_eval_segment: no report given");
+    memset(r, 0, sizeof *r);
+    r->loss = -1;
+    if (!m || !ds) return ib_fail(IB_ERR_ARG, "ib_eval_segment: a model and a dataset are needed");
+    if (!m->seg) return ib_fail(IB_ERR_ARG, "ib_eval_segment: %s is not a segmentation model", m->net.arch.name);
+    ib_seg_eval_opts d;
+    if (!opts) ib_seg_eval_opts_default(&d), opts = &d;
+    if (opts->batch < 1 || opts->height < 0 || opts->width < 0 || (opts->height && opts->height < 16) ||
+        (opts->width && opts->width < 16))
+        return ib_fail(IB_ERR_ARG, "ib_eval_segment: batch %d, size %dx%d (batch >= 1, sizes 0 or >= 16)", opts->batch,
+                       opts->width, opts->height);
+    ib_seg_eval_cfg c;
+    ib_seg_eval_cfg_default(&c);
+    c.h = opts->height, c.w = opts->width;
+    c.batch = opts->batch;
+    c.workers = opts->workers;
+    c.fast_argmax = opts->fast_argmax;
+    c.progress = opts->progress;
+    if (!m->ctx) m->ctx = ib_ctx_new();
+    c.ctx = m->ctx;
+    ib_seg_metrics mt;
+    memset(&mt, 0, sizeof mt);
+    ib_status s = ib_eval_segment_net(&m->net, m->seg, ds, &c, &mt);
+    r->images = mt.images;
+    r->pixels = mt.pixels;
+    r->classes = mt.classes;
+    r->miou = mt.miou;
+    r->pixel_acc = mt.pixel_acc;
+    r->loss = mt.loss;
+    r->iou = mt.iou;          // the report owns them now
+    r->confusion = mt.conf;
+    if (mt.images) r->head_ms = 1e3 * mt.head_s / (double)mt.images, r->total_ms = 1e3 * mt.total_s / (double)mt.images;
+    return s;
+}
+
+ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, int ignore_index,
+                       ib_seg_eval_report *r) {
+    if (!r) return ib_fail(IB_ERR_ARG, "ib_miou_dirs: no report given");
+    memset(r, 0, sizeof *r);
+    r->loss = -1;
+    if (!gt_dir || !pred_dir) return ib_fail(IB_ERR_ARG, "ib_miou_dirs: two folders are needed");
+    ib_seg_metrics mt;
+    ib_status s = ib_seg_miou_dirs(gt_dir, pred_dir, classes, ignore_index, &mt);
+    r->images = mt.images;
+    r->pixels = mt.pixels;
+    r->classes = mt.classes;
+    r->miou = mt.miou;
+    r->pixel_acc = mt.pixel_acc;
+    r->iou = mt.iou;
+    r->confusion = mt.conf;
+    return s;
+}
+
+void ib_seg_eval_report_free(ib_seg_eval_report *r) {
+    if (!r) return;
+    free(r->iou);
+    free(r->confusion);
+    memset(r, 0, sizeof *r);
+}
+
 ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     if (!o || !r) return ib_fail(IB_ERR_ARG, "ib_train: options and a report are needed");
     memset(r, 0, sizeof *r);
     r->val_top1 = r->val_top5 = -1;
     if (!o->data || !o->out) return ib_fail(IB_ERR_ARG, "ib_train: data and out are required");
-    ib_train_cfg c;
-    ib_status s = ib_api_train_cfg(o, &c);
+    r->val_miou = r->val_pixel_acc = -1;
+    static const char *const task_names[] = {"classify", "segment"};
+    int task = 0;
+    ib_status s = o->task ? choose("task", o->task, task_names, 2, &task) : IB_OK;
     if (s) return s;
+    ib_train_cfg c;
+    if ((s = ib_api_train_cfg(o, &c))) return s;
     ib_train_result res;
+    if (task == 1) return api_train_segment(o, &c, r);
     s = ib_train_classify(&c, &res);
     ib_api_train_report(&res, r);
     return s;
@@ -352,6 +465,7 @@ ib_status ib_eval(ib_model *m, ib_dataset *ds, const ib_eval_opts *opts, ib_eval
     if (!r) return ib_fail(IB_ERR_ARG, "ib_eval: no report given");
     memset(r, 0, sizeof *r);
     if (!m || !ds) return ib_fail(IB_ERR_ARG, "ib_eval: a model and a dataset are needed");
+    if (m->seg) return ib_fail(IB_ERR_ARG, "ib_eval: %s is a segmentation model (ib_eval_segment scores it)", m->net.arch.name);
     ib_eval_opts d;
     if (!opts) ib_eval_opts_default(&d), opts = &d;
     if (!ds->has_labels || ib_dataset_classes(ds) < 1)

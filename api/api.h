@@ -3,11 +3,13 @@
 #ifndef IB_API_H
 #define IB_API_H
 
+#include "tasks/segment.h"
 #include "tasks/tasks.h"
 
 struct ib_model {
     ib_net net;
     ib_ctx *ctx;   // forward passes, created on the first one
+    ib_seg_head *seg;   // segmentation models: the head (its tensors are in net.ps); NULL otherwise
 };
 
 // The public options as the internal training config (string choices checked, IB_ERR_ARG naming them).

@@ -1,34 +1,45 @@
-// ibnas train: train a classifier (detection and segmentation join later through --task), over the public
-// API (ib_train).
+// ibnas train: train a classifier or a segmentation network (--task segment; detection joins later), over
+// the public API (ib_train).
 #include "cli/cli.h"
 
 #include <string.h>
 
 static const char *usage_text =
-    "usage: ibnas train --task classify --data PACK.h5|DIR [--val PACK.h5|DIR] --out CKPT.h5 [flags]\n\n"
+    "usage: ibnas train --task classify|segment --data PACK.h5|DIR [--val PACK.h5|DIR] --out CKPT.h5 [flags]\n\n"
     "Trains a network, printing progress on stderr, appending a row per epoch to OUT.csv and writing the\n"
     "checkpoint every epoch (atomically). Ctrl-C finishes the step, saves and stops; --resume OUT.h5\n"
     "continues exactly where it stopped. --init SUB.h5 starts from a checkpoint's network and weights (a\n"
-    "subnet from ibnas extract: fine-tuning). Defaults follow the Tiny ImageNet recipe in docs/TRAINING.md.\n";
+    "subnet from ibnas extract: fine-tuning). Defaults follow the Tiny ImageNet recipe in docs/TRAINING.md.\n"
+    "--task segment trains the backbone (--arch or --init's network) with a DeepLabv3+-lite head on data with\n"
+    "masks (docs/SEGMENTATION.md).\n";
 
 int cmd_train(int argc, char **argv) {
     ib_train_opts o;
     ib_train_opts_default(&o);
     const char *task = "classify";
     cli_train_extra x;
-    cli_flag flags[CLI_TRAIN_FLAGS + 4];
+    cli_flag flags[CLI_TRAIN_FLAGS + 12];
     int n = 0;
-    flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default; detect and segment are not built yet)"};
+    flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default) or segment (detect is not built yet)"};
     flags[n++] = (cli_flag){"--arch", F_STR, &o.arch, "mobilenetv2, mobilenetv2:WIDTH or FILE.arch.json (default mobilenetv2)"};
     flags[n++] = (cli_flag){"--init", F_STR, &o.init, "start from this checkpoint's network and weights (fine-tuning)"};
     n += cli_train_flags(flags + n, &o, &x);
+    // Segmentation
+    flags[n++] = (cli_flag){"--head", F_STR, &o.seg_head, "segment: deeplab (default; DeepLabv3+-lite)"};
+    flags[n++] = (cli_flag){"--high-stride", F_INT, &o.seg_high_stride, "segment: the ASPP's feature stride, 16 or 32 (default 16)"};
+    flags[n++] = (cli_flag){"--height", F_INT, &o.seg_height, "segment: training and validation height (default --res)"};
+    flags[n++] = (cli_flag){"--width", F_INT, &o.seg_width, "segment: training and validation width (default --res)"};
+    flags[n++] = (cli_flag){"--seg-aug", F_STR, &o.seg_aug, "segment: flip (default), scale (jitter 0.5..2, crop, flip), none"};
+    flags[n++] = (cli_flag){"--class-weights", F_STR, &o.class_weights, "segment: none (default) or median (median frequency)"};
+    flags[n++] = (cli_flag){"--fast-argmax", F_BOOL, &o.fast_argmax, "segment: validate with the low-resolution argmax"};
     flags[n] = (cli_flag){NULL, 0, NULL, NULL};
     int r = cli_parse("train", argc, argv, flags, usage_text);
     if (r) return r < 0 ? 0 : r;
-    if (strcmp(task, "classify")) {
-        fprintf(stderr, "ibnas train: --task %s is not built yet (classify is)\n", task);
+    if (strcmp(task, "classify") && strcmp(task, "segment")) {
+        fprintf(stderr, "ibnas train: --task %s is not built yet (classify and segment are)\n", task);
         return 2;
     }
+    o.task = task;
     if (!o.data || !o.out) {
         fprintf(stderr, "ibnas train: --data and --out are required (ibnas train --help)\n");
         return 2;
@@ -45,7 +56,12 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (s) return cli_report("train", s);
-    if (x.json)
+    if (x.json && !strcmp(task, "segment"))
+        printf("{\"task\": \"segment\", \"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"val_miou\": %.6f, "
+               "\"val_pixel_acc\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"checkpoint\": \"%s\"}\n",
+               res.epochs_done, res.steps, res.last_loss, res.val_miou, res.val_pixel_acc, res.wall_s, res.img_per_s,
+               o.out);
+    else if (x.json)
         printf("{\"task\": \"classify\", \"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"val_top1\": %.6f, "
                "\"val_top5\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"checkpoint\": \"%s\"}\n",
                res.epochs_done, res.steps, res.last_loss, res.val_top1, res.val_top5, res.wall_s, res.img_per_s, o.out);

@@ -12,8 +12,9 @@ typedef struct {
 } verb;
 
 static const verb verbs[] = {
-    {"train", cmd_train, "train a network (classification; progress, CSV log, resumable)"},
-    {"eval", cmd_eval, "top-1 / top-5 of a checkpoint on a dataset"},
+    {"train", cmd_train, "train a network (classification or segmentation; progress, CSV log, resumable)"},
+    {"eval", cmd_eval, "top-1 / top-5, or mIoU (--task segment), of a checkpoint on a dataset"},
+    {"miou", cmd_miou, "mIoU, pixel accuracy and per-class IoU of two folders of label PNGs"},
     {"bench", cmd_bench, "training throughput or inference latency on random data"},
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
     {"export", cmd_export, "write a checkpoint as an ONNX model (BN folded) for ONNX Runtime and converters"},

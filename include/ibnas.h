@@ -34,9 +34,9 @@
 //
 // The architecture search is here: search spaces (open, count, sample, check), latency tables (profile,
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
-// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). A model goes out to
-// other runtimes as ONNX (ib_model_export; docs/EXPORT.md). Not in this API
-// yet: detection and segmentation, which will join it when they are built. Tensors, layers and the
+// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Segmentation is here
+// (ib_train_opts.task "segment", ib_eval_segment). A model goes out to other runtimes as ONNX (ib_model_export;
+// docs/EXPORT.md). Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
 #define IBNAS_H
@@ -364,6 +364,7 @@ IBNAS_API ib_status ib_search(const ib_search_opts *o, ib_search_report *r);
 
 typedef struct ib_train_opts {
     const char *arch;          // as ib_model_create's (default "mobilenetv2")
+    const char *task;          // "classify" (default, NULL too) or "segment" (docs/SEGMENTATION.md)
     const char *data;          // training data (required; its split "train"); "synth" generates scenes
     const char *val;           // evaluated after every epoch (its split "val"); NULL: none
     const char *out;           // the checkpoint to write (required)
@@ -392,6 +393,16 @@ typedef struct ib_train_opts {
     int workers;               // data loading threads, 2
     int progress;              // 1 (default): a progress bar and a line per epoch on stderr
     long max_steps;            // stop after this many steps, saving a resumable checkpoint; 0: no limit
+
+    // Segmentation (task "segment"): the backbone is `arch` or `init`'s network (a classification checkpoint,
+    // an extracted subnet or a segmentation checkpoint), cut at the head's stride; label_smoothing, aug and
+    // pad are unused. Data must carry masks (a pack from `ibnas synth`, CamVid lists, image+mask folders).
+    const char *seg_head;      // "deeplab" (default: DeepLabv3+-lite)
+    int seg_high_stride;       // the ASPP's feature stride, 16 (or 32); 0: 16
+    int seg_height, seg_width; // training and validation size; 0: res
+    const char *seg_aug;       // "flip" (default: resize, random flip), "scale" (jitter 0.5..2, crop, flip), "none"
+    const char *class_weights; // NULL or "none" (default), "median" (median frequency from the training masks)
+    int fast_argmax;           // validation with the fast argmax (argmax at low resolution, labels upsampled)
 } ib_train_opts;
 IBNAS_API void ib_train_opts_default(ib_train_opts *o);
 
@@ -402,6 +413,8 @@ typedef struct ib_train_report {
     double val_top1, val_top5;      // of the last evaluation (-1 without val)
     double wall_s, img_per_s;
     int interrupted;                // stopped by Ctrl-C (then ib_train returned IB_ERR_INTERRUPTED)
+    // Segmentation
+    double val_miou, val_pixel_acc; // of the last evaluation (-1 without val or for other tasks)
 } ib_train_report;
 
 // Runs the whole training. While it runs, the first Ctrl-C (SIGINT) finishes the step, saves the
@@ -433,6 +446,43 @@ typedef struct ib_eval_report {
 IBNAS_API ib_status ib_eval(ib_model *m, ib_dataset *ds, const ib_eval_opts *opts, ib_eval_report *r);
 IBNAS_API void ib_eval_report_free(ib_eval_report *r);
 
+
+// ---------------------------------------------------------------------------------------------
+// Segmentation (docs/SEGMENTATION.md): a model trained with task "segment" (ib_model_task gives "segment")
+// scored on a dataset with masks: the confusion matrix over every labelled pixel (the ignore index left out)
+// at the evaluation size, per-class IoU = TP / (TP + FP + FN), mIoU over the classes present in the ground
+// truth or the prediction, pixel accuracy.
+
+IBNAS_API const char *ib_model_task(const ib_model *m);   // "classify" or "segment"
+
+typedef struct ib_seg_eval_opts {
+    int height, width;  // images resized (masks nearest) to this size; 0 (default): the size the model trained at
+    int batch;          // 8
+    int workers;        // data loading threads, 2
+    int fast_argmax;    // 1: argmax of the low-resolution logits, labels upsampled nearest; 0 (default): logits
+                        // upsampled bilinearly to the input size, then the argmax
+    int progress;       // 1: a progress bar on stderr; 0 (default)
+} ib_seg_eval_opts;
+IBNAS_API void ib_seg_eval_opts_default(ib_seg_eval_opts *o);
+
+typedef struct ib_seg_eval_report {
+    int64_t images, pixels;    // pixels counted (not ignored)
+    int classes;
+    double miou, pixel_acc;
+    double *iou;               // classes entries, malloc'd; NAN for a class absent from ground truth and prediction
+    int64_t *confusion;        // classes x classes (row: ground truth, column: prediction), malloc'd
+    double loss;               // mean pixel cross-entropy (-1 with fast_argmax)
+    double head_ms, total_ms;  // per image: the last layers (upsampling + argmax) and the whole prediction
+} ib_seg_eval_report;
+// opts NULL: the defaults. Release r with ib_seg_eval_report_free (also after a failure).
+IBNAS_API ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *opts, ib_seg_eval_report *r);
+IBNAS_API void ib_seg_eval_report_free(ib_seg_eval_report *r);
+// The metric alone on two folders of label PNGs (8-bit gray or palette; the raw values are the labels): every
+// *.png of gt_dir against the file of the same name in pred_dir, which must have the same size. Fills r as
+// ib_eval_segment does (images: the pairs; loss -1, no times). A missing prediction, a size mismatch or a
+// value outside 0..classes-1 (ground truth: unless it is ignore_index) fails naming the file.
+IBNAS_API ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, int ignore_index,
+                                 ib_seg_eval_report *r);
 
 // ---------------------------------------------------------------------------------------------
 // Supernets: one weight-sharing network over every arch of a search space (docs/SEARCH.md). Train it

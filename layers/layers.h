@@ -134,7 +134,7 @@ int64_t ib_block_macs(const ib_block_cfg *cfg, int cin, int h, int w);
 
 typedef struct ib_arch {
     char name[64];
-    char task[16];                // "classify" (detect and segment later)
+    char task[16];                // "classify" or "segment" (no classifier: tasks/segment.c adds a head)
     int classes, input;           // class count, nominal input resolution
     int stem_out, stem_kernel, stem_stride;
     int n_blocks;
@@ -173,6 +173,9 @@ typedef struct ib_net {
 } ib_net;
 
 ib_status ib_net_build(ib_net *net, const ib_arch *arch);   // registers and allocates (zeros)
+// Registers the tensors only, so a task head can add its own to net->ps before ib_params_alloc(&net->ps)
+// (one parameter block for backbone and head). An arch with task "segment" has no classifier.
+ib_status ib_net_register(ib_net *net, const ib_arch *arch);
 void ib_net_init_weights(ib_net *net, uint64_t seed);
 void ib_net_free(ib_net *net);
 // x: (N, 3, H, W) -> logits (N, classes). ctx->training selects BN's batch statistics and dropout.

@@ -39,6 +39,11 @@ static ib_tensor *dropout(ib_ctx *ctx, ib_tensor *x, float p, ib_rng *rng) {
 }
 
 ib_status ib_net_build(ib_net *net, const ib_arch *arch) {
+    ib_status s = ib_net_register(net, arch);
+    return s ? s : ib_params_alloc(&net->ps);
+}
+
+ib_status ib_net_register(ib_net *net, const ib_arch *arch) {
     memset(net, 0, sizeof *net);
     ib_status s = ib_arch_copy(&net->arch, arch);
     if (s) return s;
@@ -63,9 +68,10 @@ ib_status ib_net_build(ib_net *net, const ib_arch *arch) {
         net->has_head = 1;
         c = a->head_out;
     }
-    ib_linear_init(&net->fc, &net->ps, "classifier.1", c, a->classes);
+    // A segmentation backbone ends at its last block: the task head (tasks/segment.c) takes its features.
+    if (strcmp(a->task, "segment")) ib_linear_init(&net->fc, &net->ps, "classifier.1", c, a->classes);
     ib_rng_seed(&net->dropout_rng, 0, 0xd0);
-    return ib_params_alloc(&net->ps);
+    return IB_OK;
 }
 
 void ib_net_init_weights(ib_net *net, uint64_t seed) {
@@ -107,6 +113,7 @@ ib_tensor *ib_net_features_taps(ib_ctx *ctx, ib_net *net, ib_tensor *x, int n_ta
 }
 
 ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
+    IB_ASSERT(net->fc.w, "%s: a %s network has no classifier (use its task's forward)", net->arch.name, net->arch.task);
     ib_tensor *h = ib_net_features(ctx, net, x);
     ib_prof_scope(net->arch.n_blocks + 2);
     h = ib_global_avg_pool(ctx, h);

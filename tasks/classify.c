@@ -271,7 +271,6 @@ ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const 
 
 ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *steps_per_epoch,
                                ib_schedule *schedule) {
-    ib_status s;
     ib_loader_opts lo;
     ib_loader_opts_default(&lo, cfg->res, cfg->res);
     lo.batch_size = cfg->batch;
@@ -286,7 +285,13 @@ ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_lo
     lo.aug.hflip_p = cfg->aug == IB_AUG_NONE ? 0.0f : 0.5f;
     memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
     memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
-    if ((s = ib_loader_open(loader, train, &lo))) return s;
+    return ib_train_loader_open_with(cfg, train, &lo, loader, steps_per_epoch, schedule);
+}
+
+ib_status ib_train_loader_open_with(const ib_train_cfg *cfg, ib_dataset *train, const ib_loader_opts *lo,
+                                    ib_loader **loader, long *steps_per_epoch, ib_schedule *schedule) {
+    ib_status s;
+    if ((s = ib_loader_open(loader, train, lo))) return s;
     long spe = (long)ib_loader_batches(*loader);
     if (spe < 1) {
         return ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train),

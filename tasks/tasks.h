@@ -103,6 +103,10 @@ int ib_sigint_seen(void);
 // steps; errors for data that makes no batch and a warm-up covering the whole run.
 ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *steps_per_epoch,
                                ib_schedule *schedule);
+// The same over loader options a task prepared (segmentation: masks, its own augmentation); batch, shuffle,
+// drop_last, workers and seed should be cfg's, as ib_train_loader_open sets them.
+ib_status ib_train_loader_open_with(const ib_train_cfg *cfg, ib_dataset *train, const ib_loader_opts *lo,
+                                    ib_loader **loader, long *steps_per_epoch, ib_schedule *schedule);
 
 // What a checkpoint carries under /train besides the weights, so a run resumes exactly.
 typedef struct ib_train_state {
