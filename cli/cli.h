@@ -47,5 +47,6 @@ int cmd_supernet(int argc, char **argv);
 int cmd_extract(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_latency(int argc, char **argv);
+int cmd_coco_eval(int argc, char **argv);
 
 #endif

@@ -462,6 +462,17 @@ IBNAS_API ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_d
 IBNAS_API ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o,
                                               ib_model **m);
 
+// ---------------------------------------------------------------------------------------------
+// Detection (docs/DETECTION.md): the COCO bbox evaluator.
+
+// The twelve numbers pycocotools' COCOeval (iouType "bbox") gives, in its stats order:
+// AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl (-1 where it gives -1: no ground truth in an area
+// range). gt_json: COCO instances (images, categories, annotations with area and iscrowd); dets_json: the
+// COCO results format, a list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
+#define IB_COCO_NSTATS 12
+IBNAS_API ib_status ib_coco_eval(const char *gt_json, const char *dets_json, double stats[IB_COCO_NSTATS]);
+IBNAS_API const char *ib_coco_stat_name(int i);   // "AP", "AP50", ... ; NULL outside 0..11
+
 #ifdef __cplusplus
 }
 #endif
