@@ -339,6 +339,7 @@ IBNAS_API ib_status ib_search(const ib_search_opts *o, ib_search_report *r);
 
 typedef struct ib_train_opts {
     const char *arch;          // as ib_model_create's (default "mobilenetv2")
+    const char *task;          // "classify" (default) or "detect" (SSDLite on the arch: docs/DETECTION.md)
     const char *data;          // training data (required; its split "train"); "synth" generates scenes
     const char *val;           // evaluated after every epoch (its split "val"); NULL: none
     const char *out;           // the checkpoint to write (required)
@@ -367,6 +368,16 @@ typedef struct ib_train_opts {
     int workers;               // data loading threads, 2
     int progress;              // 1 (default): a progress bar and a line per epoch on stderr
     long max_steps;            // stop after this many steps, saving a resumable checkpoint; 0: no limit
+    // Detection (task "detect"): the SSDLite head's default boxes, matching, loss and post-processing.
+    // aug for detection: "none", "padcrop" (a random horizontal flip), "rrc" (SSD's random crop + flip).
+    // init may be a classification checkpoint (its backbone is reused, the head is new) or a detection one.
+    float det_min_scale, det_max_scale;   // default-box scales of the first and last level, 0.2, 0.95
+    const char *det_ratios;    // aspect ratios w/h, "1,2,0.5" (ratio 1 also gets the scale between levels)
+    float det_match_iou;       // an anchor is positive at IoU >= this, 0.5 (each box's best anchor always is)
+    float det_neg_ratio;       // hard negatives per positive, 3
+    float det_nms_iou;         // per-class NMS IoU threshold, 0.6
+    float det_score_thr;       // detections scored below are dropped, 0.01
+    int det_max_dets;          // detections per image, 100
 } ib_train_opts;
 IBNAS_API void ib_train_opts_default(ib_train_opts *o);
 
@@ -377,6 +388,9 @@ typedef struct ib_train_report {
     double val_top1, val_top5;      // of the last evaluation (-1 without val)
     double wall_s, img_per_s;
     int interrupted;                // stopped by Ctrl-C (then ib_train returned IB_ERR_INTERRUPTED)
+    // Detection: the twelve COCO numbers of the last evaluation (ib_coco_eval's order; -1 without val);
+    // val_top1 then holds AP50 and val_top5 AP.
+    double val_coco[12];
 } ib_train_report;
 
 // Runs the whole training. While it runs, the first Ctrl-C (SIGINT) finishes the step, saves the
@@ -472,6 +486,27 @@ IBNAS_API ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch,
 #define IB_COCO_NSTATS 12
 IBNAS_API ib_status ib_coco_eval(const char *gt_json, const char *dets_json, double stats[IB_COCO_NSTATS]);
 IBNAS_API const char *ib_coco_stat_name(int i);   // "AP", "AP50", ... ; NULL outside 0..11
+
+// A model's task: "classify" or "detect" (a checkpoint ib_train wrote with task "detect").
+IBNAS_API const char *ib_model_task(const ib_model *m);
+
+// Evaluating a detector on a dataset with boxes (a pack, a COCO or YOLO root): each image resized whole to
+// res x res, detections decoded, per-class NMS, mapped back to the image's pixels and scored against its
+// boxes (area = the box's area, crowd flags as the source gives them) by ib_coco_eval's evaluator.
+typedef struct ib_det_eval_opts {
+    int res;                   // 0 (default): the model's input size
+    int batch;                 // 32
+    int workers;               // 2
+    int progress;              // 0
+    const char *dets_out;      // write the detections here in the COCO results format; NULL: none
+} ib_det_eval_opts;
+IBNAS_API void ib_det_eval_opts_default(ib_det_eval_opts *o);
+typedef struct ib_det_eval_report {
+    int64_t images;
+    double coco[IB_COCO_NSTATS];   // AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl
+} ib_det_eval_report;
+// opts NULL: the defaults.
+IBNAS_API ib_status ib_eval_detect(ib_model *m, ib_dataset *ds, const ib_det_eval_opts *opts, ib_det_eval_report *r);
 
 #ifdef __cplusplus
 }
