@@ -400,6 +400,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
                 int intr = ib_sigint_seen();
                 if (cfg->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
+                res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);   // the epoch so far
                 if ((s = ib_detector_save(&d, cfg->out, det_state_save, &dst))) goto done;
                 res->interrupted = intr;
                 if (cfg->progress || intr)
