@@ -34,8 +34,9 @@
 //
 // The architecture search is here: search spaces (open, count, sample, check), latency tables (profile,
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
-// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Not in this API
-// yet: detection and segmentation, which will join it when they are built. Tensors, layers and the
+// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Detection: ib_train
+// with task "detect" (SSDLite), ib_eval_detect and the COCO evaluator ib_coco_eval. Not in this API
+// yet: segmentation, which will join it when it is built. Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
 #define IBNAS_H

@@ -114,7 +114,7 @@ ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg
             for (int k = 0; k < n; k++) {
                 ib_coco_det *o = &acc.dt[acc.n_dt++];
                 o->image_id = b->image_ids[i];
-                o->category_id = ib_dataset_category_id(ds, labels[k]);
+                o->category_id = labels[k] < ib_dataset_classes(ds) ? ib_dataset_category_id(ds, labels[k]) : labels[k];
                 double x0 = boxes[k * 4] * sx, y0 = boxes[k * 4 + 1] * sy;
                 o->bbox[0] = x0, o->bbox[1] = y0;
                 o->bbox[2] = boxes[k * 4 + 2] * sx - x0, o->bbox[3] = boxes[k * 4 + 3] * sy - y0;
