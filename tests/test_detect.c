@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 // stride 32 at 64 px: 2 (stem) 4 8 16 16 32; head conv to 64
 static const char *arch_json =
@@ -356,4 +359,53 @@ TEST(detect_cli) {
     rc = test_run(cmd, &out, &err);
     CHECK(rc == 1 && strstr(err, "/nonexistent.json"), "coco-eval of a missing file: rc %d, %s", rc, err);
     free(out), free(err);
+}
+
+// Ctrl-C during `ibnas train --task detect` once the first checkpoint exists: the step finishes, the state
+// is saved, exit 130 naming --resume; the checkpoint then resumes (--max-steps stops it again).
+TEST(detect_cli_ctrl_c_resume) {
+    fixtures();
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built (make build/ibnas)", bin);
+    char out[500], errf[500], cmd[3000];
+    const char *small = SMALL_PACK;
+    snprintf(out, sizeof out, "%s/ctrlc.h5", test_tmpdir());
+    snprintf(errf, sizeof errf, "%s/ctrlc.err", test_tmpdir());
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (!freopen(errf, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+        execl(bin, bin, "train", "--task", "detect", "--arch", arch_path, "--data", small, "--res", "64", "--epochs",
+              "500", "--batch", "32", "--warmup", "0.3", "--workers", "1", "--out", out, (char *)NULL);
+        _exit(98);
+    }
+    int status = 0, exited = 0;
+    for (int k = 0; k < 3000 && access(out, F_OK) != 0; k++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            exited = 1;
+            break;
+        }
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+    }
+    if (!exited) {
+        kill(pid, SIGINT);
+        CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    }
+    char *err = test_read_file(errf);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    int said = strstr(err, "interrupted") && strstr(err, "--resume");
+    free(err);
+    CHECK(code == 130, "after SIGINT the exit code is %d, expected 130", code);
+    CHECK(said, "the message after Ctrl-C must say it was interrupted and how to go on (--resume)");
+    char *txt = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s train --task detect --arch %s --data %s --res 64 --epochs 500 --batch 32 --warmup 0.3 --workers 1 "
+             "--out %s --resume %s --max-steps 2 --quiet --json", bin, arch_path, small, out, out);
+    int rc = test_run(cmd, &txt, NULL);
+    json_t *j = json_loads(txt ? txt : "", 0, NULL);
+    double steps = j ? json_number_value(json_object_get(j, "steps")) : -1;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0, "resume: exit %d", rc);
+    CHECK(steps >= 5, "resume: %g steps, expected at least the first epoch's 3 plus 2", steps);
 }
