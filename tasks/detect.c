@@ -25,6 +25,7 @@ void ib_ssd_cfg_default(ib_ssd_cfg *c, int classes) {
     c->nms_iou = 0.6f;
     c->score_thr = 0.01f;
     c->max_dets = 100;
+    c->tap_expansion = 1;
 }
 
 char *ib_ssd_cfg_to_json(const ib_ssd_cfg *c) {
@@ -43,6 +44,7 @@ char *ib_ssd_cfg_to_json(const ib_ssd_cfg *c) {
     json_object_set_new(o, "nms_iou", json_real(c->nms_iou));
     json_object_set_new(o, "score_thr", json_real(c->score_thr));
     json_object_set_new(o, "max_dets", json_integer(c->max_dets));
+    json_object_set_new(o, "tap16", json_string(c->tap_expansion ? "expansion" : "block"));
     char *s = json_dumps(o, JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -55,8 +57,14 @@ ib_status ib_ssd_cfg_parse(ib_ssd_cfg *c, const char *text, const char *source) 
     ib_json_where w = {source, ""};
     ib_ssd_cfg_default(c, 0);
     ib_status s = IB_OK;
-    json_t *f = json_object_get(o, "format"), *r = json_object_get(o, "ratios"), *e = json_object_get(o, "extra");
-    if (!json_is_string(f) || strcmp(json_string_value(f), "ibnas-ssdlite")) s = ib_json_bad(&w, "format", "must be \"ibnas-ssdlite\"");
+    json_t *f = json_object_get(o, "format"), *r = json_object_get(o, "ratios"), *e = json_object_get(o, "extra"),
+           *tap = json_object_get(o, "tap16");
+    c->tap_expansion = 0;   // absent: the block output
+    if (tap && (!json_is_string(tap) || (strcmp(json_string_value(tap), "expansion") && strcmp(json_string_value(tap), "block"))))
+        s = ib_json_bad(&w, "tap16", "must be \"expansion\" or \"block\"");
+    else if (tap)
+        c->tap_expansion = !strcmp(json_string_value(tap), "expansion");
+    if (!s && (!json_is_string(f) || strcmp(json_string_value(f), "ibnas-ssdlite"))) s = ib_json_bad(&w, "format", "must be \"ibnas-ssdlite\"");
     int version = 0;
     if (!s) s = ib_json_get_int(&w, o, "version", &version, 1, 1, 1);
     if (!s) s = ib_json_get_int(&w, o, "classes", &c->classes, 1, 1, 100000);
@@ -145,6 +153,12 @@ ib_status ib_detector_build(ib_detector *d, ib_net *net, const ib_ssd_cfg *cfg, 
     d->tap16 = ib_arch_last_block_at_stride(a, 16);
     if (d->tap16 < -1) return ib_fail(IB_ERR_ARG, "detection: %s has no stride-16 feature", a->name);
     int c16 = d->tap16 >= 0 ? a->blocks[d->tap16].out : a->stem_out;
+    const ib_block_cfg *nb = d->tap16 + 1 < a->n_blocks ? &a->blocks[d->tap16 + 1] : NULL;
+    if (cfg->tap_expansion && nb && nb->op == IB_BLOCK_IBN && nb->expand != 1 && nb->stride == 2) {
+        d->tap_exp = 1;
+        c16 = ib_block_hidden(nb, c16);
+    }
+    d->cfg.tap_expansion = d->tap_exp;   // what was built
     int c32 = a->head_out > 0 ? a->head_out : a->blocks[a->n_blocks - 1].out;
     int ch[IB_SSD_MAX_LEVELS] = {c16, c32};
     int n_extra = 0;
@@ -219,6 +233,9 @@ void ib_detector_forward(ib_ctx *ctx, ib_detector *d, ib_tensor *x, ib_tensor **
     ib_tensor *feats[IB_SSD_MAX_LEVELS], *t16 = NULL;
     int after = d->tap16;
     ib_tensor *h = ib_net_features_taps(ctx, &d->net, x, 1, &after, &t16);
+    // the first stride-32 block's expansion, run again on its input (the block ran it too: one 1x1 conv
+    // at stride 16 computed twice, gradients from both uses summed)
+    if (d->tap_exp) t16 = ib_cba_forward(ctx, &d->net.blocks[d->tap16 + 1].stages[0], t16);
     feats[0] = t16, feats[1] = h;
     for (int e = 0; e + 2 < d->n_levels; e++) {
         for (int k = 0; k < 3; k++) h = ib_cba_forward(ctx, &d->lv[2 + e].extra[k], h);

@@ -39,7 +39,7 @@ ib_status ib_coco_evaluate_files(const char *gt_json, const char *dets_json, dou
 
 
 // ---------------------------------------------------------------------------------------------
-// SSDLite (detect.c). Levels: the backbone's stride-16 feature (the output of its last stride-16 block),
+// SSDLite (detect.c). Levels: the backbone's stride-16 feature (see tap_expansion),
 // its stride-32 feature (ib_net_features: after the head conv when the arch has one), then extra layers
 // (1x1 conv to out/2, 3x3 depthwise stride 2, 1x1 conv to out; BN + ReLU6 after each) while the previous
 // level is larger than 1x1, at most n_extra. On every level two depthwise-separable predictors (3x3
@@ -60,6 +60,9 @@ typedef struct ib_ssd_cfg {
     float nms_iou;                 // per-class NMS threshold (0.6)
     float score_thr;               // detections below are dropped (0.01)
     int max_dets;                  // per image (100)
+    int tap_expansion;             // 1 (default): the stride-16 feature is the expansion (1x1 conv + BN + act)
+                                   // of the first stride-32 block when that is an ibn block with expand > 1, as
+                                   // MobileDets; else (0, or another block) the last stride-16 block's output
 } ib_ssd_cfg;
 void ib_ssd_cfg_default(ib_ssd_cfg *c, int classes);
 // JSON text of the configuration (the checkpoint's "detect" attribute), malloc'd; and back.
@@ -77,7 +80,8 @@ typedef struct ib_detector {
     ib_net net;
     ib_ssd_cfg cfg;
     ib_params ps;                  // the head's parameters, named "ssd.*"
-    int tap16;                     // block whose output is the stride-16 feature
+    int tap16;                     // block whose output is (or feeds) the stride-16 feature
+    int tap_exp;                   // 1: the stride-16 feature is block tap16 + 1's expansion stage
     int n_levels;                  // 2 + extra levels built
     ib_ssd_level_mod lv[IB_SSD_MAX_LEVELS];
     // anchors of the last forward's level sizes (cx, cy, w, h in [0, 1]), malloc'd

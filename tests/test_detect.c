@@ -301,8 +301,10 @@ TEST(detect_checkpoints_and_init) {
     int found = w0 && w1;
     double diff = found ? max_abs_diff(w0->data, w1->data, ib_numel(w0)) : 1;
     ib_net_free(&a);
-    int levels = d.n_levels;
+    int levels = d.n_levels, tap_exp = d.tap_exp, c16 = d.lv[0].box_dw.conv.cin;
     ib_detector_free(&d);
+    CHECK(tap_exp == 1 && c16 == 192, "stride-16 feature: expansion %d, %d channels (want the last block's 48 x 4)",
+          tap_exp, c16);
     CHECK(found, "features.3.conv.0.0.weight missing");
     CHECK(diff < 1e-6, "backbone weights moved by %g from the classification checkpoint's", diff);
     CHECK(levels == 3, "%d levels at 64 px (4x4, 2x2, 1x1)", levels);
