@@ -153,7 +153,8 @@ typedef struct ib_det_train_cfg {
     ib_ssd_cfg ssd;                // classes 0: the data's
 } ib_det_train_cfg;
 typedef struct ib_det_train_result {
-    ib_train_result base;          // val_top1: AP50 of the last evaluation, val_top5: AP (-1 without val)
+    ib_train_result base;          // val_top1: AP50 of the last evaluation, val_top5: AP (-1 without val);
+                                   // last_loss after a stop (max_steps, Ctrl-C): the stopped epoch's mean so far
     double stats[IB_COCO_STATS];
 } ib_det_train_result;
 ib_status ib_train_detect(const ib_det_train_cfg *cfg, ib_det_train_result *res);
