@@ -48,7 +48,7 @@ static ib_status write_dets_json(const char *path, const ib_coco_det *dt, int64_
     if (!f) return ib_fail(IB_ERR_IO, "%s: cannot write the detections", tmp);
     fputc('[', f);
     for (int64_t i = 0; i < n; i++)
-        fprintf(f, "%s{\"image_id\": %lld, \"category_id\": %lld, \"bbox\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.5f}",
+        fprintf(f, "%s{\"image_id\": %lld, \"category_id\": %lld, \"bbox\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.8g}",
                 i ? ",\n " : "", (long long)dt[i].image_id, (long long)dt[i].category_id, dt[i].bbox[0], dt[i].bbox[1],
                 dt[i].bbox[2], dt[i].bbox[3], dt[i].score);
     fputs("]\n", f);

@@ -411,3 +411,52 @@ TEST(detect_cli_ctrl_c_resume) {
     CHECK(rc == 0, "resume: exit %d", rc);
     CHECK(steps >= 5, "resume: %g steps, expected at least the first epoch's 3 plus 2", steps);
 }
+
+// Real COCO ids, categories and pixels: the detections ib_detector_eval writes (mapped back from the
+// 128 px input to each image's own size, COCO category ids) scored by the evaluator against coco128's
+// own annotation file give the numbers ib_detector_eval computed from the loader's boxes. An untrained
+// detector: the numbers are small, but they agree only if ids, categories and coordinates map right.
+TEST(detect_eval_matches_coco_annotations) {
+    const char *sh = shared_dir();
+    if (!sh) SKIP("../shared is absent: the coco128 cross-check was not run");
+    fixtures();
+    char root[512], ann[600], dets[600];
+    snprintf(root, sizeof root, "%s/data/coco128", sh);
+    snprintf(ann, sizeof ann, "%s/annotations/instances_val2017.json", root);
+    snprintf(dets, sizeof dets, "%s/coco128_dets.json", test_tmpdir());
+    ib_dataset *ds;
+    ib_ds_opts o = {.format = IB_DS_AUTO, .split = "val", .ignore_index = 255};
+    CHECK(!ib_dataset_open(&ds, root, &o), "%s", ib_errmsg());
+    ib_arch arch;
+    CHECK(!ib_arch_resolve(&arch, arch_path, 80), "%s", ib_errmsg());
+    ib_net net;
+    ib_status s = ib_net_build(&net, &arch);
+    ib_arch_free(&arch);
+    CHECK(!s, "%s", ib_errmsg());
+    ib_net_init_weights(&net, 1);
+    ib_ssd_cfg sc;
+    ib_ssd_cfg_default(&sc, 80);
+    ib_detector d;
+    CHECK(!ib_detector_build(&d, &net, &sc, 128, 1), "%s", ib_errmsg());
+    ib_det_eval_cfg ec;
+    ib_det_eval_cfg_default(&ec);
+    ec.res = 128;
+    ec.workers = 1;
+    ec.dets_out = dets;
+    double mine[IB_COCO_STATS], ref[IB_COCO_STATS];
+    int64_t images = 0;
+    s = ib_detector_eval(&d, ds, &ec, mine, &images);
+    ib_detector_free(&d);
+    ib_dataset_close(ds);
+    CHECK(!s, "%s", ib_errmsg());
+    CHECK(images == 128, "%lld images", (long long)images);
+    CHECK(!ib_coco_evaluate_files(ann, dets, ref), "%s", ib_errmsg());
+    printf("  coco128 val, untrained: AP50 %.6f / %.6f, AR100 %.6f / %.6f (loader boxes / annotation file)\n", mine[1],
+           ref[1], mine[8], ref[8]);
+    CHECK(ref[8] > 0, "AR100 %.5f against the annotation file: nothing found at all", ref[8]);
+    // the loader's boxes, mapped back to each image's pixels with its COCO id and category id, must be the
+    // annotation file's boxes (to the rounding of the 128 px round trip and of the written detections)
+    for (int i = 0; i < IB_COCO_STATS; i++)
+        CHECK(fabs(mine[i] - ref[i]) <= 1e-5 + 0.02 * fabs(ref[i]), "%s: %.6f from the loader's boxes, %.6f from the file",
+              ib_coco_stat_name(i), mine[i], ref[i]);
+}
