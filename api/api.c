@@ -2,6 +2,7 @@
 // comes from the caller, maps the public types onto the internal ones and calls what core, layers, data
 // and tasks already do. Nothing here is used by the library itself; the command and the examples use it.
 #include "api/api.h"
+#include "tasks/detect.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +57,23 @@ ib_status ib_model_load(ib_model **out, const char *path) {
         free(m);
         return ib_fail(IB_ERR_ARG, "ib_model_load: no path given");
     }
-    if (ib_seg_is_checkpoint(path)) {   // a segmentation network: backbone and head
+    char task[32];
+    if ((s = ib_ckpt_task(path, task, sizeof task))) {
+        free(m);
+        return s;
+    }
+    if (!strcmp(task, "detect")) {
+        if (!(m->det = calloc(1, sizeof *m->det))) s = ib_fail(IB_ERR_NOMEM, "out of memory for a model");
+        if (!s) s = ib_detector_load(m->det, path);
+    } else if (ib_seg_is_checkpoint(path)) {   // a segmentation network: backbone and head
         if (!(m->seg = calloc(1, sizeof *m->seg))) s = ib_fail(IB_ERR_NOMEM, "out of memory for a model");
         if (!s) s = ib_seg_load(&m->net, m->seg, path);
-    } else {
+    } else if (strcmp(task, "classify"))
+        s = ib_fail(IB_ERR_FORMAT, "%s: task \"%s\" is not one this build loads (classify, detect, segment)", path, task);
+    else
         s = ib_ckpt_load(&m->net, path);
-    }
     if (s) {
+        free(m->det);
         free(m->seg);
         free(m);
         return s;
@@ -73,6 +84,7 @@ ib_status ib_model_load(ib_model **out, const char *path) {
 
 ib_status ib_model_save(const ib_model *m, const char *path) {
     if (!m || !path) return ib_fail(IB_ERR_ARG, "ib_model_save: a model and a path are needed");
+    if (m->det) return ib_detector_save(m->det, path, NULL, NULL);
     if (m->seg) return ib_seg_save(&m->net, m->seg, path, NULL, NULL);
     return ib_ckpt_save(&m->net, path, NULL, NULL);
 }
@@ -80,20 +92,26 @@ ib_status ib_model_save(const ib_model *m, const char *path) {
 void ib_model_free(ib_model *m) {
     if (!m) return;
     ib_ctx_free(m->ctx);
-    ib_net_free(&m->net);
+    if (m->det) ib_detector_free(m->det);
+    free(m->det);
+    if (m->net.blocks) ib_net_free(&m->net);
     free(m->seg);
     free(m);
 }
 
-const char *ib_model_name(const ib_model *m) { return m->net.arch.name; }
-int ib_model_classes(const ib_model *m) { return m->net.arch.classes; }
-int ib_model_input_size(const ib_model *m) { return m->net.arch.input; }
-int64_t ib_model_param_count(const ib_model *m) { return ib_net_param_count(&m->net); }
-char *ib_model_arch_json(const ib_model *m) { return ib_arch_to_json(&m->net.arch); }
-const char *ib_model_task(const ib_model *m) { return m->seg ? "segment" : "classify"; }
+ib_net *ib_api_model_net(const ib_model *m) { return m->det ? &m->det->net : (ib_net *)&m->net; }
+const char *ib_model_name(const ib_model *m) { return ib_api_model_net(m)->arch.name; }
+// A detector's classes are its head's (objects, without the background).
+int ib_model_classes(const ib_model *m) { return m->det ? m->det->cfg.classes : m->net.arch.classes; }
+int ib_model_input_size(const ib_model *m) { return ib_api_model_net(m)->arch.input; }
+int64_t ib_model_param_count(const ib_model *m) {
+    return ib_net_param_count(ib_api_model_net(m)) + (m->det ? m->det->ps.numel_params : 0);
+}
+char *ib_model_arch_json(const ib_model *m) { return ib_arch_to_json(&ib_api_model_net(m)->arch); }
 
 ib_status ib_model_forward(ib_model *m, const float *x, int n, int h, int w, float *logits) {
     if (!m || !x || !logits) return ib_fail(IB_ERR_ARG, "ib_model_forward: model, input and output are needed");
+    if (m->det) return ib_fail(IB_ERR_ARG, "ib_model_forward: %s is a detection model (ib_eval_detect runs it)", ib_model_name(m));
     if (n < 1 || h < 8 || w < 8)
         return ib_fail(IB_ERR_ARG, "ib_model_forward: %d images of %dx%d; at least one image of 8x8 is needed", n, h,
                        w);
@@ -260,6 +278,7 @@ void ib_train_opts_default(ib_train_opts *o) {
     o->task = "classify";
     o->seg_head = "deeplab";
     o->seg_aug = "flip";
+    ib_api_detect_opts_default(o);
 }
 
 // The index of `v` in names, or an IB_ERR_ARG naming the choices.
@@ -436,12 +455,14 @@ ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     r->val_top1 = r->val_top5 = -1;
     if (!o->data || !o->out) return ib_fail(IB_ERR_ARG, "ib_train: data and out are required");
     r->val_miou = r->val_pixel_acc = -1;
-    static const char *const task_names[] = {"classify", "segment"};
+    for (int i = 0; i < 12; i++) r->val_coco[i] = -1;
+    static const char *const task_names[] = {"classify", "segment", "detect"};
     int task = 0;
-    ib_status s = o->task ? choose("task", o->task, task_names, 2, &task) : IB_OK;
+    ib_status s = o->task ? choose("task", o->task, task_names, 3, &task) : IB_OK;
     if (s) return s;
     ib_train_cfg c;
     if ((s = ib_api_train_cfg(o, &c))) return s;
+    if (task == 2) return ib_api_train_detect(o, &c, r);
     ib_train_result res;
     if (task == 1) return api_train_segment(o, &c, r);
     s = ib_train_classify(&c, &res);
@@ -466,6 +487,7 @@ ib_status ib_eval(ib_model *m, ib_dataset *ds, const ib_eval_opts *opts, ib_eval
     memset(r, 0, sizeof *r);
     if (!m || !ds) return ib_fail(IB_ERR_ARG, "ib_eval: a model and a dataset are needed");
     if (m->seg) return ib_fail(IB_ERR_ARG, "ib_eval: %s is a segmentation model (ib_eval_segment scores it)", m->net.arch.name);
+    if (m->det) return ib_fail(IB_ERR_ARG, "ib_eval: %s is a detection model (use ib_eval_detect)", ib_model_name(m));
     ib_eval_opts d;
     if (!opts) ib_eval_opts_default(&d), opts = &d;
     if (!ds->has_labels || ib_dataset_classes(ds) < 1)

@@ -10,10 +10,16 @@ struct ib_model {
     ib_net net;
     ib_ctx *ctx;   // forward passes, created on the first one
     ib_seg_head *seg;   // segmentation models: the head (its tensors are in net.ps); NULL otherwise
+    struct ib_detector *det;   // task "detect": the detector (its backbone is det->net; net is then unused)
 };
+// The model's backbone network (the detector's for a detection model).
+ib_net *ib_api_model_net(const ib_model *m);
 
 // The public options as the internal training config (string choices checked, IB_ERR_ARG naming them).
 ib_status ib_api_train_cfg(const ib_train_opts *o, ib_train_cfg *cfg);
 void ib_api_train_report(const ib_train_result *res, ib_train_report *r);
+// Detection (api/detect.c): the det_* defaults of ib_train_opts, and ib_train for task "detect".
+void ib_api_detect_opts_default(ib_train_opts *o);
+ib_status ib_api_train_detect(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r);
 
 #endif

@@ -49,5 +49,6 @@ int cmd_extract(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_latency(int argc, char **argv);
 int cmd_miou(int argc, char **argv);
+int cmd_coco_eval(int argc, char **argv);
 
 #endif

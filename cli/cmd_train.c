@@ -5,7 +5,7 @@
 #include <string.h>
 
 static const char *usage_text =
-    "usage: ibnas train --task classify|segment --data PACK.h5|DIR [--val PACK.h5|DIR] --out CKPT.h5 [flags]\n\n"
+    "usage: ibnas train [--task classify|detect|segment] --data PACK.h5|DIR [--val PACK.h5|DIR] --out CKPT.h5 [flags]\n\n"
     "Trains a network, printing progress on stderr, appending a row per epoch to OUT.csv and writing the\n"
     "checkpoint every epoch (atomically). Ctrl-C finishes the step, saves and stops; --resume OUT.h5\n"
     "continues exactly where it stopped. --init SUB.h5 starts from a checkpoint's network and weights (a\n"
@@ -18,9 +18,9 @@ int cmd_train(int argc, char **argv) {
     ib_train_opts_default(&o);
     const char *task = "classify";
     cli_train_extra x;
-    cli_flag flags[CLI_TRAIN_FLAGS + 12];
+    cli_flag flags[CLI_TRAIN_FLAGS + 12 + 8];
     int n = 0;
-    flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default) or segment (detect is not built yet)"};
+    flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default), detect (SSDLite; docs/DETECTION.md) or segment (docs/SEGMENTATION.md)"};
     flags[n++] = (cli_flag){"--arch", F_STR, &o.arch, "mobilenetv2, mobilenetv2:WIDTH or FILE.arch.json (default mobilenetv2)"};
     flags[n++] = (cli_flag){"--init", F_STR, &o.init, "start from this checkpoint's network and weights (fine-tuning)"};
     n += cli_train_flags(flags + n, &o, &x);
@@ -32,11 +32,21 @@ int cmd_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--seg-aug", F_STR, &o.seg_aug, "segment: flip (default), scale (jitter 0.5..2, crop, flip), none"};
     flags[n++] = (cli_flag){"--class-weights", F_STR, &o.class_weights, "segment: none (default) or median (median frequency)"};
     flags[n++] = (cli_flag){"--fast-argmax", F_BOOL, &o.fast_argmax, "segment: validate with the low-resolution argmax"};
+    // Detection
+    flags[n++] = (cli_flag){"--det-min-scale", F_FLOAT, &o.det_min_scale, "detect: default-box scale of the first level (0.2)"};
+    flags[n++] = (cli_flag){"--det-max-scale", F_FLOAT, &o.det_max_scale, "detect: default-box scale of the last level (0.95)"};
+    flags[n++] = (cli_flag){"--det-ratios", F_STR, &o.det_ratios, "detect: default-box aspect ratios (\"1,2,0.5\")"};
+    flags[n++] = (cli_flag){"--det-match-iou", F_FLOAT, &o.det_match_iou, "detect: IoU making an anchor positive (0.5)"};
+    flags[n++] = (cli_flag){"--det-neg-ratio", F_FLOAT, &o.det_neg_ratio, "detect: hard negatives per positive (3)"};
+    flags[n++] = (cli_flag){"--det-nms-iou", F_FLOAT, &o.det_nms_iou, "detect: per-class NMS IoU threshold (0.6)"};
+    flags[n++] = (cli_flag){"--det-score-thr", F_FLOAT, &o.det_score_thr, "detect: score threshold of detections (0.01)"};
+    flags[n++] = (cli_flag){"--det-max-dets", F_INT, &o.det_max_dets, "detect: detections per image (100)"};
     flags[n] = (cli_flag){NULL, 0, NULL, NULL};
     int r = cli_parse("train", argc, argv, flags, usage_text);
     if (r) return r < 0 ? 0 : r;
-    if (strcmp(task, "classify") && strcmp(task, "segment")) {
-        fprintf(stderr, "ibnas train: --task %s is not built yet (classify and segment are)\n", task);
+    int detect = !strcmp(task, "detect");
+    if (strcmp(task, "classify") && strcmp(task, "segment") && !detect) {
+        fprintf(stderr, "ibnas train: --task %s is not one of classify, detect, segment\n", task);
         return 2;
     }
     o.task = task;
@@ -61,7 +71,13 @@ int cmd_train(int argc, char **argv) {
                "\"val_pixel_acc\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"checkpoint\": \"%s\"}\n",
                res.epochs_done, res.steps, res.last_loss, res.val_miou, res.val_pixel_acc, res.wall_s, res.img_per_s,
                o.out);
-    else if (x.json)
+    else if (x.json && detect) {
+        printf("{\"task\": \"detect\", \"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"wall_s\": %.1f, "
+               "\"img_per_s\": %.1f, \"checkpoint\": \"%s\"", res.epochs_done, res.steps, res.last_loss, res.wall_s,
+               res.img_per_s, o.out);
+        for (int i = 0; i < IB_COCO_NSTATS; i++) printf(", \"val_%s\": %.6f", ib_coco_stat_name(i), res.val_coco[i]);
+        printf("}\n");
+    } else if (x.json)
         printf("{\"task\": \"classify\", \"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"val_top1\": %.6f, "
                "\"val_top5\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"checkpoint\": \"%s\"}\n",
                res.epochs_done, res.steps, res.last_loss, res.val_top1, res.val_top5, res.wall_s, res.img_per_s, o.out);

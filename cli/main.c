@@ -25,6 +25,7 @@ static const verb verbs[] = {
     {"extract", cmd_extract, "write an arch of a supernet as a standalone checkpoint (BN recalibrated)"},
     {"search", cmd_search, "search a supernet's space for the best arch under latency budgets per target"},
     {"latency", cmd_latency, "latency tables per target: profile (cpu), model (edgetpu, dsp), predict, measure, validate"},
+    {"coco-eval", cmd_coco_eval, "COCO bbox AP/AR of detections against COCO ground truth (pycocotools' numbers)"},
     {NULL, NULL, NULL},
 };
 

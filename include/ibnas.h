@@ -34,9 +34,10 @@
 //
 // The architecture search is here: search spaces (open, count, sample, check), latency tables (profile,
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
-// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Segmentation is here
-// (ib_train_opts.task "segment", ib_eval_segment). A model goes out to other runtimes as ONNX (ib_model_export;
-// docs/EXPORT.md). Tensors, layers and the
+// it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Detection: ib_train
+// with task "detect" (SSDLite), ib_eval_detect and the COCO evaluator ib_coco_eval. Segmentation: ib_train
+// with task "segment" (DeepLabv3+-lite), ib_eval_segment. A model goes out to other runtimes as ONNX
+// (ib_model_export; docs/EXPORT.md). Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
 #define IBNAS_H
@@ -364,7 +365,8 @@ IBNAS_API ib_status ib_search(const ib_search_opts *o, ib_search_report *r);
 
 typedef struct ib_train_opts {
     const char *arch;          // as ib_model_create's (default "mobilenetv2")
-    const char *task;          // "classify" (default, NULL too) or "segment" (docs/SEGMENTATION.md)
+    const char *task;          // "classify" (default, NULL too), "detect" (SSDLite on the arch: docs/DETECTION.md)
+                               // or "segment" (docs/SEGMENTATION.md)
     const char *data;          // training data (required; its split "train"); "synth" generates scenes
     const char *val;           // evaluated after every epoch (its split "val"); NULL: none
     const char *out;           // the checkpoint to write (required)
@@ -403,6 +405,16 @@ typedef struct ib_train_opts {
     const char *seg_aug;       // "flip" (default: resize, random flip), "scale" (jitter 0.5..2, crop, flip), "none"
     const char *class_weights; // NULL or "none" (default), "median" (median frequency from the training masks)
     int fast_argmax;           // validation with the fast argmax (argmax at low resolution, labels upsampled)
+    // Detection (task "detect"): the SSDLite head's default boxes, matching, loss and post-processing.
+    // aug for detection: "none", "padcrop" (a random horizontal flip), "rrc" (SSD's random crop + flip).
+    // init may be a classification checkpoint (its backbone is reused, the head is new) or a detection one.
+    float det_min_scale, det_max_scale;   // default-box scales of the first and last level, 0.2, 0.95
+    const char *det_ratios;    // aspect ratios w/h, "1,2,0.5" (ratio 1 also gets the scale between levels)
+    float det_match_iou;       // an anchor is positive at IoU >= this, 0.5 (each box's best anchor always is)
+    float det_neg_ratio;       // hard negatives per positive, 3
+    float det_nms_iou;         // per-class NMS IoU threshold, 0.6
+    float det_score_thr;       // detections scored below are dropped, 0.01
+    int det_max_dets;          // detections per image, 100
 } ib_train_opts;
 IBNAS_API void ib_train_opts_default(ib_train_opts *o);
 
@@ -415,6 +427,9 @@ typedef struct ib_train_report {
     int interrupted;                // stopped by Ctrl-C (then ib_train returned IB_ERR_INTERRUPTED)
     // Segmentation
     double val_miou, val_pixel_acc; // of the last evaluation (-1 without val or for other tasks)
+    // Detection: the twelve COCO numbers of the last evaluation (ib_coco_eval's order; -1 without val);
+    // val_top1 then holds AP50 and val_top5 AP.
+    double val_coco[12];
 } ib_train_report;
 
 // Runs the whole training. While it runs, the first Ctrl-C (SIGINT) finishes the step, saves the
@@ -536,6 +551,38 @@ IBNAS_API ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_d
 // ib_supernet_evaluate does (same options, same numbers): ib_eval of it gives what ib_supernet_evaluate gave.
 IBNAS_API ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o,
                                               ib_model **m);
+
+// ---------------------------------------------------------------------------------------------
+// Detection (docs/DETECTION.md): the COCO bbox evaluator.
+
+// The twelve numbers pycocotools' COCOeval (iouType "bbox") gives, in its stats order:
+// AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl (-1 where it gives -1: no ground truth in an area
+// range). gt_json: COCO instances (images, categories, annotations with area and iscrowd); dets_json: the
+// COCO results format, a list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
+#define IB_COCO_NSTATS 12
+IBNAS_API ib_status ib_coco_eval(const char *gt_json, const char *dets_json, double stats[IB_COCO_NSTATS]);
+IBNAS_API const char *ib_coco_stat_name(int i);   // "AP", "AP50", ... ; NULL outside 0..11
+
+// A model's task: "classify" or "detect" (a checkpoint ib_train wrote with task "detect").
+IBNAS_API const char *ib_model_task(const ib_model *m);
+
+// Evaluating a detector on a dataset with boxes (a pack, a COCO or YOLO root): each image resized whole to
+// res x res, detections decoded, per-class NMS, mapped back to the image's pixels and scored against its
+// boxes (area = the box's area, crowd flags as the source gives them) by ib_coco_eval's evaluator.
+typedef struct ib_det_eval_opts {
+    int res;                   // 0 (default): the model's input size
+    int batch;                 // 32
+    int workers;               // 2
+    int progress;              // 0
+    const char *dets_out;      // write the detections here in the COCO results format; NULL: none
+} ib_det_eval_opts;
+IBNAS_API void ib_det_eval_opts_default(ib_det_eval_opts *o);
+typedef struct ib_det_eval_report {
+    int64_t images;
+    double coco[IB_COCO_NSTATS];   // AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl
+} ib_det_eval_report;
+// opts NULL: the defaults.
+IBNAS_API ib_status ib_eval_detect(ib_model *m, ib_dataset *ds, const ib_det_eval_opts *opts, ib_det_eval_report *r);
 
 #ifdef __cplusplus
 }

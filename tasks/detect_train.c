@@ -1,0 +1,464 @@
+// Detection: COCO evaluation of a detector on a dataset with boxes, and the training loop (the
+// classification loop's progress, CSV log, per-epoch atomic checkpoint, Ctrl-C and exact resume).
+//
+// The backbone and the head are two parameter sets with an optimizer each; the checkpoint carries both
+// (/train/optim for the backbone's, /train/optim_head for the head's), so a resumed run is exact.
+#include "tasks/detect.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ib_det_eval_cfg_default(ib_det_eval_cfg *c) {
+    ib_eval_cfg e;
+    ib_eval_cfg_default(&e);
+    memset(c, 0, sizeof *c);
+    c->res = 320;
+    c->batch = 32;
+    c->workers = 2;
+    memcpy(c->mean, e.mean, sizeof c->mean);
+    memcpy(c->std, e.std, sizeof c->std);
+}
+
+typedef struct {
+    ib_coco_gt *gt;
+    int64_t n_gt, cap_gt;
+    ib_coco_det *dt;
+    int64_t n_dt, cap_dt;
+    int64_t *img;
+    int64_t n_img, cap_img;
+} coco_acc;
+
+static int grow(void **p, int64_t *cap, int64_t need, size_t elem) {
+    if (need <= *cap) return 1;
+    int64_t c = *cap ? *cap * 2 : 256;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q) return 0;
+    *p = q, *cap = c;
+    return 1;
+}
+
+static ib_status write_dets_json(const char *path, const ib_coco_det *dt, int64_t n) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot write the detections", tmp);
+    fputc('[', f);
+    for (int64_t i = 0; i < n; i++)
+        fprintf(f, "%s{\"image_id\": %lld, \"category_id\": %lld, \"bbox\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.8g}",
+                i ? ",\n " : "", (long long)dt[i].image_id, (long long)dt[i].category_id, dt[i].bbox[0], dt[i].bbox[1],
+                dt[i].bbox[2], dt[i].bbox[3], dt[i].score);
+    fputs("]\n", f);
+    int bad = ferror(f) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        remove(tmp);
+        return ib_fail(IB_ERR_IO, "%s: cannot write the detections", path);
+    }
+    return IB_OK;
+}
+
+ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg *cfg, double stats[IB_COCO_STATS],
+                         int64_t *images) {
+    if (!ds->has_boxes) return ib_fail(IB_ERR_FORMAT, "%s: has no boxes to evaluate a detector on", ib_dataset_path(ds));
+    if (ib_dataset_classes(ds) > d->cfg.classes)
+        return ib_fail(IB_ERR_ARG, "%s: %d classes, the detector predicts %d", ib_dataset_path(ds), ib_dataset_classes(ds),
+                       d->cfg.classes);
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, cfg->res, cfg->res);
+    lo.batch_size = cfg->batch;
+    lo.shuffle = 0;
+    lo.workers = cfg->workers;
+    lo.want_boxes = 1;
+    lo.want_masks = 0;
+    lo.aug.crop = IB_CROP_NONE;
+    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    ib_loader *l;
+    ib_status s = ib_loader_open(&l, ds, &lo);
+    if (s) return s;
+    ib_ctx *ctx = cfg->ctx ? cfg->ctx : ib_ctx_new();
+    ctx->recording = 0;
+    ctx->training = 0;
+    coco_acc acc;
+    memset(&acc, 0, sizeof acc);
+    int md = d->cfg.max_dets;
+    float *boxes = malloc(sizeof(float) * 4 * (size_t)md), *scores = malloc(sizeof(float) * (size_t)md);
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)md);
+    if (!boxes || !scores || !labels) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    int64_t batches = ib_loader_batches(l), done = 0;
+    double t0 = ib_time_s();
+    ib_loader_start_epoch(l, 0);
+    const ib_batch *b;
+    while (!s && (s = ib_loader_next(l, &b)) == IB_OK && b) {
+        ib_ctx_reset(ctx);
+        ib_tensor x, *loc, *conf;
+        ib_batch_tensor(b, &x);
+        ib_detector_forward(ctx, d, &x, &loc, &conf);
+        int A = d->n_anchors, K = d->cfg.classes + 1;
+        for (int i = 0; i < b->n && !s; i++) {
+            double sx = (double)b->src_w[i], sy = (double)b->src_h[i];
+            int n = ib_ssd_postprocess(&d->cfg, d->anchors, A, loc->data + (int64_t)i * A * 4,
+                                       conf->data + (int64_t)i * A * K, boxes, scores, labels);
+            int64_t ng = b->box_offsets[i + 1] - b->box_offsets[i];
+            if (!grow((void **)&acc.dt, &acc.cap_dt, acc.n_dt + n, sizeof *acc.dt) ||
+                !grow((void **)&acc.gt, &acc.cap_gt, acc.n_gt + ng, sizeof *acc.gt) ||
+                !grow((void **)&acc.img, &acc.cap_img, acc.n_img + 1, sizeof *acc.img)) {
+                s = ib_fail(IB_ERR_NOMEM, "out of memory");
+                break;
+            }
+            acc.img[acc.n_img++] = b->image_ids[i];
+            for (int k = 0; k < n; k++) {
+                ib_coco_det *o = &acc.dt[acc.n_dt++];
+                o->image_id = b->image_ids[i];
+                o->category_id = labels[k] < ib_dataset_classes(ds) ? ib_dataset_category_id(ds, labels[k]) : labels[k];
+                double x0 = boxes[k * 4] * sx, y0 = boxes[k * 4 + 1] * sy;
+                o->bbox[0] = x0, o->bbox[1] = y0;
+                o->bbox[2] = boxes[k * 4 + 2] * sx - x0, o->bbox[3] = boxes[k * 4 + 3] * sy - y0;
+                o->score = scores[k];
+            }
+            double gx = sx / b->w, gy = sy / b->h;   // output pixels -> the image's own
+            for (int64_t k = b->box_offsets[i]; k < b->box_offsets[i + 1]; k++) {
+                const ib_box *bx = &b->boxes[k];
+                ib_coco_gt *o = &acc.gt[acc.n_gt];
+                o->id = ++acc.n_gt;
+                o->image_id = b->image_ids[i];
+                o->category_id = ib_dataset_category_id(ds, bx->label);
+                o->bbox[0] = bx->x0 * gx, o->bbox[1] = bx->y0 * gy;
+                o->bbox[2] = (bx->x1 - bx->x0) * gx, o->bbox[3] = (bx->y1 - bx->y0) * gy;
+                o->area = o->bbox[2] * o->bbox[3];
+                o->iscrowd = bx->iscrowd;
+            }
+        }
+        if (cfg->progress) ib_progress_line("eval", ++done, 0, batches, t0, "");
+    }
+    if (cfg->progress) fputc('\n', stderr);
+    if (cfg->ctx) ib_ctx_reset(ctx);
+    else ib_ctx_free(ctx);
+    ib_loader_close(l);
+    if (!s) {
+        int nc = d->cfg.classes;
+        int64_t *cats = malloc(sizeof(int64_t) * (size_t)nc);
+        if (!cats) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        for (int c = 0; !s && c < nc; c++) cats[c] = c < ib_dataset_classes(ds) ? ib_dataset_category_id(ds, c) : c;
+        if (!s) s = ib_coco_evaluate(acc.img, acc.n_img, cats, nc, acc.gt, acc.n_gt, acc.dt, acc.n_dt, stats);
+        free(cats);
+        if (!s && cfg->dets_out) s = write_dets_json(cfg->dets_out, acc.dt, acc.n_dt);
+        if (images) *images = acc.n_img;
+    }
+    free(acc.gt), free(acc.dt), free(acc.img), free(boxes), free(scores), free(labels);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+typedef struct {
+    ib_train_state *ts;
+    ib_optim *opt_head;
+} det_state;
+
+static ib_status det_state_save(ib_h5 *f, void *user) {
+    det_state *st = user;
+    ib_status s = ib_train_state_save(f, st->ts);
+    if (!s) s = ib_optim_save(st->opt_head, f, "train/optim_head");
+    return s;
+}
+
+static ib_status open_boxes(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
+    ib_ds_opts o;
+    memset(&o, 0, sizeof o);
+    o.format = fmt;
+    o.split = split;
+    o.ignore_index = 255;
+    ib_status s = ib_dataset_open(ds, path, &o);
+    if (s) return s;
+    if (!(*ds)->has_boxes) {
+        s = ib_fail(IB_ERR_FORMAT, "%s: has no boxes to train a detector on (a pack from `ibnas synth` or `ibnas pack` "
+                    "of COCO or YOLO data has them)", path);
+        ib_dataset_close(*ds);
+        *ds = NULL;
+    }
+    return s;
+}
+
+// The classification loop's loader and schedule (ib_train_loader_open), with boxes: the whole image
+// resized, a random horizontal flip (aug != none), SSD's random crop first (aug rrc).
+static ib_status det_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *spe_out,
+                                 ib_schedule *schedule) {
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, cfg->res, cfg->res);
+    lo.batch_size = cfg->batch;
+    lo.shuffle = 1;
+    lo.drop_last = 1;
+    lo.workers = cfg->workers;
+    lo.seed = cfg->seed;
+    lo.want_boxes = 1;
+    lo.want_masks = 0;
+    lo.aug.crop = cfg->aug == IB_AUG_RRC ? IB_CROP_SSD : IB_CROP_NONE;
+    lo.aug.hflip_p = cfg->aug == IB_AUG_NONE ? 0.0f : 0.5f;
+    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    ib_status s = ib_loader_open(loader, train, &lo);
+    if (s) return s;
+    long spe = (long)ib_loader_batches(*loader);
+    if (spe < 1)
+        return ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train),
+                       cfg->batch);
+    ib_schedule sch = {.kind = cfg->schedule,
+                       .base_lr = cfg->lr,
+                       .warmup_steps = (long)lround(cfg->warmup_epochs * (double)spe),
+                       .total_steps = (long)cfg->epochs * spe,
+                       .final_lr = 0,
+                       .decay_every = (long)fmax(1, lround(cfg->step_epochs * (double)spe)),
+                       .gamma = cfg->step_gamma};
+    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps)
+        return ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs", cfg->warmup_epochs, cfg->epochs);
+    if ((s = ib_schedule_check(&sch))) return s;
+    *spe_out = spe;
+    *schedule = sch;
+    return IB_OK;
+}
+
+// The detector to train: resumed, fine-tuned from a detection checkpoint, a backbone from a classification
+// checkpoint (its classifier unused) with a fresh head, or all fresh.
+static ib_status det_network(const ib_det_train_cfg *dc, int classes, ib_detector *d) {
+    const ib_train_cfg *cfg = &dc->base;
+    ib_status s;
+    ib_ssd_cfg sc = dc->ssd;
+    sc.classes = classes;
+    if (cfg->resume) return ib_detector_load(d, cfg->resume);
+    ib_net net;
+    memset(&net, 0, sizeof net);
+    if (cfg->init) {
+        char task[32];
+        if ((s = ib_ckpt_task(cfg->init, task, sizeof task))) return s;
+        if (!strcmp(task, "detect")) {
+            if ((s = ib_detector_load(d, cfg->init))) return s;
+            if (d->cfg.classes != classes) {
+                s = ib_fail(IB_ERR_ARG, "%s: the detector has %d classes, the data %d", cfg->init, d->cfg.classes, classes);
+                ib_detector_free(d);
+            }
+            d->net.arch.input = cfg->res;
+            return s;
+        }
+        if ((s = ib_ckpt_load(&net, cfg->init))) return s;
+    } else {
+        ib_arch arch;
+        if ((s = ib_arch_resolve(&arch, cfg->arch, classes))) return s;
+        s = ib_net_build(&net, &arch);
+        ib_arch_free(&arch);
+        if (s) {
+            if (net.blocks) ib_net_free(&net);
+            return s;
+        }
+        ib_net_init_weights(&net, cfg->seed);
+    }
+    net.arch.input = cfg->res;
+    ib_rng_seed(&net.dropout_rng, cfg->seed, 0xd0);
+    s = ib_detector_build(d, &net, &sc, cfg->res, cfg->seed);
+    if (s) ib_detector_free(d);
+    return s;
+}
+
+ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres) {
+    const ib_train_cfg *cfg = &dc->base;
+    ib_train_result *res = &dres->base;
+    memset(dres, 0, sizeof *dres);
+    res->val_top1 = res->val_top5 = -1;
+    for (int i = 0; i < IB_COCO_STATS; i++) dres->stats[i] = -1;
+    ib_set_threads(cfg->threads);
+    ib_dataset *train = NULL, *val = NULL;
+    ib_loader *loader = NULL;
+    ib_ctx *ctx = NULL;
+    FILE *log = NULL;
+    ib_detector d;
+    memset(&d, 0, sizeof d);
+    ib_train_state ts;
+    memset(&ts, 0, sizeof ts);
+    ts.seed = cfg->seed;
+    ib_optim *opt_head = NULL;
+    det_state dst = {&ts, NULL};
+    int32_t *labels = NULL;
+    float *loc_t = NULL, *gtb = NULL;
+    int32_t *gtl = NULL;
+    int64_t cap_t = 0, cap_g = 0;
+    struct sigaction old_sa;
+    int handler = 0;
+    ib_status s;
+
+    if (cfg->epochs < 1 || cfg->batch < 1 || cfg->res < 32 || !(cfg->lr > 0))
+        return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 32)");
+    if (!cfg->out) return ib_fail(IB_ERR_ARG, "an output checkpoint path is needed");
+    if (cfg->ema > 0) return ib_fail(IB_ERR_ARG, "detection: weight EMA is not built for detection yet (--ema 0)");
+    if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
+    if ((s = open_boxes(&train, cfg->data, cfg->data_format, "train"))) goto done;
+    if (cfg->val && (s = open_boxes(&val, cfg->val, cfg->data_format, "val"))) goto done;
+    int classes = dc->ssd.classes > 0 ? dc->ssd.classes : cfg->classes > 0 ? cfg->classes : ib_dataset_classes(train);
+    if (classes < 1 || classes < ib_dataset_classes(train)) {
+        s = ib_fail(IB_ERR_ARG, "%s: %d classes in the data, but %d asked for", cfg->data, ib_dataset_classes(train), classes);
+        goto done;
+    }
+    if ((s = det_network(dc, classes, &d))) goto done;
+    ts.dropout_rng = &d.net.dropout_rng;
+    if (!(ts.opt = ib_optim_new(&cfg->optim, &d.net.ps)) || !(opt_head = ib_optim_new(&cfg->optim, &d.ps))) {
+        s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());
+        goto done;
+    }
+    dst.opt_head = opt_head;
+    if (cfg->resume) {
+        if ((s = ib_train_state_resume(cfg->resume, &ts))) goto done;
+        ib_h5 *f;
+        if ((s = ib_h5_open(&f, cfg->resume))) goto done;
+        s = ib_optim_load(opt_head, f, "train/optim_head");
+        ib_h5_close(f);
+        if (s) goto done;
+    }
+
+    long spe = 0;
+    ib_schedule sch;
+    if ((s = det_loader_open(cfg, train, &loader, &spe, &sch))) goto done;
+    if ((s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_AP,val_AP50,val_AP75,epoch_s,img_per_s", &log)))
+        goto done;
+    ib_sigint_catch(&old_sa);
+    handler = 1;
+    ctx = ib_ctx_new();
+    double t_run = ib_time_s();
+    long steps_run = 0;
+    if (cfg->progress)
+        fprintf(stderr, "train (detect): %s + SSDLite (%d levels), %lld + %lld parameters, %lld images, %d classes, %ld steps an epoch%s\n",
+                d.net.arch.name, d.n_levels, (long long)ib_net_param_count(&d.net), (long long)d.ps.numel_params,
+                (long long)ib_dataset_size(train), classes, spe, cfg->resume ? " (resumed)" : "");
+    for (int64_t e = ts.epoch; e < cfg->epochs; e++) {
+        ts.epoch = e;
+        ib_loader_start_epoch(loader, e);
+        const ib_batch *b;
+        for (int64_t k = 0; k < ts.batch_in_epoch; k++)
+            if ((s = ib_loader_next(loader, &b)) || !b) goto done;
+        double t_epoch = ib_time_s();
+        int64_t images_run = 0, batch0 = ts.batch_in_epoch;
+        while ((s = ib_loader_next(loader, &b)) == IB_OK && b) {
+            float lr = ib_lr_at(&sch, ts.step);
+            ib_ctx_reset(ctx);
+            ctx->training = 1;
+            ctx->recording = 1;
+            ctx->release_grads = 1;
+            ib_tensor x, *loc, *conf;
+            ib_batch_tensor(b, &x);
+            ib_detector_forward(ctx, &d, &x, &loc, &conf);
+            int A = d.n_anchors;
+            if (!grow((void **)&labels, &cap_t, (int64_t)b->n * A, sizeof *labels) ||
+                !(loc_t = realloc(loc_t, sizeof(float) * 4 * (size_t)cap_t))) {
+                s = ib_fail(IB_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            for (int i = 0; i < b->n; i++) {
+                int64_t o = b->box_offsets[i], ng = b->box_offsets[i + 1] - o;
+                int64_t cg = cap_g;
+                if (!grow((void **)&gtl, &cap_g, ng + 1, sizeof *gtl) ||
+                    (cap_g != cg && !(gtb = realloc(gtb, sizeof(float) * 4 * (size_t)cap_g)))) {
+                    s = ib_fail(IB_ERR_NOMEM, "out of memory");
+                    goto done;
+                }
+                int n = 0;
+                for (int64_t k = 0; k < ng; k++) {
+                    const ib_box *bx = &b->boxes[o + k];
+                    if (bx->iscrowd) continue;   // crowd regions are neither objects nor background to learn
+                    gtb[n * 4] = bx->x0 / (float)b->w, gtb[n * 4 + 1] = bx->y0 / (float)b->h;
+                    gtb[n * 4 + 2] = bx->x1 / (float)b->w, gtb[n * 4 + 3] = bx->y1 / (float)b->h;
+                    gtl[n++] = bx->label;
+                }
+                ib_ssd_match(&d.cfg, d.anchors, A, gtb, gtl, n, labels + (int64_t)i * A, loc_t + (int64_t)i * A * 4);
+            }
+            ib_tensor *loss = ib_ssd_loss(ctx, loc, conf, labels, loc_t, d.cfg.neg_ratio);
+            ib_params_zero_grad(&d.net.ps);
+            ib_params_zero_grad(&d.ps);
+            ib_backward(ctx, loss, NULL);
+            if (cfg->clip > 0) ib_clip_grad_norm(&d.net.ps, cfg->clip), ib_clip_grad_norm(&d.ps, cfg->clip);
+            ib_optim_step(ts.opt, lr);
+            ib_optim_step(opt_head, lr);
+            if (!isfinite(loss->data[0])) {
+                s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
+                goto done;
+            }
+            ts.epoch_loss += (double)loss->data[0] * b->n;
+            ts.epoch_images += b->n;
+            ts.step++, ts.batch_in_epoch++, steps_run++;
+            images_run += b->n;
+            res->steps = ts.step;
+            if (cfg->progress) {
+                char extra[128], what[32];
+                snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.0f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
+                         (double)images_run / (ib_time_s() - t_epoch));
+                snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
+                ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
+            }
+            if (ib_sigint_seen() || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
+                int intr = ib_sigint_seen();
+                if (cfg->progress) fputc('\n', stderr);
+                res->wall_s = ib_time_s() - t_run;
+                res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);   // the epoch so far
+                if ((s = ib_detector_save(&d, cfg->out, det_state_save, &dst))) goto done;
+                res->interrupted = intr;
+                if (cfg->progress || intr)
+                    fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
+                            intr ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, cfg->out);
+                s = intr ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
+                goto done;
+            }
+        }
+        if (s) goto done;
+        if (cfg->progress) fputc('\n', stderr);
+        double epoch_s = ib_time_s() - t_epoch;
+        res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
+        res->img_per_s = (double)images_run / epoch_s;
+        if (val) {
+            ib_det_eval_cfg ec;
+            ib_det_eval_cfg_default(&ec);
+            ec.res = cfg->res;
+            ec.workers = cfg->workers;
+            ec.ctx = ctx;
+            memcpy(ec.mean, cfg->mean, sizeof ec.mean);
+            memcpy(ec.std, cfg->std, sizeof ec.std);
+            if ((s = ib_detector_eval(&d, val, &ec, dres->stats, NULL))) goto done;
+            res->val_top1 = dres->stats[1], res->val_top5 = dres->stats[0];
+        }
+        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
+                res->last_loss, val ? dres->stats[0] : -1.0, val ? dres->stats[1] : -1.0, val ? dres->stats[2] : -1.0,
+                epoch_s, res->img_per_s);
+        fflush(log);
+        if (cfg->progress) {
+            fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
+            if (val) fprintf(stderr, " val AP %.4f AP50 %.4f AP75 %.4f", dres->stats[0], dres->stats[1], dres->stats[2]);
+            fputc('\n', stderr);
+        }
+        ts.epoch = e + 1;
+        ts.batch_in_epoch = 0;
+        ts.epoch_loss = 0;
+        ts.epoch_images = 0;
+        res->epochs_done = (int)(e + 1);
+        if ((s = ib_detector_save(&d, cfg->out, det_state_save, &dst))) goto done;
+        if (ib_sigint_seen()) {
+            res->interrupted = 1;
+            s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);
+            goto done;
+        }
+    }
+    res->wall_s = ib_time_s() - t_run;
+    s = IB_OK;
+done:
+    if (handler) sigaction(SIGINT, &old_sa, NULL);
+    if (log) fclose(log);
+    ib_ctx_free(ctx);
+    ib_loader_close(loader);
+    ib_optim_free(opt_head);
+    ib_optim_free(ts.opt);
+    ib_detector_free(&d);
+    ib_dataset_close(val);
+    ib_dataset_close(train);
+    free(labels), free(loc_t), free(gtb), free(gtl);
+    return s;
+}
