@@ -12,7 +12,7 @@ ib_status ib_coco_eval(const char *gt_json, const char *dets_json, double stats[
 
 const char *ib_coco_stat_name(int i) { return i >= 0 && i < IB_COCO_STATS ? ib_coco_stat_names[i] : NULL; }
 
-const char *ib_model_task(const ib_model *m) { return m && m->det ? "detect" : "classify"; }
+const char *ib_model_task(const ib_model *m) { return !m ? "classify" : m->det ? "detect" : m->seg ? "segment" : "classify"; }
 
 void ib_api_detect_opts_default(ib_train_opts *o) {
     ib_ssd_cfg c;

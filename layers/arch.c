@@ -124,8 +124,9 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
         snprintf(a->name, sizeof a->name, "%s", json_string_value(v));
     }
     if ((v = json_object_get(root, "task"))) {
-        if (!json_is_string(v) || (strcmp(json_string_value(v), "classify") && strcmp(json_string_value(v), "segment")))
-            return ib_json_bad(&w, "task", "must be \"classify\" or \"segment\" (detect is not built yet)");
+        if (!json_is_string(v) || (strcmp(json_string_value(v), "classify") && strcmp(json_string_value(v), "segment") &&
+                                   strcmp(json_string_value(v), "detect")))
+            return ib_json_bad(&w, "task", "must be \"classify\", \"detect\" or \"segment\"");
         snprintf(a->task, sizeof a->task, "%s", json_string_value(v));
     }
     TRY(ib_json_get_int(&w, root, "classes", &a->classes, 1, 1, 1 << 20));
