@@ -1,6 +1,7 @@
-// tasks: what a network is trained and scored for. Today classification: the training loop (progress,
-// CSV log, a checkpoint every epoch, exact resume, clean stop on Ctrl-C) and top-1/top-5 evaluation.
-// Detection (SSDLite, COCO mAP) and segmentation (DeepLabv3+-lite, mIoU) come next, on the same loop.
+// tasks: what a network is trained and scored for. Here classification (the training loop: progress, CSV
+// log, a checkpoint every epoch, exact resume, clean stop on Ctrl-C; top-1/top-5) and the pieces every
+// loop shares; detection (SSDLite, COCO mAP) in tasks/detect.h, segmentation (DeepLabv3+-lite, mIoU) in
+// tasks/segment.h. The four loops (classify, supernet, detect, segment) still repeat their skeleton.
 #ifndef IB_TASKS_H
 #define IB_TASKS_H
 

@@ -3,8 +3,9 @@
 # weight-sharing supernet over the tiny space (all four IBN variants and skip), build a measured CPU latency
 # table and modelled EdgeTPU and DSP ones, search each target under a latency budget (regularised
 # evolution), extract the CPU winner with its inherited weights, fine-tune and evaluate it, train
-# mobilenetv2 with the same number of epochs for comparison, then write DIR/summary.json and the report
-# page DIR/report.html (checked in headless chromium when it is installed).
+# mobilenetv2 with the same number of epochs for comparison, fine-tune the chosen backbone for detection
+# (SSDLite) and segmentation (DeepLabv3+-lite) on scenes of 96 and 64 px, then write DIR/summary.json and
+# the report page DIR/report.html (checked in headless chromium when it is installed).
 # Usage: tools/demo.sh [BUILD_DIR]   (env: DEMO_DIR, default demo-out; DEMO_EPOCHS, default 6)
 set -euo pipefail
 build=${1:-build}
@@ -12,7 +13,9 @@ ibnas="$build/ibnas"
 dir=${DEMO_DIR:-demo-out}
 epochs=${DEMO_EPOCHS:-6}
 ft_epochs=3
-space=search/spaces/tiny.space.json
+det_epochs=${DEMO_DET_EPOCHS:-6}
+seg_epochs=${DEMO_SEG_EPOCHS:-10}
+space=search/spaces/demo.space.json
 [ -x "$ibnas" ] || { echo "demo: $ibnas is not built (run make)" >&2; exit 1; }
 command -v jq >/dev/null || { echo "demo: jq is missing (make demo installs it)" >&2; exit 1; }
 mkdir -p "$dir/curves" "$dir/latency"
@@ -20,17 +23,17 @@ t0=$(date +%s)
 val() { jq -r "$2" "$dir/$1"; }          # val FILE.json FILTER
 ms_of() { sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/' "$1"; }
 
-echo "== 1/7 synthetic scenes: 5000 training and 1000 held-out 32x32 scenes of 6 shape classes"
+echo "== 1/9 synthetic scenes: 5000 training and 1000 held-out 32x32 scenes of 6 shape classes"
 [ -f "$dir/train.h5" ] || "$ibnas" synth --out "$dir/train.h5" --n 5000 --size 32 --seed 1 --quiet
 [ -f "$dir/val.h5" ] || "$ibnas" synth --out "$dir/val.h5" --n 1000 --size 32 --seed 2 --quiet
 "$ibnas" space count --space "$space"
 
-echo "== 2/7 supernet over $space: $epochs epochs, sandwich sampling with in-place distillation"
+echo "== 2/9 supernet over $space: $epochs epochs, sandwich sampling with in-place distillation"
 rm -f "$dir/supernet.h5" "$dir/supernet.h5.csv"
 "$ibnas" supernet train --space "$space" --data "$dir/train.h5" --val "$dir/val.h5" --out "$dir/supernet.h5" \
     --epochs "$epochs" --batch 64 --res 32 --lr 0.05 --warmup 0.3 --seed 0 --json > "$dir/supernet.json"
 
-echo "== 3/7 latency tables: cpu measured here (1 thread) and checked on 10 random subnets; edgetpu and dsp modelled"
+echo "== 3/9 latency tables: cpu measured here (1 thread) and checked on 10 random subnets; edgetpu and dsp modelled"
 "$ibnas" latency profile --space "$space" --target cpu --res 32 --threads 1 --repeats 7 --out "$dir/cpu.csv"
 "$ibnas" latency validate --lut "$dir/cpu.csv" --space "$space" --samples 10 --threads 1 --res 32 --quiet --json \
     --out "$dir/latency" > "$dir/latency/validate.json"
@@ -47,14 +50,14 @@ budget() {   # budget TABLE
 }
 bcpu=$(budget "$dir/cpu.csv"); btpu=$(budget "$dir/edgetpu.csv"); bdsp=$(budget "$dir/dsp.csv")
 
-echo "== 4/7 search: regularised evolution under cpu $bcpu ms, edgetpu $btpu ms, dsp $bdsp ms"
+echo "== 4/9 search: regularised evolution under cpu $bcpu ms, edgetpu $btpu ms, dsp $bdsp ms"
 rm -rf "$dir/search"
 "$ibnas" search --supernet "$dir/supernet.h5" --lut "cpu=$dir/cpu.csv,edgetpu=$dir/edgetpu.csv,dsp=$dir/dsp.csv" \
     --budget-ms "cpu=$bcpu;edgetpu=$btpu;dsp=$bdsp" --population 16 --generations 4 --batch 8 --calib-batches 5 \
     --eval-images 500 --res 32 --seed 0 --out "$dir/search" --json > "$dir/search.json"
 best=$(ls "$dir"/search/cpu/best-*ms.arch.json | head -1)
 
-echo "== 5/7 extract $best with its inherited weights, fine-tune it $ft_epochs epochs"
+echo "== 5/9 extract $best with its inherited weights, fine-tune it $ft_epochs epochs"
 "$ibnas" extract --supernet "$dir/supernet.h5" --arch "$best" --out "$dir/sub.h5"
 "$ibnas" eval --model "$dir/sub.h5" --data "$dir/val.h5" --json --quiet > "$dir/inherited.json"
 rm -f "$dir/finetuned.h5" "$dir/finetuned.h5.csv"
@@ -70,7 +73,7 @@ done
 
 # mobilenetv2 at the width whose measured latency is nearest the chosen arch's; none is as fast at 32 px
 # (17 blocks and a 1280-wide head), so the comparison states both latencies.
-echo "== 6/7 mobilenetv2 for comparison: $((epochs + ft_epochs)) epochs from scratch (the supernet's plus the fine-tuning's)"
+echo "== 6/9 mobilenetv2 for comparison: $((epochs + ft_epochs)) epochs from scratch (the supernet's plus the fine-tuning's)"
 target_ms=$(ms_of "$dir/measured_cpu.json")
 mw=""; md=1e9
 for w in 0.35 0.5; do
@@ -82,11 +85,33 @@ rm -f "$dir/mobilenetv2.h5" "$dir/mobilenetv2.h5.csv"
 "$ibnas" train --arch "mobilenetv2:$mw" --data "$dir/train.h5" --val "$dir/val.h5" --epochs $((epochs + ft_epochs)) --batch 64 \
     --res 32 --lr 0.05 --warmup 0.3 --seed 0 --out "$dir/mobilenetv2.h5" --json > "$dir/mobilenetv2.json"
 
-echo "== 7/7 summary and report"
+# The chosen cpu backbone, fine-tuned as a classifier, starts both heads (its classifier is dropped).
+echo "== 7/9 detection: SSDLite on the chosen backbone, 2000 scenes of 96 px, $det_epochs epochs"
+[ -f "$dir/det_train.h5" ] || "$ibnas" synth --out "$dir/det_train.h5" --n 2000 --size 96 --seed 3 --quiet
+[ -f "$dir/det_val.h5" ] || "$ibnas" synth --out "$dir/det_val.h5" --n 300 --size 96 --seed 4 --quiet
+rm -f "$dir/detector.h5" "$dir/detector.h5.csv"
+"$ibnas" train --task detect --init "$dir/finetuned.h5" --data "$dir/det_train.h5" --val "$dir/det_val.h5" --res 96 \
+    --epochs "$det_epochs" --batch 32 --lr 0.1 --warmup 0.3 --det-min-scale 0.1 --seed 0 --out "$dir/detector.h5" \
+    --json > "$dir/detect_train.json"
+"$ibnas" eval --task detect --model "$dir/detector.h5" --data "$dir/det_val.h5" --dets-out "$dir/dets.json" --json \
+    --quiet > "$dir/detect.json"
+
+echo "== 8/9 segmentation: DeepLabv3+-lite on the chosen backbone, 2000 scenes of 64 px, $seg_epochs epochs"
+[ -f "$dir/seg_train.h5" ] || "$ibnas" synth --out "$dir/seg_train.h5" --n 2000 --size 64 --seed 5 --quiet
+[ -f "$dir/seg_val.h5" ] || "$ibnas" synth --out "$dir/seg_val.h5" --n 300 --size 64 --seed 6 --quiet
+rm -f "$dir/segmenter.h5" "$dir/segmenter.h5.csv"
+"$ibnas" train --task segment --init "$dir/finetuned.h5" --data "$dir/seg_train.h5" --val "$dir/seg_val.h5" --res 64 \
+    --epochs "$seg_epochs" --batch 16 --optimizer adamw --lr 0.004 --wd 0.0001 --warmup 0.5 --seed 0 \
+    --out "$dir/segmenter.h5" --json > "$dir/segment_train.json"
+"$ibnas" eval --task segment --model "$dir/segmenter.h5" --data "$dir/seg_val.h5" --json --quiet > "$dir/segment.json"
+
+echo "== 9/9 summary and report"
 bash tools/plot_csv.sh "$dir/supernet.h5.csv" epoch largest_top1,smallest_top1 "supernet: held-out top-1 of the largest and smallest paths" "$dir/curves/supernet_top1.svg"
 bash tools/plot_csv.sh "$dir/supernet.h5.csv" epoch train_loss "supernet: training loss (largest path)" "$dir/curves/supernet_loss.svg"
 bash tools/plot_csv.sh "$dir/finetuned.h5.csv" epoch val_top1 "chosen cpu arch: fine-tuning, held-out top-1" "$dir/curves/finetune_top1.svg"
 bash tools/plot_csv.sh "$dir/mobilenetv2.h5.csv" epoch val_top1 "mobilenetv2:$mw from scratch, held-out top-1" "$dir/curves/mobilenetv2_top1.svg"
+bash tools/plot_csv.sh "$dir/detector.h5.csv" epoch val_AP50,val_AP "detection on the chosen backbone: held-out AP50 and AP" "$dir/curves/detect_ap.svg"
+bash tools/plot_csv.sh "$dir/segmenter.h5.csv" epoch val_miou,val_pixel_acc "segmentation on the chosen backbone: held-out mIoU" "$dir/curves/segment_miou.svg"
 secs=$(( $(date +%s) - t0 ))
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 search_json() {   # search_json TARGET BUDGET
@@ -101,15 +126,18 @@ jq -n --arg machine "$(uname -m), $(nproc) cores, ${cpu_model:-unknown cpu}" --a
       --slurpfile ev "$dir/eval.json" --slurpfile mn "$dir/mobilenetv2.json" --arg mw "mobilenetv2:$mw" --argjson mms "$mms" \
       --argjson cpu "$(search_json cpu "$bcpu")" --argjson edgetpu "$(search_json edgetpu "$btpu")" \
       --argjson dsp "$(search_json dsp "$bdsp")" --slurpfile lv "$dir/latency/validate.json" \
-      --slurpfile ex "$dir/export.json" '{
+      --slurpfile ex "$dir/export.json" --slurpfile det "$dir/detect.json" --slurpfile seg "$dir/segment.json" \
+      --argjson det_epochs "$det_epochs" --argjson seg_epochs "$seg_epochs" '{
   format: "ibnas-demo-summary", version: 1, machine: $machine, date: $date, seconds: $seconds,
   supernet: {epochs: $sn[0].epochs, largest_top1: $sn[0].largest_top1, smallest_top1: $sn[0].smallest_top1},
   classify: {top1: $ev[0].top1, inherited_top1: $inh[0].top1, images: $ev[0].images,
              baseline: {arch: $mw, top1: $mn[0].val_top1, measured_ms: $mms}},
   search: {cpu: $cpu, edgetpu: $edgetpu, dsp: $dsp},
+  detect: {AP50: $det[0].AP50, AP: $det[0].AP, AP75: $det[0].AP75, AR100: $det[0].AR100, images: $det[0].images, epochs: $det_epochs},
+  segment: {miou: $seg[0].miou, pixel_acc: $seg[0].pixel_acc, images: $seg[0].images, epochs: $seg_epochs},
   latency_validation: {samples: $lv[0].samples, mean_abs_pct_err: $lv[0].mean_abs_pct_err, spearman: $lv[0].spearman},
   export: {file: $ex[0].out, nodes: $ex[0].nodes, bytes: $ex[0].bytes},
-  not_yet: "detection and segmentation on the searched backbone"
+  not_yet: "sample predictions drawn on images (no PNG writer yet); detection and segmentation searched on their own scores"
 }' > "$dir/summary.json.tmp"
 mv "$dir/summary.json.tmp" "$dir/summary.json"
 bash tools/report.sh "$dir"
@@ -122,6 +150,8 @@ jq -r '"\ndemo summary (\(.seconds) s in all; \(.machine))",
   "  classify, the cpu pick: inherited top-1 \(.classify.inherited_top1 * 1000 | round / 10)%, fine-tuned \(.classify.top1 * 1000 | round / 10)% on \(.classify.images) held-out scenes",
   "  \(.classify.baseline.arch) (same epochs from scratch): top-1 \(.classify.baseline.top1 * 1000 | round / 10)%, measured \(.classify.baseline.measured_ms) ms",
   "  latency table check: mean error \(.latency_validation.mean_abs_pct_err * 10 | round / 10)% over \(.latency_validation.samples) subnets, Spearman \(.latency_validation.spearman * 1000 | round / 1000)",
+  "  detect, SSDLite on the cpu pick: AP50 \(.detect.AP50 * 1000 | round / 1000), AP \(.detect.AP * 1000 | round / 1000) on \(.detect.images) held-out scenes (\(.detect.epochs) epochs)",
+  "  segment, DeepLabv3+-lite on the cpu pick: mIoU \(.segment.miou * 1000 | round / 1000), pixel accuracy \(.segment.pixel_acc * 1000 | round / 1000) on \(.segment.images) held-out scenes (\(.segment.epochs) epochs)",
   "  ONNX: \(.export.file) (\(.export.nodes) nodes; ONNX Runtime runs it, docs/EXPORT.md)",
   "  not yet: \(.not_yet)"' "$dir/summary.json"
 echo "  report: $dir/report.html; everything in $dir/"
