@@ -388,6 +388,17 @@ void ib_seg_eval_opts_default(ib_seg_eval_opts *o) {
     o->workers = c.workers;
 }
 
+// The metrics' counts and arrays into a report, which owns the arrays from then on.
+static void seg_report(const ib_seg_metrics *mt, ib_seg_eval_report *r) {
+    r->images = mt->images;
+    r->pixels = mt->pixels;
+    r->classes = mt->classes;
+    r->miou = mt->miou;
+    r->pixel_acc = mt->pixel_acc;
+    r->iou = mt->iou;
+    r->confusion = mt->conf;
+}
+
 ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *opts, ib_seg_eval_report *r) {
     if (!r) return ib_fail(IB_ERR_ARG, "ib_eval_segment: no report given");
     memset(r, 0, sizeof *r);
@@ -412,14 +423,8 @@ ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *o
     ib_seg_metrics mt;
     memset(&mt, 0, sizeof mt);
     ib_status s = ib_eval_segment_net(&m->net, m->seg, ds, &c, &mt);
-    r->images = mt.images;
-    r->pixels = mt.pixels;
-    r->classes = mt.classes;
-    r->miou = mt.miou;
-    r->pixel_acc = mt.pixel_acc;
+    seg_report(&mt, r);
     r->loss = mt.loss;
-    r->iou = mt.iou;          // the report owns them now
-    r->confusion = mt.conf;
     if (mt.images) r->head_ms = 1e3 * mt.head_s / (double)mt.images, r->total_ms = 1e3 * mt.total_s / (double)mt.images;
     return s;
 }
@@ -432,13 +437,7 @@ ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int classes, in
     if (!gt_dir || !pred_dir) return ib_fail(IB_ERR_ARG, "ib_miou_dirs: two folders are needed");
     ib_seg_metrics mt;
     ib_status s = ib_seg_miou_dirs(gt_dir, pred_dir, classes, ignore_index, &mt);
-    r->images = mt.images;
-    r->pixels = mt.pixels;
-    r->classes = mt.classes;
-    r->miou = mt.miou;
-    r->pixel_acc = mt.pixel_acc;
-    r->iou = mt.iou;
-    r->confusion = mt.conf;
+    seg_report(&mt, r);
     return s;
 }
 
@@ -462,9 +461,9 @@ ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     if (s) return s;
     ib_train_cfg c;
     if ((s = ib_api_train_cfg(o, &c))) return s;
+    if (task == 1) return api_train_segment(o, &c, r);
     if (task == 2) return ib_api_train_detect(o, &c, r);
     ib_train_result res;
-    if (task == 1) return api_train_segment(o, &c, r);
     s = ib_train_classify(&c, &res);
     ib_api_train_report(&res, r);
     return s;

@@ -21,7 +21,7 @@ command -v jq >/dev/null || { echo "demo: jq is missing (make demo installs it)"
 mkdir -p "$dir/curves" "$dir/latency"
 t0=$(date +%s)
 val() { jq -r "$2" "$dir/$1"; }          # val FILE.json FILTER
-ms_of() { sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/' "$1"; }
+ms_of() { jq -r .ms "$@"; }               # ms_of [FILE.json]: the "ms" of a latency verb's --json (stdin without FILE)
 
 echo "== 1/9 synthetic scenes: 5000 training and 1000 held-out 32x32 scenes of 6 shape classes"
 [ -f "$dir/train.h5" ] || "$ibnas" synth --out "$dir/train.h5" --n 5000 --size 32 --seed 1 --quiet
@@ -44,8 +44,8 @@ echo "== 3/9 latency tables: cpu measured here (1 thread) and checked on 10 rand
 "$ibnas" space sample --space "$space" --largest --out "$dir/largest.arch.json" >/dev/null
 budget() {   # budget TABLE
   local lo hi
-  lo=$("$ibnas" latency predict --lut "$1" --arch "$dir/smallest.arch.json" --res 32 --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/')
-  hi=$("$ibnas" latency predict --lut "$1" --arch "$dir/largest.arch.json" --res 32 --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/')
+  lo=$("$ibnas" latency predict --lut "$1" --arch "$dir/smallest.arch.json" --res 32 --json | ms_of)
+  hi=$("$ibnas" latency predict --lut "$1" --arch "$dir/largest.arch.json" --res 32 --json | ms_of)
   awk -v a="$lo" -v b="$hi" 'BEGIN { printf "%.4g", a + 0.4 * (b - a) }'
 }
 bcpu=$(budget "$dir/cpu.csv"); btpu=$(budget "$dir/edgetpu.csv"); bdsp=$(budget "$dir/dsp.csv")
@@ -77,7 +77,7 @@ echo "== 6/9 mobilenetv2 for comparison: $((epochs + ft_epochs)) epochs from scr
 target_ms=$(ms_of "$dir/measured_cpu.json")
 mw=""; md=1e9
 for w in 0.35 0.5; do
-  m=$("$ibnas" latency measure --arch "mobilenetv2:$w" --res 32 --threads 1 --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/')
+  m=$("$ibnas" latency measure --arch "mobilenetv2:$w" --res 32 --threads 1 --json | ms_of)
   d=$(awk -v a="$m" -v b="$target_ms" 'BEGIN { d = a - b; print d < 0 ? -d : d }')
   if awk -v a="$d" -v b="$md" 'BEGIN { exit !(a < b) }'; then mw=$w; md=$d; mms=$m; fi
 done
