@@ -22,8 +22,11 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     memset(r, 0, sizeof *r);
     r->train.val_top1 = r->train.val_top5 = r->smallest_top1 = -1;
     if (!o->train.data || !o->train.out) return ib_fail(IB_ERR_ARG, "ib_supernet_train: data and out are required");
-    if (!o->sampling || (strcmp(o->sampling, "sandwich") && strcmp(o->sampling, "uniform")))
-        return ib_fail(IB_ERR_ARG, "sampling '%s' is not one of sandwich, uniform", o->sampling ? o->sampling : "(null)");
+    int sampling = -1;
+    for (int k = IB_SN_SANDWICH; k <= IB_SN_FAIR; k++)
+        if (o->sampling && !strcmp(o->sampling, ib_sn_sampling_name(k))) sampling = k;
+    if (sampling < 0)
+        return ib_fail(IB_ERR_ARG, "sampling '%s' is not one of sandwich, uniform, fair", o->sampling ? o->sampling : "(null)");
     ib_sn_train_cfg c;
     ib_sn_train_cfg_default(&c);
     ib_status s = ib_api_train_cfg(&o->train, &c.base);
@@ -31,7 +34,7 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     c.base.arch = NULL;
     c.base.init = NULL;
     c.space = o->space;
-    c.sandwich = !strcmp(o->sampling, "sandwich");
+    c.sampling = sampling;
     c.n_random = o->paths;
     c.kd = o->kd;
     c.holdout = o->holdout;

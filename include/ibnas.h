@@ -511,7 +511,8 @@ typedef struct ib_supernet_train_opts {
     ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch, init unused)
     const char *space;         // the *.space.json (required unless resuming)
     const char *sampling;      // "sandwich" (default: largest, smallest and `paths` random paths a step, the
-                               // smaller ones distilled from the largest) or "uniform" (one random path a step)
+                               // smaller ones distilled from the largest), "uniform" (one random path a step) or
+                               // "fair" (a path per op type of the layers, each op of each layer in exactly one)
     int paths;                 // sandwich's random paths per step, 2
     float kd;                  // weight of the distillation loss, 1
     double holdout;            // fraction of the training data never trained on, kept for scoring archs (0.1)

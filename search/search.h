@@ -78,6 +78,12 @@ typedef enum { IB_SAMPLE_RANDOM = 0, IB_SAMPLE_LARGEST, IB_SAMPLE_SMALLEST } ib_
 // RANDOM: each layer's choice uniform over its choices (from r). LARGEST / SMALLEST: per layer the
 // choice with the most / fewest multiply-accumulates at the space's input size (ties: the first), r unused.
 void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *choice);
+// Strict fairness (FairNAS) over op types: n_paths paths (choices[p * n_layers + l]) in which, per layer,
+// the op types come in a random order, each op's configuration (kernel, expansion, ...) uniform. With
+// n_paths = ib_space_fair_paths(s), the most op types any layer allows, every op of every layer runs in
+// exactly one path of a step where the layer allows that many (fewer: the order wraps around).
+int ib_space_fair_paths(const ib_space *s);
+void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choices);
 
 // ---------------------------------------------------------------------------------------------
 // Latency tables (search/lut.c): CSV rows `op,cin,cout,h,w,stride,kernel,expand,groups,r_in,r_out,ms`

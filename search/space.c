@@ -328,6 +328,44 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
     }
 }
 
+// The op types a layer allows (a bit per ib_block_op) and, per op, the range of its choices in the
+// documented order (ops are enumerated one after another).
+static int layer_op_ranges(const ib_space *s, int layer, int *first, int *count) {
+    int n, n_ops = 0;
+    ib_block_cfg *c = choices_alloc(s, layer, &n);
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || c[i].op != c[i - 1].op) first[n_ops] = i, count[n_ops] = 0, n_ops++;
+        count[n_ops - 1]++;
+    }
+    free(c);
+    return n_ops;
+}
+
+int ib_space_fair_paths(const ib_space *s) {
+    int m = 1, first[IB_BLOCK_SKIP + 1], count[IB_BLOCK_SKIP + 1];
+    for (int l = 0; l < s->n_layers; l++) {
+        int n = layer_op_ranges(s, l, first, count);
+        if (n > m) m = n;
+    }
+    return m;
+}
+
+void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choices) {
+    int first[IB_BLOCK_SKIP + 1], count[IB_BLOCK_SKIP + 1], perm[IB_BLOCK_SKIP + 1];
+    for (int l = 0; l < s->n_layers; l++) {
+        int n = layer_op_ranges(s, l, first, count);
+        for (int i = 0; i < n; i++) perm[i] = i;
+        for (int i = n - 1; i > 0; i--) {   // Fisher-Yates
+            int j = (int)ib_rng_below(r, (uint32_t)(i + 1)), t = perm[i];
+            perm[i] = perm[j], perm[j] = t;
+        }
+        for (int p = 0; p < n_paths; p++) {
+            int o = perm[p % n];
+            choices[(size_t)p * (size_t)s->n_layers + (size_t)l] = first[o] + (int)ib_rng_below(r, (uint32_t)count[o]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Parsing
 

@@ -75,11 +75,15 @@ ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_dataset **base, ib_da
 // ---------------------------------------------------------------------------------------------
 // Training
 
+const char *ib_sn_sampling_name(int sampling) {
+    return sampling == IB_SN_SANDWICH ? "sandwich" : sampling == IB_SN_UNIFORM ? "uniform" : sampling == IB_SN_FAIR ? "fair" : "?";
+}
+
 void ib_sn_train_cfg_default(ib_sn_train_cfg *c) {
     memset(c, 0, sizeof *c);
     ib_train_cfg_default(&c->base);
     c->base.arch = NULL;
-    c->sandwich = 1;
+    c->sampling = IB_SN_SANDWICH;
     c->n_random = 2;
     c->kd = 1;
     c->holdout = 0.1;
@@ -190,7 +194,10 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         goto done;
 
     int L = sn.space.n_layers;
-    choice = malloc(sizeof(int) * (size_t)(L ? L : 1));
+    int n_paths = cfg->sampling == IB_SN_SANDWICH ? 2 + cfg->n_random
+                  : cfg->sampling == IB_SN_FAIR   ? ib_space_fair_paths(&sn.space)
+                                                  : 1;
+    choice = malloc(sizeof(int) * (size_t)(L ? L : 1) * (size_t)n_paths);
     teacher = malloc(sizeof(float) * (size_t)c->batch * (size_t)classes);
     active = malloc((size_t)(sn.ps.n ? sn.ps.n : 1));
     if (!choice || !teacher || !active) {
@@ -202,7 +209,6 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     ctx = ib_ctx_new();
     double t_run = ib_time_s();
     long steps_run = 0;
-    int n_paths = cfg->sandwich ? 2 + cfg->n_random : 1;
     if (c->progress) {
         char count[128];
         double lg;
@@ -210,7 +216,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         fprintf(stderr, "supernet: space %s (%d layers, %s subnets), %lld parameters, %lld training images (%g held out), "
                 "%d classes, %ld steps an epoch, %d path%s a step (%s)%s\n", sn.space.name, L, count,
                 (long long)sn.ps.numel_params, (long long)ib_dataset_size(train), cfg->holdout, classes, spe, n_paths,
-                n_paths > 1 ? "s" : "", cfg->sandwich ? "sandwich" : "uniform", c->resume ? " (resumed)" : "");
+                n_paths > 1 ? "s" : "", ib_sn_sampling_name(cfg->sampling), c->resume ? " (resumed)" : "");
     }
     for (int64_t e = ts.epoch; e < c->epochs; e++) {
         ts.epoch = e;
@@ -229,25 +235,34 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             ib_params_zero_grad(&sn.ps);
             ib_supernet_active_clear(&sn, active);
             double step_loss = 0;
+            if (cfg->sampling == IB_SN_FAIR) ib_space_sample_fair(&sn.space, &pr, n_paths, choice);
             for (int p = 0; p < n_paths; p++) {
-                ib_sample_kind kind = !cfg->sandwich ? IB_SAMPLE_RANDOM : p == 0 ? IB_SAMPLE_LARGEST :
-                                      p == 1 ? IB_SAMPLE_SMALLEST : IB_SAMPLE_RANDOM;
-                ib_space_sample(&sn.space, kind, &pr, choice);
-                ib_supernet_active_add(&sn, choice, active);
+                int *path_choice = choice;
+                if (cfg->sampling == IB_SN_FAIR) path_choice = choice + (size_t)p * (size_t)L;
+                else {
+                    int sw = cfg->sampling == IB_SN_SANDWICH;
+                    ib_sample_kind kind = !sw ? IB_SAMPLE_RANDOM : p == 0 ? IB_SAMPLE_LARGEST :
+                                          p == 1 ? IB_SAMPLE_SMALLEST : IB_SAMPLE_RANDOM;
+                    ib_space_sample(&sn.space, kind, &pr, choice);
+                }
+                ib_supernet_active_add(&sn, path_choice, active);
                 ib_ctx_reset(ctx);
                 ctx->training = 1;
                 ctx->recording = 1;
                 ctx->release_grads = 1;
                 ib_net path;
-                ib_supernet_path(ctx, &sn, choice, &path);
+                ib_supernet_path(ctx, &sn, path_choice, &path);
                 ib_tensor *z = ib_net_forward(ctx, &path, &x);
                 sn.dropout_rng = path.dropout_rng;
                 ib_tensor *loss;
                 float w = 1;
-                if (p == 0) {   // the largest (sandwich) or the one path (uniform): the labels
+                if (cfg->sampling == IB_SN_FAIR) {   // every path from the labels; the log shows their mean
+                    loss = ib_cross_entropy(ctx, z, b->labels, c->label_smoothing, -1);
+                    step_loss += loss->data[0] / n_paths;
+                } else if (p == 0) {   // the largest (sandwich) or the one path (uniform): the labels
                     loss = ib_cross_entropy(ctx, z, b->labels, c->label_smoothing, -1);
                     step_loss = loss->data[0];
-                    if (cfg->sandwich) memcpy(teacher, z->data, sizeof(float) * (size_t)ib_numel(z));
+                    if (cfg->sampling == IB_SN_SANDWICH) memcpy(teacher, z->data, sizeof(float) * (size_t)ib_numel(z));
                 } else {        // in-place distillation from the largest path's soft targets
                     ib_tensor *t = ib_tensor_new(ctx, 2, z->shape);
                     memcpy(t->data, teacher, sizeof(float) * (size_t)ib_numel(z));

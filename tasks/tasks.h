@@ -148,11 +148,15 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 
 // Supernet training: the classification loop's data, optimiser, schedule, progress, log, checkpoints,
 // Ctrl-C and exact resume (base; its arch and init are unused), over paths of the space's supernet.
+enum { IB_SN_SANDWICH = 0, IB_SN_UNIFORM, IB_SN_FAIR };
+const char *ib_sn_sampling_name(int sampling);   // "sandwich", "uniform", "fair"
 typedef struct ib_sn_train_cfg {
     ib_train_cfg base;
     const char *space;        // the space file (not needed to resume)
-    int sandwich;             // 1 (default): the largest, the smallest and n_random random paths each step, the
-                              // others distilled from the largest's soft targets; 0: one random path a step
+    int sampling;             // IB_SN_SANDWICH (default): the largest, the smallest and n_random random paths
+                              // each step, the others distilled from the largest's soft targets; IB_SN_UNIFORM:
+                              // one random path a step; IB_SN_FAIR: ib_space_fair_paths paths a step covering
+                              // every op type of every layer once (FairNAS), all from the labels
     int n_random;             // 2
     float kd;                 // weight of the distillation loss, 1
     double holdout;           // fraction of the training data left out of training, for scoring subnets (0.1)

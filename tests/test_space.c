@@ -236,6 +236,53 @@ TEST(largest_and_smallest_per_layer) {
     ib_space_free(&s);
 }
 
+// Fair sampling (FairNAS): the union's layers allow ibn, fused, tucker, gcibn and (after a stage's first
+// layer) skip; five paths a step, and per layer every op type the layer allows in exactly one of them,
+// each path's choice one of the layer's (layer 0 allows ibn only: all five run it; layer 1, a stage's first,
+// four ops: one runs twice), and the op orders and configurations vary from step to step.
+TEST(fair_sampling_covers_every_op_once) {
+    ib_space s;
+    CHECK(ib_space_load(&s, space_path("union")) == IB_OK, "%s", ib_errmsg());
+    int P = ib_space_fair_paths(&s), L = s.n_layers;
+    CHECK(P == 5, "union: %d fair paths a step, expected 5", P);
+    int *ch = malloc(sizeof(int) * (size_t)(P * L)), first_order[5] = {0}, orders_differ = 0, configs_differ = 0;
+    int first_cfg = -1;
+    ib_block_cfg c[64];
+    ib_rng r;
+    ib_rng_seed(&r, 7, 0);
+    for (int step = 0; step < 20; step++) {
+        ib_space_sample_fair(&s, &r, P, ch);
+        for (int l = 0; l < L; l++) {
+            int n = ib_space_choices(&s, l, c, 64), seen[IB_BLOCK_SKIP + 1] = {0}, allowed = 0;
+            for (int i = 0; i < n; i++) allowed |= 1 << c[i].op;
+            for (int p = 0; p < P; p++) {
+                int k = ch[p * L + l];
+                CHECK(k >= 0 && k < n, "step %d layer %d path %d: choice %d of %d", step, l, p, k, n);
+                seen[c[k].op]++;
+                if (l == 2 && step == 0) first_order[p] = c[k].op;
+                if (l == 2 && step > 0 && (int)c[k].op != first_order[p]) orders_differ = 1;
+                if (l == 3 && c[k].op == IB_BLOCK_TUCKER) {
+                    if (first_cfg < 0) first_cfg = k;
+                    else if (k != first_cfg) configs_differ = 1;
+                }
+            }
+            int n_ops = 0;
+            for (int op = 0; op <= IB_BLOCK_SKIP; op++) n_ops += (allowed >> op) & 1;
+            for (int op = 0; op <= IB_BLOCK_SKIP; op++) {
+                int want = !((allowed >> op) & 1) ? 0 : P / n_ops + (0 < P % n_ops);   // wraps when fewer
+                if (n_ops == P) CHECK(seen[op] == want, "step %d layer %d: op %s ran in %d paths, expected %d", step, l,
+                                      ib_block_op_name((ib_block_op)op), seen[op], want);
+                else CHECK(seen[op] <= want && (!want || seen[op] >= 1), "step %d layer %d: op %s ran in %d paths", step,
+                           l, ib_block_op_name((ib_block_op)op), seen[op]);
+            }
+        }
+    }
+    CHECK(orders_differ, "the op order of layer 2 never changed in 20 steps");
+    CHECK(configs_differ, "layer 3's tucker configuration never changed in 20 steps");
+    free(ch);
+    ib_space_free(&s);
+}
+
 TEST(space_json_round_trip) {
     for (int i = 0; i < N_SPACES; i++) {
         ib_space a, b;

@@ -279,7 +279,7 @@ TEST(supernet_step_leaves_unused_ops_alone) {
     ib_sn_train_cfg c;
     ib_sn_train_cfg_default(&c);
     c.space = space_path("tiny");
-    c.sandwich = 0;
+    c.sampling = IB_SN_UNIFORM;
     c.base.data = data, c.base.out = out;
     c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0;
     c.base.optim.momentum = 0.9f, c.base.optim.weight_decay = 1e-2f;
@@ -324,6 +324,46 @@ TEST(supernet_step_leaves_unused_ops_alone) {
     CHECK(moved > 0 && kept > 0, "moved %d kept %d: both kinds should occur", moved, kept);
     free(choice[0]);
     free(choice[1]);
+    ib_supernet_free(&trained);
+    ib_supernet_free(&init);
+    ib_space_free(&sp);
+}
+
+// Fair sampling runs every op of every layer in each step: after one step every op's weights moved (the
+// tiny space's layers allow ibn, fused, tucker, gcibn and skip, so a step runs five paths).
+TEST(fair_step_trains_every_op) {
+    char data[512], out[512];
+    snprintf(data, sizeof data, "%s/sn_fair.h5", test_tmpdir());
+    CHECK(ib_synth_write_pack(data, 64, 32, 5, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    snprintf(out, sizeof out, "%s/sn_fair_out.h5", test_tmpdir());
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.sampling = IB_SN_FAIR;
+    c.base.data = data, c.base.out = out;
+    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0;
+    c.base.workers = 1, c.base.progress = 0, c.base.seed = 5, c.base.max_steps = 1;
+    ib_sn_train_result r;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 1, "%s", ib_errmsg());
+    CHECK(isfinite(r.base.last_loss) || r.base.last_loss == 0, "loss %g", r.base.last_loss);
+    ib_supernet trained, init;
+    ib_space sp;
+    load_tiny(&sp);
+    CHECK(ib_supernet_load(&trained, out) == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_supernet_build(&init, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    ib_supernet_init_weights(&init, 5);
+    int checked = 0;
+    for (int i = 0; i < init.ps.n; i++) {
+        if (init.ps.is_buffer[i]) continue;
+        const ib_tensor *t0 = init.ps.t[i], *t1 = trained.ps.t[i];
+        int l = -1;
+        char op[16] = "";
+        if (sscanf(t0->name, "features.%d.%15[a-z]", &l, op) != 2) continue;
+        CHECK(memcmp(t0->data, t1->data, sizeof(float) * (size_t)ib_numel(t0)) != 0, "%s did not move in a fair step",
+              t0->name);
+        checked++;
+    }
+    CHECK(checked > 20, "only %d op tensors found", checked);
     ib_supernet_free(&trained);
     ib_supernet_free(&init);
     ib_space_free(&sp);
