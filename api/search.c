@@ -18,6 +18,7 @@ void ib_search_opts_default(ib_search_opts *o) {
     o->batch = c.batch;
     o->tunas_beta = c.tunas_beta;
     o->calib_batches = 20;
+    o->metric = "top1";
     o->progress = 1;
     o->workers = 2;
 }
@@ -70,14 +71,15 @@ typedef struct scorer {
     ib_supernet *sn;
     ib_dataset *calib, *eval;
     ib_sn_eval_cfg cfg;
+    int by_loss;   // the score is minus the cross-entropy, not top-1
 } scorer;
 
-static ib_status score_top1(void *user, const int *choice, double *score) {
+static ib_status score_path(void *user, const int *choice, double *score) {
     scorer *sc = user;
     ib_cls_metrics m;
     memset(&m, 0, sizeof m);
     ib_status s = ib_supernet_eval_classify(sc->sn, choice, sc->calib, sc->eval, &sc->cfg, &m);
-    *score = m.top1;
+    *score = sc->by_loss ? -m.loss : m.top1;
     ib_cls_metrics_free(&m);
     return s;
 }
@@ -256,6 +258,8 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
         return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
                        o->calib_batches, o->eval_images);
+    if (o->metric && strcmp(o->metric, "top1") && strcmp(o->metric, "loss"))
+        return ib_fail(IB_ERR_ARG, "metric '%s' is not one of top1, loss", o->metric);
     ib_set_threads(o->threads);
     api_search *a = calloc(1, sizeof *a);
     if (!a) return ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -291,9 +295,11 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     c.batch = o->batch;
     c.tunas_beta = o->tunas_beta;
     c.seed = o->seed;
-    c.score = score_top1;
+    sc.by_loss = o->metric && !strcmp(o->metric, "loss");
+    c.score = score_path;
     c.user = &sc;
-    c.score_label = "top-1 on the held-out training images";
+    c.score_label = sc.by_loss ? "minus the cross-entropy on the held-out training images"
+                               : "top-1 on the held-out training images";
     c.out = o->out;
     c.resume = o->resume;
     c.progress = o->progress;

@@ -323,6 +323,8 @@ typedef struct ib_search_opts {
     int res;                   // search resolution (scoring and latency); 0: the space's input size
     int calib_batches;         // BN recalibration batches per subnet (of 64 images), 20
     int eval_images;           // at most this many held-out images per score (the first of the part); 0: all
+    const char *metric;        // the score: "top1" (default) or "loss" (minus the held-out cross-entropy, which
+                               // separates subnets closer than top-1 on a few thousand images can)
     const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,mobilenetv2:0.5=0.61" (=SCORE optional); NULL: none
     const char *out;           // output folder (required)
     int resume;                // 1: continue OUT/state.json (an existing state without it is an error)

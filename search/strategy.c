@@ -591,6 +591,7 @@ static json_t *config_json(const run *r) {
     json_object_set_new(o, "sample", json_integer(cfg->sample));
     json_object_set_new(o, "batch", json_integer(cfg->batch));
     json_object_set_new(o, "max_tries", json_integer(cfg->max_tries));
+    if (cfg->score_label) json_object_set_new(o, "score", json_string(cfg->score_label));
     if (cfg->strategy == IB_SEARCH_TUNAS) {
         json_object_set_new(o, "tunas_beta", json_real(cfg->tunas_beta));
         json_object_set_new(o, "tunas_lr", json_real(cfg->tunas_lr));

@@ -580,4 +580,48 @@ TEST(cli_search_end_to_end) {
     rc = test_run(resume_cmd, &out, &err);
     CHECK(rc == 0 && strstr(out, "\"subnets_scored\""), "resume of a finished search (%d): %s", rc, err);
     free(out), free(err);
+    // --metric loss scores by minus the held-out cross-entropy: every score is negative and above -ln(6)*4
+    // (an untrained net's loss is near ln 6), the pick has the best of them; a resume under the other
+    // metric is refused, and an unknown metric named.
+    snprintf(cmd, sizeof cmd,
+             "%s search --supernet %s --lut cpu=%s/cpu.csv --budget-ms %g --population 3 --generations 1 --batch 1 "
+             "--sample 2 --calib-batches 1 --eval-images 16 --threads 1 --workers 1 --seed 3 --metric loss --quiet "
+             "--out %s/e2e_loss --json",
+             bin, snp, d, budget_cpu[1], d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "search --metric loss failed (%d): %s", rc, err);
+    j = json_loads(out, 0, &jerr);
+    CHECK(j, "--json printed no JSON: %s", out);
+    json_t *pick = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+    double best = json_real_value(json_object_get(pick, "score"));
+    json_decref(j);
+    free(out), free(err);
+    char csv[700];
+    snprintf(csv, sizeof csv, "%s/e2e_loss/cpu/pareto.csv", d);
+    FILE *f = fopen(csv, "r");
+    CHECK(f, "no %s", csv);
+    char line[8192];
+    int rows = 0;
+    double top = -1e30;
+    while (fgets(line, sizeof line, f)) {
+        double sc, ms;
+        int idx;
+        if (sscanf(line, "%d,%lf,%lf,", &idx, &sc, &ms) != 3) continue;
+        CHECK(sc < 0 && sc > -4 * log(6.0), "%s: score %g is not minus a cross-entropy", csv, sc);
+        if (ms <= budget_cpu[1] && sc > top) top = sc;
+        rows++;
+    }
+    fclose(f);
+    CHECK(rows >= 3 && fabs(best - top) < 1e-6, "%d rows; the pick's score %.9g, the best under the budget %.9g", rows, best, top);
+    snprintf(resume_cmd, sizeof resume_cmd, "%s search --supernet %s --lut cpu=%s/cpu.csv --budget-ms %g --population 3 "
+             "--generations 1 --batch 1 --sample 2 --calib-batches 1 --eval-images 16 --threads 1 --workers 1 --seed 3 "
+             "--quiet --out %s/e2e_loss --resume", bin, snp, d, budget_cpu[1], d);
+    rc = test_run(resume_cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "state.json"), "resume under top1 of a loss search gave %d: %s", rc, err);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut cpu=%s/cpu.csv --budget-ms 1 --metric top5 --out %s/e2e_m",
+             bin, snp, d, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 1 && strstr(err, "top5"), "--metric top5 gave %d: %s", rc, err);
+    free(out), free(err);
 }
