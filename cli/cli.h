@@ -37,6 +37,7 @@ void cli_train_apply(ib_train_opts *o, const cli_train_extra *x);
 
 // The verbs.
 int cmd_infer(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

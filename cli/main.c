@@ -13,10 +13,11 @@ typedef struct {
 
 static const verb verbs[] = {
     {"train", cmd_train, "train a network (classification or segmentation; progress, CSV log, resumable)"},
-    {"eval", cmd_eval, "top-1 / top-5, or mIoU (--task segment), of a checkpoint on a dataset"},
+    {"eval", cmd_eval, "top-1 / top-5, COCO AP (--task detect) or mIoU (--task segment) of a checkpoint on a dataset"},
     {"miou", cmd_miou, "mIoU, pixel accuracy and per-class IoU of two folders of label PNGs"},
     {"bench", cmd_bench, "training throughput or inference latency on random data"},
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
+    {"predict", cmd_predict, "a checkpoint on image files: top-5 classes, boxes drawn, or masks overlaid (PNG, JSON)"},
     {"export", cmd_export, "write a checkpoint as an ONNX model (BN folded) for ONNX Runtime and converters"},
     {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack"},
     {"synth", cmd_synth, "write a pack of synthetic scenes (labels, boxes and masks)"},
