@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo's report page (tools/report.sh, tools/plot_csv.sh, tools/check_report.sh) on a small made-up
 # demo folder: the numbers of summary.json and the sample predictions (not their label maps) reach the page,
-# a missing picture is an error, and in headless
-# chromium (when installed) every picture loads, and a picture removed afterwards is caught.
+# a missing picture is an error, and in headless chromium (when installed) every picture loads, and a
+# picture removed afterwards is caught.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
