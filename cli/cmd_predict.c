@@ -136,24 +136,14 @@ int cmd_predict(int argc, char **argv) {
         {NULL, 0, NULL, NULL},
     };
     // Flags (and their values) go to cli_parse; every other argument is an image.
-    char **fargv = malloc(sizeof(char *) * (size_t)(argc + 1));
-    const char **images = malloc(sizeof(char *) * (size_t)(argc + 1));
+    char **fargv = malloc(sizeof(char *) * (size_t)(argc + 1)), **images = malloc(sizeof(char *) * (size_t)(argc + 1));
     if (!fargv || !images) {
         free(fargv), free(images);
         fprintf(stderr, "ibnas predict: out of memory\n");
         return 1;
     }
-    int nf = 0, ni = 0;
-    fargv[nf++] = argv[0];
-    for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--", 2) && strcmp(argv[i], "-h")) {
-            images[ni++] = argv[i];
-            continue;
-        }
-        fargv[nf++] = argv[i];
-        for (const cli_flag *f = flags; f->name; f++)
-            if (f->kind != F_BOOL && !strcmp(argv[i], f->name) && i + 1 < argc) fargv[nf++] = argv[++i];
-    }
+    int nf, ni;
+    cli_split_args(argc, argv, flags, fargv, &nf, images, &ni);
     int rc = cli_parse("predict", nf, fargv, flags, usage_text);
     ib_model *m = NULL;
     json_t *all = NULL;

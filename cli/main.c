@@ -151,6 +151,22 @@ int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flag
     return 0;
 }
 
+void cli_split_args(int argc, char **argv, const cli_flag *flags, char **fargv, int *nf, char **pos, int *np) {
+    *nf = *np = 0;
+    fargv[(*nf)++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == 0) {
+            pos[(*np)++] = argv[i];
+            continue;
+        }
+        fargv[(*nf)++] = argv[i];
+        const cli_flag *f = flags;
+        while (f->name && strcmp(a, f->name)) f++;
+        if (f->name && f->kind != F_BOOL && i + 1 < argc) fargv[(*nf)++] = argv[++i];
+    }
+}
+
 // OpenMP threads that wait at a barrier spin by default (libgomp's active wait). On a quiet machine that
 // is the fastest (mobilenetv2 training, 2 cores: 274-328 img/s spinning, 216-222 sleeping). When the
 // cores are shared (another job, a busy laptop) a spinning thread holds the core its partner needs, and
