@@ -24,10 +24,10 @@ typedef struct cli_flag {
     const char *help;
 } cli_flag;
 int cli_parse(const char *verb, int argc, char **argv, const cli_flag *flags, const char *usage);
-// For verbs with positional arguments: argv's flags (argv[0] first, then each "-..." argument with its value
-// when the table's flag takes one) into fargv, the other arguments into pos; both need room for argc
-// entries. *nf and *np receive the counts; cli_parse then takes (nf, fargv).
-void cli_split_args(int argc, char **argv, const cli_flag *flags, char **fargv, int *nf, char **pos, int *np);
+// For verbs with positional arguments: returns argv's flags (argv[0] first, then each "-..." argument with its
+// value when the table's flag takes one), *nf of them, for cli_parse; *pos gets the other arguments, *np of
+// them. One block holds both: free() the result alone. NULL when out of memory (message printed).
+char **cli_split_args(const char *verb, int argc, char **argv, const cli_flag *flags, int *nf, char ***pos, int *np);
 
 // The training flags shared by `train` and `supernet train`: cli_train_flags writes them into f (room for
 // CLI_TRAIN_FLAGS entries) bound to o and x, and returns how many; after parsing, cli_train_apply moves x's

@@ -89,18 +89,13 @@ int cmd_pack(int argc, char **argv) {
         {NULL, 0, NULL, NULL},
     };
     // SRC is the one positional argument: take it out before the flag parser sees the rest.
-    char **rest = malloc(sizeof(char *) * (size_t)(argc + 1)), **pos = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!rest || !pos) {
-        free(rest), free(pos);
-        return cli_report("pack", ib_fail(IB_ERR_NOMEM, "out of memory"));
-    }
     int nrest, npos;
-    cli_split_args(argc, argv, flags, rest, &nrest, pos, &npos);
+    char **pos, **rest = cli_split_args("pack", argc, argv, flags, &nrest, &pos, &npos);
+    if (!rest) return 1;
     if (npos > 1) fprintf(stderr, "ibnas pack: more than one source given ('%s' and '%s')\n", pos[0], pos[1]);
     if (npos) src = pos[0];
     int r = npos > 1 ? 2 : cli_parse("pack", nrest, rest, flags, usage_text);
     free(rest);
-    free(pos);
     if (r) return r < 0 ? 0 : r;
 
     ib_ds_format fmt;

@@ -136,14 +136,9 @@ int cmd_predict(int argc, char **argv) {
         {NULL, 0, NULL, NULL},
     };
     // Flags (and their values) go to cli_parse; every other argument is an image.
-    char **fargv = malloc(sizeof(char *) * (size_t)(argc + 1)), **images = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!fargv || !images) {
-        free(fargv), free(images);
-        fprintf(stderr, "ibnas predict: out of memory\n");
-        return 1;
-    }
     int nf, ni;
-    cli_split_args(argc, argv, flags, fargv, &nf, images, &ni);
+    char **images, **fargv = cli_split_args("predict", argc, argv, flags, &nf, &images, &ni);
+    if (!fargv) return 1;
     int rc = cli_parse("predict", nf, fargv, flags, usage_text);
     ib_model *m = NULL;
     json_t *all = NULL;
@@ -221,6 +216,5 @@ done:
     json_decref(all);
     ib_model_free(m);
     free(fargv);
-    free(images);
     return rc;
 }

@@ -151,8 +151,15 @@ int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flag
     return 0;
 }
 
-void cli_split_args(int argc, char **argv, const cli_flag *flags, char **fargv, int *nf, char **pos, int *np) {
+char **cli_split_args(const char *verb_name, int argc, char **argv, const cli_flag *flags, int *nf, char ***posp, int *np) {
+    char **fargv = malloc(sizeof(char *) * 2 * (size_t)(argc + 1)), **pos = fargv + argc + 1;
     *nf = *np = 0;
+    *posp = NULL;
+    if (!fargv) {
+        fprintf(stderr, "ibnas %s: out of memory\n", verb_name);
+        return NULL;
+    }
+    *posp = pos;
     fargv[(*nf)++] = argv[0];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -165,6 +172,7 @@ void cli_split_args(int argc, char **argv, const cli_flag *flags, char **fargv, 
         while (f->name && strcmp(a, f->name)) f++;
         if (f->name && f->kind != F_BOOL && i + 1 < argc) fargv[(*nf)++] = argv[++i];
     }
+    return fargv;
 }
 
 // OpenMP threads that wait at a barrier spin by default (libgomp's active wait). On a quiet machine that
