@@ -24,6 +24,8 @@ typedef struct cli_flag {
     const char *help;
 } cli_flag;
 int cli_parse(const char *verb, int argc, char **argv, const cli_flag *flags, const char *usage);
+// Makes the folder and any missing parents (mkdir -p); prints "ibnas <verb>: PATH: ..." and returns 1 on failure.
+int cli_mkdirs(const char *verb, const char *path);
 // For verbs with positional arguments: returns argv's flags (argv[0] first, then each "-..." argument with its
 // value when the table's flag takes one), *nf of them, for cli_parse; *pos gets the other arguments, *np of
 // them. One block holds both: free() the result alone. NULL when out of memory (message printed).

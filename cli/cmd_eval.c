@@ -100,6 +100,7 @@ int cmd_eval(int argc, char **argv) {
         so.workers = workers;
         so.fast_argmax = fast_argmax;
         so.pred_out = pred_out;
+        if (pred_out && cli_mkdirs("eval", pred_out)) return 1;
         so.progress = !quiet && !json;
         return eval_segment(model, data, split, threads, &so, json);
     }

@@ -7,7 +7,6 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const char *usage_text =
     "usage: ibnas predict --model CKPT.h5 IMAGE... [--out DIR] [--json] [--score-thresh T] [--res R]\n\n"
@@ -189,10 +188,7 @@ int cmd_predict(int argc, char **argv) {
             }
         }
     }
-    if (!classify && mkdir(out, 0777) && errno != EEXIST) {
-        fprintf(stderr, "ibnas predict: %s: cannot create the folder: %s\n", out, strerror(errno));
-        goto done;
-    }
+    if (!classify && cli_mkdirs("predict", out)) goto done;
     ib_predict_opts po;
     ib_predict_opts_default(&po);
     po.res = res;

@@ -3,11 +3,9 @@
 #include "cli/cli.h"
 #include "data/data.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *usage_text =
@@ -20,9 +18,8 @@ static const char *usage_text =
     "--images DIR (with or without --out) writes scene i as DIR/NNNNNN.png (six digits: the name `eval\n"
     "--pred-out` gives image i of the pack) and its mask as DIR/NNNNNN.mask.png (8-bit gray, class ids).\n";
 
-// Scenes 0..n-1 as PNG files: DIR/NNNNNN.png and DIR/NNNNNN.mask.png.
+// Scenes 0..n-1 as PNG files: DIR/NNNNNN.png and DIR/NNNNNN.mask.png (DIR exists).
 static ib_status write_images(const char *dir, int n, int size, uint64_t seed) {
-    if (mkdir(dir, 0777) && errno != EEXIST) return ib_fail(IB_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
     ib_status st = IB_OK;
     for (int i = 0; i < n && !st; i++) {
         ib_sample s;
@@ -84,6 +81,7 @@ int cmd_synth(int argc, char **argv) {
 
     int64_t boxes = 0;
     synth_progress prog = {ib_time_s(), 0, 0, isatty(2)};
+    if (images && cli_mkdirs("synth", images)) return 1;
     ib_status st = images ? write_images(images, n, size, seed) : IB_OK;
     if (!st && out) st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
     if (st) return cli_report("synth", st);

@@ -1,8 +1,10 @@
 // ibnas: the command. Dispatches to one verb per file; `ibnas --help` lists them.
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -149,6 +151,21 @@ int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flag
         return 2;
     }
     return 0;
+}
+
+int cli_mkdirs(const char *verb_name, const char *path) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *q = p + 1;; q++)
+        if (*q == '/' || !*q) {
+            char c = *q;
+            *q = 0;
+            if (mkdir(p, 0777) && errno != EEXIST) {
+                fprintf(stderr, "ibnas %s: %s: cannot create the folder: %s\n", verb_name, p, strerror(errno));
+                return 1;
+            }
+            if (!(*q = c)) return 0;
+        }
 }
 
 char **cli_split_args(const char *verb_name, int argc, char **argv, const cli_flag *flags, int *nf, char ***posp, int *np) {

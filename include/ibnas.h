@@ -36,8 +36,9 @@
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
 // it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Detection: ib_train
 // with task "detect" (SSDLite), ib_eval_detect and the COCO evaluator ib_coco_eval. Segmentation: ib_train
-// with task "segment" (DeepLabv3+-lite), ib_eval_segment. A model goes out to other runtimes as ONNX
-// (ib_model_export; docs/EXPORT.md). Tensors, layers and the
+// with task "segment" (DeepLabv3+-lite), ib_eval_segment. Any of them on an image file: ib_predict (top-5,
+// boxes, a label map), drawn and written by the PNG writers (what `ibnas predict` does). A model goes out to
+// other runtimes as ONNX (ib_model_export; docs/EXPORT.md). Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
 #define IBNAS_H

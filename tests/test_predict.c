@@ -330,7 +330,7 @@ TEST(predict_detect_boxes_are_eval_dets_out) {
 TEST(predict_segment_labels_are_eval_pred_out) {
     fixtures();
     const char *ck = trained("segment");
-    const char *pred = tpath("pred"), *out = tpath("seg_out");
+    const char *pred = tpath("pred"), *out = tpath("seg_out/nested/deeper");
     char cmd[3000], args[3000], msg[5000] = "";
     snprintf(cmd, sizeof cmd, "%s eval --task segment --model %s --data %s --pred-out %s --batch 1 --workers 1 --quiet --json",
              test_ibnas_bin(), ck, pack_path, pred);
@@ -463,5 +463,32 @@ TEST(eval_pred_out_names_files_by_source) {
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/%s.png", pred, names[i]);
         CHECK(exists(path), "%s is missing", path);
+    }
+}
+
+// examples/predict_image.c (the public header alone) writes what `ibnas predict` writes
+TEST(example_program_does_what_the_command_does) {
+    fixtures();
+    const char *bin = test_ibnas_bin(), *slash = strrchr(bin, '/');
+    char example[700], cmd[3000], a[800], b[800];
+    snprintf(example, sizeof example, "%.*sexamples/predict_image", slash ? (int)(slash - bin + 1) : 0, bin);
+    if (!exists(example)) SKIP("%s is not built (make examples)", example);
+    const char *ck = trained("segment"), *out = tpath("cli_seg");
+    snprintf(cmd, sizeof cmd, "%s %s %s/000002.png %s > /dev/null", example, ck, img_dir, tpath("ex"));
+    CHECK(test_run(cmd, NULL, NULL) == 0, "%s failed", cmd);
+    snprintf(cmd, sizeof cmd, "%s predict --model %s --out %s %s/000002.png", bin, ck, out, img_dir);
+    CHECK(test_run(cmd, NULL, NULL) == 0, "%s failed", cmd);
+    const char *pairs[2][2] = {{"ex.png", "000002.png"}, {"ex.labels.png", "000002.labels.png"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/%s", test_tmpdir(), pairs[i][0]);
+        snprintf(b, sizeof b, "%s/%s", out, pairs[i][1]);
+        uint8_t *x = NULL, *y = NULL;
+        int xh = 0, xw = 0, yh = 0, yw = 0;
+        ib_status s = ib_decode_file(a, &x, &xh, &xw);
+        if (!s) s = ib_decode_file(b, &y, &yh, &yw);
+        int same = !s && xh == yh && xw == yw && !memcmp(x, y, (size_t)xh * xw * 3);
+        free(x), free(y);
+        CHECK(!s, "%s", ib_errmsg());
+        CHECK(same, "%s and %s differ", a, b);
     }
 }

@@ -86,7 +86,7 @@ samples() {   # samples KIND TITLE
 }
 if compgen -G "$dir/samples/*/*.png" >/dev/null; then
   echo "<h2>Sample predictions (held-out scenes, <code>ibnas predict</code>)</h2>"
-  samples detect "Detection: boxes with class id and score (classes 0-5: circle, square, triangle, ring, cross, star)"
+  samples detect "Detection: boxes scored 0.1 and above, with class id and score (0-5: circle, square, triangle, ring, cross, star)"
   samples segment "Segmentation: predicted classes overlaid (background left as it is; colours in docs/FORMATS.md)"
 fi
 if [ -n "$(q '.export.file')" ]; then
