@@ -125,7 +125,7 @@ int cmd_predict(int argc, char **argv) {
     float score_thresh = 0.3f, alpha = 0.5f;
     const cli_flag flags[] = {
         {"--model", F_STR, &model, "checkpoint (required): a classifier, a detector or a segmenter"},
-        {"--out", F_STR, &out, "detect, segment: the folder for the pictures and JSON (made when missing; required)"},
+        {"--out", F_STR, &out, "detect, segment: the folder for the pictures and JSON (made with its parents; required)"},
         {"--json", F_BOOL, &json, "print one JSON object with every image's results on stdout"},
         {"--score-thresh", F_FLOAT, &score_thresh, "detect: boxes scored below are left out (default 0.3)"},
         {"--res", F_INT, &res, "the network's input, res x res (default: the size the model was built or trained at)"},

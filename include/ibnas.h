@@ -478,9 +478,9 @@ typedef struct ib_seg_eval_opts {
     int fast_argmax;    // 1: argmax of the low-resolution logits, labels upsampled nearest; 0 (default): logits
                         // upsampled bilinearly to the input size, then the argmax
     int progress;       // 1: a progress bar on stderr; 0 (default)
-    const char *pred_out;   // a folder (made when missing): each image's predicted labels as NAME.png, a palette PNG
-                            // at the evaluation size (ib_png_write_labels); NAME is the image file's name without
-                            // its extension, or the image's index as six digits; NULL (default): none
+    const char *pred_out;   // a folder (made when missing; its parent must exist): each image's predicted labels as
+                            // NAME.png, a palette PNG at the evaluation size (ib_png_write_labels); NAME is the image
+                            // file's name without its extension, or the image's index as six digits; NULL: none
 } ib_seg_eval_opts;
 IBNAS_API void ib_seg_eval_opts_default(ib_seg_eval_opts *o);
 
