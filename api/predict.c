@@ -120,8 +120,10 @@ ib_status ib_predict(ib_model *m, const uint8_t *rgb, int h, int w, const ib_pre
     if (!m || !rgb || h < 1 || w < 1) return ib_fail(IB_ERR_ARG, "ib_predict: a model and an image of at least 1x1 are needed");
     ib_predict_opts d;
     if (!opts) ib_predict_opts_default(&d), opts = &d;
-    if (opts->res < 0 || (opts->res > 0 && opts->res < 16))
-        return ib_fail(IB_ERR_ARG, "ib_predict: res %d (0, or at least 16)", opts->res);
+    int min_res = m->det ? 32 : 16;   // as ib_eval_detect / ib_eval_segment take them
+    if (opts->res < 0 || (opts->res > 0 && opts->res < min_res))
+        return ib_fail(IB_ERR_ARG, "ib_predict: res %d (0, or at least %d for a %s model)", opts->res, min_res,
+                       ib_model_task(m));
     p->task = ib_model_task(m);
     p->height = h, p->width = w;
     p->classes = ib_model_classes(m);

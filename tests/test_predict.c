@@ -416,6 +416,11 @@ TEST(predict_bad_inputs_name_the_file) {
     rc = test_run(cmd, NULL, &err);
     CHECK(rc == 2 && err && strstr(err, "000000.png"), "the same name twice: exit %d: %s", rc, err);
     free(err), err = NULL;
+    // a detector's input below its evaluation's minimum
+    snprintf(cmd, sizeof cmd, "%s predict --model %s --out %s --res 16 %s/000000.png", test_ibnas_bin(), ck, out, img_dir);
+    rc = test_run(cmd, NULL, &err);
+    CHECK(rc == 1 && err && strstr(err, "res 16"), "--res 16 for a detector: exit %d: %s", rc, err);
+    free(err), err = NULL;
     // a detector without --out
     snprintf(cmd, sizeof cmd, "%s predict --model %s %s/000000.png", test_ibnas_bin(), ck, img_dir);
     rc = test_run(cmd, NULL, &err);
