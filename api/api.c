@@ -160,12 +160,10 @@ ib_status ib_dataset_synth(ib_dataset **ds, int n, int size, uint64_t seed) {
     return ib_dataset_open(ds, "synth", &o);
 }
 
-// The centred square resized to res x res and normalised (ImageNet mean and std), as evaluation prepares
-// its images (tasks/classify.c: IB_CROP_CENTER with the default mean and std). Frees the sample.
-static ib_status sample_to_input(ib_sample *s, int res, float *x) {
+ib_status ib_api_sample_input(ib_sample *s, ib_crop_mode crop, int oh, int ow, float *x) {
     ib_aug_opts a;
-    ib_aug_opts_default(&a, res, res);
-    a.crop = IB_CROP_CENTER;
+    ib_aug_opts_default(&a, oh, ow);
+    a.crop = crop;
     ib_rng r;
     ib_rng_seed(&r, 0, 0);   // centre crop and resize draw nothing
     ib_status st = ib_aug_apply(&a, s, &r);
@@ -188,7 +186,7 @@ ib_status ib_dataset_input(ib_dataset *ds, int64_t i, int res, float *x, int *la
         return st;
     }
     if (label) *label = s.label;
-    return sample_to_input(&s, res, x);
+    return ib_api_sample_input(&s, IB_CROP_CENTER, res, res, x);
 }
 
 ib_status ib_image_load(const char *path, int res, float *x) {
@@ -198,7 +196,7 @@ ib_status ib_image_load(const char *path, int res, float *x) {
     s.label = -1;
     ib_status st = ib_decode_file(path, &s.rgb, &s.h, &s.w);
     if (st) return st;
-    return sample_to_input(&s, res, x);
+    return ib_api_sample_input(&s, IB_CROP_CENTER, res, res, x);
 }
 
 ib_status ib_array_load(const char *path, const char *name, float **data, int *ndim, int64_t shape[IB_ARRAY_MAX_DIMS]) {
@@ -418,6 +416,7 @@ ib_status ib_eval_segment(ib_model *m, ib_dataset *ds, const ib_seg_eval_opts *o
     c.workers = opts->workers;
     c.fast_argmax = opts->fast_argmax;
     c.progress = opts->progress;
+    c.pred_out = opts->pred_out;
     if (!m->ctx) m->ctx = ib_ctx_new();
     c.ctx = m->ctx;
     ib_seg_metrics mt;

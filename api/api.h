@@ -15,6 +15,11 @@ struct ib_model {
 // The model's backbone network (the detector's for a detection model).
 ib_net *ib_api_model_net(const ib_model *m);
 
+// The image of s cropped (IB_CROP_CENTER as evaluation of a classifier, IB_CROP_NONE the whole
+// image as detection and segmentation) and resized to oh x ow, normalised with the ImageNet mean and std as
+// evaluation does, into x (3 * oh * ow floats). Frees the sample.
+ib_status ib_api_sample_input(ib_sample *s, ib_crop_mode crop, int oh, int ow, float *x);
+
 // The public options as the internal training config (string choices checked, IB_ERR_ARG naming them).
 ib_status ib_api_train_cfg(const ib_train_opts *o, ib_train_cfg *cfg);
 void ib_api_train_report(const ib_train_result *res, ib_train_report *r);

@@ -39,7 +39,7 @@ static void prefix_close(ib_dataset *ds) {
     ds->impl = NULL;
 }
 
-static const ib_dataset_vtable prefix_vt = {"prefix", prefix_get, prefix_close};
+static const ib_dataset_vtable prefix_vt = {"prefix", prefix_get, prefix_close, NULL};
 
 static ib_status dataset_prefix(ib_dataset **out, ib_dataset *base, int64_t n) {
     *out = NULL;

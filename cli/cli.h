@@ -24,6 +24,12 @@ typedef struct cli_flag {
     const char *help;
 } cli_flag;
 int cli_parse(const char *verb, int argc, char **argv, const cli_flag *flags, const char *usage);
+// Makes the folder and any missing parents (mkdir -p); prints "ibnas <verb>: PATH: ..." and returns 1 on failure.
+int cli_mkdirs(const char *verb, const char *path);
+// For verbs with positional arguments: returns argv's flags (argv[0] first, then each "-..." argument with its
+// value when the table's flag takes one), *nf of them, for cli_parse; *pos gets the other arguments, *np of
+// them. One block holds both: free() the result alone. NULL when out of memory (message printed).
+char **cli_split_args(const char *verb, int argc, char **argv, const cli_flag *flags, int *nf, char ***pos, int *np);
 
 // The training flags shared by `train` and `supernet train`: cli_train_flags writes them into f (room for
 // CLI_TRAIN_FLAGS entries) bound to o and x, and returns how many; after parsing, cli_train_apply moves x's
@@ -37,6 +43,7 @@ void cli_train_apply(ib_train_opts *o, const cli_train_extra *x);
 
 // The verbs.
 int cmd_infer(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -11,7 +11,8 @@ static const char *usage_text =
     "Evaluates in eval mode (BN running statistics). Images are resized (centre crop keeping the aspect)\n"
     "to --res, normalised with ImageNet's mean and std. --task segment: images and masks are resized\n"
     "whole to --width x --height (default: the training size); mIoU, pixel accuracy and per-class IoU over\n"
-    "every labelled pixel; --fast-argmax takes the argmax at the logits' low resolution.\n";
+    "every labelled pixel; --fast-argmax takes the argmax at the logits' low resolution; --pred-out DIR writes\n"
+    "the predicted label maps at the evaluation size, NAME.png per image (the image file's name, or its index).\n";
 
 static int eval_segment(const char *model, const char *data, const char *split, int threads, const ib_seg_eval_opts *eo,
                         int json) {
@@ -58,7 +59,7 @@ static int eval_segment(const char *model, const char *data, const char *split, 
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *task = "classify", *model = NULL, *data = NULL, *split = "val", *dets_out = NULL;
+    const char *task = "classify", *model = NULL, *data = NULL, *split = "val", *dets_out = NULL, *pred_out = NULL;
     int res = 0, batch = 0, threads = 0, workers = 2, per_class = 0, json = 0, quiet = 0;
     int height = 0, width = 0, fast_argmax = 0;
     const cli_flag flags[] = {
@@ -77,6 +78,7 @@ int cmd_eval(int argc, char **argv) {
         {"--height", F_INT, &height, "segment: evaluation height (default: the training size)"},
         {"--width", F_INT, &width, "segment: evaluation width (default: the training size)"},
         {"--fast-argmax", F_BOOL, &fast_argmax, "segment: argmax of the low-resolution logits, labels upsampled"},
+        {"--pred-out", F_STR, &pred_out, "segment: write each image's predicted labels as DIR/NAME.png (palette PNGs)"},
         {NULL, 0, NULL, NULL},
     };
     int r = cli_parse("eval", argc, argv, flags, usage_text);
@@ -97,6 +99,8 @@ int cmd_eval(int argc, char **argv) {
         if (batch) so.batch = batch;
         so.workers = workers;
         so.fast_argmax = fast_argmax;
+        so.pred_out = pred_out;
+        if (pred_out && cli_mkdirs("eval", pred_out)) return 1;
         so.progress = !quiet && !json;
         return eval_segment(model, data, split, threads, &so, json);
     }

@@ -89,27 +89,12 @@ int cmd_pack(int argc, char **argv) {
         {NULL, 0, NULL, NULL},
     };
     // SRC is the one positional argument: take it out before the flag parser sees the rest.
-    char **rest = malloc(sizeof(char *) * (size_t)(argc + 1));
-    if (!rest) return cli_report("pack", ib_fail(IB_ERR_NOMEM, "out of memory"));
-    int nrest = 0;
-    rest[nrest++] = argv[0];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] == '-' && a[1] != 0) {
-            rest[nrest++] = argv[i];
-            const cli_flag *f = flags;
-            for (; f->name; f++)
-                if (!strcmp(a, f->name)) break;
-            if (f->name && f->kind != F_BOOL && i + 1 < argc) rest[nrest++] = argv[++i];
-        } else if (!src) {
-            src = a;
-        } else {
-            fprintf(stderr, "ibnas pack: more than one source given ('%s' and '%s')\n", src, a);
-            free(rest);
-            return 2;
-        }
-    }
-    int r = cli_parse("pack", nrest, rest, flags, usage_text);
+    int nrest, npos;
+    char **pos, **rest = cli_split_args("pack", argc, argv, flags, &nrest, &pos, &npos);
+    if (!rest) return 1;
+    if (npos > 1) fprintf(stderr, "ibnas pack: more than one source given ('%s' and '%s')\n", pos[0], pos[1]);
+    if (npos) src = pos[0];
+    int r = npos > 1 ? 2 : cli_parse("pack", nrest, rest, flags, usage_text);
     free(rest);
     if (r) return r < 0 ? 0 : r;
 

@@ -14,7 +14,25 @@ static const char *usage_text =
     "six classes (circle, square, triangle, ring, cross, star; filled or outlined, rotated, stretched,\n"
     "overlapping) over textured noisy backgrounds. The label is the class of the largest shape; every\n"
     "shape has a box (the tight box of its visible pixels); the mask gives each pixel the class of the top\n"
-    "shape, or 6 for the background. Scene i of seed K is the same on every machine and thread count.\n";
+    "shape, or 6 for the background. Scene i of seed K is the same on every machine and thread count.\n"
+    "--images DIR (with or without --out) writes scene i as DIR/NNNNNN.png (six digits: the name `eval\n"
+    "--pred-out` gives image i of the pack) and its mask as DIR/NNNNNN.mask.png (8-bit gray, class ids).\n";
+
+// Scenes 0..n-1 as PNG files: DIR/NNNNNN.png and DIR/NNNNNN.mask.png (DIR exists).
+static ib_status write_images(const char *dir, int n, int size, uint64_t seed) {
+    ib_status st = IB_OK;
+    for (int i = 0; i < n && !st; i++) {
+        ib_sample s;
+        ib_synth_render(seed, i, size, &s);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%06d.png", dir, i);
+        st = ib_png_write_rgb(path, s.rgb, s.h, s.w);
+        snprintf(path, sizeof path, "%s/%06d.mask.png", dir, i);
+        if (!st) st = ib_png_write_indexed(path, s.mask, s.h, s.w, NULL, 0);
+        ib_sample_free(&s);
+    }
+    return st;
+}
 
 // Progress on stderr: redrawn on a terminal, a line every 10% otherwise.
 typedef struct {
@@ -35,11 +53,12 @@ static void show_progress(int64_t done, int64_t n, void *user) {
 }
 
 int cmd_synth(int argc, char **argv) {
-    const char *out = NULL;
+    const char *out = NULL, *images = NULL;
     int n = 1000, size = 64, json = 0, quiet = 0, threads = 0;
     uint64_t seed = 0;
     const cli_flag flags[] = {
         {"--out", F_STR, &out, "the pack to write, PACK.h5 (required; written to PACK.h5.tmp, then renamed)"},
+        {"--images", F_STR, &images, "also (or only) write the scenes as PNG files into this folder"},
         {"--n", F_INT, &n, "number of scenes (default 1000)"},
         {"--size", F_INT, &size, "image side in pixels, 8..4096 (default 64)"},
         {"--seed", F_U64, &seed, "seed (default 0)"},
@@ -50,8 +69,8 @@ int cmd_synth(int argc, char **argv) {
     };
     int r = cli_parse("synth", argc, argv, flags, usage_text);
     if (r) return r < 0 ? 0 : r;
-    if (!out) {
-        fprintf(stderr, "ibnas synth: --out PACK.h5 is required (ibnas synth --help)\n");
+    if (!out && !images) {
+        fprintf(stderr, "ibnas synth: --out PACK.h5 or --images DIR is required (ibnas synth --help)\n");
         return 2;
     }
     if (n <= 0 || size < 8 || size > 4096) {
@@ -62,8 +81,14 @@ int cmd_synth(int argc, char **argv) {
 
     int64_t boxes = 0;
     synth_progress prog = {ib_time_s(), 0, 0, isatty(2)};
-    ib_status st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
+    if (images && cli_mkdirs("synth", images)) return 1;
+    ib_status st = images ? write_images(images, n, size, seed) : IB_OK;
+    if (!st && out) st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
     if (st) return cli_report("synth", st);
+    if (!out) {
+        if (!quiet) fprintf(stderr, "ibnas synth: %d scenes of %dx%d -> %s/\n", n, size, size, images);
+        return 0;
+    }
     double secs = ib_time_s() - prog.t0;
     if (json) {
         json_t *j = json_pack("{s:s, s:i, s:i, s:I, s:i, s:I, s:I, s:f}", "out", out, "images", n, "classes",

@@ -1,8 +1,10 @@
 // ibnas: the command. Dispatches to one verb per file; `ibnas --help` lists them.
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -13,10 +15,11 @@ typedef struct {
 
 static const verb verbs[] = {
     {"train", cmd_train, "train a network (classification or segmentation; progress, CSV log, resumable)"},
-    {"eval", cmd_eval, "top-1 / top-5, or mIoU (--task segment), of a checkpoint on a dataset"},
+    {"eval", cmd_eval, "top-1 / top-5, COCO AP (--task detect) or mIoU (--task segment) of a checkpoint on a dataset"},
     {"miou", cmd_miou, "mIoU, pixel accuracy and per-class IoU of two folders of label PNGs"},
     {"bench", cmd_bench, "training throughput or inference latency on random data"},
     {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
+    {"predict", cmd_predict, "a checkpoint on image files: top-5 classes, boxes drawn, or masks overlaid (PNG, JSON)"},
     {"export", cmd_export, "write a checkpoint as an ONNX model (BN folded) for ONNX Runtime and converters"},
     {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack"},
     {"synth", cmd_synth, "write a pack of synthetic scenes (labels, boxes and masks)"},
@@ -148,6 +151,45 @@ int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flag
         return 2;
     }
     return 0;
+}
+
+int cli_mkdirs(const char *verb_name, const char *path) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *q = p + 1;; q++)
+        if (*q == '/' || !*q) {
+            char c = *q;
+            *q = 0;
+            if (mkdir(p, 0777) && errno != EEXIST) {
+                fprintf(stderr, "ibnas %s: %s: cannot create the folder: %s\n", verb_name, p, strerror(errno));
+                return 1;
+            }
+            if (!(*q = c)) return 0;
+        }
+}
+
+char **cli_split_args(const char *verb_name, int argc, char **argv, const cli_flag *flags, int *nf, char ***posp, int *np) {
+    char **fargv = malloc(sizeof(char *) * 2 * (size_t)(argc + 1)), **pos = fargv + argc + 1;
+    *nf = *np = 0;
+    *posp = NULL;
+    if (!fargv) {
+        fprintf(stderr, "ibnas %s: out of memory\n", verb_name);
+        return NULL;
+    }
+    *posp = pos;
+    fargv[(*nf)++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == 0) {
+            pos[(*np)++] = argv[i];
+            continue;
+        }
+        fargv[(*nf)++] = argv[i];
+        const cli_flag *f = flags;
+        while (f->name && strcmp(a, f->name)) f++;
+        if (f->name && f->kind != F_BOOL && i + 1 < argc) fargv[(*nf)++] = argv[++i];
+    }
+    return fargv;
 }
 
 // OpenMP threads that wait at a barrier spin by default (libgomp's active wait). On a quiet machine that

@@ -39,6 +39,28 @@ ib_status ib_decode_memory(const uint8_t *buf, size_t n, const char *name, uint8
 // Label masks: an 8-bit PNG's raw values (palette indices for palette images), h * w, no conversion.
 ib_status ib_decode_png_indices(const char *path, uint8_t **idx, int *h, int *w);
 
+// Encoding (encode.c): PNG files written to PATH.tmp and renamed; errors name the file. RGB uint8 HWC, or one
+// byte per pixel: 8-bit gray (palette NULL) or an 8-bit palette PNG of n_colors (1..256) RGB triples, whose
+// raw values are what ib_decode_png_indices reads back (a value >= n_colors is IB_ERR_ARG).
+ib_status ib_png_write_rgb(const char *path, const uint8_t *rgb, int h, int w);
+ib_status ib_png_write_indexed(const char *path, const uint8_t *idx, int h, int w, const uint8_t *palette, int n_colors);
+// A label map as a palette PNG whose `classes` (1..256) colours are the class palette (ib_class_colour).
+ib_status ib_png_write_classes(const char *path, const uint8_t *labels, int h, int w, int classes);
+
+// Drawing (draw.c) on RGB uint8 HWC images, for the pictures `ibnas predict` writes.
+// The fixed class palette: classes 0..19 take 20 distinct colours (docs/FORMATS.md "Class colours"), 20..255
+// the PASCAL VOC colour map of the id.
+void ib_class_colour(int c, uint8_t rgb[3]);
+// The outline of the box x0, y0, x1, y1 (pixels, pixel (x, y) covers [x, x+1)), `thick` pixels wide, inside it.
+void ib_draw_rect(uint8_t *rgb, int h, int w, float x0, float y0, float x1, float y1, int thick, const uint8_t c[3]);
+// Text in a 3x5 bitmap font (digits, '.', '-', ':'; anything else is a space), `scale` image pixels a font
+// pixel, on a filled label of colour bg at (x, y) (top left; moved inside the
+// image when it would leave it), in black or white, whichever reads better on bg.
+void ib_draw_label(uint8_t *rgb, int h, int w, int x, int y, const char *text, int scale, const uint8_t bg[3]);
+// Blends each pixel's class colour over the image with weight alpha (0..1); pixels of class `skip` (-1: none)
+// are left as they are.
+void ib_draw_overlay(uint8_t *rgb, int h, int w, const uint8_t *labels, float alpha, int skip);
+
 // ---------------------------------------------------------------------------------------------
 // Datasets: one interface over every source.
 
@@ -80,12 +102,16 @@ int64_t ib_dataset_category_id(const ib_dataset *ds, int c);
 // Reads sample i (0 <= i < size) into *s (caller frees with ib_sample_free). Safe to call from several
 // threads at once (sources that cannot, e.g. HDF5, serialise internally).
 ib_status ib_dataset_get(ib_dataset *ds, int64_t i, ib_sample *s);
+// A name for sample i's output files: its image file's name without folder and extension when the source
+// reads files (image folders, segmentation pairs), else its index as six digits ("000042").
+void ib_dataset_sample_name(ib_dataset *ds, int64_t i, char *buf, size_t n);
 
 // How a source is implemented (readers fill this in; users never need it).
 typedef struct ib_dataset_vtable {
     const char *name;
     ib_status (*get)(ib_dataset *ds, int64_t i, ib_sample *s);
     void (*close)(ib_dataset *ds);
+    const char *(*file)(ib_dataset *ds, int64_t i);   // optional: the file sample i is read from (NULL: none)
 } ib_dataset_vtable;
 
 struct ib_dataset {

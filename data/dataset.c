@@ -168,6 +168,19 @@ ib_status ib_dataset_get(ib_dataset *ds, int64_t i, ib_sample *s) {
     return ib_fail(st ? st : IB_ERR_FORMAT, "%s: no readable sample left (first error: %s)", ds->path, first_err);
 }
 
+void ib_dataset_sample_name(ib_dataset *ds, int64_t i, char *buf, size_t n) {
+    const char *f = ds->vt->file ? ds->vt->file(ds, i) : NULL;
+    if (!f) {
+        snprintf(buf, n, "%06lld", (long long)i);
+        return;
+    }
+    const char *base = strrchr(f, '/');
+    base = base ? base + 1 : f;
+    const char *dot = strrchr(base, '.');
+    int len = dot && dot > base ? (int)(dot - base) : (int)strlen(base);
+    snprintf(buf, n, "%.*s", len, base);
+}
+
 void ib_sample_free(ib_sample *s) {
     if (!s) return;
     free(s->rgb);

@@ -420,7 +420,7 @@ static void pack_close(ib_dataset *ds) {
     ds->impl = NULL;
 }
 
-static const ib_dataset_vtable pack_vtable = {"pack", pack_get, pack_close};
+static const ib_dataset_vtable pack_vtable = {"pack", pack_get, pack_close, NULL};
 
 #define PACK_HINT "rewrite it with `ibnas pack` or `ibnas synth`"
 

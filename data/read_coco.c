@@ -94,8 +94,8 @@ static ib_status det_get(ib_dataset *ds, int64_t i, ib_sample *s) {
     return IB_OK;
 }
 
-static const ib_dataset_vtable coco_vt = {"coco", det_get, det_close};
-static const ib_dataset_vtable yolo_vt = {"yolo", det_get, det_close};
+static const ib_dataset_vtable coco_vt = {"coco", det_get, det_close, NULL};
+static const ib_dataset_vtable yolo_vt = {"yolo", det_get, det_close, NULL};
 
 int64_t ib_ds_box_count(const ib_dataset *ds) {
     if (ds->vt != &coco_vt && ds->vt != &yolo_vt) return -1;

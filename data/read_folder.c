@@ -44,8 +44,10 @@ static ib_status folder_get(ib_dataset *ds, int64_t i, ib_sample *s) {
     return IB_OK;
 }
 
-static const ib_dataset_vtable folder_vt = {"imagefolder", folder_get, folder_close};
-static const ib_dataset_vtable tiny_vt = {"tinyimagenet", folder_get, folder_close};
+static const char *folder_file(ib_dataset *ds, int64_t i) { return ((folder_impl *)ds->impl)->files.s[i]; }
+
+static const ib_dataset_vtable folder_vt = {"imagefolder", folder_get, folder_close, folder_file};
+static const ib_dataset_vtable tiny_vt = {"tinyimagenet", folder_get, folder_close, folder_file};
 
 // Appends every image file under dir (sorted, depth-first, a few levels deep) with `label`.
 static ib_status collect_images(const char *dir, int depth, ib_strvec *files, int32_t label, int32_t **labels,

@@ -55,7 +55,9 @@ static ib_status seg_get(ib_dataset *ds, int64_t i, ib_sample *s) {
     return IB_OK;
 }
 
-static const ib_dataset_vtable seg_vt = {"segpairs", seg_get, seg_close};
+static const char *seg_file(ib_dataset *ds, int64_t i) { return ((seg_impl *)ds->impl)->images.s[i]; }
+
+static const ib_dataset_vtable seg_vt = {"segpairs", seg_get, seg_close, seg_file};
 
 // classes.txt: "id name" per line, ids 0..n-1 in order; a line whose name says ignore / void /
 // unlabelled marks the ignore id (CamVid: "11 Unlabelled (ignore_label in SegNet)").

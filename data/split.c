@@ -23,7 +23,7 @@ static void split_close(ib_dataset *ds) {
     ds->impl = NULL;
 }
 
-static const ib_dataset_vtable split_vt = {"split", split_get, split_close};
+static const ib_dataset_vtable split_vt = {"split", split_get, split_close, NULL};
 
 // SplitMix64's finaliser: a well-mixed 64-bit hash of (seed, i), mapped to [0, 1).
 static double unit_hash(uint64_t seed, int64_t i) {

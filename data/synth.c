@@ -425,7 +425,7 @@ static void synth_close(ib_dataset *ds) {
     ds->impl = NULL;
 }
 
-static const ib_dataset_vtable synth_vtable = {"synth", synth_get, synth_close};
+static const ib_dataset_vtable synth_vtable = {"synth", synth_get, synth_close, NULL};
 
 ib_status ib_synth_source_open(ib_dataset *ds, const ib_ds_opts *opts) {
     int n = opts && opts->synth_n > 0 ? opts->synth_n : 10000;

@@ -36,8 +36,9 @@
 // model, predict, measure, validate), supernets (train, evaluate an arch with inherited weights, extract
 // it as a model; ib_train_opts.init fine-tunes it) and the search itself (ib_search). Detection: ib_train
 // with task "detect" (SSDLite), ib_eval_detect and the COCO evaluator ib_coco_eval. Segmentation: ib_train
-// with task "segment" (DeepLabv3+-lite), ib_eval_segment. A model goes out to other runtimes as ONNX
-// (ib_model_export; docs/EXPORT.md). Tensors, layers and the
+// with task "segment" (DeepLabv3+-lite), ib_eval_segment. Any of them on an image file: ib_predict (top-5,
+// boxes, a label map), drawn and written by the PNG writers (what `ibnas predict` does). A model goes out to
+// other runtimes as ONNX (ib_model_export; docs/EXPORT.md). Tensors, layers and the
 // training loop's pieces stay internal, so they can change without breaking programs built against this header.
 #ifndef IBNAS_H
 #define IBNAS_H
@@ -479,6 +480,9 @@ typedef struct ib_seg_eval_opts {
     int fast_argmax;    // 1: argmax of the low-resolution logits, labels upsampled nearest; 0 (default): logits
                         // upsampled bilinearly to the input size, then the argmax
     int progress;       // 1: a progress bar on stderr; 0 (default)
+    const char *pred_out;   // a folder (made when missing; its parent must exist): each image's predicted labels as
+                            // NAME.png, a palette PNG at the evaluation size (ib_png_write_labels); NAME is the image
+                            // file's name without its extension, or the image's index as six digits; NULL: none
 } ib_seg_eval_opts;
 IBNAS_API void ib_seg_eval_opts_default(ib_seg_eval_opts *o);
 
@@ -586,6 +590,61 @@ typedef struct ib_det_eval_report {
 } ib_det_eval_report;
 // opts NULL: the defaults.
 IBNAS_API ib_status ib_eval_detect(ib_model *m, ib_dataset *ds, const ib_det_eval_opts *opts, ib_det_eval_report *r);
+
+// ---------------------------------------------------------------------------------------------
+// Prediction: one image in, the answer of the model's task out (what `ibnas predict` prints and draws).
+// Classify: the top classes with their softmax probabilities (the image centre-cropped and resized to res,
+// as ib_image_load and ib_eval prepare it). Detect: boxes in the image's own pixels (the image resized whole
+// to res x res, decoded and NMSed as ib_eval_detect does, mapped back). Segment: a class id per pixel of the
+// image (resized whole to the evaluation size, the logits upsampled bilinearly to the image's size, then the
+// argmax; at the evaluation size that is ib_eval_segment's prediction).
+
+// An image file (PNG or JPEG) as RGB bytes, row-major HWC (*rgb malloc'd, h * w * 3: free() it).
+IBNAS_API ib_status ib_image_read(const char *path, uint8_t **rgb, int *h, int *w);
+// PNG files, written to PATH.tmp and renamed; a failure names the file and leaves nothing under PATH.
+IBNAS_API ib_status ib_png_write_rgb(const char *path, const uint8_t *rgb, int h, int w);
+// A label map, one byte per pixel: classes > 0 (up to 256): an 8-bit palette PNG whose colours are the class
+// palette (ib_class_color), every value below classes; classes 0: 8-bit gray. Either way the raw values are
+// the class ids (what `ibnas miou` and segmentation datasets read).
+IBNAS_API ib_status ib_png_write_labels(const char *path, const uint8_t *labels, int h, int w, int classes);
+// The fixed class palette (docs/FORMATS.md "Class colours"): 20 distinct colours for classes 0..19, then the
+// PASCAL VOC colour map of the id.
+IBNAS_API void ib_class_color(int c, uint8_t rgb[3]);
+
+#define IB_PREDICT_TOP 5
+typedef struct ib_predict_opts {
+    int res;              // the network's input: res x res; 0 (default): the size the model was built or trained at
+    float score_thresh;   // detect: boxes scored below are left out, 0.3
+} ib_predict_opts;
+IBNAS_API void ib_predict_opts_default(ib_predict_opts *o);
+
+typedef struct ib_detection {
+    float x0, y0, x1, y1;   // pixels of the image (pixel (x, y) covers [x, x+1) x [y, y+1))
+    float score;
+    int label;              // 0..classes-1
+} ib_detection;
+
+typedef struct ib_prediction {
+    const char *task;                  // "classify", "detect" or "segment"
+    int height, width;                 // the image's
+    int classes;                       // the model's
+    int n_top;                         // classify: min(IB_PREDICT_TOP, classes) entries, most probable first
+    int top_class[IB_PREDICT_TOP];
+    float top_prob[IB_PREDICT_TOP];
+    int n_dets;                        // detect: by score, highest first (malloc'd)
+    ib_detection *dets;
+    uint8_t *labels;                   // segment: height * width class ids, row-major (malloc'd)
+} ib_prediction;
+// rgb: h x w RGB bytes (ib_image_read). Release p with ib_prediction_free (also after a failure).
+IBNAS_API ib_status ib_predict(ib_model *m, const uint8_t *rgb, int h, int w, const ib_predict_opts *opts,
+                               ib_prediction *p);
+IBNAS_API void ib_prediction_free(ib_prediction *p);
+
+// Drawing on an RGB image in place, as `ibnas predict` does: each box outlined in its class colour with a
+// label "CLASS SCORE" in a small bitmap font; or each pixel's class colour blended in with weight alpha
+// (0..1), pixels of class skip (-1: none) left as they are.
+IBNAS_API void ib_draw_detections(uint8_t *rgb, int h, int w, const ib_detection *d, int n);
+IBNAS_API void ib_draw_segmentation(uint8_t *rgb, int h, int w, const uint8_t *labels, float alpha, int skip);
 
 #ifdef __cplusplus
 }

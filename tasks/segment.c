@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const float imagenet_mean[3] = {0.485f * 255, 0.456f * 255, 0.406f * 255};
 static const float imagenet_std[3] = {0.229f * 255, 0.224f * 255, 0.225f * 255};
@@ -575,8 +576,19 @@ ib_status ib_eval_segment_net(ib_net *net, const ib_seg_head *head, ib_dataset *
     lo.aug.crop = IB_CROP_NONE;
     memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
     memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    uint8_t *labels = NULL;   // one image's prediction as bytes, for pred_out
+    if (cfg->pred_out) {
+        if (classes > 256)
+            return ib_fail(IB_ERR_ARG, "%s: %d classes do not fit label PNGs (at most 256)", cfg->pred_out, classes);
+        if (mkdir(cfg->pred_out, 0777) && errno != EEXIST)
+            return ib_fail(IB_ERR_IO, "%s: cannot create (%s)", cfg->pred_out, strerror(errno));
+        if (!(labels = malloc((size_t)H * W))) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    }
     ib_loader *l;
-    if ((s = ib_loader_open(&l, ds, &lo))) return s;
+    if ((s = ib_loader_open(&l, ds, &lo))) {
+        free(labels);
+        return s;
+    }
     ib_ctx *ctx = cfg->ctx ? cfg->ctx : ib_ctx_new();
     int ign = ib_dataset_ignore_index(ds);
     int64_t batches = ib_loader_batches(l), done = 0, counted = 0;
@@ -611,6 +623,14 @@ ib_status ib_eval_segment_net(ib_net *net, const ib_seg_head *head, ib_dataset *
                         ign);
             break;
         }
+        for (int i = 0; labels && i < b->n && !s; i++) {
+            for (int64_t p = 0; p < (int64_t)H * W; p++) labels[p] = (uint8_t)pred[(int64_t)i * H * W + p];
+            char name[256], path[4096];
+            ib_dataset_sample_name(ds, b->indices[i], name, sizeof name);
+            snprintf(path, sizeof path, "%s/%s.png", cfg->pred_out, name);
+            s = ib_png_write_classes(path, labels, H, W, classes);
+        }
+        if (s) break;
         m->images += b->n;
         if (cfg->progress) ib_progress_line("eval", ++done, 0, batches, t0, "");
     }
@@ -618,6 +638,7 @@ ib_status ib_eval_segment_net(ib_net *net, const ib_seg_head *head, ib_dataset *
     if (cfg->ctx) ib_ctx_reset(ctx);
     else ib_ctx_free(ctx);
     ib_loader_close(l);
+    free(labels);
     if (s) return s;
     ib_seg_metrics_finish(m);
     if (!cfg->fast_argmax) m->loss = counted ? loss / (double)counted : 0;

@@ -131,6 +131,8 @@ typedef struct ib_seg_eval_cfg {
     float mean[3], std[3];
     int progress;
     ib_ctx *ctx;              // as ib_eval_cfg's
+    const char *pred_out;     // a folder (made when missing) for each image's predicted labels, NAME.png
+                              // (ib_dataset_sample_name) at h x w, palette PNGs; NULL: none
 } ib_seg_eval_cfg;
 void ib_seg_eval_cfg_default(ib_seg_eval_cfg *c);
 ib_status ib_eval_segment_net(ib_net *net, const ib_seg_head *head, ib_dataset *ds, const ib_seg_eval_cfg *cfg,

@@ -554,7 +554,7 @@ static ib_status mem_get(ib_dataset *ds, int64_t i, ib_sample *s) {
     return IB_OK;
 }
 
-static const ib_dataset_vtable mem_vt = {"mem", mem_get, NULL};
+static const ib_dataset_vtable mem_vt = {"mem", mem_get, NULL, NULL};
 
 static void mem_init(mem_ds *m, int64_t n) {
     memset(m, 0, sizeof *m);

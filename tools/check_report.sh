@@ -41,7 +41,7 @@ if [ -z "$result" ]; then
 fi
 n=$(printf '%s\n' "$result" | sed -n 's/^IMAGES \([0-9]*\)$/\1/p')
 problems=$(printf '%s\n' "$result" | grep -v '^IMAGES \|^END' | grep -v '^$' || true)
-"$chrome" "${flags[@]}" --hide-scrollbars --window-size=1280,4000 --screenshot="$dir/report.png" "file://$dir/report.html" \
+"$chrome" "${flags[@]}" --hide-scrollbars --window-size=1280,4800 --screenshot="$dir/report.png" "file://$dir/report.html" \
     >/dev/null 2>&1 || echo "check_report: the screenshot failed" >&2
 if [ -n "$problems" ]; then
   echo "check_report: $dir/report.html: $problems" >&2

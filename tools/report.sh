@@ -35,7 +35,8 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 1150px; color: #222
 table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
 th { background: #f3f3f3; } figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 img { max-width: 540px; border: 1px solid #ddd; } figcaption { font-size: 0.85em; color: #555; }
-code { background: #f6f6f6; padding: 0 3px; word-break: break-all; } .small img { max-width: 160px; image-rendering: pixelated; }
+code { background: #f6f6f6; padding: 0 3px; word-break: break-all; }
+.samples img { width: 192px; image-rendering: pixelated; }
 </style></head><body>
 <h1>ibnas: the search pipeline on synthetic scenes</h1>
 <p>$(q '.machine' | esc), $(q '.date' | esc); $(q '.seconds') s in all. Every number below is in
@@ -72,10 +73,21 @@ for f in "$dir"/curves/*.svg; do
   [ -f "$f" ] || continue
   img "curves/$(basename "$f")" "$(basename "$f" .svg | tr _ ' ')"
 done
-if compgen -G "$dir/samples/*.png" >/dev/null; then
-  echo "<h2>Sample predictions (held-out scenes)</h2><div class=\"small\">"
-  for f in "$dir"/samples/*.png; do img "samples/$(basename "$f")" "$(basename "$f" .png | tr _ ' ')"; done
+# samples/detect/NAME.png (boxes drawn) and samples/segment/NAME.png (classes overlaid), as `ibnas predict`
+# writes them; its label maps (NAME.labels.png) are not shown.
+samples() {   # samples KIND TITLE
+  compgen -G "$dir/samples/$1/*.png" >/dev/null || return 0
+  echo "<h3>$2</h3><div class=\"samples\">"
+  for f in "$dir"/samples/$1/*.png; do
+    case $f in *.labels.png) continue;; esac
+    required=1 img "samples/$1/$(basename "$f")" "held-out scene $(basename "$f" .png | sed 's/^0*\([0-9]\)/\1/')"
+  done
   echo "</div>"
+}
+if compgen -G "$dir/samples/*/*.png" >/dev/null; then
+  echo "<h2>Sample predictions (held-out scenes, <code>ibnas predict</code>)</h2>"
+  samples detect "Detection: boxes scored 0.1 and above, with class id and score (0-5: circle, square, triangle, ring, cross, star)"
+  samples segment "Segmentation: predicted classes overlaid (background left as it is; colours in docs/FORMATS.md)"
 fi
 if [ -n "$(q '.export.file')" ]; then
   f=$(basename "$(q '.export.file')")
