@@ -10,7 +10,7 @@ void ib_supernet_train_opts_default(ib_supernet_train_opts *o) {
     memset(o, 0, sizeof *o);
     ib_train_opts_default(&o->train);
     o->train.arch = NULL;
-    o->sampling = "sandwich";
+    o->sampling = "fair";
     o->paths = c.n_random;
     o->kd = c.kd;
     o->holdout = c.holdout;

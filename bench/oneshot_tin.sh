@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The one-shot assumption on real data (issue 11, docs/SEARCH.md): a supernet of the mobiledets space
 # trained on the Tiny ImageNet subset at low resolution; N sampled archs, each scored with inherited
-# weights (after BN recalibration) and trained alone for the same epochs; Kendall's tau between the two
-# rankings. Resumable: every step skips what its output file already holds, and the trainings resume.
+# weights (after BN recalibration) and trained alone for the same epochs, and the space's largest and smallest
+# subnets (names `largest`, `smallest`) and any arch files of EXTRA the same way; Kendall's tau and Spearman's
+# rho between the two rankings, by inherited top-1 and by inherited loss. Resumable: every step skips what its output file already holds, and the trainings resume.
 # usage: bench/oneshot_tin.sh BUILD_DIR [OUT_DIR]
 #   env: EPOCHS=2 RES=32 N=10 SAMPLING=uniform THREADS=2 LR=0.1 CLIP=0 CLASSES=200 (the same recipe for the supernet and the archs alone)
 #        SPACE=search/spaces/mobiledets.space.json; SRC=DIR takes DIR/train/<class>/ and DIR/val/<class>/ image folders
-#        (a class subset, e.g. of symlinks) instead of the whole Tiny ImageNet subset
+#        (a class subset, e.g. of symlinks) instead of the whole Tiny ImageNet subset;
+#        EXTRA="x.arch.json y.arch.json": more archs scored and trained alone (named by their file)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
@@ -29,22 +31,39 @@ if [ ! -f supernet.done ]; then
   "$IBNAS" supernet train --space "$SPACE" --data train.h5 --out supernet.h5 --sampling "$SAMPLING" "${common[@]}" "${r[@]}"
   touch supernet.done
 fi
+# Arch i of the random ones is a$i.arch.json, scored into inherited$i.json and trained alone into alone$i.h5 / .json;
+# any other arch NAME (NAME.arch.json) into inherited_NAME.json and alone_NAME.h5 / .json.
+names=()
 for i in $(seq 1 "$N"); do
   [ -f "a$i.arch.json" ] || "$IBNAS" space sample --space "$SPACE" --seed "$i" --classes "$CLASSES" --out "a$i.arch.json" >/dev/null
-  [ -f "inherited$i.json" ] || "$IBNAS" supernet eval --supernet supernet.h5 --arch "a$i.arch.json" --data val.h5 \
-      --res "$RES" --calib-batches 20 --threads "$THREADS" --json > "inherited$i.json"
+  names+=("a$i")
 done
-for i in $(seq 1 "$N"); do
-  [ -f "alone$i.json" ] && continue
-  r=(); [ -f "alone$i.h5" ] && r=(--resume "alone$i.h5")
-  "$IBNAS" train --arch "a$i.arch.json" --data train.h5 --val val.h5 --out "alone$i.h5" "${common[@]}" "${r[@]}" --json \
-      > "alone$i.json.tmp" && mv "alone$i.json.tmp" "alone$i.json"
+for k in largest smallest; do
+  [ -f "$k.arch.json" ] || "$IBNAS" space sample --space "$SPACE" --$k --classes "$CLASSES" --out "$k.arch.json" >/dev/null
+  names+=("$k")
 done
-/usr/bin/python3 - "$N" <<'PY'
+for f in ${EXTRA:-}; do
+  n=$(basename "$f" .arch.json); [ -f "$n.arch.json" ] || cp "$f" "$n.arch.json"; names+=("$n")
+done
+inh() { case $1 in a[0-9]*) echo "inherited${1#a}.json";; *) echo "inherited_$1.json";; esac; }
+aln() { case $1 in a[0-9]*) echo "alone${1#a}";; *) echo "alone_$1";; esac; }
+for n in "${names[@]}"; do
+  [ -f "$(inh "$n")" ] || "$IBNAS" supernet eval --supernet supernet.h5 --arch "$n.arch.json" --data val.h5 \
+      --res "$RES" --calib-batches 20 --threads "$THREADS" --json > "$(inh "$n")"
+done
+for n in "${names[@]}"; do
+  o=$(aln "$n"); [ -f "$o.json" ] && continue
+  r=(); [ -f "$o.h5" ] && r=(--resume "$o.h5")
+  "$IBNAS" train --arch "$n.arch.json" --data train.h5 --val val.h5 --out "$o.h5" "${common[@]}" "${r[@]}" --json \
+      > "$o.json.tmp" && mv "$o.json.tmp" "$o.json"
+done
+rows=(); for n in "${names[@]}"; do rows+=("$n:$(inh "$n"):$(aln "$n").json"); done
+/usr/bin/python3 - "${rows[@]}" <<'PY'
 import json, sys
-n = int(sys.argv[1]); rows = []
-for i in range(1, n + 1):
-    try: rows.append((i, json.load(open(f"inherited{i}.json"))["top1"], json.load(open(f"alone{i}.json"))["val_top1"]))
+rows = []
+for r in sys.argv[1:]:
+    name, inh, aln = r.split(":")
+    try: i = json.load(open(inh)); rows.append((name, i["top1"], i["loss"], json.load(open(aln))["val_top1"]))
     except (OSError, ValueError, KeyError): pass
 def tau(a, b):
     c = d = 0
@@ -52,7 +71,14 @@ def tau(a, b):
         for j in range(i + 1, len(a)):
             s = (a[i] - a[j]) * (b[i] - b[j]); c += s > 0; d += s < 0
     return (c - d) / max(1, len(a) * (len(a) - 1) // 2)
-print("arch,inherited_top1,alone_top1")
-for i, x, y in rows: print(f"a{i},{x:.4f},{y:.4f}")
-if len(rows) >= 2: print(f"kendall_tau,{tau([r[1] for r in rows], [r[2] for r in rows]):.3f},n={len(rows)}")
+def rho(a, b):
+    rk = lambda v: [sorted(v).index(x) for x in v]
+    ra, rb, n = rk(a), rk(b), len(a)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+print("arch,inherited_top1,inherited_loss,alone_top1")
+for n, x, l, y in rows: print(f"{n},{x:.4f},{l:.4f},{y:.4f}")
+if len(rows) >= 3:
+    t, l, y = [r[1] for r in rows], [-r[2] for r in rows], [r[3] for r in rows]
+    print(f"kendall_tau,top1 {tau(t, y):.3f},loss {tau(l, y):.3f},n={len(rows)}")
+    print(f"spearman_rho,top1 {rho(t, y):.3f},loss {rho(l, y):.3f},n={len(rows)}")
 PY

@@ -7,7 +7,8 @@
 # measure every network's latency end to end. Resumable: every step skips what its output file holds.
 # usage: bench/search_tin.sh BUILD_DIR OUT_DIR BASELINE.arch.json
 #   env: the recipe of oneshot_tin.sh (EPOCHS RES THREADS LR CLIP CLASSES SPACE), MNV2=0.35,
-#        POP=32 GENS=10 BATCH=16 (evolution), CLOCK=cpu (the profile's clock: cpu time holds on a busy machine)
+#        POP=32 GENS=10 BATCH=16 (evolution), CLOCK=cpu (the profile's clock: cpu time holds on a busy machine),
+#        METRIC=top1 (the search's score: top1 or loss), STRATS="evolution random" (the strategies run)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
@@ -15,7 +16,7 @@ OUT="${2:?OUT_DIR}"
 BASE="$(cd "$(dirname "${3:?BASELINE.arch.json}")" && pwd)/$(basename "$3")"
 EPOCHS=${EPOCHS:-20} RES=${RES:-32} THREADS=${THREADS:-2} LR=${LR:-0.1} CLIP=${CLIP:-0} CLASSES=${CLASSES:-200}
 SPACE="$ROOT/${SPACE:-search/spaces/tiny.space.json}" MNV2=${MNV2:-0.35}
-POP=${POP:-32} GENS=${GENS:-10} BATCH=${BATCH:-16} CLOCK=${CLOCK:-cpu}
+POP=${POP:-32} GENS=${GENS:-10} BATCH=${BATCH:-16} CLOCK=${CLOCK:-cpu} METRIC=${METRIC:-top1}
 cd "$OUT"
 [ -f supernet.done ] || { echo "search_tin: $OUT has no finished supernet (run bench/oneshot_tin.sh first)" >&2; exit 1; }
 common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
@@ -29,12 +30,12 @@ echo "== latency tables"
 bcpu=$(ms cpu.csv "$BASE"); btpu=$(ms edgetpu.csv "$BASE")
 echo "budgets (the baseline's predicted latency): cpu $bcpu ms, edgetpu $btpu ms"
 
-for strat in evolution random; do
+for strat in ${STRATS:-evolution random}; do
   echo "== search: $strat"
   [ -f "search_$strat.done" ] && continue
   r=(); [ -f "search_$strat/state.json" ] && r=(--resume)
   "$IBNAS" search --supernet supernet.h5 --lut "cpu=cpu.csv,edgetpu=edgetpu.csv" --budget-ms "cpu=$bcpu;edgetpu=$btpu" \
-      --strategy $strat --population "$POP" --generations "$GENS" --batch "$BATCH" --seed 0 --res "$RES" --baselines "$BASE" --threads "$THREADS" --quiet \
+      --strategy $strat --population "$POP" --generations "$GENS" --batch "$BATCH" --seed 0 --res "$RES" --metric "$METRIC" --baselines "$BASE" --threads "$THREADS" --quiet \
       --out "search_$strat" "${r[@]}"
   touch "search_$strat.done"
 done
@@ -71,11 +72,13 @@ import json, sys
 j = lambda n: json.load(open(n))
 meas = [json.loads(l) for l in open("measured.jsonl")]
 print(f"budgets: cpu {sys.argv[1]} ms, edgetpu {sys.argv[2]} ms (the baseline's predicted latency)")
+import os
 for s in ("evolution", "random"):
+    if not os.path.exists(f"search_{s}/summary.json"): continue
     sm = j(f"search_{s}/summary.json")
     for t in sm["targets"]:
         for p in t["picks"]:
-            print(f"search {s:9s} {t['name']:8s} ({sm['subnets_scored']} subnets): held-out top-1 {p.get('score', 0) * 100:.2f}%,"
+            print(f"search {s:9s} {t['name']:8s} ({sm['subnets_scored']} subnets): held-out score {p.get('score', 0):.4f},"
                   f" predicted {p.get('ms', 0):.4f} ms, {p.get('arch')}")
 print("val top-1 (trained from scratch, same recipe):")
 for n, m in (("searched_alone", meas[0]), ("baseline_alone", meas[2]), ("mnv2_alone", meas[3])):

@@ -8,10 +8,11 @@
 static const char *train_usage =
     "usage: ibnas supernet train --space S.space.json --data D [--val V] --out SUPERNET.h5 [flags]\n\n"
     "Trains one weight-sharing supernet over every arch of the space. Each step runs the sampled paths\n"
-    "only: with --sampling sandwich (default) the largest, the smallest and --paths random ones, the smaller\n"
-    "distilled from the largest's soft targets; with --sampling uniform one random path; with --sampling\n"
-    "fair (FairNAS's strict fairness) as many paths as a layer has op types, each op of each layer in\n"
-    "exactly one of them, all learning from the labels. --holdout F keeps a\n"
+    "only: with --sampling fair (default; FairNAS's strict fairness) as many paths as a layer has op\n"
+    "types, each op of each layer in exactly one of them, all learning from the labels; with --sampling\n"
+    "sandwich the largest, the smallest and --paths random ones, the smaller distilled from the largest's\n"
+    "soft targets; with --sampling uniform one random path. Fair is the default because it is the one\n"
+    "whose inherited scores rank subnets as training them alone does (docs/SEARCH.md). --holdout F keeps a\n"
     "seeded fraction of the training data out of training, for scoring subnets (ibnas search). Progress,\n"
     "the CSV log (with the largest and smallest paths' validation top-1 after BN recalibration), a\n"
     "checkpoint every epoch, Ctrl-C and --resume work as in ibnas train.\n";
@@ -24,7 +25,7 @@ static int supernet_train(int argc, char **argv) {
     cli_flag flags[CLI_TRAIN_FLAGS + 8];
     int n = 0;
     flags[n++] = (cli_flag){"--space", F_STR, &o.space, "the search space (*.space.json; required unless resuming)"};
-    flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "sandwich (default), uniform or fair"};
+    flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "fair (default), sandwich or uniform"};
     flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
     flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1)"};
     flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};

@@ -516,9 +516,10 @@ typedef struct ib_supernet ib_supernet;
 typedef struct ib_supernet_train_opts {
     ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch, init unused)
     const char *space;         // the *.space.json (required unless resuming)
-    const char *sampling;      // "sandwich" (default: largest, smallest and `paths` random paths a step, the
-                               // smaller ones distilled from the largest), "uniform" (one random path a step) or
-                               // "fair" (a path per op type of the layers, each op of each layer in exactly one)
+    const char *sampling;      // "fair" (default: a path per op type of the layers, each op of each layer in
+                               // exactly one, all from the labels), "sandwich" (largest, smallest and `paths`
+                               // random paths a step, the smaller ones distilled from the largest) or "uniform"
+                               // (one random path a step); docs/SEARCH.md says why fair is the default
     int paths;                 // sandwich's random paths per step, 2
     float kd;                  // weight of the distillation loss, 1
     double holdout;            // fraction of the training data never trained on, kept for scoring archs (0.1)

@@ -83,7 +83,7 @@ void ib_sn_train_cfg_default(ib_sn_train_cfg *c) {
     memset(c, 0, sizeof *c);
     ib_train_cfg_default(&c->base);
     c->base.arch = NULL;
-    c->sampling = IB_SN_SANDWICH;
+    c->sampling = IB_SN_FAIR;
     c->n_random = 2;
     c->kd = 1;
     c->holdout = 0.1;

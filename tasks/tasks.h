@@ -153,10 +153,10 @@ const char *ib_sn_sampling_name(int sampling);   // "sandwich", "uniform", "fair
 typedef struct ib_sn_train_cfg {
     ib_train_cfg base;
     const char *space;        // the space file (not needed to resume)
-    int sampling;             // IB_SN_SANDWICH (default): the largest, the smallest and n_random random paths
-                              // each step, the others distilled from the largest's soft targets; IB_SN_UNIFORM:
-                              // one random path a step; IB_SN_FAIR: ib_space_fair_paths paths a step covering
-                              // every op type of every layer once (FairNAS), all from the labels
+    int sampling;             // IB_SN_FAIR (default): ib_space_fair_paths paths a step covering every op type of
+                              // every layer once (FairNAS), all from the labels; IB_SN_SANDWICH: the largest, the
+                              // smallest and n_random random paths each step, the others distilled from the
+                              // largest's soft targets; IB_SN_UNIFORM: one random path a step
     int n_random;             // 2
     float kd;                 // weight of the distillation loss, 1
     double holdout;           // fraction of the training data left out of training, for scoring subnets (0.1)

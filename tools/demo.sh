@@ -29,7 +29,7 @@ echo "== 1/9 synthetic scenes: 5000 training and 1000 held-out 32x32 scenes of 6
 [ -f "$dir/val.h5" ] || "$ibnas" synth --out "$dir/val.h5" --n 1000 --size 32 --seed 2 --quiet
 "$ibnas" space count --space "$space"
 
-echo "== 2/9 supernet over $space: $epochs epochs, sandwich sampling with in-place distillation"
+echo "== 2/9 supernet over $space: $epochs epochs, fair sampling (every op of every layer once a step)"
 rm -f "$dir/supernet.h5" "$dir/supernet.h5.csv"
 "$ibnas" supernet train --space "$space" --data "$dir/train.h5" --val "$dir/val.h5" --out "$dir/supernet.h5" \
     --epochs "$epochs" --batch 64 --res 32 --lr 0.05 --warmup 0.3 --seed 0 --json > "$dir/supernet.json"
