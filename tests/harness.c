@@ -22,6 +22,7 @@ void ib_test_register(const char *name, void (*fn)(void)) {
 }
 
 void ib_test_fail(const char *file, int line, const char *fmt, ...) {
+    if (case_state == 1) return;   // the first failure is the one reported
     int k = snprintf(case_msg, sizeof case_msg, "%s:%d: ", file, line);
     va_list ap;
     va_start(ap, fmt);
@@ -31,6 +32,7 @@ void ib_test_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 void ib_test_skip(const char *fmt, ...) {
+    if (case_state == 1) return;   // a SKIP after a failure keeps the failure and its message
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(case_msg, sizeof case_msg, fmt, ap);
@@ -41,6 +43,9 @@ void ib_test_skip(const char *fmt, ...) {
 int ib_test_failed(void) { return case_state != 0; }
 
 int main(int argc, char **argv) {
+    // Tests choose their SIMD version themselves; one named in the caller's environment would change
+    // what every test (and every ibnas it starts) runs.
+    unsetenv("IBNAS_SIMD");
     ib_set_threads(2);
     int failed = 0;
     for (int i = 0; i < n_cases; i++) {

@@ -464,7 +464,7 @@ TEST(mobilenetv2_matches_torchvision) {
 // Checkpoints
 
 static void tmp_name(char *buf, size_t n, const char *what) {
-    snprintf(buf, n, "/tmp/ibnas_test_layers_%d_%s.h5", (int)getpid(), what);
+    snprintf(buf, n, "%s/layers_%s.h5", test_tmpdir(), what);
 }
 
 TEST(checkpoint_round_trip_is_exact) {
