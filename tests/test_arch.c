@@ -177,3 +177,48 @@ TEST(infer_command) {
     ib_net_free(&net);
     ib_arch_free(&a);
 }
+
+// The skip block removes its layer: a network with a skip gives the logits and input gradient of the same
+// network without that layer, its other weights the same, bit for bit (the block-level parity case
+// against PyTorch compares an identity with an identity, which a residual added by mistake would pass
+// only there).
+TEST(skip_block_removes_the_layer) {
+    const char *head = "{\"format\": \"ibnas-arch\", \"version\": 1, \"name\": \"s\", \"task\": \"classify\", \"classes\": 5,"
+                       " \"input\": 16, \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2}, \"head\": {\"out\": 32, \"dropout\": 0},"
+                       " \"blocks\": [{\"op\": \"ibn\", \"expand\": 3, \"out\": 16, \"stride\": 2}, ";
+    const char *tail = "{\"op\": \"fused\", \"expand\": 2, \"out\": 16, \"stride\": 1}]}";
+    char with[1024], without[1024];
+    snprintf(with, sizeof with, "%s{\"op\": \"skip\"}, %s", head, tail);
+    snprintf(without, sizeof without, "%s%s", head, tail);
+    ib_arch a, b;
+    CHECK(ib_arch_parse(&a, with, "with skip") == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_arch_parse(&b, without, "without skip") == IB_OK, "%s", ib_errmsg());
+    ib_net na, nb;
+    CHECK(ib_net_build(&na, &a) == IB_OK && ib_net_build(&nb, &b) == IB_OK, "build: %s", ib_errmsg());
+    ib_net_init_weights(&na, 3);
+    int same_params = na.ps.n == nb.ps.n;
+    for (int i = 0; i < na.ps.n && same_params; i++) {   // the same tensors in the same order
+        same_params = ib_same_shape(na.ps.t[i], nb.ps.t[i]);
+        if (same_params) memcpy(nb.ps.t[i]->data, na.ps.t[i]->data, sizeof(float) * (size_t)ib_numel(na.ps.t[i]));
+    }
+    float *logits[2] = {0}, *gx[2] = {0};
+    int64_t ny = 0, nx = 0;
+    for (int k = 0; k < 2 && same_params; k++) {
+        ib_ctx *ctx = ib_ctx_new();
+        ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, 16, 16});
+        fill_normal(x, 5, 1);
+        x->requires_grad = 1;
+        ib_tensor *y = ib_net_forward(ctx, k ? &nb : &na, x);
+        ny = ib_numel(y), nx = ib_numel(x);
+        ib_backward(ctx, y, NULL);
+        logits[k] = malloc(sizeof(float) * (size_t)ny), gx[k] = malloc(sizeof(float) * (size_t)nx);
+        memcpy(logits[k], y->data, sizeof(float) * (size_t)ny), memcpy(gx[k], x->grad, sizeof(float) * (size_t)nx);
+        ib_ctx_free(ctx);
+    }
+    int same_out = same_params && !memcmp(logits[0], logits[1], sizeof(float) * (size_t)ny) &&
+                   !memcmp(gx[0], gx[1], sizeof(float) * (size_t)nx);
+    for (int k = 0; k < 2; k++) free(logits[k]), free(gx[k]);
+    ib_net_free(&na), ib_net_free(&nb), ib_arch_free(&a), ib_arch_free(&b);
+    CHECK(same_params, "the skip layer changed the parameters (%d against %d tensors)", na.ps.n, nb.ps.n);
+    CHECK(same_out, "logits or input gradient differ from the network without the skip layer");
+}
