@@ -211,6 +211,94 @@ TEST(resume_equals_uninterrupted_run) {
     CHECK(ib_train_classify(&c, &r) != IB_OK && strstr(ib_errmsg(), "seed"), "seed mismatch: %s", ib_errmsg());
 }
 
+// --resume with other settings than the checkpoint's is refused, naming the flag and both values; the
+// same data under another spelling of its path is the same data.
+TEST(resume_refuses_other_settings) {
+    fixtures(0);
+    char part[300], respelled[700];
+    snprintf(part, sizeof part, "%s/settings.h5", test_tmpdir());
+    ib_train_cfg c;
+    ib_train_result r;
+    small_cfg(&c, part);
+    c.epochs = 2;
+    c.max_steps = 2;
+    CHECK(ib_train_classify(&c, &r) == IB_OK, "first leg: %s", ib_errmsg());
+    static const struct { const char *flag, *was, *now; } cases[] = {
+        {"--batch", "64", "32"}, {"--data", NULL, NULL}, {"--lr", "0.2", "0.1"}, {"--epochs", "2", "3"},
+        {"--optimizer", "sgd", "adamw"},
+    };
+    for (int i = 0; i < 5; i++) {
+        small_cfg(&c, part);
+        c.epochs = 2;
+        c.max_steps = 1;
+        c.resume = part;
+        if (i == 0) c.batch = 32;
+        if (i == 1) c.data = val_pack;
+        if (i == 2) c.lr = 0.1f;
+        if (i == 3) c.epochs = 3;
+        if (i == 4) c.optim = ib_optim_cfg_default(IB_OPTIM_ADAMW, 0);
+        ib_status st = ib_train_classify(&c, &r);
+        const char *m = ib_errmsg();
+        int named = strstr(m, part) && strstr(m, cases[i].flag) && (!cases[i].was || (strstr(m, cases[i].was) &&
+                                                                                     strstr(m, cases[i].now)));
+        if (i == 1) named = named && strstr(m, "small.h5") && strstr(m, "val.h5");
+        CHECK(st == IB_ERR_ARG && named, "%s: status %s, message: %s", cases[i].flag, ib_status_name(st), m);
+    }
+    small_cfg(&c, part);
+    c.epochs = 2;
+    c.max_steps = 1;
+    c.resume = part;
+    snprintf(respelled, sizeof respelled, "%s/../%s/small.h5", test_tmpdir(), strrchr(test_tmpdir(), '/') + 1);
+    c.data = respelled;
+    CHECK(ib_train_classify(&c, &r) == IB_OK && r.steps == 3, "the same data, respelled: %s", ib_errmsg());
+}
+
+// A loss that becomes NaN or Inf stops the run, naming the step and the last good checkpoint.
+TEST(nonfinite_loss_stops_naming_the_checkpoint) {
+    fixtures(0);
+    char out[300];
+    snprintf(out, sizeof out, "%s/diverge.h5", test_tmpdir());
+    ib_train_cfg c;
+    ib_train_result r;
+    small_cfg(&c, out);
+    c.lr = 1e30f;   // the first steps are taken from the initial weights (warm-up from 0); then the loss is not finite
+    c.val = NULL;
+    ib_status st = ib_train_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "loss became") && strstr(ib_errmsg(), "at step 2") &&
+              strstr(ib_errmsg(), "before any checkpoint"),
+          "fresh run: %s (%s)", ib_status_name(st), ib_errmsg());
+    CHECK(access(out, F_OK) != 0, "a diverged run wrote %s", out);
+    c.max_steps = 1;
+    CHECK(ib_train_classify(&c, &r) == IB_OK && r.steps == 1, "one step: %s", ib_errmsg());
+    c.max_steps = 0;
+    c.resume = out;
+    st = ib_train_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "at step 2") && strstr(ib_errmsg(), out) &&
+              strstr(ib_errmsg(), "after step 1"),
+          "resumed run: %s (%s)", ib_status_name(st), ib_errmsg());
+    ib_net net;
+    CHECK(ib_ckpt_load(&net, out) == IB_OK, "the last good checkpoint no longer loads: %s", ib_errmsg());
+    int finite = 1;
+    for (int64_t i = 0; i < net.ps.numel_params; i++) finite &= isfinite(net.ps.data[i]) != 0;
+    ib_net_free(&net);
+    CHECK(finite, "the last good checkpoint holds non-finite weights");
+}
+
+// An output that cannot be written is reported before the data is even opened.
+TEST(unwritable_output_is_reported_first) {
+    fixtures(0);
+    const char *bad[2] = {"/nonexistent/folder/out.h5", test_tmpdir()};
+    for (int i = 0; i < 2; i++) {
+        ib_train_cfg c;
+        ib_train_result r;
+        small_cfg(&c, bad[i]);
+        c.data = "/nonexistent/train.h5";
+        ib_status st = ib_train_classify(&c, &r);
+        CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), bad[i]) && !strstr(ib_errmsg(), "train.h5"), "%s: %s (%s)", bad[i],
+              ib_status_name(st), ib_errmsg());
+    }
+}
+
 TEST(bad_training_configurations_fail_clearly) {
     fixtures(0);
     char out[300];
