@@ -192,6 +192,20 @@ static ib_status read_raw(ib_h5 *f, const char *name, hid_t type, void *x, int64
     return s;
 }
 
+ib_status ib_h5_check_f32(ib_h5 *f, const char *name) {
+    if (!ib_h5_exists(f, name)) return ib_fail(IB_ERR_NOTFOUND, "%s: no dataset %s", f->path, name);
+    hid_t ds = H5Dopen2(f->file, name, H5P_DEFAULT);
+    if (ds < 0) return ib_fail(IB_ERR_FORMAT, "%s: %s is not a dataset", f->path, name);
+    hid_t type = H5Dget_type(ds);
+    H5T_class_t c = H5Tget_class(type);
+    size_t size = H5Tget_size(type);
+    H5Tclose(type);
+    H5Dclose(ds);
+    if (c == H5T_FLOAT && size == 4) return IB_OK;
+    return ib_fail(IB_ERR_FORMAT, "%s: dataset %s is %s of %zu bytes, expected float32", f->path, name,
+                   c == H5T_FLOAT ? "a float" : c == H5T_INTEGER ? "an integer" : "not a number", size);
+}
+
 ib_status ib_h5_read_f32(ib_h5 *f, const char *name, float *x, int64_t n) {
     return read_raw(f, name, H5T_NATIVE_FLOAT, x, n);
 }
