@@ -74,6 +74,16 @@ static void small_cfg(ib_train_cfg *c, const char *out) {
     c->progress = 0;
 }
 
+// The small set's fixtures, and small_cfg writing to NAME in the scratch folder (the path lives until the
+// next call).
+static const char *small_run(ib_train_cfg *c, const char *name) {
+    static char out[300];
+    fixtures(0);
+    snprintf(out, sizeof out, "%s/%s", test_tmpdir(), name);
+    small_cfg(c, out);
+    return out;
+}
+
 // Reads column `col` (0-based) of the CSV log's data rows into v; returns the row count.
 static int read_log_column(const char *path, int col, double *v, int max) {
     FILE *f = fopen(path, "r");
@@ -255,12 +265,9 @@ TEST(resume_refuses_other_settings) {
 
 // A loss that becomes NaN or Inf stops the run, naming the step and the last good checkpoint.
 TEST(nonfinite_loss_stops_naming_the_checkpoint) {
-    fixtures(0);
-    char out[300];
-    snprintf(out, sizeof out, "%s/diverge.h5", test_tmpdir());
     ib_train_cfg c;
     ib_train_result r;
-    small_cfg(&c, out);
+    const char *out = small_run(&c, "diverge.h5");
     c.lr = 1e30f;   // the first steps are taken from the initial weights (warm-up from 0); then the loss is not finite
     c.val = NULL;
     ib_status st = ib_train_classify(&c, &r);
@@ -284,28 +291,10 @@ TEST(nonfinite_loss_stops_naming_the_checkpoint) {
     CHECK(finite, "the last good checkpoint holds non-finite weights");
 }
 
-// An output that cannot be written is reported before the data is even opened.
-TEST(unwritable_output_is_reported_first) {
-    fixtures(0);
-    const char *bad[2] = {"/nonexistent/folder/out.h5", test_tmpdir()};
-    for (int i = 0; i < 2; i++) {
-        ib_train_cfg c;
-        ib_train_result r;
-        small_cfg(&c, bad[i]);
-        c.data = "/nonexistent/train.h5";
-        ib_status st = ib_train_classify(&c, &r);
-        CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), bad[i]) && !strstr(ib_errmsg(), "train.h5"), "%s: %s (%s)", bad[i],
-              ib_status_name(st), ib_errmsg());
-    }
-}
-
 TEST(bad_training_configurations_fail_clearly) {
-    fixtures(0);
-    char out[300];
-    snprintf(out, sizeof out, "%s/bad.h5", test_tmpdir());
     ib_train_cfg c;
     ib_train_result r;
-    small_cfg(&c, out);
+    const char *out = small_run(&c, "bad.h5");
     c.data = "/nonexistent/train.h5";
     CHECK(ib_train_classify(&c, &r) != IB_OK && strstr(ib_errmsg(), "/nonexistent/train.h5"), "missing data: %s",
           ib_errmsg());
@@ -319,6 +308,15 @@ TEST(bad_training_configurations_fail_clearly) {
     small_cfg(&c, out);
     c.classes = 3;   // the scenes have 6
     CHECK(ib_train_classify(&c, &r) != IB_OK, "fewer classes than the labels must fail");
+    // An output that cannot be written is reported before the data is even opened.
+    const char *unwritable[2] = {"/nonexistent/folder/out.h5", test_tmpdir()};
+    for (int i = 0; i < 2; i++) {
+        small_cfg(&c, unwritable[i]);
+        c.data = "/nonexistent/train.h5";
+        ib_status st = ib_train_classify(&c, &r);
+        CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), unwritable[i]) && !strstr(ib_errmsg(), "train.h5"), "%s: %s (%s)",
+              unwritable[i], ib_status_name(st), ib_errmsg());
+    }
 }
 
 static double json_number(const char *txt, const char *key) {
