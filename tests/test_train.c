@@ -393,3 +393,58 @@ TEST(cli_train_ctrl_c_resume_eval) {
     free(txt);
     CHECK(rc == 1 && named, "eval of missing data: exit %d, the message must name the path", rc);
 }
+
+// `kill -9` at any moment leaves the last checkpoint readable. The run writes one an epoch (10 steps) as
+// OUT.tmp, renamed when complete; legs are killed the moment OUT.tmp appears (mid-write) or at a delay
+// (anywhere); each time the file under the final name loads, and the next leg resumes from it.
+TEST(cli_train_kill9_leaves_a_readable_checkpoint) {
+    fixtures(0);
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built (make build/ibnas)", bin);
+    char out[300];
+    snprintf(out, sizeof out, "%s/kill9.h5", test_tmpdir());
+    char tmp[320];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    static const int delay_ms[8] = {0, -1, 0, -1, 150, -1, 400, -1};   // -1: when OUT.tmp appears; leg 0 after OUT
+    int64_t last_step = -1;
+    int mid_write = 0;
+    for (int k = 0; k < 8; k++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork failed");
+        if (pid == 0) {
+            if (!freopen("/dev/null", "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+            const char *args[] = {bin,  "train", "--arch", arch_path, "--data",   small_pack, "--res", "48",
+                                  "--epochs", "500", "--warmup", "0.3", "--threads", "2", "--out", out,
+                                  k ? "--resume" : NULL, out, NULL};
+            execv(bin, (char *const *)args);
+            _exit(98);
+        }
+        // Up to 5 minutes (sanitizer builds are slow) for the first checkpoint, or for a write to begin.
+        int status = 0, exited = 0;
+        for (int t = 0; t < 300000 && !exited; t++) {
+            if (delay_ms[k] < 0 ? access(tmp, F_OK) == 0 : k > 0 || access(out, F_OK) == 0) break;
+            exited = waitpid(pid, &status, WNOHANG) == pid;
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
+        if (delay_ms[k] > 0) nanosleep(&(struct timespec){delay_ms[k] / 1000, (long)(delay_ms[k] % 1000) * 1000000L}, NULL);
+        if (!exited) {
+            kill(pid, SIGKILL);
+            CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+        }
+        CHECK(!exited, "leg %d exited by itself (status %d) before the kill", k, status);
+        mid_write += delay_ms[k] < 0 && access(tmp, F_OK) == 0;   // killed with the temporary file half written
+        ib_net net;
+        ib_status st = ib_ckpt_load(&net, out);
+        if (st == IB_OK) ib_net_free(&net);
+        CHECK(st == IB_OK, "after kill -9 in leg %d: %s", k, ib_errmsg());
+        ib_h5 *f;
+        int64_t meta[6] = {0};
+        CHECK(ib_h5_open(&f, out) == IB_OK, "%s", ib_errmsg());
+        st = ib_h5_read_i64(f, "train/state", meta, 6);
+        ib_h5_close(f);
+        CHECK(st == IB_OK && meta[2] >= last_step, "leg %d: training state %s, step %lld after %lld", k,
+              st ? ib_errmsg() : "read", (long long)meta[2], (long long)last_step);
+        last_step = meta[2];
+    }
+    CHECK(mid_write >= 2, "only %d of 4 kills landed while a checkpoint was being written", mid_write);
+}
