@@ -1,6 +1,7 @@
 # ibnas: one Makefile. `make` builds build/libibnas.a, build/libibnas.so and build/ibnas; `make test` runs
 # every test and ends with "N passed, N failed"; `make bench`; `make bench-tin`; `make demo`; `make DEBUG=1`;
-# `make SANITIZE=1 test`; `make install PREFIX=/usr/local DESTDIR=` and `make uninstall`.
+# `make SANITIZE=1 test`; `make fuzz` (libFuzzer, FUZZ_SECONDS a target); `make install PREFIX=/usr/local DESTDIR=`
+# and `make uninstall`.
 # Sources are found by wildcard: a new file in a library folder is built without touching this file.
 
 CC ?= cc
@@ -17,6 +18,14 @@ endif
 ifeq ($(SANITIZE),1)
 BUILD := build/sanitize
 OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+endif
+# The libFuzzer build (`make fuzz`): clang, every object instrumented for coverage, ASan and UBSan.
+ifeq ($(FUZZ),1)
+CC := clang
+BUILD := build/fuzz
+# (-Wno-pass-failed: at -O1 clang cannot always honour `omp simd`, which says nothing about the readers.)
+OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined \
+       -Wno-pass-failed
 endif
 
 HDF5_CFLAGS := $(shell pkg-config --cflags hdf5-serial 2>/dev/null || pkg-config --cflags hdf5 2>/dev/null)
@@ -79,8 +88,11 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_OBJ := $(EXAMPLE_SRC:%.c=$(BUILD)/obj/%.o)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(filter-out %/fuzz_common,$(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%))
+FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test bench bench-tin demo clean tests examples refs install uninstall
+.PHONY: all deps test bench bench-tin demo clean tests examples refs install uninstall fuzz fuzz-run
 all: $(BUILD)/libibnas.a $(SHARED) $(BUILD)/ibnas
 
 deps:
@@ -141,6 +153,10 @@ $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(BUILD)/libibnas.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/fuzz_common.o $(BUILD)/libibnas.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
 tests: $(TEST_BIN) $(BUILD)/ibnas
 examples: $(EXAMPLE_BIN)
 
@@ -151,6 +167,15 @@ test: deps
 	@$(MAKE) --no-print-directory -j2 all tests examples
 	@IBNAS=$(BUILD)/ibnas IBNAS_LINK_FLAGS="$(filter -fsanitize=%,$(OPT))" CC="$(CC)" \
 	    bash tools/run_tests.sh $(TEST_BIN) tests/test_install.sh tests/test_report.sh
+
+# Each reader's libFuzzer target for FUZZ_SECONDS (default 30) seconds, one after another (clang and its
+# fuzzer runtime: tools/deps.sh fuzz installs them). Findings land in build/fuzz/runs/<target>/findings/.
+fuzz:
+	@bash tools/deps.sh fuzz
+	@$(MAKE) --no-print-directory FUZZ=1 fuzz-run
+fuzz-run:
+	@$(MAKE) --no-print-directory -j2 FUZZ=1 $(FUZZ_BIN)
+	@bash tools/run_fuzz.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_BIN)
 
 # Installs the command, both libraries, the public header and ibnas.pc; DESTDIR stages it elsewhere.
 install: all

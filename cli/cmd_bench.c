@@ -317,6 +317,7 @@ int cmd_bench(int argc, char **argv) {
             printf("%s", usage_text);
             return 0;
         }
+        if (argc >= 2) fprintf(stderr, "ibnas bench: train or infer comes first, got '%s'\n", argv[1]);
         fprintf(stderr, "%s", usage_text);
         return 2;
     }

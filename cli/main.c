@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -76,9 +77,13 @@ static int cli_flag_int(int argc, char **argv, int *i, const char *name, int *ou
     if (b) *bad = 1;
     if (!v) return b;
     char *end;
+    errno = 0;
     long x = strtol(v, &end, 10);
     if (*v == 0 || *end != 0) {
         fprintf(stderr, "ibnas: %s wants an integer, got '%s'\n", name, v);
+        *bad = 1;
+    } else if (errno == ERANGE || x > INT_MAX || x < 0) {   // every integer flag is a count, a size or an index
+        fprintf(stderr, "ibnas: %s wants an integer from 0 to %d, got '%s'\n", name, INT_MAX, v);
         *bad = 1;
     } else *out = (int)x;
     return 1;

@@ -228,6 +228,12 @@ ib_status ib_h5_create(ib_h5 **f, const char *path);
 ib_status ib_h5_open(ib_h5 **f, const char *path);        // read-only
 ib_status ib_h5_close(ib_h5 *f);                          // commit (rename) a created file
 void ib_h5_abort(ib_h5 *f);                               // close and delete a half-written file
+// Can ib_h5_create write `path` (its temporary file beside it, and path not a folder)? Tried with a real
+// file, made and removed, so a missing or read-only folder is known before hours of work, not after.
+ib_status ib_h5_check_creatable(const char *path);
+// IB_OK when dataset `name` is stored as float32; else IB_ERR_FORMAT naming the file, the dataset and its
+// type (a float64 array read as float32 would be converted without a word).
+ib_status ib_h5_check_f32(ib_h5 *f, const char *name);
 const char *ib_h5_path(const ib_h5 *f);
 int ib_h5_exists(ib_h5 *f, const char *name);
 ib_status ib_h5_write(ib_h5 *f, const char *name, const ib_tensor *t);

@@ -3,9 +3,12 @@
 // becomes an ib_status with a message naming the file and the dataset.
 #include "core.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct ib_h5 {
@@ -28,10 +31,14 @@ ib_status ib_h5_create(ib_h5 **out, const char *path) {
     quiet_hdf5();
     *out = NULL;
     ib_h5 *f = calloc(1, sizeof *f);
+    if (!f) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     size_t n = strlen(path);
     f->path = strdup(path);
     f->tmp_path = malloc(n + 5);
-    if (!f || !f->path || !f->tmp_path) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
+    if (!f->path || !f->tmp_path) {
+        free(f->path), free(f->tmp_path), free(f);
+        return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
+    }
     snprintf(f->tmp_path, n + 5, "%s.tmp", path);
     f->file = H5Fcreate(f->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f->file < 0) {
@@ -40,6 +47,21 @@ ib_status ib_h5_create(ib_h5 **out, const char *path) {
         return s;
     }
     *out = f;
+    return IB_OK;
+}
+
+ib_status ib_h5_check_creatable(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return ib_fail(IB_ERR_IO, "%s: is a folder, not a file to write", path);
+    size_t n = strlen(path) + 5;
+    char *tmp = malloc(n);
+    if (!tmp) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, n, "%s.tmp", path);   // the name ib_h5_create writes first
+    int fd = open(tmp, O_WRONLY | O_CREAT, 0644);
+    int err = errno;
+    if (fd >= 0) close(fd), unlink(tmp);
+    free(tmp);
+    if (fd < 0) return ib_fail(IB_ERR_IO, "%s: cannot write there (%s)", path, strerror(err));
     return IB_OK;
 }
 
@@ -168,6 +190,20 @@ static ib_status read_raw(ib_h5 *f, const char *name, hid_t type, void *x, int64
         s = ib_fail(IB_ERR_FORMAT, "%s: cannot read dataset %s as the expected type", f->path, name);
     H5Dclose(ds);
     return s;
+}
+
+ib_status ib_h5_check_f32(ib_h5 *f, const char *name) {
+    if (!ib_h5_exists(f, name)) return ib_fail(IB_ERR_NOTFOUND, "%s: no dataset %s", f->path, name);
+    hid_t ds = H5Dopen2(f->file, name, H5P_DEFAULT);
+    if (ds < 0) return ib_fail(IB_ERR_FORMAT, "%s: %s is not a dataset", f->path, name);
+    hid_t type = H5Dget_type(ds);
+    H5T_class_t c = H5Tget_class(type);
+    size_t size = H5Tget_size(type);
+    H5Tclose(type);
+    H5Dclose(ds);
+    if (c == H5T_FLOAT && size == 4) return IB_OK;
+    return ib_fail(IB_ERR_FORMAT, "%s: dataset %s is %s of %zu bytes, expected float32", f->path, name,
+                   c == H5T_FLOAT ? "a float" : c == H5T_INTEGER ? "an integer" : "not a number", size);
 }
 
 ib_status ib_h5_read_f32(ib_h5 *f, const char *name, float *x, int64_t n) {

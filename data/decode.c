@@ -199,6 +199,11 @@ static ib_status decode_jpeg(const uint8_t *buf, size_t n, const char *name, uin
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, buf, (unsigned long)n);
     jpeg_read_header(&cinfo, TRUE);
+    // Before any buffer is sized from the header (a progressive file's coefficients take the whole image).
+    if ((int64_t)cinfo.image_width * cinfo.image_height > MAX_PIXELS) {
+        err.why = "image too large";
+        longjmp(err.jmp, 1);
+    }
     int cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;   // libjpeg-turbo converts gray to RGB itself
     jpeg_start_decompress(&cinfo);

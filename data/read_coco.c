@@ -398,7 +398,7 @@ ib_status ib_coco_source_open(ib_dataset *ds, const char *path, const ib_ds_opts
     ib_status st = coco_locate(path, ib_ds_split(opts), &json_path, &imdir);
     if (st) return st;
     json_error_t err;
-    json_t *root = json_load_file(json_path, 0, &err);
+    json_t *root = json_load_file(json_path, JSON_REJECT_DUPLICATES, &err);
     if (!root) {
         // jansson reports missing files through the same struct: tell them apart for the status.
         st = ib_ds_is_file(json_path)

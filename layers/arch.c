@@ -153,7 +153,7 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
 ib_status ib_arch_parse(ib_arch *a, const char *text, const char *source) {
     arch_defaults(a);
     json_error_t err;
-    json_t *root = json_loads(text, 0, &err);
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &err);
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", source, err.line, err.column, err.text);
     ib_status s = parse_root(a, root, source);
     json_decref(root);
@@ -166,7 +166,7 @@ ib_status ib_arch_load(ib_arch *a, const char *path) {
     json_error_t err;
     FILE *f = fopen(path, "rb");
     if (!f) return ib_fail(IB_ERR_IO, "%s: cannot open (no such file or not readable)", path);
-    json_t *root = json_loadf(f, 0, &err);
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
     fclose(f);
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
     ib_status s = parse_root(a, root, path);

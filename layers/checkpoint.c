@@ -2,6 +2,7 @@
 // the training state. Written as PATH.tmp and renamed, so a crash never leaves half a checkpoint.
 #include "layers/layers.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,8 +41,14 @@ ib_status ib_params_read(ib_h5 *f, ib_params *ps) {
     char name[512];
     for (int i = 0; i < ps->n; i++) {
         snprintf(name, sizeof name, "%s/%s", ps->is_buffer[i] ? "buffers" : "params", ps->t[i]->name);
-        ib_status s = ib_h5_read_into(f, name, ps->t[i]);
+        ib_status s = ib_h5_check_f32(f, name);
+        if (!s) s = ib_h5_read_into(f, name, ps->t[i]);
         if (s) return s;
+        const float *v = ps->t[i]->data;
+        for (int64_t j = 0, n = ib_numel(ps->t[i]); j < n; j++)
+            if (!isfinite(v[j]))
+                return ib_fail(IB_ERR_FORMAT, "%s: %s holds %g at element %lld; a network with it computes nothing",
+                               ib_h5_path(f), name, v[j], (long long)j);
     }
     return IB_OK;
 }

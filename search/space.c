@@ -557,7 +557,7 @@ ib_status ib_space_parse(ib_space *s, const char *json, const char *source) {
     space_defaults(s);
     if (!source) source = "space";
     json_error_t err;
-    json_t *root = json_loads(json, 0, &err);
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &err);
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", source, err.line, err.column, err.text);
     ib_status st = parse_root(s, root, source);
     json_decref(root);
@@ -570,7 +570,7 @@ ib_status ib_space_load(ib_space *s, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return ib_fail(IB_ERR_IO, "%s: cannot open (no such file or not readable)", path);
     json_error_t err;
-    json_t *root = json_loadf(f, 0, &err);
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
     fclose(f);
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
     ib_status st = parse_root(s, root, path);

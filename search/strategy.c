@@ -673,7 +673,7 @@ static int read_reals(json_t *a, double *v, int n) {
 
 static ib_status state_load(run *r, const char *path) {
     json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
     ib_status s = IB_OK;
 #define BAD(...) do { s = ib_fail(IB_ERR_FORMAT, __VA_ARGS__); goto done; } while (0)

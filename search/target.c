@@ -58,7 +58,7 @@ static ib_status read_params(const char *file, json_t *params, json_t *sources, 
 
 static ib_status parse_target(ib_target *t, const char *file) {
     json_error_t err;
-    json_t *root = json_load_file(file, 0, &err);
+    json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &err);
     if (!root) {
         FILE *f = fopen(file, "r");
         if (!f) return ib_fail(IB_ERR_IO, "%s: cannot open target parameters: %s", file, strerror(errno));

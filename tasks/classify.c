@@ -199,6 +199,40 @@ int ib_sigint_seen(void) { return interrupted != 0; }
 
 typedef ib_train_state train_state;
 
+// The settings a resumed run must share with the checkpoint's: with another batch, data set, learning rate,
+// length (the schedule) or optimizer the result would be the numbers of neither run. Attributes of
+// /train/state, as text, the flag that sets each beside it.
+#define N_SETTINGS 5
+static const char *const SETTING_ATTR[N_SETTINGS] = {"batch", "data", "lr", "epochs", "optimizer"};
+static const char *const SETTING_FLAG[N_SETTINGS] = {"--batch", "--data", "--lr", "--epochs", "--optimizer"};
+
+static void run_settings(const train_state *t, char v[N_SETTINGS][4096]) {
+    const ib_train_cfg *c = t->cfg;
+    char *real = c->data ? realpath(c->data, NULL) : NULL;   // the same data however the path was written
+    snprintf(v[0], 4096, "%d", c->batch);
+    snprintf(v[1], 4096, "%s", real ? real : c->data ? c->data : "");
+    snprintf(v[2], 4096, "%.9g", c->lr);
+    snprintf(v[3], 4096, "%d", c->epochs);
+    snprintf(v[4], 4096, "%s", ib_optim_name(t->opt));
+    free(real);
+}
+
+static ib_status settings_check(ib_h5 *f, const train_state *t) {
+    char now[N_SETTINGS][4096];
+    run_settings(t, now);
+    for (int i = 0; i < N_SETTINGS; i++) {
+        char *was = NULL;
+        if (ib_h5_attr_str(f, "train/state", SETTING_ATTR[i], &was)) continue;   // a checkpoint from before they were kept
+        ib_status s = strcmp(was, now[i]) ? ib_fail(IB_ERR_ARG, "%s: was trained with %s %s, this run has %s %s; resume with "
+                                                   "the same %s (or start a new run)", ib_h5_path(f), SETTING_FLAG[i], was,
+                                                   SETTING_FLAG[i], now[i], SETTING_FLAG[i])
+                                           : IB_OK;
+        free(was);
+        if (s) return s;
+    }
+    return IB_OK;
+}
+
 ib_status ib_train_state_save(ib_h5 *f, void *user) {
     train_state *t = user;
     ib_status s = ib_optim_save(t->opt, f, "train/optim");
@@ -209,19 +243,42 @@ ib_status ib_train_state_save(ib_h5 *f, void *user) {
     double acc[2] = {t->epoch_loss, (double)t->epoch_images};
     if (!s) s = ib_h5_set_attr_f64(f, "train/state", "epoch_loss_sum", acc[0]);
     if (!s) s = ib_h5_set_attr_f64(f, "train/state", "epoch_images", acc[1]);
+    if (t->cfg) {
+        char now[N_SETTINGS][4096];
+        run_settings(t, now);
+        for (int i = 0; i < N_SETTINGS && !s; i++) s = ib_h5_set_attr_str(f, "train/state", SETTING_ATTR[i], now[i]);
+        // Written under its final name once the caller's save returns; a failed save stops the run.
+        if (!s) t->saved = t->cfg->out, t->saved_step = t->step;
+    }
     return s;
+}
+
+ib_status ib_train_loss_check(const train_state *t, float loss) {
+    if (isfinite(loss)) return IB_OK;
+    if (!t->saved)
+        return ib_fail(IB_ERR_ARG, "the loss became %g at step %lld (lower --lr?); stopped before any checkpoint was "
+                       "written", loss, (long long)t->step);
+    return ib_fail(IB_ERR_ARG, "the loss became %g at step %lld (lower --lr?); stopped: %s holds the last good state "
+                   "(after step %lld)", loss, (long long)t->step, t->saved, (long long)t->saved_step);
+}
+
+ib_status ib_train_out_check(const char *out, const char *what) {
+    if (!out) return ib_fail(IB_ERR_ARG, "an output %s path is needed", what);
+    return ib_h5_check_creatable(out);
 }
 
 ib_status ib_train_state_load(ib_h5 *f, train_state *t) {
     int64_t meta[6];
     ib_status s = ib_h5_read_i64(f, "train/state", meta, 6);
     if (s) return ib_fail(s, "%s: no training state to resume from (/train/state): %s", ib_h5_path(f), ib_errmsg());
-    if ((s = ib_optim_load(t->opt, f, "train/optim"))) return s;
-    if (t->ema && (s = ib_ema_load(t->ema, f, "train/ema"))) return s;
-    t->epoch = meta[0], t->batch_in_epoch = meta[1], t->step = meta[2];
     if ((uint64_t)meta[3] != t->seed)
         return ib_fail(IB_ERR_ARG, "%s: was trained with seed %lld; resume with the same seed", ib_h5_path(f),
                        (long long)meta[3]);
+    if (t->cfg && (s = settings_check(f, t))) return s;
+    if ((s = ib_optim_load(t->opt, f, "train/optim"))) return s;
+    if (t->ema && (s = ib_ema_load(t->ema, f, "train/ema"))) return s;
+    t->epoch = meta[0], t->batch_in_epoch = meta[1], t->step = meta[2];
+    t->saved = t->cfg ? t->cfg->resume : NULL, t->saved_step = t->step;
     t->dropout_rng->state = (uint64_t)meta[4];
     t->dropout_rng->inc = (uint64_t)meta[5];
     double imgs = 0;
@@ -327,13 +384,14 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     train_state ts;
     memset(&ts, 0, sizeof ts);
     ts.seed = cfg->seed;
+    ts.cfg = cfg;
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
 
     if (cfg->epochs < 1 || cfg->batch < 1 || cfg->res < 8 || !(cfg->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 8)");
-    if (!cfg->out) return ib_fail(IB_ERR_ARG, "an output checkpoint path is needed");
+    if ((s = ib_train_out_check(cfg->out, "checkpoint"))) return s;
     if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
     if ((s = ib_open_labelled(&train, cfg->data, cfg->data_format, "train"))) goto done;
     if (cfg->val && (s = ib_open_labelled(&val, cfg->val, cfg->data_format, "val"))) goto done;
@@ -421,10 +479,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);
-            if (!isfinite(loss->data[0])) {
-                s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
-                goto done;
-            }
+            if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
             ts.epoch_loss += (double)loss->data[0] * b->n;
             ts.epoch_images += b->n;
             ts.step++, ts.batch_in_epoch++, steps_run++;

@@ -318,9 +318,9 @@ static int get_box(json_t *o, double b[4]) {
 
 ib_status ib_coco_evaluate_files(const char *gt_json, const char *dets_json, double stats[IB_COCO_STATS]) {
     json_error_t je;
-    json_t *g = json_load_file(gt_json, 0, &je);
+    json_t *g = json_load_file(gt_json, JSON_REJECT_DUPLICATES, &je);
     if (!g) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", gt_json, je.line, je.column, je.text);
-    json_t *d = json_load_file(dets_json, 0, &je);
+    json_t *d = json_load_file(dets_json, JSON_REJECT_DUPLICATES, &je);
     if (!d) {
         json_decref(g);
         return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", dets_json, je.line, je.column, je.text);

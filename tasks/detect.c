@@ -52,7 +52,7 @@ char *ib_ssd_cfg_to_json(const ib_ssd_cfg *c) {
 
 ib_status ib_ssd_cfg_parse(ib_ssd_cfg *c, const char *text, const char *source) {
     json_error_t je;
-    json_t *o = json_loads(text, 0, &je);
+    json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &je);
     if (!o) return ib_fail(IB_ERR_FORMAT, "%s:%d:%d: %s", source, je.line, je.column, je.text);
     ib_json_where w = {source, ""};
     ib_ssd_cfg_default(c, 0);

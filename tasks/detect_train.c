@@ -280,6 +280,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
     ib_train_state ts;
     memset(&ts, 0, sizeof ts);
     ts.seed = cfg->seed;
+    ts.cfg = cfg;
     ib_optim *opt_head = NULL;
     det_state dst = {&ts, NULL};
     int32_t *labels = NULL;
@@ -292,7 +293,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
 
     if (cfg->epochs < 1 || cfg->batch < 1 || cfg->res < 32 || !(cfg->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 32)");
-    if (!cfg->out) return ib_fail(IB_ERR_ARG, "an output checkpoint path is needed");
+    if ((s = ib_train_out_check(cfg->out, "checkpoint"))) return s;
     if (cfg->ema > 0) return ib_fail(IB_ERR_ARG, "detection: weight EMA is not built for detection yet (--ema 0)");
     if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
     if ((s = open_boxes(&train, cfg->data, cfg->data_format, "train"))) goto done;
@@ -380,10 +381,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
             if (cfg->clip > 0) ib_clip_grad_norm(&d.net.ps, cfg->clip), ib_clip_grad_norm(&d.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             ib_optim_step(opt_head, lr);
-            if (!isfinite(loss->data[0])) {
-                s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
-                goto done;
-            }
+            if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
             ts.epoch_loss += (double)loss->data[0] * b->n;
             ts.epoch_images += b->n;
             ts.step++, ts.batch_in_epoch++, steps_run++;

@@ -49,7 +49,7 @@ static ib_status get_int(json_t *root, const char *key, int *v, int lo, int hi, 
 ib_status ib_seg_head_cfg_parse(ib_seg_head_cfg *c, const char *text, const char *source) {
     ib_seg_head_cfg_default(c);
     json_error_t err;
-    json_t *root = json_loads(text, 0, &err);
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &err);
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s: seg_head: %s (line %d, column %d)", source, err.text, err.line, err.column);
     ib_status s = IB_OK;
     json_t *kind = json_object_get(root, "kind"), *rates = json_object_get(root, "rates");
@@ -695,6 +695,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     ib_train_state ts;
     memset(&ts, 0, sizeof ts);
     ts.seed = cfg->seed;
+    ts.cfg = cfg;
     float *weights = NULL;
     struct sigaction old_sa;
     int handler = 0;
@@ -704,7 +705,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
 
     if (cfg->epochs < 1 || cfg->batch < 2 || H < 16 || W < 16 || !(cfg->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, lr must be positive, batch at least 2 (batchnorm), size at least 16");
-    if (!cfg->out) return ib_fail(IB_ERR_ARG, "an output checkpoint path is needed");
+    if ((s = ib_train_out_check(cfg->out, "checkpoint"))) return s;
     if (strcmp(aug, "flip") && strcmp(aug, "scale") && strcmp(aug, "none"))
         return ib_fail(IB_ERR_ARG, "segmentation aug '%s' is not one of flip, scale, none", aug);
     if (scfg->class_weights && strcmp(scfg->class_weights, "none") && strcmp(scfg->class_weights, "median"))
@@ -841,10 +842,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);
-            if (!isfinite(loss->data[0])) {
-                s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
-                goto done;
-            }
+            if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
             ts.epoch_loss += (double)loss->data[0] * b->n;
             ts.epoch_images += b->n;
             ts.step++, ts.batch_in_epoch++, steps_run++;

@@ -127,6 +127,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     ib_train_state ts;
     memset(&ts, 0, sizeof ts);
     ts.seed = c->seed;
+    ts.cfg = c;
     int *choice = NULL;
     float *teacher = NULL;
     uint8_t *active = NULL;   // the tensors this step's paths used (ib_supernet_active_*)
@@ -136,7 +137,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
 
     if (c->epochs < 1 || c->batch < 2 || c->res < 8 || !(c->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, lr must be positive, batch at least 2 and res at least 8");
-    if (!c->out) return ib_fail(IB_ERR_ARG, "an output supernet path is needed");
+    if ((s = ib_train_out_check(c->out, "supernet"))) return s;
     if (!c->resume && !cfg->space) return ib_fail(IB_ERR_ARG, "a search space is needed (--space)");
     if (!(cfg->holdout >= 0 && cfg->holdout < 1)) return ib_fail(IB_ERR_ARG, "holdout %g must be in [0, 1)", cfg->holdout);
     if (cfg->n_random < 0 || !(cfg->kd >= 0)) return ib_fail(IB_ERR_ARG, "paths and kd must not be negative");
@@ -269,10 +270,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                     loss = ib_kl_div_softmax(ctx, z, t);
                     w = cfg->kd;
                 }
-                if (!isfinite(loss->data[0])) {
-                    s = ib_fail(IB_ERR_ARG, "the loss became %g at step %ld (lower --lr?)", loss->data[0], ts.step);
-                    goto done;
-                }
+                if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
                 ib_backward(ctx, loss, &w);
             }
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);

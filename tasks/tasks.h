@@ -118,10 +118,19 @@ typedef struct ib_train_state {
     double epoch_loss;
     int64_t epoch_images;
     uint64_t seed;
+    const ib_train_cfg *cfg;     // the run's settings: saved with the state, and a resume must share them
+    const char *saved;           // the last checkpoint this run wrote or resumed from (NULL: none yet)
+    int64_t saved_step;
 } ib_train_state;
+// Save writes the state and the settings a resume must keep (--batch, --data, --lr, --epochs, the
+// optimizer); load refuses a checkpoint whose seed or settings differ from t->cfg's, naming the first.
 ib_status ib_train_state_save(ib_h5 *f, void *user);   // user: ib_train_state*
 ib_status ib_train_state_load(ib_h5 *f, ib_train_state *t);
 ib_status ib_train_state_resume(const char *path, ib_train_state *t);   // opens the checkpoint and loads
+// IB_OK for a finite loss; else the error that stops the run, naming the step and the last good checkpoint.
+ib_status ib_train_loss_check(const ib_train_state *t, float loss);
+// The checks every training verb makes before it loads anything: an output is named and can be written.
+ib_status ib_train_out_check(const char *out, const char *what);
 // The CSV log (cfg->log, else OUT.csv): a new file with `header` for a fresh run; when resuming, the rows
 // of epochs after epochs_done are dropped and rows are appended.
 ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const char *header, FILE **log);

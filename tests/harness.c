@@ -22,6 +22,7 @@ void ib_test_register(const char *name, void (*fn)(void)) {
 }
 
 void ib_test_fail(const char *file, int line, const char *fmt, ...) {
+    if (case_state == 1) return;   // the first failure is the one reported
     int k = snprintf(case_msg, sizeof case_msg, "%s:%d: ", file, line);
     va_list ap;
     va_start(ap, fmt);
@@ -31,6 +32,7 @@ void ib_test_fail(const char *file, int line, const char *fmt, ...) {
 }
 
 void ib_test_skip(const char *fmt, ...) {
+    if (case_state == 1) return;   // a SKIP after a failure keeps the failure and its message
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(case_msg, sizeof case_msg, fmt, ap);
@@ -41,6 +43,9 @@ void ib_test_skip(const char *fmt, ...) {
 int ib_test_failed(void) { return case_state != 0; }
 
 int main(int argc, char **argv) {
+    // Tests choose their SIMD version themselves; one named in the caller's environment would change
+    // what every test (and every ibnas it starts) runs.
+    unsetenv("IBNAS_SIMD");
     ib_set_threads(2);
     int failed = 0;
     for (int i = 0; i < n_cases; i++) {
@@ -118,7 +123,7 @@ static double loss_of(ib_ctx *ctx, gc_forward fwd, void *user, int n_in, ib_tens
 int gradcheck(gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const int *check, gc_opts opt,
               char *msg, size_t msgn) {
     if (opt.h <= 0) opt.h = 1e-2;
-    if (opt.tol <= 0) opt.tol = 1e-2;
+    if (opt.tol <= 0) opt.tol = 1e-3;
     IB_ASSERT(n_in <= IB_MAX_INPUTS, "gradcheck: too many inputs");
     ib_ctx *ctx = ib_ctx_new();
     int ok = 1;
@@ -163,10 +168,11 @@ int gradcheck(gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const 
         if (!check[i]) continue;
         int64_t n = ib_numel(in[i]);
         int64_t step = (opt.max_elems > 0 && n > opt.max_elems) ? (n + opt.max_elems - 1) / opt.max_elems : 1;
-        double num2 = 0, diff2 = 0;
-        int64_t worst = -1;
-        double worst_d = -1, worst_a = 0, worst_n = 0;
-        for (int64_t j = 0; j < n; j += step) {
+        int64_t n_checked = (n + step - 1) / step;
+        double *numeric = malloc(sizeof(double) * (size_t)n_checked), num2 = 0;
+        IB_ASSERT(numeric, "out of memory");
+        for (int64_t k = 0; k < n_checked; k++) {
+            int64_t j = k * step;
             float orig = in[i]->data[j];
             int64_t m;
             in[i]->data[j] = orig + (float)opt.h;
@@ -175,30 +181,32 @@ int gradcheck(gc_forward fwd, void *user, int n_in, ib_tensor *const *in, const 
             double lm = loss_of(ctx, fwd, user, n_in, in, r, &m);
             in[i]->data[j] = orig;
             double hp = (double)(orig + (float)opt.h) - (double)(orig - (float)opt.h);   // the step really taken
-            double numeric = (lp - lm) / hp;
+            numeric[k] = (lp - lm) / hp;
             double a = analytic[i][j];
-            if (!isfinite(numeric) || !isfinite(a)) {
+            if (!isfinite(numeric[k]) || !isfinite(a)) {
                 snprintf(msg, msgn, "input %d element %lld: non-finite gradient (analytic %g, numeric %g)", i,
-                         (long long)j, a, numeric);
+                         (long long)j, a, numeric[k]);
                 ok = 0;
                 break;
             }
-            num2 += numeric * numeric;
-            diff2 += (a - numeric) * (a - numeric);
-            if (fabs(a - numeric) > worst_d) {
-                worst_d = fabs(a - numeric);
-                worst = j;
-                worst_a = a;
-                worst_n = numeric;
-            }
+            num2 += numeric[k] * numeric[k];
         }
-        if (!ok) break;
-        double err = sqrt(diff2) / fmax(sqrt(num2), 1e-6);
-        if (err > opt.tol) {
-            snprintf(msg, msgn, "input %d: relative error %.3g > %.3g (worst element %lld: analytic %.6g, numeric %.6g)",
-                     i, err, opt.tol, (long long)worst, worst_a, worst_n);
+        // Each element on its own: its error over its own size, or over the input's RMS gradient where the
+        // element is smaller than that (a near-zero gradient is all finite-difference noise). One element
+        // of hundreds that is 20% wrong fails, which a whole-tensor norm would hide.
+        double rms = fmax(sqrt(num2 / (double)n_checked), 1e-6), worst_e = -1;
+        int64_t worst = -1;
+        for (int64_t k = 0; k < n_checked && ok; k++) {
+            double a = analytic[i][k * step], e = fabs(a - numeric[k]) / fmax(fabs(numeric[k]), rms);
+            if (e > worst_e) worst_e = e, worst = k;
+        }
+        if (getenv("IBNAS_GRADCHECK_REPORT")) fprintf(stderr, "gradcheck: input %d worst %.3g (tol %.3g)\n", i, worst_e, opt.tol);
+        if (ok && worst_e > opt.tol) {
+            snprintf(msg, msgn, "input %d element %lld: error %.3g > %.3g (analytic %.6g, numeric %.6g, input RMS %.3g)", i,
+                     (long long)(worst * step), worst_e, opt.tol, analytic[i][worst * step], numeric[worst], rms);
             ok = 0;
         }
+        free(numeric);
     }
     for (int i = 0; i < n_in; i++) free(analytic[i]);
 done:

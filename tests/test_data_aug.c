@@ -270,12 +270,30 @@ TEST(aug_flip_exact) {
     CHECK(ok, "flipped pixels do not mirror");
     CHECK(bx0 == 50 - sx1 && bx1 == 50 - sx0, "flipped box %g..%g from %g..%g", bx0, bx1, sx0, sx1);
     CHECK(twice, "two flips are not the identity");
-    // p = 0 never flips, p = 1 always.
-    int flips = 0;
+    // ib_aug_hflip: p = 0 never flips, p = 1 always, p = 0.5 about half the time.
+    make_scene(&s, 20, 50, &g);
+    ib_sample flipped;
+    sample_copy(&flipped, &s);
+    ib_sample_hflip(&flipped);
+    const float ps[3] = {0.0f, 1.0f, 0.5f};
+    int flips[3] = {0}, neither = 0;
     ib_rng r;
     ib_rng_seed(&r, 1, 1);
-    for (int i = 0; i < 400; i++) flips += ib_rng_uniform(&r) < 0.5f;
-    CHECK(flips > 160 && flips < 240, "p 0.5 flipped %d of 400", flips);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 400; i++) {
+            sample_copy(&t, &s);
+            ib_aug_hflip(&t, &r, ps[k]);
+            int f = samples_equal(&t, &flipped);
+            flips[k] += f;
+            neither += !f && !samples_equal(&t, &s);
+            ib_sample_free(&t);
+        }
+    ib_sample_free(&s);
+    ib_sample_free(&flipped);
+    CHECK(!neither, "%d augmented samples are neither the original nor its mirror", neither);
+    CHECK(flips[0] == 0, "p 0 flipped %d of 400", flips[0]);
+    CHECK(flips[1] == 400, "p 1 flipped %d of 400", flips[1]);
+    CHECK(flips[2] > 160 && flips[2] < 240, "p 0.5 flipped %d of 400", flips[2]);
 }
 
 // The recipe: p = zeros(72, 72, 3); p[4:68, 4:68] = a; y, x = rng.integers(0, 9, 2); c = p[y:y+64, x:x+64].

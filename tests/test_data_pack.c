@@ -13,33 +13,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-
-static char tmp_dir[64] = "";
-static const char *tmpdir_name(void) { return tmp_dir; }
-
-static const char *tmpdir(void) {
-    char *dir = tmp_dir;
-    if (!dir[0]) {
-        snprintf(dir, sizeof tmp_dir, "/tmp/ibnas_test_pack_XXXXXX");
-        IB_ASSERT(mkdtemp(dir), "mkdtemp");
-    }
-    return dir;
-}
-
-// The scratch folder goes when the binary exits (its name came from mkdtemp, so rm -rf is safe).
-__attribute__((destructor)) static void remove_tmpdir(void) {
-    const char *dir = tmpdir_name();
-    if (!dir[0]) return;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
 static const char *tmpfile_path(const char *name) {
     static char buf[4][256];
     static int k = 0;
     k = (k + 1) & 3;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir(), name);
+    snprintf(buf[k], sizeof buf[k], "%s/%s", test_tmpdir(), name);
     return buf[k];
 }
 

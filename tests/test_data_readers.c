@@ -106,7 +106,7 @@ TEST(decode_every_colour_type_matches_pil) {
             int64_t ni;
             uint8_t *want = read_u8(f, name, &ni);
             char tmp[256];
-            snprintf(tmp, sizeof tmp, "/tmp/ibnas_test_idx_%d.png", (int)getpid());
+            snprintf(tmp, sizeof tmp, "%s/idx.png", test_tmpdir());
             FILE *fp = fopen(tmp, "wb");
             fwrite(bytes, 1, (size_t)nb, fp);
             fclose(fp);
@@ -138,7 +138,7 @@ TEST(decode_rejects_rgb_and_16bit_masks) {
         uint8_t *bytes = read_u8(f, cases[c], &nb);
         CHECK(bytes, "no %s", cases[c]);
         char tmp[256];
-        snprintf(tmp, sizeof tmp, "/tmp/ibnas_test_mask_%d.png", (int)getpid());
+        snprintf(tmp, sizeof tmp, "%s/mask.png", test_tmpdir());
         FILE *fp = fopen(tmp, "wb");
         fwrite(bytes, 1, (size_t)nb, fp);
         fclose(fp);

@@ -122,7 +122,7 @@ TEST(detect_loss_value_and_gradient) {
     ib_ctx_reset(ctx);
     ib_tensor *in[2] = {loc, conf};
     char msg[256];
-    int ok = gradcheck(loss_fwd, &lc, 2, in, (int[]){1, 1}, (gc_opts){.h = 1e-3, .tol = 1e-3}, msg, sizeof msg);
+    int ok = gradcheck(loss_fwd, &lc, 2, in, (int[]){1, 1}, (gc_opts){.h = 1e-2, .tol = 1e-3}, msg, sizeof msg);
     ib_ctx_free(ctx);
     CHECK(ok, "%s", msg);
 }

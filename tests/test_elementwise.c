@@ -120,6 +120,22 @@ TEST(gradcheck_add_mul_channel_concat) {
 }
 
 // More inputs than a tape node holds: values land in order and gradients split back exactly.
+static ib_tensor *fwd_sum(ib_ctx *ctx, ib_tensor **in, void *user) { return ib_sum(ctx, in[0]); }
+
+TEST(sum_value_and_gradcheck) {
+    ib_ctx *ctx = ib_ctx_new();
+    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, 5, 7});
+    fill_normal(x, 14, 3);
+    double want = 0;
+    for (int64_t i = 0; i < ib_numel(x); i++) want += x->data[i];
+    ib_tensor *y = ib_sum(ctx, x);
+    CHECK(y->ndim == 1 && y->shape[0] == 1 && y->data[0] == (float)want, "sum %.9g, want %.9g", y->data[0], want);
+    char msg[512];
+    int ok = gradcheck(fwd_sum, NULL, 1, &x, (int[]){1}, (gc_opts){0}, msg, sizeof msg);
+    ib_ctx_free(ctx);
+    CHECK(ok, "%s", msg);
+}
+
 TEST(concat_many_inputs) {
     ib_ctx *ctx = ib_ctx_new();
     enum { K = 9 };

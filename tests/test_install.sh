@@ -11,7 +11,7 @@ out_shared=""
 root=$(cd "$(dirname "$0")/.." && pwd)
 CC=${CC:-gcc}
 link_extra=${IBNAS_LINK_FLAGS:-}
-tmp=$(mktemp -d /tmp/ibnas_install.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ibnas_install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fails=0
 pass() { echo "PASS $1"; }

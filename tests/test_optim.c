@@ -388,7 +388,7 @@ static void train_steps(ib_params *ps, ib_optim *opt, ib_ema *ema, int s0, int s
 
 TEST(resume_continues_bit_exactly) {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "/tmp/ibnas_test_optim_%d.h5", (int)getpid());
+    snprintf(tmp, sizeof tmp, "%s/optim.h5", test_tmpdir());
     for (int k = 0; k < 4; k++) {
         ib_optim_cfg c = ib_optim_cfg_default(k == 0 ? IB_OPTIM_SGD : k == 3 ? IB_OPTIM_ADAMW : IB_OPTIM_RMSPROP, k == 2);
         c.momentum = 0.9f;

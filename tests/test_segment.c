@@ -107,7 +107,7 @@ TEST(seg_ce_weighted_value_and_gradcheck) {
     CHECK(fabs(l->data[0] - num / den) < 1e-5 * fabs(num / den), "loss %g, by hand %g", l->data[0], num / den);
     ce_args a = {t, w, 9};
     char msg[256];
-    gc_opts o = {1e-2, 1e-2, 0};
+    gc_opts o = {1e-2, 1e-3, 0};
     CHECK(gradcheck(fwd_seg_ce, &a, 1, &z, (int[]){1}, o, msg, sizeof msg), "%s", msg);
     // All pixels ignored: 0, and no gradient.
     int32_t all[18];
@@ -150,7 +150,7 @@ TEST(seg_network_input_gradcheck) {
     ib_tensor *zl = ib_seg_forward(ctx, &net, &head, x, 0);
     CHECK(zl->shape[2] == 8 && zl->shape[3] == 6, "low-resolution logits %dx%d, expected 8x6", zl->shape[2], zl->shape[3]);
     char msg[256];
-    gc_opts o = {1e-3, 3e-2, 64};
+    gc_opts o = {3e-3, 1e-2, 64};   // a whole network in float32: measured 7.2e-3 worst
     CHECK(gradcheck(fwd_seg_net, &a, 1, &x, (int[]){1}, o, msg, sizeof msg), "%s", msg);
     ib_ctx_free(ctx);
     ib_net_free(&net);

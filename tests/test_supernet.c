@@ -266,6 +266,22 @@ TEST(supernet_resume_is_exact) {
     ib_space_free(&sp);
     ib_supernet_free(&sa);
     ib_supernet_free(&sb);
+    // Resuming with another batch or learning rate is refused, naming the flag.
+    c.base.batch = 16;
+    ib_status st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "--batch 32") && strstr(ib_errmsg(), "--batch 16"), "batch: %s",
+          ib_errmsg());
+    c.base.batch = 32, c.base.lr *= 2;
+    st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "--lr"), "lr: %s", ib_errmsg());
+    // A diverging run stops at the first non-finite loss; an unwritable output is known before training.
+    c.base.resume = NULL, c.base.lr = 1e30f, c.base.max_steps = 4;
+    st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "loss became") && strstr(ib_errmsg(), "at step"), "diverging: %s",
+          ib_errmsg());
+    c.base.out = "/nonexistent/folder/sn.h5";
+    st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), "/nonexistent/folder/sn.h5"), "unwritable: %s", ib_errmsg());
 }
 
 // A step leaves the ops no path ran as they were (no weight decay, no momentum), as torch.optim skips a

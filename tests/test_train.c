@@ -74,6 +74,16 @@ static void small_cfg(ib_train_cfg *c, const char *out) {
     c->progress = 0;
 }
 
+// The small set's fixtures, and small_cfg writing to NAME in the scratch folder (the path lives until the
+// next call).
+static const char *small_run(ib_train_cfg *c, const char *name) {
+    static char out[300];
+    fixtures(0);
+    snprintf(out, sizeof out, "%s/%s", test_tmpdir(), name);
+    small_cfg(c, out);
+    return out;
+}
+
 // Reads column `col` (0-based) of the CSV log's data rows into v; returns the row count.
 static int read_log_column(const char *path, int col, double *v, int max) {
     FILE *f = fopen(path, "r");
@@ -211,13 +221,80 @@ TEST(resume_equals_uninterrupted_run) {
     CHECK(ib_train_classify(&c, &r) != IB_OK && strstr(ib_errmsg(), "seed"), "seed mismatch: %s", ib_errmsg());
 }
 
-TEST(bad_training_configurations_fail_clearly) {
+// --resume with other settings than the checkpoint's is refused, naming the flag and both values; the
+// same data under another spelling of its path is the same data.
+TEST(resume_refuses_other_settings) {
     fixtures(0);
-    char out[300];
-    snprintf(out, sizeof out, "%s/bad.h5", test_tmpdir());
+    char part[300], respelled[700];
+    snprintf(part, sizeof part, "%s/settings.h5", test_tmpdir());
     ib_train_cfg c;
     ib_train_result r;
-    small_cfg(&c, out);
+    small_cfg(&c, part);
+    c.epochs = 2;
+    c.max_steps = 2;
+    CHECK(ib_train_classify(&c, &r) == IB_OK, "first leg: %s", ib_errmsg());
+    static const struct { const char *flag, *was, *now; } cases[] = {
+        {"--batch", "64", "32"}, {"--data", NULL, NULL}, {"--lr", "0.2", "0.1"}, {"--epochs", "2", "3"},
+        {"--optimizer", "sgd", "adamw"},
+    };
+    for (int i = 0; i < 5; i++) {
+        small_cfg(&c, part);
+        c.epochs = 2;
+        c.max_steps = 1;
+        c.resume = part;
+        if (i == 0) c.batch = 32;
+        if (i == 1) c.data = val_pack;
+        if (i == 2) c.lr = 0.1f;
+        if (i == 3) c.epochs = 3;
+        if (i == 4) c.optim = ib_optim_cfg_default(IB_OPTIM_ADAMW, 0);
+        ib_status st = ib_train_classify(&c, &r);
+        const char *m = ib_errmsg();
+        int named = strstr(m, part) && strstr(m, cases[i].flag) && (!cases[i].was || (strstr(m, cases[i].was) &&
+                                                                                     strstr(m, cases[i].now)));
+        if (i == 1) named = named && strstr(m, "small.h5") && strstr(m, "val.h5");
+        CHECK(st == IB_ERR_ARG && named, "%s: status %s, message: %s", cases[i].flag, ib_status_name(st), m);
+    }
+    small_cfg(&c, part);
+    c.epochs = 2;
+    c.max_steps = 1;
+    c.resume = part;
+    snprintf(respelled, sizeof respelled, "%s/../%s/small.h5", test_tmpdir(), strrchr(test_tmpdir(), '/') + 1);
+    c.data = respelled;
+    CHECK(ib_train_classify(&c, &r) == IB_OK && r.steps == 3, "the same data, respelled: %s", ib_errmsg());
+}
+
+// A loss that becomes NaN or Inf stops the run, naming the step and the last good checkpoint.
+TEST(nonfinite_loss_stops_naming_the_checkpoint) {
+    ib_train_cfg c;
+    ib_train_result r;
+    const char *out = small_run(&c, "diverge.h5");
+    c.lr = 1e30f;   // the first steps are taken from the initial weights (warm-up from 0); then the loss is not finite
+    c.val = NULL;
+    ib_status st = ib_train_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "loss became") && strstr(ib_errmsg(), "at step 2") &&
+              strstr(ib_errmsg(), "before any checkpoint"),
+          "fresh run: %s (%s)", ib_status_name(st), ib_errmsg());
+    CHECK(access(out, F_OK) != 0, "a diverged run wrote %s", out);
+    c.max_steps = 1;
+    CHECK(ib_train_classify(&c, &r) == IB_OK && r.steps == 1, "one step: %s", ib_errmsg());
+    c.max_steps = 0;
+    c.resume = out;
+    st = ib_train_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "at step 2") && strstr(ib_errmsg(), out) &&
+              strstr(ib_errmsg(), "after step 1"),
+          "resumed run: %s (%s)", ib_status_name(st), ib_errmsg());
+    ib_net net;
+    CHECK(ib_ckpt_load(&net, out) == IB_OK, "the last good checkpoint no longer loads: %s", ib_errmsg());
+    int finite = 1;
+    for (int64_t i = 0; i < net.ps.numel_params; i++) finite &= isfinite(net.ps.data[i]) != 0;
+    ib_net_free(&net);
+    CHECK(finite, "the last good checkpoint holds non-finite weights");
+}
+
+TEST(bad_training_configurations_fail_clearly) {
+    ib_train_cfg c;
+    ib_train_result r;
+    const char *out = small_run(&c, "bad.h5");
     c.data = "/nonexistent/train.h5";
     CHECK(ib_train_classify(&c, &r) != IB_OK && strstr(ib_errmsg(), "/nonexistent/train.h5"), "missing data: %s",
           ib_errmsg());
@@ -231,6 +308,15 @@ TEST(bad_training_configurations_fail_clearly) {
     small_cfg(&c, out);
     c.classes = 3;   // the scenes have 6
     CHECK(ib_train_classify(&c, &r) != IB_OK, "fewer classes than the labels must fail");
+    // An output that cannot be written is reported before the data is even opened.
+    const char *unwritable[2] = {"/nonexistent/folder/out.h5", test_tmpdir()};
+    for (int i = 0; i < 2; i++) {
+        small_cfg(&c, unwritable[i]);
+        c.data = "/nonexistent/train.h5";
+        ib_status st = ib_train_classify(&c, &r);
+        CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), unwritable[i]) && !strstr(ib_errmsg(), "train.h5"), "%s: %s (%s)",
+              unwritable[i], ib_status_name(st), ib_errmsg());
+    }
 }
 
 static double json_number(const char *txt, const char *key) {
@@ -306,4 +392,59 @@ TEST(cli_train_ctrl_c_resume_eval) {
     int named = txt && strstr(txt, "/nonexistent/val.h5") != NULL;
     free(txt);
     CHECK(rc == 1 && named, "eval of missing data: exit %d, the message must name the path", rc);
+}
+
+// `kill -9` at any moment leaves the last checkpoint readable. The run writes one an epoch (10 steps) as
+// OUT.tmp, renamed when complete; legs are killed the moment OUT.tmp appears (mid-write) or at a delay
+// (anywhere); each time the file under the final name loads, and the next leg resumes from it.
+TEST(cli_train_kill9_leaves_a_readable_checkpoint) {
+    fixtures(0);
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built (make build/ibnas)", bin);
+    char out[300];
+    snprintf(out, sizeof out, "%s/kill9.h5", test_tmpdir());
+    char tmp[320];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    static const int delay_ms[8] = {0, -1, 0, -1, 150, -1, 400, -1};   // -1: when OUT.tmp appears; leg 0 after OUT
+    int64_t last_step = -1;
+    int mid_write = 0;
+    for (int k = 0; k < 8; k++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0, "fork failed");
+        if (pid == 0) {
+            if (!freopen("/dev/null", "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+            const char *args[] = {bin,  "train", "--arch", arch_path, "--data",   small_pack, "--res", "48",
+                                  "--epochs", "500", "--warmup", "0.3", "--threads", "2", "--out", out,
+                                  k ? "--resume" : NULL, out, NULL};
+            execv(bin, (char *const *)args);
+            _exit(98);
+        }
+        // Up to 5 minutes (sanitizer builds are slow) for the first checkpoint, or for a write to begin.
+        int status = 0, exited = 0;
+        for (int t = 0; t < 300000 && !exited; t++) {
+            if (delay_ms[k] < 0 ? access(tmp, F_OK) == 0 : k > 0 || access(out, F_OK) == 0) break;
+            exited = waitpid(pid, &status, WNOHANG) == pid;
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
+        if (delay_ms[k] > 0) nanosleep(&(struct timespec){delay_ms[k] / 1000, (long)(delay_ms[k] % 1000) * 1000000L}, NULL);
+        if (!exited) {
+            kill(pid, SIGKILL);
+            CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+        }
+        CHECK(!exited, "leg %d exited by itself (status %d) before the kill", k, status);
+        mid_write += delay_ms[k] < 0 && access(tmp, F_OK) == 0;   // killed with the temporary file half written
+        ib_net net;
+        ib_status st = ib_ckpt_load(&net, out);
+        if (st == IB_OK) ib_net_free(&net);
+        CHECK(st == IB_OK, "after kill -9 in leg %d: %s", k, ib_errmsg());
+        ib_h5 *f;
+        int64_t meta[6] = {0};
+        CHECK(ib_h5_open(&f, out) == IB_OK, "%s", ib_errmsg());
+        st = ib_h5_read_i64(f, "train/state", meta, 6);
+        ib_h5_close(f);
+        CHECK(st == IB_OK && meta[2] >= last_step, "leg %d: training state %s, step %lld after %lld", k,
+              st ? ib_errmsg() : "read", (long long)meta[2], (long long)last_step);
+        last_step = meta[2];
+    }
+    CHECK(mid_write >= 2, "only %d of 4 kills landed while a checkpoint was being written", mid_write);
 }
