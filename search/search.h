@@ -288,6 +288,7 @@ typedef struct ib_supernet {
     char *train_data;
     double holdout;
     uint64_t split_seed;
+    char sampling[16];         // the path sampling that trained it ("fair", "sandwich", "uniform"; "" unknown)
 } ib_supernet;
 
 ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes);   // registers, allocates

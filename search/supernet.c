@@ -286,6 +286,7 @@ ib_status ib_supernet_save(const ib_supernet *sn, const char *path, ib_status (*
     if (!s) s = ib_h5_set_attr_str(f, "/", "train_data", sn->train_data ? sn->train_data : "");
     if (!s) s = ib_h5_set_attr_f64(f, "/", "holdout", sn->holdout);
     if (!s) s = ib_h5_set_attr_i64(f, "/", "split_seed", (int64_t)sn->split_seed);
+    if (!s && sn->sampling[0]) s = ib_h5_set_attr_str(f, "/", "sampling", sn->sampling);
     if (!s) s = ib_h5_set_attr_str(f, "/", "ibnas_version", IB_VERSION_STRING);
     free(json);
     if (!s) s = ib_params_write(f, &sn->ps);
@@ -330,6 +331,10 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
     }
     if (!s && !ib_h5_attr_f64(f, "/", "holdout", &holdout)) sn->holdout = holdout;
     if (!s && !ib_h5_attr_i64(f, "/", "split_seed", &seed)) sn->split_seed = (uint64_t)seed;
+    char *sampling = NULL;
+    if (!s && !ib_h5_attr_str(f, "/", "sampling", &sampling))
+        snprintf(sn->sampling, sizeof sn->sampling, "%s", sampling);
+    free(sampling);
     free(fmt);
     free(json);
     free(data);

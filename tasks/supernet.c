@@ -160,6 +160,11 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             s = ib_fail(IB_ERR_ARG, "%s: was trained with --holdout %g; resume with the same", c->resume, sn.holdout);
             goto done;
         }
+        if (sn.sampling[0] && strcmp(sn.sampling, ib_sn_sampling_name(cfg->sampling))) {
+            s = ib_fail(IB_ERR_ARG, "%s: was trained with --sampling %s, not %s; resume with the same", c->resume,
+                        sn.sampling, ib_sn_sampling_name(cfg->sampling));
+            goto done;
+        }
     } else {
         ib_space sp;
         if ((s = ib_space_load(&sp, cfg->space))) goto done;
@@ -169,6 +174,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ib_supernet_init_weights(&sn, c->seed);
         sn.holdout = cfg->holdout;
         sn.split_seed = c->seed;
+        snprintf(sn.sampling, sizeof sn.sampling, "%s", ib_sn_sampling_name(cfg->sampling));
     }
     free(sn.train_data);
     if (!(sn.train_data = strdup(c->data))) {

@@ -274,6 +274,10 @@ TEST(supernet_resume_is_exact) {
     c.base.batch = 32, c.base.lr *= 2;
     st = ib_train_supernet_classify(&c, &r);
     CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "--lr"), "lr: %s", ib_errmsg());
+    c.base.lr /= 2, c.sampling = IB_SN_SANDWICH;   // the file records fair, the default
+    st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "--sampling fair, not sandwich"), "sampling: %s", ib_errmsg());
+    c.sampling = IB_SN_FAIR;
     // A diverging run stops at the first non-finite loss; an unwritable output is known before training.
     c.base.resume = NULL, c.base.lr = 1e30f, c.base.max_steps = 4;
     st = ib_train_supernet_classify(&c, &r);
