@@ -48,13 +48,16 @@ static double row_stats(const float *z, int c, int label, int *in1, int *in5) {
 
 // done0: where this timing started (a resumed epoch starts part-way), so the ETA uses the measured rate.
 void ib_progress_line(const char *what, int64_t done, int64_t done0, int64_t total, double t0, const char *extra) {
+    static int tty = -1;   // into a file or pipe: only the last state of each bar, as one line
+    if (tty < 0) tty = isatty(2);
+    if (!tty && done != total) return;
     double dt = ib_time_s() - t0;
     double eta = done > done0 ? dt * (double)(total - done) / (double)(done - done0) : 0;
     int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
     char bar[32];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
     bar[width] = 0;
-    fprintf(stderr, "\r%s [%s] %lld/%lld %s ETA %dm%02ds  ", what, bar, (long long)done, (long long)total, extra,
+    fprintf(stderr, "%s%s [%s] %lld/%lld %s ETA %dm%02ds  ", tty ? "\r" : "", what, bar, (long long)done, (long long)total, extra,
             (int)eta / 60, (int)eta % 60);
     fflush(stderr);
 }

@@ -90,7 +90,8 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res);
 // ---------------------------------------------------------------------------------------------
 // Pieces the training loops share (classify.c's loop, the supernet's).
 
-// "\r<what> [=====>    ] done/total <extra> ETA 1m02s" on stderr; done0: where this timing started.
+// "\r<what> [=====>    ] done/total <extra> ETA 1m02s" on stderr; done0: where this timing started. When stderr
+// is not a terminal only the bar at done == total is printed (no carriage return): a line per epoch or stage.
 void ib_progress_line(const char *what, int64_t done, int64_t done0, int64_t total, double t0, const char *extra);
 // Resuming: drops the log's rows of epochs after epochs_done (rewritten through PATH.tmp).
 ib_status ib_log_trim(const char *path, int64_t epochs_done);

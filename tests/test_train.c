@@ -394,6 +394,24 @@ TEST(cli_train_ctrl_c_resume_eval) {
     CHECK(rc == 1 && named, "eval of missing data: exit %d, the message must name the path", rc);
 }
 
+// Into a file (not a terminal) the progress bar prints one line per epoch, without carriage returns.
+TEST(cli_progress_into_a_file_is_a_line_per_epoch) {
+    fixtures(0);
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built (make build/ibnas)", bin);
+    char cmd[2048], *err = NULL;
+    snprintf(cmd, sizeof cmd, "%s train --arch %s --data %s --res 32 --epochs 2 --threads 1 --out %s/progress.h5", bin,
+             arch_path, small_pack, test_tmpdir());
+    int rc = test_run(cmd, NULL, &err);
+    CHECK(rc == 0, "train: exit %d: %s", rc, err ? err : "");
+    int bars = 0;
+    for (const char *p = err; p && (p = strstr(p, " [")); p++) bars++;
+    int cr = err && strchr(err, '\r') != NULL;
+    int e1 = err && strstr(err, "epoch 1/2 [") != NULL, e2 = err && strstr(err, "epoch 2/2 [") != NULL;
+    CHECK(!cr && bars == 2 && e1 && e2, "%d bars, carriage returns %d, in:\n%s", bars, cr, err ? err : "");
+    free(err);
+}
+
 // `kill -9` at any moment leaves the last checkpoint readable. The run writes one an epoch (10 steps) as
 // OUT.tmp, renamed when complete; legs are killed the moment OUT.tmp appears (mid-write) or at a delay
 // (anywhere); each time the file under the final name loads, and the next leg resumes from it.
