@@ -288,24 +288,35 @@ TEST(supernet_resume_is_exact) {
     CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), "/nonexistent/folder/sn.h5"), "unwritable: %s", ib_errmsg());
 }
 
+// A few steps of supernet training on n synthetic 32-px scenes (seeded 5) into NAME_out.h5 in the test
+// folder, with the given sampling, seed and step count; momentum 0.9 and weight decay 1e-2, so any tensor
+// an optimiser step touches moves.
+static ib_status short_supernet_run(const char *name, int n, int sampling, uint64_t seed, int steps, char *out,
+                                    size_t out_size, ib_sn_train_result *r) {
+    char data[512];
+    snprintf(data, sizeof data, "%s/%s.h5", test_tmpdir(), name);
+    ib_status s = ib_synth_write_pack(data, n, 32, 5, 0, NULL, NULL, NULL);
+    if (s) return s;
+    snprintf(out, out_size, "%s/%s_out.h5", test_tmpdir(), name);
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.sampling = sampling;
+    c.base.data = data, c.base.out = out;
+    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0;
+    c.base.optim.momentum = 0.9f, c.base.optim.weight_decay = 1e-2f;
+    c.base.workers = 1, c.base.progress = 0, c.base.seed = seed, c.base.max_steps = steps;
+    return ib_train_supernet_classify(&c, r);
+}
+
 // A step leaves the ops no path ran as they were (no weight decay, no momentum), as torch.optim skips a
 // parameter whose grad is None; the ops the path ran move. Uniform sampling: one path, drawn from the
 // stream the loop seeds with (seed, step).
 TEST(supernet_step_leaves_unused_ops_alone) {
-    char data[512], out[512];
-    snprintf(data, sizeof data, "%s/sn_unused.h5", test_tmpdir());
-    CHECK(ib_synth_write_pack(data, 100, 32, 5, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
-    snprintf(out, sizeof out, "%s/sn_unused_out.h5", test_tmpdir());
-    ib_sn_train_cfg c;
-    ib_sn_train_cfg_default(&c);
-    c.space = space_path("tiny");
-    c.sampling = IB_SN_UNIFORM;
-    c.base.data = data, c.base.out = out;
-    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0;
-    c.base.optim.momentum = 0.9f, c.base.optim.weight_decay = 1e-2f;
-    c.base.workers = 1, c.base.progress = 0, c.base.seed = 11, c.base.max_steps = 2;
+    char out[512];
     ib_sn_train_result r;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 2, "%s", ib_errmsg());
+    CHECK(short_supernet_run("sn_unused", 100, IB_SN_UNIFORM, 11, 2, out, sizeof out, &r) == IB_OK && r.base.steps == 2,
+          "%s", ib_errmsg());
     ib_supernet trained, init;
     ib_space sp;
     load_tiny(&sp);
@@ -352,20 +363,11 @@ TEST(supernet_step_leaves_unused_ops_alone) {
 // Fair sampling runs every op of every layer in each step: after one step every op's weights moved (the
 // tiny space's layers allow ibn, fused, tucker, gcibn and skip, so a step runs five paths).
 TEST(fair_step_trains_every_op) {
-    char data[512], out[512];
-    snprintf(data, sizeof data, "%s/sn_fair.h5", test_tmpdir());
-    CHECK(ib_synth_write_pack(data, 64, 32, 5, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
-    snprintf(out, sizeof out, "%s/sn_fair_out.h5", test_tmpdir());
-    ib_sn_train_cfg c;
-    ib_sn_train_cfg_default(&c);
-    c.space = space_path("tiny");
-    c.sampling = IB_SN_FAIR;
-    c.base.data = data, c.base.out = out;
-    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0;
-    c.base.workers = 1, c.base.progress = 0, c.base.seed = 5, c.base.max_steps = 1;
+    char out[512];
     ib_sn_train_result r;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 1, "%s", ib_errmsg());
-    CHECK(isfinite(r.base.last_loss) || r.base.last_loss == 0, "loss %g", r.base.last_loss);
+    CHECK(short_supernet_run("sn_fair", 64, IB_SN_FAIR, 5, 1, out, sizeof out, &r) == IB_OK && r.base.steps == 1, "%s",
+          ib_errmsg());
+    CHECK(isfinite(r.base.last_loss), "loss %g", r.base.last_loss);
     ib_supernet trained, init;
     ib_space sp;
     load_tiny(&sp);
