@@ -1,7 +1,6 @@
 // ibnas synth: writes a pack of synthetic scenes (data/synth.c) with all three annotations: a class
 // label, a box per shape and a per-pixel mask. The default data set of the demo and the tests.
 #include "cli/cli.h"
-#include "data/data.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -17,22 +16,6 @@ static const char *usage_text =
     "shape, or 6 for the background. Scene i of seed K is the same on every machine and thread count.\n"
     "--images DIR (with or without --out) writes scene i as DIR/NNNNNN.png (six digits: the name `eval\n"
     "--pred-out` gives image i of the pack) and its mask as DIR/NNNNNN.mask.png (8-bit gray, class ids).\n";
-
-// Scenes 0..n-1 as PNG files: DIR/NNNNNN.png and DIR/NNNNNN.mask.png (DIR exists).
-static ib_status write_images(const char *dir, int n, int size, uint64_t seed) {
-    ib_status st = IB_OK;
-    for (int i = 0; i < n && !st; i++) {
-        ib_sample s;
-        ib_synth_render(seed, i, size, &s);
-        char path[4200];
-        snprintf(path, sizeof path, "%s/%06d.png", dir, i);
-        st = ib_png_write_rgb(path, s.rgb, s.h, s.w);
-        snprintf(path, sizeof path, "%s/%06d.mask.png", dir, i);
-        if (!st) st = ib_png_write_indexed(path, s.mask, s.h, s.w, NULL, 0);
-        ib_sample_free(&s);
-    }
-    return st;
-}
 
 // Progress on stderr: redrawn on a terminal, a line every 10% otherwise.
 typedef struct {
@@ -82,7 +65,7 @@ int cmd_synth(int argc, char **argv) {
     int64_t boxes = 0;
     synth_progress prog = {ib_time_s(), 0, 0, isatty(2)};
     if (images && cli_mkdirs("synth", images)) return 1;
-    ib_status st = images ? write_images(images, n, size, seed) : IB_OK;
+    ib_status st = images ? ib_synth_write_images(images, n, size, seed) : IB_OK;
     if (!st && out) st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
     if (st) return cli_report("synth", st);
     if (!out) {

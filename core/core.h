@@ -216,7 +216,7 @@ void ib_rng_shuffle(ib_rng *r, int *idx, int n);
 // parallel region.
 
 // ib_set_threads(n) (n <= 0: the number of cores) and ib_get_threads() are in include/ibnas.h.
-double ib_time_s(void);        // monotonic seconds
+// ib_time_s (monotonic seconds): include/ibnas.h.
 
 // ---------------------------------------------------------------------------------------------
 // HDF5 tensor I/O. Files being created are written as PATH.tmp and renamed by ib_h5_close, so a

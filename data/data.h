@@ -158,15 +158,10 @@ ib_status ib_sample_fit(const ib_sample *in, int size, int crop, ib_sample *out,
 // on every machine and thread count. The class label is the largest shape's class; every shape has a box;
 // the mask gives each pixel the class of the top shape covering it, or the background class.
 
-#define IB_SYNTH_CLASSES 6      // shape classes; masks use IB_SYNTH_CLASSES as the background id
+// IB_SYNTH_CLASSES (6 shape classes; masks use it as the background id): include/ibnas.h.
 const char *ib_synth_class_name(int c);
 void ib_synth_render(uint64_t seed, int64_t i, int size, ib_sample *s);   // allocates s's buffers
 
-// Writes scenes 0..n-1 of a seed at size x size into a pack (rendered in parallel, written in order).
-// annotations=0 stores images and labels only; 1 adds the boxes and masks. progress (may be NULL) is
-// called after each group of scenes with the count written so far; *boxes (may be NULL) gets the total.
-typedef void (*ib_synth_progress_fn)(int64_t done, int64_t n, void *user);
-ib_status ib_synth_write_pack(const char *path, int64_t n, int size, uint64_t seed, int annotations,
-                              ib_synth_progress_fn progress, void *user, int64_t *boxes);
+// ib_synth_write_pack and ib_synth_write_images: include/ibnas.h.
 
 #endif

@@ -457,3 +457,18 @@ ib_status ib_synth_source_open(ib_dataset *ds, const ib_ds_opts *opts) {
     ds->has_labels = ds->has_boxes = ds->has_masks = 1;
     return IB_OK;
 }
+
+ib_status ib_synth_write_images(const char *dir, int64_t n, int size, uint64_t seed) {
+    ib_status st = IB_OK;
+    for (int64_t i = 0; i < n && !st; i++) {
+        ib_sample s;
+        ib_synth_render(seed, i, size, &s);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%06lld.png", dir, (long long)i);
+        st = ib_png_write_rgb(path, s.rgb, s.h, s.w);
+        snprintf(path, sizeof path, "%s/%06lld.mask.png", dir, (long long)i);
+        if (!st) st = ib_png_write_indexed(path, s.mask, s.h, s.w, NULL, 0);
+        ib_sample_free(&s);
+    }
+    return st;
+}

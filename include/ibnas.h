@@ -151,6 +151,18 @@ IBNAS_API ib_status ib_dataset_load(ib_dataset **ds, const char *path, const cha
 // n synthetic scenes of size x size pixels (6 shape classes), generated on the fly: sample i of a seed
 // is the same on every machine. size 8..4096.
 IBNAS_API ib_status ib_dataset_synth(ib_dataset **ds, int n, int size, uint64_t seed);
+#define IB_SYNTH_CLASSES 6   // synthetic scenes' shape classes; their masks use IB_SYNTH_CLASSES as the background id
+// Writes scenes 0..n-1 of a seed at size x size into a pack (rendered in parallel, written in order;
+// PATH.tmp, then renamed). annotations=0 stores images and labels only; 1 adds the boxes and masks.
+// progress (may be NULL) is called after each group of scenes with the count written so far; *boxes (may
+// be NULL) gets the total. `ibnas synth --out`.
+typedef void (*ib_synth_progress_fn)(int64_t done, int64_t n, void *user);
+IBNAS_API ib_status ib_synth_write_pack(const char *path, int64_t n, int size, uint64_t seed, int annotations,
+                                        ib_synth_progress_fn progress, void *user, int64_t *boxes);
+// Writes the same scenes as PNG files into the existing folder dir: DIR/NNNNNN.png (RGB) and
+// DIR/NNNNNN.mask.png (8-bit gray, class ids, 6 the background). `ibnas synth --images`.
+IBNAS_API ib_status ib_synth_write_images(const char *dir, int64_t n, int size, uint64_t seed);
+IBNAS_API double ib_time_s(void);   // monotonic seconds
 IBNAS_API void ib_dataset_close(ib_dataset *ds);
 IBNAS_API int64_t ib_dataset_size(const ib_dataset *ds);
 IBNAS_API int ib_dataset_classes(const ib_dataset *ds);                     // 0 if the source has none
