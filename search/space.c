@@ -328,8 +328,8 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
     }
 }
 
-// The op types a layer allows (a bit per ib_block_op) and, per op, the range of its choices in the
-// documented order (ops are enumerated one after another).
+// The number of op types a layer allows and, per op type, the range of its choices (first[k], count[k]):
+// ib_space_choices enumerates an op's configurations one after another.
 static int layer_op_ranges(const ib_space *s, int layer, int *first, int *count) {
     int n, n_ops = 0;
     ib_block_cfg *c = choices_alloc(s, layer, &n);
