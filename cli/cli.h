@@ -4,9 +4,8 @@
 #ifndef IB_CLI_H
 #define IB_CLI_H
 
-// The public API only: verbs that need internals include their headers themselves (cmd_bench, cmd_pack,
-// cmd_synth), so a verb written against include/ibnas.h alone (train, infer, eval, space, supernet,
-// extract, latency, search) cannot reach them.
+// The public API only: a verb is written against include/ibnas.h alone (cmd_bench, the one exception,
+// includes the internal headers of the ops it times itself).
 #include "ibnas.h"
 
 #include <stdio.h>
@@ -24,6 +23,15 @@ typedef struct cli_flag {
     const char *help;
 } cli_flag;
 int cli_parse(const char *verb, int argc, char **argv, const cli_flag *flags, const char *usage);
+// Progress of a count (ib_synth_progress_fn): on a terminal one line redrawn at most every 0.1 s, into a
+// file or pipe a line every 10%, on stderr. Initialise with cli_count_progress_init, pass the struct as user.
+typedef struct cli_count_progress {
+    const char *verb;
+    double t0, last;
+    int last_decile, tty;
+} cli_count_progress;
+void cli_count_progress_init(cli_count_progress *p, const char *verb);
+void cli_count_progress_show(int64_t done, int64_t n, void *user);
 // Makes the folder and any missing parents (mkdir -p); prints "ibnas <verb>: PATH: ..." and returns 1 on failure.
 int cli_mkdirs(const char *verb, const char *path);
 // For verbs with positional arguments: returns argv's flags (argv[0] first, then each "-..." argument with its

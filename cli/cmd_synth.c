@@ -17,24 +17,6 @@ static const char *usage_text =
     "--images DIR (with or without --out) writes scene i as DIR/NNNNNN.png (six digits: the name `eval\n"
     "--pred-out` gives image i of the pack) and its mask as DIR/NNNNNN.mask.png (8-bit gray, class ids).\n";
 
-// Progress on stderr: redrawn on a terminal, a line every 10% otherwise.
-typedef struct {
-    double t0, last;
-    int last_decile, tty;
-} synth_progress;
-
-static void show_progress(int64_t done, int64_t n, void *user) {
-    synth_progress *p = user;
-    double now = ib_time_s(), rate = (double)done / (now - p->t0 + 1e-9), eta = (double)(n - done) / (rate + 1e-9);
-    int decile = (int)(10 * done / n);
-    if ((p->tty && (now - p->last > 0.1 || done == n)) || (!p->tty && decile > p->last_decile)) {
-        p->last = now, p->last_decile = decile;
-        fprintf(stderr, p->tty ? "\rsynth %lld/%lld  %.0f img/s  ETA %d:%02d " : "synth: %lld/%lld  %.0f img/s  ETA %d:%02d\n",
-                (long long)done, (long long)n, rate, (int)eta / 60, (int)eta % 60);
-        if (p->tty && done == n) fputc('\n', stderr);
-    }
-}
-
 int cmd_synth(int argc, char **argv) {
     const char *out = NULL, *images = NULL;
     int n = 1000, size = 64, json = 0, quiet = 0, threads = 0;
@@ -63,10 +45,11 @@ int cmd_synth(int argc, char **argv) {
     if (threads > 0) ib_set_threads(threads);
 
     int64_t boxes = 0;
-    synth_progress prog = {ib_time_s(), 0, 0, isatty(2)};
+    cli_count_progress prog;
+    cli_count_progress_init(&prog, "synth");
     if (images && cli_mkdirs("synth", images)) return 1;
     ib_status st = images ? ib_synth_write_images(images, n, size, seed) : IB_OK;
-    if (!st && out) st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : show_progress, &prog, &boxes);
+    if (!st && out) st = ib_synth_write_pack(out, n, size, seed, 1, quiet ? NULL : cli_count_progress_show, &prog, &boxes);
     if (st) return cli_report("synth", st);
     if (!out) {
         if (!quiet) fprintf(stderr, "ibnas synth: %d scenes of %dx%d -> %s/\n", n, size, size, images);

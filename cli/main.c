@@ -158,6 +158,24 @@ int cli_parse(const char *verb_name, int argc, char **argv, const cli_flag *flag
     return 0;
 }
 
+void cli_count_progress_init(cli_count_progress *p, const char *verb_name) {
+    p->verb = verb_name;
+    p->t0 = ib_time_s(), p->last = 0;
+    p->last_decile = 0, p->tty = isatty(2);
+}
+
+void cli_count_progress_show(int64_t done, int64_t n, void *user) {
+    cli_count_progress *p = user;
+    double now = ib_time_s(), rate = (double)done / (now - p->t0 + 1e-9), eta = (double)(n - done) / (rate + 1e-9);
+    int decile = n > 0 ? (int)(10 * done / n) : 10;
+    if ((p->tty && (now - p->last > 0.1 || done == n)) || (!p->tty && decile > p->last_decile)) {
+        p->last = now, p->last_decile = decile;
+        fprintf(stderr, p->tty ? "\r%s %lld/%lld  %.0f img/s  ETA %d:%02d " : "%s: %lld/%lld  %.0f img/s  ETA %d:%02d\n",
+                p->verb, (long long)done, (long long)n, rate, (int)eta / 60, (int)eta % 60);
+        if (p->tty && done == n) fputc('\n', stderr);
+    }
+}
+
 int cli_mkdirs(const char *verb_name, const char *path) {
     char p[4096];
     snprintf(p, sizeof p, "%s", path);

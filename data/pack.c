@@ -751,3 +751,145 @@ ib_status ib_sample_fit(const ib_sample *in, int size, int crop, ib_sample *out,
     }
     return IB_OK;
 }
+
+// ---------------------------------------------------------------------------------------------
+// ib_pack: any source into a pack
+
+void ib_pack_opts_default(ib_pack_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->synth_n = 1000;
+}
+
+static int pack_format(const char *s, ib_ds_format *f) {
+    static const struct { const char *name; ib_ds_format f; } tab[] = {
+        {"auto", IB_DS_AUTO}, {"imagefolder", IB_DS_IMAGEFOLDER}, {"tinyimagenet", IB_DS_TINYIMAGENET},
+        {"coco", IB_DS_COCO}, {"yolo", IB_DS_YOLO}, {"segpairs", IB_DS_SEGPAIRS}, {"pack", IB_DS_PACK},
+        {"synth", IB_DS_SYNTH},
+    };
+    for (size_t k = 0; k < sizeof tab / sizeof tab[0]; k++)
+        if (!strcmp(s, tab[k].name)) {
+            *f = tab[k].f;
+            return 1;
+        }
+    return 0;
+}
+
+#define PACK_GROUP 32
+
+typedef struct {
+    ib_sample out;
+    ib_status st;
+    int dropped;
+    char msg[512];
+} pack_slot;
+
+ib_status ib_pack(const char *src, const char *path, const ib_pack_opts *opts, ib_pack_report *r) {
+    ib_pack_opts o;
+    if (opts) o = *opts;
+    else ib_pack_opts_default(&o);
+    ib_pack_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (r) *r = rep;
+    ib_ds_format fmt;
+    if (!path) return ib_fail(IB_ERR_ARG, "pack: no output file given");
+    if (!pack_format(o.format ? o.format : "auto", &fmt))
+        return ib_fail(IB_ERR_ARG, "pack: unknown format '%s' (imagefolder, tinyimagenet, coco, yolo, segpairs, pack, "
+                                   "synth)", o.format);
+    if (o.size < 8 || o.size > 4096) return ib_fail(IB_ERR_ARG, "pack: the size must be 8..4096 (got %d)", o.size);
+    const char *fit = o.fit ? o.fit : "auto";
+    if (strcmp(fit, "auto") && strcmp(fit, "crop") && strcmp(fit, "stretch"))
+        return ib_fail(IB_ERR_ARG, "pack: the fit must be crop, stretch or auto (got '%s')", fit);
+    if (fmt == IB_DS_SYNTH && o.synth_n <= 0)
+        return ib_fail(IB_ERR_ARG, "pack: the number of scenes must be positive (got %d)", o.synth_n);
+    if (!src && fmt != IB_DS_SYNTH) return ib_fail(IB_ERR_ARG, "pack: no source given");
+
+    ib_ds_opts dso;
+    memset(&dso, 0, sizeof dso);
+    dso.format = fmt;
+    dso.split = o.split;
+    dso.skip_bad = o.skip_bad;
+    dso.ignore_index = o.ignore_index;
+    dso.synth_n = o.synth_n;
+    dso.synth_size = o.size;
+    dso.synth_seed = o.synth_seed;
+    ib_dataset *ds;
+    ib_status st = ib_dataset_open(&ds, fmt == IB_DS_SYNTH && !src ? "synth" : src, &dso);
+    if (st) return st;
+
+    int crop;
+    if (!strcmp(fit, "crop")) crop = 1;
+    else if (!strcmp(fit, "stretch")) crop = 0;
+    else if (fmt == IB_DS_IMAGEFOLDER || fmt == IB_DS_TINYIMAGENET) crop = 1;
+    else if (fmt == IB_DS_COCO || fmt == IB_DS_YOLO || fmt == IB_DS_SEGPAIRS) crop = 0;
+    else crop = !ds->has_boxes && !ds->has_masks;
+
+    int nc = ib_dataset_classes(ds);
+    const char **names = calloc(nc > 0 ? (size_t)nc : 1, sizeof *names);
+    if (!names) {
+        ib_dataset_close(ds);
+        return ib_fail(IB_ERR_NOMEM, "out of memory");
+    }
+    for (int c = 0; c < nc; c++) names[c] = ib_dataset_class_name(ds, c);
+    ib_pack_writer *pw;
+    st = ib_pack_writer_open(&pw, path, o.size, o.size, ds->has_boxes, ds->has_masks, nc, names,
+                             ib_dataset_ignore_index(ds));
+    free(names);
+    if (st) {
+        ib_dataset_close(ds);
+        return st;
+    }
+
+    int64_t total = ib_dataset_size(ds);
+    pack_slot *slots = calloc(PACK_GROUP, sizeof *slots);
+    if (!slots) st = ib_fail(IB_ERR_NOMEM, "out of memory");
+    double t0 = ib_time_s();
+    for (int64_t b0 = 0; st == IB_OK && b0 < total; b0 += PACK_GROUP) {
+        int nb = total - b0 < PACK_GROUP ? (int)(total - b0) : PACK_GROUP;
+        // Readers are thread-safe (packs serialise inside); decoding and resizing run in parallel, the
+        // writer takes the results in index order.
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int k = 0; k < nb; k++) {
+            pack_slot *sl = &slots[k];
+            ib_sample in;
+            sl->dropped = 0;
+            sl->msg[0] = 0;
+            sl->st = ib_dataset_get(ds, b0 + k, &in);
+            if (sl->st == IB_OK) {
+                sl->st = ib_sample_fit(&in, o.size, crop, &sl->out, &sl->dropped);
+                ib_sample_free(&in);
+            }
+            if (sl->st) snprintf(sl->msg, sizeof sl->msg, "%s", ib_errmsg());
+        }
+        for (int k = 0; k < nb; k++) {
+            pack_slot *sl = &slots[k];
+            // With skip_bad a bad sample's place is served by the next readable one: drop it here, that one
+            // is written at its own index.
+            int bad = ds->bad && __atomic_load_n(&ds->bad[b0 + k], __ATOMIC_RELAXED);
+            if (st == IB_OK && sl->st) st = ib_fail(sl->st, "%s", sl->msg);
+            else if (st == IB_OK && !bad) {
+                st = ib_pack_writer_add(pw, &sl->out);
+                if (st == IB_OK) {
+                    rep.images++;
+                    rep.boxes += ds->has_boxes ? sl->out.n_boxes : 0;
+                    rep.boxes_dropped += sl->dropped;
+                }
+            }
+            ib_sample_free(&sl->out);
+        }
+        if (st == IB_OK && o.progress) o.progress(b0 + nb, total, o.user);
+    }
+    free(slots);
+    if (st == IB_OK) st = ib_pack_writer_close(pw);
+    else ib_pack_writer_abort(pw);
+    if (st == IB_OK && r) {
+        rep.seconds = ib_time_s() - t0;
+        rep.skipped = ib_dataset_skipped(ds);
+        rep.classes = nc;
+        rep.crop = crop;
+        rep.has_labels = ds->has_labels, rep.has_boxes = ds->has_boxes, rep.has_masks = ds->has_masks;
+        snprintf(rep.source, sizeof rep.source, "%s", ib_dataset_path(ds));
+        *r = rep;
+    }
+    ib_dataset_close(ds);
+    return st;
+}

@@ -163,6 +163,31 @@ IBNAS_API ib_status ib_synth_write_pack(const char *path, int64_t n, int size, u
 // DIR/NNNNNN.mask.png (8-bit gray, class ids, 6 the background). `ibnas synth --images`.
 IBNAS_API ib_status ib_synth_write_images(const char *dir, int64_t n, int size, uint64_t seed);
 IBNAS_API double ib_time_s(void);   // monotonic seconds
+// Converts any dataset source into an HDF5 pack of size x size RGB images with its labels, boxes and
+// masks, one image at a time (decoded and resized in parallel, written in order, so the pack does not
+// depend on the thread count; PATH.tmp, then renamed). `ibnas pack`.
+typedef struct ib_pack_opts {
+    const char *format;     // imagefolder|tinyimagenet|coco|yolo|segpairs|pack|synth; NULL or "auto": guessed
+    const char *split;      // split of a dataset root (NULL: "train")
+    int size;               // output side, 8..4096 (required)
+    const char *fit;        // "crop" (shorter side to size, centre crop), "stretch" (to size x size), or
+                            // NULL/"auto": crop for classification sources, stretch for boxes and masks
+    int skip_bad;           // 1: skip unreadable images (counted) instead of stopping at the first
+    int ignore_index;       // segmentation: the mask value to ignore (0: the source's, 255)
+    int synth_n;            // synth: scenes (1000)
+    uint64_t synth_seed;    // synth: seed (0)
+    ib_synth_progress_fn progress;   // called after each group of images with the count done (may be NULL)
+    void *user;
+} ib_pack_opts;
+IBNAS_API void ib_pack_opts_default(ib_pack_opts *o);
+typedef struct ib_pack_report {
+    int64_t images, boxes, boxes_dropped, skipped;   // written; boxes kept; dropped by the crop; unreadable
+    int classes, crop, has_labels, has_boxes, has_masks;
+    double seconds;
+    char source[1024];                               // the source as resolved (e.g. the COCO json read)
+} ib_pack_report;
+// src may be NULL for synth. r may be NULL.
+IBNAS_API ib_status ib_pack(const char *src, const char *path, const ib_pack_opts *o, ib_pack_report *r);
 IBNAS_API void ib_dataset_close(ib_dataset *ds);
 IBNAS_API int64_t ib_dataset_size(const ib_dataset *ds);
 IBNAS_API int ib_dataset_classes(const ib_dataset *ds);                     // 0 if the source has none

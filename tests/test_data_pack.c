@@ -518,3 +518,52 @@ TEST(cli_synth_then_pack) {
     snprintf(cmd, sizeof cmd, "%s pack --help", bin);
     CHECK(test_run(cmd, NULL, NULL) == 0, "--help");
 }
+
+// ib_pack, the library side of `ibnas pack`: a synthetic source packed through the public call holds the
+// scenes ib_synth_render gives, the report counts them, the progress reaches the total, and bad options
+// fail as usage errors before any file is made.
+static void count_progress(int64_t done, int64_t n, void *user) {
+    int64_t *last = user;
+    if (done > *last && done <= n) *last = done;
+}
+
+TEST(ib_pack_public_call) {
+    const char *p = tmpfile_path("ib_pack.h5");
+    ib_pack_opts o;
+    ib_pack_opts_default(&o);
+    o.format = "synth", o.size = 20, o.synth_n = 37, o.synth_seed = 12;
+    int64_t last = 0;
+    o.progress = count_progress, o.user = &last;
+    ib_pack_report r;
+    CHECK(ib_pack(NULL, p, &o, &r) == IB_OK, "ib_pack synth: %s", ib_errmsg());
+    CHECK(r.images == 37 && r.classes == IB_SYNTH_CLASSES && r.has_boxes && r.has_masks && !r.crop && r.skipped == 0,
+          "report: %lld images, %d classes, boxes %d masks %d crop %d", (long long)r.images, r.classes, r.has_boxes,
+          r.has_masks, r.crop);
+    CHECK(last == 37, "progress reached %lld of 37", (long long)last);
+    ib_dataset *ds;
+    CHECK(open_pack(p, &ds) == IB_OK, "open: %s", ib_errmsg());
+    int64_t boxes = 0;
+    int diff = 0;
+    for (int i = 0; i < 37; i++) {
+        ib_sample a, b;
+        CHECK(ib_dataset_get(ds, i, &a) == IB_OK, "get %d", i);
+        ib_synth_render(12, i, 20, &b);
+        diff += a.label != b.label || a.n_boxes != b.n_boxes || memcmp(a.rgb, b.rgb, 20 * 20 * 3) != 0;
+        boxes += a.n_boxes;
+        ib_sample_free(&a);
+        ib_sample_free(&b);
+    }
+    ib_dataset_close(ds);
+    CHECK(diff == 0 && boxes == r.boxes, "%d scenes differ from ib_synth_render; boxes %lld, report %lld", diff,
+          (long long)boxes, (long long)r.boxes);
+    const char *q = tmpfile_path("ib_pack_bad.h5");
+    o.format = "nonsense";
+    CHECK(ib_pack(NULL, q, &o, NULL) == IB_ERR_ARG && strstr(ib_errmsg(), "nonsense"), "unknown format: %s", ib_errmsg());
+    o.format = "synth", o.fit = "squash";
+    CHECK(ib_pack(NULL, q, &o, NULL) == IB_ERR_ARG && strstr(ib_errmsg(), "squash"), "bad fit: %s", ib_errmsg());
+    o.fit = NULL, o.size = 4;
+    CHECK(ib_pack(NULL, q, &o, NULL) == IB_ERR_ARG, "size 4 accepted");
+    o.size = 20, o.format = "imagefolder";
+    CHECK(ib_pack(NULL, q, &o, NULL) == IB_ERR_ARG, "no source accepted");
+    CHECK(access(q, F_OK) != 0, "a failed ib_pack left %s", q);
+}
