@@ -49,7 +49,7 @@ int cmd_search(int argc, char **argv) {
         {"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of 64 per subnet (20)"},
         {"--eval-images", F_INT, &o.eval_images, "at most this many held-out images per score (default: all)"},
         {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy)"},
-        {"--baselines", F_STR, &o.baselines, "drawn on the plots: mobilenetv2:0.35[=TOP1],mobilenetv2:0.5"},
+        {"--baselines", F_STR, &o.baselines, "drawn on the plots: mobilenetv2:0.35[=TOP1],A.arch.json; archs of the space are also scored and seed evolution"},
         {"--out", F_STR, &o.out, "output folder (required)"},
         {"--resume", F_BOOL, &o.resume, "continue the search saved in --out"},
         {"--max-generations", F_INT, &o.max_generations, "stop after this many generations in this run (resumable)"},

@@ -363,7 +363,7 @@ typedef struct ib_search_opts {
     int eval_images;           // at most this many held-out images per score (the first of the part); 0: all
     const char *metric;        // the score: "top1" (default) or "loss" (minus the held-out cross-entropy, which
                                // separates subnets closer than top-1 on a few thousand images can)
-    const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,mobilenetv2:0.5=0.61" (=SCORE optional); NULL: none
+    const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,hand.arch.json=0.61" (=SCORE optional); archs of the space are scored and seed evolution; NULL: none
     const char *out;           // output folder (required)
     int resume;                // 1: continue OUT/state.json (an existing state without it is an error)
     int progress;              // a line per generation on stderr, 1

@@ -183,6 +183,8 @@ typedef struct run {
     double *base_ms;                  // [n_baselines * T], NAN when the table lacks a row
     int64_t *base_macs;
     char *base_note;                  // [n_baselines * T * 160]: why a latency is missing
+    int *base_choice;                 // [n_baselines * L]: a baseline's choices when it is an arch of the space
+    int *base_in;                     // [n_baselines]: 1 when it is (then it is scored like any subnet)
 } run;
 
 #define BASE_NOTE 160
@@ -232,7 +234,7 @@ static void run_free(run *r) {
     free(r->nc), free(r->h_choice), free(r->h_score), free(r->h_ms), free(r->h_macs), free(r->slots);
     strat_free(&r->cur), strat_free(&r->snap);
     free(r->min_choice), free(r->min_ms), free(r->scratch);
-    free(r->base_ms), free(r->base_macs), free(r->base_note);
+    free(r->base_ms), free(r->base_macs), free(r->base_note), free(r->base_choice), free(r->base_in);
 }
 
 static const char *track_name(const run *r, int t, char *buf, size_t n) {
@@ -443,12 +445,46 @@ static void pop_push(run *r, int tk, int idx) {
     }
 }
 
+// The baselines that are archs of the space, scored like any subnet (so the report places them among the
+// scored ones and a search cannot end below one by its own score). With push, each also joins the first
+// population of every track whose budget it meets, as a parent for evolution; *pushed counts per track.
+static ib_status score_baselines(run *r, int push, int *pushed) {
+    ib_status s = IB_OK;
+    for (int k = 0; !s && k < r->cfg->n_baselines; k++) {
+        if (!r->base_in[k]) continue;
+        const int *c = r->base_choice + (size_t)k * (size_t)r->L;
+        int idx;
+        if ((s = score_choice(r, c, &idx)) || !push) continue;
+        for (int tk = 0; tk < r->n_tracks; tk++) {
+            const int *pop = r->cur.pop + (size_t)tk * (size_t)(r->P + 1);
+            int dup = 0;
+            for (int j = 0; j < r->cur.pop_n[tk]; j++) dup |= pop[j] == idx;
+            if (dup || pushed[tk] >= r->P) continue;
+            double ms = r->h_ms[(size_t)idx * (size_t)r->T + (size_t)r->tracks[tk].target];
+            if (ms <= r->tracks[tk].budget) pop_push(r, tk, idx), pushed[tk]++;
+        }
+    }
+    return s;
+}
+
+// A baseline's score: the one given, else its score in this search when it is an arch of the space.
+static double baseline_score(const run *r, int k) {
+    double sc = r->cfg->baselines[k].score;
+    if (!isnan(sc) || !r->base_in[k]) return sc;
+    int i = hist_find(r, r->base_choice + (size_t)k * (size_t)r->L);
+    return i >= 0 ? r->h_score[i] : NAN;
+}
+
 static ib_status gen_evolution(run *r) {
     int *c = malloc(sizeof(int) * (size_t)r->L), *order = r->scratch + r->L;
-    if (!c) return ib_fail(IB_ERR_NOMEM, "out of memory");
-    ib_status s = IB_OK;
+    int *pushed = calloc((size_t)r->n_tracks, sizeof(int));
+    if (!c || !pushed) {
+        free(c), free(pushed);
+        return ib_fail(IB_ERR_NOMEM, "out of memory");
+    }
+    ib_status s = r->gen == 0 ? score_baselines(r, 1, pushed) : IB_OK;
     for (int tk = 0; !s && tk < r->n_tracks; tk++) {
-        for (int i = 0; !s && i < (r->gen == 0 ? r->P : r->cfg->batch); i++) {
+        for (int i = 0; !s && i < (r->gen == 0 ? r->P - pushed[tk] : r->cfg->batch); i++) {
             int idx;
             if (r->gen == 0) {
                 if (!(s = sample_in_budget(r, tk, c)) && !(s = score_choice(r, c, &idx))) pop_push(r, tk, idx);
@@ -469,7 +505,7 @@ static ib_status gen_evolution(run *r) {
                 pop_push(r, tk, idx);
         }
     }
-    free(c);
+    free(c), free(pushed);
     return s;
 }
 
@@ -591,6 +627,11 @@ static json_t *config_json(const run *r) {
     json_object_set_new(o, "sample", json_integer(cfg->sample));
     json_object_set_new(o, "batch", json_integer(cfg->batch));
     json_object_set_new(o, "max_tries", json_integer(cfg->max_tries));
+    // The baselines of the space are scored first and seed evolution: another set is another search.
+    json_t *seeds = json_array();
+    for (int k = 0; k < cfg->n_baselines; k++)
+        if (r->base_in[k]) json_array_append_new(seeds, json_ints(r->base_choice + (size_t)k * (size_t)r->L, r->L));
+    json_object_set_new(o, "seeds", seeds);
     if (cfg->score_label) json_object_set_new(o, "score", json_string(cfg->score_label));
     if (cfg->strategy == IB_SEARCH_TUNAS) {
         json_object_set_new(o, "tunas_beta", json_real(cfg->tunas_beta));
@@ -908,7 +949,7 @@ static ib_status write_pareto(const run *r, int t, const pick_info *picks, const
     const ib_search_target *tg = &cfg->targets[t];
     for (int k = 0; k < tg->n_budgets; k++) xlo = fmin(xlo, tg->budget_ms[k]), xhi = fmax(xhi, tg->budget_ms[k]);
     for (int k = 0; k < cfg->n_baselines; k++) {
-        double ms = r->base_ms[(size_t)k * (size_t)r->T + (size_t)t], sc = cfg->baselines[k].score;
+        double ms = r->base_ms[(size_t)k * (size_t)r->T + (size_t)t], sc = baseline_score(r, k);
         if (!isnan(ms)) xlo = fmin(xlo, ms), xhi = fmax(xhi, ms);
         if (!isnan(ms) && !isnan(sc)) ylo = fmin(ylo, sc), yhi = fmax(yhi, sc);
     }
@@ -993,13 +1034,14 @@ static ib_status write_pareto(const run *r, int t, const pick_info *picks, const
             continue;
         }
         double X = px(&ax, ms);
-        if (!isnan(bl->score)) {
-            double Y = py(&ay, bl->score);
+        double bsc = baseline_score(r, k);
+        if (!isnan(bsc)) {
+            double Y = py(&ay, bsc);
             sb_printf(&b, "<path d=\"M %.1f %.1f l 6 6 l -6 6 l -6 -6 z\" fill=\"#000\"/>"
                           "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">",
                       X, Y - 6, X + 8, Y + 4);
             sb_xml(&b, bl->label);
-            sb_printf(&b, " (%.2f ms, %.4f)</text>\n", ms, bl->score);
+            sb_printf(&b, " (%.2f ms, %.4f)</text>\n", ms, bsc);
         } else {
             sb_printf(&b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#000\" stroke-dasharray=\"2,3\"/>"
                           "<text transform=\"translate(%.1f,%d) rotate(-90)\" font-size=\"11\">",
@@ -1228,7 +1270,9 @@ static ib_status write_outputs(const run *r, const pick_info *picks, ib_search_r
             json_object_set_new(o, "label", json_string(bl->label));
             json_object_set_new(o, "ms", isnan(ms) ? json_null() : json_real(ms));
             json_object_set_new(o, "macs", json_integer(r->base_macs[k]));
-            json_object_set_new(o, "score", isnan(bl->score) ? json_null() : json_real(bl->score));
+            double sc = baseline_score(r, k);
+            json_object_set_new(o, "score", isnan(sc) ? json_null() : json_real(sc));
+            json_object_set_new(o, "scored", json_boolean(r->base_in[k] && isnan(bl->score)));
             if (isnan(ms))
                 json_object_set_new(o, "note", json_string(r->base_note + ((size_t)k * (size_t)r->T + (size_t)t) * BASE_NOTE));
             json_array_append_new(jb, o);
@@ -1359,7 +1403,10 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
     r->base_ms = malloc(sizeof(double) * (size_t)(nb * r->T + 1));
     r->base_macs = calloc((size_t)nb + 1, sizeof(int64_t));
     r->base_note = calloc((size_t)(nb * r->T + 1), BASE_NOTE);
-    if (!r->min_choice || !r->min_ms || !r->scratch || !r->base_ms || !r->base_macs || !r->base_note)
+    r->base_choice = calloc((size_t)(nb * r->L + 1), sizeof(int));
+    r->base_in = calloc((size_t)nb + 1, sizeof(int));
+    if (!r->min_choice || !r->min_ms || !r->scratch || !r->base_ms || !r->base_macs || !r->base_note ||
+        !r->base_choice || !r->base_in)
         return ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_status s;
     if ((s = strat_alloc(r, &r->cur)) || (s = strat_alloc(r, &r->snap))) return s;
@@ -1375,6 +1422,7 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
     for (int k = 0; k < nb; k++) {
         const ib_arch *a = cfg->baselines[k].arch;
         r->base_macs[k] = a ? ib_arch_macs(a, r->res) : 0;
+        r->base_in[k] = a && ib_space_check(r->sp, a, cfg->baselines[k].label, r->base_choice + (size_t)k * (size_t)r->L) == IB_OK;
         for (int t = 0; t < r->T; t++) {
             double *ms = &r->base_ms[(size_t)k * (size_t)r->T + (size_t)t];
             char *note = r->base_note + ((size_t)k * (size_t)r->T + (size_t)t) * BASE_NOTE;
@@ -1440,8 +1488,10 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
         strat_copy(&r, &r.snap, &r.cur);
         switch (cfg->strategy) {
         case IB_SEARCH_EVOLUTION: s = gen_evolution(&r); break;
-        case IB_SEARCH_RANDOM: s = gen_random(&r, r.gen == 0 ? r.P : cfg->batch); break;
-        case IB_SEARCH_TUNAS: s = r.gen == 0 ? IB_OK : gen_tunas(&r); break;
+        case IB_SEARCH_RANDOM:
+            if (!(s = r.gen == 0 ? score_baselines(&r, 0, NULL) : IB_OK)) s = gen_random(&r, r.gen == 0 ? r.P : cfg->batch);
+            break;
+        case IB_SEARCH_TUNAS: s = r.gen == 0 ? score_baselines(&r, 0, NULL) : gen_tunas(&r); break;
         }
         if (s) {
             // The generation under way is redone on resume: its start state with every score kept.

@@ -340,6 +340,63 @@ TEST(search_same_seed_same_result) {
     CHECK(same_files(dirs[0], dirs[2], leaves), "seeds 7 and 8 gave the same files");
 }
 
+// A baseline that is an arch of the space is scored like any subnet and joins evolution's first population:
+// the summary carries its score, and no search ends below it under a budget it meets. The baseline here is
+// the best of 3000 random archs within the cpu budget, so a first population alone (no generations) of
+// random archs would almost surely miss it; with it seeded, the pick is the baseline or better.
+TEST(search_scores_and_seeds_baselines_of_the_space) {
+    ib_search_cfg c;
+    scorer sc, probe;
+    base_cfg(&c, &sc, out_dir("seeded"), 0);
+    memset(&probe, 0, sizeof probe);
+    ib_rng rng;
+    ib_rng_seed(&rng, 99, 1);
+    int L = space.n_layers, *ch = malloc(sizeof(int) * (size_t)L), *best = malloc(sizeof(int) * (size_t)L);
+    double best_score = -INFINITY;
+    for (int i = 0; i < 3000; i++) {
+        ib_space_sample(&space, IB_SAMPLE_RANDOM, &rng, ch);
+        double v;
+        if (predict(lut_cpu, ch) > budget_cpu[0]) continue;
+        synthetic_score(&probe, ch, &v);
+        if (v > best_score) best_score = v, memcpy(best, ch, sizeof(int) * (size_t)L);
+    }
+    free(probe.seen);
+    CHECK(isfinite(best_score), "no random arch within %g ms", budget_cpu[0]);
+    ib_arch good;
+    CHECK(ib_space_arch(&space, best, 0, &good) == IB_OK, "%s", ib_errmsg());
+    ib_search_baseline bl[2] = {baseline_mnv2, {"hand-made", &good, NAN}};
+    c.baselines = bl, c.n_baselines = 2;
+    for (int strategy = 0; strategy < 2; strategy++) {
+        c.strategy = strategy == 0 ? IB_SEARCH_EVOLUTION : IB_SEARCH_RANDOM;
+        c.generations = 0;
+        c.out = out_dir(strategy == 0 ? "seeded_evo" : "seeded_random");
+        memset(&sc, 0, sizeof sc);
+        ib_search_result r;
+        CHECK(ib_search_run(&c, &r) == IB_OK, "search: %s", ib_errmsg());
+        CHECK(!seen_twice(&sc), "an arch was scored twice");
+        free(sc.seen);
+        CHECK(r.scored == 2 * c.population + (strategy == 0 ? -1 : 1), "%s: %lld scored, want two first populations (one member the baseline)",
+              ib_search_strategy_name(c.strategy), (long long)r.scored);
+        CHECK(r.picks[0].found && r.picks[0].score >= best_score - 1e-12, "%s: pick %.6f under %g ms, baseline %.6f",
+              ib_search_strategy_name(c.strategy), r.picks[0].score, budget_cpu[0], best_score);
+        char *sum = read_at(c.out, "summary.json");
+        json_error_t e;
+        json_t *j = json_loads(sum, 0, &e), *bs = NULL;
+        free(sum);
+        json_t *t0 = json_array_get(json_object_get(j, "targets"), 0);
+        bs = json_object_get(t0, "baselines");
+        json_t *b1 = json_array_get(bs, 1), *b0 = json_array_get(bs, 0);
+        CHECK(json_is_true(json_object_get(b1, "scored")) &&
+                  fabs(json_real_value(json_object_get(b1, "score")) - best_score) < 1e-9,
+              "the hand-made baseline's score in summary.json is not its scored value %.6f", best_score);
+        CHECK(!json_is_true(json_object_get(b0, "scored")) && json_real_value(json_object_get(b0, "score")) == 0.5,
+              "mobilenetv2 (no arch of the space) keeps its given score");
+        json_decref(j);
+    }
+    ib_arch_free(&good);
+    free(ch), free(best);
+}
+
 // A run stopped after 2 generations, resumed for 3, then to the end; and one stopped by a Ctrl-C in the
 // middle of a generation, resumed: both write the uninterrupted run's files.
 static void resume_case(ib_search_strategy strategy, const char *name) {
