@@ -525,39 +525,73 @@ TEST(seg_camvid_classes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// PyTorch reference (tests/ref/segment.py): the head alone in training mode, its upsampled logits, the
-// weighted pixel loss with ignored pixels, and the gradients of both features and every head parameter.
+// PyTorch reference (tests/ref/segment.py): each head alone in training mode, its upsampled logits, the
+// weighted pixel loss with ignored pixels, and the gradients of the features and of every head parameter.
+
+// A backbone whose stride-4, 8 and 16 blocks have 6, 8 and 12 channels (the script's features).
+static const char *ref_arch =
+    "{\"format\": \"ibnas-arch\", \"version\": 1, \"classes\": 5, \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
+    " \"blocks\": [{\"op\": \"ibn\", \"expand\": 1, \"out\": 6, \"stride\": 2},"
+    "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 8, \"stride\": 2},"
+    "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 12, \"stride\": 2}], \"head\": {\"out\": 0}}";
+
+// Reads every head tensor (seg.*, not the BN statistics) from GROUP/params/NAME; the count in *loaded.
+static int ref_load_head(ib_h5 *f, const char *group, ib_params *ps, int *loaded, char *msg, size_t msgn) {
+    char name[300];
+    *loaded = 0;
+    for (int i = 0; i < ps->n; i++) {
+        ib_tensor *t = ps->t[i];
+        if (ps->is_buffer[i] || strncmp(t->name, "seg.", 4)) continue;
+        snprintf(name, sizeof name, "%sparams/%s", group, t->name);
+        if (ib_h5_read_into(f, name, t) != IB_OK) {
+            snprintf(msg, msgn, "%s", ib_errmsg());
+            return 0;
+        }
+        ++*loaded;
+    }
+    return 1;
+}
+
+// Compares every head tensor's gradient with GROUP/grads/NAME.
+static int ref_check_head_grads(ib_h5 *f, const char *group, ib_params *ps, double tol, char *msg, size_t msgn) {
+    char name[300], why[240];
+    for (int i = 0; i < ps->n; i++) {
+        ib_tensor *p = ps->t[i];
+        if (ps->is_buffer[i] || strncmp(p->name, "seg.", 4)) continue;
+        ib_tensor g;
+        ib_tensor_init(&g, p->grad, p->ndim, p->shape);
+        snprintf(name, sizeof name, "%sgrads/%s", group, p->name);
+        if (!ref_compare(f, name, &g, tol, why, sizeof why)) {
+            snprintf(msg, msgn, "grad of %s: %s", p->name, why);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static ib_status ref_build(ib_net *net, ib_seg_head *head, const ib_seg_head_cfg *hc) {
+    ib_arch a;
+    ib_status s = ib_arch_parse(&a, ref_arch, "ref arch");
+    if (!s) s = ib_seg_build(net, head, &a, 5, hc);
+    ib_arch_free(&a);
+    if (!s) ib_params_init_default(&net->ps, 1);
+    return s;
+}
 
 TEST(seg_head_matches_pytorch) {
     ib_h5 *f;
     CHECK(ib_h5_open(&f, ref_path("segment.h5")) == IB_OK, "%s", ib_errmsg());
     // The script's sizes (its attribute dims holds them too).
-    const int N = 2, CH = 12, CL = 6, CLASSES = 5, H16 = 3, W16 = 2, H4 = 9, W4 = 7, H = 36, W = 26;
-    // A backbone whose stride-4 block has CL channels and whose stride-16 block has CH.
-    const char *arch =
-        "{\"format\": \"ibnas-arch\", \"version\": 1, \"classes\": 5, \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
-        " \"blocks\": [{\"op\": \"ibn\", \"expand\": 1, \"out\": 6, \"stride\": 2},"
-        "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 8, \"stride\": 2},"
-        "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 12, \"stride\": 2}], \"head\": {\"out\": 0}}";
-    ib_arch a;
-    CHECK(ib_arch_parse(&a, arch, "ref arch") == IB_OK, "%s", ib_errmsg());
+    const int N = 2, CH = 12, CL = 6, H16 = 3, W16 = 2, H4 = 9, W4 = 7, H = 36, W = 26;
     ib_seg_head_cfg hc;
     ib_seg_head_cfg_default(&hc);
     hc.aspp = 8, hc.low = 4, hc.decoder = 8, hc.rates[0] = 2, hc.rates[1] = 3;
     ib_net net;
     ib_seg_head head;
-    CHECK(ib_seg_build(&net, &head, &a, CLASSES, &hc) == IB_OK, "%s", ib_errmsg());
-    ib_arch_free(&a);
-    ib_params_init_default(&net.ps, 1);
-    char name[300], msg[300];
+    CHECK(ref_build(&net, &head, &hc) == IB_OK, "%s", ib_errmsg());
+    char msg[300];
     int loaded = 0;
-    for (int i = 0; i < net.ps.n; i++) {
-        ib_tensor *t = net.ps.t[i];
-        if (net.ps.is_buffer[i] || strncmp(t->name, "seg.", 4)) continue;
-        snprintf(name, sizeof name, "params/%s", t->name);
-        CHECK(ib_h5_read_into(f, name, t) == IB_OK, "%s", ib_errmsg());
-        loaded++;
-    }
+    CHECK(ref_load_head(f, "", &net.ps, &loaded, msg, sizeof msg), "%s", msg);
     CHECK(loaded == 32, "%d head tensors loaded", loaded);
     ib_ctx *ctx = ib_ctx_new();
     ctx->training = 1, ctx->recording = 1;
@@ -579,15 +613,60 @@ TEST(seg_head_matches_pytorch) {
     ib_tensor_init(&gh, hi->grad, 4, hi->shape);
     CHECK(ref_compare(f, "g_lo", &gl, 1e-4, msg, sizeof msg), "grad of the low-level feature: %s", msg);
     CHECK(ref_compare(f, "g_hi", &gh, 1e-4, msg, sizeof msg), "grad of the ASPP's feature: %s", msg);
-    for (int i = 0; i < net.ps.n; i++) {
-        ib_tensor *p = net.ps.t[i];
-        if (net.ps.is_buffer[i] || strncmp(p->name, "seg.", 4)) continue;
-        ib_tensor g;
-        ib_tensor_init(&g, p->grad, p->ndim, p->shape);
-        snprintf(name, sizeof name, "grads/%s", p->name);
-        // float32 sums over few, cancelling terms (the dilated depthwise weights): 1e-3
-        CHECK(ref_compare(f, name, &g, 1e-3, msg, sizeof msg), "grad of %s: %s", p->name, msg);
+    // float32 sums over few, cancelling terms (the dilated depthwise weights): 1e-3
+    CHECK(ref_check_head_grads(f, "", &net.ps, 1e-3, msg, sizeof msg), "%s", msg);
+    free(t);
+    ib_ctx_free(ctx);
+    ib_net_free(&net);
+    ib_h5_close(f);
+}
+
+// The BiFPN head (group bifpn/): three levels (strides 4, 8, 16), width 8, two layers; the fusion weights
+// are parameters like the convs', their gradients compared too.
+TEST(seg_bifpn_matches_pytorch) {
+    ib_h5 *f;
+    CHECK(ib_h5_open(&f, ref_path("segment.h5")) == IB_OK, "%s", ib_errmsg());
+    const int N = 2, H = 36, W = 26, C[3] = {6, 8, 12}, SH[3] = {9, 5, 3}, SW[3] = {7, 4, 2};
+    ib_seg_head_cfg hc;
+    ib_seg_head_cfg_default(&hc);
+    snprintf(hc.kind, sizeof hc.kind, "bifpn");
+    hc.width = 8, hc.repeats = 2;
+    ib_net net;
+    ib_seg_head head;
+    CHECK(ref_build(&net, &head, &hc) == IB_OK, "%s", ib_errmsg());
+    CHECK(head.levels == 3 && head.level_block[0] == 0 && head.level_block[2] == 2, "levels %d", head.levels);
+    char msg[300], name[64];
+    int loaded = 0;
+    CHECK(ref_load_head(f, "bifpn/", &net.ps, &loaded, msg, sizeof msg), "%s", msg);
+    // 3 laterals (3 tensors) + 2 layers x 4 nodes x (fusion + 2 convs x 3) + merge + classifier (2)
+    CHECK(loaded == 9 + 2 * 4 * 7 + 1 + 2, "%d head tensors loaded", loaded);
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 1, ctx->recording = 1;
+    ib_tensor *feats[3];
+    for (int l = 0; l < 3; l++) {
+        feats[l] = ib_tensor_new(ctx, 4, (int[]){N, C[l], SH[l], SW[l]});
+        snprintf(name, sizeof name, "bifpn/feat%d", l);
+        CHECK(ib_h5_read_into(f, name, feats[l]) == IB_OK, "%s", ib_errmsg());
+        feats[l]->requires_grad = 1;
     }
+    int32_t *t = malloc(sizeof(int32_t) * N * H * W);
+    float w[5], ref_loss;
+    CHECK(ib_h5_read_i32(f, "bifpn/targets", t, (int64_t)N * H * W) == IB_OK &&
+          ib_h5_read_f32(f, "class_weights", w, 5) == IB_OK && ib_h5_read_f32(f, "bifpn/loss", &ref_loss, 1) == IB_OK,
+          "%s", ib_errmsg());
+    ib_tensor *z = ib_seg_bifpn_forward(ctx, &head, feats, H, W);
+    CHECK(ref_compare(f, "bifpn/logits", z, 1e-5, msg, sizeof msg), "logits: %s", msg);
+    ib_tensor *loss = ib_seg_cross_entropy(ctx, z, t, w, 255);
+    CHECK(fabsf(loss->data[0] - ref_loss) < 1e-5f * ref_loss, "loss %.7g, PyTorch %.7g", loss->data[0], ref_loss);
+    ib_params_zero_grad(&net.ps);
+    ib_backward(ctx, loss, NULL);
+    for (int l = 0; l < 3; l++) {
+        ib_tensor g;
+        ib_tensor_init(&g, feats[l]->grad, 4, feats[l]->shape);
+        snprintf(name, sizeof name, "bifpn/g_feat%d", l);
+        CHECK(ref_compare(f, name, &g, 1e-4, msg, sizeof msg), "grad of level %d: %s", l, msg);
+    }
+    CHECK(ref_check_head_grads(f, "bifpn/", &net.ps, 1e-3, msg, sizeof msg), "%s", msg);
     free(t);
     ib_ctx_free(ctx);
     ib_net_free(&net);
