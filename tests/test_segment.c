@@ -9,6 +9,7 @@
 
 #include "tasks/segment.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <png.h>
@@ -33,14 +34,25 @@ static void small_head(ib_seg_head_cfg *c) {
     c->rates[0] = 2, c->rates[1] = 3;
 }
 
-static void build_tiny(ib_net *net, ib_seg_head *head, int classes, uint64_t seed) {
+// The BiFPN head at the tiny backbone's strides 4, 8, 16 (blocks 0, 2, 3).
+static void small_bifpn(ib_seg_head_cfg *c) {
+    small_head(c);
+    snprintf(c->kind, sizeof c->kind, "bifpn");
+    c->width = 8, c->repeats = 2;
+}
+
+static void build_tiny_with(ib_net *net, ib_seg_head *head, int classes, uint64_t seed, const ib_seg_head_cfg *hc) {
     ib_arch a;
     IB_ASSERT(ib_arch_parse(&a, tiny_arch, "tiny") == IB_OK, "%s", ib_errmsg());
-    ib_seg_head_cfg hc;
-    small_head(&hc);
-    IB_ASSERT(ib_seg_build(net, head, &a, classes, &hc) == IB_OK, "%s", ib_errmsg());
+    IB_ASSERT(ib_seg_build(net, head, &a, classes, hc) == IB_OK, "%s", ib_errmsg());
     ib_arch_free(&a);
     ib_net_init_weights(net, seed);
+}
+
+static void build_tiny(ib_net *net, ib_seg_head *head, int classes, uint64_t seed) {
+    ib_seg_head_cfg hc;
+    small_head(&hc);
+    build_tiny_with(net, head, classes, seed, &hc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,11 +142,12 @@ static ib_tensor *fwd_seg_net(ib_ctx *ctx, ib_tensor **in, void *user) {
     return ib_seg_forward(ctx, a->net, a->head, in[0], 1);
 }
 
-TEST(seg_network_input_gradcheck) {
+// The whole network's input gradient by finite differences, BN in eval mode with running statistics away
+// from the defaults (so BN is not the identity).
+static int network_gradcheck(const ib_seg_head_cfg *hc, double tol, char *msg, size_t msgn) {
     ib_net net;
     ib_seg_head head;
-    build_tiny(&net, &head, 5, 3);
-    // Running statistics away from the defaults, so BN is not the identity.
+    build_tiny_with(&net, &head, 5, 3, hc);
     ib_rng r;
     ib_rng_seed(&r, 5, 0);
     for (int i = 0; i < net.ps.n; i++)
@@ -145,15 +158,34 @@ TEST(seg_network_input_gradcheck) {
     fill_normal(x, 9, 1.0f);
     net_args a = {&net, &head};
     ctx->training = 0;
-    ib_tensor *z = ib_seg_forward(ctx, &net, &head, x, 1);
-    CHECK(z->shape[0] == 1 && z->shape[1] == 5 && z->shape[2] == 32 && z->shape[3] == 24, "logits shape");
-    ib_tensor *zl = ib_seg_forward(ctx, &net, &head, x, 0);
-    CHECK(zl->shape[2] == 8 && zl->shape[3] == 6, "low-resolution logits %dx%d, expected 8x6", zl->shape[2], zl->shape[3]);
-    char msg[256];
-    gc_opts o = {3e-3, 1e-2, 64};   // a whole network in float32: measured 7.2e-3 worst
-    CHECK(gradcheck(fwd_seg_net, &a, 1, &x, (int[]){1}, o, msg, sizeof msg), "%s", msg);
+    ib_tensor *z = ib_seg_forward(ctx, &net, &head, x, 1), *zl = ib_seg_forward(ctx, &net, &head, x, 0);
+    int ok = 1;
+    if (z->shape[0] != 1 || z->shape[1] != 5 || z->shape[2] != 32 || z->shape[3] != 24)
+        ok = 0, snprintf(msg, msgn, "logits shape");
+    else if (zl->shape[2] != 8 || zl->shape[3] != 6)
+        ok = 0, snprintf(msg, msgn, "low-resolution logits %dx%d, expected 8x6", zl->shape[2], zl->shape[3]);
+    gc_opts o = {3e-3, tol, 64};
+    if (ok) ok = gradcheck(fwd_seg_net, &a, 1, &x, (int[]){1}, o, msg, msgn);
     ib_ctx_free(ctx);
     ib_net_free(&net);
+    return ok;
+}
+
+TEST(seg_network_input_gradcheck) {
+    ib_seg_head_cfg hc;
+    small_head(&hc);
+    char msg[256];
+    CHECK(network_gradcheck(&hc, 1e-2, msg, sizeof msg), "%s", msg);   // a whole network in float32: 7.2e-3 worst
+}
+
+// BiFPN: lateral convs, weighted fusions, nearest upsampling, max-pool downsampling, the merge of all levels.
+TEST(seg_bifpn_network_input_gradcheck) {
+    ib_seg_head_cfg hc;
+    small_bifpn(&hc);
+    char msg[256];
+    // Its input gradient is 10x smaller than DeepLab's (RMS 2.5e-3), so float32 rounding weighs more: 1.1e-2 worst
+    // at h 3e-3 (1e-3: 2.6e-3 rounding; 1e-2: max-pool and ReLU kinks crossed)
+    CHECK(network_gradcheck(&hc, 2e-2, msg, sizeof msg), "%s", msg);
 }
 
 TEST(seg_head_taps_mobilenetv2) {
@@ -445,6 +477,70 @@ TEST(seg_resume_equals_uninterrupted) {
     free(text);
 }
 
+// The BiFPN head: checkpoint round trip (head config, weights, logits), then a stopped-and-resumed run
+// equal bit for bit to an uninterrupted one.
+TEST(seg_bifpn_round_trip_and_resume) {
+    fixtures();
+    char path[512], full[512], part[512];
+    snprintf(path, sizeof path, "%s/bifpn_rt.h5", test_tmpdir());
+    snprintf(full, sizeof full, "%s/bifpn_full.h5", test_tmpdir());
+    snprintf(part, sizeof part, "%s/bifpn_part.h5", test_tmpdir());
+    ib_seg_head_cfg hc;
+    small_bifpn(&hc);
+    hc.repeats = 3, hc.width = 12;
+    ib_net net, back;
+    ib_seg_head head, head2;
+    build_tiny_with(&net, &head, 7, 4, &hc);
+    ib_tensor *fw = ib_params_find(&net.ps, "seg.bifpn.2.up.1.fuse.weight");
+    CHECK(fw && ib_numel(fw) == 3 && fw->data[0] == 1.0f, "fusion weights start at 1");
+    fw->data[1] = 0.25f;   // a value the loader must bring back, not the default
+    CHECK(ib_seg_save(&net, &head, path, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_seg_load(&back, &head2, path) == IB_OK, "%s", ib_errmsg());
+    CHECK(!strcmp(head2.cfg.kind, "bifpn") && head2.cfg.repeats == 3 && head2.cfg.width == 12 && head2.levels == 3 &&
+          head2.level_block[1] == head.level_block[1], "head round trip: %s, %d repeats, width %d, %d levels",
+          head2.cfg.kind, head2.cfg.repeats, head2.cfg.width, head2.levels);
+    CHECK(back.ps.numel_params == net.ps.numel_params && !memcmp(back.ps.data, net.ps.data,
+          sizeof(float) * (size_t)net.ps.numel_params), "weights round trip");
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 0;
+    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, 32, 32});
+    fill_normal(x, 2, 1.0f);
+    ib_tensor *z1 = ib_seg_forward(ctx, &net, &head, x, 1), *z2 = ib_seg_forward(ctx, &back, &head2, x, 1);
+    CHECK(!memcmp(z1->data, z2->data, sizeof(float) * (size_t)ib_numel(z1)), "same logits after loading");
+    ib_ctx_free(ctx);
+    ib_net_free(&back);
+    ib_net_free(&net);
+
+    ib_seg_train_cfg c;
+    tiny_cfg(&c, full);
+    small_bifpn(&c.head);
+    c.base.epochs = 2;
+    c.base.val = NULL;
+    c.base.optim.weight_decay = 1e-4f;
+    ib_seg_train_result r;
+    CHECK(ib_train_segment(&c, &r) == IB_OK && r.base.steps == 32, "%s", ib_errmsg());
+    tiny_cfg(&c, part);
+    small_bifpn(&c.head);
+    c.base.epochs = 2;
+    c.base.val = NULL;
+    c.base.optim.weight_decay = 1e-4f;
+    c.base.max_steps = 19;
+    CHECK(ib_train_segment(&c, &r) == IB_OK && r.base.steps == 19, "%s", ib_errmsg());
+    c.base.resume = part;
+    c.base.max_steps = 0;
+    CHECK(ib_train_segment(&c, &r) == IB_OK && r.base.steps == 32, "steps %ld: %s", r.base.steps, ib_errmsg());
+    ib_net a, b;
+    ib_seg_head ha, hb;
+    CHECK(ib_seg_load(&a, &ha, full) == IB_OK && ib_seg_load(&b, &hb, part) == IB_OK, "%s", ib_errmsg());
+    CHECK(!strcmp(hb.cfg.kind, "bifpn"), "resumed head %s", hb.cfg.kind);
+    CHECK(!memcmp(a.ps.data, b.ps.data, sizeof(float) * (size_t)a.ps.numel_params), "weights differ after resuming");
+    CHECK(!memcmp(a.ps.buf, b.ps.buf, sizeof(float) * (size_t)a.ps.numel_buffers), "BN statistics differ");
+    ib_tensor *mw = ib_params_find(&a.ps, "seg.bifpn.merge.weight");
+    CHECK(mw && (mw->data[0] != 1.0f || mw->data[1] != 1.0f), "the merge weights did not train");
+    ib_net_free(&a);
+    ib_net_free(&b);
+}
+
 TEST(seg_training_errors) {
     fixtures();
     char out[512], cls_pack[512];
@@ -507,6 +603,59 @@ TEST(seg_cli_train_and_eval) {
     rc = test_run(cmd, NULL, &err);
     CHECK(rc == 1 || rc == 2, "eval --task classify of a segmentation model: exit %d: %s", rc, err);
     CHECK(strstr(err, "segmentation"), "message: %s", err);
+    free(err);
+}
+
+// The verbs on a BiFPN model: train (its options), eval (training's mIoU again), predict, and export's
+// refusal naming the head.
+TEST(seg_bifpn_cli) {
+    fixtures();
+    const char *bin = test_ibnas_bin();
+    char out[512], onnx[600], img_dir[600], pred_dir[600], cmd[3600];
+    snprintf(out, sizeof out, "%s/cli_bifpn.h5", test_tmpdir());
+    snprintf(onnx, sizeof onnx, "%s/cli_bifpn.onnx", test_tmpdir());
+    snprintf(img_dir, sizeof img_dir, "%s/bifpn_images", test_tmpdir());
+    snprintf(pred_dir, sizeof pred_dir, "%s/bifpn_pred", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "%s train --task segment --head bifpn --head-width 12 --bifpn-repeats 1 --low-stride 8 --high-stride 32 "
+             "--arch %s --data %s --val %s --out %s --epochs 1 --batch 16 --res 32 --lr 0.1 --warmup 0.2 --threads 1 "
+             "--workers 1 --quiet --json", bin, arch_path, train_pack, val_pack, out);
+    char *txt = NULL;
+    int rc = test_run(cmd, &txt, NULL);
+    json_t *j = json_loads(txt ? txt : "", 0, NULL);
+    double miou = j ? json_number_value(json_object_get(j, "val_miou")) : -2;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0 && miou > 0 && miou <= 1, "train: exit %d, val_miou %g", rc, miou);
+    ib_net net;
+    ib_seg_head head;
+    CHECK(ib_seg_load(&net, &head, out) == IB_OK, "%s", ib_errmsg());
+    // strides 8..32 of the tiny backbone: blocks 2, 3, 4
+    CHECK(!strcmp(head.cfg.kind, "bifpn") && head.cfg.width == 12 && head.cfg.repeats == 1 && head.levels == 3 &&
+          head.level_block[0] == 2 && head.level_block[2] == 4, "%s head, width %d, %d repeats, %d levels from block %d",
+          head.cfg.kind, head.cfg.width, head.cfg.repeats, head.levels, head.level_block[0]);
+    ib_net_free(&net);
+    snprintf(cmd, sizeof cmd, "%s eval --task segment --model %s --data %s --threads 1 --json", bin, out, val_pack);
+    rc = test_run(cmd, &txt, NULL);
+    j = json_loads(txt ? txt : "", 0, NULL);
+    double m = j ? json_number_value(json_object_get(j, "miou")) : -2;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0 && fabs(m - miou) < 1e-5, "eval: exit %d, mIoU %g, training's %g", rc, m, miou);
+    CHECK(mkdir(img_dir, 0777) == 0 || errno == EEXIST, "mkdir %s", img_dir);
+    CHECK(ib_synth_write_images(img_dir, 1, 40, 3) == IB_OK, "%s", ib_errmsg());
+    snprintf(cmd, sizeof cmd, "%s predict --model %s %s/000000.png --out %s --threads 1", bin, out, img_dir, pred_dir);
+    char *err = NULL;
+    rc = test_run(cmd, NULL, &err);
+    char labels[700];
+    snprintf(labels, sizeof labels, "%s/000000.labels.png", pred_dir);
+    struct stat st;
+    CHECK(rc == 0 && stat(labels, &st) == 0 && st.st_size > 0, "predict: exit %d: %s", rc, err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s export --model %s --out %s", bin, out, onnx);
+    rc = test_run(cmd, NULL, &err);
+    CHECK(rc != 0 && strstr(err, "bifpn head") && strstr(err, "not exported") && stat(onnx, &st) != 0,
+          "export: exit %d: %s", rc, err);
     free(err);
 }
 
