@@ -201,7 +201,18 @@ TEST(seg_head_taps_mobilenetv2) {
     CHECK(net.arch.n_blocks == 13 && !net.has_head && !net.fc.w, "backbone cut at the ASPP's block");
     CHECK(ib_params_find(&net.ps, "seg.classifier.weight")->shape[0] == 12, "classifier width");
     ib_net_free(&net);
+    // BiFPN: features.3, features.6 and features.13 (strides 4, 8, 16)
+    snprintf(hc.kind, sizeof hc.kind, "bifpn");
+    CHECK(ib_seg_build(&net, &head, &a, 12, &hc) == IB_OK, "%s", ib_errmsg());
+    CHECK(head.levels == 3 && head.level_block[0] == 2 && head.level_block[1] == 5 && head.level_block[2] == 12,
+          "levels %d: blocks %d, %d, %d", head.levels, head.level_block[0], head.level_block[1], head.level_block[2]);
+    CHECK(net.arch.n_blocks == 13 && ib_params_find(&net.ps, "seg.bifpn.1.up.2.fuse.weight")->shape[0] == 2,
+          "the coarsest bottom-up node fuses 2 inputs");
+    ib_net_free(&net);
     hc.high_stride = 64;
+    CHECK(ib_seg_build(&net, &head, &a, 12, &hc) == IB_ERR_ARG && strstr(ib_errmsg(), "stride 64"), "%s", ib_errmsg());
+    ib_net_free(&net);
+    snprintf(hc.kind, sizeof hc.kind, "deeplab");
     CHECK(ib_seg_build(&net, &head, &a, 12, &hc) == IB_ERR_ARG && strstr(ib_errmsg(), "stride 64"), "%s", ib_errmsg());
     ib_net_free(&net);
     ib_arch_free(&a);
