@@ -309,6 +309,25 @@ TEST(seg_median_frequency_weights) {
 // ---------------------------------------------------------------------------------------------
 // Checkpoints
 
+// A network and its reloaded copy: the same weights, and the same logits on a fixed input.
+static int same_after_loading(ib_net *net, const ib_seg_head *head, ib_net *back, const ib_seg_head *head2, char *msg,
+                              size_t msgn) {
+    if (back->ps.numel_params != net->ps.numel_params ||
+        memcmp(back->ps.data, net->ps.data, sizeof(float) * (size_t)net->ps.numel_params)) {
+        snprintf(msg, msgn, "weights differ after loading");
+        return 0;
+    }
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 0;
+    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, 32, 32});
+    fill_normal(x, 2, 1.0f);
+    ib_tensor *z1 = ib_seg_forward(ctx, net, head, x, 1), *z2 = ib_seg_forward(ctx, back, head2, x, 1);
+    int same = !memcmp(z1->data, z2->data, sizeof(float) * (size_t)ib_numel(z1));
+    if (!same) snprintf(msg, msgn, "logits differ after loading");
+    ib_ctx_free(ctx);
+    return same;
+}
+
 TEST(seg_checkpoint_round_trip_and_backbone_reuse) {
     char seg_path[512], cls_path[512];
     snprintf(seg_path, sizeof seg_path, "%s/seg.h5", test_tmpdir());
@@ -319,16 +338,10 @@ TEST(seg_checkpoint_round_trip_and_backbone_reuse) {
     CHECK(ib_seg_save(&net, &head, seg_path, NULL, NULL) == IB_OK, "%s", ib_errmsg());
     CHECK(ib_seg_is_checkpoint(seg_path), "seg_head attribute");
     CHECK(ib_seg_load(&back, &head2, seg_path) == IB_OK, "%s", ib_errmsg());
-    CHECK(back.ps.numel_params == net.ps.numel_params && !memcmp(back.ps.data, net.ps.data,
-          sizeof(float) * (size_t)net.ps.numel_params), "weights round trip");
     CHECK(head2.classes == 7 && head2.cfg.aspp == 16 && head2.cfg.rates[1] == 3 && head2.low_block == head.low_block,
           "head round trip");
-    ib_ctx *ctx = ib_ctx_new();
-    ctx->training = 0;
-    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){1, 3, 32, 32});
-    fill_normal(x, 2, 1.0f);
-    ib_tensor *z1 = ib_seg_forward(ctx, &net, &head, x, 1), *z2 = ib_seg_forward(ctx, &back, &head2, x, 1);
-    CHECK(!memcmp(z1->data, z2->data, sizeof(float) * (size_t)ib_numel(z1)), "same logits after loading");
+    char msg[128];
+    CHECK(same_after_loading(&net, &head, &back, &head2, msg, sizeof msg), "%s", msg);
     ib_net_free(&back);
     // ib_ckpt_load reads the backbone alone (task segment: no classifier).
     ib_net bb;
@@ -357,7 +370,6 @@ TEST(seg_checkpoint_round_trip_and_backbone_reuse) {
     CHECK(w0 && w1 && !memcmp(w0->data, w1->data, sizeof(float) * (size_t)ib_numel(w0)), "backbone weights copied");
     ib_arch_free(&a);
     ib_net_free(&cls);
-    ib_ctx_free(ctx);
     ib_net_free(&net);
 }
 
@@ -510,15 +522,8 @@ TEST(seg_bifpn_round_trip_and_resume) {
     CHECK(!strcmp(head2.cfg.kind, "bifpn") && head2.cfg.repeats == 3 && head2.cfg.width == 12 && head2.levels == 3 &&
           head2.level_block[1] == head.level_block[1], "head round trip: %s, %d repeats, width %d, %d levels",
           head2.cfg.kind, head2.cfg.repeats, head2.cfg.width, head2.levels);
-    CHECK(back.ps.numel_params == net.ps.numel_params && !memcmp(back.ps.data, net.ps.data,
-          sizeof(float) * (size_t)net.ps.numel_params), "weights round trip");
-    ib_ctx *ctx = ib_ctx_new();
-    ctx->training = 0;
-    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, 32, 32});
-    fill_normal(x, 2, 1.0f);
-    ib_tensor *z1 = ib_seg_forward(ctx, &net, &head, x, 1), *z2 = ib_seg_forward(ctx, &back, &head2, x, 1);
-    CHECK(!memcmp(z1->data, z2->data, sizeof(float) * (size_t)ib_numel(z1)), "same logits after loading");
-    ib_ctx_free(ctx);
+    char msg[128];
+    CHECK(same_after_loading(&net, &head, &back, &head2, msg, sizeof msg), "%s", msg);
     ib_net_free(&back);
     ib_net_free(&net);
 

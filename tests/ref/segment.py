@@ -50,19 +50,25 @@ class Head(nn.Module):
         return F.interpolate(self.cls(d), size=(H, W), mode="bilinear", align_corners=False)
 
 
+def init_head(cbas, cls, params):
+    """Draws every conv + BN pair of cbas (ibnas prefix -> Sequential) and the classifier away from the
+    defaults; adds them to params under ibnas's names."""
+    for prefix, m in cbas.items():
+        nn.init.normal_(m[0].weight, 0, 0.5)
+        nn.init.uniform_(m[1].weight, 0.5, 1.5)
+        nn.init.normal_(m[1].bias, 0, 0.1)
+        params[prefix + ".0.weight"] = m[0].weight
+        params[prefix + ".1.weight"] = m[1].weight
+        params[prefix + ".1.bias"] = m[1].bias
+    nn.init.normal_(cls.weight, 0, 0.5)
+    nn.init.normal_(cls.bias, 0, 0.1)
+    params["seg.classifier.weight"] = cls.weight
+    params["seg.classifier.bias"] = cls.bias
+    return params
+
+
 head = Head().train()
-params = {}
-for prefix, m in head.names().items():
-    nn.init.normal_(m[0].weight, 0, 0.5)
-    nn.init.uniform_(m[1].weight, 0.5, 1.5)
-    nn.init.normal_(m[1].bias, 0, 0.1)
-    params[prefix + ".0.weight"] = m[0].weight
-    params[prefix + ".1.weight"] = m[1].weight
-    params[prefix + ".1.bias"] = m[1].bias
-nn.init.normal_(head.cls.weight, 0, 0.5)
-nn.init.normal_(head.cls.bias, 0, 0.1)
-params["seg.classifier.weight"] = head.cls.weight
-params["seg.classifier.bias"] = head.cls.bias
+params = init_head(head.names(), head.cls, {})
 
 lo = torch.randn(N, CL, H4, W4, requires_grad=True)
 hi = torch.randn(N, CH, H16, W16, requires_grad=True)
@@ -157,18 +163,8 @@ class BiFPN(nn.Module):
 
 
 bif = BiFPN().train()
-cbas, bparams = bif.names()
-for prefix, m in cbas.items():
-    nn.init.normal_(m[0].weight, 0, 0.5)
-    nn.init.uniform_(m[1].weight, 0.5, 1.5)
-    nn.init.normal_(m[1].bias, 0, 0.1)
-    bparams[prefix + ".0.weight"] = m[0].weight
-    bparams[prefix + ".1.weight"] = m[1].weight
-    bparams[prefix + ".1.bias"] = m[1].bias
-nn.init.normal_(bif.cls.weight, 0, 0.5)
-nn.init.normal_(bif.cls.bias, 0, 0.1)
-bparams["seg.classifier.weight"] = bif.cls.weight
-bparams["seg.classifier.bias"] = bif.cls.bias
+cbas, fuses = bif.names()
+bparams = init_head(cbas, bif.cls, fuses)
 
 feats = [torch.randn(N, c, h, w, requires_grad=True) for c, (h, w) in zip(LC, LSIZE)]
 zb = bif(feats)
