@@ -266,6 +266,7 @@ ib_status ib_seg_init_from(ib_net *net, const char *path, int *copied) {
 typedef struct {
     const int32_t *targets;
     const float *weights;
+    const double *lse;   // each pixel's log-sum-exp from the forward pass (the backward's softmax needs it)
     int ignore;
     double wsum;
 } seg_ce_saved;
@@ -295,7 +296,7 @@ static void seg_ce_backward(ib_ctx *ctx, ib_node *n) {
         int64_t i = p / hw, j = p % hw;
         const float *z = x->data + i * C * hw + j;
         float *gz = gx + i * C * hw + j;
-        double mx, lse = pixel_lse(z, C, hw, &mx);
+        double lse = sv->lse[p];
         double w = g * (sv->weights ? sv->weights[t] : 1.0);
         for (int c = 0; c < C; c++) gz[c * hw] += (float)(w * (exp((double)z[c * hw] - lse) - (c == t)));
     }
@@ -316,16 +317,18 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
     IB_ASSERT(ib_seg_check_targets(targets, P, C, ignore_index) < 0, "seg_cross_entropy: a target outside 0..%d",
               C - 1);
     double *row = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
+    double *lses = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < P; p++) {
         int32_t t = targets[p];
         if (t == ignore_index) {
-            row[p] = 0;
+            row[p] = lses[p] = 0;
             continue;
         }
         int64_t i = p / hw, j = p % hw;
         const float *z = x->data + i * C * hw + j;
         double mx, lse = pixel_lse(z, C, hw, &mx);
+        lses[p] = lse;
         row[p] = (weights ? weights[t] : 1.0) * (lse - z[t * hw]);
     }
     double loss = 0, wsum = 0;   // summed in pixel order: the same number for any thread count
@@ -343,7 +346,7 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
             wc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)C);
             memcpy(wc, weights, sizeof(float) * (size_t)C);
         }
-        *sv = (seg_ce_saved){tc, wc, ignore_index, wsum};
+        *sv = (seg_ce_saved){tc, wc, lses, ignore_index, wsum};
         n->saved = sv;
     }
     return y;
