@@ -267,6 +267,9 @@ ib_status ib_model_export(const ib_model *m, const char *path, const ib_export_o
     if (opts->res < 0 || res < 8 || res > 4096)
         return ib_fail(IB_ERR_ARG, "%s: input resolution %d (must be 8 to 4096)", path, opts->res ? opts->res : res);
     if (opts->batch < 0) return ib_fail(IB_ERR_ARG, "%s: batch %d (a positive size, or 0 for dynamic)", path, opts->batch);
+    if (m->seg)   // the heads' resizes, pooling and fusions have no ONNX writer yet
+        return ib_fail(IB_ERR_ARG, "%s: a segmentation network (%s head) is not exported yet; only classify "
+                       "networks are", path, m->seg->cfg.kind);
     if (strcmp(net->arch.task, "classify") != 0)
         return ib_fail(IB_ERR_ARG, "%s: the model's task is '%s'; only classify networks are exported so far", path,
                        net->arch.task);

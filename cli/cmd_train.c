@@ -10,23 +10,26 @@ static const char *usage_text =
     "checkpoint every epoch (atomically). Ctrl-C finishes the step, saves and stops; --resume OUT.h5\n"
     "continues exactly where it stopped. --init SUB.h5 starts from a checkpoint's network and weights (a\n"
     "subnet from ibnas extract: fine-tuning). Defaults follow the Tiny ImageNet recipe in docs/TRAINING.md.\n"
-    "--task segment trains the backbone (--arch or --init's network) with a DeepLabv3+-lite head on data with\n"
-    "masks (docs/SEGMENTATION.md).\n";
+    "--task segment trains the backbone (--arch or --init's network) with a DeepLabv3+-lite or a BiFPN head\n"
+    "(--head) on data with masks (docs/SEGMENTATION.md).\n";
 
 int cmd_train(int argc, char **argv) {
     ib_train_opts o;
     ib_train_opts_default(&o);
     const char *task = "classify";
     cli_train_extra x;
-    cli_flag flags[CLI_TRAIN_FLAGS + 12 + 8];
+    cli_flag flags[CLI_TRAIN_FLAGS + 15 + 8];
     int n = 0;
     flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default), detect (SSDLite; docs/DETECTION.md) or segment (docs/SEGMENTATION.md)"};
     flags[n++] = (cli_flag){"--arch", F_STR, &o.arch, "mobilenetv2, mobilenetv2:WIDTH or FILE.arch.json (default mobilenetv2)"};
     flags[n++] = (cli_flag){"--init", F_STR, &o.init, "start from this checkpoint's network and weights (fine-tuning)"};
     n += cli_train_flags(flags + n, &o, &x);
     // Segmentation
-    flags[n++] = (cli_flag){"--head", F_STR, &o.seg_head, "segment: deeplab (default; DeepLabv3+-lite)"};
-    flags[n++] = (cli_flag){"--high-stride", F_INT, &o.seg_high_stride, "segment: the ASPP's feature stride, 16 or 32 (default 16)"};
+    flags[n++] = (cli_flag){"--head", F_STR, &o.seg_head, "segment: deeplab (default; DeepLabv3+-lite) or bifpn (EfficientDet's BiFPN)"};
+    flags[n++] = (cli_flag){"--high-stride", F_INT, &o.seg_high_stride, "segment: the ASPP's (bifpn: the coarsest level's) stride, 16 or 32 (default 16)"};
+    flags[n++] = (cli_flag){"--low-stride", F_INT, &o.seg_low_stride, "segment: the decoder's (bifpn: the finest level's, the logits') stride, 4 or 8 (default 4)"};
+    flags[n++] = (cli_flag){"--head-width", F_INT, &o.seg_head_width, "segment: ASPP and decoder width (bifpn: every level's channels) (default 64)"};
+    flags[n++] = (cli_flag){"--bifpn-repeats", F_INT, &o.seg_repeats, "segment: BiFPN layers stacked (default 2)"};
     flags[n++] = (cli_flag){"--height", F_INT, &o.seg_height, "segment: training and validation height (default --res)"};
     flags[n++] = (cli_flag){"--width", F_INT, &o.seg_width, "segment: training and validation width (default --res)"};
     flags[n++] = (cli_flag){"--seg-aug", F_STR, &o.seg_aug, "segment: flip (default), scale (jitter 0.5..2, crop, flip), none"};

@@ -317,6 +317,9 @@ ib_tensor *ib_sigmoid(ib_ctx *ctx, ib_tensor *x);
 ib_tensor *ib_add(ib_ctx *ctx, ib_tensor *a, ib_tensor *b);
 // x * s per channel (squeeze-excite). x: (N, C, H, W), s: (N, C, 1, 1) -> (N, C, H, W)
 ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s);
+// Fast normalised fusion (EfficientDet's BiFPN): y = sum_i a_i xs[i], a_i = relu(w_i) / (eps + sum_j relu(w_j)).
+// xs[i]: same shape (n <= IB_MAX_INPUTS - 1), w: (n) -> y like xs[0]. dw is 0 where w_i <= 0 (relu's kink).
+ib_tensor *ib_weighted_sum(ib_ctx *ctx, int n, ib_tensor *const *xs, ib_tensor *w, float eps);
 // Concatenation along dim 1. xs[i]: (N, Ci, H, W) -> (N, sum Ci, H, W)
 ib_tensor *ib_concat(ib_ctx *ctx, int n, ib_tensor *const *xs);
 

@@ -1,5 +1,6 @@
 // Elementwise kernels: the activations (ReLU, ReLU6, h-swish, h-sigmoid, sigmoid), residual add,
-// per-channel scaling (squeeze-excite) and channel concatenation, with their backward passes.
+// per-channel scaling (squeeze-excite), BiFPN's weighted fusion and channel concatenation, with their
+// backward passes.
 // Gradients at the kinks follow PyTorch 1.13 exactly, so parity tests can sit on a kink.
 #include "core.h"
 
@@ -145,6 +146,88 @@ ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s) {
         for (int64_t i = 0; i < hw; i++) yd[p * hw + i] = xd[p * hw + i] * sd[p];
     }
     ib_record(ctx, &op_mul_channel, y, 2, (ib_tensor *[]){x, s});
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast normalised fusion (EfficientDet's BiFPN): y = sum_i a_i x_i, a_i = relu(w_i) / (eps + sum_j relu(w_j))
+
+// The normalised weights a (n) from w; returns the denominator eps + sum relu(w).
+static double fuse_weights(const float *w, int n, float eps, double *a) {
+    double den = eps;
+    for (int i = 0; i < n; i++) den += w[i] > 0.0f ? w[i] : 0.0f;
+    for (int i = 0; i < n; i++) a[i] = (w[i] > 0.0f ? w[i] : 0.0f) / den;
+    return den;
+}
+
+static void weighted_sum_backward(ib_ctx *ctx, ib_node *node) {
+    // xs[i]: m elements each, w: (n), dy: m -> dxs[i] = a_i dy; dw_k = [w_k > 0] (<dy, x_k> - sum_i a_i <dy, x_i>) / den
+    const int n = node->n_in - 1;
+    ib_tensor *wt = node->in[n];
+    const float eps = *(const float *)node->saved;
+    const float *dy = node->out->grad;
+    const int64_t m = ib_numel(node->out);
+    double a[IB_MAX_INPUTS], dot[IB_MAX_INPUTS];
+    const double den = fuse_weights(wt->data, n, eps, a);
+    for (int i = 0; i < n; i++) {
+        ib_tensor *x = node->in[i];
+        if (x->requires_grad) {
+            float *dx = ib_grad(ctx, x);
+            const float ai = (float)a[i];
+#pragma omp parallel for simd schedule(static) if (m >= PAR_MIN)
+            for (int64_t k = 0; k < m; k++) dx[k] += ai * dy[k];
+        }
+        if (wt->requires_grad) {
+            double acc = 0;   // in element order: the same sum for any thread count
+            const float *xd = x->data;
+            for (int64_t k = 0; k < m; k++) acc += (double)dy[k] * xd[k];
+            dot[i] = acc;
+        }
+    }
+    if (!wt->requires_grad) return;
+    double mix = 0;
+    for (int i = 0; i < n; i++) mix += a[i] * dot[i];
+    float *dw = ib_grad(ctx, wt);
+    for (int i = 0; i < n; i++)
+        if (wt->data[i] > 0.0f) dw[i] += (float)((dot[i] - mix) / den);
+}
+static const ib_op op_weighted_sum = {"weighted_sum", weighted_sum_backward};
+
+ib_tensor *ib_weighted_sum(ib_ctx *ctx, int n, ib_tensor *const *xs, ib_tensor *w, float eps) {
+    // xs[i]: same shape, w: (n) -> y like xs[0]
+    IB_ASSERT(n >= 1 && n < IB_MAX_INPUTS, "weighted_sum: %d inputs (1..%d)", n, IB_MAX_INPUTS - 1);
+    IB_ASSERT(ib_numel(w) == n && ib_is_contiguous(w), "weighted_sum: w needs %d contiguous weights", n);
+    IB_ASSERT(eps > 0.0f, "weighted_sum: eps %g must be positive", eps);
+    for (int i = 0; i < n; i++) {
+        char s0[64], si[64];
+        IB_ASSERT(ib_same_shape(xs[i], xs[0]), "weighted_sum: input %d %s differs from input 0 %s", i,
+                  ib_shape_str(xs[i], si, sizeof si), ib_shape_str(xs[0], s0, sizeof s0));
+        IB_ASSERT(ib_is_contiguous(xs[i]), "weighted_sum: contiguous inputs");
+    }
+    double a[IB_MAX_INPUTS];
+    fuse_weights(w->data, n, eps, a);
+    float af[IB_MAX_INPUTS];
+    for (int i = 0; i < n; i++) af[i] = (float)a[i];
+    ib_tensor *y = ib_tensor_like(ctx, xs[0]);
+    float *yd = y->data;
+    const int64_t m = ib_numel(y);
+    const float *x0 = xs[0]->data;
+#pragma omp parallel for simd schedule(static) if (m >= PAR_MIN)
+    for (int64_t k = 0; k < m; k++) yd[k] = af[0] * x0[k];
+    for (int i = 1; i < n; i++) {
+        const float *xd = xs[i]->data, ai = af[i];
+#pragma omp parallel for simd schedule(static) if (m >= PAR_MIN)
+        for (int64_t k = 0; k < m; k++) yd[k] += ai * xd[k];
+    }
+    ib_tensor *in[IB_MAX_INPUTS];
+    memcpy(in, xs, sizeof(ib_tensor *) * (size_t)n);
+    in[n] = w;
+    ib_node *node = ib_record(ctx, &op_weighted_sum, y, n + 1, in);
+    if (node) {
+        float *e = ib_arena_alloc(ctx->arena, sizeof *e);
+        *e = eps;
+        node->saved = e;
+    }
     return y;
 }
 

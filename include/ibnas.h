@@ -439,8 +439,12 @@ typedef struct ib_train_opts {
     // Segmentation (task "segment"): the backbone is `arch` or `init`'s network (a classification checkpoint,
     // an extracted subnet or a segmentation checkpoint), cut at the head's stride; label_smoothing, aug and
     // pad are unused. Data must carry masks (a pack from `ibnas synth`, CamVid lists, image+mask folders).
-    const char *seg_head;      // "deeplab" (default: DeepLabv3+-lite)
-    int seg_high_stride;       // the ASPP's feature stride, 16 (or 32); 0: 16
+    const char *seg_head;      // "deeplab" (default: DeepLabv3+-lite) or "bifpn" (EfficientDet's BiFPN)
+    int seg_high_stride;       // deeplab: the ASPP's feature stride; bifpn: the coarsest level's. 16 (or 32); 0: 16
+    int seg_low_stride;        // deeplab: the decoder's low-level feature; bifpn: the finest level (the logits'
+                               // stride). 4 (or 8); 0: 4
+    int seg_head_width;        // deeplab: ASPP and decoder width; bifpn: every level's channels. 0: 64
+    int seg_repeats;           // bifpn: BiFPN layers stacked; 0: 2
     int seg_height, seg_width; // training and validation size; 0: res
     const char *seg_aug;       // "flip" (default: resize, random flip), "scale" (jitter 0.5..2, crop, flip), "none"
     const char *class_weights; // NULL or "none" (default), "median" (median frequency from the training masks)

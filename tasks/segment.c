@@ -1,4 +1,4 @@
-// Segmentation: the DeepLabv3+-lite head, the pixel-wise loss, argmax (full and fast), the confusion
+// Segmentation: the DeepLabv3+-lite head (the BiFPN head: tasks/seg_bifpn.c), the pixel-wise loss, argmax (full and fast), the confusion
 // matrix and mIoU, median-frequency weights, evaluation and the training loop (tasks/segment.h).
 #include "tasks/segment.h"
 
@@ -25,6 +25,8 @@ void ib_seg_head_cfg_default(ib_seg_head_cfg *c) {
     c->low = 24;
     c->decoder = 64;
     c->rates[0] = 2, c->rates[1] = 4;
+    c->width = 64;
+    c->repeats = 2;
 }
 
 char *ib_seg_head_cfg_to_json(const ib_seg_head_cfg *c) {
@@ -32,9 +34,9 @@ char *ib_seg_head_cfg_to_json(const ib_seg_head_cfg *c) {
     if (!s) return NULL;
     snprintf(s, 512,
              "{\"kind\": \"%s\", \"high_stride\": %d, \"low_stride\": %d, \"aspp\": %d, \"low\": %d, \"decoder\": %d, "
-             "\"rates\": [%d, %d], \"in_h\": %d, \"in_w\": %d}",
-             c->kind, c->high_stride, c->low_stride, c->aspp, c->low, c->decoder, c->rates[0], c->rates[1], c->in_h,
-             c->in_w);
+             "\"rates\": [%d, %d], \"width\": %d, \"repeats\": %d, \"in_h\": %d, \"in_w\": %d}",
+             c->kind, c->high_stride, c->low_stride, c->aspp, c->low, c->decoder, c->rates[0], c->rates[1], c->width,
+             c->repeats, c->in_h, c->in_w);
     return s;
 }
 
@@ -53,13 +55,19 @@ ib_status ib_seg_head_cfg_parse(ib_seg_head_cfg *c, const char *text, const char
     if (!root) return ib_fail(IB_ERR_FORMAT, "%s: seg_head: %s (line %d, column %d)", source, err.text, err.line, err.column);
     ib_status s = IB_OK;
     json_t *kind = json_object_get(root, "kind"), *rates = json_object_get(root, "rates");
-    if (!json_is_string(kind) || strcmp(json_string_value(kind), "deeplab"))
-        s = ib_fail(IB_ERR_FORMAT, "%s: seg_head.kind must be \"deeplab\" (the head this build has)", source);
+    if (!json_is_string(kind) || (strcmp(json_string_value(kind), "deeplab") && strcmp(json_string_value(kind), "bifpn")))
+        s = ib_fail(IB_ERR_FORMAT, "%s: seg_head.kind must be \"deeplab\" or \"bifpn\" (the heads this build has)",
+                    source);
+    if (!s) snprintf(c->kind, sizeof c->kind, "%s", json_string_value(kind));
     if (!s) s = get_int(root, "high_stride", &c->high_stride, 2, 64, source);
     if (!s) s = get_int(root, "low_stride", &c->low_stride, 2, 64, source);
     if (!s) s = get_int(root, "aspp", &c->aspp, 1, 4096, source);
     if (!s) s = get_int(root, "low", &c->low, 1, 4096, source);
     if (!s) s = get_int(root, "decoder", &c->decoder, 1, 4096, source);
+    // width and repeats came with the BiFPN head: checkpoints written before have neither (the defaults)
+    if (!s && json_object_get(root, "width")) s = get_int(root, "width", &c->width, 1, 4096, source);
+    if (!s && json_object_get(root, "repeats"))
+        s = get_int(root, "repeats", &c->repeats, 1, IB_SEG_BIFPN_MAX_REPEATS, source);
     if (!s) s = get_int(root, "in_h", &c->in_h, 0, 8192, source);
     if (!s) s = get_int(root, "in_w", &c->in_w, 0, 8192, source);
     if (!s && (!json_is_array(rates) || json_array_size(rates) != 2 || !json_is_integer(json_array_get(rates, 0)) ||
@@ -77,7 +85,7 @@ ib_status ib_seg_head_cfg_parse(ib_seg_head_cfg *c, const char *text, const char
 // ---------------------------------------------------------------------------------------------
 // The head
 
-static void sep_init(ib_cba *dw, ib_cba *pw, ib_params *ps, const char *prefix, int cin, int cout, int dilation) {
+void ib_seg_sep_init(ib_cba *dw, ib_cba *pw, ib_params *ps, const char *prefix, int cin, int cout, int dilation) {
     char name[128];
     snprintf(name, sizeof name, "%s.dw", prefix);
     ib_cba_init(dw, ps, name, cin, cin, 3, 1, cin, IB_ACT_RELU);
@@ -90,14 +98,16 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
                        const ib_seg_head_cfg *cfg) {
     memset(net, 0, sizeof *net);
     memset(head, 0, sizeof *head);
-    if (strcmp(cfg->kind, "deeplab"))
-        return ib_fail(IB_ERR_ARG, "segmentation head '%s' is not built (deeplab is)", cfg->kind);
+    int bifpn = !strcmp(cfg->kind, "bifpn");
+    if (!bifpn && strcmp(cfg->kind, "deeplab"))
+        return ib_fail(IB_ERR_ARG, "segmentation head '%s' is not one of deeplab, bifpn", cfg->kind);
     if (classes < 2) return ib_fail(IB_ERR_ARG, "segmentation needs at least 2 classes, got %d", classes);
     int hi = ib_arch_last_block_at_stride(backbone, cfg->high_stride);
     int lo = ib_arch_last_block_at_stride(backbone, cfg->low_stride);
     if (hi < 0 || lo < -1 || lo >= hi)
-        return ib_fail(IB_ERR_ARG, "%s: no block at stride %d for the ASPP and an earlier one at stride %d for the "
-                       "decoder (--high-stride/--low-stride)", backbone->name, cfg->high_stride, cfg->low_stride);
+        return ib_fail(IB_ERR_ARG, "%s: no block at stride %d for the %s and an earlier one at stride %d for %s "
+                       "(--high-stride/--low-stride)", backbone->name, cfg->high_stride,
+                       bifpn ? "BiFPN's coarsest level" : "ASPP", cfg->low_stride, bifpn ? "its finest" : "the decoder");
     ib_arch a;
     ib_status s = ib_arch_copy(&a, backbone);
     if (s) return s;
@@ -113,26 +123,43 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
     head->classes = classes;
     head->high_block = hi;
     head->low_block = lo;
+    ib_params *ps = &net->ps;
+    if (bifpn) {
+        if ((s = ib_seg_bifpn_register(head, ps, &net->arch))) {
+            ib_net_free(net);
+            return s;
+        }
+        ib_conv_init(&head->cls, ps, "seg.classifier", cfg->width, classes, 1, 1, 1, 1);
+        return ib_params_alloc(ps);
+    }
     int ch = net->arch.blocks[hi].out, cl = lo < 0 ? net->arch.stem_out : net->arch.blocks[lo].out;
     int A = cfg->aspp;
-    ib_params *ps = &net->ps;
     ib_cba_init(&head->aspp_1x1, ps, "seg.aspp.0", ch, A, 1, 1, 1, IB_ACT_RELU);
-    sep_init(&head->aspp_dw[0], &head->aspp_pw[0], ps, "seg.aspp.1", ch, A, cfg->rates[0]);
-    sep_init(&head->aspp_dw[1], &head->aspp_pw[1], ps, "seg.aspp.2", ch, A, cfg->rates[1]);
+    ib_seg_sep_init(&head->aspp_dw[0], &head->aspp_pw[0], ps, "seg.aspp.1", ch, A, cfg->rates[0]);
+    ib_seg_sep_init(&head->aspp_dw[1], &head->aspp_pw[1], ps, "seg.aspp.2", ch, A, cfg->rates[1]);
     ib_cba_init(&head->aspp_pool, ps, "seg.aspp.pool", ch, A, 1, 1, 1, IB_ACT_RELU);
     ib_cba_init(&head->aspp_proj, ps, "seg.aspp.project", 4 * A, A, 1, 1, 1, IB_ACT_RELU);
     ib_cba_init(&head->low_reduce, ps, "seg.decoder.reduce", cl, cfg->low, 1, 1, 1, IB_ACT_RELU);
-    sep_init(&head->dec_dw, &head->dec_pw, ps, "seg.decoder.fuse", A + cfg->low, cfg->decoder, 1);
+    ib_seg_sep_init(&head->dec_dw, &head->dec_pw, ps, "seg.decoder.fuse", A + cfg->low, cfg->decoder, 1);
     ib_conv_init(&head->cls, ps, "seg.classifier", cfg->decoder, classes, 1, 1, 1, 1);
     return ib_params_alloc(ps);
 }
 
 ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_tensor *x, int upsample) {
+    ib_tensor *taps[IB_SEG_BIFPN_MAX_LEVELS] = {NULL};
+    int H = upsample ? x->shape[2] : 0, W = x->shape[3];
+    ib_tensor *z;
+    if (head->levels > 0) {
+        ib_net_features_taps(ctx, net, x, head->levels, head->level_block, taps);
+        ib_prof_scope(net->arch.n_blocks + 1);
+        z = ib_seg_bifpn_forward(ctx, head, taps, H, W);
+        ib_prof_scope(-1);
+        return z;
+    }
     int after[2] = {head->low_block, head->high_block};
-    ib_tensor *taps[2] = {NULL, NULL};
     ib_net_features_taps(ctx, net, x, 2, after, taps);
     ib_prof_scope(net->arch.n_blocks + 1);
-    ib_tensor *z = ib_seg_head_forward(ctx, head, taps[0], taps[1], upsample ? x->shape[2] : 0, x->shape[3]);
+    z = ib_seg_head_forward(ctx, head, taps[0], taps[1], H, W);
     ib_prof_scope(-1);
     return z;
 }
@@ -239,6 +266,7 @@ ib_status ib_seg_init_from(ib_net *net, const char *path, int *copied) {
 typedef struct {
     const int32_t *targets;
     const float *weights;
+    const double *lse;   // each pixel's log-sum-exp from the forward pass (the backward's softmax needs it)
     int ignore;
     double wsum;
 } seg_ce_saved;
@@ -268,7 +296,7 @@ static void seg_ce_backward(ib_ctx *ctx, ib_node *n) {
         int64_t i = p / hw, j = p % hw;
         const float *z = x->data + i * C * hw + j;
         float *gz = gx + i * C * hw + j;
-        double mx, lse = pixel_lse(z, C, hw, &mx);
+        double lse = sv->lse[p];
         double w = g * (sv->weights ? sv->weights[t] : 1.0);
         for (int c = 0; c < C; c++) gz[c * hw] += (float)(w * (exp((double)z[c * hw] - lse) - (c == t)));
     }
@@ -289,16 +317,18 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
     IB_ASSERT(ib_seg_check_targets(targets, P, C, ignore_index) < 0, "seg_cross_entropy: a target outside 0..%d",
               C - 1);
     double *row = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
+    double *lses = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < P; p++) {
         int32_t t = targets[p];
         if (t == ignore_index) {
-            row[p] = 0;
+            row[p] = lses[p] = 0;
             continue;
         }
         int64_t i = p / hw, j = p % hw;
         const float *z = x->data + i * C * hw + j;
         double mx, lse = pixel_lse(z, C, hw, &mx);
+        lses[p] = lse;
         row[p] = (weights ? weights[t] : 1.0) * (lse - z[t * hw]);
     }
     double loss = 0, wsum = 0;   // summed in pixel order: the same number for any thread count
@@ -316,7 +346,7 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
             wc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)C);
             memcpy(wc, weights, sizeof(float) * (size_t)C);
         }
-        *sv = (seg_ce_saved){tc, wc, ignore_index, wsum};
+        *sv = (seg_ce_saved){tc, wc, lses, ignore_index, wsum};
         n->saved = sv;
     }
     return y;
@@ -810,8 +840,8 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     double t_run = ib_time_s();
     long steps_run = 0;
     if (cfg->progress)
-        fprintf(stderr, "train: %s + deeplab head, %lld parameters, %lld images of %dx%d, %d classes, %ld steps an epoch%s\n",
-                net.arch.name, (long long)ib_net_param_count(&net), (long long)ib_dataset_size(train), W, H, classes,
+        fprintf(stderr, "train: %s + %s head, %lld parameters, %lld images of %dx%d, %d classes, %ld steps an epoch%s\n",
+                net.arch.name, head.cfg.kind, (long long)ib_net_param_count(&net), (long long)ib_dataset_size(train), W, H, classes,
                 spe, cfg->resume ? " (resumed)" : "");
     for (int64_t e = ts.epoch; e < cfg->epochs; e++) {
         ts.epoch = e;

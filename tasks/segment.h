@@ -1,7 +1,8 @@
-// tasks/segment.h: semantic segmentation (docs/SEGMENTATION.md). A DeepLabv3+-lite head on a backbone of
-// the inverted-bottleneck family, pixel-wise cross-entropy (ignore index, optional class weights), the
-// confusion matrix with per-class IoU, mIoU and pixel accuracy, the fast low-resolution argmax, and the
-// training loop (the classification loop's progress, CSV log, checkpoints, Ctrl-C and exact resume).
+// tasks/segment.h: semantic segmentation (docs/SEGMENTATION.md). A DeepLabv3+-lite head or a BiFPN head
+// (tasks/seg_bifpn.c) on a backbone of the inverted-bottleneck family, pixel-wise cross-entropy (ignore
+// index, optional class weights), the confusion matrix with per-class IoU, mIoU and pixel accuracy, the fast
+// low-resolution argmax, and the training loop (the classification loop's progress, CSV log, checkpoints,
+// Ctrl-C and exact resume).
 //
 // A segmentation network is an ib_net whose arch has task "segment" (the backbone cut after its last
 // block at the head's high stride: no head conv, no classifier) plus an ib_seg_head whose tensors are
@@ -17,30 +18,55 @@
 // The head
 
 typedef struct ib_seg_head_cfg {
-    char kind[16];        // "deeplab"
-    int high_stride;      // the ASPP's input: the backbone's last block at this stride, 16 (or 32)
-    int low_stride;       // the decoder's low-level feature, 4 (or 8)
-    int aspp;             // width of every ASPP branch and of its projection, 64
-    int low;              // the low-level feature reduced (1x1) to this width, 24
-    int decoder;          // the decoder's separable conv width, 64
-    int rates[2];         // dilations of the two depthwise-separable ASPP branches, {2, 4}
+    char kind[16];        // "deeplab" or "bifpn"
+    int high_stride;      // deeplab: the ASPP's input; bifpn: the coarsest level fused. The backbone's last
+                          // block at this stride, 16 (or 32)
+    int low_stride;       // deeplab: the decoder's low-level feature; bifpn: the finest level, where the
+                          // logits are. 4 (or 8)
+    int aspp;             // deeplab: width of every ASPP branch and of its projection, 64
+    int low;              // deeplab: the low-level feature reduced (1x1) to this width, 24
+    int decoder;          // deeplab: the decoder's separable conv width, 64
+    int rates[2];         // deeplab: dilations of the two depthwise-separable ASPP branches, {2, 4}
+    int width;            // bifpn: channels of every level, 64
+    int repeats;          // bifpn: BiFPN layers (top-down and bottom-up passes) stacked, 2
     int in_h, in_w;       // the input size trained at (evaluation's default), 0: the arch's input
 } ib_seg_head_cfg;
 void ib_seg_head_cfg_default(ib_seg_head_cfg *c);
 char *ib_seg_head_cfg_to_json(const ib_seg_head_cfg *c);   // malloc'd
 ib_status ib_seg_head_cfg_parse(ib_seg_head_cfg *c, const char *json, const char *source);
 
+// BiFPN (EfficientDet): levels at strides low_stride, 2 low_stride, ..., high_stride, finest first.
+#define IB_SEG_BIFPN_MAX_LEVELS 5
+#define IB_SEG_BIFPN_MAX_REPEATS 8
+typedef struct ib_seg_bifpn_node {
+    ib_tensor *fuse;                  // fast normalised fusion weights of its 2 or 3 inputs (ib_weighted_sum)
+    ib_cba dw, pw;                    // then a depthwise-separable 3x3 (BN + ReLU after each conv)
+} ib_seg_bifpn_node;
+typedef struct ib_seg_bifpn_layer {
+    ib_seg_bifpn_node td[IB_SEG_BIFPN_MAX_LEVELS];   // top-down nodes of levels 0..L-2 (td[0] is level 0's output)
+    ib_seg_bifpn_node up[IB_SEG_BIFPN_MAX_LEVELS];   // bottom-up nodes of levels 1..L-1 (up[0] unused)
+} ib_seg_bifpn_layer;
+
 typedef struct ib_seg_head {
     ib_seg_head_cfg cfg;
     int classes;
     int high_block, low_block;        // the backbone blocks tapped (-1: the stem)
+    // deeplab
     ib_cba aspp_1x1;                  // ASPP: 1x1 branch,
     ib_cba aspp_dw[2], aspp_pw[2];    //   two dilated depthwise-separable branches,
     ib_cba aspp_pool;                 //   image pooling (global average, 1x1, broadcast back),
     ib_cba aspp_proj;                 //   1x1 projection of the concatenation
     ib_cba low_reduce;                // decoder: 1x1 on the low-level feature,
     ib_cba dec_dw, dec_pw;            //   a depthwise-separable 3x3 on [upsampled ASPP, reduced low]
-    ib_conv cls;                      //   and a 1x1 (with bias) to the class logits, at the low stride
+    // bifpn
+    int levels;                       // L, 2..IB_SEG_BIFPN_MAX_LEVELS
+    int level_block[IB_SEG_BIFPN_MAX_LEVELS];       // the backbone block tapped per level, finest first
+    ib_cba lateral[IB_SEG_BIFPN_MAX_LEVELS];        // 1x1 conv + BN (no activation) of each tap to `width`
+    ib_seg_bifpn_layer bifpn[IB_SEG_BIFPN_MAX_REPEATS];
+    ib_tensor *merge;                 // fusion weights of the last layer's L outputs (upsampled bilinearly to
+                                      // level 0), the classifier's input
+    // both
+    ib_conv cls;                      // a 1x1 (with bias) to the class logits, at the low stride
 } ib_seg_head;
 
 // Builds net (registered, not initialised) and head from a backbone arch (any task; cut after its last
@@ -50,9 +76,18 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
                        const ib_seg_head_cfg *cfg);
 // x: (N, 3, H, W) -> logits (N, classes, H, W) when upsample, else at the low stride (N, classes, ~H/4, ~W/4).
 ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_tensor *x, int upsample);
-// The head alone on the backbone's features: lo (N, Cl, h4, w4) at the low stride, hi (N, Ch, h16, w16) at the
-// high one -> logits upsampled to H x W, or at lo's size when H is 0.
+// The DeepLab head alone on the backbone's features: lo (N, Cl, h4, w4) at the low stride, hi (N, Ch, h16, w16)
+// at the high one -> logits upsampled to H x W, or at lo's size when H is 0.
 ib_tensor *ib_seg_head_forward(ib_ctx *ctx, const ib_seg_head *head, ib_tensor *lo, ib_tensor *hi, int H, int W);
+// The BiFPN head alone (tasks/seg_bifpn.c): feats[l] (N, C_l, h_l, w_l), head->levels of them finest first, each
+// level half the size of the one before (rounded up) -> logits at feats[0]'s size, upsampled to H x W unless H is 0.
+ib_tensor *ib_seg_bifpn_forward(ib_ctx *ctx, const ib_seg_head *head, ib_tensor *const *feats, int H, int W);
+// Two depthwise-separable pieces both heads use: a 3x3 depthwise (dilated) and a 1x1, each with BN + ReLU,
+// named "<prefix>.dw", "<prefix>.pw".
+void ib_seg_sep_init(ib_cba *dw, ib_cba *pw, ib_params *ps, const char *prefix, int cin, int cout, int dilation);
+// Registers the BiFPN head's tensors (everything but the classifier) on a backbone whose blocks at the level
+// strides are head->level_block; sets head->levels. tasks/seg_bifpn.c.
+ib_status ib_seg_bifpn_register(ib_seg_head *head, ib_params *ps, const ib_arch *a);
 
 // Checkpoints: the network's tensors, its arch and the head's JSON (root attribute seg_head). extra as
 // ib_ckpt_save's (training state).

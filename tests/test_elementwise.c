@@ -1,5 +1,5 @@
-// Batchnorm and the elementwise ops (activations, add, per-channel scale, concat): gradient checks for
-// every input, parity with PyTorch 1.13 (tests/ref/ops_elementwise.py), thread-count independence.
+// Batchnorm and the elementwise ops (activations, add, per-channel scale, weighted fusion, concat): gradient
+// checks for every input, parity with PyTorch 1.13 (tests/ref/ops_elementwise.py), thread-count independence.
 #include "tests/test.h"
 
 #include <math.h>
@@ -116,6 +116,38 @@ TEST(gradcheck_add_mul_channel_concat) {
     // Only some inputs taking a gradient.
     CHECK(gradcheck(fwd_concat, NULL, 3, xs, (int[]){0, 1, 0}, (gc_opts){0}, msg, sizeof msg), "concat middle: %s",
           msg);
+    ib_ctx_free(ctx);
+}
+
+// BiFPN's fast normalised fusion: the value by hand, then finite differences for the features and the
+// weights (weights kept away from relu's kink at 0; one negative weight takes no gradient).
+static ib_tensor *fwd_weighted_sum(ib_ctx *ctx, ib_tensor **in, void *user) {
+    return ib_weighted_sum(ctx, 3, in, in[3], 1e-4f);
+}
+
+TEST(weighted_sum_value_and_gradcheck) {
+    ib_ctx *ctx = ib_ctx_new();
+    ib_tensor *in[4];
+    for (int k = 0; k < 3; k++) {
+        in[k] = ib_tensor_new(ctx, 4, (int[]){2, 3, 4, 5});
+        fill_normal(in[k], 40 + (uint64_t)k, 1);
+    }
+    in[3] = ib_tensor_new(ctx, 1, (int[]){3});
+    in[3]->data[0] = 0.7f, in[3]->data[1] = 1.6f, in[3]->data[2] = 0.4f;
+    ib_tensor *y = ib_weighted_sum(ctx, 3, in, in[3], 1e-4f);
+    double den = 1e-4 + 0.7 + 1.6 + 0.4, worst = 0;
+    for (int64_t i = 0; i < ib_numel(y); i++) {
+        double want = (0.7 * in[0]->data[i] + 1.6 * in[1]->data[i] + 0.4 * in[2]->data[i]) / den;
+        worst = fmax(worst, fabs(y->data[i] - want));
+    }
+    CHECK(worst < 1e-6, "value off by %g", worst);
+    char msg[512];
+    CHECK(gradcheck(fwd_weighted_sum, NULL, 4, in, (int[]){1, 1, 1, 1}, (gc_opts){0}, msg, sizeof msg), "%s", msg);
+    in[3]->data[2] = -0.5f;   // relu(w) = 0: that input drops out, and its weight gets no gradient
+    y = ib_weighted_sum(ctx, 3, in, in[3], 1e-4f);
+    CHECK(fabsf(y->data[5] - (0.7f * in[0]->data[5] + 1.6f * in[1]->data[5]) / (float)(1e-4 + 2.3)) < 1e-6f,
+          "a negative weight still counts");
+    CHECK(gradcheck(fwd_weighted_sum, NULL, 4, in, (int[]){1, 1, 1, 1}, (gc_opts){0}, msg, sizeof msg), "%s", msg);
     ib_ctx_free(ctx);
 }
 

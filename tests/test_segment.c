@@ -9,6 +9,7 @@
 
 #include "tasks/segment.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <png.h>
@@ -33,14 +34,25 @@ static void small_head(ib_seg_head_cfg *c) {
     c->rates[0] = 2, c->rates[1] = 3;
 }
 
-static void build_tiny(ib_net *net, ib_seg_head *head, int classes, uint64_t seed) {
+// The BiFPN head at the tiny backbone's strides 4, 8, 16 (blocks 0, 2, 3).
+static void small_bifpn(ib_seg_head_cfg *c) {
+    small_head(c);
+    snprintf(c->kind, sizeof c->kind, "bifpn");
+    c->width = 8, c->repeats = 2;
+}
+
+static void build_tiny_with(ib_net *net, ib_seg_head *head, int classes, uint64_t seed, const ib_seg_head_cfg *hc) {
     ib_arch a;
     IB_ASSERT(ib_arch_parse(&a, tiny_arch, "tiny") == IB_OK, "%s", ib_errmsg());
-    ib_seg_head_cfg hc;
-    small_head(&hc);
-    IB_ASSERT(ib_seg_build(net, head, &a, classes, &hc) == IB_OK, "%s", ib_errmsg());
+    IB_ASSERT(ib_seg_build(net, head, &a, classes, hc) == IB_OK, "%s", ib_errmsg());
     ib_arch_free(&a);
     ib_net_init_weights(net, seed);
+}
+
+static void build_tiny(ib_net *net, ib_seg_head *head, int classes, uint64_t seed) {
+    ib_seg_head_cfg hc;
+    small_head(&hc);
+    build_tiny_with(net, head, classes, seed, &hc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,11 +142,12 @@ static ib_tensor *fwd_seg_net(ib_ctx *ctx, ib_tensor **in, void *user) {
     return ib_seg_forward(ctx, a->net, a->head, in[0], 1);
 }
 
-TEST(seg_network_input_gradcheck) {
+// The whole network's input gradient by finite differences, BN in eval mode with running statistics away
+// from the defaults (so BN is not the identity).
+static int network_gradcheck(const ib_seg_head_cfg *hc, double tol, char *msg, size_t msgn) {
     ib_net net;
     ib_seg_head head;
-    build_tiny(&net, &head, 5, 3);
-    // Running statistics away from the defaults, so BN is not the identity.
+    build_tiny_with(&net, &head, 5, 3, hc);
     ib_rng r;
     ib_rng_seed(&r, 5, 0);
     for (int i = 0; i < net.ps.n; i++)
@@ -145,15 +158,34 @@ TEST(seg_network_input_gradcheck) {
     fill_normal(x, 9, 1.0f);
     net_args a = {&net, &head};
     ctx->training = 0;
-    ib_tensor *z = ib_seg_forward(ctx, &net, &head, x, 1);
-    CHECK(z->shape[0] == 1 && z->shape[1] == 5 && z->shape[2] == 32 && z->shape[3] == 24, "logits shape");
-    ib_tensor *zl = ib_seg_forward(ctx, &net, &head, x, 0);
-    CHECK(zl->shape[2] == 8 && zl->shape[3] == 6, "low-resolution logits %dx%d, expected 8x6", zl->shape[2], zl->shape[3]);
-    char msg[256];
-    gc_opts o = {3e-3, 1e-2, 64};   // a whole network in float32: measured 7.2e-3 worst
-    CHECK(gradcheck(fwd_seg_net, &a, 1, &x, (int[]){1}, o, msg, sizeof msg), "%s", msg);
+    ib_tensor *z = ib_seg_forward(ctx, &net, &head, x, 1), *zl = ib_seg_forward(ctx, &net, &head, x, 0);
+    int ok = 1;
+    if (z->shape[0] != 1 || z->shape[1] != 5 || z->shape[2] != 32 || z->shape[3] != 24)
+        ok = 0, snprintf(msg, msgn, "logits shape");
+    else if (zl->shape[2] != 8 || zl->shape[3] != 6)
+        ok = 0, snprintf(msg, msgn, "low-resolution logits %dx%d, expected 8x6", zl->shape[2], zl->shape[3]);
+    gc_opts o = {3e-3, tol, 64};
+    if (ok) ok = gradcheck(fwd_seg_net, &a, 1, &x, (int[]){1}, o, msg, msgn);
     ib_ctx_free(ctx);
     ib_net_free(&net);
+    return ok;
+}
+
+TEST(seg_network_input_gradcheck) {
+    ib_seg_head_cfg hc;
+    small_head(&hc);
+    char msg[256];
+    CHECK(network_gradcheck(&hc, 1e-2, msg, sizeof msg), "%s", msg);   // a whole network in float32: 7.2e-3 worst
+}
+
+// BiFPN: lateral convs, weighted fusions, nearest upsampling, max-pool downsampling, the merge of all levels.
+TEST(seg_bifpn_network_input_gradcheck) {
+    ib_seg_head_cfg hc;
+    small_bifpn(&hc);
+    char msg[256];
+    // Its input gradient is 10x smaller than DeepLab's (RMS 2.5e-3), so float32 rounding weighs more: 1.1e-2 worst
+    // at h 3e-3 (1e-3: 2.6e-3 rounding; 1e-2: max-pool and ReLU kinks crossed)
+    CHECK(network_gradcheck(&hc, 2e-2, msg, sizeof msg), "%s", msg);
 }
 
 TEST(seg_head_taps_mobilenetv2) {
@@ -169,7 +201,18 @@ TEST(seg_head_taps_mobilenetv2) {
     CHECK(net.arch.n_blocks == 13 && !net.has_head && !net.fc.w, "backbone cut at the ASPP's block");
     CHECK(ib_params_find(&net.ps, "seg.classifier.weight")->shape[0] == 12, "classifier width");
     ib_net_free(&net);
+    // BiFPN: features.3, features.6 and features.13 (strides 4, 8, 16)
+    snprintf(hc.kind, sizeof hc.kind, "bifpn");
+    CHECK(ib_seg_build(&net, &head, &a, 12, &hc) == IB_OK, "%s", ib_errmsg());
+    CHECK(head.levels == 3 && head.level_block[0] == 2 && head.level_block[1] == 5 && head.level_block[2] == 12,
+          "levels %d: blocks %d, %d, %d", head.levels, head.level_block[0], head.level_block[1], head.level_block[2]);
+    CHECK(net.arch.n_blocks == 13 && ib_params_find(&net.ps, "seg.bifpn.1.up.2.fuse.weight")->shape[0] == 2,
+          "the coarsest bottom-up node fuses 2 inputs");
+    ib_net_free(&net);
     hc.high_stride = 64;
+    CHECK(ib_seg_build(&net, &head, &a, 12, &hc) == IB_ERR_ARG && strstr(ib_errmsg(), "stride 64"), "%s", ib_errmsg());
+    ib_net_free(&net);
+    snprintf(hc.kind, sizeof hc.kind, "deeplab");
     CHECK(ib_seg_build(&net, &head, &a, 12, &hc) == IB_ERR_ARG && strstr(ib_errmsg(), "stride 64"), "%s", ib_errmsg());
     ib_net_free(&net);
     ib_arch_free(&a);
@@ -266,6 +309,25 @@ TEST(seg_median_frequency_weights) {
 // ---------------------------------------------------------------------------------------------
 // Checkpoints
 
+// A network and its reloaded copy: the same weights, and the same logits on a fixed input.
+static int same_after_loading(ib_net *net, const ib_seg_head *head, ib_net *back, const ib_seg_head *head2, char *msg,
+                              size_t msgn) {
+    if (back->ps.numel_params != net->ps.numel_params ||
+        memcmp(back->ps.data, net->ps.data, sizeof(float) * (size_t)net->ps.numel_params)) {
+        snprintf(msg, msgn, "weights differ after loading");
+        return 0;
+    }
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 0;
+    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, 32, 32});
+    fill_normal(x, 2, 1.0f);
+    ib_tensor *z1 = ib_seg_forward(ctx, net, head, x, 1), *z2 = ib_seg_forward(ctx, back, head2, x, 1);
+    int same = !memcmp(z1->data, z2->data, sizeof(float) * (size_t)ib_numel(z1));
+    if (!same) snprintf(msg, msgn, "logits differ after loading");
+    ib_ctx_free(ctx);
+    return same;
+}
+
 TEST(seg_checkpoint_round_trip_and_backbone_reuse) {
     char seg_path[512], cls_path[512];
     snprintf(seg_path, sizeof seg_path, "%s/seg.h5", test_tmpdir());
@@ -276,16 +338,10 @@ TEST(seg_checkpoint_round_trip_and_backbone_reuse) {
     CHECK(ib_seg_save(&net, &head, seg_path, NULL, NULL) == IB_OK, "%s", ib_errmsg());
     CHECK(ib_seg_is_checkpoint(seg_path), "seg_head attribute");
     CHECK(ib_seg_load(&back, &head2, seg_path) == IB_OK, "%s", ib_errmsg());
-    CHECK(back.ps.numel_params == net.ps.numel_params && !memcmp(back.ps.data, net.ps.data,
-          sizeof(float) * (size_t)net.ps.numel_params), "weights round trip");
     CHECK(head2.classes == 7 && head2.cfg.aspp == 16 && head2.cfg.rates[1] == 3 && head2.low_block == head.low_block,
           "head round trip");
-    ib_ctx *ctx = ib_ctx_new();
-    ctx->training = 0;
-    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){1, 3, 32, 32});
-    fill_normal(x, 2, 1.0f);
-    ib_tensor *z1 = ib_seg_forward(ctx, &net, &head, x, 1), *z2 = ib_seg_forward(ctx, &back, &head2, x, 1);
-    CHECK(!memcmp(z1->data, z2->data, sizeof(float) * (size_t)ib_numel(z1)), "same logits after loading");
+    char msg[128];
+    CHECK(same_after_loading(&net, &head, &back, &head2, msg, sizeof msg), "%s", msg);
     ib_net_free(&back);
     // ib_ckpt_load reads the backbone alone (task segment: no classifier).
     ib_net bb;
@@ -314,7 +370,6 @@ TEST(seg_checkpoint_round_trip_and_backbone_reuse) {
     CHECK(w0 && w1 && !memcmp(w0->data, w1->data, sizeof(float) * (size_t)ib_numel(w0)), "backbone weights copied");
     ib_arch_free(&a);
     ib_net_free(&cls);
-    ib_ctx_free(ctx);
     ib_net_free(&net);
 }
 
@@ -445,6 +500,63 @@ TEST(seg_resume_equals_uninterrupted) {
     free(text);
 }
 
+// The BiFPN head: checkpoint round trip (head config, weights, logits), then a stopped-and-resumed run
+// equal bit for bit to an uninterrupted one.
+TEST(seg_bifpn_round_trip_and_resume) {
+    fixtures();
+    char path[512], full[512], part[512];
+    snprintf(path, sizeof path, "%s/bifpn_rt.h5", test_tmpdir());
+    snprintf(full, sizeof full, "%s/bifpn_full.h5", test_tmpdir());
+    snprintf(part, sizeof part, "%s/bifpn_part.h5", test_tmpdir());
+    ib_seg_head_cfg hc;
+    small_bifpn(&hc);
+    hc.repeats = 3, hc.width = 12;
+    ib_net net, back;
+    ib_seg_head head, head2;
+    build_tiny_with(&net, &head, 7, 4, &hc);
+    ib_tensor *fw = ib_params_find(&net.ps, "seg.bifpn.2.up.1.fuse.weight");
+    CHECK(fw && ib_numel(fw) == 3 && fw->data[0] == 1.0f, "fusion weights start at 1");
+    fw->data[1] = 0.25f;   // a value the loader must bring back, not the default
+    CHECK(ib_seg_save(&net, &head, path, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_seg_load(&back, &head2, path) == IB_OK, "%s", ib_errmsg());
+    CHECK(!strcmp(head2.cfg.kind, "bifpn") && head2.cfg.repeats == 3 && head2.cfg.width == 12 && head2.levels == 3 &&
+          head2.level_block[1] == head.level_block[1], "head round trip: %s, %d repeats, width %d, %d levels",
+          head2.cfg.kind, head2.cfg.repeats, head2.cfg.width, head2.levels);
+    char msg[128];
+    CHECK(same_after_loading(&net, &head, &back, &head2, msg, sizeof msg), "%s", msg);
+    ib_net_free(&back);
+    ib_net_free(&net);
+
+    ib_seg_train_cfg c;
+    tiny_cfg(&c, full);
+    small_bifpn(&c.head);
+    c.base.epochs = 2;
+    c.base.val = NULL;
+    c.base.optim.weight_decay = 1e-4f;
+    ib_seg_train_result r;
+    CHECK(ib_train_segment(&c, &r) == IB_OK && r.base.steps == 32, "%s", ib_errmsg());
+    tiny_cfg(&c, part);
+    small_bifpn(&c.head);
+    c.base.epochs = 2;
+    c.base.val = NULL;
+    c.base.optim.weight_decay = 1e-4f;
+    c.base.max_steps = 19;
+    CHECK(ib_train_segment(&c, &r) == IB_OK && r.base.steps == 19, "%s", ib_errmsg());
+    c.base.resume = part;
+    c.base.max_steps = 0;
+    CHECK(ib_train_segment(&c, &r) == IB_OK && r.base.steps == 32, "steps %ld: %s", r.base.steps, ib_errmsg());
+    ib_net a, b;
+    ib_seg_head ha, hb;
+    CHECK(ib_seg_load(&a, &ha, full) == IB_OK && ib_seg_load(&b, &hb, part) == IB_OK, "%s", ib_errmsg());
+    CHECK(!strcmp(hb.cfg.kind, "bifpn"), "resumed head %s", hb.cfg.kind);
+    CHECK(!memcmp(a.ps.data, b.ps.data, sizeof(float) * (size_t)a.ps.numel_params), "weights differ after resuming");
+    CHECK(!memcmp(a.ps.buf, b.ps.buf, sizeof(float) * (size_t)a.ps.numel_buffers), "BN statistics differ");
+    ib_tensor *mw = ib_params_find(&a.ps, "seg.bifpn.merge.weight");
+    CHECK(mw && (mw->data[0] != 1.0f || mw->data[1] != 1.0f), "the merge weights did not train");
+    ib_net_free(&a);
+    ib_net_free(&b);
+}
+
 TEST(seg_training_errors) {
     fixtures();
     char out[512], cls_pack[512];
@@ -510,6 +622,59 @@ TEST(seg_cli_train_and_eval) {
     free(err);
 }
 
+// The verbs on a BiFPN model: train (its options), eval (training's mIoU again), predict, and export's
+// refusal naming the head.
+TEST(seg_bifpn_cli) {
+    fixtures();
+    const char *bin = test_ibnas_bin();
+    char out[512], onnx[600], img_dir[600], pred_dir[600], cmd[3600];
+    snprintf(out, sizeof out, "%s/cli_bifpn.h5", test_tmpdir());
+    snprintf(onnx, sizeof onnx, "%s/cli_bifpn.onnx", test_tmpdir());
+    snprintf(img_dir, sizeof img_dir, "%s/bifpn_images", test_tmpdir());
+    snprintf(pred_dir, sizeof pred_dir, "%s/bifpn_pred", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "%s train --task segment --head bifpn --head-width 12 --bifpn-repeats 1 --low-stride 8 --high-stride 32 "
+             "--arch %s --data %s --val %s --out %s --epochs 1 --batch 16 --res 32 --lr 0.1 --warmup 0.2 --threads 1 "
+             "--workers 1 --quiet --json", bin, arch_path, train_pack, val_pack, out);
+    char *txt = NULL;
+    int rc = test_run(cmd, &txt, NULL);
+    json_t *j = json_loads(txt ? txt : "", 0, NULL);
+    double miou = j ? json_number_value(json_object_get(j, "val_miou")) : -2;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0 && miou > 0 && miou <= 1, "train: exit %d, val_miou %g", rc, miou);
+    ib_net net;
+    ib_seg_head head;
+    CHECK(ib_seg_load(&net, &head, out) == IB_OK, "%s", ib_errmsg());
+    // strides 8..32 of the tiny backbone: blocks 2, 3, 4
+    CHECK(!strcmp(head.cfg.kind, "bifpn") && head.cfg.width == 12 && head.cfg.repeats == 1 && head.levels == 3 &&
+          head.level_block[0] == 2 && head.level_block[2] == 4, "%s head, width %d, %d repeats, %d levels from block %d",
+          head.cfg.kind, head.cfg.width, head.cfg.repeats, head.levels, head.level_block[0]);
+    ib_net_free(&net);
+    snprintf(cmd, sizeof cmd, "%s eval --task segment --model %s --data %s --threads 1 --json", bin, out, val_pack);
+    rc = test_run(cmd, &txt, NULL);
+    j = json_loads(txt ? txt : "", 0, NULL);
+    double m = j ? json_number_value(json_object_get(j, "miou")) : -2;
+    json_decref(j);
+    free(txt);
+    CHECK(rc == 0 && fabs(m - miou) < 1e-5, "eval: exit %d, mIoU %g, training's %g", rc, m, miou);
+    CHECK(mkdir(img_dir, 0777) == 0 || errno == EEXIST, "mkdir %s", img_dir);
+    CHECK(ib_synth_write_images(img_dir, 1, 40, 3) == IB_OK, "%s", ib_errmsg());
+    snprintf(cmd, sizeof cmd, "%s predict --model %s %s/000000.png --out %s --threads 1", bin, out, img_dir, pred_dir);
+    char *err = NULL;
+    rc = test_run(cmd, NULL, &err);
+    char labels[700];
+    snprintf(labels, sizeof labels, "%s/000000.labels.png", pred_dir);
+    struct stat st;
+    CHECK(rc == 0 && stat(labels, &st) == 0 && st.st_size > 0, "predict: exit %d: %s", rc, err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s export --model %s --out %s", bin, out, onnx);
+    rc = test_run(cmd, NULL, &err);
+    CHECK(rc != 0 && strstr(err, "bifpn head") && strstr(err, "not exported") && stat(onnx, &st) != 0,
+          "export: exit %d: %s", rc, err);
+    free(err);
+}
+
 // CamVid as the public loader opens it: void (11) is the ignore index, so 11 classes, not 12.
 TEST(seg_camvid_classes) {
     const char *shared = shared_dir();
@@ -525,39 +690,73 @@ TEST(seg_camvid_classes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// PyTorch reference (tests/ref/segment.py): the head alone in training mode, its upsampled logits, the
-// weighted pixel loss with ignored pixels, and the gradients of both features and every head parameter.
+// PyTorch reference (tests/ref/segment.py): each head alone in training mode, its upsampled logits, the
+// weighted pixel loss with ignored pixels, and the gradients of the features and of every head parameter.
+
+// A backbone whose stride-4, 8 and 16 blocks have 6, 8 and 12 channels (the script's features).
+static const char *ref_arch =
+    "{\"format\": \"ibnas-arch\", \"version\": 1, \"classes\": 5, \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
+    " \"blocks\": [{\"op\": \"ibn\", \"expand\": 1, \"out\": 6, \"stride\": 2},"
+    "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 8, \"stride\": 2},"
+    "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 12, \"stride\": 2}], \"head\": {\"out\": 0}}";
+
+// Reads every head tensor (seg.*, not the BN statistics) from GROUP/params/NAME; the count in *loaded.
+static int ref_load_head(ib_h5 *f, const char *group, ib_params *ps, int *loaded, char *msg, size_t msgn) {
+    char name[300];
+    *loaded = 0;
+    for (int i = 0; i < ps->n; i++) {
+        ib_tensor *t = ps->t[i];
+        if (ps->is_buffer[i] || strncmp(t->name, "seg.", 4)) continue;
+        snprintf(name, sizeof name, "%sparams/%s", group, t->name);
+        if (ib_h5_read_into(f, name, t) != IB_OK) {
+            snprintf(msg, msgn, "%s", ib_errmsg());
+            return 0;
+        }
+        ++*loaded;
+    }
+    return 1;
+}
+
+// Compares every head tensor's gradient with GROUP/grads/NAME.
+static int ref_check_head_grads(ib_h5 *f, const char *group, ib_params *ps, double tol, char *msg, size_t msgn) {
+    char name[300], why[240];
+    for (int i = 0; i < ps->n; i++) {
+        ib_tensor *p = ps->t[i];
+        if (ps->is_buffer[i] || strncmp(p->name, "seg.", 4)) continue;
+        ib_tensor g;
+        ib_tensor_init(&g, p->grad, p->ndim, p->shape);
+        snprintf(name, sizeof name, "%sgrads/%s", group, p->name);
+        if (!ref_compare(f, name, &g, tol, why, sizeof why)) {
+            snprintf(msg, msgn, "grad of %s: %s", p->name, why);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static ib_status ref_build(ib_net *net, ib_seg_head *head, const ib_seg_head_cfg *hc) {
+    ib_arch a;
+    ib_status s = ib_arch_parse(&a, ref_arch, "ref arch");
+    if (!s) s = ib_seg_build(net, head, &a, 5, hc);
+    ib_arch_free(&a);
+    if (!s) ib_params_init_default(&net->ps, 1);
+    return s;
+}
 
 TEST(seg_head_matches_pytorch) {
     ib_h5 *f;
     CHECK(ib_h5_open(&f, ref_path("segment.h5")) == IB_OK, "%s", ib_errmsg());
     // The script's sizes (its attribute dims holds them too).
-    const int N = 2, CH = 12, CL = 6, CLASSES = 5, H16 = 3, W16 = 2, H4 = 9, W4 = 7, H = 36, W = 26;
-    // A backbone whose stride-4 block has CL channels and whose stride-16 block has CH.
-    const char *arch =
-        "{\"format\": \"ibnas-arch\", \"version\": 1, \"classes\": 5, \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
-        " \"blocks\": [{\"op\": \"ibn\", \"expand\": 1, \"out\": 6, \"stride\": 2},"
-        "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 8, \"stride\": 2},"
-        "              {\"op\": \"ibn\", \"expand\": 1, \"out\": 12, \"stride\": 2}], \"head\": {\"out\": 0}}";
-    ib_arch a;
-    CHECK(ib_arch_parse(&a, arch, "ref arch") == IB_OK, "%s", ib_errmsg());
+    const int N = 2, CH = 12, CL = 6, H16 = 3, W16 = 2, H4 = 9, W4 = 7, H = 36, W = 26;
     ib_seg_head_cfg hc;
     ib_seg_head_cfg_default(&hc);
     hc.aspp = 8, hc.low = 4, hc.decoder = 8, hc.rates[0] = 2, hc.rates[1] = 3;
     ib_net net;
     ib_seg_head head;
-    CHECK(ib_seg_build(&net, &head, &a, CLASSES, &hc) == IB_OK, "%s", ib_errmsg());
-    ib_arch_free(&a);
-    ib_params_init_default(&net.ps, 1);
-    char name[300], msg[300];
+    CHECK(ref_build(&net, &head, &hc) == IB_OK, "%s", ib_errmsg());
+    char msg[300];
     int loaded = 0;
-    for (int i = 0; i < net.ps.n; i++) {
-        ib_tensor *t = net.ps.t[i];
-        if (net.ps.is_buffer[i] || strncmp(t->name, "seg.", 4)) continue;
-        snprintf(name, sizeof name, "params/%s", t->name);
-        CHECK(ib_h5_read_into(f, name, t) == IB_OK, "%s", ib_errmsg());
-        loaded++;
-    }
+    CHECK(ref_load_head(f, "", &net.ps, &loaded, msg, sizeof msg), "%s", msg);
     CHECK(loaded == 32, "%d head tensors loaded", loaded);
     ib_ctx *ctx = ib_ctx_new();
     ctx->training = 1, ctx->recording = 1;
@@ -579,15 +778,60 @@ TEST(seg_head_matches_pytorch) {
     ib_tensor_init(&gh, hi->grad, 4, hi->shape);
     CHECK(ref_compare(f, "g_lo", &gl, 1e-4, msg, sizeof msg), "grad of the low-level feature: %s", msg);
     CHECK(ref_compare(f, "g_hi", &gh, 1e-4, msg, sizeof msg), "grad of the ASPP's feature: %s", msg);
-    for (int i = 0; i < net.ps.n; i++) {
-        ib_tensor *p = net.ps.t[i];
-        if (net.ps.is_buffer[i] || strncmp(p->name, "seg.", 4)) continue;
-        ib_tensor g;
-        ib_tensor_init(&g, p->grad, p->ndim, p->shape);
-        snprintf(name, sizeof name, "grads/%s", p->name);
-        // float32 sums over few, cancelling terms (the dilated depthwise weights): 1e-3
-        CHECK(ref_compare(f, name, &g, 1e-3, msg, sizeof msg), "grad of %s: %s", p->name, msg);
+    // float32 sums over few, cancelling terms (the dilated depthwise weights): 1e-3
+    CHECK(ref_check_head_grads(f, "", &net.ps, 1e-3, msg, sizeof msg), "%s", msg);
+    free(t);
+    ib_ctx_free(ctx);
+    ib_net_free(&net);
+    ib_h5_close(f);
+}
+
+// The BiFPN head (group bifpn/): three levels (strides 4, 8, 16), width 8, two layers; the fusion weights
+// are parameters like the convs', their gradients compared too.
+TEST(seg_bifpn_matches_pytorch) {
+    ib_h5 *f;
+    CHECK(ib_h5_open(&f, ref_path("segment.h5")) == IB_OK, "%s", ib_errmsg());
+    const int N = 2, H = 36, W = 26, C[3] = {6, 8, 12}, SH[3] = {9, 5, 3}, SW[3] = {7, 4, 2};
+    ib_seg_head_cfg hc;
+    ib_seg_head_cfg_default(&hc);
+    snprintf(hc.kind, sizeof hc.kind, "bifpn");
+    hc.width = 8, hc.repeats = 2;
+    ib_net net;
+    ib_seg_head head;
+    CHECK(ref_build(&net, &head, &hc) == IB_OK, "%s", ib_errmsg());
+    CHECK(head.levels == 3 && head.level_block[0] == 0 && head.level_block[2] == 2, "levels %d", head.levels);
+    char msg[300], name[64];
+    int loaded = 0;
+    CHECK(ref_load_head(f, "bifpn/", &net.ps, &loaded, msg, sizeof msg), "%s", msg);
+    // 3 laterals (3 tensors) + 2 layers x 4 nodes x (fusion + 2 convs x 3) + merge + classifier (2)
+    CHECK(loaded == 9 + 2 * 4 * 7 + 1 + 2, "%d head tensors loaded", loaded);
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 1, ctx->recording = 1;
+    ib_tensor *feats[3];
+    for (int l = 0; l < 3; l++) {
+        feats[l] = ib_tensor_new(ctx, 4, (int[]){N, C[l], SH[l], SW[l]});
+        snprintf(name, sizeof name, "bifpn/feat%d", l);
+        CHECK(ib_h5_read_into(f, name, feats[l]) == IB_OK, "%s", ib_errmsg());
+        feats[l]->requires_grad = 1;
     }
+    int32_t *t = malloc(sizeof(int32_t) * N * H * W);
+    float w[5], ref_loss;
+    CHECK(ib_h5_read_i32(f, "bifpn/targets", t, (int64_t)N * H * W) == IB_OK &&
+          ib_h5_read_f32(f, "class_weights", w, 5) == IB_OK && ib_h5_read_f32(f, "bifpn/loss", &ref_loss, 1) == IB_OK,
+          "%s", ib_errmsg());
+    ib_tensor *z = ib_seg_bifpn_forward(ctx, &head, feats, H, W);
+    CHECK(ref_compare(f, "bifpn/logits", z, 1e-5, msg, sizeof msg), "logits: %s", msg);
+    ib_tensor *loss = ib_seg_cross_entropy(ctx, z, t, w, 255);
+    CHECK(fabsf(loss->data[0] - ref_loss) < 1e-5f * ref_loss, "loss %.7g, PyTorch %.7g", loss->data[0], ref_loss);
+    ib_params_zero_grad(&net.ps);
+    ib_backward(ctx, loss, NULL);
+    for (int l = 0; l < 3; l++) {
+        ib_tensor g;
+        ib_tensor_init(&g, feats[l]->grad, 4, feats[l]->shape);
+        snprintf(name, sizeof name, "bifpn/g_feat%d", l);
+        CHECK(ref_compare(f, name, &g, 1e-4, msg, sizeof msg), "grad of level %d: %s", l, msg);
+    }
+    CHECK(ref_check_head_grads(f, "bifpn/", &net.ps, 1e-3, msg, sizeof msg), "%s", msg);
     free(t);
     ib_ctx_free(ctx);
     ib_net_free(&net);
