@@ -365,6 +365,22 @@ int ib_ssd_match(const ib_ssd_cfg *c, const float *anchors, int n_anchors, const
 // ---------------------------------------------------------------------------------------------
 // The multibox loss
 
+// Smooth-L1 (beta 1) of one anchor's four offsets against their targets, and its gradient times g added to gl.
+static double smooth_l1_box(const float *l, const float *t) {
+    double v = 0;
+    for (int j = 0; j < 4; j++) {
+        double dd = fabs((double)l[j] - t[j]);
+        v += dd < 1 ? 0.5 * dd * dd : dd - 0.5;
+    }
+    return v;
+}
+static void smooth_l1_box_grad(const float *l, const float *t, double g, float *gl) {
+    for (int j = 0; j < 4; j++) {
+        double dd = (double)l[j] - t[j];
+        gl[j] += (float)(g * (fabs(dd) < 1 ? dd : dd > 0 ? 1 : -1));
+    }
+}
+
 typedef struct {
     uint8_t *sel;          // N*A: 1 positive, 2 a chosen negative, 0 unused
     const int32_t *labels;
@@ -404,11 +420,7 @@ static void ssd_loss_backward(ib_ctx *ctx, ib_node *n) {
             double l = lse_row(z, K);
             for (int j = 0; j < K; j++) gc[i * K + j] += (float)(g * (exp((double)z[j] - l) - (j == sv->labels[i])));
         }
-        if (gl && sv->sel[i] == 1)
-            for (int j = 0; j < 4; j++) {
-                double dd = (double)loc->data[i * 4 + j] - sv->loc_t[i * 4 + j];
-                gl[i * 4 + j] += (float)(g * (fabs(dd) < 1 ? dd : dd > 0 ? 1 : -1));
-            }
+        if (gl && sv->sel[i] == 1) smooth_l1_box_grad(loc->data + i * 4, sv->loc_t + i * 4, g, gl + i * 4);
     }
 }
 static const ib_op op_ssd_loss = {"ssd_loss", ssd_loss_backward};
@@ -439,11 +451,7 @@ ib_tensor *ib_ssd_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int32
             double l = lse_row(z, K);
             if (lab[i] > 0) {
                 sv->sel[i] = 1, npos++;
-                total += l - z[lab[i]];
-                for (int j = 0; j < 4; j++) {
-                    double dd = fabs((double)loc->data[i * 4 + j] - lt[i * 4 + j]);
-                    total += dd < 1 ? 0.5 * dd * dd : dd - 0.5;
-                }
+                total += l - z[lab[i]] + smooth_l1_box(loc->data + i * 4, lt + i * 4);
             } else
                 rk[nneg++] = (ranked){(float)(l - z[0]), a};
         }
@@ -506,11 +514,7 @@ static void focal_loss_backward(ib_ctx *ctx, ib_node *n) {
                 focal_term(conf->data[i * K + j], sv->labels[i] == j, sv->alpha, sv->gamma, &dz);
                 gc[i * K + j] += (float)(g * dz);
             }
-        if (gl && sv->labels[i] > 0)
-            for (int j = 0; j < 4; j++) {
-                double dd = (double)loc->data[i * 4 + j] - sv->loc_t[i * 4 + j];
-                gl[i * 4 + j] += (float)(g * (fabs(dd) < 1 ? dd : dd > 0 ? 1 : -1));
-            }
+        if (gl && sv->labels[i] > 0) smooth_l1_box_grad(loc->data + i * 4, sv->loc_t + i * 4, g, gl + i * 4);
     }
 }
 static const ib_op op_focal_loss = {"focal_loss", focal_loss_backward};
@@ -537,13 +541,7 @@ ib_tensor *ib_focal_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int
             double dz;
             total += focal_term(conf->data[i * K + j], lab[i] == j, alpha, gamma, &dz);
         }
-        if (lab[i] > 0) {
-            npos++;
-            for (int j = 0; j < 4; j++) {
-                double dd = fabs((double)loc->data[i * 4 + j] - lt[i * 4 + j]);
-                total += dd < 1 ? 0.5 * dd * dd : dd - 0.5;
-            }
-        }
+        if (lab[i] > 0) npos++, total += smooth_l1_box(loc->data + i * 4, lt + i * 4);
     }
     sv->denom = npos > 0 ? (double)npos : 1.0;
     ib_tensor *y = ib_tensor_new(ctx, 1, (int[]){1});
