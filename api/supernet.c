@@ -142,6 +142,9 @@ ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds
     ib_supernet_eval_opts d;
     if (!o) ib_supernet_eval_opts_default(&d), o = &d;
     if (!ds->has_labels) return ib_fail(IB_ERR_FORMAT, "%s: has no class labels to evaluate on", ib_dataset_path(ds));
+    if (sn->task[0] && strcmp(sn->task, "classify"))   // its classifier never trained
+        return ib_fail(IB_ERR_ARG, "a supernet trained for %s: its archs are scored by ibnas search --task %s (extract "
+                       "works, for the backbone)", sn->task, sn->task);
     int *choice;
     ib_status s = arch_choice(sn, arch, &choice);
     if (s) return s;

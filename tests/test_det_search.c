@@ -146,6 +146,11 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
     int rc = test_run(cmd, &out, &err);
     CHECK(rc == 0, "supernet train --task detect failed (%d): %s", rc, err);
     free(out), free(err);
+    // supernet eval scores the classifier, which a detection supernet never trained: refused
+    snprintf(cmd, sizeof cmd, "%s supernet eval --supernet %s --arch %s/det_search_missing.arch.json --data %s", bin, snp, d, val);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, "trained for detect"), "supernet eval of a detection supernet gave %d: %s", rc, err);
+    free(out), free(err);
     double score[2];
     char *arch[2];
     for (int k = 0; k < 2; k++) {
