@@ -26,5 +26,8 @@ void ib_api_train_report(const ib_train_result *res, ib_train_report *r);
 // Detection (api/detect.c): the det_* defaults of ib_train_opts, and ib_train for task "detect".
 void ib_api_detect_opts_default(ib_train_opts *o);
 ib_status ib_api_train_detect(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r);
+// The SSDLite settings of o's det_* fields, checked.
+struct ib_ssd_cfg;
+ib_status ib_api_ssd_cfg(const ib_train_opts *o, int classes, struct ib_ssd_cfg *ssd);
 
 #endif

@@ -24,6 +24,8 @@ void ib_api_detect_opts_default(ib_train_opts *o) {
     o->det_nms_iou = c.nms_iou;
     o->det_score_thr = c.score_thr;
     o->det_max_dets = c.max_dets;
+    o->det_loss = "ssd";
+    o->det_focal_alpha = c.focal_alpha, o->det_focal_gamma = c.focal_gamma;
 }
 
 // "1,2,0.5" -> ratios
@@ -42,11 +44,9 @@ static ib_status parse_ratios(const char *s, ib_ssd_cfg *c) {
     return IB_OK;
 }
 
-ib_status ib_api_train_detect(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r) {
-    ib_det_train_cfg dc;
-    dc.base = *c;
-    ib_ssd_cfg_default(&dc.ssd, c->classes);
-    ib_status s = parse_ratios(o->det_ratios ? o->det_ratios : "1,2,0.5", &dc.ssd);
+ib_status ib_api_ssd_cfg(const ib_train_opts *o, int classes, ib_ssd_cfg *ssd) {
+    ib_ssd_cfg_default(ssd, classes);
+    ib_status s = parse_ratios(o->det_ratios ? o->det_ratios : "1,2,0.5", ssd);
     if (s) return s;
     if (!(o->det_min_scale > 0 && o->det_min_scale <= o->det_max_scale && o->det_max_scale <= 1))
         return ib_fail(IB_ERR_ARG, "det scales %g..%g: want 0 < min <= max <= 1", (double)o->det_min_scale,
@@ -55,9 +55,24 @@ ib_status ib_api_train_detect(const ib_train_opts *o, const ib_train_cfg *c, ib_
           o->det_score_thr >= 0 && o->det_score_thr < 1 && o->det_neg_ratio >= 0 && o->det_max_dets >= 1))
         return ib_fail(IB_ERR_ARG, "detection options out of range (match and NMS IoU in (0, 1], score threshold in "
                        "[0, 1), negative ratio >= 0, max dets >= 1)");
-    dc.ssd.min_scale = o->det_min_scale, dc.ssd.max_scale = o->det_max_scale;
-    dc.ssd.match_iou = o->det_match_iou, dc.ssd.neg_ratio = o->det_neg_ratio;
-    dc.ssd.nms_iou = o->det_nms_iou, dc.ssd.score_thr = o->det_score_thr, dc.ssd.max_dets = o->det_max_dets;
+    ssd->min_scale = o->det_min_scale, ssd->max_scale = o->det_max_scale;
+    ssd->match_iou = o->det_match_iou, ssd->neg_ratio = o->det_neg_ratio;
+    ssd->nms_iou = o->det_nms_iou, ssd->score_thr = o->det_score_thr, ssd->max_dets = o->det_max_dets;
+    if (o->det_loss && strcmp(o->det_loss, "ssd") && strcmp(o->det_loss, "focal"))
+        return ib_fail(IB_ERR_ARG, "det_loss '%s' is not one of ssd, focal", o->det_loss);
+    if (!(o->det_focal_alpha >= 0 && o->det_focal_alpha <= 1 && o->det_focal_gamma >= 0))
+        return ib_fail(IB_ERR_ARG, "focal alpha %g (want [0, 1]) or gamma %g (want >= 0) out of range",
+                       (double)o->det_focal_alpha, (double)o->det_focal_gamma);
+    ssd->focal = o->det_loss && !strcmp(o->det_loss, "focal");
+    ssd->focal_alpha = o->det_focal_alpha, ssd->focal_gamma = o->det_focal_gamma;
+    return IB_OK;
+}
+
+ib_status ib_api_train_detect(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r) {
+    ib_det_train_cfg dc;
+    dc.base = *c;
+    ib_status s = ib_api_ssd_cfg(o, c->classes, &dc.ssd);
+    if (s) return s;
     ib_det_train_result res;
     s = ib_train_detect(&dc, &res);
     ib_api_train_report(&res.base, r);

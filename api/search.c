@@ -18,7 +18,7 @@ void ib_search_opts_default(ib_search_opts *o) {
     o->batch = c.batch;
     o->tunas_beta = c.tunas_beta;
     o->calib_batches = 20;
-    o->metric = "top1";
+    o->metric = NULL;   // the task's default: top1, detection ap50
     o->progress = 1;
     o->workers = 2;
 }
@@ -72,10 +72,18 @@ typedef struct scorer {
     ib_dataset *calib, *eval;
     ib_sn_eval_cfg cfg;
     int by_loss;   // the score is minus the cross-entropy, not top-1
+    ib_sn_task *task;   // NULL: classification; else the task's score (detection: AP50)
+    int metric;         // with a task: which of its metrics (0 its score)
 } scorer;
 
 static ib_status score_path(void *user, const int *choice, double *score) {
     scorer *sc = user;
+    if (sc->task) {
+        double m[3];
+        ib_status s = ib_supernet_eval_task(sc->sn, sc->task, choice, sc->calib, sc->eval, &sc->cfg, m);
+        *score = m[sc->metric];
+        return s;
+    }
     ib_cls_metrics m;
     memset(&m, 0, sizeof m);
     ib_status s = ib_supernet_eval_classify(sc->sn, choice, sc->calib, sc->eval, &sc->cfg, &m);
@@ -148,6 +156,7 @@ typedef struct api_search {
     char base_label[16][96];
     ib_search_baseline baselines[16];
     ib_ctx *ctx;
+    ib_sn_task *task;   // the supernet's task, NULL for classification
 } api_search;
 
 static ib_status load_luts(api_search *a, const char *spec, ib_search_cfg *c) {
@@ -221,7 +230,8 @@ static ib_status open_data(api_search *a, const ib_search_opts *o) {
                        "trained on (leave --holdout out)",
                        o->supernet, sn->holdout, path, o->holdout);
     if (!(holdout > 0 && holdout < 1)) return ib_fail(IB_ERR_ARG, "--holdout %g must lie in (0, 1)", holdout);
-    ib_status s = ib_open_labelled(&a->base, path, IB_DS_AUTO, "train");
+    ib_status s = a->task ? a->task->open(a->task, &a->base, path, IB_DS_AUTO, "train")
+                          : ib_open_labelled(&a->base, path, IB_DS_AUTO, "train");
     if (s) return s;
     if (ib_dataset_classes(a->base) != sn->base.classes)
         return ib_fail(IB_ERR_ARG, "%s: %d classes, the supernet %s has %d", path, ib_dataset_classes(a->base), o->supernet,
@@ -244,6 +254,7 @@ static void api_search_free(api_search *a) {
     for (int k = 0; k < a->n_base; k++) ib_arch_free(&a->base_arch[k]);
     if (a->sn_loaded) ib_supernet_free(&a->sn);
     if (a->ctx) ib_ctx_free(a->ctx);
+    if (a->task) a->task->free(a->task);
     free(a);
 }
 
@@ -258,13 +269,25 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
         return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
                        o->calib_batches, o->eval_images);
-    if (o->metric && strcmp(o->metric, "top1") && strcmp(o->metric, "loss"))
-        return ib_fail(IB_ERR_ARG, "metric '%s' is not one of top1, loss", o->metric);
+    if (o->task && strcmp(o->task, "classify") && strcmp(o->task, "detect"))
+        return ib_fail(IB_ERR_ARG, "task '%s' is not one of classify, detect", o->task);
     ib_set_threads(o->threads);
     api_search *a = calloc(1, sizeof *a);
     if (!a) return ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_status s = ib_supernet_load(&a->sn, o->supernet);
     a->sn_loaded = !s;
+    if (!s) s = ib_sn_task_open(&a->task, &a->sn, o->supernet);
+    const char *task = a->task ? a->task->name : "classify";
+    if (!s && o->task && strcmp(o->task, task))
+        s = ib_fail(IB_ERR_ARG, "%s: a supernet trained for %s, not %s (ibnas supernet train --task %s)", o->supernet, task,
+                    o->task, o->task);
+    // the metric: classification's top1 (default) or loss; detection's ap50 (default), ap or ap75
+    const char *metric = o->metric ? o->metric : a->task ? "ap50" : "top1";
+    int det_metric = !strcmp(metric, "ap50") ? 0 : !strcmp(metric, "ap") ? 1 : !strcmp(metric, "ap75") ? 2 : -1;
+    if (!s && !a->task && strcmp(metric, "top1") && strcmp(metric, "loss"))
+        s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of top1, loss (a classification supernet)", metric);
+    if (!s && a->task && det_metric < 0)
+        s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of ap50, ap, ap75 (a detection supernet)", metric);
     int res = o->res > 0 ? o->res : a->sn.space.input;
     if (!s) s = load_luts(a, o->luts, &c);
     if (!s) s = assign_budgets(o->budgets, &c);
@@ -295,11 +318,16 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     c.batch = o->batch;
     c.tunas_beta = o->tunas_beta;
     c.seed = o->seed;
-    sc.by_loss = o->metric && !strcmp(o->metric, "loss");
+    sc.by_loss = !strcmp(metric, "loss");
+    sc.task = a->task;
+    sc.metric = det_metric < 0 ? 0 : det_metric;
     c.score = score_path;
     c.user = &sc;
-    c.score_label = sc.by_loss ? "minus the cross-entropy on the held-out training images"
-                               : "top-1 on the held-out training images";
+    static const char *const det_labels[3] = {"AP50 on the held-out training images", "AP on the held-out training images",
+                                              "AP75 on the held-out training images"};
+    c.score_label = a->task       ? det_labels[sc.metric]
+                    : sc.by_loss ? "minus the cross-entropy on the held-out training images"
+                                 : "top-1 on the held-out training images";
     c.out = o->out;
     c.resume = o->resume;
     c.progress = o->progress;
@@ -309,6 +337,8 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         fprintf(stderr, "search: %s, %lld held-out images scored (of %lld), %lld for BN recalibration, %dx%d\n",
                 o->supernet, (long long)ib_dataset_size(a->eval), (long long)ib_dataset_size(a->held),
                 (long long)ib_dataset_size(a->rest), res, res);
+    static const char *const det_names[3] = {"AP50", "AP", "AP75"};
+    snprintf(r->score_name, sizeof r->score_name, "%s", a->task ? det_names[sc.metric] : sc.by_loss ? "-loss" : "top-1");
     ib_search_result res_;
     s = ib_search_run(&c, &res_);
     r->generations_done = res_.generations_done;

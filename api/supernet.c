@@ -1,5 +1,6 @@
 // api: supernets (include/ibnas.h, "Supernets") over search/ and tasks/.
 #include "api/api.h"
+#include "tasks/detect.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +40,15 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     c.kd = o->kd;
     c.holdout = o->holdout;
     c.calib_batches = o->calib_batches;
+    const char *task = o->train.task ? o->train.task : "classify";
+    if (!strcmp(task, "detect")) {
+        ib_ssd_cfg ssd;
+        if ((s = ib_api_ssd_cfg(&o->train, o->train.classes, &ssd)) || (s = ib_sn_task_detect(&c.task, &ssd))) return s;
+    } else if (strcmp(task, "classify"))
+        return ib_fail(IB_ERR_ARG, "supernet task '%s' is not one of classify, detect", task);
     ib_sn_train_result res;
     s = ib_train_supernet_classify(&c, &res);
+    if (c.task) c.task->free(c.task);
     ib_api_train_report(&res.base, &r->train);
     r->smallest_top1 = res.smallest_top1;
     return s;
@@ -134,6 +142,9 @@ ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds
     ib_supernet_eval_opts d;
     if (!o) ib_supernet_eval_opts_default(&d), o = &d;
     if (!ds->has_labels) return ib_fail(IB_ERR_FORMAT, "%s: has no class labels to evaluate on", ib_dataset_path(ds));
+    if (sn->task[0] && strcmp(sn->task, "classify"))   // its classifier never trained
+        return ib_fail(IB_ERR_ARG, "a supernet trained for %s: its archs are scored by ibnas search --task %s (extract "
+                       "works, for the backbone)", sn->task, sn->task);
     int *choice;
     ib_status s = arch_choice(sn, arch, &choice);
     if (s) return s;

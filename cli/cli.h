@@ -48,6 +48,9 @@ typedef struct cli_train_extra {
 } cli_train_extra;
 int cli_train_flags(cli_flag *f, ib_train_opts *o, cli_train_extra *x);
 void cli_train_apply(ib_train_opts *o, const cli_train_extra *x);
+// The detection flags (--det-*) bound to o's det_* fields; room for CLI_DETECT_FLAGS entries.
+#define CLI_DETECT_FLAGS 11
+int cli_detect_flags(cli_flag *f, ib_train_opts *o);
 
 // The verbs.
 int cmd_infer(int argc, char **argv);

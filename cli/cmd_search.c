@@ -14,7 +14,9 @@ static const char *usage_text =
     "(REINFORCE with the absolute reward top-1 + beta * |latency / budget - 1|). Budgets per target:\n"
     "--budget-ms 'cpu=8,12;edgetpu=3,4'. Writes DIR/TARGET/{pareto.csv,pareto.svg,archs.svg,\n"
     "best-<budget>ms.arch.json}, DIR/summary.json, DIR/archs.svg and DIR/curve_<strategy>.csv; the state is\n"
-    "saved every generation: Ctrl-C stops cleanly, --resume goes on (docs/SEARCH.md).\n";
+    "saved every generation: Ctrl-C stops cleanly, --resume goes on (docs/SEARCH.md). A supernet trained\n"
+    "with --task detect scores each subnet by the AP50 of its path with the supernet's SSDLite head on the\n"
+    "held-out images, after BN recalibration on the rest (MobileDets' search).\n";
 
 // The whole file on stdout (the summary for --json); 0 on success.
 static int print_file(const char *path) {
@@ -48,7 +50,8 @@ int cmd_search(int argc, char **argv) {
         {"--res", F_INT, &o.res, "resolution of scoring and latency (default: the space's input)"},
         {"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of 64 per subnet (20)"},
         {"--eval-images", F_INT, &o.eval_images, "at most this many held-out images per score (default: all)"},
-        {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy)"},
+        {"--task", F_STR, &o.task, "classify or detect: must be the supernet's (default: the supernet's)"},
+        {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy); detect: ap50 (default), ap, ap75"},
         {"--baselines", F_STR, &o.baselines, "drawn on the plots: mobilenetv2:0.35[=TOP1],A.arch.json; archs of the space are also scored and seed evolution"},
         {"--out", F_STR, &o.out, "output folder (required)"},
         {"--resume", F_BOOL, &o.resume, "continue the search saved in --out"},
@@ -89,7 +92,7 @@ int cmd_search(int argc, char **argv) {
         for (int i = 0; i < rep.n_results; i++) {
             const ib_search_arch *a = &rep.results[i];
             if (a->found)
-                printf("%-10s <= %6g ms: top-1 %.4f, %.3f ms, %.1f M MACs  %s\n", a->target, a->budget_ms, a->score, a->ms,
+                printf("%-10s <= %6g ms: %s %.4f, %.3f ms, %.1f M MACs  %s\n", a->target, a->budget_ms, rep.score_name, a->score, a->ms,
                        (double)a->macs / 1e6, a->arch_file);
             else printf("%-10s <= %6g ms: no scored arch within the budget\n", a->target, a->budget_ms);
         }

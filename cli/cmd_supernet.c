@@ -15,22 +15,27 @@ static const char *train_usage =
     "whose inherited scores rank subnets as training them alone does (docs/SEARCH.md). --holdout F keeps a\n"
     "seeded fraction of the training data out of training, for scoring subnets (ibnas search). Progress,\n"
     "the CSV log (with the largest and smallest paths' validation top-1 after BN recalibration), a\n"
-    "checkpoint every epoch, Ctrl-C and --resume work as in ibnas train.\n";
+    "checkpoint every epoch, Ctrl-C and --resume work as in ibnas train. --task detect trains the supernet as\n"
+    "an SSDLite backbone (MobileDets): one head on every path's stride-16 block output and stride-32 feature,\n"
+    "the multibox loss (--det-* as in ibnas train --task detect; fair or uniform sampling), the log's\n"
+    "columns the largest and smallest paths' AP50 after BN recalibration.\n";
 
 static int supernet_train(int argc, char **argv) {
     ib_supernet_train_opts o;
     ib_supernet_train_opts_default(&o);
     cli_train_extra x;
     float holdout = (float)o.holdout;
-    cli_flag flags[CLI_TRAIN_FLAGS + 8];
+    cli_flag flags[CLI_TRAIN_FLAGS + CLI_DETECT_FLAGS + 10];
     int n = 0;
     flags[n++] = (cli_flag){"--space", F_STR, &o.space, "the search space (*.space.json; required unless resuming)"};
+    flags[n++] = (cli_flag){"--task", F_STR, &o.train.task, "classify (default) or detect (an SSDLite head shared by every path, on data with boxes)"};
     flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "fair (default), sandwich or uniform"};
     flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
     flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1)"};
     flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};
     flags[n++] = (cli_flag){"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of the per-epoch evaluation (10)"};
     n += cli_train_flags(flags + n, &o.train, &x);
+    n += cli_detect_flags(flags + n, &o.train);
     flags[n] = (cli_flag){NULL, 0, NULL, NULL};
     int r = cli_parse("supernet train", argc, argv, flags, train_usage);
     if (r) return r < 0 ? 0 : r;

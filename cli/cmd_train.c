@@ -18,7 +18,7 @@ int cmd_train(int argc, char **argv) {
     ib_train_opts_default(&o);
     const char *task = "classify";
     cli_train_extra x;
-    cli_flag flags[CLI_TRAIN_FLAGS + 15 + 8];
+    cli_flag flags[CLI_TRAIN_FLAGS + 15 + 12];
     int n = 0;
     flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default), detect (SSDLite; docs/DETECTION.md) or segment (docs/SEGMENTATION.md)"};
     flags[n++] = (cli_flag){"--arch", F_STR, &o.arch, "mobilenetv2, mobilenetv2:WIDTH or FILE.arch.json (default mobilenetv2)"};
@@ -36,14 +36,7 @@ int cmd_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--class-weights", F_STR, &o.class_weights, "segment: none (default) or median (median frequency)"};
     flags[n++] = (cli_flag){"--fast-argmax", F_BOOL, &o.fast_argmax, "segment: validate with the low-resolution argmax"};
     // Detection
-    flags[n++] = (cli_flag){"--det-min-scale", F_FLOAT, &o.det_min_scale, "detect: default-box scale of the first level (0.2)"};
-    flags[n++] = (cli_flag){"--det-max-scale", F_FLOAT, &o.det_max_scale, "detect: default-box scale of the last level (0.95)"};
-    flags[n++] = (cli_flag){"--det-ratios", F_STR, &o.det_ratios, "detect: default-box aspect ratios (\"1,2,0.5\")"};
-    flags[n++] = (cli_flag){"--det-match-iou", F_FLOAT, &o.det_match_iou, "detect: IoU making an anchor positive (0.5)"};
-    flags[n++] = (cli_flag){"--det-neg-ratio", F_FLOAT, &o.det_neg_ratio, "detect: hard negatives per positive (3)"};
-    flags[n++] = (cli_flag){"--det-nms-iou", F_FLOAT, &o.det_nms_iou, "detect: per-class NMS IoU threshold (0.6)"};
-    flags[n++] = (cli_flag){"--det-score-thr", F_FLOAT, &o.det_score_thr, "detect: score threshold of detections (0.01)"};
-    flags[n++] = (cli_flag){"--det-max-dets", F_INT, &o.det_max_dets, "detect: detections per image (100)"};
+    n += cli_detect_flags(flags + n, &o);
     flags[n] = (cli_flag){NULL, 0, NULL, NULL};
     int r = cli_parse("train", argc, argv, flags, usage_text);
     if (r) return r < 0 ? 0 : r;

@@ -45,3 +45,20 @@ void cli_train_apply(ib_train_opts *o, const cli_train_extra *x) {
     o->progress = !x->quiet;
     o->max_steps = x->max_steps;
 }
+
+// The SSDLite flags of `train --task detect` and `supernet train --task detect`.
+int cli_detect_flags(cli_flag *flags, ib_train_opts *o) {
+    int n = 0;
+    flags[n++] = (cli_flag){"--det-min-scale", F_FLOAT, &o->det_min_scale, "detect: default-box scale of the first level (0.2)"};
+    flags[n++] = (cli_flag){"--det-max-scale", F_FLOAT, &o->det_max_scale, "detect: default-box scale of the last level (0.95)"};
+    flags[n++] = (cli_flag){"--det-ratios", F_STR, &o->det_ratios, "detect: default-box aspect ratios (\"1,2,0.5\")"};
+    flags[n++] = (cli_flag){"--det-match-iou", F_FLOAT, &o->det_match_iou, "detect: IoU making an anchor positive (0.5)"};
+    flags[n++] = (cli_flag){"--det-neg-ratio", F_FLOAT, &o->det_neg_ratio, "detect: hard negatives per positive (3)"};
+    flags[n++] = (cli_flag){"--det-nms-iou", F_FLOAT, &o->det_nms_iou, "detect: per-class NMS IoU threshold (0.6)"};
+    flags[n++] = (cli_flag){"--det-score-thr", F_FLOAT, &o->det_score_thr, "detect: score threshold of detections (0.01)"};
+    flags[n++] = (cli_flag){"--det-max-dets", F_INT, &o->det_max_dets, "detect: detections per image (100)"};
+    flags[n++] = (cli_flag){"--det-loss", F_STR, &o->det_loss, "detect: ssd (softmax + hard negatives; default) or focal (sigmoid focal)"};
+    flags[n++] = (cli_flag){"--det-focal-alpha", F_FLOAT, &o->det_focal_alpha, "detect: the focal loss's alpha (0.25)"};
+    flags[n++] = (cli_flag){"--det-focal-gamma", F_FLOAT, &o->det_focal_gamma, "detect: the focal loss's gamma (2)"};
+    return n;
+}

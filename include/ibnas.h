@@ -361,8 +361,11 @@ typedef struct ib_search_opts {
     int res;                   // search resolution (scoring and latency); 0: the space's input size
     int calib_batches;         // BN recalibration batches per subnet (of 64 images), 20
     int eval_images;           // at most this many held-out images per score (the first of the part); 0: all
-    const char *metric;        // the score: "top1" (default) or "loss" (minus the held-out cross-entropy, which
-                               // separates subnets closer than top-1 on a few thousand images can)
+    const char *task;          // NULL: the supernet's own; "classify" or "detect" must be the one it was trained for
+    const char *metric;        // the score. Classification: "top1" (default) or "loss" (minus the held-out
+                               // cross-entropy, which separates subnets closer than top-1 on a few thousand images
+                               // can). Detection (a supernet trained with task "detect"): "ap50" (default), "ap",
+                               // "ap75" of the path with the supernet's SSDLite head, NULL: the task's default
     const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,hand.arch.json=0.61" (=SCORE optional); archs of the space are scored and seed evolution; NULL: none
     const char *out;           // output folder (required)
     int resume;                // 1: continue OUT/state.json (an existing state without it is an error)
@@ -378,7 +381,7 @@ typedef struct ib_search_arch {
     char target[64];
     double budget_ms;
     int found;                 // 0: no scored arch met the budget
-    double score, ms;          // held-out top-1 and predicted latency
+    double score, ms;          // held-out score (top-1, minus the loss, or AP50 / AP / AP75: score_name) and predicted latency
     int64_t macs;
     char arch_file[512];       // OUT/TARGET/best-<budget>ms.arch.json
 } ib_search_arch;
@@ -391,6 +394,7 @@ typedef struct ib_search_report {
     double wall_s;             // of this call
     int n_results;
     ib_search_arch results[IB_SEARCH_MAX_RESULTS];   // per target, per budget
+    char score_name[16];       // what score is: "top-1", "-loss", "AP50", "AP", "AP75"
 } ib_search_report;
 
 // While it runs, the first Ctrl-C finishes the subnet being scored, saves the state, writes the outputs so
@@ -459,6 +463,9 @@ typedef struct ib_train_opts {
     float det_nms_iou;         // per-class NMS IoU threshold, 0.6
     float det_score_thr;       // detections scored below are dropped, 0.01
     int det_max_dets;          // detections per image, 100
+    const char *det_loss;      // "ssd" (default: softmax cross-entropy, det_neg_ratio hard negatives per positive) or
+                               // "focal" (RetinaNet's sigmoid focal loss over every anchor; scores are then sigmoids)
+    float det_focal_alpha, det_focal_gamma;   // the focal loss's alpha and gamma, 0.25, 2
 } ib_train_opts;
 IBNAS_API void ib_train_opts_default(ib_train_opts *o);
 

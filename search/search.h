@@ -289,6 +289,7 @@ typedef struct ib_supernet {
     double holdout;
     uint64_t split_seed;
     char sampling[16];         // the path sampling that trained it ("fair", "sandwich", "uniform"; "" unknown)
+    char task[16];             // its file's "task" attribute: "" (classification) or the task whose head it carries
 } ib_supernet;
 
 ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes);   // registers, allocates

@@ -335,6 +335,9 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
     if (!s && !ib_h5_attr_str(f, "/", "sampling", &sampling))
         snprintf(sn->sampling, sizeof sn->sampling, "%s", sampling);
     free(sampling);
+    char *task = NULL;
+    if (!s && !ib_h5_attr_str(f, "/", "task", &task)) snprintf(sn->task, sizeof sn->task, "%s", task);
+    free(task);
     free(fmt);
     free(json);
     free(data);

@@ -26,6 +26,8 @@ void ib_ssd_cfg_default(ib_ssd_cfg *c, int classes) {
     c->score_thr = 0.01f;
     c->max_dets = 100;
     c->tap_expansion = 1;
+    c->focal = 0;
+    c->focal_alpha = 0.25f, c->focal_gamma = 2;
 }
 
 char *ib_ssd_cfg_to_json(const ib_ssd_cfg *c) {
@@ -45,6 +47,12 @@ char *ib_ssd_cfg_to_json(const ib_ssd_cfg *c) {
     json_object_set_new(o, "score_thr", json_real(c->score_thr));
     json_object_set_new(o, "max_dets", json_integer(c->max_dets));
     json_object_set_new(o, "tap16", json_string(c->tap_expansion ? "expansion" : "block"));
+    if (c->focal) {   // absent: softmax cross-entropy with hard negatives (what checkpoints before it hold)
+        json_t *fl = json_array();
+        json_array_append_new(fl, json_real(c->focal_alpha));
+        json_array_append_new(fl, json_real(c->focal_gamma));
+        json_object_set_new(o, "focal", fl);
+    }
     char *s = json_dumps(o, JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -58,7 +66,7 @@ ib_status ib_ssd_cfg_parse(ib_ssd_cfg *c, const char *text, const char *source) 
     ib_ssd_cfg_default(c, 0);
     ib_status s = IB_OK;
     json_t *f = json_object_get(o, "format"), *r = json_object_get(o, "ratios"), *e = json_object_get(o, "extra"),
-           *tap = json_object_get(o, "tap16");
+           *tap = json_object_get(o, "tap16"), *fl = json_object_get(o, "focal");
     c->tap_expansion = 0;   // absent: the block output
     if (tap && (!json_is_string(tap) || (strcmp(json_string_value(tap), "expansion") && strcmp(json_string_value(tap), "block"))))
         s = ib_json_bad(&w, "tap16", "must be \"expansion\" or \"block\"");
@@ -77,6 +85,14 @@ ib_status ib_ssd_cfg_parse(ib_ssd_cfg *c, const char *text, const char *source) 
     if (!s) s = ib_json_get_int(&w, o, "max_dets", &c->max_dets, 0, 1, 100000);
     if (!s && (!json_is_array(r) || json_array_size(r) < 1 || json_array_size(r) > IB_SSD_MAX_RATIOS))
         s = ib_json_bad(&w, "ratios", "must be a list of 1..8 numbers");
+    if (!s && fl) {
+        json_t *fa = json_array_get(fl, 0), *fg = json_array_get(fl, 1);
+        if (!json_is_array(fl) || json_array_size(fl) != 2 || !json_is_number(fa) || !json_is_number(fg) ||
+            !(json_number_value(fa) >= 0 && json_number_value(fa) <= 1) || !(json_number_value(fg) >= 0))
+            s = ib_json_bad(&w, "focal", "must be [alpha, gamma] with alpha in [0, 1] and gamma >= 0");
+        else
+            c->focal = 1, c->focal_alpha = (float)json_number_value(fa), c->focal_gamma = (float)json_number_value(fg);
+    }
     if (!s && (!json_is_array(e) || json_array_size(e) > 4)) s = ib_json_bad(&w, "extra", "must be a list of at most 4 widths");
     if (!s) {
         c->n_ratios = (int)json_array_size(r);
@@ -133,13 +149,10 @@ int ib_detector_anchors_per_loc(const ib_detector *d) { return d->cfg.n_ratios +
 
 static int conv_out(int s) { return (s + 1) / 2; }   // a stride-2 conv with "same" padding
 
-ib_status ib_detector_build(ib_detector *d, ib_net *net, const ib_ssd_cfg *cfg, int res, uint64_t seed) {
-    memset(d, 0, sizeof *d);
-    d->net = *net;
-    memset(net, 0, sizeof *net);
+// The head for a backbone of arch a (d->net is the caller's).
+static ib_status build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *cfg, int res, uint64_t seed) {
     d->cfg = *cfg;
     ib_params_init(&d->ps);
-    const ib_arch *a = &d->net.arch;
     if (cfg->classes < 1) return ib_fail(IB_ERR_ARG, "detection: %d classes", cfg->classes);
     if (cfg->n_ratios < 1 || cfg->n_ratios > IB_SSD_MAX_RATIOS) return ib_fail(IB_ERR_ARG, "detection: 1..8 aspect ratios");
     // strides and sizes through the backbone
@@ -196,8 +209,23 @@ ib_status ib_detector_build(ib_detector *d, ib_net *net, const ib_ssd_cfg *cfg, 
     for (int l = 0; l < d->n_levels; l++) {
         ib_rng_fill_normal(&r, d->lv[l].box_pw.w->data, ib_numel(d->lv[l].box_pw.w), 0, 0.03f);
         ib_rng_fill_normal(&r, d->lv[l].cls_pw.w->data, ib_numel(d->lv[l].cls_pw.w), 0, 0.03f);
+        if (cfg->focal)   // logits (anchor, class): the object classes start at probability 0.01
+            for (int an = 0; an < A; an++)
+                for (int k = 1; k <= cfg->classes; k++) d->lv[l].cls_pw.b->data[an * (cfg->classes + 1) + k] = IB_FOCAL_PRIOR_BIAS;
     }
     return IB_OK;
+}
+
+ib_status ib_detector_build(ib_detector *d, ib_net *net, const ib_ssd_cfg *cfg, int res, uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    d->net = *net;
+    memset(net, 0, sizeof *net);
+    return build_head(d, &d->net.arch, cfg, res, seed);
+}
+
+ib_status ib_detector_build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *cfg, int res, uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    return build_head(d, a, cfg, res, seed);
 }
 
 void ib_detector_free(ib_detector *d) {
@@ -337,6 +365,22 @@ int ib_ssd_match(const ib_ssd_cfg *c, const float *anchors, int n_anchors, const
 // ---------------------------------------------------------------------------------------------
 // The multibox loss
 
+// Smooth-L1 (beta 1) of one anchor's four offsets against their targets, and its gradient times g added to gl.
+static double smooth_l1_box(const float *l, const float *t) {
+    double v = 0;
+    for (int j = 0; j < 4; j++) {
+        double dd = fabs((double)l[j] - t[j]);
+        v += dd < 1 ? 0.5 * dd * dd : dd - 0.5;
+    }
+    return v;
+}
+static void smooth_l1_box_grad(const float *l, const float *t, double g, float *gl) {
+    for (int j = 0; j < 4; j++) {
+        double dd = (double)l[j] - t[j];
+        gl[j] += (float)(g * (fabs(dd) < 1 ? dd : dd > 0 ? 1 : -1));
+    }
+}
+
 typedef struct {
     uint8_t *sel;          // N*A: 1 positive, 2 a chosen negative, 0 unused
     const int32_t *labels;
@@ -376,11 +420,7 @@ static void ssd_loss_backward(ib_ctx *ctx, ib_node *n) {
             double l = lse_row(z, K);
             for (int j = 0; j < K; j++) gc[i * K + j] += (float)(g * (exp((double)z[j] - l) - (j == sv->labels[i])));
         }
-        if (gl && sv->sel[i] == 1)
-            for (int j = 0; j < 4; j++) {
-                double dd = (double)loc->data[i * 4 + j] - sv->loc_t[i * 4 + j];
-                gl[i * 4 + j] += (float)(g * (fabs(dd) < 1 ? dd : dd > 0 ? 1 : -1));
-            }
+        if (gl && sv->sel[i] == 1) smooth_l1_box_grad(loc->data + i * 4, sv->loc_t + i * 4, g, gl + i * 4);
     }
 }
 static const ib_op op_ssd_loss = {"ssd_loss", ssd_loss_backward};
@@ -411,11 +451,7 @@ ib_tensor *ib_ssd_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int32
             double l = lse_row(z, K);
             if (lab[i] > 0) {
                 sv->sel[i] = 1, npos++;
-                total += l - z[lab[i]];
-                for (int j = 0; j < 4; j++) {
-                    double dd = fabs((double)loc->data[i * 4 + j] - lt[i * 4 + j]);
-                    total += dd < 1 ? 0.5 * dd * dd : dd - 0.5;
-                }
+                total += l - z[lab[i]] + smooth_l1_box(loc->data + i * 4, lt + i * 4);
             } else
                 rk[nneg++] = (ranked){(float)(l - z[0]), a};
         }
@@ -435,6 +471,83 @@ ib_tensor *ib_ssd_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int32
     y->data[0] = (float)(total / sv->denom);
     ib_tensor *in[2] = {loc, conf};
     ib_node *n = ib_record(ctx, &op_ssd_loss, y, 2, in);
+    if (n) n->saved = sv;
+    return y;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The focal variant (RetinaNet): every anchor and every object class an independent sigmoid.
+
+typedef struct {
+    const int32_t *labels;
+    const float *loc_t;
+    double denom, alpha, gamma;
+} focal_saved;
+
+// log sigmoid(z) and log(1 - sigmoid(z)) without overflow
+static double log_sigmoid(double z) { return z >= 0 ? -log1p(exp(-z)) : z - log1p(exp(z)); }
+
+// FL(z, t) and its derivative in z (see detect.h)
+static double focal_term(double z, int t, double alpha, double gamma, double *dz) {
+    double lp = log_sigmoid(z), lq = log_sigmoid(-z), p = exp(lp), q = exp(lq);
+    if (t) {   // -alpha q^gamma log p;  d/dz = alpha q^gamma (gamma p log p - q)
+        double qg = gamma > 0 ? pow(q, gamma) : 1;
+        *dz = alpha * qg * (gamma * p * lp - q);
+        return -alpha * qg * lp;
+    }
+    double pg = gamma > 0 ? pow(p, gamma) : 1;   // -(1-alpha) p^gamma log q;  d/dz = (1-alpha) p^gamma (p - gamma q log q)
+    *dz = (1 - alpha) * pg * (p - gamma * q * lq);
+    return -(1 - alpha) * pg * lq;
+}
+
+static void focal_loss_backward(ib_ctx *ctx, ib_node *n) {
+    ib_tensor *loc = n->in[0], *conf = n->in[1];
+    const focal_saved *sv = n->saved;
+    int N = loc->shape[0], A = loc->shape[1], K = conf->shape[2];
+    double g = (double)n->out->grad[0] / sv->denom;
+    float *gl = loc->requires_grad ? ib_grad(ctx, loc) : NULL;
+    float *gc = conf->requires_grad ? ib_grad(ctx, conf) : NULL;
+    for (int64_t i = 0; i < (int64_t)N * A; i++) {
+        if (gc)
+            for (int j = 1; j < K; j++) {
+                double dz;
+                focal_term(conf->data[i * K + j], sv->labels[i] == j, sv->alpha, sv->gamma, &dz);
+                gc[i * K + j] += (float)(g * dz);
+            }
+        if (gl && sv->labels[i] > 0) smooth_l1_box_grad(loc->data + i * 4, sv->loc_t + i * 4, g, gl + i * 4);
+    }
+}
+static const ib_op op_focal_loss = {"focal_loss", focal_loss_backward};
+
+ib_tensor *ib_focal_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int32_t *labels, const float *loc_t,
+                         float alpha, float gamma) {
+    IB_ASSERT(loc->ndim == 4 && conf->ndim == 4 && loc->shape[0] == conf->shape[0] && loc->shape[1] == conf->shape[1] &&
+                  loc->shape[2] == 4 && ib_is_contiguous(loc) && ib_is_contiguous(conf),
+              "focal_loss: loc (N, A, 4, 1) and conf (N, A, K, 1)");
+    IB_ASSERT(alpha >= 0 && alpha <= 1 && gamma >= 0, "focal_loss: alpha %g, gamma %g", (double)alpha, (double)gamma);
+    int N = loc->shape[0], A = loc->shape[1], K = conf->shape[2];
+    int64_t NA = (int64_t)N * A;
+    focal_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
+    int32_t *lab = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)NA);
+    float *lt = ib_arena_alloc(ctx->arena, sizeof(float) * 4 * (size_t)NA);
+    memcpy(lab, labels, sizeof(int32_t) * (size_t)NA);
+    memcpy(lt, loc_t, sizeof(float) * 4 * (size_t)NA);
+    sv->labels = lab, sv->loc_t = lt, sv->alpha = alpha, sv->gamma = gamma;
+    double total = 0;
+    int64_t npos = 0;
+    for (int64_t i = 0; i < NA; i++) {
+        IB_ASSERT(lab[i] >= 0 && lab[i] < K, "focal_loss: label %d of %d classes", lab[i], K);
+        for (int j = 1; j < K; j++) {
+            double dz;
+            total += focal_term(conf->data[i * K + j], lab[i] == j, alpha, gamma, &dz);
+        }
+        if (lab[i] > 0) npos++, total += smooth_l1_box(loc->data + i * 4, lt + i * 4);
+    }
+    sv->denom = npos > 0 ? (double)npos : 1.0;
+    ib_tensor *y = ib_tensor_new(ctx, 1, (int[]){1});
+    y->data[0] = (float)(total / sv->denom);
+    ib_tensor *in[2] = {loc, conf};
+    ib_node *n = ib_record(ctx, &op_focal_loss, y, 2, in);
     if (n) n->saved = sv;
     return y;
 }
@@ -467,6 +580,11 @@ int ib_ssd_postprocess(const ib_ssd_cfg *c, const float *anchors, int n_anchors,
     IB_ASSERT(prob && cs && kb && ks && kl && all && cb, "out of memory in detection post-processing");
     for (int a = 0; a < n_anchors; a++) {
         const float *z = conf + (int64_t)a * K;
+        if (c->focal) {   // independent sigmoids; column 0 unused
+            prob[(int64_t)a * K] = 0;
+            for (int j = 1; j < K; j++) prob[(int64_t)a * K + j] = (float)exp(log_sigmoid(z[j]));
+            continue;
+        }
         double l = lse_row(z, K);
         for (int j = 0; j < K; j++) prob[(int64_t)a * K + j] = (float)exp((double)z[j] - l);
     }

@@ -63,6 +63,9 @@ typedef struct ib_ssd_cfg {
     int tap_expansion;             // 1 (default): the stride-16 feature is the expansion (1x1 conv + BN + act)
                                    // of the first stride-32 block when that is an ibn block with expand > 1, as
                                    // MobileDets; else (0, or another block) the last stride-16 block's output
+    int focal;                     // 1: the classification loss is RetinaNet's sigmoid focal loss (ib_focal_loss) and
+                                   // scores are sigmoids; 0 (default): softmax cross-entropy with hard negatives
+    float focal_alpha, focal_gamma;   // its alpha and gamma (0.25, 2)
 } ib_ssd_cfg;
 void ib_ssd_cfg_default(ib_ssd_cfg *c, int classes);
 // JSON text of the configuration (the checkpoint's "detect" attribute), malloc'd; and back.
@@ -92,6 +95,10 @@ typedef struct ib_detector {
 
 // Builds the head on `net` (taken over: the detector frees it); the head's weights are initialised from seed.
 ib_status ib_detector_build(ib_detector *d, ib_net *net, const ib_ssd_cfg *cfg, int res, uint64_t seed);
+// The head alone, for backbones of arch a's shape that the caller sets into d->net before each forward (a
+// supernet's paths: their stride-16 and stride-32 widths must be a's; tap_expansion then must be 0, since an
+// expansion's width varies by path). ib_detector_free leaves a d->net with blocks NULL alone.
+ib_status ib_detector_build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *cfg, int res, uint64_t seed);
 void ib_detector_free(ib_detector *d);
 int ib_detector_anchors_per_loc(const ib_detector *d);
 
@@ -118,7 +125,17 @@ void ib_ssd_decode(const float *anchor, const float *code, float *box);
 ib_tensor *ib_ssd_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int32_t *labels, const float *loc_t,
                        float neg_ratio);
 
-// Post-processing of one image: softmax, per class the boxes above score_thr (at most 200 by score),
+// The multibox loss with RetinaNet's sigmoid focal loss in place of the mined cross-entropy: (smooth-L1 over
+// positives' offsets + sum over every anchor and every object class c = 1..K-1 of
+// FL(z_ac, [labels[a] == c]) ) / positives in the batch (at least 1), with p = sigmoid(z),
+// FL(z, 1) = -alpha (1 - p)^gamma log p and FL(z, 0) = -(1 - alpha) p^gamma log(1 - p)
+// (torchvision.ops.sigmoid_focal_loss). conf's column 0 (the softmax background) is unused: no gradient.
+ib_tensor *ib_focal_loss(ib_ctx *ctx, ib_tensor *loc, ib_tensor *conf, const int32_t *labels, const float *loc_t,
+                         float alpha, float gamma);
+// The focal classifier's logits start at this bias, so every class starts at probability 0.01 (RetinaNet).
+#define IB_FOCAL_PRIOR_BIAS (-4.59511985f)   // -log((1 - 0.01) / 0.01)
+
+// Post-processing of one image: softmax (sigmoids of the object classes when c->focal), per class the boxes above score_thr (at most 200 by score),
 // greedy NMS at nms_iou, then the best max_dets over classes. Boxes in [0, 1]. Returns the count written
 // (boxes: 4 each x0 y0 x1 y1, scores, labels 0..classes-1); room for cfg->max_dets.
 int ib_ssd_postprocess(const ib_ssd_cfg *c, const float *anchors, int n_anchors, const float *loc, const float *conf,
@@ -158,5 +175,10 @@ typedef struct ib_det_train_result {
     double stats[IB_COCO_STATS];
 } ib_det_train_result;
 ib_status ib_train_detect(const ib_det_train_cfg *cfg, ib_det_train_result *res);
+
+// The supernet task of detection (ib_sn_task): an SSDLite head shared by every path, on each path's stride-16
+// block output (tap_expansion is forced to 0: an expansion's width varies by path) and stride-32 feature; the
+// loss of ssd (softmax with hard negatives, or focal); the score AP50 (then AP, AP75). classes 0: the data's.
+ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd);
 
 #endif

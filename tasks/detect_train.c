@@ -264,6 +264,45 @@ static ib_status det_network(const ib_det_train_cfg *dc, int classes, ib_detecto
     return s;
 }
 
+// The targets of a batch and the loss: every image's boxes (crowd left out) matched to the anchors, then the
+// multibox loss (ssd's or focal). Buffers grow as needed and are kept across steps.
+typedef struct {
+    int32_t *labels, *gtl;
+    float *loc_t, *gtb;
+    int64_t cap_t, cap_g;
+} det_bufs;
+
+static void det_bufs_free(det_bufs *u) { free(u->labels), free(u->loc_t), free(u->gtb), free(u->gtl); }
+
+static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const ib_batch *b, ib_tensor *x, ib_tensor **loss) {
+    ib_tensor *loc, *conf;
+    ib_detector_forward(ctx, d, x, &loc, &conf);
+    int A = d->n_anchors;
+    int64_t ct = u->cap_t;
+    if (!grow((void **)&u->labels, &u->cap_t, (int64_t)b->n * A, sizeof *u->labels) ||
+        (u->cap_t != ct && !(u->loc_t = realloc(u->loc_t, sizeof(float) * 4 * (size_t)u->cap_t))))
+        return ib_fail(IB_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < b->n; i++) {
+        int64_t o = b->box_offsets[i], ng = b->box_offsets[i + 1] - o;
+        int64_t cg = u->cap_g;
+        if (!grow((void **)&u->gtl, &u->cap_g, ng + 1, sizeof *u->gtl) ||
+            (u->cap_g != cg && !(u->gtb = realloc(u->gtb, sizeof(float) * 4 * (size_t)u->cap_g))))
+            return ib_fail(IB_ERR_NOMEM, "out of memory");
+        int n = 0;
+        for (int64_t k = 0; k < ng; k++) {
+            const ib_box *bx = &b->boxes[o + k];
+            if (bx->iscrowd) continue;   // crowd regions are neither objects nor background to learn
+            u->gtb[n * 4] = bx->x0 / (float)b->w, u->gtb[n * 4 + 1] = bx->y0 / (float)b->h;
+            u->gtb[n * 4 + 2] = bx->x1 / (float)b->w, u->gtb[n * 4 + 3] = bx->y1 / (float)b->h;
+            u->gtl[n++] = bx->label;
+        }
+        ib_ssd_match(&d->cfg, d->anchors, A, u->gtb, u->gtl, n, u->labels + (int64_t)i * A, u->loc_t + (int64_t)i * A * 4);
+    }
+    *loss = d->cfg.focal ? ib_focal_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.focal_alpha, d->cfg.focal_gamma)
+                         : ib_ssd_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.neg_ratio);
+    return IB_OK;
+}
+
 ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres) {
     const ib_train_cfg *cfg = &dc->base;
     ib_train_result *res = &dres->base;
@@ -283,10 +322,8 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
     ts.cfg = cfg;
     ib_optim *opt_head = NULL;
     det_state dst = {&ts, NULL};
-    int32_t *labels = NULL;
-    float *loc_t = NULL, *gtb = NULL;
-    int32_t *gtl = NULL;
-    int64_t cap_t = 0, cap_g = 0;
+    det_bufs bufs;
+    memset(&bufs, 0, sizeof bufs);
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
@@ -347,34 +384,10 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
             ctx->training = 1;
             ctx->recording = 1;
             ctx->release_grads = 1;
-            ib_tensor x, *loc, *conf;
+            ib_tensor x;
             ib_batch_tensor(b, &x);
-            ib_detector_forward(ctx, &d, &x, &loc, &conf);
-            int A = d.n_anchors;
-            if (!grow((void **)&labels, &cap_t, (int64_t)b->n * A, sizeof *labels) ||
-                !(loc_t = realloc(loc_t, sizeof(float) * 4 * (size_t)cap_t))) {
-                s = ib_fail(IB_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            for (int i = 0; i < b->n; i++) {
-                int64_t o = b->box_offsets[i], ng = b->box_offsets[i + 1] - o;
-                int64_t cg = cap_g;
-                if (!grow((void **)&gtl, &cap_g, ng + 1, sizeof *gtl) ||
-                    (cap_g != cg && !(gtb = realloc(gtb, sizeof(float) * 4 * (size_t)cap_g)))) {
-                    s = ib_fail(IB_ERR_NOMEM, "out of memory");
-                    goto done;
-                }
-                int n = 0;
-                for (int64_t k = 0; k < ng; k++) {
-                    const ib_box *bx = &b->boxes[o + k];
-                    if (bx->iscrowd) continue;   // crowd regions are neither objects nor background to learn
-                    gtb[n * 4] = bx->x0 / (float)b->w, gtb[n * 4 + 1] = bx->y0 / (float)b->h;
-                    gtb[n * 4 + 2] = bx->x1 / (float)b->w, gtb[n * 4 + 3] = bx->y1 / (float)b->h;
-                    gtl[n++] = bx->label;
-                }
-                ib_ssd_match(&d.cfg, d.anchors, A, gtb, gtl, n, labels + (int64_t)i * A, loc_t + (int64_t)i * A * 4);
-            }
-            ib_tensor *loss = ib_ssd_loss(ctx, loc, conf, labels, loc_t, d.cfg.neg_ratio);
+            ib_tensor *loss;
+            if ((s = det_batch_loss(ctx, &d, &bufs, b, &x, &loss))) goto done;
             ib_params_zero_grad(&d.net.ps);
             ib_params_zero_grad(&d.ps);
             ib_backward(ctx, loss, NULL);
@@ -457,6 +470,134 @@ done:
     ib_detector_free(&d);
     ib_dataset_close(val);
     ib_dataset_close(train);
-    free(labels), free(loc_t), free(gtb), free(gtl);
+    det_bufs_free(&bufs);
     return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supernet task: the head is one ib_detector whose net is each path in turn (never owned).
+
+typedef struct {
+    ib_sn_task t;
+    ib_ssd_cfg ssd;          // as asked (classes 0: the data's)
+    ib_detector d;
+    int attached;
+    ib_optim *opt;           // the head's (NULL when scoring only)
+    det_bufs bufs;
+} det_task;
+
+static ib_status dt_open(ib_sn_task *t, ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
+    return open_boxes(ds, path, fmt, split);
+}
+
+static ib_status dt_attach(ib_sn_task *t, const ib_supernet *sn, const ib_train_cfg *c, int classes, const char *from) {
+    det_task *k = t->state;
+    ib_ssd_cfg cfg = k->ssd;
+    ib_h5 *f = NULL;
+    ib_status s = IB_OK;
+    if (from) {   // the head and its settings as the file has them
+        char *j = NULL;
+        if ((s = ib_h5_open(&f, from))) return s;
+        if (ib_h5_attr_str(f, "/", "detect", &j)) s = ib_fail(IB_ERR_FORMAT, "%s: no detection head (detect attribute)", from);
+        else {
+            char src[600];
+            snprintf(src, sizeof src, "%s (detect attribute)", from);
+            s = ib_ssd_cfg_parse(&cfg, j, src);
+        }
+        free(j);
+    } else cfg.classes = cfg.classes > 0 ? cfg.classes : classes;
+    cfg.tap_expansion = 0;
+    if (!s && cfg.classes != classes)
+        s = ib_fail(IB_ERR_ARG, "%s: a head of %d classes, the data %d", from ? from : "detection", cfg.classes, classes);
+    // the widths of every path are the largest path's at stride 16 (a stage's output) and 32 (the head conv)
+    ib_arch arch;
+    memset(&arch, 0, sizeof arch);
+    int *choice = NULL;
+    if (!s && !(choice = malloc(sizeof(int) * (size_t)(sn->space.n_layers ? sn->space.n_layers : 1))))
+        s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!s) {
+        ib_space_sample(&sn->space, IB_SAMPLE_LARGEST, NULL, choice);
+        s = ib_space_arch(&sn->space, choice, classes, &arch);
+    }
+    int res = c ? c->res : sn->space.input;
+    if (!s) s = ib_detector_build_head(&k->d, &arch, &cfg, res, c ? c->seed : 0);
+    k->attached = !s;
+    if (!s && f) s = ib_params_read(f, &k->d.ps);
+    if (!s && c && !(k->opt = ib_optim_new(&c->optim, &k->d.ps))) s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());
+    if (!s && c && f) s = ib_optim_load(k->opt, f, "train/optim_head");
+    if (f) ib_h5_close(f);
+    ib_arch_free(&arch);
+    free(choice);
+    return s;
+}
+
+static ib_status dt_loader(ib_sn_task *t, const ib_train_cfg *c, ib_dataset *train, ib_loader **l, long *spe, ib_schedule *sch) {
+    return det_loader_open(c, train, l, spe, sch);
+}
+
+static ib_status dt_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss) {
+    det_task *k = t->state;
+    ib_tensor *x = ib_arena_alloc(ctx->arena, sizeof *x);   // the tape keeps it until backward
+    ib_batch_tensor(b, x);
+    k->d.net = *path;
+    ib_status s = det_batch_loss(ctx, &k->d, &k->bufs, b, x, loss);
+    memset(&k->d.net, 0, sizeof k->d.net);
+    return s;
+}
+
+static void dt_zero_grad(ib_sn_task *t) { ib_params_zero_grad(&((det_task *)t->state)->d.ps); }
+
+static void dt_step(ib_sn_task *t, float lr, float clip) {
+    det_task *k = t->state;
+    if (clip > 0) ib_clip_grad_norm(&k->d.ps, clip);
+    ib_optim_step(k->opt, lr);
+}
+
+static ib_status dt_save(ib_sn_task *t, ib_h5 *f) {
+    det_task *k = t->state;
+    ib_status s = ib_params_write(f, &k->d.ps);
+    if (!s) s = ib_h5_set_attr_str(f, "/", "task", "detect");
+    if (!s) {
+        char *j = ib_ssd_cfg_to_json(&k->d.cfg);
+        s = j ? ib_h5_set_attr_str(f, "/", "detect", j) : ib_fail(IB_ERR_NOMEM, "out of memory");
+        free(j);
+    }
+    if (!s && k->opt) s = ib_optim_save(k->opt, f, "train/optim_head");
+    return s;
+}
+
+static ib_status dt_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]) {
+    det_task *k = t->state;
+    ib_det_eval_cfg ec;
+    ib_det_eval_cfg_default(&ec);
+    ec.res = cfg->res;
+    ec.workers = cfg->workers;
+    ec.progress = cfg->progress;
+    double st[IB_COCO_STATS];
+    k->d.net = *path;
+    ib_status s = ib_detector_eval(&k->d, eval, &ec, st, NULL);
+    memset(&k->d.net, 0, sizeof k->d.net);
+    m[0] = st[1], m[1] = st[0], m[2] = st[2];
+    return s;
+}
+
+static void dt_free(ib_sn_task *t) {
+    if (!t) return;
+    det_task *k = t->state;
+    memset(&k->d.net, 0, sizeof k->d.net);
+    if (k->attached) ib_detector_free(&k->d);
+    ib_optim_free(k->opt);
+    det_bufs_free(&k->bufs);
+    free(k);
+}
+
+ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
+    det_task *k = calloc(1, sizeof *k);
+    if (!k) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    k->ssd = *ssd;
+    k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
+                        .loader = dt_loader, .loss = dt_loss, .zero_grad = dt_zero_grad, .step = dt_step,
+                        .save = dt_save, .evaluate = dt_evaluate, .free = dt_free, .state = k};
+    *t = &k->t;
+    return IB_OK;
 }

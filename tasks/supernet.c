@@ -7,6 +7,7 @@
 // in the shared weights), then takes one optimiser step. The paths of step t are drawn from a stream
 // seeded by (seed, t), so a resumed run samples what an uninterrupted one would.
 #include "tasks/tasks.h"
+#include "tasks/detect.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,6 +56,48 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
     return s;
 }
 
+ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
+                                const ib_sn_eval_cfg *cfg, double m[3]) {
+    m[0] = m[1] = m[2] = -1;
+    ib_status s = ib_supernet_eval_classify(sn, choice, calib, NULL, cfg, NULL);   // BN recalibration only
+    if (s || !eval) return s;
+    ib_sn_eval_cfg ec = *cfg;
+    ec.res = cfg->res > 0 ? cfg->res : sn->space.input;
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->recording = 0;
+    ctx->training = 0;
+    ib_net path;
+    ib_supernet_path(ctx, sn, choice, &path);   // its BN views hold what the recalibration wrote
+    s = t->evaluate(t, &path, eval, &ec, m);
+    ib_ctx_free(ctx);
+    return s;
+}
+
+ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *path) {
+    *t = NULL;
+    ib_h5 *f;
+    ib_status s = ib_h5_open(&f, path);
+    if (s) return s;
+    char *task = NULL;
+    int has = !ib_h5_attr_str(f, "/", "task", &task);
+    ib_h5_close(f);
+    if (!has || !strcmp(task, "classify")) {
+        free(task);
+        return IB_OK;
+    }
+    if (strcmp(task, "detect")) s = ib_fail(IB_ERR_FORMAT, "%s: a supernet of task '%s', which this build does not know", path, task);
+    free(task);
+    if (s) return s;
+    ib_ssd_cfg ssd;
+    ib_ssd_cfg_default(&ssd, 0);
+    if ((s = ib_sn_task_detect(t, &ssd))) return s;
+    if ((s = (*t)->attach(*t, sn, NULL, sn->base.classes, path))) {
+        (*t)->free(*t);
+        *t = NULL;
+    }
+    return s;
+}
+
 ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_dataset **base, ib_dataset **calib) {
     *base = *calib = NULL;
     if (!sn->train_data) return IB_OK;
@@ -93,6 +136,7 @@ void ib_sn_train_cfg_default(ib_sn_train_cfg *c) {
 // Top-1 of the largest and the smallest path after recalibration, in a context of its own.
 static ib_status eval_extremes(ib_supernet *sn, ib_dataset *calib, ib_dataset *val, const ib_sn_train_cfg *cfg,
                                int *choice, double top1[2], double *top5_largest, double *loss_largest) {
+    // with a task: top1 its score, top5 its second metric
     ib_sn_eval_cfg ec;
     ib_sn_eval_cfg_default(&ec);
     ec.res = cfg->base.res;
@@ -102,6 +146,14 @@ static ib_status eval_extremes(ib_supernet *sn, ib_dataset *calib, ib_dataset *v
     ec.calib_seed = cfg->base.seed;
     for (int k = 0; k < 2; k++) {
         ib_space_sample(&sn->space, k == 0 ? IB_SAMPLE_LARGEST : IB_SAMPLE_SMALLEST, NULL, choice);
+        if (cfg->task) {
+            double m[3];
+            ib_status s = ib_supernet_eval_task(sn, cfg->task, choice, calib, val, &ec, m);
+            if (s) return s;
+            top1[k] = m[0];
+            if (k == 0) *top5_largest = m[1], *loss_largest = -1;
+            continue;
+        }
         ib_cls_metrics m;
         ib_status s = ib_supernet_eval_classify(sn, choice, calib, val, &ec, &m);
         if (s) return s;
@@ -110,6 +162,19 @@ static ib_status eval_extremes(ib_supernet *sn, ib_dataset *calib, ib_dataset *v
         ib_cls_metrics_free(&m);
     }
     return IB_OK;
+}
+
+// What a supernet checkpoint carries besides the weights: the training state, and a task's head.
+typedef struct {
+    ib_train_state *ts;
+    ib_sn_task *task;
+} sn_extra;
+
+static ib_status sn_save_extra(ib_h5 *f, void *user) {
+    sn_extra *x = user;
+    ib_status s = ib_train_state_save(f, x->ts);
+    if (!s && x->task) s = x->task->save(x->task, f);
+    return s;
 }
 
 ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_result *out) {
@@ -128,6 +193,8 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     memset(&ts, 0, sizeof ts);
     ts.seed = c->seed;
     ts.cfg = c;
+    ib_sn_task *task = cfg->task;
+    sn_extra saved = {&ts, task};
     int *choice = NULL;
     float *teacher = NULL;
     uint8_t *active = NULL;   // the tensors this step's paths used (ib_supernet_active_*)
@@ -142,8 +209,15 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     if (!(cfg->holdout >= 0 && cfg->holdout < 1)) return ib_fail(IB_ERR_ARG, "holdout %g must be in [0, 1)", cfg->holdout);
     if (cfg->n_random < 0 || !(cfg->kd >= 0)) return ib_fail(IB_ERR_ARG, "paths and kd must not be negative");
     if ((s = ib_optim_cfg_check(&c->optim))) return s;
-    if ((s = ib_open_labelled(&data, c->data, c->data_format, "train"))) goto done;
-    if (c->val && (s = ib_open_labelled(&val, c->val, c->data_format, "val"))) goto done;
+    if (task && cfg->sampling == IB_SN_SANDWICH)
+        return ib_fail(IB_ERR_ARG, "--task %s: the sandwich rule's distillation is for classification (use fair or uniform)",
+                       task->name);
+    if ((s = task ? task->open(task, &data, c->data, c->data_format, "train")
+                  : ib_open_labelled(&data, c->data, c->data_format, "train")))
+        goto done;
+    if (c->val && (s = task ? task->open(task, &val, c->val, c->data_format, "val")
+                            : ib_open_labelled(&val, c->val, c->data_format, "val")))
+        goto done;
     int classes = c->classes > 0 ? c->classes : ib_dataset_classes(data);
     if (classes < 2 || classes < ib_dataset_classes(data)) {
         s = ib_fail(IB_ERR_ARG, "%s: %d classes in the data, %d asked for", c->data, ib_dataset_classes(data), classes);
@@ -191,14 +265,21 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         goto done;
     }
     if (c->resume && (s = ib_train_state_resume(c->resume, &ts))) goto done;
+    if (task && (s = task->attach(task, &sn, c, classes, c->resume))) goto done;
 
     long spe;
     ib_schedule sch;
-    if ((s = ib_train_loader_open(c, train, &loader, &spe, &sch))) goto done;
-
-    if ((s = ib_train_log_open(c, ts.epoch,
-                               "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s", &log)))
+    if ((s = task ? task->loader(task, c, train, &loader, &spe, &sch) : ib_train_loader_open(c, train, &loader, &spe, &sch)))
         goto done;
+
+    char header[256];
+    if (task) {   // the largest path's first two metrics, the smallest's first
+        char m[3][32] = {"", "", ""};
+        sscanf(task->metrics, "%31[^,],%31[^,],%31s", m[0], m[1], m[2]);
+        snprintf(header, sizeof header, "epoch,step,lr,train_loss,largest_%s,largest_%s,smallest_%s,epoch_s,img_per_s", m[0],
+                 m[1], m[0]);
+    } else snprintf(header, sizeof header, "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s");
+    if ((s = ib_train_log_open(c, ts.epoch, header, &log))) goto done;
 
     int L = sn.space.n_layers;
     int n_paths = cfg->sampling == IB_SN_SANDWICH ? 2 + cfg->n_random
@@ -240,6 +321,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             ib_tensor x;
             ib_batch_tensor(b, &x);
             ib_params_zero_grad(&sn.ps);
+            if (task) task->zero_grad(task);
             ib_supernet_active_clear(&sn, active);
             double step_loss = 0;
             if (cfg->sampling == IB_SN_FAIR) ib_space_sample_fair(&sn.space, &pr, n_paths, choice);
@@ -259,10 +341,17 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ctx->release_grads = 1;
                 ib_net path;
                 ib_supernet_path(ctx, &sn, path_choice, &path);
-                ib_tensor *z = ib_net_forward(ctx, &path, &x);
-                sn.dropout_rng = path.dropout_rng;
                 ib_tensor *loss;
                 float w = 1;
+                if (task) {   // the task's head on the path; every path from the labels
+                    if ((s = task->loss(task, ctx, &path, b, &loss))) goto done;
+                    step_loss += loss->data[0] / n_paths;
+                    if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
+                    ib_backward(ctx, loss, &w);
+                    continue;
+                }
+                ib_tensor *z = ib_net_forward(ctx, &path, &x);
+                sn.dropout_rng = path.dropout_rng;
                 if (cfg->sampling == IB_SN_FAIR) {   // every path from the labels; the log shows their mean
                     loss = ib_cross_entropy(ctx, z, b->labels, c->label_smoothing, -1);
                     step_loss += loss->data[0] / n_paths;
@@ -281,6 +370,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             }
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
             ib_optim_step_active(ts.opt, lr, active);
+            if (task) task->step(task, lr, c->clip);
             ts.epoch_loss += step_loss * b->n;
             ts.epoch_images += b->n;
             ts.step++, ts.batch_in_epoch++, steps_run++;
@@ -296,7 +386,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             if (ib_sigint_seen() || (c->max_steps > 0 && steps_run >= c->max_steps)) {
                 if (c->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_supernet_save(&sn, c->out, ib_train_state_save, &ts))) goto done;
+                if ((s = ib_supernet_save(&sn, c->out, sn_save_extra, &saved))) goto done;
                 int intr = ib_sigint_seen();
                 res->interrupted = intr;
                 if (c->progress || intr)
@@ -321,7 +411,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         fflush(log);
         if (c->progress) {
             fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
-            if (val) fprintf(stderr, " val top1 largest %.4f smallest %.4f", top1[0], top1[1]);
+            if (val) fprintf(stderr, " val %s largest %.4f smallest %.4f", task ? "score" : "top1", top1[0], top1[1]);
             fputc('\n', stderr);
         }
         ts.epoch = e + 1;
@@ -329,7 +419,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_supernet_save(&sn, c->out, ib_train_state_save, &ts))) goto done;
+        if ((s = ib_supernet_save(&sn, c->out, sn_save_extra, &saved))) goto done;
         if (ib_sigint_seen()) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out);

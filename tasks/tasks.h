@@ -156,6 +156,37 @@ void ib_sn_eval_cfg_default(ib_sn_eval_cfg *c);
 ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_dataset *calib, ib_dataset *eval,
                                     const ib_sn_eval_cfg *cfg, ib_cls_metrics *m);
 
+// What a supernet is trained for and how a path of it is scored, when that is not classification (the
+// loop's own cross-entropy and top-1): a head shared by every path, its loss and its metric. Detection
+// (tasks/detect_train.c: an SSDLite head, AP50) is one; segmentation (a head, mIoU) would plug in the same
+// way. The supernet's file carries the head (attribute "task" and the head's own attributes).
+typedef struct ib_sn_task ib_sn_task;
+struct ib_sn_task {
+    const char *name;              // "detect"
+    const char *metrics;           // the CSV log's columns of one path's three metrics ("AP50,AP,AP75")
+    // a training or validation dataset with what the task needs (boxes, masks)
+    ib_status (*open)(ib_sn_task *t, ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split);
+    // the head over sn's paths: fresh (from c->seed), or the one in `from` (a supernet file this task wrote;
+    // its optimizer state too when c is given). c NULL: scoring only (no optimizer).
+    ib_status (*attach)(ib_sn_task *t, const ib_supernet *sn, const ib_train_cfg *c, int classes, const char *from);
+    ib_status (*loader)(ib_sn_task *t, const ib_train_cfg *c, ib_dataset *train, ib_loader **l, long *spe, ib_schedule *sch);
+    // one path's loss on a batch, recorded for backward (gradients into the path's views and the head)
+    ib_status (*loss)(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss);
+    void (*zero_grad)(ib_sn_task *t);
+    void (*step)(ib_sn_task *t, float lr, float clip);
+    ib_status (*save)(ib_sn_task *t, ib_h5 *f);   // the head, its settings and optimizer state
+    // a path (BN recalibrated) on eval: m[0] the score (higher is better), m[1], m[2] two more for the log
+    ib_status (*evaluate)(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]);
+    void (*free)(ib_sn_task *t);
+    void *state;
+};
+// The task a supernet file was trained for: *t NULL for classification (no "task" attribute), else the task
+// attached to the file's head (for scoring: no optimizer). Free with t->free(t).
+ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *path);
+// Recalibrates the path's BN on calib as ib_supernet_eval_classify does, then t->evaluate on eval.
+ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
+                                const ib_sn_eval_cfg *cfg, double m[3]);
+
 // Supernet training: the classification loop's data, optimiser, schedule, progress, log, checkpoints,
 // Ctrl-C and exact resume (base; its arch and init are unused), over paths of the space's supernet.
 enum { IB_SN_SANDWICH = 0, IB_SN_UNIFORM, IB_SN_FAIR };
@@ -171,12 +202,13 @@ typedef struct ib_sn_train_cfg {
     float kd;                 // weight of the distillation loss, 1
     double holdout;           // fraction of the training data left out of training, for scoring subnets (0.1)
     int calib_batches;        // per-epoch evaluation of the largest and smallest paths: recalibration batches (10)
+    ib_sn_task *task;         // NULL: classification; else the task's head, loss and metric (fair or uniform sampling)
 } ib_sn_train_cfg;
 void ib_sn_train_cfg_default(ib_sn_train_cfg *c);
 
 typedef struct ib_sn_train_result {
     ib_train_result base;     // val_top1 / val_top5: the largest path's
-    double smallest_top1;     // of the last evaluation (-1 without val)
+    double smallest_top1;     // of the last evaluation (-1 without val); with a task: its score (m[0])
 } ib_sn_train_result;
 ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_result *res);
 // The calibration data a supernet records: its training data less the held-out part (*base must be

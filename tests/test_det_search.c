@@ -1,0 +1,196 @@
+// The search on detection (MobileDets): a supernet trained as an SSDLite backbone (ib_supernet_train with
+// task "detect": one head shared by every path) and the search scoring each subnet by the AP50 of its path
+// on held-out training images. A tiny run on synthetic scenes: the log has the AP50 columns, a stopped run
+// resumes to the uninterrupted run's weights and head, the search's pick meets its budget, the same seed
+// gives the same pick, and mismatched task or settings fail with a message.
+#include "tests/test.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Stride 32 at 64 px: stem 2, stages 4 8 16 32 (the stride-16 feature is the third stage's output, 4x4).
+static const char *space_json =
+    "{\"format\": \"ibnas-space\", \"version\": 1, \"name\": \"dettiny\", \"input\": 64, \"classes\": 6,"
+    " \"act\": \"relu6\", \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
+    " \"stages\": ["
+    "  {\"out\": 16, \"stride\": 2, \"layers\": 1, \"op\": [\"ibn\", \"fused\"], \"kernel\": [3], \"expand\": [2, 3]},"
+    "  {\"out\": 24, \"stride\": 2, \"layers\": 1, \"op\": [\"ibn\", \"fused\"], \"kernel\": [3], \"expand\": [2, 3]},"
+    "  {\"out\": 32, \"stride\": 2, \"layers\": 2, \"op\": [\"ibn\", \"fused\", \"skip\"], \"kernel\": [3, 5], \"expand\": [2, 3]},"
+    "  {\"out\": 48, \"stride\": 2, \"layers\": 1, \"op\": [\"ibn\", \"fused\"], \"kernel\": [3], \"expand\": [2, 3]}],"
+    " \"head\": {\"out\": 64, \"dropout\": 0.0}}";
+
+static char space_path[512], data[512], val[512], lut[512];
+static double budget;
+
+static void fixtures(void) {
+    if (space_path[0]) return;
+    const char *d = test_tmpdir();
+    snprintf(space_path, sizeof space_path, "%s/dettiny.space.json", d);
+    FILE *f = fopen(space_path, "w");
+    IB_ASSERT(f && fputs(space_json, f) >= 0 && fclose(f) == 0, "cannot write %s", space_path);
+    snprintf(data, sizeof data, "%s/det_sn_train.h5", d);
+    snprintf(val, sizeof val, "%s/det_sn_val.h5", d);
+    IB_ASSERT(!ib_synth_write_pack(data, 192, 64, 21, 1, NULL, NULL, NULL), "%s", ib_errmsg());
+    IB_ASSERT(!ib_synth_write_pack(val, 32, 64, 22, 1, NULL, NULL, NULL), "%s", ib_errmsg());
+    snprintf(lut, sizeof lut, "%s/dettiny_edgetpu.csv", d);
+    IB_ASSERT(!ib_latency_model(space_path, "edgetpu", 64, 0, lut, NULL), "%s", ib_errmsg());
+    // the budget: halfway between the smallest and the largest subnet's predicted latency
+    ib_space *s;
+    ib_lut *t;
+    IB_ASSERT(!ib_space_open(&s, space_path) && !ib_lut_load(&t, lut), "%s", ib_errmsg());
+    double ms[2];
+    for (int k = 0; k < 2; k++) {
+        char *arch;
+        IB_ASSERT(!ib_space_sample_arch(s, k ? "largest" : "smallest", 0, 0, &arch), "%s", ib_errmsg());
+        IB_ASSERT(!ib_lut_predict_arch(t, arch, 64, &ms[k]), "%s", ib_errmsg());
+        free(arch);
+    }
+    IB_ASSERT(ms[1] > ms[0], "largest %g ms, smallest %g ms", ms[1], ms[0]);
+    budget = 0.5 * (ms[0] + ms[1]);
+    ib_lut_free(t);
+    ib_space_close(s);
+}
+
+static void sn_opts(ib_supernet_train_opts *o, const char *out) {
+    ib_supernet_train_opts_default(o);
+    o->space = space_path;
+    o->train.task = "detect";
+    o->train.data = data;
+    o->train.out = out;
+    o->train.epochs = 2, o->train.batch = 16, o->train.res = 64, o->train.lr = 0.05f, o->train.warmup_epochs = 0.5f;
+    o->train.det_min_scale = 0.1f;
+    o->train.threads = 1, o->train.workers = 1, o->train.progress = 0, o->train.seed = 5;
+    o->holdout = 0.25;
+    o->calib_batches = 1;
+}
+
+static int same_dataset(const char *a, const char *b, const char *name) {
+    float *x = NULL, *y = NULL;
+    int nx, ny;
+    int64_t sx[IB_ARRAY_MAX_DIMS], sy[IB_ARRAY_MAX_DIMS];
+    IB_ASSERT(!ib_array_load(a, name, &x, &nx, sx) && !ib_array_load(b, name, &y, &ny, sy), "%s", ib_errmsg());
+    int64_t n = 1;
+    for (int i = 0; i < nx; i++) n *= sx[i];
+    int same = nx == ny && !memcmp(sx, sy, sizeof(int64_t) * (size_t)nx) && !memcmp(x, y, sizeof(float) * (size_t)n);
+    free(x), free(y);
+    return same;
+}
+
+TEST(det_supernet_trains_and_resumes_exactly) {
+    fixtures();
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/det_sn_a.h5", test_tmpdir());
+    snprintf(b, sizeof b, "%s/det_sn_b.h5", test_tmpdir());
+    ib_supernet_train_opts o;
+    sn_opts(&o, a);
+    o.train.val = val;
+    ib_supernet_train_report r;
+    CHECK(ib_supernet_train(&o, &r) == IB_OK, "%s", ib_errmsg());
+    // 192 images less the held-out quarter: 8 full batches of 16 an epoch
+    CHECK(r.train.steps == 16 && r.train.epochs_done == 2, "steps %ld, epochs %d", r.train.steps, r.train.epochs_done);
+    CHECK(isfinite(r.train.last_loss) && r.train.last_loss > 0, "loss %g", r.train.last_loss);
+    CHECK(r.train.val_top1 >= 0 && r.train.val_top1 <= 1 && r.smallest_top1 >= 0 && r.smallest_top1 <= 1,
+          "largest AP50 %g, smallest %g", r.train.val_top1, r.smallest_top1);
+    char csv[700];
+    snprintf(csv, sizeof csv, "%s.csv", a);
+    char *log = test_read_file(csv);
+    CHECK(strstr(log, "largest_AP50,largest_AP,smallest_AP50"), "log header: %s", log);
+    free(log);
+    // stopped after 5 steps, then resumed: the uninterrupted run's backbone, head and optimizer state
+    sn_opts(&o, b);
+    o.train.val = val;
+    o.train.max_steps = 5;
+    CHECK(ib_supernet_train(&o, &r) == IB_OK && r.train.steps == 5, "%s", ib_errmsg());
+    o.train.resume = b;
+    o.train.max_steps = 0;
+    CHECK(ib_supernet_train(&o, &r) == IB_OK && r.train.steps == 16, "%s", ib_errmsg());
+    const char *names[] = {"params/features.0.0.weight", "params/features.3.fused.conv.0.0.weight",
+                           "params/ssd.cls.0.pw.weight", "params/ssd.box.1.dw.0.weight", "buffers/ssd.cls.0.dw.1.running_mean",
+                           "train/optim_head/momentum_buffer"};
+    for (int i = 0; i < 6; i++) CHECK(same_dataset(a, b, names[i]), "%s differs after resume", names[i]);
+    // the head moved from its initialisation: a fresh run of 1 step differs from the trained one
+    char c1[600];
+    snprintf(c1, sizeof c1, "%s/det_sn_c.h5", test_tmpdir());
+    sn_opts(&o, c1);
+    o.train.max_steps = 1;
+    CHECK(ib_supernet_train(&o, &r) == IB_OK, "%s", ib_errmsg());
+    CHECK(!same_dataset(a, c1, "params/ssd.cls.0.pw.weight"), "the head did not train");
+    // the sandwich rule's distillation is classification's
+    sn_opts(&o, c1);
+    o.sampling = "sandwich";
+    ib_status s = ib_supernet_train(&o, &r);
+    CHECK(s == IB_ERR_ARG && strstr(ib_errmsg(), "sandwich"), "sandwich with detect: %d %s", s, ib_errmsg());
+    // data without boxes is named
+    char nobox[600];
+    snprintf(nobox, sizeof nobox, "%s/det_sn_nobox.h5", test_tmpdir());
+    CHECK(!ib_synth_write_pack(nobox, 40, 64, 3, 0, NULL, NULL, NULL), "%s", ib_errmsg());
+    sn_opts(&o, c1);
+    o.train.data = nobox;
+    s = ib_supernet_train(&o, &r);
+    CHECK(s && strstr(ib_errmsg(), nobox) && strstr(ib_errmsg(), "boxes"), "data without boxes: %d %s", s, ib_errmsg());
+}
+
+// The CLI: supernet train --task detect, then search --task detect twice with one seed.
+TEST(det_search_cli_meets_budget_same_seed_same_pick) {
+    fixtures();
+    const char *d = test_tmpdir(), *bin = test_ibnas_bin();
+    char snp[600], cmd[4096], *out = NULL, *err = NULL;
+    snprintf(snp, sizeof snp, "%s/det_sn_cli.h5", d);
+    snprintf(cmd, sizeof cmd,
+             "%s supernet train --task detect --space %s --data %s --out %s --epochs 1 --batch 16 --res 64 --lr 0.05 "
+             "--warmup 0.5 --det-min-scale 0.1 --holdout 0.25 --threads 1 --workers 1 --seed 5 --quiet --json",
+             bin, space_path, data, snp);
+    int rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "supernet train --task detect failed (%d): %s", rc, err);
+    free(out), free(err);
+    // supernet eval scores the classifier, which a detection supernet never trained: refused
+    snprintf(cmd, sizeof cmd, "%s supernet eval --supernet %s --arch %s/det_search_missing.arch.json --data %s", bin, snp, d, val);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, "trained for detect"), "supernet eval of a detection supernet gave %d: %s", rc, err);
+    free(out), free(err);
+    double score[2];
+    char *arch[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s search --task detect --supernet %s --lut edgetpu=%s --budget-ms %.6f --population 3 --generations 1 "
+                 "--batch 1 --sample 2 --calib-batches 1 --eval-images 24 --threads 1 --workers 1 --seed 4 --quiet "
+                 "--out %s/det_search_%d --json",
+                 bin, snp, lut, budget, d, k);
+        rc = test_run(cmd, &out, &err);
+        CHECK(rc == 0, "search --task detect failed (%d): %s", rc, err);
+        json_error_t je;
+        json_t *j = json_loads(out, 0, &je);
+        CHECK(j, "--json printed no JSON (%s): %s", je.text, out);
+        json_t *p = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+        int found = json_is_true(json_object_get(p, "found"));
+        double ms = json_real_value(json_object_get(p, "ms"));
+        score[k] = json_real_value(json_object_get(p, "score"));
+        const char *label = json_string_value(json_object_get(j, "score"));
+        int labelled = label && strstr(label, "AP50");
+        json_decref(j);
+        CHECK(found && ms <= budget, "pick found %d at %g ms, budget %g: %s", found, ms, budget, out);
+        CHECK(score[k] >= 0 && score[k] <= 1, "AP50 %g", score[k]);
+        CHECK(labelled, "the summary does not name AP50 as the score: %s", out);
+        free(out), free(err);
+        char path[700];
+        snprintf(path, sizeof path, "%s/det_search_%d/edgetpu/best-%gms.arch.json", d, k, budget);
+        arch[k] = test_read_file(path);
+        CHECK(arch[k][0], "no %s", path);
+    }
+    CHECK(score[0] == score[1] && !strcmp(arch[0], arch[1]), "same seed, different picks: %g vs %g", score[0], score[1]);
+    free(arch[0]), free(arch[1]);
+    // a detection supernet searched as a classifier, and a classification metric, are refused
+    snprintf(cmd, sizeof cmd, "%s search --task classify --supernet %s --lut edgetpu=%s --budget-ms 1 --out %s/det_search_x",
+             bin, snp, lut, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, "trained for detect"), "--task classify on a detection supernet gave %d: %s", rc, err);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut edgetpu=%s --budget-ms 1 --metric top1 --out %s/det_search_y",
+             bin, snp, lut, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, "ap50"), "--metric top1 on a detection supernet gave %d: %s", rc, err);
+    free(out), free(err);
+}
