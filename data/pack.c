@@ -4,6 +4,7 @@
 #include "data/data.h"
 #include "data/sources.h"
 
+#include <errno.h>
 #include <hdf5.h>
 #include <math.h>
 #include <pthread.h>
@@ -330,6 +331,7 @@ ib_status ib_pack_writer_close(ib_pack_writer *pw) {
     if (H5Fclose(pw->file) < 0) ok = 0;
     pthread_mutex_unlock(&pack_mu);
     if (!ok) st = ib_fail(IB_ERR_IO, "%s: error closing (disk full?)", pw->tmp_path);
+    else if (ib_fsync_path(pw->tmp_path) != 0) st = ib_fail(IB_ERR_IO, "%s: cannot write: %s", pw->tmp_path, strerror(errno));
     else if (rename(pw->tmp_path, pw->path) != 0)
         st = ib_fail(IB_ERR_IO, "%s: cannot rename %s into place", pw->path, pw->tmp_path);
     if (st) unlink(pw->tmp_path);
