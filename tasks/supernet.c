@@ -296,7 +296,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             if (ib_sigint_seen() || (c->max_steps > 0 && steps_run >= c->max_steps)) {
                 if (c->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_supernet_save(&sn, c->out, ib_train_state_save, &ts))) goto done;
+                if ((s = ib_train_saved(&ts, ib_supernet_save(&sn, c->out, ib_train_state_save, &ts)))) goto done;
                 int intr = ib_sigint_seen();
                 res->interrupted = intr;
                 if (c->progress || intr)
@@ -318,7 +318,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         }
         fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
                 res->last_loss, top1[0], top5, top1[1], epoch_s, res->img_per_s);
-        fflush(log);
+        if ((s = ib_train_log_flush(c, log))) goto done;
         if (c->progress) {
             fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
             if (val) fprintf(stderr, " val top1 largest %.4f smallest %.4f", top1[0], top1[1]);
@@ -329,7 +329,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_supernet_save(&sn, c->out, ib_train_state_save, &ts))) goto done;
+        if ((s = ib_train_saved(&ts, ib_supernet_save(&sn, c->out, ib_train_state_save, &ts)))) goto done;
         if (ib_sigint_seen()) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out);
