@@ -33,8 +33,6 @@ const char *ib_h5_path(const ib_h5 *f) { return f->path; }
 ib_status ib_h5_create(ib_h5 **out, const char *path) {
     quiet_hdf5();
     *out = NULL;
-    ib_status s = ib_h5_check_creatable(path);   // a missing or read-only folder is known now, not at close
-    if (s) return s;
     ib_h5 *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
@@ -59,7 +57,7 @@ ib_status ib_h5_check_creatable(const char *path) {
     size_t n = strlen(path) + 5;
     char *tmp = malloc(n);
     if (!tmp) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp", path);   // the name ib_h5_create writes first
+    snprintf(tmp, n, "%s.tmp", path);   // the name ib_h5_close writes through
     int fd = open(tmp, O_WRONLY | O_CREAT, 0644);
     int err = errno;
     if (fd >= 0) close(fd), unlink(tmp);

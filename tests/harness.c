@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CASES 512
@@ -350,6 +351,27 @@ int test_run_limited(char *const argv[], long long fsize, char **err) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (err) *err = test_read_file(ef);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int test_kill9_when(char *const argv[], const char *wait_for, int delay_ms, int *status) {
+    fflush(stdout);
+    pid_t pid = fork();
+    IB_ASSERT(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+        execv(argv[0], argv);
+        _exit(98);
+    }
+    *status = 0;
+    for (int t = 0; t < 300000 && wait_for && access(wait_for, F_OK) != 0; t++) {
+        if (waitpid(pid, status, WNOHANG) == pid) return 0;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    if (delay_ms > 0) nanosleep(&(struct timespec){delay_ms / 1000, (long)(delay_ms % 1000) * 1000000L}, NULL);
+    if (waitpid(pid, status, WNOHANG) == pid) return 0;
+    kill(pid, SIGKILL);
+    IB_ASSERT(waitpid(pid, status, 0) == pid, "waitpid");
+    return 1;
 }
 
 static char tmpfs_dir[300];
