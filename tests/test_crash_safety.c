@@ -249,6 +249,25 @@ TEST(cli_train_full_disk_tmpfs) { full_disk_case(0, 1); }
 TEST(cli_supernet_train_full_disk_file_size_limit) { full_disk_case(1, 0); }
 TEST(cli_supernet_train_full_disk_tmpfs) { full_disk_case(1, 1); }
 
+// A pack (HDF5 written as it goes, not in memory) that fills a small tmpfs: exit 1 naming the file, no crash
+// at exit (libhdf5 1.10 crashed there after the failed close, HDFFV-11052), nothing left behind.
+TEST(cli_synth_pack_full_disk_tmpfs) {
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
+    char why[300], out[600], *err = NULL;
+    const char *dir = test_small_tmpfs(1 << 20, why, sizeof why);
+    if (!dir) SKIP("%s", why);
+    snprintf(out, sizeof out, "%s/scenes.h5", dir);
+    char *argv[] = {(char *)bin, "synth", "--out", out, "--n", "600", "--size", "64", "--seed", "1", NULL};
+    int rc = test_run_limited(argv, -1, &err);
+    int named = strstr(err, out) && strstr(err, "disk full");
+    CHECK(rc == 1 && named, "ibnas synth into a full 1 MiB tmpfs: exit %d (expected 1, the file named): %s", rc, err);
+    free(err);
+    char tmp[620];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    CHECK(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "the failed pack left %s or its .tmp", out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // kill -9 of `ibnas supernet train`
 
