@@ -1,6 +1,6 @@
 # ibnas: one Makefile. `make` builds build/libibnas.a, build/libibnas.so and build/ibnas; `make test` runs
 # every test and ends with "N passed, N failed"; `make bench`; `make bench-tin`; `make demo`; `make DEBUG=1`;
-# `make SANITIZE=1 test`; `make fuzz` (libFuzzer, FUZZ_SECONDS a target); `make install PREFIX=/usr/local DESTDIR=`
+# `make SANITIZE=1 test`; `make valgrind` (a short training job under memcheck); `make fuzz` (libFuzzer, FUZZ_SECONDS a target); `make install PREFIX=/usr/local DESTDIR=`
 # and `make uninstall`.
 # Sources are found by wildcard: a new file in a library folder is built without touching this file.
 
@@ -92,7 +92,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(filter-out %/fuzz_common,$(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%))
 FUZZ_SECONDS ?= 30
 
-.PHONY: all deps test bench bench-tin demo clean tests examples refs install uninstall fuzz fuzz-run
+.PHONY: all deps test valgrind bench bench-tin demo clean tests examples refs install uninstall fuzz fuzz-run
 all: $(BUILD)/libibnas.a $(SHARED) $(BUILD)/ibnas
 
 deps:
@@ -167,6 +167,12 @@ test: deps
 	@$(MAKE) --no-print-directory -j2 all tests examples
 	@IBNAS=$(BUILD)/ibnas IBNAS_LINK_FLAGS="$(filter -fsanitize=%,$(OPT))" CC="$(CC)" \
 	    bash tools/run_tests.sh $(TEST_BIN) tests/test_install.sh tests/test_report.sh
+
+# A short training job (train, resume, eval) under valgrind's memcheck: no memory error, no definite leak.
+valgrind:
+	@bash tools/deps.sh ci
+	@$(MAKE) --no-print-directory -j2 all
+	@bash tools/run_valgrind.sh $(BUILD)
 
 # Each reader's libFuzzer target for FUZZ_SECONDS (default 30) seconds, one after another (clang and its
 # fuzzer runtime: tools/deps.sh fuzz installs them). Findings land in build/fuzz/runs/<target>/findings/.

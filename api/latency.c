@@ -231,8 +231,10 @@ static double tick_step(double span, int n) {
 }
 
 static ib_status write_svg(const char *path, const double *pred, const double *meas, int n, const char *title) {
-    FILE *f = fopen(path, "w");
-    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    char tmp[1300];
+    ib_status s;
+    FILE *f = ib_wfile_open(path, tmp, sizeof tmp, &s);
+    if (!f) return s;
     double lo = INFINITY, hi = 0;
     for (int i = 0; i < n; i++) {
         lo = fmin(lo, fmin(pred[i], meas[i]));
@@ -272,9 +274,7 @@ static ib_status write_svg(const char *path, const double *pred, const double *m
             T + ph / 2);
 #undef X
 #undef Y
-    int bad = ferror(f);
-    if (fclose(f) || bad) return ib_fail(IB_ERR_IO, "%s: write error", path);
-    return IB_OK;
+    return ib_wfile_commit(f, tmp, path);
 }
 
 ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_validate_report *r) {
@@ -334,9 +334,7 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
             s = ib_fail(IB_ERR_IO, "%s: cannot create the folder: %s", o->out_dir, strerror(errno));
         char path[1200], tmp[1300];
         snprintf(path, sizeof path, "%s/validate.csv", o->out_dir);
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = s ? NULL : fopen(tmp, "w");
-        if (!s && !f) s = ib_fail(IB_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+        FILE *f = s ? NULL : ib_wfile_open(path, tmp, sizeof tmp, &s);
         if (f) {
             char blocks[4096];
             fprintf(f, "# table: %s (target %s), space: %s, res %d, threads %d, seed %llu, repeats %d (%s, %s clock)\n",
@@ -349,9 +347,7 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
                         100 * fabs(r->predicted[i] / r->measured[i] - 1), (long long)ib_arch_macs(&archs[i], res),
                         blocks);
             }
-            int bad = ferror(f);
-            if (fclose(f) || bad) s = ib_fail(IB_ERR_IO, "%s: write error", tmp);
-            else if (rename(tmp, path)) s = ib_fail(IB_ERR_IO, "%s: cannot rename into place", path);
+            s = ib_wfile_commit(f, tmp, path);
         }
         if (!s) {
             char title[300];

@@ -261,28 +261,8 @@ ib_status og_write(og_graph *g, const char *path, int opset, const char *produce
     size_t packed = onnx__model_proto__pack(&model, buf);
     IB_ASSERT(packed == n, "protobuf-c packed %zu bytes of %zu", packed, n);
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) {
-        free(buf);
-        return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, plen + 5, "%s.tmp", path);
-    ib_status s = IB_OK;
-    FILE *f = fopen(tmp, "wb");
-    if (!f) s = ib_fail(IB_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    else {
-        int ok = fwrite(buf, 1, n, f) == n;
-        ok = fflush(f) == 0 && ok;
-        int err = errno;
-        ok = fclose(f) == 0 && ok;
-        if (!ok) s = ib_fail(IB_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(err ? err : errno));
-        else if (rename(tmp, path) != 0)
-            s = ib_fail(IB_ERR_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        if (s) unlink(tmp);
-    }
+    ib_status s = ib_write_file(path, buf, n);
     if (!s && bytes) *bytes = (int64_t)n;
-    free(tmp);
     free(buf);
     return s;
 }

@@ -219,15 +219,29 @@ void ib_rng_shuffle(ib_rng *r, int *idx, int n);
 // ib_time_s (monotonic seconds): include/ibnas.h.
 
 // ---------------------------------------------------------------------------------------------
-// HDF5 tensor I/O. Files being created are written as PATH.tmp and renamed by ib_h5_close, so a
-// crash never leaves a half-written file under the final name. Dataset names are paths
-// ("params/features.0.0.weight"); groups along the path are created as needed.
+// Files written whole (core/fileio.c): ib_wfile_open creates PATH.tmp (its name written to tmp);
+// ib_wfile_commit flushes, fsyncs and closes it and renames it over PATH, or removes it and returns
+// IB_ERR_IO naming PATH and the system's reason (a full disk: "No space left on device"). A write
+// that failed on the way sets the stream's error flag, which the commit reports; PATH is then as it
+// was. ib_wfile_discard closes and removes it instead. ib_write_file does all three for one buffer.
+FILE *ib_wfile_open(const char *path, char *tmp, size_t tmp_size, ib_status *s);
+ib_status ib_wfile_commit(FILE *f, const char *tmp, const char *path);
+void ib_wfile_discard(FILE *f, const char *tmp);
+ib_status ib_write_file(const char *path, const void *data, size_t n);
+// fsync of a file by name: 0, or -1 with errno.
+int ib_fsync_path(const char *path);
+
+// ---------------------------------------------------------------------------------------------
+// HDF5 tensor I/O. Files being created are built in memory and written by ib_h5_close as PATH.tmp,
+// synced and renamed (ib_write_file), so a crash or a full disk never leaves a half-written file under
+// the final name. Dataset names are paths ("params/features.0.0.weight"); groups along the path are
+// created as needed.
 
 typedef struct ib_h5 ib_h5;
 ib_status ib_h5_create(ib_h5 **f, const char *path);
 ib_status ib_h5_open(ib_h5 **f, const char *path);        // read-only
-ib_status ib_h5_close(ib_h5 *f);                          // commit (rename) a created file
-void ib_h5_abort(ib_h5 *f);                               // close and delete a half-written file
+ib_status ib_h5_close(ib_h5 *f);                          // commit (write and rename) a created file
+void ib_h5_abort(ib_h5 *f);                               // drop a created file unwritten
 // Can ib_h5_create write `path` (its temporary file beside it, and path not a folder)? Tried with a real
 // file, made and removed, so a missing or read-only folder is known before hours of work, not after.
 ib_status ib_h5_check_creatable(const char *path);

@@ -1,6 +1,9 @@
-// Named tensors in HDF5 files. A created file is written as PATH.tmp and renamed on close, so the
-// final name only ever holds a complete file. HDF5's own error printing is silenced; every failure
-// becomes an ib_status with a message naming the file and the dataset.
+// Named tensors in HDF5 files. A created file is built in memory (HDF5's core driver) and written on
+// close as PATH.tmp, synced and renamed (core/fileio.c), so the final name only ever holds a complete file
+// and a full disk is one checked write. (Not HDF5 writing to disk: in libhdf5 before 1.14.1 a file whose
+// close fails to flush, as on a full disk, stays in HDF5's table of open files after it is freed, and the
+// library's own clean-up at exit then crashes on it: HDFFV-11052.) HDF5's own error printing is silenced;
+// every failure becomes an ib_status with a message naming the file and the dataset.
 #include "core.h"
 
 #include <errno.h>
@@ -13,8 +16,8 @@
 
 struct ib_h5 {
     hid_t file;
-    char *path;       // final path
-    char *tmp_path;   // non-NULL while a created file is being written
+    char *path;    // final path
+    int created;   // built in memory, written by ib_h5_close
 };
 
 static void quiet_hdf5(void) {
@@ -31,20 +34,18 @@ ib_status ib_h5_create(ib_h5 **out, const char *path) {
     quiet_hdf5();
     *out = NULL;
     ib_h5 *f = calloc(1, sizeof *f);
-    if (!f) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
-    size_t n = strlen(path);
-    f->path = strdup(path);
-    f->tmp_path = malloc(n + 5);
-    if (!f->path || !f->tmp_path) {
-        free(f->path), free(f->tmp_path), free(f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
         return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     }
-    snprintf(f->tmp_path, n + 5, "%s.tmp", path);
-    f->file = H5Fcreate(f->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    f->created = 1;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0) f->file = -1;   // grows 1 MiB at a time, no file
+    else f->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
     if (f->file < 0) {
-        ib_status s = ib_fail(IB_ERR_IO, "%s: cannot create (is the folder there and writable?)", f->tmp_path);
-        free(f->path), free(f->tmp_path), free(f);
-        return s;
+        free(f->path), free(f);
+        return ib_fail(IB_ERR_NOMEM, "%s: HDF5 cannot make the file in memory", path);
     }
     *out = f;
     return IB_OK;
@@ -56,7 +57,7 @@ ib_status ib_h5_check_creatable(const char *path) {
     size_t n = strlen(path) + 5;
     char *tmp = malloc(n);
     if (!tmp) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp", path);   // the name ib_h5_create writes first
+    snprintf(tmp, n, "%s.tmp", path);   // the name ib_h5_close writes through
     int fd = open(tmp, O_WRONLY | O_CREAT, 0644);
     int err = errno;
     if (fd >= 0) close(fd), unlink(tmp);
@@ -79,30 +80,30 @@ ib_status ib_h5_open(ib_h5 **out, const char *path) {
     return IB_OK;
 }
 
-static void h5_free(ib_h5 *f) {
-    free(f->path);
-    free(f->tmp_path);
-    free(f);
-}
-
 ib_status ib_h5_close(ib_h5 *f) {
     if (!f) return IB_OK;
     ib_status s = IB_OK;
-    if (H5Fclose(f->file) < 0) s = ib_fail(IB_ERR_IO, "%s: error closing", f->tmp_path ? f->tmp_path : f->path);
-    if (f->tmp_path) {
-        if (s == IB_OK && rename(f->tmp_path, f->path) != 0)
-            s = ib_fail(IB_ERR_IO, "%s: cannot rename %s into place", f->path, f->tmp_path);
-        if (s != IB_OK) unlink(f->tmp_path);
-    }
-    h5_free(f);
+    if (f->created) {
+        // The whole image, then one checked write through PATH.tmp and a rename.
+        ssize_t n = H5Fflush(f->file, H5F_SCOPE_GLOBAL) < 0 ? -1 : H5Fget_file_image(f->file, NULL, 0);
+        void *img = n > 0 ? malloc((size_t)n) : NULL;
+        if (n > 0 && !img) s = ib_fail(IB_ERR_NOMEM, "%s: out of memory for the file's %lld bytes", f->path, (long long)n);
+        else if (!img || H5Fget_file_image(f->file, img, (size_t)n) != n)
+            s = ib_fail(IB_ERR_IO, "%s: HDF5 cannot give the file's image", f->path);
+        H5Fclose(f->file);   // in memory: nothing to flush to a disk
+        if (!s) s = ib_write_file(f->path, img, (size_t)n);
+        free(img);
+    } else if (H5Fclose(f->file) < 0) s = ib_fail(IB_ERR_IO, "%s: error closing", f->path);
+    free(f->path);
+    free(f);
     return s;
 }
 
 void ib_h5_abort(ib_h5 *f) {
     if (!f) return;
-    H5Fclose(f->file);
-    if (f->tmp_path) unlink(f->tmp_path);
-    h5_free(f);
+    H5Fclose(f->file);   // a created file is in memory: nothing was written
+    free(f->path);
+    free(f);
 }
 
 int ib_h5_exists(ib_h5 *f, const char *name) {

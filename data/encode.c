@@ -16,7 +16,16 @@
 typedef struct png_sink {
     jmp_buf jmp;
     char msg[256];
+    FILE *fp;
 } png_sink;
+
+// libpng's own writer says only "Write Error"; this one keeps the system's reason (a full disk).
+static void png_write_data(png_structp png, png_bytep data, size_t n) {
+    png_sink *k = png_get_io_ptr(png);
+    if (fwrite(data, 1, n, k->fp) != n) png_error(png, strerror(errno));
+}
+
+static void png_flush_data(png_structp png) { (void)png; }   // ib_wfile_commit flushes and checks
 
 static void png_write_error(png_structp png, png_const_charp msg) {
     png_sink *k = png_get_error_ptr(png);
@@ -42,32 +51,30 @@ static ib_status write_png(const char *path, const uint8_t *pix, int h, int w, i
     size_t n = strlen(path) + 5;
     char *tmp = malloc(n);
     if (!tmp) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp", path);
-    FILE *fp = fopen(tmp, "wb");
+    ib_status s;
+    FILE *fp = ib_wfile_open(path, tmp, n, &s);
     if (!fp) {
-        ib_status s = ib_fail(IB_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
         free(tmp);
         return s;
     }
     png_sink sink;
     sink.msg[0] = 0;
+    sink.fp = fp;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_write_error, png_write_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, NULL);
-        fclose(fp);
-        remove(tmp);
+        ib_wfile_discard(fp, tmp);
         free(tmp);
         return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     }
     if (setjmp(sink.jmp)) {
         png_destroy_write_struct(&png, &info);
-        fclose(fp);
-        remove(tmp);
+        ib_wfile_discard(fp, tmp);
         free(tmp);
         return ib_fail(IB_ERR_IO, "%s: cannot write the PNG: %s", path, sink.msg);
     }
-    png_init_io(png, fp);
+    png_set_write_fn(png, &sink, png_write_data, png_flush_data);
     int type = channels == 3 ? PNG_COLOR_TYPE_RGB : palette ? PNG_COLOR_TYPE_PALETTE : PNG_COLOR_TYPE_GRAY;
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
@@ -80,16 +87,9 @@ static ib_status write_png(const char *path, const uint8_t *pix, int h, int w, i
     for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(pix + (size_t)y * (size_t)w * (size_t)channels));
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
-    int bad = ferror(fp) != 0;
-    bad |= fclose(fp) != 0;
-    if (bad || rename(tmp, path)) {
-        ib_status s = ib_fail(IB_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return s;
-    }
+    s = ib_wfile_commit(fp, tmp, path);
     free(tmp);
-    return IB_OK;
+    return s;
 }
 
 ib_status ib_png_write_rgb(const char *path, const uint8_t *rgb, int h, int w) { return write_png(path, rgb, h, w, 3, NULL, 0); }

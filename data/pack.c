@@ -4,6 +4,7 @@
 #include "data/data.h"
 #include "data/sources.h"
 
+#include <errno.h>
 #include <hdf5.h>
 #include <math.h>
 #include <pthread.h>
@@ -137,6 +138,11 @@ static hid_t create_stack(hid_t file, const char *name, int rank, const hsize_t 
 }
 
 static void writer_abort_locked(ib_pack_writer *pw) {
+    // The file is dropped: cut it to nothing first, so the close's last flush (a little metadata) finds room
+    // on a disk that filled up. A close that fails there leaves libhdf5 1.10 with a freed file in its table,
+    // on which its clean-up at exit crashes (HDFFV-11052).
+    int *fd = NULL;
+    if (pw->file >= 0 && H5Fget_vfd_handle(pw->file, H5P_DEFAULT, (void **)&fd) >= 0 && fd && ftruncate(*fd, 0) != 0) {}
     if (pw->masks >= 0) H5Dclose(pw->masks);
     if (pw->images >= 0) H5Dclose(pw->images);
     if (pw->file >= 0) H5Fclose(pw->file);
@@ -330,6 +336,7 @@ ib_status ib_pack_writer_close(ib_pack_writer *pw) {
     if (H5Fclose(pw->file) < 0) ok = 0;
     pthread_mutex_unlock(&pack_mu);
     if (!ok) st = ib_fail(IB_ERR_IO, "%s: error closing (disk full?)", pw->tmp_path);
+    else if (ib_fsync_path(pw->tmp_path) != 0) st = ib_fail(IB_ERR_IO, "%s: cannot write: %s", pw->tmp_path, strerror(errno));
     else if (rename(pw->tmp_path, pw->path) != 0)
         st = ib_fail(IB_ERR_IO, "%s: cannot rename %s into place", pw->path, pw->tmp_path);
     if (st) unlink(pw->tmp_path);

@@ -489,6 +489,14 @@ static ib_status yolo_parse_file(det_impl *im, const char *path, int n_classes) 
             st = ib_fail(IB_ERR_FORMAT, "%s:%d: class id %ld out of range 0..%d", path, lineno, cls, n_classes - 1);
             break;
         }
+        // Fractions of the image's width and height, as Ultralytics checks them: a pixel coordinate or a
+        // negative size is a file of another format, not a box to clamp.
+        static const char *const field[4] = {"cx", "cy", "w", "h"};
+        for (int k = 0; k < 4 && !st; k++)
+            if (!(v[k] >= 0 && v[k] <= 1))
+                st = ib_fail(IB_ERR_FORMAT, "%s:%d: %s %g outside [0, 1] (YOLO coordinates are fractions of the image)",
+                             path, lineno, field[k], v[k]);
+        if (st) break;
         if (!(v[2] > 0 && v[3] > 0)) continue;   // zero-size, as in COCO
         st = push_box(im, (ib_box){(float)v[0], (float)v[1], (float)v[2], (float)v[3], (int32_t)cls, 0});
     }

@@ -209,17 +209,8 @@ char *ib_arch_to_json(const ib_arch *a) {
 }
 
 ib_status ib_arch_save(const ib_arch *a, const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot create", tmp);
-    char *s = ib_arch_to_json(a);
-    int ok = fputs(s, f) >= 0;
-    free(s);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return ib_fail(IB_ERR_IO, "%s: cannot write", path);
-    }
-    return IB_OK;
+    char *json = ib_arch_to_json(a);
+    ib_status s = ib_write_file(path, json, strlen(json));
+    free(json);
+    return s;
 }

@@ -421,9 +421,9 @@ ib_status ib_lut_load(ib_lut **out, const char *path) {
 
 ib_status ib_lut_save(const ib_lut *t, const char *path) {
     char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    ib_status s;
+    FILE *f = ib_wfile_open(path, tmp, sizeof tmp, &s);
+    if (!f) return s;
     if (!ib_lut_meta(t, "format")) fprintf(f, "# format: %s %d\n", IB_LUT_FORMAT, IB_LUT_VERSION);
     for (int i = 0; i < t->n_meta; i++) {
         if (t->meta[i].key) fprintf(f, "# %s: %s\n", t->meta[i].key, t->meta[i].value);
@@ -432,17 +432,7 @@ ib_status ib_lut_save(const ib_lut *t, const char *path) {
     fprintf(f, "%s\n", IB_LUT_HEADER);
     char ks[160];
     for (int i = 0; i < t->n; i++) fprintf(f, "%s,%.6g\n", ib_lut_key_str(&t->keys[i], ks, sizeof ks), t->ms[i]);
-    int bad = ferror(f);
-    if (fclose(f) || bad) {
-        remove(tmp);
-        return ib_fail(IB_ERR_IO, "%s: write error (disk full?)", tmp);
-    }
-    if (rename(tmp, path)) {
-        int e = errno;
-        remove(tmp);
-        return ib_fail(IB_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(e));
-    }
-    return IB_OK;
+    return ib_wfile_commit(f, tmp, path);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -111,22 +111,8 @@ static void sb_xml(sbuf *b, const char *text) {
     }
 }
 
-static ib_status write_atomic(const char *path, const char *text, size_t n) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
-    int ok = fwrite(text, 1, n, f) == n;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return ib_fail(IB_ERR_IO, "%s: cannot write", path);
-    }
-    return IB_OK;
-}
-
 static ib_status write_sbuf(const char *path, sbuf *b) {
-    ib_status s = write_atomic(path, b->s ? b->s : "", b->n);
+    ib_status s = ib_write_file(path, b->s ? b->s : "", b->n);
     free(b->s);
     memset(b, 0, sizeof *b);
     return s;
@@ -686,7 +672,7 @@ static ib_status state_save(const run *r, const strat *st, int gen, const char *
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (!text) return ib_fail(IB_ERR_NOMEM, "%s: out of memory (or a non-finite number) writing the state", path);
-    ib_status s = write_atomic(path, text, strlen(text));
+    ib_status s = ib_write_file(path, text, strlen(text));
     free(text);
     return s;
 }
@@ -1289,7 +1275,7 @@ static ib_status write_outputs(const run *r, const pick_info *picks, ib_search_r
     if (!s) {
         char *text = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         snprintf(path, sizeof path, "%s/summary.json", cfg->out);
-        s = text ? write_atomic(path, text, strlen(text)) : ib_fail(IB_ERR_NOMEM, "out of memory");
+        s = text ? ib_write_file(path, text, strlen(text)) : ib_fail(IB_ERR_NOMEM, "out of memory");
         free(text);
     }
     json_decref(root);

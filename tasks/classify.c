@@ -6,6 +6,7 @@
 // the epoch's running loss), so a resumed run computes the same numbers as one that never stopped.
 #include "tasks/tasks.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -69,11 +70,11 @@ ib_status ib_log_trim(const char *path, int64_t epochs_done) {
     FILE *in = fopen(path, "r");
     if (!in) return IB_OK;
     char tmp[4200], line[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "w");
+    ib_status s;
+    FILE *out = ib_wfile_open(path, tmp, sizeof tmp, &s);
     if (!out) {
         fclose(in);
-        return ib_fail(IB_ERR_IO, "%s: cannot write the training log", tmp);
+        return s;
     }
     int header = 1, dropped = 0;
     while (fgets(line, sizeof line, in)) {
@@ -86,16 +87,11 @@ ib_status ib_log_trim(const char *path, int64_t epochs_done) {
     }
     int bad = ferror(in) != 0;
     fclose(in);
-    bad |= fclose(out) != 0;
     if (bad || !dropped) {
-        remove(tmp);
-        return bad ? ib_fail(IB_ERR_IO, "%s: cannot rewrite the training log", path) : IB_OK;
+        ib_wfile_discard(out, tmp);
+        return bad ? ib_fail(IB_ERR_IO, "%s: cannot read the training log", path) : IB_OK;
     }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return ib_fail(IB_ERR_IO, "%s: cannot replace the training log", path);
-    }
-    return IB_OK;
+    return ib_wfile_commit(out, tmp, path);
 }
 
 ib_status ib_eval_classify(ib_net *net, ib_dataset *ds, const ib_eval_cfg *cfg, ib_cls_metrics *m) {
@@ -250,19 +246,33 @@ ib_status ib_train_state_save(ib_h5 *f, void *user) {
         char now[N_SETTINGS][4096];
         run_settings(t, now);
         for (int i = 0; i < N_SETTINGS && !s; i++) s = ib_h5_set_attr_str(f, "train/state", SETTING_ATTR[i], now[i]);
-        // Written under its final name once the caller's save returns; a failed save stops the run.
-        if (!s) t->saved = t->cfg->out, t->saved_step = t->step;
     }
     return s;
 }
 
+// "stopped: OUT holds the last good state (after step N)", or that there is none.
+static const char *last_good(const train_state *t, char *buf, size_t n) {
+    if (!t->saved) snprintf(buf, n, "stopped before any checkpoint was written");
+    else snprintf(buf, n, "stopped: %s holds the last good state (after step %lld)", t->saved, (long long)t->saved_step);
+    return buf;
+}
+
 ib_status ib_train_loss_check(const train_state *t, float loss) {
     if (isfinite(loss)) return IB_OK;
-    if (!t->saved)
-        return ib_fail(IB_ERR_ARG, "the loss became %g at step %lld (lower --lr?); stopped before any checkpoint was "
-                       "written", loss, (long long)t->step);
-    return ib_fail(IB_ERR_ARG, "the loss became %g at step %lld (lower --lr?); stopped: %s holds the last good state "
-                   "(after step %lld)", loss, (long long)t->step, t->saved, (long long)t->saved_step);
+    char where[4200];
+    return ib_fail(IB_ERR_ARG, "the loss became %g at step %lld (lower --lr?); %s", loss, (long long)t->step,
+                   last_good(t, where, sizeof where));
+}
+
+ib_status ib_train_saved(train_state *t, ib_status s) {
+    if (!s) {
+        t->saved = t->cfg ? t->cfg->out : NULL, t->saved_step = t->step;
+        return IB_OK;
+    }
+    char why[1024], where[4200];
+    snprintf(why, sizeof why, "%s", ib_errmsg());
+    return ib_fail(s, "%s; the checkpoint of step %lld was not saved, %s", why, (long long)t->step,
+                   last_good(t, where, sizeof where));
 }
 
 ib_status ib_train_out_check(const char *out, const char *what) {
@@ -317,16 +327,29 @@ ib_status ib_train_state_resume(const char *path, ib_train_state *ts) {
     return s;
 }
 
+static const char *log_path(const ib_train_cfg *cfg, char *path, size_t n) {
+    if (cfg->log) snprintf(path, n, "%s", cfg->log);
+    else snprintf(path, n, "%s.csv", cfg->out);
+    return path;
+}
+
 ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const char *header, FILE **log) {
     char path[4096];
-    if (cfg->log) snprintf(path, sizeof path, "%s", cfg->log);
-    else snprintf(path, sizeof path, "%s.csv", cfg->out);
+    log_path(cfg, path, sizeof path);
     int fresh = access(path, F_OK) != 0 || !cfg->resume;
     ib_status s;
     if (!fresh && (s = ib_log_trim(path, epochs_done))) return s;
     if (!(*log = fopen(path, fresh ? "w" : "a"))) return ib_fail(IB_ERR_IO, "%s: cannot write the training log", path);
     if (fresh) fprintf(*log, "%s\n", header);
     return IB_OK;
+}
+
+ib_status ib_train_log_flush(const ib_train_cfg *cfg, FILE *log) {
+    errno = 0;
+    if (fflush(log) == 0 && !ferror(log)) return IB_OK;
+    char path[4096];
+    return ib_fail(IB_ERR_IO, "%s: cannot write the training log: %s", log_path(cfg, path, sizeof path),
+                   errno ? strerror(errno) : "write error");
 }
 
 ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *steps_per_epoch,
@@ -499,7 +522,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             if (interrupted || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
                 if (cfg->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts))) goto done;
+                if ((s = ib_train_saved(&ts, ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts)))) goto done;
                 res->interrupted = interrupted;
                 if (cfg->progress || interrupted)
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
@@ -531,7 +554,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         }
         fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
                 res->last_loss, val ? m.top1 : -1.0, val ? m.top5 : -1.0, val ? m.loss : -1.0, epoch_s, res->img_per_s);
-        fflush(log);
+        if ((s = ib_train_log_flush(cfg, log))) goto done;
         if (cfg->progress)
             fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->last_loss, val ? "" : "\n");
         if (cfg->progress && val) fprintf(stderr, " val top1 %.4f top5 %.4f\n", m.top1, m.top5);
@@ -541,7 +564,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts))) goto done;
+        if ((s = ib_train_saved(&ts, ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts)))) goto done;
         if (interrupted) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);

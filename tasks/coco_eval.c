@@ -299,21 +299,60 @@ done:
 // ---------------------------------------------------------------------------------------------
 // Files
 
-static int get_i64(json_t *o, const char *k, int64_t *v) {
+// What a JSON value is, for messages: "a string", "null", "missing".
+static const char *json_kind(const json_t *x) {
+    switch (x ? json_typeof(x) : JSON_NULL) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    case JSON_TRUE: case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return x ? "null" : "missing";
+    }
+    return "?";
+}
+
+// Field k of o as an integer (a real with no fraction, within int64, counts); else 0 and why.
+static int get_i64(json_t *o, const char *k, int64_t *v, char *why, size_t n) {
     json_t *x = json_object_get(o, k);
     if (json_is_integer(x)) return *v = json_integer_value(x), 1;
-    if (json_is_real(x) && json_real_value(x) == floor(json_real_value(x))) return *v = (int64_t)json_real_value(x), 1;
+    double r = json_is_real(x) ? json_real_value(x) : 0.5;
+    if (r == floor(r) && fabs(r) < 9e18) return *v = (int64_t)r, 1;
+    if (json_is_real(x)) snprintf(why, n, "\"%s\" is %g, expected an integer", k, r);
+    else snprintf(why, n, "\"%s\" is %s, expected an integer", k, json_is_object(o) ? json_kind(x) : "not there (not an object)");
     return 0;
 }
-static int get_box(json_t *o, double b[4]) {
+
+// "bbox": [x, y, w, h], four numbers, w and h not negative; else 0 and why.
+static int get_box(json_t *o, double b[4], char *why, size_t n) {
     json_t *x = json_object_get(o, "bbox");
-    if (!json_is_array(x) || json_array_size(x) != 4) return 0;
+    if (!json_is_array(x) || json_array_size(x) != 4) {
+        snprintf(why, n, "\"bbox\" is %s, expected [x, y, w, h]",
+                 json_is_array(x) ? "a list of other than 4" : json_is_object(o) ? json_kind(x) : "not there (not an object)");
+        return 0;
+    }
     for (int i = 0; i < 4; i++) {
         json_t *v = json_array_get(x, (size_t)i);
-        if (!json_is_number(v)) return 0;
+        if (!json_is_number(v)) {
+            snprintf(why, n, "\"bbox\"[%d] is %s, expected a number", i, json_kind(v));
+            return 0;
+        }
         b[i] = json_number_value(v);
     }
+    if (b[2] < 0 || b[3] < 0) {
+        snprintf(why, n, "\"bbox\" has width %g and height %g: sizes must not be negative", b[2], b[3]);
+        return 0;
+    }
     return 1;
+}
+
+// Field k of o as a number; else 0 and why.
+static int get_num(json_t *o, const char *k, double *v, char *why, size_t n) {
+    json_t *x = json_object_get(o, k);
+    if (json_is_number(x)) return *v = json_number_value(x), 1;
+    snprintf(why, n, "\"%s\" is %s, expected a number", k, json_kind(x));
+    return 0;
 }
 
 ib_status ib_coco_evaluate_files(const char *gt_json, const char *dets_json, double stats[IB_COCO_STATS]) {
@@ -347,40 +386,37 @@ ib_status ib_coco_evaluate_files(const char *gt_json, const char *dets_json, dou
         st = ib_fail(IB_ERR_NOMEM, "out of memory");
         goto out;
     }
+    char why[300];
     for (size_t i = 0; i < ni; i++)
-        if (!get_i64(json_array_get(images, i), "id", &img[i])) {
-            st = ib_fail(IB_ERR_FORMAT, "%s: images[%zu] needs an integer \"id\"", gt_json, i);
+        if (!get_i64(json_array_get(images, i), "id", &img[i], why, sizeof why)) {
+            st = ib_fail(IB_ERR_FORMAT, "%s: images[%zu]: %s", gt_json, i, why);
             goto out;
         }
     for (size_t i = 0; i < nc; i++)
-        if (!get_i64(json_array_get(cats, i), "id", &cat[i])) {
-            st = ib_fail(IB_ERR_FORMAT, "%s: categories[%zu] needs an integer \"id\"", gt_json, i);
+        if (!get_i64(json_array_get(cats, i), "id", &cat[i], why, sizeof why)) {
+            st = ib_fail(IB_ERR_FORMAT, "%s: categories[%zu]: %s", gt_json, i, why);
             goto out;
         }
     for (size_t i = 0; i < na; i++) {
-        json_t *a = json_array_get(anns, i);
+        json_t *a = json_array_get(anns, i), *crowd = json_object_get(a, "iscrowd");
         ib_coco_gt *x = &ga[i];
-        json_t *area = json_object_get(a, "area"), *crowd = json_object_get(a, "iscrowd");
-        if (!get_i64(a, "id", &x->id) || !get_i64(a, "image_id", &x->image_id) ||
-            !get_i64(a, "category_id", &x->category_id) || !get_box(a, x->bbox) || !json_is_number(area)) {
-            st = ib_fail(IB_ERR_FORMAT, "%s: annotations[%zu] needs integer id, image_id, category_id, bbox [x,y,w,h] and area",
-                         gt_json, i);
+        if (!get_i64(a, "id", &x->id, why, sizeof why) || !get_i64(a, "image_id", &x->image_id, why, sizeof why) ||
+            !get_i64(a, "category_id", &x->category_id, why, sizeof why) || !get_box(a, x->bbox, why, sizeof why) ||
+            !get_num(a, "area", &x->area, why, sizeof why)) {
+            st = ib_fail(IB_ERR_FORMAT, "%s: annotations[%zu]: %s", gt_json, i, why);
             goto out;
         }
-        x->area = json_number_value(area);
         x->iscrowd = crowd ? (json_is_true(crowd) || (json_is_number(crowd) && json_number_value(crowd) != 0)) : 0;
     }
     for (size_t i = 0; i < nd; i++) {
         json_t *a = json_array_get(d, i);
         ib_coco_det *x = &da[i];
-        json_t *sc = json_object_get(a, "score");
-        if (!get_i64(a, "image_id", &x->image_id) || !get_i64(a, "category_id", &x->category_id) || !get_box(a, x->bbox) ||
-            !json_is_number(sc)) {
-            st = ib_fail(IB_ERR_FORMAT, "%s: [%zu] needs integer image_id and category_id, bbox [x,y,w,h] and score",
-                         dets_json, i);
+        if (!get_i64(a, "image_id", &x->image_id, why, sizeof why) ||
+            !get_i64(a, "category_id", &x->category_id, why, sizeof why) || !get_box(a, x->bbox, why, sizeof why) ||
+            !get_num(a, "score", &x->score, why, sizeof why)) {
+            st = ib_fail(IB_ERR_FORMAT, "%s: detection [%zu]: %s", dets_json, i, why);
             goto out;
         }
-        x->score = json_number_value(sc);
     }
     st = ib_coco_evaluate(img, (int64_t)ni, cat, (int64_t)nc, ga, (int64_t)na, da, (int64_t)nd, stats);
     if (st) {

@@ -43,22 +43,16 @@ static int grow(void **p, int64_t *cap, int64_t need, size_t elem) {
 
 static ib_status write_dets_json(const char *path, const ib_coco_det *dt, int64_t n) {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ib_fail(IB_ERR_IO, "%s: cannot write the detections", tmp);
+    ib_status s;
+    FILE *f = ib_wfile_open(path, tmp, sizeof tmp, &s);
+    if (!f) return s;
     fputc('[', f);
     for (int64_t i = 0; i < n; i++)
         fprintf(f, "%s{\"image_id\": %lld, \"category_id\": %lld, \"bbox\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.8g}",
                 i ? ",\n " : "", (long long)dt[i].image_id, (long long)dt[i].category_id, dt[i].bbox[0], dt[i].bbox[1],
                 dt[i].bbox[2], dt[i].bbox[3], dt[i].score);
     fputs("]\n", f);
-    int bad = ferror(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        remove(tmp);
-        return ib_fail(IB_ERR_IO, "%s: cannot write the detections", path);
-    }
-    return IB_OK;
+    return ib_wfile_commit(f, tmp, path);
 }
 
 ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg *cfg, double stats[IB_COCO_STATS],
@@ -412,7 +406,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
                 if (cfg->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
                 res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);   // the epoch so far
-                if ((s = ib_detector_save(&d, cfg->out, det_state_save, &dst))) goto done;
+                if ((s = ib_train_saved(&ts, ib_detector_save(&d, cfg->out, det_state_save, &dst)))) goto done;
                 res->interrupted = intr;
                 if (cfg->progress || intr)
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
@@ -440,7 +434,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
         fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
                 res->last_loss, val ? dres->stats[0] : -1.0, val ? dres->stats[1] : -1.0, val ? dres->stats[2] : -1.0,
                 epoch_s, res->img_per_s);
-        fflush(log);
+        if ((s = ib_train_log_flush(cfg, log))) goto done;
         if (cfg->progress) {
             fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
             if (val) fprintf(stderr, " val AP %.4f AP50 %.4f AP75 %.4f", dres->stats[0], dres->stats[1], dres->stats[2]);
@@ -451,7 +445,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_detector_save(&d, cfg->out, det_state_save, &dst))) goto done;
+        if ((s = ib_train_saved(&ts, ib_detector_save(&d, cfg->out, det_state_save, &dst)))) goto done;
         if (ib_sigint_seen()) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);

@@ -889,7 +889,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
                 int intr = ib_sigint_seen();
                 if (cfg->progress) fputc('\n', stderr);
                 res->base.wall_s = ib_time_s() - t_run;
-                if ((s = ib_seg_save(&net, &head, cfg->out, save_state, &ts))) goto done;
+                if ((s = ib_train_saved(&ts, ib_seg_save(&net, &head, cfg->out, save_state, &ts)))) goto done;
                 res->base.interrupted = intr;
                 if (cfg->progress || intr)
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
@@ -927,7 +927,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
         fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
                 res->base.last_loss, val ? m.miou : -1.0, val ? m.pixel_acc : -1.0, val ? m.loss : -1.0, epoch_s,
                 res->base.img_per_s);
-        fflush(log);
+        if ((s = ib_train_log_flush(cfg, log))) goto done;
         if (cfg->progress)
             fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->base.last_loss, val ? "" : "\n");
         if (cfg->progress && val) fprintf(stderr, " val mIoU %.4f pixel acc %.4f\n", m.miou, m.pixel_acc);
@@ -937,7 +937,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->base.epochs_done = (int)(e + 1);
-        if ((s = ib_seg_save(&net, &head, cfg->out, save_state, &ts))) goto done;
+        if ((s = ib_train_saved(&ts, ib_seg_save(&net, &head, cfg->out, save_state, &ts)))) goto done;
         if (ib_sigint_seen()) {
             res->base.interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);

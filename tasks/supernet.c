@@ -386,7 +386,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             if (ib_sigint_seen() || (c->max_steps > 0 && steps_run >= c->max_steps)) {
                 if (c->progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_supernet_save(&sn, c->out, sn_save_extra, &saved))) goto done;
+                if ((s = ib_train_saved(&ts, ib_supernet_save(&sn, c->out, sn_save_extra, &saved)))) goto done;
                 int intr = ib_sigint_seen();
                 res->interrupted = intr;
                 if (c->progress || intr)
@@ -408,7 +408,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         }
         fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
                 res->last_loss, top1[0], top5, top1[1], epoch_s, res->img_per_s);
-        fflush(log);
+        if ((s = ib_train_log_flush(c, log))) goto done;
         if (c->progress) {
             fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
             if (val) fprintf(stderr, " val %s largest %.4f smallest %.4f", task ? "score" : "top1", top1[0], top1[1]);
@@ -419,7 +419,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_supernet_save(&sn, c->out, sn_save_extra, &saved))) goto done;
+        if ((s = ib_train_saved(&ts, ib_supernet_save(&sn, c->out, sn_save_extra, &saved)))) goto done;
         if (ib_sigint_seen()) {
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out);

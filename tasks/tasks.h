@@ -130,11 +130,17 @@ ib_status ib_train_state_load(ib_h5 *f, ib_train_state *t);
 ib_status ib_train_state_resume(const char *path, ib_train_state *t);   // opens the checkpoint and loads
 // IB_OK for a finite loss; else the error that stops the run, naming the step and the last good checkpoint.
 ib_status ib_train_loss_check(const ib_train_state *t, float loss);
+// Every checkpoint save goes through this: s is the save's result. On success the state becomes the last
+// good one; a failed save (a full disk) stops the run with the save's error and which file still holds the
+// last complete state (the write went to OUT.tmp, so OUT is as it was).
+ib_status ib_train_saved(ib_train_state *t, ib_status s);
 // The checks every training verb makes before it loads anything: an output is named and can be written.
 ib_status ib_train_out_check(const char *out, const char *what);
 // The CSV log (cfg->log, else OUT.csv): a new file with `header` for a fresh run; when resuming, the rows
 // of epochs after epochs_done are dropped and rows are appended.
 ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const char *header, FILE **log);
+// The epoch's row is handed to the system (or the run stops with IB_ERR_IO naming the log and the reason).
+ib_status ib_train_log_flush(const ib_train_cfg *cfg, FILE *log);
 
 // ---------------------------------------------------------------------------------------------
 // Supernets for classification (tasks/supernet.c): training with path sampling, and scoring a path.

@@ -5,7 +5,14 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_CASES 512
@@ -323,4 +330,69 @@ int test_run(const char *cmd, char **out, char **err) {
     if (out) *out = test_read_file(of);
     if (err) *err = test_read_file(ef);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+int test_run_limited(char *const argv[], long long fsize, char **err) {
+    static int k;
+    char ef[512];
+    snprintf(ef, sizeof ef, "%s/limited%d.err", test_tmpdir(), ++k);
+    fflush(stdout);
+    pid_t pid = fork();
+    IB_ASSERT(pid >= 0, "fork failed");
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)fsize, (rlim_t)fsize};
+        if (fsize >= 0 && setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(97);
+        signal(SIGXFSZ, SIG_IGN);   // ignored across exec: the write fails instead of killing the process
+        if (!freopen(ef, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+        execv(argv[0], argv);
+        _exit(98);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (err) *err = test_read_file(ef);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int test_kill9_when(char *const argv[], const char *wait_for, int delay_ms, int *status) {
+    fflush(stdout);
+    pid_t pid = fork();
+    IB_ASSERT(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
+        execv(argv[0], argv);
+        _exit(98);
+    }
+    *status = 0;
+    for (int t = 0; t < 300000 && wait_for && access(wait_for, F_OK) != 0; t++) {
+        if (waitpid(pid, status, WNOHANG) == pid) return 0;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    if (delay_ms > 0) nanosleep(&(struct timespec){delay_ms / 1000, (long)(delay_ms % 1000) * 1000000L}, NULL);
+    if (waitpid(pid, status, WNOHANG) == pid) return 0;
+    kill(pid, SIGKILL);
+    IB_ASSERT(waitpid(pid, status, 0) == pid, "waitpid");
+    return 1;
+}
+
+static char tmpfs_dir[300];
+
+static void unmount_tmpfs(void) {
+    if (tmpfs_dir[0] && umount2(tmpfs_dir, MNT_DETACH) != 0) fprintf(stderr, "could not unmount %s\n", tmpfs_dir);
+}
+
+const char *test_small_tmpfs(long long bytes, char *why, size_t n) {
+    static int k, registered;
+    const char *scratch = test_tmpdir();
+    if (!registered) atexit(unmount_tmpfs), registered = 1;   // after the scratch folder's removal: runs before it
+    unmount_tmpfs();                                            // one at a time
+    snprintf(tmpfs_dir, sizeof tmpfs_dir, "%s/tmpfs%d", scratch, ++k);
+    IB_ASSERT(mkdir(tmpfs_dir, 0755) == 0, "cannot make %s", tmpfs_dir);
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%lld", bytes);
+    if (mount("tmpfs", tmpfs_dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+        snprintf(why, n, "cannot mount a tmpfs here (%s; the test needs root or CAP_SYS_ADMIN)", strerror(errno));
+        tmpfs_dir[0] = 0;
+        return NULL;
+    }
+    return tmpfs_dir;
 }

@@ -70,4 +70,17 @@ int test_run(const char *cmd, char **out, char **err);
 // The first 64 KiB of a file, NUL-terminated and malloc'd (empty when it cannot be read).
 char *test_read_file(const char *path);
 
+// Full disks. test_run_limited runs argv (argv[0] the program's path; stdout to /dev/null, stderr, the first
+// 64 KiB, to *err) with its files limited to fsize bytes (RLIMIT_FSIZE; < 0: no limit) and SIGXFSZ ignored,
+// so a write past the limit comes back short, then fails with EFBIG ("File too large"), as on a full
+// disk; no privileges needed. Returns the exit code, -1 when it did not exit normally.
+int test_run_limited(char *const argv[], long long fsize, char **err);
+// kill -9 at a chosen moment: starts argv (stdout and stderr to /dev/null), waits up to 5 minutes (sanitizer
+// builds are slow) for the file wait_for to exist (NULL: no wait), then delay_ms more, and sends SIGKILL.
+// Returns 1 when it was killed, 0 when it had exited by itself (its wait status in *status).
+int test_kill9_when(char *const argv[], const char *wait_for, int delay_ms, int *status);
+// A tmpfs of `bytes` mounted on a new folder in the scratch folder, unmounted when the binary exits; NULL
+// with the reason in why when this process may not mount (not root, no CAP_SYS_ADMIN in a container).
+const char *test_small_tmpfs(long long bytes, char *why, size_t n);
+
 #endif

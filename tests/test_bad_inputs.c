@@ -412,6 +412,18 @@ TEST(broken_arch_space_and_latency_files_are_refused) {
     CHECK(rejected(st, nul, "NUL", why, sizeof why), "%s", why);
 }
 
+// Opens root as a dataset of `format` and closes it again: the status, and its size in *size.
+static ib_status open_root(const char *root, ib_ds_format format, int64_t *size) {
+    ib_ds_opts o;
+    memset(&o, 0, sizeof o);
+    o.format = format;
+    ib_dataset *ds = NULL;
+    ib_status st = ib_dataset_open(&ds, root, &o);
+    *size = st ? 0 : ib_dataset_size(ds);
+    if (!st) ib_dataset_close(ds);
+    return st;
+}
+
 // A COCO root (annotations/instances_train.json, images/train/a.png) with the given JSON.
 static const char *coco_root(const char *name, const char *json) {
     const char *root = scratch(name);
@@ -446,22 +458,171 @@ TEST(broken_coco_annotations_are_refused) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *root = coco_root(cases[i].name, cases[i].json);
-        ib_ds_opts o;
-        memset(&o, 0, sizeof o);
-        o.format = IB_DS_COCO;
-        ib_dataset *ds = NULL;
-        ib_status st = ib_dataset_open(&ds, root, &o);
+        int64_t size;
+        ib_status st = open_root(root, IB_DS_COCO, &size);
         if (i == 0) {
-            CHECK(st == IB_OK && ib_dataset_size(ds) == 1, "the good root: %s", st ? ib_errmsg() : "not one image");
-            ib_dataset_close(ds);
+            CHECK(st == IB_OK && size == 1, "the good root: %s", st ? ib_errmsg() : "not one image");
             continue;
         }
-        if (st == IB_OK) ib_dataset_close(ds);
         char why[1024];
         CHECK(rejected(st, root, cases[i].what, why, sizeof why), "%s: %s", cases[i].name, why);
     }
 #undef IMG
 #undef CAT
+}
+
+// A YOLO root (names.txt of three classes, images/train/a.png, labels/train/a.txt holding `label`).
+static const char *yolo_root(const char *name, const char *label) {
+    const char *root = scratch(name);
+    char p[700];
+    mkdir(root, 0755);
+    snprintf(p, sizeof p, "%s/images", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/images/train", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/labels", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/labels/train", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/names.txt", root);
+    write_bytes(p, "cat\ndog\nbird\n", 13);
+    uint8_t px[8 * 8 * 3];
+    snprintf(p, sizeof p, "%s/images/train/a.png", root);
+    write_png(p, 8, 8, PNG_COLOR_TYPE_RGB, 8, 0, px);
+    snprintf(p, sizeof p, "%s/labels/train/a.txt", root);
+    write_bytes(p, label, strlen(label));
+    return root;
+}
+
+TEST(broken_yolo_labels_are_refused) {
+    const struct { const char *label, *what; } cases[] = {
+        {"0 0.5 0.5 0.2 0.2\n2 0.1 0.9 0.2 0.2\n", NULL},   // good
+        {"0 0.5 abc 0.2 0.2\n", "a.txt:1: expected"},
+        {"0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n", "a.txt:2: class id 7"},
+        {"-1 0.5 0.5 0.2 0.2\n", "a.txt:1: class id -1"},
+        {"1.5 0.5 0.5 0.2 0.2\n", "a.txt:1: expected"},
+        {"0 1.5 0.5 0.2 0.2\n", "a.txt:1: cx 1.5 outside [0, 1]"},
+        {"0 0.5 0.5 0.2 0.2\n0 0.5 0.5 -0.2 0.2\n", "a.txt:2: w -0.2 outside"},
+        {"0 0.5 0.5 0.2 40\n", "a.txt:1: h 40 outside"},
+        {"0 0.5 nan 0.2 0.2\n", "a.txt:1: expected"},
+        {"0 0.5 0.5 0.2\n", "a.txt:1: expected"},
+        {"0 0.5 0.5 0.2 0.2 0.9\n", "a.txt:1: expected"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32], label[700];
+        snprintf(name, sizeof name, "yolo%zu", i);
+        const char *root = yolo_root(name, cases[i].label);
+        snprintf(label, sizeof label, "%s/labels/train/a.txt", root);
+        int64_t size;
+        ib_status st = open_root(root, IB_DS_YOLO, &size);
+        if (i == 0) {
+            CHECK(st == IB_OK && size == 1, "the good root: %s", st ? ib_errmsg() : "not one image");
+            continue;
+        }
+        char why[1024];
+        CHECK(rejected(st, label, cases[i].what, why, sizeof why), "case %zu (%s): %s", i, cases[i].label, why);
+    }
+}
+
+// COCO results (`ibnas coco-eval`): one ground truth, detections broken in each way.
+TEST(broken_coco_results_are_refused) {
+    const char *gt = text_file("res_gt.json",
+                               "{\"images\": [{\"id\": 1}, {\"id\": 2}], \"categories\": [{\"id\": 3}], \"annotations\": "
+                               "[{\"id\": 1, \"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"area\": 16}]}");
+    const struct { const char *json, *what; } cases[] = {
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9}]", NULL},   // good
+        {"[{\"image_id\": \"1\", \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9}]",
+         "[0]: \"image_id\" is a string, expected an integer"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9},"
+         " {\"image_id\": 1.5, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9}]", "[1]: \"image_id\" is 1.5"},
+        {"[{\"image_id\": 1e30, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9}]", "\"image_id\" is 1e+30"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": \"1 1 4 4\", \"score\": 0.9}]", "\"bbox\" is a string"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, \"4\", 4], \"score\": 0.9}]", "\"bbox\"[2] is a string"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, 4], \"score\": 0.9}]", "\"bbox\" is a list of other"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": null}]", "\"score\" is null"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, 4, 4]}]", "\"score\" is missing"},
+        {"[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [1, 1, -4, 4], \"score\": 0.9}]", "must not be negative"},
+        {"[{\"image_id\": 99, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9}]", "image 99"},
+        {"[7]", "[0]: \"image_id\" is not there"},
+        {"{\"image_id\": 1}", "expected a list of detections"},
+        {"[{\"image_id\": 1, \"image_id\": 2, \"category_id\": 3, \"bbox\": [1, 1, 4, 4], \"score\": 0.9}]", "duplicate"},
+        {"", NULL},   // an empty file: jansson's own words, with the file name
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "res%zu.json", i);
+        const char *dets = text_file(name, cases[i].json);
+        double stats[IB_COCO_NSTATS];
+        ib_status st = ib_coco_eval(gt, dets, stats);
+        if (i == 0) {
+            CHECK(st == IB_OK && stats[0] > 0.99, "the good results: %s (AP %g)", st ? ib_errmsg() : "", stats[0]);
+            continue;
+        }
+        char why[1024];
+        CHECK(rejected(st, dets, cases[i].what, why, sizeof why), "case %zu: %s", i, why);
+    }
+    // The ground truth is read with the same checks.
+    const char *bad_gt = text_file("res_bad_gt.json", "{\"images\": [{\"id\": 1}], \"categories\": [{\"id\": 3}], "
+                                                      "\"annotations\": [{\"id\": 1, \"image_id\": 1, \"category_id\": 3, "
+                                                      "\"bbox\": [1, 1, 4, -4], \"area\": 16}]}");
+    double stats[IB_COCO_NSTATS];
+    char why[1024];
+    ib_status st = ib_coco_eval(bad_gt, scratch("res0.json"), stats);
+    CHECK(rejected(st, bad_gt, "annotations[0]: \"bbox\" has width 4 and height -4", why, sizeof why), "%s", why);
+}
+
+// A segmentation root: classes.txt (two classes and the ignore id 2), train/<name>.png images and
+// trainannot/<name>.png masks of the given sizes and pixel value (-1: no mask).
+static const char *seg_root(const char *name, int img_h, int mask_h, int value, int with_b) {
+    const char *root = scratch(name);
+    char p[700];
+    mkdir(root, 0755);
+    snprintf(p, sizeof p, "%s/train", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/trainannot", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/classes.txt", root);
+    write_bytes(p, "0 sky\n1 road\n2 void\n", 20);
+    uint8_t px[8 * 8 * 3], idx[8 * 8], pal[16 * 3] = {0};
+    for (int k = 0; k < 16 * 3; k++) pal[k] = (uint8_t)(k * 5);
+    for (const char *n = "a"; n; n = with_b && n[0] == 'a' ? "b" : NULL) {
+        snprintf(p, sizeof p, "%s/train/%s.png", root, n);
+        write_png(p, 8, img_h, PNG_COLOR_TYPE_RGB, 8, 0, px);
+        if (n[0] == 'b') continue;   // b has no mask
+        memset(idx, 0, sizeof idx);
+        idx[3 * 8 + 5] = (uint8_t)value;   // pixel (5, 3)
+        snprintf(p, sizeof p, "%s/trainannot/%s.png", root, n);
+        IB_ASSERT(ib_png_write_indexed(p, idx, mask_h, 8, pal, 16) == IB_OK, "%s", ib_errmsg());
+    }
+    return root;
+}
+
+TEST(broken_segmentation_folders_are_refused) {
+    const struct { int img_h, mask_h, value, with_b; const char *named, *what; } cases[] = {
+        {8, 8, 1, 0, NULL, NULL},                                     // good (1 is a class)
+        {8, 8, 2, 0, NULL, NULL},                                     // good (2 is the ignore id)
+        {8, 6, 0, 0, "trainannot/a.png", "the mask is 8x6 but its image"},
+        {8, 8, 9, 0, "trainannot/a.png", "pixel (5, 3) is 9, not a class id 0..1"},
+        {8, 8, 1, 1, "train/b.png", "no mask"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32], named[700];
+        snprintf(name, sizeof name, "seg%zu", i);
+        const char *root = seg_root(name, cases[i].img_h, cases[i].mask_h, cases[i].value, cases[i].with_b);
+        ib_ds_opts o;
+        memset(&o, 0, sizeof o);
+        o.format = IB_DS_SEGPAIRS;
+        ib_dataset *ds = NULL;
+        ib_status st = ib_dataset_open(&ds, root, &o);
+        ib_sample smp;
+        memset(&smp, 0, sizeof smp);
+        if (st == IB_OK) {   // sizes and values are known once the pair is decoded
+            st = ib_dataset_get(ds, 0, &smp);
+            if (st == IB_OK) ib_sample_free(&smp);
+            ib_dataset_close(ds);
+        }
+        if (!cases[i].what) {
+            CHECK(st == IB_OK, "case %zu, a good root: %s", i, ib_errmsg());
+            continue;
+        }
+        snprintf(named, sizeof named, "%s/%s", root, cases[i].named);
+        char why[1024];
+        CHECK(rejected(st, named, cases[i].what, why, sizeof why), "case %zu: %s", i, why);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,4 +650,36 @@ TEST(cli_reports_bad_files) {
         CHECK(ok, "'%s': exit %d, stderr: %s", cmds[i], rc, err);
         free(err);
     }
+}
+
+// The new readers through the command: exit 1, the bad file named, and no output written (a pack of a
+// root with a bad label or mask leaves neither PACK.h5 nor PACK.h5.tmp).
+TEST(cli_bad_labels_exit_1_and_write_nothing) {
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
+    char yolo_label[700], seg_mask[700], cmd[2048];
+    const char *yolo = yolo_root("cli_yolo", "0 0.5 0.5 0.2 0.2\n1 0.5 1.25 0.2 0.2\n");
+    snprintf(yolo_label, sizeof yolo_label, "%s/labels/train/a.txt:2", yolo);
+    const char *seg = seg_root("cli_seg", 8, 8, 9, 0);
+    snprintf(seg_mask, sizeof seg_mask, "%s/trainannot/a.png", seg);
+    const char *gt = text_file("cli_gt.json", "{\"images\": [{\"id\": 1}], \"categories\": [{\"id\": 3}], \"annotations\": []}");
+    const char *dets = text_file("cli_dets.json", "[{\"image_id\": 1, \"category_id\": 3, \"bbox\": [0, 0, -1, 2], \"score\": 1}]");
+    const struct { const char *format, *src, *named; } packs[] = {{"yolo", yolo, yolo_label}, {"segpairs", seg, seg_mask}};
+    for (int i = 0; i < 2; i++) {
+        const char *out = scratch(i ? "cli_seg_pack.h5" : "cli_yolo_pack.h5");
+        char tmp[600], *err = NULL;
+        snprintf(tmp, sizeof tmp, "%s.tmp", out);
+        snprintf(cmd, sizeof cmd, "%s pack --format %s %s --size 16 --out %s", bin, packs[i].format, packs[i].src, out);
+        int rc = test_run(cmd, NULL, &err);
+        int ok = rc == 1 && strstr(err, packs[i].named);
+        CHECK(ok, "'%s': exit %d, stderr must name %s: %s", cmd, rc, packs[i].named, err);
+        free(err);
+        CHECK(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "'%s' left %s or its .tmp", cmd, out);
+    }
+    char *err = NULL;
+    snprintf(cmd, sizeof cmd, "%s coco-eval %s %s", bin, gt, dets);
+    int rc = test_run(cmd, NULL, &err);
+    int ok = rc == 1 && strstr(err, dets) && strstr(err, "negative");
+    CHECK(ok, "'%s': exit %d: %s", cmd, rc, err);
+    free(err);
 }

@@ -427,29 +427,13 @@ TEST(cli_train_kill9_leaves_a_readable_checkpoint) {
     int64_t last_step = -1;
     int mid_write = 0;
     for (int k = 0; k < 8; k++) {
-        pid_t pid = fork();
-        CHECK(pid >= 0, "fork failed");
-        if (pid == 0) {
-            if (!freopen("/dev/null", "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(99);
-            const char *args[] = {bin,  "train", "--arch", arch_path, "--data",   small_pack, "--res", "48",
-                                  "--epochs", "500", "--warmup", "0.3", "--threads", "2", "--out", out,
-                                  k ? "--resume" : NULL, out, NULL};
-            execv(bin, (char *const *)args);
-            _exit(98);
-        }
-        // Up to 5 minutes (sanitizer builds are slow) for the first checkpoint, or for a write to begin.
-        int status = 0, exited = 0;
-        for (int t = 0; t < 300000 && !exited; t++) {
-            if (delay_ms[k] < 0 ? access(tmp, F_OK) == 0 : k > 0 || access(out, F_OK) == 0) break;
-            exited = waitpid(pid, &status, WNOHANG) == pid;
-            nanosleep(&(struct timespec){0, 1000000}, NULL);
-        }
-        if (delay_ms[k] > 0) nanosleep(&(struct timespec){delay_ms[k] / 1000, (long)(delay_ms[k] % 1000) * 1000000L}, NULL);
-        if (!exited) {
-            kill(pid, SIGKILL);
-            CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-        }
-        CHECK(!exited, "leg %d exited by itself (status %d) before the kill", k, status);
+        const char *args[] = {bin,  "train", "--arch", arch_path, "--data",   small_pack, "--res", "48",
+                              "--epochs", "500", "--warmup", "0.3", "--threads", "2", "--out", out,
+                              k ? "--resume" : NULL, out, NULL};
+        int status;
+        const char *wait_for = delay_ms[k] < 0 ? tmp : k == 0 ? out : NULL;
+        CHECK(test_kill9_when((char *const *)args, wait_for, delay_ms[k], &status), "leg %d exited by itself (status %d)",
+              k, status);
         mid_write += delay_ms[k] < 0 && access(tmp, F_OK) == 0;   // killed with the temporary file half written
         ib_net net;
         ib_status st = ib_ckpt_load(&net, out);
