@@ -51,7 +51,7 @@ if [ -n "$(q '.detect.AP50')" ]; then
   echo "<tr><td>detect</td><td>SSDLite on the searched backbone</td><td>AP50 $(num "$(q '.detect.AP50')"), AP $(num "$(q '.detect.AP')")</td><td>-</td></tr>"
 fi
 if [ -n "$(q '.segment.miou')" ]; then
-  echo "<tr><td>segment</td><td>DeepLabv3+-lite on the searched backbone</td><td>mIoU $(num "$(q '.segment.miou')")</td><td>-</td></tr>"
+  echo "<tr><td>segment</td><td>BiFPN on the searched backbone</td><td>mIoU $(num "$(q '.segment.miou')")</td><td>-</td></tr>"
 fi
 echo "</table>"
 echo "<h2>Search: one supernet, a budget per target</h2>"
