@@ -13,6 +13,8 @@ declare -A seeds=(
   [fuzz_space]="search/spaces"
   [fuzz_lut]="tests/fuzz/seeds"
   [fuzz_coco]="tests/data/coco/annotations tests/data/coco_bad"
+  [fuzz_yolo]="tests/data/yolo/labels/train"
+  [fuzz_results]="tests/fuzz/seeds/results"
 )
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1
