@@ -98,6 +98,7 @@ rm -f "$dir/mobilenetv2.h5" "$dir/mobilenetv2.h5.csv"
 
 # The chosen cpu backbone, fine-tuned as a classifier, starts both heads (its classifier is dropped). The
 # detector and the segmenter train at the same time, one thread each; their logs are kept beside them.
+# The detector trains with AdamW: on one demo backbone, 3 epochs gave AP50 0.498 against SGD's 0.386.
 echo "== 7/9 detection and 8/9 segmentation on the chosen backbone, side by side (one thread each)"
 echo "   detection: SSDLite, $n_det scenes of 96 px, $det_epochs epochs; segmentation: BiFPN, $n_seg scenes of 64 px, $seg_epochs epochs"
 [ -f "$det_train" ] || "$ibnas" synth --out "$det_train" --n "$n_det" --size 96 --seed 3 --quiet
@@ -107,7 +108,8 @@ echo "   detection: SSDLite, $n_det scenes of 96 px, $det_epochs epochs; segment
 rm -f "$dir/detector.h5" "$dir/detector.h5.csv" "$dir/segmenter.h5" "$dir/segmenter.h5.csv"
 echo "   (progress: $dir/detect_train.log and $dir/segment_train.log)"
 "$ibnas" train --task detect --init "$dir/finetuned.h5" --data "$det_train" --val "$dir/det_val.h5" --res 96 \
-    --epochs "$det_epochs" --batch 32 --lr 0.1 --warmup 0.3 --det-min-scale 0.1 --det-match-iou 0.4 --seed 0 \
+    --epochs "$det_epochs" --batch 32 --optimizer adamw --lr 0.003 --wd 0.0001 --warmup 0.3 --det-min-scale 0.1 \
+    --det-match-iou 0.4 --seed 0 \
     --threads 1 --workers 1 --out "$dir/detector.h5" --json > "$dir/detect_train.json" 2> "$dir/detect_train.log" &
 det_pid=$!
 "$ibnas" train --task segment --head bifpn --init "$dir/finetuned.h5" --data "$seg_train" --val "$dir/seg_val.h5" --res 64 \
