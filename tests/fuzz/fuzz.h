@@ -14,5 +14,7 @@ char *fuzz_string(const uint8_t *data, size_t size);
 const char *fuzz_file(const char *name, const uint8_t *data, size_t size);
 // The scratch folder itself.
 const char *fuzz_dir(void);
+// Makes `rel` and its missing parents inside the scratch folder; returns its path (static storage).
+const char *fuzz_mkdirs(const char *rel);
 
 #endif

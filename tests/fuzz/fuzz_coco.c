@@ -5,17 +5,13 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static char root[600];
     if (!root[0]) {
-        char p[700];
+        fuzz_mkdirs("coco/annotations");
+        fuzz_mkdirs("coco/images/train");
         snprintf(root, sizeof root, "%s/coco", fuzz_dir());
-        mkdir(root, 0755);
-        snprintf(p, sizeof p, "%s/annotations", root), mkdir(p, 0755);
-        snprintf(p, sizeof p, "%s/images", root), mkdir(p, 0755);
-        snprintf(p, sizeof p, "%s/images/train", root), mkdir(p, 0755);
         fuzz_file("coco/images/train/a.png", data, 0);
         fuzz_file("coco/images/train/b.jpg", data, 0);
     }

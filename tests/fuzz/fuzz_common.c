@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 char *fuzz_string(const uint8_t *data, size_t size) {
     char *s = malloc(size + 1);
@@ -28,5 +29,19 @@ const char *fuzz_file(const char *name, const uint8_t *data, size_t size) {
     snprintf(path, sizeof path, "%s/%s", fuzz_dir(), name);
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(data, 1, size, f) != size || fclose(f) != 0) abort();
+    return path;
+}
+
+const char *fuzz_mkdirs(const char *rel) {
+    static char path[1024];
+    int n = snprintf(path, sizeof path, "%s/%s", fuzz_dir(), rel);
+    if (n < 0 || (size_t)n >= sizeof path) abort();
+    for (char *p = path + strlen(fuzz_dir()) + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    mkdir(path, 0755);
     return path;
 }

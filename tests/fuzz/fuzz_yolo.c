@@ -5,18 +5,13 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static char root[600];
     if (!root[0]) {
-        char p[700];
+        fuzz_mkdirs("yolo/images/train");
+        fuzz_mkdirs("yolo/labels/train");
         snprintf(root, sizeof root, "%s/yolo", fuzz_dir());
-        mkdir(root, 0755);
-        snprintf(p, sizeof p, "%s/images", root), mkdir(p, 0755);
-        snprintf(p, sizeof p, "%s/images/train", root), mkdir(p, 0755);
-        snprintf(p, sizeof p, "%s/labels", root), mkdir(p, 0755);
-        snprintf(p, sizeof p, "%s/labels/train", root), mkdir(p, 0755);
         const char *names = "person\ncar\ndog\n";
         fuzz_file("yolo/names.txt", (const uint8_t *)names, strlen(names));
         fuzz_file("yolo/images/train/a.jpg", data, 0);
