@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static const float imagenet_mean[3] = {0.485f * 255, 0.456f * 255, 0.406f * 255};
@@ -280,6 +282,49 @@ ib_status ib_train_out_check(const char *out, const char *what) {
     return ib_h5_check_creatable(out);
 }
 
+int64_t ib_train_ckpt_bytes(const ib_params *ps, ib_optim *opt, ib_ema *ema) {
+    int64_t floats = ps->numel_params + ps->numel_buffers, n;
+    const char *name;
+    float *data;
+    for (int i = 0; opt && i < ib_optim_state_count(opt); i++) ib_optim_state(opt, i, &name, &data, &n), floats += n;
+    for (int i = 0; ema && i < ib_ema_state_count(ema); i++) ib_ema_state(ema, i, &name, &data, &n), floats += n;
+    return floats * (int64_t)sizeof(float);
+}
+
+static void mb(char *buf, size_t n, double bytes) {
+    if (bytes < 1e6) snprintf(buf, n, "%.0f kB", bytes / 1e3);
+    else snprintf(buf, n, "%.1f MB", bytes / 1e6);
+}
+
+ib_status ib_train_room_check(const char *out, int64_t bytes) {
+    char need[32], have[32];
+    mb(need, sizeof need, (double)bytes);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (uint64_t)rl.rlim_cur < (uint64_t)bytes) {
+        mb(have, sizeof have, (double)rl.rlim_cur);
+        return ib_fail(IB_ERR_IO, "%s: a checkpoint takes at least %s, more than the file size limit of %s (ulimit -f); "
+                       "nothing was trained", out, need, have);
+    }
+    // The folder's free space: a save writes OUT.tmp beside OUT (which stays until the rename).
+    size_t n = strlen(out) + 3;
+    char *dir = malloc(n);
+    if (!dir) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    const char *slash = strrchr(out, '/');
+    if (!slash) snprintf(dir, n, ".");
+    else snprintf(dir, n, "%.*s", slash == out ? 1 : (int)(slash - out), out);
+    struct statvfs vs;
+    int known = statvfs(dir, &vs) == 0 && vs.f_blocks > 0;
+    free(dir);
+    if (!known) return IB_OK;   // a file system that does not say: the save reports a full disk if it comes
+    double avail = (double)vs.f_bavail * (double)vs.f_frsize;
+    if (avail < (double)bytes) {
+        mb(have, sizeof have, avail);
+        return ib_fail(IB_ERR_IO, "%s: a checkpoint takes at least %s and its disk has %s free; free some space or "
+                       "write elsewhere (--out); nothing was trained", out, need, have);
+    }
+    return IB_OK;
+}
+
 ib_status ib_train_state_load(ib_h5 *f, train_state *t) {
     int64_t meta[6];
     ib_status s = ib_h5_read_i64(f, "train/state", meta, 6);
@@ -463,6 +508,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         goto done;
     }
     if (cfg->resume && (s = ib_train_state_resume(cfg->resume, &ts))) goto done;
+    if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&net.ps, ts.opt, ts.ema)))) goto done;
 
     long spe;
     ib_schedule sch;

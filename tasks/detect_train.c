@@ -349,6 +349,9 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
         ib_h5_close(f);
         if (s) goto done;
     }
+    if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&d.net.ps, ts.opt, NULL) +
+                                               ib_train_ckpt_bytes(&d.ps, opt_head, NULL))))
+        goto done;
 
     long spe = 0;
     ib_schedule sch;

@@ -807,6 +807,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
         goto done;
     }
     if (cfg->resume && (s = ib_train_state_resume(cfg->resume, &ts))) goto done;
+    if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&net.ps, ts.opt, ts.ema)))) goto done;
 
     ib_loader_opts lo;
     ib_loader_opts_default(&lo, H, W);

@@ -266,6 +266,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     }
     if (c->resume && (s = ib_train_state_resume(c->resume, &ts))) goto done;
     if (task && (s = task->attach(task, &sn, c, classes, c->resume))) goto done;
+    if ((s = ib_train_room_check(c->out, ib_train_ckpt_bytes(&sn.ps, ts.opt, ts.ema)))) goto done;
 
     long spe;
     ib_schedule sch;

@@ -136,6 +136,12 @@ ib_status ib_train_loss_check(const ib_train_state *t, float loss);
 ib_status ib_train_saved(ib_train_state *t, ib_status s);
 // The checks every training verb makes before it loads anything: an output is named and can be written.
 ib_status ib_train_out_check(const char *out, const char *what);
+// Once the network and the optimizer are built, before the first step: a checkpoint of at least `bytes`
+// (ib_train_ckpt_bytes: every float of the weights, buffers, optimizer and EMA state) fits the file size
+// limit (ulimit -f) and the free space of OUT's folder (a save writes OUT.tmp beside OUT); else the error
+// names OUT, both sizes and says nothing was trained. A file system that reports no size passes.
+ib_status ib_train_room_check(const char *out, int64_t bytes);
+int64_t ib_train_ckpt_bytes(const ib_params *ps, ib_optim *opt, ib_ema *ema);
 // The CSV log (cfg->log, else OUT.csv): a new file with `header` for a fresh run; when resuming, the rows
 // of epochs after epochs_done are dropped and rows are appended.
 ib_status ib_train_log_open(const ib_train_cfg *cfg, int64_t epochs_done, const char *header, FILE **log);

@@ -1,8 +1,12 @@
 // Every verb against unknown, malformed and impossible flags: a usage error (exit 2, the flag named on
 // stderr), never a crash, a hang or a run with a nonsense value. The numeric flags tried are the ones
-// each verb's --help lists as numbers (N or X).
+// each verb's --help lists as numbers (N or X). Values that parse but no run can use (a budget below
+// the fastest subnet, a space without choices) are tried with every required flag given.
 #include "tests/test.h"
 
+#include "data/data.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,4 +91,73 @@ TEST(every_verb_refuses_impossible_numbers) {
     }
     CHECK(tried > 60, "only %d flag values tried: the verbs' --help changed?", tried);
     CHECK(!bad, "%d of %d wrong answers:%s", bad, tried, report);
+}
+
+// Values that parse but no run can use, with every required flag given: an error naming what is wrong
+// (exit 1 or 2), before any training or search step. Fixtures: 64 scenes, a supernet of the tiny space
+// trained one epoch on them, its modelled edgetpu table, and a space whose first stage allows no op.
+TEST(impossible_values_with_the_required_flags_given) {
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
+    char data[400], sn[400], lut[400], empty[400], out[400], cmd[4096], *err = NULL;
+    const char *dir = test_tmpdir();
+    snprintf(data, sizeof data, "%s/iv_scenes.h5", dir);
+    snprintf(sn, sizeof sn, "%s/iv_supernet.h5", dir);
+    snprintf(lut, sizeof lut, "%s/iv_edgetpu.csv", dir);
+    snprintf(empty, sizeof empty, "%s/iv_empty.space.json", dir);
+    snprintf(out, sizeof out, "%s/iv_out", dir);
+    IB_ASSERT(ib_synth_write_pack(data, 64, 32, 1, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    char space[600], arch[600];
+    snprintf(space, sizeof space, "%s", project_path("search/spaces/tiny.space.json"));
+    snprintf(arch, sizeof arch, "%s", project_path("examples/archs/synth_small.arch.json"));
+    snprintf(cmd, sizeof cmd, "%s supernet train --space %s --data %s --epochs 1 --warmup 0.2 --batch 16 --res 32 --threads 1 "
+             "--quiet --out %s && %s latency model --space %s --target edgetpu --res 32 --out %s", bin, space, data, sn, bin,
+             space, lut);
+    int rc = test_run(cmd, NULL, &err);
+    IB_ASSERT(rc == 0, "fixtures: exit %d: %s", rc, err);
+    free(err);
+    // The tiny space with stage 0's op list emptied.
+    FILE *in = fopen(space, "r"), *o = fopen(empty, "w");
+    IB_ASSERT(in && o, "cannot copy %s to %s", space, empty);
+    char line[4096];
+    int done = 0;
+    while (fgets(line, sizeof line, in)) {
+        char *op = done ? NULL : strstr(line, "\"op\": [");
+        if (op) {
+            char *close = strchr(op, ']');
+            IB_ASSERT(close, "%s: an op list on one line was expected", space);
+            fprintf(o, "%.*s\"op\": []%s", (int)(op - line), line, close + 1);
+            done = 1;
+        } else fputs(line, o);
+    }
+    fclose(in), fclose(o);
+    IB_ASSERT(done, "%s: no op list found", space);
+
+    char train[2048], search[2048];
+    snprintf(train, sizeof train, "train --arch %s --data %s --res 32 --out %s.h5 --quiet", arch, data, out);
+    snprintf(search, sizeof search, "search --supernet %s --lut tpu=%s --data %s --res 32 --out %s --quiet --threads 1",
+             sn, lut, data, out);
+    char sn_train[2048];
+    snprintf(sn_train, sizeof sn_train, "supernet train --space %s --data %s --res 32 --quiet --out %s.h5", space, data,
+             out);
+    struct { const char *args, *extra, *named; } cases[] = {
+        {train, "--batch 0", "must be positive"},
+        {train, "--epochs 0", "must be positive"},
+        {train, "--epochs 2 --warmup 2", "covers the whole run"},
+        {sn_train, "--batch 1", "batch at least 2"},
+        {search, "--budget-ms tpu=0.000001", "below the fastest arch"},
+        {search, "--budget-ms tpu=-1", "not a positive number"},
+        {search, "--budget-ms tpu=1 --population 0", "all must be positive"},
+        {"space count --space", empty, "must be an array of op names"},
+    };
+    static char report[8192];
+    report[0] = 0;
+    int bad = 0, n = (int)(sizeof cases / sizeof cases[0]);
+    for (int i = 0; i < n; i++) {
+        char args[4096];
+        snprintf(args, sizeof args, "%s %s", cases[i].args, cases[i].extra);
+        bad += !expect(bin, args, -1, cases[i].named, report, sizeof report);
+    }
+    CHECK(!bad, "%d of %d wrong answers:%s", bad, n, report);
+    CHECK(access(out, F_OK) != 0, "a refused search wrote %s", out);
 }

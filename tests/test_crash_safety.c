@@ -1,9 +1,9 @@
 // Outputs when the disk fills or the process dies. Every writer (HDF5, PNG, arch JSON, latency CSV, whole
 // buffers: search JSON, ONNX) run with a file size limit must fail with an error naming the file and the
-// reason, leave no PATH.tmp and leave PATH as it was. `ibnas train` and `ibnas supernet train`, resumed
-// into a disk that cannot hold a second checkpoint (a file size limit, which needs no privileges, and a
-// small tmpfs where the test may mount one), must stop with exit 1 and a message saying which file holds
-// the last good state, and that file must load and resume. `kill -9` of `ibnas supernet train` at many
+// reason, leave no PATH.tmp and leave PATH as it was. `ibnas train` and `ibnas supernet train` refuse
+// to start where a checkpoint cannot fit (a file size limit, which needs no privileges, or a small tmpfs
+// where the test may mount one); a run whose disk fills after it started stops with exit 1 and a message
+// saying which file holds the last good state, and that file must load and resume. `kill -9` of `ibnas supernet train` at many
 // moments, mid-write included, must leave the supernet file loadable (the train verb's test is in
 // test_train.c).
 #include "layers/layers.h"
@@ -202,10 +202,17 @@ static ib_status load_state(int supernet, const char *path, int64_t *step) {
     return s;
 }
 
-// A run stopped after 2 steps leaves OUT; resumed into a disk that holds OUT but not a second copy (a size
-// limit of half the file, or a tmpfs of 1.5 files), the next save fails: exit 1, the message names OUT, the
-// system's reason and the last good state; no OUT.tmp; OUT still loads at step 2 and resumes.
-static void full_disk_case(int supernet, int tmpfs) {
+// A run stopped after 2 steps leaves OUT (its size tells how big a checkpoint is). Then, by mode:
+//   ROOM_LIMIT: resumed under a file size limit of half a checkpoint, the run is refused before its first
+//     step (the limit is known at start): exit 1 naming OUT, the limit and "nothing was trained"; OUT
+//     unchanged (still loads at step 2) and resumable.
+//   ROOM_TMPFS_SMALL: a fresh run into a tmpfs of a quarter checkpoint is refused the same way, naming the
+//     free space; it leaves no OUT and no OUT.tmp.
+//   ROOM_TMPFS_SAVE: a fresh run into a tmpfs of 1.5 checkpoints starts (one fits), saves once, and its
+//     second save finds no room: exit 1 naming OUT, the system's reason and the last good state; no
+//     OUT.tmp; OUT loads at the step the message names, and resumes.
+enum { ROOM_LIMIT, ROOM_TMPFS_SMALL, ROOM_TMPFS_SAVE };
+static void full_disk_case(int supernet, int mode) {
     const char *bin = test_ibnas_bin();
     if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
     fixtures();
@@ -217,36 +224,54 @@ static void full_disk_case(int supernet, int tmpfs) {
     free(err);
     long long size = file_size(first), limit = -1;
     const char *dir = test_tmpdir();
-    if (tmpfs) {
+    if (mode != ROOM_LIMIT) {
         char why[300];
-        if (!(dir = test_small_tmpfs(size * 3 / 2 + 65536, why, sizeof why))) SKIP("%s", why);
+        long long room = mode == ROOM_TMPFS_SMALL ? size / 4 : size * 3 / 2 + 65536;
+        if (!(dir = test_small_tmpfs(room, why, sizeof why))) SKIP("%s", why);
     } else limit = size / 2;
     snprintf(out, sizeof out, "%s/%s", dir, supernet ? "fd_sn.h5" : "fd.h5");
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
-    if (strcmp(out, first)) copy_file(first, out);
-    train_argv(argv, supernet, "3", out, out, NULL);
+    if (mode == ROOM_LIMIT) {
+        copy_file(first, out);
+        train_argv(argv, supernet, "3", out, out, NULL);
+    } else train_argv(argv, supernet, "3", out, NULL, NULL);
     rc = test_run_limited(argv, limit, &err);
-    const char *reason = tmpfs ? "No space left on device" : "File too large";
-    int named = strstr(err, out) && strstr(err, reason) && strstr(err, "holds the last good state (after step 2)");
     CHECK(rc == 1, "the run into a full disk: exit %d, expected 1: %s", rc, err);
-    CHECK(named, "the message must name %s, '%s' and the last good state: %s", out, reason, err);
+    int64_t good = 2;
+    if (mode == ROOM_TMPFS_SAVE) {
+        const char *at = strstr(err, "holds the last good state (after step ");
+        long long step = at ? atoll(at + strlen("holds the last good state (after step ")) : -1;
+        CHECK(strstr(err, out) && strstr(err, "No space left on device") && step > 0,
+              "the message must name %s, 'No space left on device' and the last good state: %s", out, err);
+        good = step;
+    } else {
+        const char *reason = mode == ROOM_LIMIT ? "file size limit" : "free";
+        CHECK(strstr(err, out) && strstr(err, reason) && strstr(err, "nothing was trained"),
+              "the message must name %s, '%s' and say that nothing was trained: %s", out, reason, err);
+    }
     free(err);
-    CHECK(access(tmp, F_OK) != 0, "the failed save left %s", tmp);
+    CHECK(access(tmp, F_OK) != 0, "the failed run left %s", tmp);
+    if (mode == ROOM_TMPFS_SMALL) {
+        CHECK(access(out, F_OK) != 0, "a run refused at start wrote %s", out);
+        return;
+    }
     int64_t step = -1;
     ib_status s = load_state(supernet, out, &step);
-    CHECK(s == IB_OK && step == 2, "after the failed save %s: %s, step %lld (expected 2)", out, s ? ib_errmsg() : "loads",
-          (long long)step);
+    CHECK(s == IB_OK && step == good, "after the failed run %s: %s, step %lld (expected %lld)", out,
+          s ? ib_errmsg() : "loads", (long long)step, (long long)good);
     // It resumes (into the scratch folder: the full one has no room for a second file).
-    train_argv(argv, supernet, "3", scratch(supernet ? "fd_sn_after.h5" : "fd_after.h5"), out, "3");
+    train_argv(argv, supernet, "3", scratch(supernet ? "fd_sn_after.h5" : "fd_after.h5"), out, "1");
     rc = test_run_limited(argv, -1, &err);
     CHECK(rc == 0, "resuming from %s: exit %d: %s", out, rc, err);
     free(err);
 }
 
-TEST(cli_train_full_disk_file_size_limit) { full_disk_case(0, 0); }
-TEST(cli_train_full_disk_tmpfs) { full_disk_case(0, 1); }
-TEST(cli_supernet_train_full_disk_file_size_limit) { full_disk_case(1, 0); }
-TEST(cli_supernet_train_full_disk_tmpfs) { full_disk_case(1, 1); }
+TEST(cli_train_refused_under_file_size_limit) { full_disk_case(0, ROOM_LIMIT); }
+TEST(cli_train_refused_on_small_tmpfs) { full_disk_case(0, ROOM_TMPFS_SMALL); }
+TEST(cli_train_full_disk_tmpfs) { full_disk_case(0, ROOM_TMPFS_SAVE); }
+TEST(cli_supernet_train_refused_under_file_size_limit) { full_disk_case(1, ROOM_LIMIT); }
+TEST(cli_supernet_train_refused_on_small_tmpfs) { full_disk_case(1, ROOM_TMPFS_SMALL); }
+TEST(cli_supernet_train_full_disk_tmpfs) { full_disk_case(1, ROOM_TMPFS_SAVE); }
 
 // A pack (HDF5 written as it goes, not in memory) that fills a small tmpfs: exit 1 naming the file, no crash
 // at exit (libhdf5 1.10 crashed there after the failed close, HDFFV-11052), nothing left behind.
