@@ -358,27 +358,34 @@ void ib_api_train_report(const ib_train_result *res, ib_train_report *r) {
 // ---------------------------------------------------------------------------------------------
 // Segmentation
 
-static ib_status api_train_segment(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r) {
-    ib_seg_train_cfg sc;
-    ib_seg_train_cfg_default(&sc);
-    sc.base = *c;
-    sc.base.label_smoothing = 0;
+ib_status ib_api_seg_head_cfg(const ib_train_opts *o, ib_seg_head_cfg *h) {
+    ib_seg_head_cfg_default(h);
     if (o->seg_head && strcmp(o->seg_head, "deeplab") && strcmp(o->seg_head, "bifpn"))
         return ib_fail(IB_ERR_ARG, "seg_head '%s' is not one of deeplab, bifpn", o->seg_head);
     if (o->seg_head_width < 0 || o->seg_repeats < 0 || o->seg_low_stride < 0 || o->seg_high_stride < 0)
         return ib_fail(IB_ERR_ARG, "seg_head_width %d, seg_repeats %d, strides %d, %d: none may be negative",
                        o->seg_head_width, o->seg_repeats, o->seg_low_stride, o->seg_high_stride);
-    if (o->seg_head) snprintf(sc.head.kind, sizeof sc.head.kind, "%s", o->seg_head);
-    if (o->seg_high_stride) sc.head.high_stride = o->seg_high_stride;
-    if (o->seg_low_stride) sc.head.low_stride = o->seg_low_stride;
-    if (o->seg_head_width) sc.head.aspp = sc.head.decoder = sc.head.width = o->seg_head_width;
-    if (o->seg_repeats) sc.head.repeats = o->seg_repeats;
+    if (o->seg_head) snprintf(h->kind, sizeof h->kind, "%s", o->seg_head);
+    if (o->seg_high_stride) h->high_stride = o->seg_high_stride;
+    if (o->seg_low_stride) h->low_stride = o->seg_low_stride;
+    if (o->seg_head_width) h->aspp = h->decoder = h->width = o->seg_head_width;
+    if (o->seg_repeats) h->repeats = o->seg_repeats;
+    return IB_OK;
+}
+
+static ib_status api_train_segment(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r) {
+    ib_seg_train_cfg sc;
+    ib_seg_train_cfg_default(&sc);
+    sc.base = *c;
+    sc.base.label_smoothing = 0;
+    ib_status s = ib_api_seg_head_cfg(o, &sc.head);
+    if (s) return s;
     sc.h = o->seg_height, sc.w = o->seg_width;
     sc.aug = o->seg_aug ? o->seg_aug : "flip";
     sc.class_weights = o->class_weights;
     sc.fast_argmax = o->fast_argmax;
     ib_seg_train_result res;
-    ib_status s = ib_train_segment(&sc, &res);
+    s = ib_train_segment(&sc, &res);
     ib_api_train_report(&res.base, r);
     r->val_miou = res.val_miou;
     r->val_pixel_acc = res.val_pixel_acc;

@@ -29,5 +29,7 @@ ib_status ib_api_train_detect(const ib_train_opts *o, const ib_train_cfg *c, ib_
 // The SSDLite settings of o's det_* fields, checked.
 struct ib_ssd_cfg;
 ib_status ib_api_ssd_cfg(const ib_train_opts *o, int classes, struct ib_ssd_cfg *ssd);
+// Segmentation (api/api.c): the head settings of o's seg_* fields, checked (ib_train and supernets alike).
+ib_status ib_api_seg_head_cfg(const ib_train_opts *o, ib_seg_head_cfg *h);
 
 #endif

@@ -72,7 +72,7 @@ typedef struct scorer {
     ib_dataset *calib, *eval;
     ib_sn_eval_cfg cfg;
     int by_loss;   // the score is minus the cross-entropy, not top-1
-    ib_sn_task *task;   // NULL: classification; else the task's score (detection: AP50)
+    ib_sn_task *task;   // NULL: classification; else the task's score (detection: AP50, segmentation: mIoU)
     int metric;         // with a task: which of its metrics (0 its score)
 } scorer;
 
@@ -269,8 +269,8 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
         return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
                        o->calib_batches, o->eval_images);
-    if (o->task && strcmp(o->task, "classify") && strcmp(o->task, "detect"))
-        return ib_fail(IB_ERR_ARG, "task '%s' is not one of classify, detect", o->task);
+    if (o->task && strcmp(o->task, "classify") && strcmp(o->task, "detect") && strcmp(o->task, "segment"))
+        return ib_fail(IB_ERR_ARG, "task '%s' is not one of classify, detect, segment", o->task);
     ib_set_threads(o->threads);
     api_search *a = calloc(1, sizeof *a);
     if (!a) return ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -281,13 +281,22 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (!s && o->task && strcmp(o->task, task))
         s = ib_fail(IB_ERR_ARG, "%s: a supernet trained for %s, not %s (ibnas supernet train --task %s)", o->supernet, task,
                     o->task, o->task);
-    // the metric: classification's top1 (default) or loss; detection's ap50 (default), ap or ap75
-    const char *metric = o->metric ? o->metric : a->task ? "ap50" : "top1";
-    int det_metric = !strcmp(metric, "ap50") ? 0 : !strcmp(metric, "ap") ? 1 : !strcmp(metric, "ap75") ? 2 : -1;
+    // the metric: classification's top1 (default) or loss; a task's first (default) or another of its metrics
+    static const struct {
+        const char *task, *flag[3], *name[3], *list;
+    } task_metrics[] = {{"detect", {"ap50", "ap", "ap75"}, {"AP50", "AP", "AP75"}, "ap50, ap, ap75"},
+                        {"segment", {"miou", "pixel_acc", NULL}, {"mIoU", "pixel_acc", NULL}, "miou, pixel_acc"}};
+    int tm = -1, task_metric = -1;
+    for (int k = 0; a->task && k < 2; k++)
+        if (!strcmp(task, task_metrics[k].task)) tm = k;
+    if (!s && a->task && tm < 0) s = ib_fail(IB_ERR_ARG, "%s: no search metric for task %s", o->supernet, task);
+    const char *metric = o->metric ? o->metric : tm >= 0 ? task_metrics[tm].flag[0] : "top1";
+    for (int k = 0; tm >= 0 && k < 3; k++)
+        if (task_metrics[tm].flag[k] && !strcmp(metric, task_metrics[tm].flag[k])) task_metric = k;
     if (!s && !a->task && strcmp(metric, "top1") && strcmp(metric, "loss"))
         s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of top1, loss (a classification supernet)", metric);
-    if (!s && a->task && det_metric < 0)
-        s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of ap50, ap, ap75 (a detection supernet)", metric);
+    if (!s && tm >= 0 && task_metric < 0)
+        s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of %s (a %s supernet)", metric, task_metrics[tm].list, task);
     int res = o->res > 0 ? o->res : a->sn.space.input;
     if (!s) s = load_luts(a, o->luts, &c);
     if (!s) s = assign_budgets(o->budgets, &c);
@@ -320,12 +329,12 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     c.seed = o->seed;
     sc.by_loss = !strcmp(metric, "loss");
     sc.task = a->task;
-    sc.metric = det_metric < 0 ? 0 : det_metric;
+    sc.metric = task_metric < 0 ? 0 : task_metric;
     c.score = score_path;
     c.user = &sc;
-    static const char *const det_labels[3] = {"AP50 on the held-out training images", "AP on the held-out training images",
-                                              "AP75 on the held-out training images"};
-    c.score_label = a->task       ? det_labels[sc.metric]
+    char task_label[64];
+    if (a->task) snprintf(task_label, sizeof task_label, "%s on the held-out training images", task_metrics[tm].name[sc.metric]);
+    c.score_label = a->task      ? task_label
                     : sc.by_loss ? "minus the cross-entropy on the held-out training images"
                                  : "top-1 on the held-out training images";
     c.out = o->out;
@@ -337,8 +346,7 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         fprintf(stderr, "search: %s, %lld held-out images scored (of %lld), %lld for BN recalibration, %dx%d\n",
                 o->supernet, (long long)ib_dataset_size(a->eval), (long long)ib_dataset_size(a->held),
                 (long long)ib_dataset_size(a->rest), res, res);
-    static const char *const det_names[3] = {"AP50", "AP", "AP75"};
-    snprintf(r->score_name, sizeof r->score_name, "%s", a->task ? det_names[sc.metric] : sc.by_loss ? "-loss" : "top-1");
+    snprintf(r->score_name, sizeof r->score_name, "%s", a->task ? task_metrics[tm].name[sc.metric] : sc.by_loss ? "-loss" : "top-1");
     ib_search_result res_;
     s = ib_search_run(&c, &res_);
     r->generations_done = res_.generations_done;

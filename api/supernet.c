@@ -1,6 +1,7 @@
 // api: supernets (include/ibnas.h, "Supernets") over search/ and tasks/.
 #include "api/api.h"
 #include "tasks/detect.h"
+#include "tasks/segment.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +45,16 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     if (!strcmp(task, "detect")) {
         ib_ssd_cfg ssd;
         if ((s = ib_api_ssd_cfg(&o->train, o->train.classes, &ssd)) || (s = ib_sn_task_detect(&c.task, &ssd))) return s;
+    } else if (!strcmp(task, "segment")) {   // one head at res x res, as `ibnas train --task segment` builds it
+        ib_seg_head_cfg hc;
+        if ((o->train.seg_height && o->train.seg_height != c.base.res) || (o->train.seg_width && o->train.seg_width != c.base.res))
+            return ib_fail(IB_ERR_ARG, "a segmentation supernet trains and scores at res x res (--res %d), not %dx%d",
+                           c.base.res, o->train.seg_width, o->train.seg_height);
+        if ((s = ib_api_seg_head_cfg(&o->train, &hc)) ||
+            (s = ib_sn_task_segment(&c.task, &hc, o->train.seg_aug, o->train.class_weights)))
+            return s;
     } else if (strcmp(task, "classify"))
-        return ib_fail(IB_ERR_ARG, "supernet task '%s' is not one of classify, detect", task);
+        return ib_fail(IB_ERR_ARG, "supernet task '%s' is not one of classify, detect, segment", task);
     ib_sn_train_result res;
     s = ib_train_supernet_classify(&c, &res);
     if (c.task) c.task->free(c.task);
@@ -106,27 +115,36 @@ static ib_status arch_choice(ib_supernet *sn, const char *spec, int **choice) {
     return s;
 }
 
+// The BN recalibration data: o->calib, else the training data the supernet records less its held-out part;
+// opened as the task's (NULL: classification's). *base (may be NULL) must be closed after *calib.
+static ib_status open_calib(ib_supernet *sn, ib_sn_task *t, const ib_supernet_eval_opts *o, ib_dataset **base,
+                            ib_dataset **calib) {
+    *base = *calib = NULL;
+    if (o->calib) return t ? t->open(t, calib, o->calib, IB_DS_AUTO, "train") : ib_open_labelled(calib, o->calib, IB_DS_AUTO, "train");
+    ib_status s = ib_supernet_calib_data(sn, t, base, calib);
+    if (!s && !*calib) s = ib_fail(IB_ERR_ARG, "the supernet records no training data: give calibration data (--calib)");
+    return s;
+}
+
+static void eval_cfg(const ib_supernet_eval_opts *o, ib_sn_eval_cfg *c) {
+    ib_sn_eval_cfg_default(c);
+    c->res = o->res;
+    c->batch = o->batch;
+    c->workers = o->workers;
+    c->calib_batches = o->calib_batches;
+    c->calib_batch = o->calib_batch;
+    c->calib_seed = o->calib_seed;
+    c->progress = o->progress;
+}
+
 // Recalibrates the arch's path (and evaluates it on ds when given).
 static ib_status recal_eval(ib_supernet *sn, const int *choice, ib_dataset *ds, const ib_supernet_eval_opts *o,
                             ib_cls_metrics *m) {
-    ib_dataset *base = NULL, *calib = NULL;
-    ib_status s;
-    if (o->calib) s = ib_open_labelled(&calib, o->calib, IB_DS_AUTO, "train");
-    else {
-        s = ib_supernet_calib_data(sn, &base, &calib);
-        if (!s && !calib)
-            s = ib_fail(IB_ERR_ARG, "the supernet records no training data: give calibration data (--calib)");
-    }
+    ib_dataset *base, *calib;
+    ib_status s = open_calib(sn, NULL, o, &base, &calib);
     if (!s) {
         ib_sn_eval_cfg c;
-        ib_sn_eval_cfg_default(&c);
-        c.res = o->res;
-        c.batch = o->batch;
-        c.workers = o->workers;
-        c.calib_batches = o->calib_batches;
-        c.calib_batch = o->calib_batch;
-        c.calib_seed = o->calib_seed;
-        c.progress = o->progress;
+        eval_cfg(o, &c);
         s = ib_supernet_eval_classify(sn, choice, calib, ds, &c, m);
     }
     if (calib != base) ib_dataset_close(calib);
@@ -143,8 +161,9 @@ ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds
     if (!o) ib_supernet_eval_opts_default(&d), o = &d;
     if (!ds->has_labels) return ib_fail(IB_ERR_FORMAT, "%s: has no class labels to evaluate on", ib_dataset_path(ds));
     if (sn->task[0] && strcmp(sn->task, "classify"))   // its classifier never trained
-        return ib_fail(IB_ERR_ARG, "a supernet trained for %s: its archs are scored by ibnas search --task %s (extract "
-                       "works, for the backbone)", sn->task, sn->task);
+        return ib_fail(IB_ERR_ARG, "a supernet trained for %s: its archs are scored with its %s head by "
+                       "ib_supernet_evaluate_task (what ibnas supernet eval runs for it; extract works, for the backbone)",
+                       sn->task, sn->task);
     int *choice;
     ib_status s = arch_choice(sn, arch, &choice);
     if (s) return s;
@@ -182,4 +201,37 @@ ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_
     }
     *out = m;
     return IB_OK;
+}
+
+const char *ib_supernet_task(const ib_supernet *sn) { return sn && sn->task[0] ? sn->task : "classify"; }
+
+ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch, ib_dataset *ds, const ib_supernet_eval_opts *o,
+                                    ib_supernet_task_report *r) {
+    if (!r) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: no report given");
+    memset(r, 0, sizeof *r);
+    r->metrics[0] = r->metrics[1] = r->metrics[2] = -1;
+    if (!sn || !ds) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: a supernet and a dataset are needed");
+    if (!sn->path) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: the supernet was not opened from a file");
+    ib_supernet_eval_opts d;
+    if (!o) ib_supernet_eval_opts_default(&d), o = &d;
+    ib_sn_task *t = NULL;
+    ib_status s = ib_sn_task_open(&t, sn, sn->path);
+    if (!s && !t)
+        s = ib_fail(IB_ERR_ARG, "%s: a classification supernet: ib_supernet_evaluate (ibnas supernet eval) scores its archs "
+                    "by top-1", sn->path);
+    if (s) return s;
+    int *choice = NULL;
+    ib_dataset *base = NULL, *calib = NULL;
+    if (!(s = arch_choice(sn, arch, &choice)) && !(s = open_calib(sn, t, o, &base, &calib))) {
+        ib_sn_eval_cfg c;
+        eval_cfg(o, &c);
+        s = ib_supernet_eval_task(sn, t, choice, calib, ds, &c, r->metrics);
+    }
+    snprintf(r->task, sizeof r->task, "%s", t->name);
+    sscanf(t->metrics, "%15[^,],%15[^,],%15s", r->names[0], r->names[1], r->names[2]);
+    if (calib != base) ib_dataset_close(calib);
+    ib_dataset_close(base);
+    free(choice);
+    t->free(t);
+    return s;
 }

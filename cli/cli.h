@@ -51,6 +51,10 @@ void cli_train_apply(ib_train_opts *o, const cli_train_extra *x);
 // The detection flags (--det-*) bound to o's det_* fields; room for CLI_DETECT_FLAGS entries.
 #define CLI_DETECT_FLAGS 11
 int cli_detect_flags(cli_flag *f, ib_train_opts *o);
+// The segmentation head's flags (--head, --high-stride, --low-stride, --head-width, --bifpn-repeats) and
+// --seg-aug, --class-weights, bound to o's seg_* fields; room for CLI_SEGMENT_FLAGS entries.
+#define CLI_SEGMENT_FLAGS 7
+int cli_segment_flags(cli_flag *f, ib_train_opts *o);
 
 // The verbs.
 int cmd_infer(int argc, char **argv);

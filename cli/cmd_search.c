@@ -16,7 +16,8 @@ static const char *usage_text =
     "best-<budget>ms.arch.json}, DIR/summary.json, DIR/archs.svg and DIR/curve_<strategy>.csv; the state is\n"
     "saved every generation: Ctrl-C stops cleanly, --resume goes on (docs/SEARCH.md). A supernet trained\n"
     "with --task detect scores each subnet by the AP50 of its path with the supernet's SSDLite head on the\n"
-    "held-out images, after BN recalibration on the rest (MobileDets' search).\n";
+    "held-out images, after BN recalibration on the rest (MobileDets' search); one trained with --task segment\n"
+    "by the mIoU of its path with the supernet's segmentation head there (Autoseg-EdgeTPU's search).\n";
 
 // The whole file on stdout (the summary for --json); 0 on success.
 static int print_file(const char *path) {
@@ -50,8 +51,8 @@ int cmd_search(int argc, char **argv) {
         {"--res", F_INT, &o.res, "resolution of scoring and latency (default: the space's input)"},
         {"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of 64 per subnet (20)"},
         {"--eval-images", F_INT, &o.eval_images, "at most this many held-out images per score (default: all)"},
-        {"--task", F_STR, &o.task, "classify or detect: must be the supernet's (default: the supernet's)"},
-        {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy); detect: ap50 (default), ap, ap75"},
+        {"--task", F_STR, &o.task, "classify, detect or segment: must be the supernet's (default: the supernet's)"},
+        {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy); detect: ap50 (default), ap, ap75; segment: miou (default), pixel_acc"},
         {"--baselines", F_STR, &o.baselines, "drawn on the plots: mobilenetv2:0.35[=TOP1],A.arch.json; archs of the space are also scored and seed evolution"},
         {"--out", F_STR, &o.out, "output folder (required)"},
         {"--resume", F_BOOL, &o.resume, "continue the search saved in --out"},

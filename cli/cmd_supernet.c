@@ -2,6 +2,7 @@
 // public API (ib_supernet_train, ib_supernet_open, ib_supernet_evaluate).
 #include "cli/cli.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,17 +19,20 @@ static const char *train_usage =
     "checkpoint every epoch, Ctrl-C and --resume work as in ibnas train. --task detect trains the supernet as\n"
     "an SSDLite backbone (MobileDets): one head on every path's stride-16 block output and stride-32 feature,\n"
     "the multibox loss (--det-* as in ibnas train --task detect; fair or uniform sampling), the log's\n"
-    "columns the largest and smallest paths' AP50 after BN recalibration.\n";
+    "columns the largest and smallest paths' AP50 after BN recalibration. --task segment trains it as a\n"
+    "segmentation backbone (Autoseg-EdgeTPU): one head (--head deeplab|bifpn and the head flags of ibnas train\n"
+    "--task segment) on every path's features at --res x --res, pixel-wise cross-entropy with the data's ignore\n"
+    "index, the log's columns the largest and smallest paths' mIoU after BN recalibration (docs/SEGMENTATION.md).\n";
 
 static int supernet_train(int argc, char **argv) {
     ib_supernet_train_opts o;
     ib_supernet_train_opts_default(&o);
     cli_train_extra x;
     float holdout = (float)o.holdout;
-    cli_flag flags[CLI_TRAIN_FLAGS + CLI_DETECT_FLAGS + 10];
+    cli_flag flags[CLI_TRAIN_FLAGS + CLI_DETECT_FLAGS + CLI_SEGMENT_FLAGS + 10];
     int n = 0;
     flags[n++] = (cli_flag){"--space", F_STR, &o.space, "the search space (*.space.json; required unless resuming)"};
-    flags[n++] = (cli_flag){"--task", F_STR, &o.train.task, "classify (default) or detect (an SSDLite head shared by every path, on data with boxes)"};
+    flags[n++] = (cli_flag){"--task", F_STR, &o.train.task, "classify (default), detect (an SSDLite head shared by every path, on data with boxes) or segment (a segmentation head shared by every path, on data with masks)"};
     flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "fair (default), sandwich or uniform"};
     flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
     flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1)"};
@@ -36,6 +40,7 @@ static int supernet_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of the per-epoch evaluation (10)"};
     n += cli_train_flags(flags + n, &o.train, &x);
     n += cli_detect_flags(flags + n, &o.train);
+    n += cli_segment_flags(flags + n, &o.train);
     flags[n] = (cli_flag){NULL, 0, NULL, NULL};
     int r = cli_parse("supernet train", argc, argv, flags, train_usage);
     if (r) return r < 0 ? 0 : r;
@@ -68,7 +73,9 @@ static const char *eval_usage =
     "Recalibrates the arch's BN statistics on training images (--calib, default: the supernet's training\n"
     "data less its held-out part; never the evaluation data), then evaluates the arch with the supernet's\n"
     "weights. The keys of --json are those of ibnas eval; ibnas extract with the same calibration flags\n"
-    "writes a checkpoint that ibnas eval scores the same.\n";
+    "writes a checkpoint that ibnas eval scores the same. A supernet trained with --task detect or segment\n"
+    "scores the arch's path with its head instead (calibration data with boxes or masks): AP50, AP, AP75, or\n"
+    "mIoU, pixel accuracy and the mean pixel cross-entropy (--json: task, ap50/ap/ap75 or miou/pixel_acc/loss).\n";
 
 // Flags of `supernet eval` and `extract` alike.
 static int calib_flags(cli_flag *f, ib_supernet_eval_opts *o) {
@@ -80,6 +87,25 @@ static int calib_flags(cli_flag *f, ib_supernet_eval_opts *o) {
     f[n++] = (cli_flag){"--res", F_INT, &o->res, "resolution (default: the space's input size)"};
     f[n++] = (cli_flag){"--workers", F_INT, &o->workers, "data loading threads (2)"};
     return n;
+}
+
+// A detection or segmentation supernet's path scored with its head: the three metrics, named by the task.
+static ib_status supernet_eval_task(ib_supernet *sn, const char *arch, const char *data, ib_dataset *ds,
+                                    const ib_supernet_eval_opts *o, int json) {
+    ib_supernet_task_report tr;
+    ib_status s = ib_supernet_evaluate_task(sn, arch, ds, o, &tr);
+    if (s) return s;
+    if (json) {
+        char key[3][16];
+        for (int k = 0; k < 3; k++) {
+            for (int i = 0; i < 16; i++) key[k][i] = (char)tolower((unsigned char)tr.names[k][i]);
+        }
+        printf("{\"task\": \"%s\", \"%s\": %.6f, \"%s\": %.6f, \"%s\": %.6f}\n", tr.task, key[0], tr.metrics[0], key[1],
+               tr.metrics[1], key[2], tr.metrics[2]);
+    } else
+        printf("%s on %s (%s): %s %.4f, %s %.4f, %s %.4f\n", arch, data, tr.task, tr.names[0], tr.metrics[0], tr.names[1],
+               tr.metrics[1], tr.names[2], tr.metrics[2]);
+    return IB_OK;
 }
 
 static int supernet_eval(int argc, char **argv) {
@@ -110,6 +136,12 @@ static int supernet_eval(int argc, char **argv) {
     memset(&rep, 0, sizeof rep);
     ib_status s = ib_supernet_open(&sn, path);
     if (!s) s = ib_dataset_load(&ds, data, "val");
+    if (!s && strcmp(ib_supernet_task(sn), "classify")) {   // the task's head scores the path
+        s = supernet_eval_task(sn, arch, data, ds, &o, json);
+        ib_dataset_close(ds);
+        ib_supernet_close(sn);
+        return s ? cli_report("supernet eval", s) : 0;
+    }
     if (!s) s = ib_supernet_evaluate(sn, arch, ds, &o, &rep);
     ib_dataset_close(ds);
     ib_supernet_close(sn);

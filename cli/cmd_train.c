@@ -25,15 +25,9 @@ int cmd_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--init", F_STR, &o.init, "start from this checkpoint's network and weights (fine-tuning)"};
     n += cli_train_flags(flags + n, &o, &x);
     // Segmentation
-    flags[n++] = (cli_flag){"--head", F_STR, &o.seg_head, "segment: deeplab (default; DeepLabv3+-lite) or bifpn (EfficientDet's BiFPN)"};
-    flags[n++] = (cli_flag){"--high-stride", F_INT, &o.seg_high_stride, "segment: the ASPP's (bifpn: the coarsest level's) stride, 16 or 32 (default 16)"};
-    flags[n++] = (cli_flag){"--low-stride", F_INT, &o.seg_low_stride, "segment: the decoder's (bifpn: the finest level's, the logits') stride, 4 or 8 (default 4)"};
-    flags[n++] = (cli_flag){"--head-width", F_INT, &o.seg_head_width, "segment: ASPP and decoder width (bifpn: every level's channels) (default 64)"};
-    flags[n++] = (cli_flag){"--bifpn-repeats", F_INT, &o.seg_repeats, "segment: BiFPN layers stacked (default 2)"};
+    n += cli_segment_flags(flags + n, &o);
     flags[n++] = (cli_flag){"--height", F_INT, &o.seg_height, "segment: training and validation height (default --res)"};
     flags[n++] = (cli_flag){"--width", F_INT, &o.seg_width, "segment: training and validation width (default --res)"};
-    flags[n++] = (cli_flag){"--seg-aug", F_STR, &o.seg_aug, "segment: flip (default), scale (jitter 0.5..2, crop, flip), none"};
-    flags[n++] = (cli_flag){"--class-weights", F_STR, &o.class_weights, "segment: none (default) or median (median frequency)"};
     flags[n++] = (cli_flag){"--fast-argmax", F_BOOL, &o.fast_argmax, "segment: validate with the low-resolution argmax"};
     // Detection
     n += cli_detect_flags(flags + n, &o);

@@ -62,3 +62,15 @@ int cli_detect_flags(cli_flag *flags, ib_train_opts *o) {
     flags[n++] = (cli_flag){"--det-focal-gamma", F_FLOAT, &o->det_focal_gamma, "detect: the focal loss's gamma (2)"};
     return n;
 }
+
+int cli_segment_flags(cli_flag *flags, ib_train_opts *o) {
+    int n = 0;
+    flags[n++] = (cli_flag){"--head", F_STR, &o->seg_head, "segment: deeplab (default; DeepLabv3+-lite) or bifpn (EfficientDet's BiFPN)"};
+    flags[n++] = (cli_flag){"--high-stride", F_INT, &o->seg_high_stride, "segment: the ASPP's (bifpn: the coarsest level's) stride, 16 or 32 (default 16)"};
+    flags[n++] = (cli_flag){"--low-stride", F_INT, &o->seg_low_stride, "segment: the decoder's (bifpn: the finest level's, the logits') stride, 4 or 8 (default 4)"};
+    flags[n++] = (cli_flag){"--head-width", F_INT, &o->seg_head_width, "segment: ASPP and decoder width (bifpn: every level's channels) (default 64)"};
+    flags[n++] = (cli_flag){"--bifpn-repeats", F_INT, &o->seg_repeats, "segment: BiFPN layers stacked (default 2)"};
+    flags[n++] = (cli_flag){"--seg-aug", F_STR, &o->seg_aug, "segment: flip (default), scale (jitter 0.5..2, crop, flip), none"};
+    flags[n++] = (cli_flag){"--class-weights", F_STR, &o->class_weights, "segment: none (default) or median (median frequency)"};
+    return n;
+}

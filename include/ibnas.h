@@ -361,11 +361,14 @@ typedef struct ib_search_opts {
     int res;                   // search resolution (scoring and latency); 0: the space's input size
     int calib_batches;         // BN recalibration batches per subnet (of 64 images), 20
     int eval_images;           // at most this many held-out images per score (the first of the part); 0: all
-    const char *task;          // NULL: the supernet's own; "classify" or "detect" must be the one it was trained for
+    const char *task;          // NULL: the supernet's own; "classify", "detect" or "segment" must be the one it was
+                               // trained for
     const char *metric;        // the score. Classification: "top1" (default) or "loss" (minus the held-out
                                // cross-entropy, which separates subnets closer than top-1 on a few thousand images
                                // can). Detection (a supernet trained with task "detect"): "ap50" (default), "ap",
-                               // "ap75" of the path with the supernet's SSDLite head, NULL: the task's default
+                               // "ap75" of the path with the supernet's SSDLite head. Segmentation (task "segment"):
+                               // "miou" (default) or "pixel_acc" of the path with the supernet's segmentation head at
+                               // res x res. NULL: the task's default
     const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,hand.arch.json=0.61" (=SCORE optional); archs of the space are scored and seed evolution; NULL: none
     const char *out;           // output folder (required)
     int resume;                // 1: continue OUT/state.json (an existing state without it is an error)
@@ -381,7 +384,8 @@ typedef struct ib_search_arch {
     char target[64];
     double budget_ms;
     int found;                 // 0: no scored arch met the budget
-    double score, ms;          // held-out score (top-1, minus the loss, or AP50 / AP / AP75: score_name) and predicted latency
+    double score, ms;          // held-out score (top-1, minus the loss, AP50 / AP / AP75, mIoU or pixel accuracy:
+                               // score_name) and predicted latency
     int64_t macs;
     char arch_file[512];       // OUT/TARGET/best-<budget>ms.arch.json
 } ib_search_arch;
@@ -394,7 +398,7 @@ typedef struct ib_search_report {
     double wall_s;             // of this call
     int n_results;
     ib_search_arch results[IB_SEARCH_MAX_RESULTS];   // per target, per budget
-    char score_name[16];       // what score is: "top-1", "-loss", "AP50", "AP", "AP75"
+    char score_name[16];       // what score is: "top-1", "-loss", "AP50", "AP", "AP75", "mIoU", "pixel_acc"
 } ib_search_report;
 
 // While it runs, the first Ctrl-C finishes the subnet being scored, saves the state, writes the outputs so
@@ -562,7 +566,11 @@ IBNAS_API ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int c
 typedef struct ib_supernet ib_supernet;
 
 typedef struct ib_supernet_train_opts {
-    ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch, init unused)
+    ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch, init unused).
+                               // train.task "detect": one SSDLite head (det_*) shared by every path; "segment": one
+                               // segmentation head (seg_head, seg_*_stride, seg_head_width, seg_repeats, seg_aug,
+                               // class_weights; at res x res) shared by every path, pixel cross-entropy, scored by mIoU.
+                               // Both with fair or uniform sampling.
     const char *space;         // the *.space.json (required unless resuming)
     const char *sampling;      // "fair" (default: a path per op type of the layers, each op of each layer in
                                // exactly one, all from the labels), "sandwich" (largest, smallest and `paths`
@@ -576,8 +584,8 @@ typedef struct ib_supernet_train_opts {
 IBNAS_API void ib_supernet_train_opts_default(ib_supernet_train_opts *o);
 
 typedef struct ib_supernet_train_report {
-    ib_train_report train;     // val_top1 / val_top5: the largest path's
-    double smallest_top1;      // the smallest path's (-1 without val)
+    ib_train_report train;     // val_top1 / val_top5: the largest path's (with a task: its first two metrics)
+    double smallest_top1;      // the smallest path's (with a task: its score, AP50 or mIoU; -1 without val)
 } ib_supernet_train_report;
 // As ib_train: a checkpoint every epoch, a CSV log row per epoch (with the largest and smallest paths'
 // top-1), Ctrl-C saves and returns IB_ERR_INTERRUPTED, `resume` continues exactly.
@@ -603,6 +611,19 @@ IBNAS_API void ib_supernet_eval_opts_default(ib_supernet_eval_opts *o);
 // the arch's BN statistics (in the supernet, overwriting what an earlier call left), then evaluates it.
 IBNAS_API ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds,
                                          const ib_supernet_eval_opts *o, ib_eval_report *r);
+// A supernet trained for a task other than classification (ib_supernet_train with train.task "detect" or
+// "segment") carries that task's head, shared by every path; ib_supernet_evaluate refuses it (its classifier
+// never trained) and ib_supernet_evaluate_task scores an arch's path with the head instead, after the same BN
+// recalibration (calibration data opened as the task needs it: with boxes or masks).
+IBNAS_API const char *ib_supernet_task(const ib_supernet *sn);   // "classify", "detect" or "segment"
+typedef struct ib_supernet_task_report {
+    char task[16];             // "detect" or "segment"
+    char names[3][16];         // the metrics' names: "AP50", "AP", "AP75" (detect); "mIoU", "pixel_acc", "loss" (segment:
+                               // mIoU over the classes present, pixel accuracy, mean pixel cross-entropy)
+    double metrics[3];         // metrics[0] is the score ib_search ranks subnets by (higher is better)
+} ib_supernet_task_report;
+IBNAS_API ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch, ib_dataset *ds,
+                                              const ib_supernet_eval_opts *o, ib_supernet_task_report *r);
 // The arch as a standalone network with the supernet's weights and BN statistics recalibrated as
 // ib_supernet_evaluate does (same options, same numbers): ib_eval of it gives what ib_supernet_evaluate gave.
 IBNAS_API ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o,

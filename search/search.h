@@ -290,6 +290,7 @@ typedef struct ib_supernet {
     uint64_t split_seed;
     char sampling[16];         // the path sampling that trained it ("fair", "sandwich", "uniform"; "" unknown)
     char task[16];             // its file's "task" attribute: "" (classification) or the task whose head it carries
+    char *path;                // the file it was loaded from (the task's head is read from it); NULL: built here
 } ib_supernet;
 
 ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes);   // registers, allocates

@@ -99,6 +99,7 @@ void ib_supernet_free(ib_supernet *sn) {
     free(sn->space.stages);
     ib_arch_free(&sn->base);
     free(sn->train_data);
+    free(sn->path);
     memset(sn, 0, sizeof *sn);
 }
 
@@ -338,6 +339,7 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
     char *task = NULL;
     if (!s && !ib_h5_attr_str(f, "/", "task", &task)) snprintf(sn->task, sizeof sn->task, "%s", task);
     free(task);
+    if (!s && !(sn->path = strdup(path))) s = ib_fail(IB_ERR_NOMEM, "out of memory");
     free(fmt);
     free(json);
     free(data);

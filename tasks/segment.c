@@ -94,10 +94,8 @@ void ib_seg_sep_init(ib_cba *dw, ib_cba *pw, ib_params *ps, const char *prefix, 
     ib_cba_init(pw, ps, name, cin, cout, 1, 1, 1, IB_ACT_RELU);
 }
 
-ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, int classes,
-                       const ib_seg_head_cfg *cfg) {
-    memset(net, 0, sizeof *net);
-    memset(head, 0, sizeof *head);
+// The backbone blocks the head taps (high, low), or the error naming what is missing.
+static ib_status seg_taps(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int *hi_out, int *lo_out) {
     int bifpn = !strcmp(cfg->kind, "bifpn");
     if (!bifpn && strcmp(cfg->kind, "deeplab"))
         return ib_fail(IB_ERR_ARG, "segmentation head '%s' is not one of deeplab, bifpn", cfg->kind);
@@ -108,31 +106,26 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
         return ib_fail(IB_ERR_ARG, "%s: no block at stride %d for the %s and an earlier one at stride %d for %s "
                        "(--high-stride/--low-stride)", backbone->name, cfg->high_stride,
                        bifpn ? "BiFPN's coarsest level" : "ASPP", cfg->low_stride, bifpn ? "its finest" : "the decoder");
-    ib_arch a;
-    ib_status s = ib_arch_copy(&a, backbone);
-    if (s) return s;
-    a.n_blocks = hi + 1;
-    a.head_out = 0;
-    a.dropout = 0;
-    a.classes = classes;
-    snprintf(a.task, sizeof a.task, "segment");
-    s = ib_net_register(net, &a);
-    ib_arch_free(&a);
+    *hi_out = hi, *lo_out = lo;
+    return IB_OK;
+}
+
+ib_status ib_seg_head_register(ib_seg_head *head, ib_params *ps, const ib_arch *backbone, int classes,
+                               const ib_seg_head_cfg *cfg) {
+    memset(head, 0, sizeof *head);
+    int hi, lo;
+    ib_status s = seg_taps(backbone, classes, cfg, &hi, &lo);
     if (s) return s;
     head->cfg = *cfg;
     head->classes = classes;
     head->high_block = hi;
     head->low_block = lo;
-    ib_params *ps = &net->ps;
-    if (bifpn) {
-        if ((s = ib_seg_bifpn_register(head, ps, &net->arch))) {
-            ib_net_free(net);
-            return s;
-        }
+    if (!strcmp(cfg->kind, "bifpn")) {
+        if ((s = ib_seg_bifpn_register(head, ps, backbone))) return s;
         ib_conv_init(&head->cls, ps, "seg.classifier", cfg->width, classes, 1, 1, 1, 1);
-        return ib_params_alloc(ps);
+        return IB_OK;
     }
-    int ch = net->arch.blocks[hi].out, cl = lo < 0 ? net->arch.stem_out : net->arch.blocks[lo].out;
+    int ch = backbone->blocks[hi].out, cl = lo < 0 ? backbone->stem_out : backbone->blocks[lo].out;
     int A = cfg->aspp;
     ib_cba_init(&head->aspp_1x1, ps, "seg.aspp.0", ch, A, 1, 1, 1, IB_ACT_RELU);
     ib_seg_sep_init(&head->aspp_dw[0], &head->aspp_pw[0], ps, "seg.aspp.1", ch, A, cfg->rates[0]);
@@ -142,7 +135,31 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
     ib_cba_init(&head->low_reduce, ps, "seg.decoder.reduce", cl, cfg->low, 1, 1, 1, IB_ACT_RELU);
     ib_seg_sep_init(&head->dec_dw, &head->dec_pw, ps, "seg.decoder.fuse", A + cfg->low, cfg->decoder, 1);
     ib_conv_init(&head->cls, ps, "seg.classifier", cfg->decoder, classes, 1, 1, 1, 1);
-    return ib_params_alloc(ps);
+    return IB_OK;
+}
+
+ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, int classes,
+                       const ib_seg_head_cfg *cfg) {
+    memset(net, 0, sizeof *net);
+    memset(head, 0, sizeof *head);
+    int hi, lo;
+    ib_status s = seg_taps(backbone, classes, cfg, &hi, &lo);
+    if (s) return s;
+    ib_arch a;
+    if ((s = ib_arch_copy(&a, backbone))) return s;
+    a.n_blocks = hi + 1;
+    a.head_out = 0;
+    a.dropout = 0;
+    a.classes = classes;
+    snprintf(a.task, sizeof a.task, "segment");
+    s = ib_net_register(net, &a);
+    ib_arch_free(&a);
+    if (s) return s;
+    if ((s = ib_seg_head_register(head, &net->ps, &net->arch, classes, cfg))) {
+        ib_net_free(net);
+        return s;
+    }
+    return ib_params_alloc(&net->ps);
 }
 
 ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_tensor *x, int upsample) {
@@ -692,7 +709,7 @@ void ib_seg_train_cfg_default(ib_seg_train_cfg *c) {
 
 static ib_status save_state(ib_h5 *f, void *user) { return ib_train_state_save(f, user); }
 
-static ib_status open_seg_data(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
+ib_status ib_seg_open_data(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split) {
     ib_ds_opts o;
     memset(&o, 0, sizeof o);
     o.format = fmt;
@@ -706,6 +723,26 @@ static ib_status open_seg_data(ib_dataset **ds, const char *path, ib_ds_format f
         *ds = NULL;
     }
     return s;
+}
+
+void ib_seg_loader_opts(const ib_train_cfg *cfg, int H, int W, const char *aug, ib_loader_opts *lo) {
+    ib_loader_opts_default(lo, H, W);
+    lo->batch_size = cfg->batch;
+    lo->shuffle = 1;
+    lo->drop_last = 1;
+    lo->workers = cfg->workers;
+    lo->seed = cfg->seed;
+    lo->want_boxes = 0;
+    lo->want_masks = 1;
+    lo->aug.crop = IB_CROP_NONE;
+    if (!strcmp(aug, "scale")) {
+        lo->aug.crop = IB_CROP_PAD;
+        lo->aug.pad = 0;
+        lo->aug.scale_jitter[0] = 0.5f, lo->aug.scale_jitter[1] = 2.0f;
+    }
+    lo->aug.hflip_p = strcmp(aug, "none") ? 0.5f : 0.0f;
+    memcpy(lo->aug.mean, cfg->mean, sizeof lo->aug.mean);
+    memcpy(lo->aug.std, cfg->std, sizeof lo->aug.std);
 }
 
 ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *res) {
@@ -741,8 +778,8 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     if (scfg->class_weights && strcmp(scfg->class_weights, "none") && strcmp(scfg->class_weights, "median"))
         return ib_fail(IB_ERR_ARG, "class weights '%s' is not one of none, median", scfg->class_weights);
     if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
-    if ((s = open_seg_data(&train, cfg->data, cfg->data_format, "train"))) goto done;
-    if (cfg->val && (s = open_seg_data(&val, cfg->val, cfg->data_format, "val"))) goto done;
+    if ((s = ib_seg_open_data(&train, cfg->data, cfg->data_format, "train"))) goto done;
+    if (cfg->val && (s = ib_seg_open_data(&val, cfg->val, cfg->data_format, "val"))) goto done;
     int classes = cfg->classes > 0 ? cfg->classes : ib_seg_dataset_classes(train);
     if (classes < ib_seg_dataset_classes(train)) {
         s = ib_fail(IB_ERR_ARG, "%s: %d classes in the data, but --classes %d", cfg->data, ib_seg_dataset_classes(train),
@@ -810,23 +847,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&net.ps, ts.opt, ts.ema)))) goto done;
 
     ib_loader_opts lo;
-    ib_loader_opts_default(&lo, H, W);
-    lo.batch_size = cfg->batch;
-    lo.shuffle = 1;
-    lo.drop_last = 1;
-    lo.workers = cfg->workers;
-    lo.seed = cfg->seed;
-    lo.want_boxes = 0;
-    lo.want_masks = 1;
-    lo.aug.crop = IB_CROP_NONE;
-    if (!strcmp(aug, "scale")) {
-        lo.aug.crop = IB_CROP_PAD;
-        lo.aug.pad = 0;
-        lo.aug.scale_jitter[0] = 0.5f, lo.aug.scale_jitter[1] = 2.0f;
-    }
-    lo.aug.hflip_p = strcmp(aug, "none") ? 0.5f : 0.0f;
-    memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
-    memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
+    ib_seg_loader_opts(cfg, H, W, aug, &lo);
     long spe;
     ib_schedule sch;
     if ((s = ib_train_loader_open_with(cfg, train, &lo, &loader, &spe, &sch))) goto done;

@@ -74,6 +74,11 @@ typedef struct ib_seg_head {
 // arch has no block at the strides asked for.
 ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, int classes,
                        const ib_seg_head_cfg *cfg);
+// The head alone: its tensors registered on ps (not allocated) for a backbone arch whose blocks at
+// cfg's strides it taps (blocks after the high stride, a head conv and a classifier are ignored). A supernet's
+// segmentation head (tasks/seg_supernet.c) is this over the largest path's arch. ib_seg_build uses it.
+ib_status ib_seg_head_register(ib_seg_head *head, ib_params *ps, const ib_arch *backbone, int classes,
+                               const ib_seg_head_cfg *cfg);
 // x: (N, 3, H, W) -> logits (N, classes, H, W) when upsample, else at the low stride (N, classes, ~H/4, ~W/4).
 ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_tensor *x, int upsample);
 // The DeepLab head alone on the backbone's features: lo (N, Cl, h4, w4) at the low stride, hi (N, Ch, h16, w16)
@@ -190,5 +195,20 @@ typedef struct ib_seg_train_result {
     double val_miou, val_pixel_acc;   // of the last evaluation (-1 without val)
 } ib_seg_train_result;
 ib_status ib_train_segment(const ib_seg_train_cfg *cfg, ib_seg_train_result *res);
+
+// Pieces the segmentation loops share (ib_train_segment's, the supernet task's): a dataset that must have masks
+// (the error names the file and what has them), and the training loader's options at H x W with aug "flip",
+// "scale" or "none" (batch, shuffle, seed, workers, normalisation from cfg).
+ib_status ib_seg_open_data(ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split);
+void ib_seg_loader_opts(const ib_train_cfg *cfg, int H, int W, const char *aug, ib_loader_opts *lo);
+
+// ---------------------------------------------------------------------------------------------
+// The supernet task (tasks/seg_supernet.c): one segmentation head (head's settings; classes 0: the training
+// data's, ib_seg_dataset_classes) shared by every path, pixel-wise cross-entropy with the data's ignore index
+// (class_weights NULL/"none" or "median"), a path scored by mIoU (m[0]), pixel accuracy and the mean pixel
+// cross-entropy. The supernet's file carries the head's tensors, the root attributes task = "segment" and
+// "segment" (JSON: classes, aug, class_weights and the head's settings) and its optimizer state under
+// /train/optim_head.
+ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const char *aug, const char *class_weights);
 
 #endif

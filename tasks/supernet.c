@@ -8,6 +8,7 @@
 // seeded by (seed, t), so a resumed run samples what an uninterrupted one would.
 #include "tasks/tasks.h"
 #include "tasks/detect.h"
+#include "tasks/segment.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -85,12 +86,17 @@ ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *pat
         free(task);
         return IB_OK;
     }
-    if (strcmp(task, "detect")) s = ib_fail(IB_ERR_FORMAT, "%s: a supernet of task '%s', which this build does not know", path, task);
+    if (!strcmp(task, "detect")) {   // the head's settings come from the file (attach)
+        ib_ssd_cfg ssd;
+        ib_ssd_cfg_default(&ssd, 0);
+        s = ib_sn_task_detect(t, &ssd);
+    } else if (!strcmp(task, "segment")) {
+        ib_seg_head_cfg hc;
+        ib_seg_head_cfg_default(&hc);
+        s = ib_sn_task_segment(t, &hc, NULL, NULL);
+    } else s = ib_fail(IB_ERR_FORMAT, "%s: a supernet of task '%s', which this build does not know", path, task);
     free(task);
     if (s) return s;
-    ib_ssd_cfg ssd;
-    ib_ssd_cfg_default(&ssd, 0);
-    if ((s = ib_sn_task_detect(t, &ssd))) return s;
     if ((s = (*t)->attach(*t, sn, NULL, sn->base.classes, path))) {
         (*t)->free(*t);
         *t = NULL;
@@ -98,10 +104,11 @@ ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *pat
     return s;
 }
 
-ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_dataset **base, ib_dataset **calib) {
+ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_sn_task *t, ib_dataset **base, ib_dataset **calib) {
     *base = *calib = NULL;
     if (!sn->train_data) return IB_OK;
-    ib_status s = ib_open_labelled(base, sn->train_data, IB_DS_AUTO, "train");
+    ib_status s = t ? t->open(t, base, sn->train_data, IB_DS_AUTO, "train")
+                    : ib_open_labelled(base, sn->train_data, IB_DS_AUTO, "train");
     if (s) return ib_fail(s, "the supernet's training data (for BN recalibration; pass --calib): %s", ib_errmsg());
     if (sn->holdout <= 0) {
         *calib = *base;

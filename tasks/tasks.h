@@ -170,12 +170,12 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 
 // What a supernet is trained for and how a path of it is scored, when that is not classification (the
 // loop's own cross-entropy and top-1): a head shared by every path, its loss and its metric. Detection
-// (tasks/detect_train.c: an SSDLite head, AP50) is one; segmentation (a head, mIoU) would plug in the same
-// way. The supernet's file carries the head (attribute "task" and the head's own attributes).
+// (tasks/detect_train.c: an SSDLite head, AP50) is one; segmentation (tasks/seg_supernet.c: a DeepLabv3+-lite
+// or BiFPN head, mIoU) another. The supernet's file carries the head (attribute "task" and the head's own attributes).
 typedef struct ib_sn_task ib_sn_task;
 struct ib_sn_task {
-    const char *name;              // "detect"
-    const char *metrics;           // the CSV log's columns of one path's three metrics ("AP50,AP,AP75")
+    const char *name;              // "detect", "segment"
+    const char *metrics;           // the names of one path's three metrics ("AP50,AP,AP75", "mIoU,pixel_acc,loss")
     // a training or validation dataset with what the task needs (boxes, masks)
     ib_status (*open)(ib_sn_task *t, ib_dataset **ds, const char *path, ib_ds_format fmt, const char *split);
     // the head over sn's paths: fresh (from c->seed), or the one in `from` (a supernet file this task wrote;
@@ -224,7 +224,8 @@ typedef struct ib_sn_train_result {
 } ib_sn_train_result;
 ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_result *res);
 // The calibration data a supernet records: its training data less the held-out part (*base must be
-// closed after *calib). NULL *base when the supernet does not record its data.
-ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_dataset **base, ib_dataset **calib);
+// closed after *calib), opened as t's (NULL: classification's, with labels). NULL *base when the supernet
+// does not record its data.
+ib_status ib_supernet_calib_data(const ib_supernet *sn, ib_sn_task *t, ib_dataset **base, ib_dataset **calib);
 
 #endif

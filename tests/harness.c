@@ -319,6 +319,40 @@ char *test_read_file(const char *path) {
     return buf;
 }
 
+int test_same_array(const char *a, const char *b, const char *name) {
+    float *x = NULL, *y = NULL;
+    int nx, ny;
+    int64_t sx[IB_ARRAY_MAX_DIMS], sy[IB_ARRAY_MAX_DIMS];
+    IB_ASSERT(!ib_array_load(a, name, &x, &nx, sx) && !ib_array_load(b, name, &y, &ny, sy), "%s", ib_errmsg());
+    int64_t n = 1;
+    for (int i = 0; i < nx; i++) n *= sx[i];
+    int same = nx == ny && !memcmp(sx, sy, sizeof(int64_t) * (size_t)nx) && !memcmp(x, y, sizeof(float) * (size_t)n);
+    free(x), free(y);
+    return same;
+}
+
+double test_budget_between(const char *space, const char *lut, int res, char *smallest, char *largest, size_t n) {
+    ib_space *s;
+    ib_lut *t;
+    IB_ASSERT(!ib_space_open(&s, space) && !ib_lut_load(&t, lut), "%s", ib_errmsg());
+    double ms[2];
+    for (int k = 0; k < 2; k++) {
+        char *arch, *path = k ? largest : smallest;
+        IB_ASSERT(!ib_space_sample_arch(s, k ? "largest" : "smallest", 0, 0, &arch), "%s", ib_errmsg());
+        IB_ASSERT(!ib_lut_predict_arch(t, arch, res, &ms[k]), "%s", ib_errmsg());
+        if (path) {
+            snprintf(path, n, "%s/%s.arch.json", test_tmpdir(), k ? "largest" : "smallest");
+            FILE *f = fopen(path, "w");
+            IB_ASSERT(f && fputs(arch, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
+        }
+        free(arch);
+    }
+    IB_ASSERT(ms[1] > ms[0], "largest %g ms, smallest %g ms", ms[1], ms[0]);
+    ib_lut_free(t);
+    ib_space_close(s);
+    return 0.5 * (ms[0] + ms[1]);
+}
+
 int test_run(const char *cmd, char **out, char **err) {
     static int k;
     char of[512], ef[512], full[4096];

@@ -69,6 +69,13 @@ const char *test_ibnas_bin(void);
 int test_run(const char *cmd, char **out, char **err);
 // The first 64 KiB of a file, NUL-terminated and malloc'd (empty when it cannot be read).
 char *test_read_file(const char *path);
+// 1 when the float32 dataset `name` (e.g. "params/seg.classifier.weight") of two HDF5 files is the same, shape
+// and bits; a missing one stops the binary.
+int test_same_array(const char *a, const char *b, const char *name);
+// A latency budget halfway between the smallest and the largest subnet of a space, predicted by a table at
+// res; smallest / largest (n bytes each; may be NULL) get the paths of those archs, written into the scratch
+// folder.
+double test_budget_between(const char *space, const char *lut, int res, char *smallest, char *largest, size_t n);
 
 // Full disks. test_run_limited runs argv (argv[0] the program's path; stdout to /dev/null, stderr, the first
 // 64 KiB, to *err) with its files limited to fsize bytes (RLIMIT_FSIZE; < 0: no limit) and SIGXFSZ ignored,

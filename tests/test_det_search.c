@@ -22,7 +22,7 @@ static const char *space_json =
     "  {\"out\": 48, \"stride\": 2, \"layers\": 1, \"op\": [\"ibn\", \"fused\"], \"kernel\": [3], \"expand\": [2, 3]}],"
     " \"head\": {\"out\": 64, \"dropout\": 0.0}}";
 
-static char space_path[512], data[512], val[512], lut[512];
+static char space_path[512], data[512], val[512], lut[512], largest[512];
 static double budget;
 
 static void fixtures(void) {
@@ -37,21 +37,7 @@ static void fixtures(void) {
     IB_ASSERT(!ib_synth_write_pack(val, 32, 64, 22, 1, NULL, NULL, NULL), "%s", ib_errmsg());
     snprintf(lut, sizeof lut, "%s/dettiny_edgetpu.csv", d);
     IB_ASSERT(!ib_latency_model(space_path, "edgetpu", 64, 0, lut, NULL), "%s", ib_errmsg());
-    // the budget: halfway between the smallest and the largest subnet's predicted latency
-    ib_space *s;
-    ib_lut *t;
-    IB_ASSERT(!ib_space_open(&s, space_path) && !ib_lut_load(&t, lut), "%s", ib_errmsg());
-    double ms[2];
-    for (int k = 0; k < 2; k++) {
-        char *arch;
-        IB_ASSERT(!ib_space_sample_arch(s, k ? "largest" : "smallest", 0, 0, &arch), "%s", ib_errmsg());
-        IB_ASSERT(!ib_lut_predict_arch(t, arch, 64, &ms[k]), "%s", ib_errmsg());
-        free(arch);
-    }
-    IB_ASSERT(ms[1] > ms[0], "largest %g ms, smallest %g ms", ms[1], ms[0]);
-    budget = 0.5 * (ms[0] + ms[1]);
-    ib_lut_free(t);
-    ib_space_close(s);
+    budget = test_budget_between(space_path, lut, 64, NULL, largest, sizeof largest);
 }
 
 static void sn_opts(ib_supernet_train_opts *o, const char *out) {
@@ -65,18 +51,6 @@ static void sn_opts(ib_supernet_train_opts *o, const char *out) {
     o->train.threads = 1, o->train.workers = 1, o->train.progress = 0, o->train.seed = 5;
     o->holdout = 0.25;
     o->calib_batches = 1;
-}
-
-static int same_dataset(const char *a, const char *b, const char *name) {
-    float *x = NULL, *y = NULL;
-    int nx, ny;
-    int64_t sx[IB_ARRAY_MAX_DIMS], sy[IB_ARRAY_MAX_DIMS];
-    IB_ASSERT(!ib_array_load(a, name, &x, &nx, sx) && !ib_array_load(b, name, &y, &ny, sy), "%s", ib_errmsg());
-    int64_t n = 1;
-    for (int i = 0; i < nx; i++) n *= sx[i];
-    int same = nx == ny && !memcmp(sx, sy, sizeof(int64_t) * (size_t)nx) && !memcmp(x, y, sizeof(float) * (size_t)n);
-    free(x), free(y);
-    return same;
 }
 
 TEST(det_supernet_trains_and_resumes_exactly) {
@@ -110,14 +84,14 @@ TEST(det_supernet_trains_and_resumes_exactly) {
     const char *names[] = {"params/features.0.0.weight", "params/features.3.fused.conv.0.0.weight",
                            "params/ssd.cls.0.pw.weight", "params/ssd.box.1.dw.0.weight", "buffers/ssd.cls.0.dw.1.running_mean",
                            "train/optim_head/momentum_buffer"};
-    for (int i = 0; i < 6; i++) CHECK(same_dataset(a, b, names[i]), "%s differs after resume", names[i]);
+    for (int i = 0; i < 6; i++) CHECK(test_same_array(a, b, names[i]), "%s differs after resume", names[i]);
     // the head moved from its initialisation: a fresh run of 1 step differs from the trained one
     char c1[600];
     snprintf(c1, sizeof c1, "%s/det_sn_c.h5", test_tmpdir());
     sn_opts(&o, c1);
     o.train.max_steps = 1;
     CHECK(ib_supernet_train(&o, &r) == IB_OK, "%s", ib_errmsg());
-    CHECK(!same_dataset(a, c1, "params/ssd.cls.0.pw.weight"), "the head did not train");
+    CHECK(!test_same_array(a, c1, "params/ssd.cls.0.pw.weight"), "the head did not train");
     // the sandwich rule's distillation is classification's
     sn_opts(&o, c1);
     o.sampling = "sandwich";
@@ -146,10 +120,16 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
     int rc = test_run(cmd, &out, &err);
     CHECK(rc == 0, "supernet train --task detect failed (%d): %s", rc, err);
     free(out), free(err);
-    // supernet eval scores the classifier, which a detection supernet never trained: refused
-    snprintf(cmd, sizeof cmd, "%s supernet eval --supernet %s --arch %s/det_search_missing.arch.json --data %s", bin, snp, d, val);
+    // supernet eval scores a path with the supernet's SSDLite head (its classifier never trained)
+    snprintf(cmd, sizeof cmd, "%s supernet eval --supernet %s --arch %s --data %s --calib-batches 1 --calib-batch 16 --threads 1 "
+             "--workers 1 --json", bin, snp, largest, val);
     rc = test_run(cmd, &out, &err);
-    CHECK(rc != 0 && strstr(err, "trained for detect"), "supernet eval of a detection supernet gave %d: %s", rc, err);
+    CHECK(rc == 0 && strstr(out, "\"task\": \"detect\"") && strstr(out, "\"ap50\""), "supernet eval of a detection supernet gave %d: %s %s",
+          rc, out, err);
+    json_t *ev = json_loads(out, 0, NULL);
+    double ap50 = json_number_value(json_object_get(ev, "ap50")), ap = json_number_value(json_object_get(ev, "ap"));
+    json_decref(ev);
+    CHECK(ap50 >= 0 && ap50 <= 1 && ap >= 0 && ap <= ap50, "supernet eval: AP50 %g, AP %g", ap50, ap);
     free(out), free(err);
     double score[2];
     char *arch[2];
