@@ -59,11 +59,14 @@ for seed in $SEEDS; do
   done
 done
 echo "== latency measured end to end (1 thread, batch 1)"
-[ -f measured.jsonl ] || for a in "${hands[@]}"; do
-  b=$(ms "$a")
-  "$IBNAS" latency measure --arch "$a" --res "$RES" --threads 1 --json | sed "s/^{/{\"role\": \"hand\", \"budget\": $b, /"
-  "$IBNAS" latency measure --arch "$(pick_of "$b")" --res "$RES" --threads 1 --json | sed "s/^{/{\"role\": \"pick\", \"budget\": $b, /"
-done > measured.jsonl.tmp && mv measured.jsonl.tmp measured.jsonl
+if [ ! -f measured.jsonl ]; then
+  for a in "${hands[@]}"; do
+    b=$(ms "$a")
+    "$IBNAS" latency measure --arch "$a" --res "$RES" --threads 1 --json | sed "s/^{/{\"role\": \"hand\", \"budget\": $b, /"
+    "$IBNAS" latency measure --arch "$(pick_of "$b")" --res "$RES" --threads 1 --json | sed "s/^{/{\"role\": \"pick\", \"budget\": $b, /"
+  done > measured.jsonl.tmp
+  mv measured.jsonl.tmp measured.jsonl
+fi
 for a in "${hands[@]}"; do b=$(ms "$a"); echo "$b $(basename "$a" .arch.json) $(pick_of "$b")"; done > budgets.txt
 /usr/bin/python3 - "$SEEDS" <<'PY'
 import json, os, sys

@@ -57,11 +57,15 @@ static int supernet_train(int argc, char **argv) {
         return 130;
     }
     if (s) return cli_report("supernet train", s);
-    if (x.json)
-        printf("{\"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"largest_top1\": %.6f, \"largest_top5\": %.6f, "
-               "\"smallest_top1\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"supernet\": \"%s\"}\n",
-               rep.train.epochs_done, rep.train.steps, rep.train.last_loss, rep.train.val_top1, rep.train.val_top5,
-               rep.smallest_top1, rep.train.wall_s, rep.train.img_per_s, o.train.out);
+    if (x.json) {   // the keys name the task's metrics, as the CSV log's header does
+        const char *task = o.train.task ? o.train.task : "classify";
+        const char *m0 = !strcmp(task, "detect") ? "AP50" : !strcmp(task, "segment") ? "mIoU" : "top1";
+        const char *m1 = !strcmp(task, "detect") ? "AP" : !strcmp(task, "segment") ? "pixel_acc" : "top5";
+        printf("{\"task\": \"%s\", \"epochs\": %d, \"steps\": %ld, \"train_loss\": %.6f, \"largest_%s\": %.6f, "
+               "\"largest_%s\": %.6f, \"smallest_%s\": %.6f, \"wall_s\": %.1f, \"img_per_s\": %.1f, \"supernet\": \"%s\"}\n",
+               task, rep.train.epochs_done, rep.train.steps, rep.train.last_loss, m0, rep.train.val_top1, m1,
+               rep.train.val_top5, m0, rep.smallest_top1, rep.train.wall_s, rep.train.img_per_s, o.train.out);
+    }
     else if (!x.quiet)
         fprintf(stderr, "supernet: done, %d epochs, %ld steps in %.1fs; %s\n", rep.train.epochs_done, rep.train.steps,
                 rep.train.wall_s, o.train.out);

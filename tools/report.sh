@@ -43,7 +43,6 @@ code { background: #f6f6f6; padding: 0 3px; word-break: break-all; }
 <code>summary.json</code>; every step's command is in <code>tools/demo.sh</code>.</p>
 <h2>Results</h2>
 <table><tr><th>task</th><th>network</th><th>held-out metric</th><th>latency (cpu, 1 thread, batch 1)</th></tr>
-<tr><td>classify</td><td>searched for cpu, inherited weights</td><td>top-1 $(pct "$(q '.classify.inherited_top1')")</td><td>$(num "$(q '.search.cpu.measured_ms')" "%.3f ms measured")</td></tr>
 <tr><td>classify</td><td>searched for cpu, fine-tuned</td><td>top-1 $(pct "$(q '.classify.top1')")</td><td>$(num "$(q '.search.cpu.measured_ms')" "%.3f ms measured")</td></tr>
 <tr><td>classify</td><td>$(q '.classify.baseline.arch' | esc), same recipe</td><td>top-1 $(pct "$(q '.classify.baseline.top1')")</td><td>$(num "$(q '.classify.baseline.measured_ms')" "%.3f ms measured")</td></tr>
 EOF
@@ -55,16 +54,19 @@ if [ -n "$(q '.segment.miou')" ]; then
 fi
 echo "</table>"
 echo "<h2>Search: one supernet, a budget per target</h2>"
-echo "<table><tr><th>target</th><th>budget</th><th>chosen arch</th><th>held-out top-1 (inherited)</th><th>predicted</th><th>measured here</th></tr>"
+# The score the search ranked by: the supernet's (summary .supernet.score: "mIoU"; none: classification top-1).
+score_name=$(q '.supernet.score'); score_name=${score_name:-top-1}
+score() { if [ "$score_name" = top-1 ]; then pct "$1"; else num "$1" %.3f; fi; }
+echo "<table><tr><th>target</th><th>budget</th><th>chosen arch</th><th>held-out $(esc <<< "$score_name") (inherited)</th><th>predicted</th><th>measured here</th></tr>"
 for t in $(jq -r '.search | keys_unsorted[]' "$sum"); do
   printf '<tr><td>%s</td><td>%s ms</td><td><code>%s</code></td><td>%s</td><td>%s ms</td><td>%s</td></tr>\n' "$t" \
-    "$(num "$(q ".search.$t.budget_ms")" %.4g)" "$(q ".search.$t.arch" | esc)" "$(pct "$(q ".search.$t.score")")" \
+    "$(num "$(q ".search.$t.budget_ms")" %.4g)" "$(q ".search.$t.arch" | esc)" "$(score "$(q ".search.$t.score")")" \
     "$(num "$(q ".search.$t.predicted_ms")" %.4g)" "$(num "$(q ".search.$t.measured_ms")" '%.3f ms')"
 done
 echo "</table>"
 required=1 img search/archs.svg "Chosen architecture per target: one cell per layer, coloured by op (as the MobileDets figure)"
 for t in $(jq -r '.search | keys_unsorted[]' "$sum"); do
-  required=1 img "search/$t/pareto.svg" "$t: held-out top-1 against predicted latency; the front and the pick under the budget"
+  required=1 img "search/$t/pareto.svg" "$t: held-out $score_name against predicted latency; the front and the pick under the budget"
 done
 echo "<h2>Latency prediction</h2>"
 img latency/validate.svg "cpu table: predicted against measured latency of random subnets"
