@@ -78,7 +78,8 @@ static const char *eval_usage =
     "data less its held-out part; never the evaluation data), then evaluates the arch with the supernet's\n"
     "weights. The keys of --json are those of ibnas eval; ibnas extract with the same calibration flags\n"
     "writes a checkpoint that ibnas eval scores the same. A supernet trained with --task detect or segment\n"
-    "scores the arch's path with its head instead (calibration data with boxes or masks): AP50, AP, AP75, or\n"
+    "scores the arch's path with its head instead (calibration data with boxes or masks; the head's BN is\n"
+    "recalibrated too, on the same batches with the path's features): AP50, AP, AP75, or\n"
     "mIoU, pixel accuracy and the mean pixel cross-entropy (--json: task, ap50/ap/ap75 or miou/pixel_acc/loss).\n";
 
 // Flags of `supernet eval` and `extract` alike.

@@ -614,7 +614,9 @@ IBNAS_API ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_d
 // A supernet trained for a task other than classification (ib_supernet_train with train.task "detect" or
 // "segment") carries that task's head, shared by every path; ib_supernet_evaluate refuses it (its classifier
 // never trained) and ib_supernet_evaluate_task scores an arch's path with the head instead, after the same BN
-// recalibration (calibration data opened as the task needs it: with boxes or masks).
+// recalibration (calibration data opened as the task needs it: with boxes or masks) followed by the head's BN
+// recalibration on the same batches with that path's features (the shared head's statistics are then this
+// path's, until another path is scored).
 IBNAS_API const char *ib_supernet_task(const ib_supernet *sn);   // "classify", "detect" or "segment"
 typedef struct ib_supernet_task_report {
     char task[16];             // "detect" or "segment"

@@ -178,6 +178,8 @@ ib_status ib_net_build(ib_net *net, const ib_arch *arch);   // registers and all
 ib_status ib_net_register(ib_net *net, const ib_arch *arch);
 void ib_net_init_weights(ib_net *net, uint64_t seed);
 void ib_net_free(ib_net *net);
+// Sets the momentum of every BN of net (stem, blocks, head conv): BN recalibration (search/supernet.c).
+void ib_net_set_bn_momentum(ib_net *net, float m);
 // x: (N, 3, H, W) -> logits (N, classes). ctx->training selects BN's batch statistics and dropout.
 ib_tensor *ib_net_forward(ib_ctx *ctx, ib_net *net, ib_tensor *x);
 // Features before the pool (N, C, h, w), for task heads.

@@ -86,6 +86,16 @@ void ib_net_free(ib_net *net) {
     memset(net, 0, sizeof *net);
 }
 
+void ib_net_set_bn_momentum(ib_net *net, float m) {
+    net->stem.bn.momentum = m;
+    net->head.bn.momentum = m;
+    for (int l = 0; l < net->arch.n_blocks; l++) {
+        ib_block *b = &net->blocks[l];
+        for (int i = 0; i < b->n_stages; i++) b->stages[i].bn.momentum = m;
+        b->project_bn.momentum = m;
+    }
+}
+
 ib_tensor *ib_net_features(ib_ctx *ctx, ib_net *net, ib_tensor *x) {
     return ib_net_features_taps(ctx, net, x, 0, NULL, NULL);
 }

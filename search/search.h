@@ -323,6 +323,18 @@ typedef struct ib_recal_cfg {
 } ib_recal_cfg;
 void ib_recal_cfg_default(ib_recal_cfg *c, int res);
 ib_status ib_recalibrate_bn(ib_net *net, ib_dataset *calib, const ib_recal_cfg *cfg);
+// The same over any set of BNs (a task head's, tasks/tasks.h): momentum(user, m) sets the momentum of every
+// BN to recalibrate, forward(ctx, user, x) runs a batch through them (ctx in training mode, nothing
+// recorded). Their running statistics end as the exact average over the batches; the momentum is then 0.1.
+typedef struct ib_recal_pass {
+    void (*momentum)(void *user, float m);
+    void (*forward)(ib_ctx *ctx, void *user, ib_tensor *x);
+    void *user;
+} ib_recal_pass;
+ib_status ib_recalibrate_pass(const ib_recal_pass *p, ib_dataset *calib, const ib_recal_cfg *cfg);
+// The loader of the calibration batches (what both use): cfg->batch centre-cropped, unaugmented images a
+// batch, shuffled by cfg->seed, the last partial batch dropped; IB_ERR_ARG when calib makes no batch.
+ib_status ib_recal_loader_open(ib_loader **l, ib_dataset *calib, const ib_recal_cfg *cfg);
 
 #define IB_SUPERNET_FORMAT "ibnas-supernet"
 #define IB_SUPERNET_VERSION 1

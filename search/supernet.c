@@ -407,20 +407,6 @@ ib_status ib_supernet_extract(ib_supernet *sn, const int *choice, ib_net *net) {
 // ---------------------------------------------------------------------------------------------
 // BN recalibration
 
-// Every BN of the path gets momentum 1/(t+1) for calibration batch t, so after T batches the running
-// statistics are the plain average of the T batches' (mean, unbiased variance), as PyTorch's
-// momentum=None cumulative average that Once-for-All's recalibration uses.
-static void recal_momentum(ib_net *path, int t) {
-    float m = 1.0f / (float)(t + 1);
-    path->stem.bn.momentum = m;
-    path->head.bn.momentum = m;
-    for (int l = 0; l < path->arch.n_blocks; l++) {
-        ib_block *b = &path->blocks[l];
-        for (int i = 0; i < b->n_stages; i++) b->stages[i].bn.momentum = m;
-        b->project_bn.momentum = m;
-    }
-}
-
 void ib_recal_cfg_default(ib_recal_cfg *c, int res) {
     memset(c, 0, sizeof *c);
     c->res = res;
@@ -431,7 +417,8 @@ void ib_recal_cfg_default(ib_recal_cfg *c, int res) {
     c->std[0] = 0.229f * 255, c->std[1] = 0.224f * 255, c->std[2] = 0.225f * 255;
 }
 
-ib_status ib_recalibrate_bn(ib_net *path, ib_dataset *calib, const ib_recal_cfg *cfg) {
+ib_status ib_recal_loader_open(ib_loader **l, ib_dataset *calib, const ib_recal_cfg *cfg) {
+    *l = NULL;
     if (cfg->batches < 1 || cfg->batch < 2)
         return ib_fail(IB_ERR_ARG, "BN recalibration needs at least one batch of at least 2 images");
     ib_loader_opts lo;
@@ -446,14 +433,24 @@ ib_status ib_recalibrate_bn(ib_net *path, ib_dataset *calib, const ib_recal_cfg 
     lo.aug.crop = IB_CROP_CENTER;
     memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
     memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
-    ib_loader *l;
-    ib_status s = ib_loader_open(&l, calib, &lo);
+    ib_status s = ib_loader_open(l, calib, &lo);
     if (s) return s;
-    if (ib_loader_batches(l) < 1) {
-        ib_loader_close(l);
+    if (ib_loader_batches(*l) < 1) {
+        ib_loader_close(*l);
+        *l = NULL;
         return ib_fail(IB_ERR_ARG, "%s: %lld images make no calibration batch of %d", ib_dataset_path(calib),
                        (long long)ib_dataset_size(calib), cfg->batch);
     }
+    return IB_OK;
+}
+
+// Every BN the pass recalibrates gets momentum 1/(t+1) for calibration batch t, so after T batches the
+// running statistics are the plain average of the T batches' (mean, unbiased variance), as PyTorch's
+// momentum=None cumulative average that Once-for-All's recalibration uses.
+ib_status ib_recalibrate_pass(const ib_recal_pass *p, ib_dataset *calib, const ib_recal_cfg *cfg) {
+    ib_loader *l;
+    ib_status s = ib_recal_loader_open(&l, calib, cfg);
+    if (s) return s;
     ib_ctx *ctx = cfg->ctx ? cfg->ctx : ib_ctx_new();
     int t = 0;
     // More batches than an epoch holds wrap into the next epochs (another shuffle of the same seed).
@@ -464,16 +461,25 @@ ib_status ib_recalibrate_bn(ib_net *path, ib_dataset *calib, const ib_recal_cfg 
             ib_ctx_reset(ctx);
             ctx->training = 1;
             ctx->recording = 0;
-            recal_momentum(path, t++);
+            p->momentum(p->user, 1.0f / (float)(t + 1));
+            t++;
             ib_tensor x;
             ib_batch_tensor(b, &x);
-            ib_net_forward(ctx, path, &x);
+            p->forward(ctx, p->user, &x);
         }
     }
     ib_ctx_reset(ctx);
     ctx->training = 0;
     if (!cfg->ctx) ib_ctx_free(ctx);
     ib_loader_close(l);
-    recal_momentum(path, 9);   // back to the layers' 0.1
+    p->momentum(p->user, 0.1f);   // back to the layers' 0.1
     return s;
+}
+
+static void net_momentum(void *net, float m) { ib_net_set_bn_momentum(net, m); }
+static void net_forward(ib_ctx *ctx, void *net, ib_tensor *x) { ib_net_forward(ctx, net, x); }
+
+ib_status ib_recalibrate_bn(ib_net *path, ib_dataset *calib, const ib_recal_cfg *cfg) {
+    ib_recal_pass p = {.momentum = net_momentum, .forward = net_forward, .user = path};
+    return ib_recalibrate_pass(&p, calib, cfg);
 }

@@ -145,6 +145,14 @@ static ib_tensor *to_nhwc(ib_ctx *ctx, ib_tensor *x) {
 // ---------------------------------------------------------------------------------------------
 // The head
 
+void ib_detector_set_bn_momentum(ib_detector *d, float m) {
+    for (int l = 0; l < d->n_levels; l++) {
+        ib_ssd_level_mod *v = &d->lv[l];
+        v->box_dw.bn.momentum = v->cls_dw.bn.momentum = m;
+        for (int k = 0; k < 3; k++) v->extra[k].bn.momentum = m;   // extra levels' (zeroed on levels 0, 1)
+    }
+}
+
 int ib_detector_anchors_per_loc(const ib_detector *d) { return d->cfg.n_ratios + 1; }
 
 static int conv_out(int s) { return (s + 1) / 2; }   // a stride-2 conv with "same" padding

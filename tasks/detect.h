@@ -101,6 +101,8 @@ ib_status ib_detector_build(ib_detector *d, ib_net *net, const ib_ssd_cfg *cfg, 
 ib_status ib_detector_build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *cfg, int res, uint64_t seed);
 void ib_detector_free(ib_detector *d);
 int ib_detector_anchors_per_loc(const ib_detector *d);
+// Sets the momentum of every BN of the head (not d->net's): BN recalibration of a supernet's head.
+void ib_detector_set_bn_momentum(ib_detector *d, float m);
 
 // x: (N, 3, H, W) -> loc (N, A, 4, 1) and conf (N, A, classes + 1, 1); the anchors are (re)made for the
 // level sizes met.

@@ -578,6 +578,28 @@ static ib_status dt_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, cons
     return s;
 }
 
+// The head's BN recalibration (ib_sn_recalibrate_head): path + head forward, as training runs them.
+typedef struct {
+    det_task *k;
+    ib_net *path;
+} dt_recal;
+
+static void dt_recal_momentum(void *user, float m) { ib_detector_set_bn_momentum(&((dt_recal *)user)->k->d, m); }
+
+static void dt_recal_forward(ib_ctx *ctx, void *user, ib_tensor *x) {
+    dt_recal *r = user;
+    ib_tensor *loc, *conf;
+    r->k->d.net = *r->path;
+    ib_detector_forward(ctx, &r->k->d, x, &loc, &conf);
+    memset(&r->k->d.net, 0, sizeof r->k->d.net);
+}
+
+static ib_status dt_recalibrate(ib_sn_task *t, ib_net *path, ib_dataset *calib, const ib_recal_cfg *rc) {
+    dt_recal r = {t->state, path};
+    ib_recal_pass p = {.momentum = dt_recal_momentum, .forward = dt_recal_forward, .user = &r};
+    return ib_sn_recalibrate_head(path, &p, calib, rc);
+}
+
 static void dt_free(ib_sn_task *t) {
     if (!t) return;
     det_task *k = t->state;
@@ -594,7 +616,8 @@ ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     k->ssd = *ssd;
     k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
                         .loader = dt_loader, .loss = dt_loss, .zero_grad = dt_zero_grad, .step = dt_step,
-                        .save = dt_save, .evaluate = dt_evaluate, .free = dt_free, .state = k};
+                        .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
+                        .head = &k->d.ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

@@ -183,6 +183,27 @@ static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, cons
     return s;
 }
 
+// The head's BN recalibration (ib_sn_recalibrate_head): path + head forward, as training runs them (the
+// logits left at the low stride: the upsampling comes after the last BN).
+typedef struct {
+    seg_task *k;
+    ib_net *path;
+} st_recal;
+
+static void st_recal_momentum(void *user, float m) { ib_seg_head_set_bn_momentum(&((st_recal *)user)->k->head, m); }
+
+static void st_recal_forward(ib_ctx *ctx, void *user, ib_tensor *x) {
+    st_recal *r = user;
+    ib_net p = cut_path(r->k, r->path);
+    ib_seg_forward(ctx, &p, &r->k->head, x, 0);
+}
+
+static ib_status st_recalibrate(ib_sn_task *t, ib_net *path, ib_dataset *calib, const ib_recal_cfg *rc) {
+    st_recal r = {t->state, path};
+    ib_recal_pass p = {.momentum = st_recal_momentum, .forward = st_recal_forward, .user = &r};
+    return ib_sn_recalibrate_head(path, &p, calib, rc);
+}
+
 static void st_free(ib_sn_task *t) {
     if (!t) return;
     seg_task *k = t->state;
@@ -200,7 +221,8 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     snprintf(k->weights_kind, sizeof k->weights_kind, "%s", class_weights ? class_weights : "none");
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
                         .loader = st_loader, .loss = st_loss, .zero_grad = st_zero_grad, .step = st_step,
-                        .save = st_save, .evaluate = st_evaluate, .free = st_free, .state = k};
+                        .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
+                        .head = &k->ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

@@ -138,6 +138,20 @@ ib_status ib_seg_head_register(ib_seg_head *head, ib_params *ps, const ib_arch *
     return IB_OK;
 }
 
+void ib_seg_head_set_bn_momentum(ib_seg_head *head, float m) {
+    // every BN either head kind may hold; those of the other kind (zeroed, never run) take it harmlessly
+    ib_cba *deeplab[] = {&head->aspp_1x1, &head->aspp_dw[0], &head->aspp_dw[1], &head->aspp_pw[0], &head->aspp_pw[1],
+                         &head->aspp_pool, &head->aspp_proj, &head->low_reduce, &head->dec_dw, &head->dec_pw};
+    for (size_t i = 0; i < sizeof deeplab / sizeof *deeplab; i++) deeplab[i]->bn.momentum = m;
+    for (int l = 0; l < IB_SEG_BIFPN_MAX_LEVELS; l++) {
+        head->lateral[l].bn.momentum = m;
+        for (int r = 0; r < IB_SEG_BIFPN_MAX_REPEATS; r++) {
+            ib_seg_bifpn_node *n[2] = {&head->bifpn[r].td[l], &head->bifpn[r].up[l]};
+            for (int k = 0; k < 2; k++) n[k]->dw.bn.momentum = n[k]->pw.bn.momentum = m;
+        }
+    }
+}
+
 ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, int classes,
                        const ib_seg_head_cfg *cfg) {
     memset(net, 0, sizeof *net);

@@ -79,6 +79,8 @@ ib_status ib_seg_build(ib_net *net, ib_seg_head *head, const ib_arch *backbone, 
 // segmentation head (tasks/seg_supernet.c) is this over the largest path's arch. ib_seg_build uses it.
 ib_status ib_seg_head_register(ib_seg_head *head, ib_params *ps, const ib_arch *backbone, int classes,
                                const ib_seg_head_cfg *cfg);
+// Sets the momentum of every BN of the head (BN recalibration of a supernet's head, tasks/seg_supernet.c).
+void ib_seg_head_set_bn_momentum(ib_seg_head *head, float m);
 // x: (N, 3, H, W) -> logits (N, classes, H, W) when upsample, else at the low stride (N, classes, ~H/4, ~W/4).
 ib_tensor *ib_seg_forward(ib_ctx *ctx, ib_net *net, const ib_seg_head *head, ib_tensor *x, int upsample);
 // The DeepLab head alone on the backbone's features: lo (N, Cl, h4, w4) at the low stride, hi (N, Ch, h16, w16)

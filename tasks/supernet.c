@@ -22,6 +22,16 @@ void ib_sn_eval_cfg_default(ib_sn_eval_cfg *c) {
     c->calib_batch = 64;
 }
 
+// The calibration of a path scored with cfg, passes run in `run`.
+static void sn_recal_cfg(const ib_supernet *sn, const ib_sn_eval_cfg *cfg, ib_ctx *run, ib_recal_cfg *rc) {
+    ib_recal_cfg_default(rc, cfg->res > 0 ? cfg->res : sn->space.input);
+    rc->batches = cfg->calib_batches;
+    rc->batch = cfg->calib_batch;
+    rc->seed = cfg->calib_seed;
+    rc->workers = cfg->workers;
+    rc->ctx = run;
+}
+
 ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_dataset *calib, ib_dataset *eval,
                                     const ib_sn_eval_cfg *cfg, ib_cls_metrics *m) {
     if (m) memset(m, 0, sizeof *m);
@@ -34,12 +44,7 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
     ib_net path;
     ib_supernet_path(ctx, sn, choice, &path);
     ib_recal_cfg rc;
-    ib_recal_cfg_default(&rc, res);
-    rc.batches = cfg->calib_batches;
-    rc.batch = cfg->calib_batch;
-    rc.seed = cfg->calib_seed;
-    rc.workers = cfg->workers;
-    rc.ctx = run;
+    sn_recal_cfg(sn, cfg, run, &rc);
     ib_status s = ib_recalibrate_bn(&path, calib, &rc);
     if (!s && eval) {
         ib_eval_cfg ec;
@@ -60,17 +65,30 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
                                 const ib_sn_eval_cfg *cfg, double m[3]) {
     m[0] = m[1] = m[2] = -1;
-    ib_status s = ib_supernet_eval_classify(sn, choice, calib, NULL, cfg, NULL);   // BN recalibration only
-    if (s || !eval) return s;
+    ib_status s = ib_supernet_eval_classify(sn, choice, calib, NULL, cfg, NULL);   // the path's BN recalibration
+    if (s) return s;
     ib_sn_eval_cfg ec = *cfg;
     ec.res = cfg->res > 0 ? cfg->res : sn->space.input;
-    ib_ctx *ctx = ib_ctx_new();
+    ib_ctx *ctx = ib_ctx_new(), *run = ib_ctx_new();
     ctx->recording = 0;
     ctx->training = 0;
     ib_net path;
     ib_supernet_path(ctx, sn, choice, &path);   // its BN views hold what the recalibration wrote
-    s = t->evaluate(t, &path, eval, &ec, m);
+    ib_recal_cfg rc;
+    sn_recal_cfg(sn, cfg, run, &rc);
+    s = t->recalibrate(t, &path, calib, &rc);   // then the shared head's, on this path's features
+    if (!s && eval) s = t->evaluate(t, &path, eval, &ec, m);
+    ib_ctx_free(run);
     ib_ctx_free(ctx);
+    return s;
+}
+
+ib_status ib_sn_recalibrate_head(ib_net *path, const ib_recal_pass *head, ib_dataset *calib, const ib_recal_cfg *rc) {
+    // Momentum 0 leaves a running statistic exactly as it was ((1 - 0) r + 0 m, in double), while the
+    // path still normalises by batch statistics in training mode, as it did when it was recalibrated.
+    ib_net_set_bn_momentum(path, 0.0f);
+    ib_status s = ib_recalibrate_pass(head, calib, rc);
+    ib_net_set_bn_momentum(path, 0.1f);
     return s;
 }
 

@@ -189,13 +189,25 @@ struct ib_sn_task {
     ib_status (*save)(ib_sn_task *t, ib_h5 *f);   // the head, its settings and optimizer state
     // a path (BN recalibrated) on eval: m[0] the score (higher is better), m[1], m[2] two more for the log
     ib_status (*evaluate)(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]);
+    // the head's BN statistics for one path (its own BN recalibrated already): ib_sn_recalibrate_head over
+    // the head's BNs, on the batches of rc (the backbone's recalibration's)
+    ib_status (*recalibrate)(ib_sn_task *t, ib_net *path, ib_dataset *calib, const ib_recal_cfg *rc);
     void (*free)(ib_sn_task *t);
+    ib_params *head;               // the head's tensors (parameters, BN running statistics), once attached
     void *state;
 };
+// The head's BN recalibration: path + head run forward in training mode over the calibration batches of rc,
+// as ib_recalibrate_bn runs the path (the same images), the head's BNs (head->momentum) taking the exact
+// average of their batch statistics while the path's BNs keep the statistics their recalibration wrote
+// (momentum 0). Together that is Once-for-All's recalibration of path and head at once. head->forward runs
+// path + head on a batch.
+ib_status ib_sn_recalibrate_head(ib_net *path, const ib_recal_pass *head, ib_dataset *calib, const ib_recal_cfg *rc);
 // The task a supernet file was trained for: *t NULL for classification (no "task" attribute), else the task
 // attached to the file's head (for scoring: no optimizer). Free with t->free(t).
 ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *path);
-// Recalibrates the path's BN on calib as ib_supernet_eval_classify does, then t->evaluate on eval.
+// Recalibrates the path's BN on calib as ib_supernet_eval_classify does, then the head's on the same batches
+// with that path's features (t->recalibrate), then t->evaluate on eval (NULL: recalibration only). The head
+// is shared: its statistics are this path's until the next path is scored, as the backbone's BN buffers are.
 ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
                                 const ib_sn_eval_cfg *cfg, double m[3]);
 

@@ -76,6 +76,12 @@ int test_same_array(const char *a, const char *b, const char *name);
 // res; smallest / largest (n bytes each; may be NULL) get the paths of those archs, written into the scratch
 // folder.
 double test_budget_between(const char *space, const char *lut, int res, char *smallest, char *largest, size_t n);
+// The shared head of a detection or segmentation supernet file scored path after path (tests/sn_head.c): the
+// largest path A, the smallest B, A and B again (calibration on the file's recorded training data, metrics on
+// val). Each path's metrics are the same both times; the head's BN statistics after B are the exact average
+// over the calibration batches of B's head-BN inputs (computed independently) and differ from A's; the path's
+// own statistics are the backbone recalibration's. 1 on success, else 0 and the reason in msg.
+int test_sn_head_recal(const char *supernet, const char *val, char *msg, size_t n);
 
 // Full disks. test_run_limited runs argv (argv[0] the program's path; stdout to /dev/null, stderr, the first
 // 64 KiB, to *err) with its files limited to fsize bytes (RLIMIT_FSIZE; < 0: no limit) and SIGXFSZ ignored,

@@ -107,6 +107,20 @@ TEST(det_supernet_trains_and_resumes_exactly) {
     CHECK(s && strstr(ib_errmsg(), nobox) && strstr(ib_errmsg(), "boxes"), "data without boxes: %d %s", s, ib_errmsg());
 }
 
+// The SSDLite head is shared by every path: scoring a path recalibrates the head's BN statistics with that
+// path's features (tests/sn_head.c), the same path scores the same twice.
+TEST(det_supernet_head_bn_recalibrated_per_path) {
+    fixtures();
+    char p[600], msg[1024];
+    snprintf(p, sizeof p, "%s/det_sn_headbn.h5", test_tmpdir());
+    ib_supernet_train_opts o;
+    sn_opts(&o, p);
+    o.train.max_steps = 4;
+    ib_supernet_train_report r;
+    CHECK(ib_supernet_train(&o, &r) == IB_OK, "%s", ib_errmsg());
+    CHECK(test_sn_head_recal(p, val, msg, sizeof msg), "%s", msg);
+}
+
 // The CLI: supernet train --task detect, then search --task detect twice with one seed.
 TEST(det_search_cli_meets_budget_same_seed_same_pick) {
     fixtures();

@@ -174,6 +174,23 @@ static int cli_train(const char *out, const char *extra, char **err) {
 }
 
 // The CLI: supernet train --task segment, supernet eval of two paths, search --task segment, and the refusals.
+// The DeepLab and BiFPN heads are shared by every path: scoring a path recalibrates the head's BN statistics
+// with that path's features (tests/sn_head.c), the same path scores the same twice.
+TEST(seg_supernet_head_bn_recalibrated_per_path) {
+    fixtures();
+    char p[600], msg[1024];
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/seg_sn_headbn_%d.h5", test_tmpdir(), k);
+        ib_supernet_train_opts o;
+        sn_opts(&o, p);
+        if (k) o.train.seg_head = "bifpn";
+        o.train.max_steps = 3;
+        ib_supernet_train_report r;
+        CHECK(ib_supernet_train(&o, &r) == IB_OK, "%s", ib_errmsg());
+        CHECK(test_sn_head_recal(p, val, msg, sizeof msg), "%s head: %s", k ? "bifpn" : "deeplab", msg);
+    }
+}
+
 TEST(seg_search_cli_meets_budget_scores_miou) {
     fixtures();
     const char *d = test_tmpdir(), *bin = test_ibnas_bin();
