@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The search against mobilenetv2 at equal latency on real data (issues 13, 15; docs/SEARCH.md "CamVid"):
+# a fair supernet of the mobiledets space trained as a CamVid segmentation backbone (one DeepLab head shared
+# by every path) at RES x RES, a cpu table of the space at that size, the end-to-end latency of
+# mobilenetv2 at three widths as the budgets, an evolution search scored by held-out mIoU, then every pick
+# and every mobilenetv2 width trained alone with one recipe and evaluated on CamVid test: test mIoU and the
+# whole segmenter's latency (batch 1, one thread). Resumable: every step skips what its output holds.
+# usage: bench/camvid_search.sh BUILD_DIR OUT_DIR   (env: RES=96 EPOCHS=25 EPOCHS_ALONE=40 POP=32 GENS=10)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
+OUT="${2:?OUT_DIR}"
+SPACE="$ROOT/search/spaces/mobiledets.space.json"
+D="$ROOT/../shared/data/camvid"
+[ -d "$D" ] || { echo "camvid_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
+R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10}
+seg=(--task segment --head deeplab --seg-aug scale --class-weights median)
+common=(--batch 8 --res "$R" --optimizer adamw --lr 0.002 --wd 0.0001 --warmup 1 --workers 1 --quiet)
+mkdir -p "$OUT"; cd "$OUT"
+echo "== supernet ($E epochs, fair sampling, ${R} px) $(date -u +%H:%M)"
+if [ ! -f sn.done ]; then
+  r=(); [ -f sn.h5 ] && r=(--resume sn.h5)
+  "$I" supernet train "${seg[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling fair --epochs "$E" "${common[@]}" \
+      --threads 2 "${r[@]}"
+  touch sn.done
+fi
+echo "== cpu table $(date -u +%H:%M)"
+if [ ! -f cpu.csv.done ]; then
+  "$I" latency profile --space "$SPACE" --target cpu --res "$R" --threads 1 --classes 11 --out cpu.csv --quiet
+  touch cpu.csv.done
+fi
+echo "== mobilenetv2 measured end to end (the budgets) $(date -u +%H:%M)"
+if [ ! -f mnv2.jsonl ]; then
+  for w in 0.35 0.5 0.75; do
+    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --json | sed "s/^{/{\"width\": $w, /"
+  done > mnv2.jsonl.tmp
+  mv mnv2.jsonl.tmp mnv2.jsonl
+fi
+budgets=$(jq -r '.ms' mnv2.jsonl | awk '{ printf "%s%.4g", (NR > 1 ? "," : ""), $1 }')
+echo "== search under $budgets ms $(date -u +%H:%M)"
+if [ ! -f search.done ]; then
+  r=(); [ -f search/state.json ] && r=(--resume)
+  "$I" search --task segment --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" \
+      --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads 2 --quiet --out search "${r[@]}"
+  touch search.done
+fi
+alone() {   # alone NAME ARCH: trained alone (one thread), then CamVid test
+  [ -f "$1.test.json" ] && return 0
+  if [ ! -f "$1.json" ]; then
+    local r=(); [ -f "$1.h5" ] && r=(--resume "$1.h5")
+    "$I" train "${seg[@]}" --arch "$2" --data "$D" --val "$D" --epochs "$EA" "${common[@]}" --threads 1 --seed 0 \
+        --out "$1.h5" "${r[@]}" --json > "$1.json.tmp"
+    mv "$1.json.tmp" "$1.json"
+  fi
+  "$I" eval --task segment --model "$1.h5" --data "$D" --split test --json --quiet > "$1.test.json.tmp"
+  mv "$1.test.json.tmp" "$1.test.json"
+}
+pick_of() {   # the search's pick under budget $1 (named by the budget's shortest form)
+  local g x
+  for g in search/cpu/best-*ms.arch.json; do
+    x=${g##*/best-}; x=${x%ms.arch.json}
+    awk -v a="$x" -v b="$1" 'BEGIN { exit !(a + 0 == b + 0) }' && { echo "$g"; return 0; }
+  done
+  echo "camvid_search: no pick for the budget $1 ms" >&2; return 1
+}
+echo "== trained alone, two at a time (one thread each) $(date -u +%H:%M)"
+for w in 0.35 0.5 0.75; do
+  b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+  alone "mnv2_$w" "mobilenetv2:$w" & p1=$!
+  alone "pick_$w" "$(pick_of "$b")" & p2=$!
+  wait $p1; wait $p2
+done
+echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"
+for w in 0.35 0.5 0.75; do
+  for m in "mnv2_$w" "pick_$w"; do
+    for i in 1 2 3; do
+      "$I" eval --task segment --model "$m.h5" --data "$D" --split test --batch 1 --threads 1 --quiet --json
+    done | /usr/bin/python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+print("%-10s test mIoU %.4f  pixel acc %.4f  whole %.3f ms" % (sys.argv[1], rows[0]["miou"], rows[0]["pixel_acc"],
+      min(r["total_ms"] for r in rows)))' "$m"
+  done
+done
