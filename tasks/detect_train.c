@@ -544,23 +544,11 @@ static ib_status dt_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batc
 
 static void dt_zero_grad(ib_sn_task *t) { ib_params_zero_grad(&((det_task *)t->state)->d.ps); }
 
-static void dt_step(ib_sn_task *t, float lr, float clip) {
-    det_task *k = t->state;
-    if (clip > 0) ib_clip_grad_norm(&k->d.ps, clip);
-    ib_optim_step(k->opt, lr);
-}
+static void dt_step(ib_sn_task *t, float lr, float clip) { ib_sn_head_step(t, ((det_task *)t->state)->opt, lr, clip); }
 
 static ib_status dt_save(ib_sn_task *t, ib_h5 *f) {
     det_task *k = t->state;
-    ib_status s = ib_params_write(f, &k->d.ps);
-    if (!s) s = ib_h5_set_attr_str(f, "/", "task", "detect");
-    if (!s) {
-        char *j = ib_ssd_cfg_to_json(&k->d.cfg);
-        s = j ? ib_h5_set_attr_str(f, "/", "detect", j) : ib_fail(IB_ERR_NOMEM, "out of memory");
-        free(j);
-    }
-    if (!s && k->opt) s = ib_optim_save(k->opt, f, "train/optim_head");
-    return s;
+    return ib_sn_head_save(t, f, k->opt, ib_ssd_cfg_to_json(&k->d.cfg));
 }
 
 static ib_status dt_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]) {

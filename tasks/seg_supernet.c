@@ -148,23 +148,11 @@ static ib_status st_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batc
 
 static void st_zero_grad(ib_sn_task *t) { ib_params_zero_grad(&((seg_task *)t->state)->ps); }
 
-static void st_step(ib_sn_task *t, float lr, float clip) {
-    seg_task *k = t->state;
-    if (clip > 0) ib_clip_grad_norm(&k->ps, clip);
-    ib_optim_step(k->opt, lr);
-}
+static void st_step(ib_sn_task *t, float lr, float clip) { ib_sn_head_step(t, ((seg_task *)t->state)->opt, lr, clip); }
 
 static ib_status st_save(ib_sn_task *t, ib_h5 *f) {
     seg_task *k = t->state;
-    ib_status s = ib_params_write(f, &k->ps);
-    if (!s) s = ib_h5_set_attr_str(f, "/", "task", "segment");
-    if (!s) {
-        char *j = settings_json(k);
-        s = j ? ib_h5_set_attr_str(f, "/", "segment", j) : ib_fail(IB_ERR_NOMEM, "out of memory");
-        free(j);
-    }
-    if (!s && k->opt) s = ib_optim_save(k->opt, f, "train/optim_head");
-    return s;
+    return ib_sn_head_save(t, f, k->opt, settings_json(k));
 }
 
 static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]) {

@@ -83,6 +83,21 @@ ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choic
     return s;
 }
 
+void ib_sn_head_step(ib_sn_task *t, ib_optim *opt, float lr, float clip) {
+    if (clip > 0) ib_clip_grad_norm(t->head, clip);
+    ib_optim_step(opt, lr);
+}
+
+// settings is taken (freed here); NULL means it could not be made.
+ib_status ib_sn_head_save(ib_sn_task *t, ib_h5 *f, const ib_optim *opt, char *settings) {
+    ib_status s = ib_params_write(f, t->head);
+    if (!s) s = ib_h5_set_attr_str(f, "/", "task", t->name);
+    if (!s) s = settings ? ib_h5_set_attr_str(f, "/", t->name, settings) : ib_fail(IB_ERR_NOMEM, "out of memory");
+    free(settings);
+    if (!s && opt) s = ib_optim_save(opt, f, "train/optim_head");
+    return s;
+}
+
 ib_status ib_sn_recalibrate_head(ib_net *path, const ib_recal_pass *head, ib_dataset *calib, const ib_recal_cfg *rc) {
     // Momentum 0 leaves a running statistic exactly as it was ((1 - 0) r + 0 m, in double), while the
     // path still normalises by batch statistics in training mode, as it did when it was recalibrated.

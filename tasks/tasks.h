@@ -202,6 +202,11 @@ struct ib_sn_task {
 // (momentum 0). Together that is Once-for-All's recalibration of path and head at once. head->forward runs
 // path + head on a batch.
 ib_status ib_sn_recalibrate_head(ib_net *path, const ib_recal_pass *head, ib_dataset *calib, const ib_recal_cfg *rc);
+// What every task's step and save do with its head (t->head) and the head's optimizer: clip the head's
+// gradient (clip > 0) and step it; write the head's tensors, the attributes "task" (t->name) and t->name
+// holding `settings` (the head's JSON), and the optimizer's state under train/optim_head (opt NULL: none).
+void ib_sn_head_step(ib_sn_task *t, ib_optim *opt, float lr, float clip);
+ib_status ib_sn_head_save(ib_sn_task *t, ib_h5 *f, const ib_optim *opt, char *settings);
 // The task a supernet file was trained for: *t NULL for classification (no "task" attribute), else the task
 // attached to the file's head (for scoring: no optimizer). Free with t->free(t).
 ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *path);
