@@ -358,19 +358,25 @@ void ib_api_train_report(const ib_train_result *res, ib_train_report *r) {
 // ---------------------------------------------------------------------------------------------
 // Segmentation
 
-ib_status ib_api_seg_head_cfg(const ib_train_opts *o, ib_seg_head_cfg *h) {
+ib_status ib_api_seg_head_fields(const char *kind, int high_stride, int low_stride, int width, int repeats,
+                                 ib_seg_head_cfg *h) {
     ib_seg_head_cfg_default(h);
-    if (o->seg_head && strcmp(o->seg_head, "deeplab") && strcmp(o->seg_head, "bifpn"))
-        return ib_fail(IB_ERR_ARG, "seg_head '%s' is not one of deeplab, bifpn", o->seg_head);
-    if (o->seg_head_width < 0 || o->seg_repeats < 0 || o->seg_low_stride < 0 || o->seg_high_stride < 0)
-        return ib_fail(IB_ERR_ARG, "seg_head_width %d, seg_repeats %d, strides %d, %d: none may be negative",
-                       o->seg_head_width, o->seg_repeats, o->seg_low_stride, o->seg_high_stride);
-    if (o->seg_head) snprintf(h->kind, sizeof h->kind, "%s", o->seg_head);
-    if (o->seg_high_stride) h->high_stride = o->seg_high_stride;
-    if (o->seg_low_stride) h->low_stride = o->seg_low_stride;
-    if (o->seg_head_width) h->aspp = h->decoder = h->width = o->seg_head_width;
-    if (o->seg_repeats) h->repeats = o->seg_repeats;
+    if (kind && strcmp(kind, "deeplab") && strcmp(kind, "bifpn"))
+        return ib_fail(IB_ERR_ARG, "seg_head '%s' is not one of deeplab, bifpn", kind);
+    if (width < 0 || repeats < 0 || low_stride < 0 || high_stride < 0)
+        return ib_fail(IB_ERR_ARG, "seg_head_width %d, seg_repeats %d, strides %d, %d: none may be negative", width,
+                       repeats, low_stride, high_stride);
+    if (kind) snprintf(h->kind, sizeof h->kind, "%s", kind);
+    if (high_stride) h->high_stride = high_stride;
+    if (low_stride) h->low_stride = low_stride;
+    if (width) h->aspp = h->decoder = h->width = width;
+    if (repeats) h->repeats = repeats;
     return IB_OK;
+}
+
+ib_status ib_api_seg_head_cfg(const ib_train_opts *o, ib_seg_head_cfg *h) {
+    return ib_api_seg_head_fields(o->seg_head, o->seg_high_stride, o->seg_low_stride, o->seg_head_width,
+                                  o->seg_repeats, h);
 }
 
 static ib_status api_train_segment(const ib_train_opts *o, const ib_train_cfg *c, ib_train_report *r) {

@@ -31,5 +31,8 @@ struct ib_ssd_cfg;
 ib_status ib_api_ssd_cfg(const ib_train_opts *o, int classes, struct ib_ssd_cfg *ssd);
 // Segmentation (api/api.c): the head settings of o's seg_* fields, checked (ib_train and supernets alike).
 ib_status ib_api_seg_head_cfg(const ib_train_opts *o, ib_seg_head_cfg *h);
+// The same from the fields themselves (the latency verbs' head): kind NULL deeplab, 0s the defaults.
+ib_status ib_api_seg_head_fields(const char *kind, int high_stride, int low_stride, int width, int repeats,
+                                 ib_seg_head_cfg *h);
 
 #endif

@@ -1,7 +1,9 @@
 // api: the "Latency" section of include/ibnas.h over search/'s tables (lut.c), measurement (latency.c)
 // and target models (target.c): profile, model, predict, measure and validate, with the progress bar,
 // the validation's CSV and its SVG scatter plot.
+#include "api/api.h"
 #include "search/search.h"
+#include "tasks/segment.h"
 #include "tasks/tasks.h"
 
 #include <errno.h>
@@ -30,6 +32,37 @@ static ib_status resolve_arch(ib_arch *a, const char *spec) {
     return s;
 }
 
+// The segmentation head a latency head names; *seg 0 for the classifier (task NULL or "classify").
+static ib_status head_cfg(const ib_latency_head *h, int *seg, ib_seg_head_cfg *cfg) {
+    *seg = 0;
+    if (!h || !h->task || !strcmp(h->task, "classify")) return IB_OK;
+    if (strcmp(h->task, "segment"))
+        return ib_fail(IB_ERR_ARG, "latency: task '%s' is not classify or segment (a detector's head has no row yet)",
+                       h->task);
+    if (h->classes < 0) return ib_fail(IB_ERR_ARG, "latency: classes %d must not be negative", h->classes);
+    *seg = 1;
+    return ib_api_seg_head_fields(h->seg_head, h->seg_high_stride, h->seg_low_stride, h->seg_head_width,
+                                  h->seg_repeats, cfg);
+}
+
+// The segmenter's class count: the head's, else `fallback` (the space's or the arch's).
+static int seg_classes(const ib_latency_head *h, int fallback) { return h && h->classes > 0 ? h->classes : fallback; }
+
+// A segmenter's head row over a space's taps (every path shares widths and strides): *has 0 for a classifier.
+static ib_status space_seg_row(const ib_space *sp, const ib_latency_head *head, int classes, int res, int *has,
+                               ib_arch *arch, ib_seg_head_cfg *cfg, int *seg_classes_out, ib_lut_task *task) {
+    memset(arch, 0, sizeof *arch);
+    ib_status s = head_cfg(head, has, cfg);
+    if (s || !*has) return s;
+    int *choice = calloc((size_t)sp->n_layers + 1, sizeof *choice);
+    if (!choice) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    s = ib_space_arch(sp, choice, 0, arch);
+    free(choice);
+    *seg_classes_out = seg_classes(head, classes > 0 ? classes : sp->classes);
+    if (!s) s = ib_seg_lut_task(arch, *seg_classes_out, cfg, res, task);
+    return s;
+}
+
 ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double *ms) {
     if (!t || !ms) return ib_fail(IB_ERR_ARG, "ib_lut_predict_arch: a table and an output are needed");
     ib_arch a;
@@ -41,13 +74,23 @@ ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double
 }
 
 ib_status ib_lut_predict_detail(const ib_lut *t, const char *arch, int res, ib_latency_prediction *p) {
+    return ib_lut_predict_detail_head(t, arch, NULL, res, p);
+}
+
+ib_status ib_lut_predict_detail_head(const ib_lut *t, const char *arch, const ib_latency_head *head, int res,
+                                     ib_latency_prediction *p) {
     if (!t || !p) return ib_fail(IB_ERR_ARG, "ib_lut_predict_detail: a table and an output are needed");
     memset(p, 0, sizeof *p);
     ib_arch a;
-    ib_status s = resolve_arch(&a, arch);
-    if (s) return s;
+    int seg;
+    ib_seg_head_cfg hc;
+    ib_status s = head_cfg(head, &seg, &hc);
+    if (s || (s = resolve_arch(&a, arch))) return s;
     p->res = res > 0 ? res : table_res(t, a.input);
-    if ((s = ib_lut_predict(t, &a, p->res, &p->ms)) || (s = ib_lut_predict_sum(t, &a, p->res, &p->sum, &p->n_rows))) {
+    ib_lut_task task, *tk = seg ? &task : NULL;
+    if ((seg && (s = ib_seg_lut_task(&a, seg_classes(head, a.classes), &hc, p->res, &task))) ||
+        (s = ib_lut_predict_task(t, &a, p->res, tk, &p->ms)) ||
+        (s = ib_lut_predict_sum_task(t, &a, p->res, tk, &p->sum, &p->n_rows))) {
         ib_arch_free(&a);
         return s;
     }
@@ -59,7 +102,7 @@ ib_status ib_lut_predict_detail(const ib_lut *t, const char *arch, int res, ib_l
     if (!keys || !block || !p->rows) {
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
     } else {
-        p->n_rows = ib_lut_arch_keys(&a, p->res, keys, block);
+        p->n_rows = ib_lut_arch_keys_task(&a, p->res, tk, keys, block);
         for (int i = 0; i < p->n_rows; i++) {
             p->rows[i].block = block[i];
             ib_lut_key_str(&keys[i], p->rows[i].key, sizeof p->rows[i].key);
@@ -118,6 +161,18 @@ static ib_status load_space(ib_space *s, const char *path) {
     return ib_space_load(s, path);
 }
 
+typedef struct seg_row_ctx {
+    ib_arch arch;   // a path of the space
+    ib_seg_head_cfg cfg;
+    int classes, res;
+} seg_row_ctx;
+
+static ib_status seg_row_time(void *user, const ib_lut_key *k, const ib_lut_timing *tm, double *ms) {
+    (void)k;
+    seg_row_ctx *sr = user;
+    return ib_seg_time_head(&sr->arch, sr->classes, &sr->cfg, sr->res, tm, ms);
+}
+
 ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profile_report *r) {
     if (r) memset(r, 0, sizeof *r);
     if (!o || !o->out || !o->out[0]) return ib_fail(IB_ERR_ARG, "ib_latency_profile: an output table is needed");
@@ -143,6 +198,18 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     }
     c.calibrate = o->calibrate, c.calibrate_seed = o->calibrate_seed;
     c.out = o->out;
+    // A segmenter: its head's row over the space's taps.
+    int seg;
+    seg_row_ctx sr;
+    ib_lut_task task;
+    sr.res = c.res;
+    if (!(s = space_seg_row(&sp, &o->head, o->classes, c.res, &seg, &sr.arch, &sr.cfg, &sr.classes, &task)) && seg)
+        c.n_extra = 1, c.extra = &task.head, c.time_extra = seg_row_time, c.extra_user = &sr;
+    if (s) {
+        ib_arch_free(&sr.arch);
+        ib_space_free(&sp);
+        return s;
+    }
     progress_state ps = {NULL, 0, 0};
     if (o->progress) c.progress = progress_bar, c.user = &ps;
     double t0 = ib_time_s();
@@ -150,33 +217,53 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     s = ib_lut_profile(&c, &added, &rows);
     if (o->progress && ps.phase) fprintf(stderr, "\n");
     if (r) r->rows = rows, r->added = added, r->wall_s = ib_time_s() - t0;
+    ib_arch_free(&sr.arch);
     ib_space_free(&sp);
     return s;
 }
 
 ib_status ib_latency_model(const char *space, const char *target, int res, int classes, const char *out, int *rows) {
+    return ib_latency_model_head(space, target, res, classes, NULL, out, rows);
+}
+
+ib_status ib_latency_model_head(const char *space, const char *target, int res, int classes,
+                                const ib_latency_head *head, const char *out, int *rows) {
     if (!out || !out[0] || !target) return ib_fail(IB_ERR_ARG, "ib_latency_model: a target and an output are needed");
     ib_space sp;
     ib_status s = load_space(&sp, space);
     if (s) return s;
+    res = res > 0 ? res : sp.input;
+    int seg, sc;
+    ib_arch arch;
+    ib_seg_head_cfg hc;
+    ib_lut_task task;
     ib_target *t;
-    if (!(s = ib_target_load(&t, target))) {
-        s = ib_lut_model_space(t, &sp, res > 0 ? res : sp.input, classes, out, rows);
+    if (!(s = space_seg_row(&sp, head, classes, res, &seg, &arch, &hc, &sc, &task)) && !(s = ib_target_load(&t, target))) {
+        s = ib_lut_model_space(t, &sp, res, classes, seg ? &task.head : NULL, seg, out, rows);
         ib_target_free(t);
     }
+    ib_arch_free(&arch);
     ib_space_free(&sp);
     return s;
 }
 
 ib_status ib_latency_measure(const char *arch, int res, int threads, int repeats, double *ms) {
+    return ib_latency_measure_head(arch, NULL, res, threads, repeats, ms);
+}
+
+ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head, int res, int threads, int repeats,
+                                  double *ms) {
     if (!ms) return ib_fail(IB_ERR_ARG, "ib_latency_measure: no output given");
     if (threads < 1) return ib_fail(IB_ERR_ARG, "latency measure: threads %d (at least 1)", threads);
+    int seg;
+    ib_seg_head_cfg hc;
     ib_arch a;
-    ib_status s = resolve_arch(&a, arch);
-    if (s) return s;
+    ib_status s = head_cfg(head, &seg, &hc);
+    if (s || (s = resolve_arch(&a, arch))) return s;
     ib_set_threads(threads);
     ib_lut_timing tm = {3, repeats > 0 ? repeats : 15, IB_LUT_MEDIAN, IB_LUT_WALL, 0, 0};
-    s = ib_lut_time_arch(&a, res > 0 ? res : a.input, &tm, ms);
+    res = res > 0 ? res : a.input;
+    s = seg ? ib_seg_time_whole(&a, seg_classes(head, a.classes), &hc, res, &tm, ms) : ib_lut_time_arch(&a, res, &tm, ms);
     ib_arch_free(&a);
     return s;
 }

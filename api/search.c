@@ -258,6 +258,12 @@ static void api_search_free(api_search *a) {
     free(a);
 }
 
+// Latency of the task's network (a segmenter: the backbone up to the head's stride, then the head's row).
+static ib_status task_lut(void *user, const ib_arch *a, int res, ib_lut_task *out) {
+    ib_sn_task *t = user;
+    return t->lut_task(t, a, res, out);
+}
+
 ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (!r) return ib_fail(IB_ERR_ARG, "ib_search: no report given");
     memset(r, 0, sizeof *r);
@@ -332,6 +338,7 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     sc.metric = task_metric < 0 ? 0 : task_metric;
     c.score = score_path;
     c.user = &sc;
+    if (a->task && a->task->lut_task) c.lut_task = task_lut, c.lut_task_user = a->task;   // a segmenter's latency
     char task_label[64];
     if (a->task) snprintf(task_label, sizeof task_label, "%s on the held-out training images", task_metrics[tm].name[sc.metric]);
     c.score_label = a->task      ? task_label

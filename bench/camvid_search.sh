@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The search against mobilenetv2 at equal latency on real data (issues 13, 15; docs/SEARCH.md "CamVid"):
 # a fair supernet of the mobiledets space trained as a CamVid segmentation backbone (one DeepLab head shared
-# by every path) at RES x RES, a cpu table of the space at that size, the end-to-end latency of
-# mobilenetv2 at three widths as the budgets, an evolution search scored by held-out mIoU, then every pick
-# and every mobilenetv2 width trained alone with one recipe and evaluated on CamVid test: test mIoU and the
+# by every path) at RES x RES; a cpu table of the space at that size with the DeepLab head's row; the
+# latency of mobilenetv2 segmenters at three widths, measured end to end, as the budgets (a segmenter stops
+# at the head's stride, so budgets and predictions are of segmenters, not classifiers); an evolution search
+# scored by held-out mIoU (paths and the shared head BN-recalibrated); then every pick and every
+# mobilenetv2 width trained alone with one recipe per seed and evaluated on CamVid test: test mIoU and the
 # whole segmenter's latency (batch 1, one thread). Resumable: every step skips what its output holds.
-# usage: bench/camvid_search.sh BUILD_DIR OUT_DIR   (env: RES=96 EPOCHS=25 EPOCHS_ALONE=40 POP=32 GENS=10)
+# usage: bench/camvid_search.sh BUILD_DIR OUT_DIR
+#        (env: RES=96 EPOCHS=25 EPOCHS_ALONE=40 POP=32 GENS=10 SEEDS="0 1" THREADS=2: the supernet's and the
+#        search's; one thread on a machine shared with other work, where two-thread OpenMP regions stall)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
@@ -13,7 +17,7 @@ OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
 D="$ROOT/../shared/data/camvid"
 [ -d "$D" ] || { echo "camvid_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
-R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10}
+R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10} SEEDS=${SEEDS:-0 1} THREADS=${THREADS:-2}
 seg=(--task segment --head deeplab --seg-aug scale --class-weights median)
 common=(--batch 8 --res "$R" --optimizer adamw --lr 0.002 --wd 0.0001 --warmup 1 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
@@ -21,18 +25,20 @@ echo "== supernet ($E epochs, fair sampling, ${R} px) $(date -u +%H:%M)"
 if [ ! -f sn.done ]; then
   r=(); [ -f sn.h5 ] && r=(--resume sn.h5)
   "$I" supernet train "${seg[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling fair --epochs "$E" "${common[@]}" \
-      --threads 2 "${r[@]}"
+      --threads "$THREADS" "${r[@]}"
   touch sn.done
 fi
 echo "== cpu table $(date -u +%H:%M)"
 if [ ! -f cpu.csv.done ]; then
-  "$I" latency profile --space "$SPACE" --target cpu --res "$R" --threads 1 --classes 11 --out cpu.csv --quiet
+  "$I" latency profile --space "$SPACE" --target cpu --res "$R" --threads 1 --classes 11 --out cpu.csv --quiet \
+      --task segment --head deeplab
   touch cpu.csv.done
 fi
-echo "== mobilenetv2 measured end to end (the budgets) $(date -u +%H:%M)"
+echo "== mobilenetv2 segmenters measured end to end (the budgets) $(date -u +%H:%M)"
 if [ ! -f mnv2.jsonl ]; then
   for w in 0.35 0.5 0.75; do
-    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --json | sed "s/^{/{\"width\": $w, /"
+    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --task segment --head deeplab \
+        --classes 11 --json | sed "s/^{/{\"width\": $w, /"
   done > mnv2.jsonl.tmp
   mv mnv2.jsonl.tmp mnv2.jsonl
 fi
@@ -41,14 +47,14 @@ echo "== search under $budgets ms $(date -u +%H:%M)"
 if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
   "$I" search --task segment --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" \
-      --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads 2 --quiet --out search "${r[@]}"
+      --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --out search "${r[@]}"
   touch search.done
 fi
-alone() {   # alone NAME ARCH: trained alone (one thread), then CamVid test
+alone() {   # alone NAME ARCH SEED: trained alone (one thread), then CamVid test
   [ -f "$1.test.json" ] && return 0
   if [ ! -f "$1.json" ]; then
     local r=(); [ -f "$1.h5" ] && r=(--resume "$1.h5")
-    "$I" train "${seg[@]}" --arch "$2" --data "$D" --val "$D" --epochs "$EA" "${common[@]}" --threads 1 --seed 0 \
+    "$I" train "${seg[@]}" --arch "$2" --data "$D" --val "$D" --epochs "$EA" "${common[@]}" --threads 1 --seed "$3" \
         --out "$1.h5" "${r[@]}" --json > "$1.json.tmp"
     mv "$1.json.tmp" "$1.json"
   fi
@@ -63,15 +69,22 @@ pick_of() {   # the search's pick under budget $1 (named by the budget's shortes
   done
   echo "camvid_search: no pick for the budget $1 ms" >&2; return 1
 }
+name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
 echo "== trained alone, two at a time (one thread each) $(date -u +%H:%M)"
-for w in 0.35 0.5 0.75; do
-  b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
-  alone "mnv2_$w" "mobilenetv2:$w" & p1=$!
-  alone "pick_$w" "$(pick_of "$b")" & p2=$!
-  wait $p1; wait $p2
+for sd in $SEEDS; do
+  for w in 0.35 0.5 0.75; do
+    b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+    alone "$(name "mnv2_$w" "$sd")" "mobilenetv2:$w" "$sd" & p1=$!
+    alone "$(name "pick_$w" "$sd")" "$(pick_of "$b")" "$sd" & p2=$!
+    wait $p1; wait $p2
+  done
 done
 echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"
 for w in 0.35 0.5 0.75; do
+  b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+  "$I" latency predict --lut cpu.csv --arch "$(pick_of "$b")" --res "$R" --task segment --head deeplab --classes 11
+  "$I" latency measure --arch "$(pick_of "$b")" --res "$R" --threads 1 --repeats 30 --task segment --head deeplab \
+      --classes 11
   for m in "mnv2_$w" "pick_$w"; do
     for i in 1 2 3; do
       "$I" eval --task segment --model "$m.h5" --data "$D" --split test --batch 1 --threads 1 --quiet --json
@@ -80,5 +93,8 @@ import json, sys
 rows = [json.loads(l) for l in sys.stdin]
 print("%-10s test mIoU %.4f  pixel acc %.4f  whole %.3f ms" % (sys.argv[1], rows[0]["miou"], rows[0]["pixel_acc"],
       min(r["total_ms"] for r in rows)))' "$m"
+    for sd in $SEEDS; do
+      [ "$sd" = 0 ] || jq -r --arg m "$(name "$m" "$sd")" '"\($m) test mIoU \(.miou)"' "$(name "$m" "$sd").test.json"
+    done
   done
 done

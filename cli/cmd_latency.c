@@ -7,14 +7,26 @@
 
 static const char *usage_text =
     "usage: ibnas latency profile  --space S --target cpu --res R --threads T --out LUT.csv [--repeats N]\n"
-    "                              [--classes C] [--calibrate N]\n"
-    "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv\n"
-    "       ibnas latency predict  --lut [NAME=]LUT.csv --arch A [--res R] [--verbose] [--json]\n"
-    "       ibnas latency measure  --arch A --res R --threads T [--repeats N] [--json]\n"
+    "                              [--classes C] [--calibrate N] [HEAD]\n"
+    "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv [HEAD]\n"
+    "       ibnas latency predict  --lut [NAME=]LUT.csv --arch A [--res R] [HEAD --classes C] [--verbose] [--json]\n"
+    "       ibnas latency measure  --arch A --res R --threads T [--repeats N] [HEAD --classes C] [--json]\n"
     "       ibnas latency validate --lut LUT.csv --space S --samples N --threads T [--res R] [--seed K]\n"
     "                              [--json] [--out DIR]\n\n"
     "A latency table (CSV, docs/FORMATS.md) has one row per block configuration and input shape; a subnet's\n"
-    "predicted latency is the sum of its rows. A is mobilenetv2[:WIDTH], an *.arch.json or JSON text.\n";
+    "predicted latency is the sum of its rows. A is mobilenetv2[:WIDTH], an *.arch.json or JSON text.\n"
+    "HEAD: --task segment [--head deeplab|bifpn --high-stride 16 --low-stride 4 --head-width 64\n"
+    "--bifpn-repeats 2]: the latency of a segmenter (the backbone up to the head's stride, then the head;\n"
+    "profile adds the head's row), as train --task segment builds it; default: the classifier.\n";
+
+// The network a latency is of (ib_latency_head): the classifier, or a segmenter with train's head flags.
+#define HEAD_FLAGS(h)                                                                                              \
+    {"--task", F_STR, &(h).task, "classify (default) or segment: a segmenter's latency (docs/LATENCY.md)"},         \
+    {"--head", F_STR, &(h).seg_head, "segment: deeplab (default) or bifpn"},                                       \
+    {"--high-stride", F_INT, &(h).seg_high_stride, "segment: the head's high stride, 16 or 32 (default 16)"},     \
+    {"--low-stride", F_INT, &(h).seg_low_stride, "segment: its low stride, 4 or 8 (default 4)"},                  \
+    {"--head-width", F_INT, &(h).seg_head_width, "segment: ASPP and decoder (bifpn: level) width (default 64)"},  \
+    {"--bifpn-repeats", F_INT, &(h).seg_repeats, "segment: BiFPN layers (default 2)"}
 
 static int usage_error(const char *msg) {
     fprintf(stderr, "ibnas latency: %s\n(ibnas latency --help)\n", msg);
@@ -41,6 +53,7 @@ static int do_profile(int argc, char **argv) {
         {"--classes", F_INT, &o.classes, "the head row's classes (default: the space's)"},
         {"--calibrate", F_INT, &o.calibrate, "subnets timed whole to fit the table's correction (default 10; 0: none)"},
         {"--save-every", F_INT, &o.save_every, "rows between rewrites of the table (default 20)"},
+        HEAD_FLAGS(o.head),
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
         {"--quiet", F_BOOL, &quiet, "no progress bar"},
         {NULL, 0, NULL, NULL},
@@ -67,12 +80,15 @@ static int do_profile(int argc, char **argv) {
 static int do_model(int argc, char **argv) {
     const char *space = NULL, *target = NULL, *out = NULL;
     int res = 0, classes = 0, json = 0;
+    ib_latency_head head;
+    memset(&head, 0, sizeof head);
     const cli_flag flags[] = {
         {"--space", F_STR, &space, "*.space.json (required)"},
         {"--target", F_STR, &target, "edgetpu, dsp, or a *.target.json parameter file (required)"},
         {"--res", F_INT, &res, "input resolution (default: the space's)"},
         {"--out", F_STR, &out, "the table to write (required)"},
         {"--classes", F_INT, &classes, "the head row's classes (default: the space's)"},
+        HEAD_FLAGS(head),
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
         {NULL, 0, NULL, NULL},
     };
@@ -81,7 +97,7 @@ static int do_model(int argc, char **argv) {
     if (!space || !target || !out) return usage_error("model needs --space, --target and --out");
     if (!strcmp(target, "cpu")) return usage_error("cpu is measured, not modelled: ibnas latency profile");
     int rows = 0;
-    ib_status s = ib_latency_model(space, target, res, classes, out, &rows);
+    ib_status s = ib_latency_model_head(space, target, res, classes, &head, out, &rows);
     if (s) return cli_report("latency model", s);
     if (json) printf("{\"out\": \"%s\", \"target\": \"%s\", \"rows\": %d}\n", out, target, rows);
     else printf("%s: %d modelled rows (%s)\n", out, rows, target);
@@ -91,10 +107,14 @@ static int do_model(int argc, char **argv) {
 static int do_predict(int argc, char **argv) {
     const char *lut = NULL, *arch = NULL;
     int res = 0, verbose = 0, json = 0;
+    ib_latency_head head;
+    memset(&head, 0, sizeof head);
     const cli_flag flags[] = {
         {"--lut", F_STR, &lut, "[NAME=]LUT.csv (required)"},
         {"--arch", F_STR, &arch, "mobilenetv2[:WIDTH], *.arch.json or JSON text (required)"},
         {"--res", F_INT, &res, "input resolution (default: the table's, else the arch's)"},
+        HEAD_FLAGS(head),
+        {"--classes", F_INT, &head.classes, "segment: the segmenter's classes (default: the arch's)"},
         {"--verbose", F_BOOL, &verbose, "print every row"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
         {NULL, 0, NULL, NULL},
@@ -107,7 +127,7 @@ static int do_predict(int argc, char **argv) {
     ib_status s = ib_lut_load_spec(&t, lut, name, sizeof name);
     if (s) return cli_report("latency predict", s);
     ib_latency_prediction p;
-    s = ib_lut_predict_detail(t, arch, res, &p);
+    s = ib_lut_predict_detail_head(t, arch, &head, res, &p);
     ib_lut_free(t);
     if (s) return cli_report("latency predict", s);
     if (json) {
@@ -127,7 +147,7 @@ static int do_predict(int argc, char **argv) {
             for (int i = 0; i < p.n_rows; i++) {
                 char part[16];
                 if (p.rows[i].block < 0) snprintf(part, sizeof part, "stem");
-                else if (i == p.n_rows - 1) snprintf(part, sizeof part, "head");
+                else if (i == p.n_rows - 1) snprintf(part, sizeof part, "%s", head.task && !strcmp(head.task, "segment") ? "seg head" : "head");
                 else snprintf(part, sizeof part, "%d", p.rows[i].block);
                 printf("%-8s %-48s %10.4f\n", part, p.rows[i].key, p.rows[i].ms);
             }
@@ -144,11 +164,15 @@ static int do_predict(int argc, char **argv) {
 static int do_measure(int argc, char **argv) {
     const char *arch = NULL;
     int res = 0, threads = 1, repeats = 15, json = 0;
+    ib_latency_head head;
+    memset(&head, 0, sizeof head);
     const cli_flag flags[] = {
         {"--arch", F_STR, &arch, "mobilenetv2[:WIDTH], *.arch.json or JSON text (required)"},
         {"--res", F_INT, &res, "input resolution (default: the arch's)"},
         {"--threads", F_INT, &threads, "threads (default 1)"},
         {"--repeats", F_INT, &repeats, "timed passes, the median is reported (default 15)"},
+        HEAD_FLAGS(head),
+        {"--classes", F_INT, &head.classes, "segment: the segmenter's classes (default: the arch's)"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
         {NULL, 0, NULL, NULL},
     };
@@ -157,7 +181,7 @@ static int do_measure(int argc, char **argv) {
     if (!arch) return usage_error("measure needs --arch");
     if (threads < 1 || repeats < 1 || res < 0) return usage_error("--threads and --repeats must be positive");
     double ms;
-    ib_status s = ib_latency_measure(arch, res, threads, repeats, &ms);
+    ib_status s = ib_latency_measure_head(arch, &head, res, threads, repeats, &ms);
     if (s) return cli_report("latency measure", s);
     if (json) printf("{\"arch\": \"%s\", \"res\": %d, \"threads\": %d, \"repeats\": %d, \"ms\": %.4f}\n",
                      arch[0] == '{' ? "(json)" : arch, res, threads, repeats, ms);

@@ -257,6 +257,19 @@ IBNAS_API ib_status ib_lut_load_spec(ib_lut **t, const char *spec, char *name, s
 // IB_ERR_NOTFOUND naming the table and the missing row when the table lacks one.
 IBNAS_API ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double *ms);
 
+// The network a latency is of: the classifier (task NULL or "classify"), or a segmenter (task "segment"): the
+// backbone up to its last block at the head's high stride, then a DeepLabv3+-lite or BiFPN head up to the
+// logits at the input size, as ibnas train --task segment builds it (docs/LATENCY.md "Segmenters"). Its head
+// is one table row (op deeplab or bifpn, docs/FORMATS.md). Zeroed: the classifier.
+typedef struct ib_latency_head {
+    const char *task;          // NULL or "classify", "segment"
+    const char *seg_head;      // "deeplab" (NULL too) or "bifpn"
+    int seg_high_stride, seg_low_stride;   // 0: 16, 4
+    int seg_head_width;        // deeplab: ASPP and decoder width; bifpn: every level's channels. 0: 64
+    int seg_repeats;           // bifpn layers, 0: 2
+    int classes;               // the segmenter's class count (0: the space's or the arch's)
+} ib_latency_head;
+
 typedef struct ib_latency_row {
     int block;          // -1 the stem, 0.. the arch's blocks (skips have no row), n_blocks the head
     char key[128];      // the row's first eleven CSV columns
@@ -272,6 +285,10 @@ typedef struct ib_latency_prediction {
     ib_latency_row *rows;   // malloc'd, n_rows entries in network order
 } ib_latency_prediction;
 IBNAS_API ib_status ib_lut_predict_detail(const ib_lut *t, const char *arch, int res, ib_latency_prediction *p);
+// The same for the network `head` names (NULL: the classifier): a segmenter's rows up to the head's stride, then
+// its head's row (block n_blocks).
+IBNAS_API ib_status ib_lut_predict_detail_head(const ib_lut *t, const char *arch, const ib_latency_head *head, int res,
+                                               ib_latency_prediction *p);
 IBNAS_API void ib_latency_prediction_free(ib_latency_prediction *p);
 
 // Measuring this CPU: every row a space can use at res, each part timed alone on the inference path
@@ -293,6 +310,8 @@ typedef struct ib_latency_profile_opts {
     int calibrate;             // subnets for the correction, 10; 0: none
     uint64_t calibrate_seed;   // 1000 (ib_latency_validate's default seed is 1)
     int progress;              // 1: a progress bar on stderr; 0 (default)
+    ib_latency_head head;      // task "segment": also the segmentation head's row over the space's taps
+                               // (classes: the class count given above, else the space's)
 } ib_latency_profile_opts;
 IBNAS_API void ib_latency_profile_opts_default(ib_latency_profile_opts *o);
 typedef struct ib_latency_profile_report {
@@ -307,10 +326,16 @@ IBNAS_API ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_late
 // *rows (may be NULL) receives the number of rows written.
 IBNAS_API ib_status ib_latency_model(const char *space, const char *target, int res, int classes, const char *out,
                                      int *rows);
+// The same with a segmentation head's row (head NULL or a classifier: as ib_latency_model).
+IBNAS_API ib_status ib_latency_model_head(const char *space, const char *target, int res, int classes,
+                                          const ib_latency_head *head, const char *out, int *rows);
 
 // End-to-end inference ms of an arch with random weights on this CPU: batch 1, eval mode, 3 warm-up passes,
 // the median of `repeats` (<= 0: 15). Sets the library's threads to `threads` (ib_set_threads).
 IBNAS_API ib_status ib_latency_measure(const char *arch, int res, int threads, int repeats, double *ms);
+// The same for the network `head` names (NULL: the classifier): a segmenter of the arch, timed whole.
+IBNAS_API ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head, int res, int threads,
+                                            int repeats, double *ms);
 
 // Validation of a cpu table: `samples` random subnets of the space (from seed), each predicted and measured
 // end to end; errors are |predicted / measured - 1| in percent. With out_dir: OUT/validate.csv (one row

@@ -122,15 +122,14 @@ static ib_tensor *part_forward(ib_ctx *ctx, const part *p, ib_tensor *x) {
     }
 }
 
-// Runs fwd(user, ctx, x) warmup + repeats times; the median of the timed ones in ms.
-typedef ib_tensor *(*forward_fn)(void *user, ib_ctx *ctx, ib_tensor *x);
 static double thread_cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static ib_status time_forward(forward_fn fwd, void *user, int c, int h, int w, const ib_lut_timing *tm, double *ms) {
+ib_status ib_lut_time_forward(ib_lut_forward_fn fwd, void *user, int c, int h, int w, const ib_lut_timing *tm,
+                              double *ms) {
     int warmup = tm->warmup, repeats = tm->repeats;
     if (repeats < 1 || warmup < 0)
         return ib_fail(IB_ERR_ARG, "timing: repeats %d must be positive, warmup %d not negative", repeats, warmup);
@@ -217,7 +216,7 @@ ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *
     if (!s) s = ib_params_alloc(&ps);
     if (!s) {
         ib_params_init_default(&ps, 0);
-        s = time_forward(part_fwd, &p, k->cin, k->h, k->w, tm, ms);
+        s = ib_lut_time_forward(part_fwd, &p, k->cin, k->h, k->w, tm, ms);
     }
     ib_params_free(&ps);
     return s;
@@ -229,7 +228,7 @@ ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, d
     ib_status s = ib_net_build(&net, a);
     if (!s) {
         ib_net_init_weights(&net, 0);
-        s = time_forward(net_fwd, &net, 3, res, res, tm, ms);
+        s = ib_lut_time_forward(net_fwd, &net, 3, res, res, tm, ms);
     }
     ib_net_free(&net);
     return s;
@@ -350,6 +349,8 @@ ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, i
 ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
     if (!c->space || !c->out) return ib_fail(IB_ERR_ARG, "latency profile: a space and an output file are needed");
     if (c->res < 8) return ib_fail(IB_ERR_ARG, "latency profile: res %d (at least 8)", c->res);
+    if (c->n_extra < 0 || (c->n_extra > 0 && (!c->extra || !c->time_extra)))
+        return ib_fail(IB_ERR_ARG, "latency profile: extra rows need their keys and a timing function");
     if (c->timing.repeats < 1 || c->timing.warmup < 0 || c->save_every < 1 || c->calibrate < 0 ||
         (c->calibrate && c->calibrate_repeats < 1))
         return ib_fail(IB_ERR_ARG, "latency profile: repeats and save_every must be positive, warmup and calibrate "
@@ -382,22 +383,38 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
         ib_lut_free(t);
         return ib_fail(IB_ERR_NOMEM, "out of memory listing the rows of %s", c->space->name);
     }
-    int todo = 0, done = 0, since_save = 0;
+    if (c->n_extra > 0) {   // the task's rows after the space's
+        ib_lut_key *m = realloc(keys, sizeof *keys * (size_t)(n + c->n_extra));
+        if (!m) {
+            free(keys);
+            ib_lut_free(t);
+            return ib_fail(IB_ERR_NOMEM, "out of memory listing the rows of %s", c->space->name);
+        }
+        keys = m;
+        memcpy(keys + n, c->extra, sizeof *keys * (size_t)c->n_extra);
+        n += c->n_extra;
+    }
+    int todo = 0, done = 0, done_space = 0, since_save = 0;
     for (int i = 0; i < n; i++) todo += !ib_lut_find(t, &keys[i], NULL);
     char what[200];
     for (int i = 0; i < n && !s; i++) {
         if (ib_lut_find(t, &keys[i], NULL)) continue;
         double ms;
-        if ((s = ib_lut_time_row(&keys[i], c->space->act, &c->timing, &ms))) break;
+        int extra = i >= n - c->n_extra;
+        if ((s = extra ? c->time_extra(c->extra_user, &keys[i], &c->timing, &ms)
+                       : ib_lut_time_row(&keys[i], c->space->act, &c->timing, &ms)))
+            break;
         if ((s = ib_lut_set(t, &keys[i], ms))) break;
         done++;
+        done_space += !extra;
         if (++since_save >= c->save_every) {
             if ((s = ib_lut_save(t, c->out))) break;
             since_save = 0;
         }
         if (c->progress) c->progress(c->user, done, todo, ib_lut_key_str(&keys[i], what, sizeof what));
     }
-    if (!s && c->calibrate > 0 && (done > 0 || !ib_lut_get_correction(t, c->res, NULL))) {
+    // (a task's head rows alone leave the correction as it is: it is fitted on the space's classifiers)
+    if (!s && c->calibrate > 0 && (done_space > 0 || !ib_lut_get_correction(t, c->res, NULL))) {
         // Networks are timed as ib_latency_validate times them by default (repeats 9, min_ms 100), so that a
         // validation measures what the correction was fitted on.
         ib_lut_timing tm = c->timing;

@@ -28,9 +28,9 @@ struct ib_lut {
 // ---------------------------------------------------------------------------------------------
 // Keys
 
-static const char *const op_names[] = {"ibn", "fused", "tucker", "gcibn", "skip", "stem", "head"};
+static const char *const op_names[] = {"ibn", "fused", "tucker", "gcibn", "skip", "stem", "head", "deeplab", "bifpn"};
 
-const char *ib_lut_op_name(int op) { return op >= 0 && op <= IB_LUT_HEAD ? op_names[op] : "?"; }
+const char *ib_lut_op_name(int op) { return op >= 0 && op < IB_LUT_N_OPS ? op_names[op] : "?"; }
 
 static int ratio_units(float r) { return (int)lround((double)r * 1e4); }
 
@@ -96,10 +96,15 @@ const char *ib_lut_key_str(const ib_lut_key *k, char *buf, size_t n) {
 static int down(int h, int stride) { return (h + stride - 1) / stride; }
 
 int ib_lut_arch_keys(const ib_arch *a, int res, ib_lut_key *keys, int *block) {
+    return ib_lut_arch_keys_task(a, res, NULL, keys, block);
+}
+
+int ib_lut_arch_keys_task(const ib_arch *a, int res, const ib_lut_task *task, ib_lut_key *keys, int *block) {
     int n = 0, h = down(res, a->stem_stride), c = a->stem_out;
+    int cut = task && task->cut < a->n_blocks ? task->cut : a->n_blocks;
     if (block) block[n] = -1;
     keys[n++] = ib_lut_key_stem(a, res);
-    for (int i = 0; i < a->n_blocks; i++) {
+    for (int i = 0; i < cut; i++) {
         const ib_block_cfg *b = &a->blocks[i];
         if (b->op != IB_BLOCK_SKIP) {
             if (block) block[n] = i;
@@ -109,7 +114,7 @@ int ib_lut_arch_keys(const ib_arch *a, int res, ib_lut_key *keys, int *block) {
         c = b->out;
     }
     if (block) block[n] = a->n_blocks;
-    keys[n++] = ib_lut_key_head(a, c, h, h);
+    keys[n++] = task ? task->head : ib_lut_key_head(a, c, h, h);
     return n;
 }
 
@@ -299,11 +304,12 @@ static ib_status parse_row(const char *path, int line_no, char *line, ib_lut_key
     for (int i = 0; i < 12; i++) f[i] = trim(f[i]);
     memset(k, 0, sizeof *k);
     k->op = -1;
-    for (int o = 0; o <= IB_LUT_HEAD; o++)
+    for (int o = 0; o < IB_LUT_N_OPS; o++)
         if (o != IB_BLOCK_SKIP && !strcmp(f[0], op_names[o])) k->op = o;
     if (k->op < 0)
-        return ib_fail(IB_ERR_FORMAT, "%s:%d: op '%s' is not ibn, fused, tucker, gcibn, stem or head", path, line_no,
-                       f[0]);
+        return ib_fail(IB_ERR_FORMAT, "%s:%d: op '%s' is not ibn, fused, tucker, gcibn, stem, head, deeplab or bifpn",
+                       path, line_no, f[0]);
+    int seg = k->op == IB_LUT_DEEPLAB || k->op == IB_LUT_BIFPN;   // r_in, r_out hold widths, not ratios
     int *ints[8] = {&k->cin, &k->cout, &k->h, &k->w, &k->stride, &k->kernel, &k->expand, &k->groups};
     for (int i = 0; i < 8; i++)
         if (!parse_int_field(f[i + 1], ints[i]))
@@ -311,9 +317,9 @@ static ib_status parse_row(const char *path, int line_no, char *line, ib_lut_key
                            f[i + 1]);
     double r[2];
     for (int i = 0; i < 2; i++)
-        if (!parse_double_field(f[9 + i], &r[i]) || r[i] > 1)
-            return ib_fail(IB_ERR_FORMAT, "%s:%d: %s '%s' is not a ratio in [0, 1]", path, line_no, columns[9 + i],
-                           f[9 + i]);
+        if (!parse_double_field(f[9 + i], &r[i]) || (seg ? r[i] != floor(r[i]) || r[i] > 1e5 : r[i] > 1))
+            return ib_fail(IB_ERR_FORMAT, "%s:%d: %s '%s' is not %s", path, line_no, columns[9 + i], f[9 + i],
+                           seg ? "a width (a non-negative integer) of a segmentation head's row" : "a ratio in [0, 1]");
     k->r_in = (float)r[0], k->r_out = (float)r[1];
     if (!parse_double_field(f[11], ms))
         return ib_fail(IB_ERR_FORMAT, "%s:%d: ms '%s' is not a finite non-negative number", path, line_no, f[11]);
@@ -439,6 +445,11 @@ ib_status ib_lut_save(const ib_lut *t, const char *path) {
 // Prediction
 
 ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double *sum, int *n_rows) {
+    return ib_lut_predict_sum_task(t, a, res, NULL, sum, n_rows);
+}
+
+ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *sum,
+                                  int *n_rows) {
     if (res < 1) return ib_fail(IB_ERR_ARG, "latency prediction at res %d: must be positive", res);
     for (int i = 0; i < a->n_blocks; i++)
         if (a->blocks[i].se > 0)
@@ -453,7 +464,7 @@ ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double 
         if (big) free(keys), free(block);
         return ib_fail(IB_ERR_NOMEM, "out of memory");
     }
-    int n = ib_lut_arch_keys(a, res, keys, block);
+    int n = ib_lut_arch_keys_task(a, res, task, keys, block);
     double total = 0;
     ib_status s = IB_OK;
     for (int i = 0; i < n && !s; i++) {
@@ -461,12 +472,12 @@ ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double 
         if (!ib_lut_find(t, &keys[i], &ms)) {
             char ks[160], part[32];
             if (block[i] < 0) snprintf(part, sizeof part, "the stem");
-            else if (block[i] >= a->n_blocks) snprintf(part, sizeof part, "the head");
+            else if (block[i] >= a->n_blocks) snprintf(part, sizeof part, "the %s head", task ? "task's" : "classifier");
             else snprintf(part, sizeof part, "blocks[%d]", block[i]);
             s = ib_fail(IB_ERR_NOTFOUND, "%s: no row %s (%s of %s at res %d); profile or model the space at this "
-                        "resolution (ibnas latency profile|model)",
+                        "resolution (ibnas latency profile|model%s)",
                         t->path[0] ? t->path : "latency table", ib_lut_key_str(&keys[i], ks, sizeof ks), part, a->name,
-                        res);
+                        res, task ? " with the task's head: --task segment --head ..." : "");
         } else {
             total += ms;
         }
@@ -507,10 +518,14 @@ ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, 
 }
 
 ib_status ib_lut_predict(const ib_lut *t, const ib_arch *a, int res, double *ms) {
+    return ib_lut_predict_task(t, a, res, NULL, ms);
+}
+
+ib_status ib_lut_predict_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *ms) {
     if (!t || !a || !ms) return ib_fail(IB_ERR_ARG, "ib_lut_predict: a table, an arch and an output are needed");
     double sum;
     int n;
-    ib_status s = ib_lut_predict_sum(t, a, res, &sum, &n);
+    ib_status s = ib_lut_predict_sum_task(t, a, res, task, &sum, &n);
     if (s) return s;
     ib_lut_correction c;
     *ms = ib_lut_get_correction(t, res, &c) ? c.a * sum + c.b * n + c.c : sum;

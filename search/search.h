@@ -107,7 +107,14 @@ ib_status ib_lut_predict(const ib_lut *t, const ib_arch *a, int res, double *ms)
 #define IB_LUT_FORMAT "ibnas-lut"
 #define IB_LUT_VERSION 1
 #define IB_LUT_HEADER "op,cin,cout,h,w,stride,kernel,expand,groups,r_in,r_out,ms"
-enum { IB_LUT_STEM = IB_BLOCK_SKIP + 1, IB_LUT_HEAD };   // row ops beside the ib_block_op values
+// Row ops beside the ib_block_op values: the stem, the classifier head, and the segmentation heads
+// (tasks/segment.c, ib_seg_lut_task): a DeepLabv3+-lite or BiFPN head on its backbone taps, up to the logits
+// upsampled to the input. Their columns: cin the high tap's width, cout classes, h w the input (the logits'
+// size), stride the high stride, kernel the low stride, expand the low tap's width, groups the head width
+// (ASPP / BiFPN channels), r_in the decoder width (deeplab) or BiFPN layers, r_out the low-level reduction
+// width (deeplab) or the summed widths of the taps between low and high (bifpn); the ASPP's dilations are
+// not keyed (a dilated depthwise conv costs as an undilated one per output).
+enum { IB_LUT_STEM = IB_BLOCK_SKIP + 1, IB_LUT_HEAD, IB_LUT_DEEPLAB, IB_LUT_BIFPN, IB_LUT_N_OPS };
 
 typedef struct ib_lut_key {
     int op;                    // an ib_block_op other than skip, IB_LUT_STEM or IB_LUT_HEAD
@@ -125,6 +132,20 @@ const char *ib_lut_key_str(const ib_lut_key *k, char *buf, size_t n);
 // arch's block index of row i (-1 stem, n_blocks head), if not NULL. Returns the count (at most
 // a->n_blocks + 2). Squeeze-excite has no column: ib_lut_predict rejects blocks with se > 0.
 int ib_lut_arch_keys(const ib_arch *a, int res, ib_lut_key *keys, int *block);
+
+// A task's network on the backbone, as latency tables see it: the backbone's first `cut` blocks, then the
+// task's head as one row (`head`, e.g. a segmentation head's row) in place of the classifier head. A
+// segmenter stops after its last block at the head's high stride: what follows never runs.
+typedef struct ib_lut_task {
+    int cut;              // blocks run (at most the arch's)
+    ib_lut_key head;      // the head's row
+} ib_lut_task;
+// As ib_lut_arch_keys, ib_lut_predict_sum and ib_lut_predict for the task's network (task NULL: the
+// classifier). The correction of res applies as to a classifier (fitted on classifiers; docs/LATENCY.md).
+int ib_lut_arch_keys_task(const ib_arch *a, int res, const ib_lut_task *task, ib_lut_key *keys, int *block);
+ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *sum,
+                                  int *n_rows);
+ib_status ib_lut_predict_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *ms);
 
 // An empty table of `target` (the "# target:" comment). NULL when out of memory.
 ib_lut *ib_lut_new(const char *target);
@@ -207,6 +228,11 @@ ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *
 // The same for a whole network (stem, blocks, head, pool, classifier) at res x res (evict_bytes 0: a
 // network evicts its own weights).
 ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, double *ms);
+// Times fwd(user, ctx, x) as rows are timed (tm's warm-up, repeats, statistic and clock), on a random input x
+// of shape (1, c, h, w); fwd may ignore x and use tensors of its own (a head on several features).
+typedef ib_tensor *(*ib_lut_forward_fn)(void *user, ib_ctx *ctx, ib_tensor *x);
+ib_status ib_lut_time_forward(ib_lut_forward_fn fwd, void *user, int c, int h, int w, const ib_lut_timing *tm,
+                              double *ms);
 // What profiles evict by default: 4 x the L2 cache (sysconf; 4 MiB when unknown).
 size_t ib_lut_default_evict_bytes(void);
 // Times n networks in IB_LUT_PASSES passes over the list and keeps each one's smaller result: a burst of
@@ -236,6 +262,11 @@ typedef struct ib_lut_profile_cfg {
     void (*progress)(void *user, int done, int total, const char *what);   // NULL: quiet
     void *user;
     const char *out;
+    // Rows beside the space's, timed by time_extra when missing (a task's head: ib_seg_lut_task, ib_seg_time_row)
+    int n_extra;
+    const ib_lut_key *extra;
+    ib_status (*time_extra)(void *user, const ib_lut_key *k, const ib_lut_timing *tm, double *ms);
+    void *extra_user;
 } ib_lut_profile_cfg;
 void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c);
 ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total);
@@ -262,7 +293,9 @@ double ib_target_row_ms(const ib_target *t, const ib_lut_key *k);
 double ib_target_conv_ms(const ib_target *t, const ib_conv_shape *c, int h, int w, double *utilisation);
 // Writes the modelled rows of a space at res into `out` (its other rows and comments are kept when it
 // exists and is a table of the same target; another target's table is refused). *rows: the space's count.
-ib_status ib_lut_model_space(const ib_target *t, const ib_space *s, int res, int classes, const char *out, int *rows);
+// extra: more rows to model beside the space's (a segmentation head's, ib_seg_lut_task), n_extra of them.
+ib_status ib_lut_model_space(const ib_target *t, const ib_space *s, int res, int classes, const ib_lut_key *extra,
+                             int n_extra, const char *out, int *rows);
 
 // ---------------------------------------------------------------------------------------------
 // The supernet (search/supernet.c). For each layer and each op the layer allows, one block of weights
@@ -415,6 +448,11 @@ typedef struct ib_search_cfg {
     int progress;             // a line per generation on stderr
     int max_generations;      // stop (state saved, outputs written) after this many generations in this call; 0: no limit
     int handle_sigint;        // 1: the first Ctrl-C finishes the scoring under way, saves, returns IB_ERR_INTERRUPTED
+    // The task's network as the tables see it (a segmenter: ib_seg_lut_task), for the space's archs and each
+    // baseline; NULL: the classifier. It may depend only on widths and strides: every arch of the space shares
+    // the space's first answer.
+    ib_status (*lut_task)(void *user, const ib_arch *a, int res, ib_lut_task *out);
+    void *lut_task_user;
 } ib_search_cfg;
 void ib_search_cfg_default(ib_search_cfg *c);
 

@@ -153,6 +153,8 @@ typedef struct run {
     const ib_space *sp;
     int L, maxc, *nc;                 // layers, the largest choice count, each layer's count
     int res, classes, T, P;
+    int has_task;                     // predictions of the task's network (cfg->lut_task)
+    ib_lut_task task;
     int n_tracks;
     track tracks[IB_SEARCH_MAX_TARGETS * IB_SEARCH_MAX_BUDGETS];
     // The history: every scored arch, in scoring order.
@@ -236,7 +238,8 @@ static ib_status measure(const run *r, const int *choice, int only_target, doubl
     memset(&a, 0, sizeof a);
     ib_status s = ib_space_arch(r->sp, choice, r->classes, &a);
     for (int t = 0; !s && t < r->T; t++)
-        if (only_target < 0 || t == only_target) s = ib_lut_predict(r->cfg->targets[t].lut, &a, r->res, &ms[t]);
+        if (only_target < 0 || t == only_target)
+            s = ib_lut_predict_task(r->cfg->targets[t].lut, &a, r->res, r->has_task ? &r->task : NULL, &ms[t]);
     if (!s && macs) *macs = ib_arch_macs(&a, r->res);
     ib_arch_free(&a);
     return s;
@@ -1396,6 +1399,15 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
         return ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_status s;
     if ((s = strat_alloc(r, &r->cur)) || (s = strat_alloc(r, &r->snap))) return s;
+    if (cfg->lut_task) {   // the space's task network: every arch of the space shares widths and strides
+        ib_arch a;
+        memset(&a, 0, sizeof a);
+        memset(r->scratch, 0, sizeof(int) * (size_t)r->L);
+        if (!(s = ib_space_arch(r->sp, r->scratch, r->classes, &a))) s = cfg->lut_task(cfg->lut_task_user, &a, r->res, &r->task);
+        ib_arch_free(&a);
+        if (s) return s;
+        r->has_task = 1;
+    }
     // The fastest arch of each target: a budget below it cannot be met.
     for (int t = 0; t < r->T; t++) {
         if ((s = fastest_arch(r, t))) return s;
@@ -1413,8 +1425,10 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
             double *ms = &r->base_ms[(size_t)k * (size_t)r->T + (size_t)t];
             char *note = r->base_note + ((size_t)k * (size_t)r->T + (size_t)t) * BASE_NOTE;
             *ms = NAN;
+            ib_lut_task bt;
             if (!a) snprintf(note, BASE_NOTE, "no arch given");
-            else if (ib_lut_predict(cfg->targets[t].lut, a, r->res, ms)) {
+            else if ((cfg->lut_task && cfg->lut_task(cfg->lut_task_user, a, r->res, &bt)) ||
+                     ib_lut_predict_task(cfg->targets[t].lut, a, r->res, cfg->lut_task ? &bt : NULL, ms)) {
                 *ms = NAN;
                 snprintf(note, BASE_NOTE, "%s", ib_errmsg());
             }

@@ -240,9 +240,55 @@ static double elementwise_s(const ib_target *t, double n, int reads) {
     return bytes / bw + t->op_overhead_s;
 }
 
+// A depthwise-separable 3x3 (depthwise, then 1x1 to cout) at h x w.
+static double sep_s(const ib_target *t, int cin, int cout, int h, int w) {
+    ib_conv_shape dw = {cin, cin, 3, 1, cin}, pw = {cin, cout, 1, 1, 1};
+    return conv_s(t, &dw, h, w, NULL) + conv_s(t, &pw, h, w, NULL);
+}
+
+static double conv1_s(const ib_target *t, int cin, int cout, int h, int w) {
+    ib_conv_shape c = {cin, cout, 1, 1, 1};
+    return conv_s(t, &c, h, w, NULL);
+}
+
+// A segmentation head's row (columns in search/search.h), its convs as tasks/segment.c and seg_bifpn.c run
+// them; resizes, concatenations, weighted sums and the pool are memory passes. BiFPN's middle taps enter as
+// their mean width (the row keeps their sum).
+static double seg_row_s(const ib_target *t, const ib_lut_key *k) {
+    int H = k->h, hi = down(H, k->stride), lo = down(H, k->kernel), classes = k->cout, ch = k->cin, cl = k->expand;
+    double s = 0;
+    if (k->op == IB_LUT_DEEPLAB) {
+        int A = k->groups, dec = (int)k->r_in, low = (int)k->r_out;
+        s += conv1_s(t, ch, A, hi, hi) + 2 * sep_s(t, ch, A, hi, hi);          // ASPP: 1x1, two separable branches
+        s += elementwise_s(t, (double)ch * hi * hi, 0) + conv1_s(t, ch, A, 1, 1);   // image pooling and its 1x1
+        s += elementwise_s(t, (double)4 * A * hi * hi, 1) + conv1_s(t, 4 * A, A, hi, hi);   // concat, projection
+        s += elementwise_s(t, (double)A * lo * lo, 1) + conv1_s(t, cl, low, lo, lo);         // upsample, reduce
+        s += elementwise_s(t, (double)(A + low) * lo * lo, 1) + sep_s(t, A + low, dec, lo, lo);   // concat, decoder
+        s += conv1_s(t, dec, classes, lo, lo);
+    } else {
+        int W = k->groups, repeats = (int)k->r_in, L = 1;
+        while ((k->kernel << (L - 1)) < k->stride && L < 8) L++;
+        int mid = L > 2 ? (int)k->r_out / (L - 2) : 0;
+        for (int l = 0; l < L; l++) {   // laterals to W
+            int h = down(H, k->kernel << l), c = l == 0 ? cl : l == L - 1 ? ch : mid;
+            s += conv1_s(t, c > 0 ? c : W, W, h, h);
+        }
+        for (int r = 0; r < repeats; r++)   // L - 1 top-down and L - 1 bottom-up nodes: fuse, resize, separable
+            for (int l = 0; l < L - 1; l++)
+                for (int pass = 0; pass < 2; pass++) {
+                    int h = down(H, k->kernel << (pass ? l + 1 : l));
+                    s += elementwise_s(t, (double)W * h * h, 3) + sep_s(t, W, W, h, h);
+                }
+        s += elementwise_s(t, (double)W * lo * lo * L, 1) + conv1_s(t, W, classes, lo, lo);   // merge, classifier
+    }
+    return s + elementwise_s(t, (double)classes * H * H, 1);   // the logits upsampled to the input
+}
+
 double ib_target_row_ms(const ib_target *t, const ib_lut_key *k) {
     double s = 0;
     switch (k->op) {
+    case IB_LUT_DEEPLAB:
+    case IB_LUT_BIFPN: s = seg_row_s(t, k); break;
     case IB_LUT_STEM: {
         ib_conv_shape c = {k->cin, k->cout, k->kernel, k->stride, 1};
         s = conv_s(t, &c, k->h, k->w, NULL);
@@ -278,7 +324,8 @@ double ib_target_row_ms(const ib_target *t, const ib_lut_key *k) {
     return 1e3 * s;
 }
 
-ib_status ib_lut_model_space(const ib_target *t, const ib_space *sp, int res, int classes, const char *out, int *rows) {
+ib_status ib_lut_model_space(const ib_target *t, const ib_space *sp, int res, int classes, const ib_lut_key *extra,
+                             int n_extra, const char *out, int *rows) {
     ib_lut *lut = NULL;
     ib_status s;
     FILE *probe = fopen(out, "r");
@@ -313,9 +360,10 @@ ib_status ib_lut_model_space(const ib_target *t, const ib_space *sp, int res, in
     }
     s = IB_OK;
     for (int i = 0; i < n && !s; i++) s = ib_lut_set(lut, &keys[i], ib_target_row_ms(t, &keys[i]));
+    for (int i = 0; i < n_extra && !s; i++) s = ib_lut_set(lut, &extra[i], ib_target_row_ms(t, &extra[i]));
     free(keys);
     if (!s) s = ib_lut_save(lut, out);
-    if (rows) *rows = n;
+    if (rows) *rows = n + n_extra;
     ib_lut_free(lut);
     return s;
 }

@@ -192,6 +192,12 @@ static ib_status st_recalibrate(ib_sn_task *t, ib_net *path, ib_dataset *calib, 
     return ib_sn_recalibrate_head(path, &p, calib, rc);
 }
 
+static ib_status st_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_task *out) {
+    seg_task *k = t->state;
+    if (!k->attached) return ib_fail(IB_ERR_ARG, "segmentation supernet task: its head is not attached yet");
+    return ib_seg_lut_task(a, k->head.classes, &k->head.cfg, res, out);
+}
+
 static void st_free(ib_sn_task *t) {
     if (!t) return;
     seg_task *k = t->state;
@@ -210,7 +216,7 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
                         .loader = st_loader, .loss = st_loss, .zero_grad = st_zero_grad, .step = st_step,
                         .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
-                        .head = &k->ps, .state = k};
+                        .lut_task = st_lut_task, .head = &k->ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

@@ -12,6 +12,7 @@
 #ifndef IB_SEGMENT_H
 #define IB_SEGMENT_H
 
+#include "search/search.h"
 #include "tasks/tasks.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -197,6 +198,19 @@ typedef struct ib_seg_train_result {
     double val_miou, val_pixel_acc;   // of the last evaluation (-1 without val)
 } ib_seg_train_result;
 ib_status ib_train_segment(const ib_seg_train_cfg *cfg, ib_seg_train_result *res);
+
+// ---------------------------------------------------------------------------------------------
+// Latency (tasks/seg_latency.c; docs/LATENCY.md "Segmenters")
+
+// The segmenter of a backbone arch (any task) as latency tables see it: its first cut blocks (up to the last
+// at the high stride) and the head's row (op deeplab or bifpn, columns in search/search.h) at res x res.
+ib_status ib_seg_lut_task(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res, ib_lut_task *out);
+// The head alone on random features of its taps' shapes, logits upsampled to res x res, timed as a row.
+ib_status ib_seg_time_head(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res,
+                           const ib_lut_timing *tm, double *ms);
+// The whole segmenter (random weights, batch 1, eval mode) at res x res, timed as ib_lut_time_arch times a net.
+ib_status ib_seg_time_whole(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res,
+                            const ib_lut_timing *tm, double *ms);
 
 // Pieces the segmentation loops share (ib_train_segment's, the supernet task's): a dataset that must have masks
 // (the error names the file and what has them), and the training loader's options at H x W with aug "flip",

@@ -332,6 +332,11 @@ int test_same_array(const char *a, const char *b, const char *name) {
 }
 
 double test_budget_between(const char *space, const char *lut, int res, char *smallest, char *largest, size_t n) {
+    return test_budget_between_head(space, lut, res, NULL, smallest, largest, n);
+}
+
+double test_budget_between_head(const char *space, const char *lut, int res, const ib_latency_head *head, char *smallest,
+                                char *largest, size_t n) {
     ib_space *s;
     ib_lut *t;
     IB_ASSERT(!ib_space_open(&s, space) && !ib_lut_load(&t, lut), "%s", ib_errmsg());
@@ -339,7 +344,10 @@ double test_budget_between(const char *space, const char *lut, int res, char *sm
     for (int k = 0; k < 2; k++) {
         char *arch, *path = k ? largest : smallest;
         IB_ASSERT(!ib_space_sample_arch(s, k ? "largest" : "smallest", 0, 0, &arch), "%s", ib_errmsg());
-        IB_ASSERT(!ib_lut_predict_arch(t, arch, res, &ms[k]), "%s", ib_errmsg());
+        ib_latency_prediction p;
+        IB_ASSERT(!ib_lut_predict_detail_head(t, arch, head, res, &p), "%s", ib_errmsg());
+        ms[k] = p.ms;
+        ib_latency_prediction_free(&p);
         if (path) {
             snprintf(path, n, "%s/%s.arch.json", test_tmpdir(), k ? "largest" : "smallest");
             FILE *f = fopen(path, "w");
@@ -351,6 +359,14 @@ double test_budget_between(const char *space, const char *lut, int res, char *sm
     ib_lut_free(t);
     ib_space_close(s);
     return 0.5 * (ms[0] + ms[1]);
+}
+
+const char *test_scratch(const char *name) {
+    static char bufs[16][512];
+    static int k;
+    char *b = bufs[k++ % 16];
+    snprintf(b, 512, "%s/%s", test_tmpdir(), name);
+    return b;
 }
 
 int test_run(const char *cmd, char **out, char **err) {

@@ -61,6 +61,8 @@ const char *shared_dir(void);
 
 // A scratch folder (mkdtemp under $TMPDIR or /tmp) made on first use and removed when the binary exits.
 const char *test_tmpdir(void);
+// TMPDIR/name in that folder; the last 16 results stay valid.
+const char *test_scratch(const char *name);
 
 // The ibnas command under test: $IBNAS, else build/ibnas (tests run from the project root).
 const char *test_ibnas_bin(void);
@@ -76,6 +78,9 @@ int test_same_array(const char *a, const char *b, const char *name);
 // res; smallest / largest (n bytes each; may be NULL) get the paths of those archs, written into the scratch
 // folder.
 double test_budget_between(const char *space, const char *lut, int res, char *smallest, char *largest, size_t n);
+// The same for the network a latency head names (a segmenter; NULL: the classifier).
+double test_budget_between_head(const char *space, const char *lut, int res, const ib_latency_head *head, char *smallest,
+                                char *largest, size_t n);
 // The shared head of a detection or segmentation supernet file scored path after path (tests/sn_head.c): the
 // largest path A, the smallest B, A and B again (calibration on the file's recorded training data, metrics on
 // val). Each path's metrics are the same both times; the head's BN statistics after B are the exact average

@@ -18,13 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const char *scratch(const char *name) {
-    static char bufs[16][512];
-    static int k;
-    char *b = bufs[k++ % 16];
-    snprintf(b, 512, "%s/%s", test_tmpdir(), name);
-    return b;
-}
+#define scratch test_scratch
 
 static long long file_size(const char *path) {
     struct stat st;

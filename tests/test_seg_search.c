@@ -12,9 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char data[512], val[512], lut[512], largest[512], smallest[512];
+static char data[512], val[512], lut[512], lut_cls[512], largest[512], smallest[512];
 static const char *space_path;
 static double budget;
+// The segmenter the supernets below build (sn_opts): latencies are of it, not of the classifier
+static const ib_latency_head seg_head = {.task = "segment", .seg_head = "deeplab", .seg_high_stride = 8,
+                                         .seg_low_stride = 4, .seg_head_width = 16, .classes = 7};
 
 static void fixtures(void) {
     if (data[0]) return;
@@ -25,9 +28,11 @@ static void fixtures(void) {
     IB_ASSERT(!ib_synth_write_pack(data, 96, 32, 31, 1, NULL, NULL, NULL), "%s", ib_errmsg());
     IB_ASSERT(!ib_synth_write_pack(val, 32, 32, 32, 1, NULL, NULL, NULL), "%s", ib_errmsg());
     snprintf(lut, sizeof lut, "%s/seg_tiny_edgetpu.csv", d);
-    IB_ASSERT(!ib_latency_model(space_path, "edgetpu", 32, 0, lut, NULL), "%s", ib_errmsg());
-    // the budget: halfway between the smallest and the largest subnet's predicted latency
-    budget = test_budget_between(space_path, lut, 32, smallest, largest, sizeof largest);
+    IB_ASSERT(!ib_latency_model_head(space_path, "edgetpu", 32, 0, &seg_head, lut, NULL), "%s", ib_errmsg());
+    snprintf(lut_cls, sizeof lut_cls, "%s/seg_tiny_edgetpu_classifier.csv", d);   // no segmentation head row
+    IB_ASSERT(!ib_latency_model(space_path, "edgetpu", 32, 0, lut_cls, NULL), "%s", ib_errmsg());
+    // the budget: halfway between the smallest and the largest segmenter's predicted latency
+    budget = test_budget_between_head(space_path, lut, 32, &seg_head, smallest, largest, sizeof largest);
 }
 
 static void sn_opts(ib_supernet_train_opts *o, const char *out) {
@@ -282,8 +287,27 @@ TEST(seg_search_cli_meets_budget_scores_miou) {
     snprintf(path, sizeof path, "%s/seg_search/edgetpu/best-%gms.arch.json", d, budget);
     char *arch = test_read_file(path);
     int has_arch = arch[0] != 0;
-    free(arch);
     CHECK(has_arch, "no %s", path);
+    // the pick's latency is its segmenter's: the stem, the blocks up to the head's stride and the head's row
+    // (as latency predict --task segment gives it), not the classifier's
+    ib_lut *t;
+    CHECK(!ib_lut_load(&t, lut), "%s", ib_errmsg());
+    ib_latency_prediction ps, pc;
+    ib_status s1 = ib_lut_predict_detail_head(t, arch, &seg_head, 32, &ps), s2 = ib_lut_predict_detail(t, arch, 32, &pc);
+    ib_lut_free(t);
+    free(arch);
+    CHECK(!s1 && !s2, "%s", ib_errmsg());
+    CHECK(fabs(ps.ms - ms) < 1e-3 * ms && fabs(pc.ms - ms) > 0.05 * ms && !strncmp(ps.rows[ps.n_rows - 1].key, "deeplab,", 8),
+          "pick at %g ms: as a segmenter %g ms (its last row %s), as a classifier %g", ms, ps.ms, ps.rows[ps.n_rows - 1].key,
+          pc.ms);
+    ib_latency_prediction_free(&ps), ib_latency_prediction_free(&pc);
+    // a table without the head's row is refused naming the row and how to add it
+    snprintf(cmd, sizeof cmd, "%s search --task segment --supernet %s --lut edgetpu=%s --budget-ms %.6f --out %s/seg_search_z",
+             bin, snp, lut_cls, budget, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, lut_cls) && strstr(err, "no row deeplab,") && strstr(err, "--task segment"),
+          "search with a table lacking the segmentation head's row gave %d: %s", rc, err);
+    free(out), free(err);
 
     // a detection metric on a segmentation supernet is refused naming the right ones
     snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut edgetpu=%s --budget-ms 1 --metric ap50 --out %s/seg_search_y",

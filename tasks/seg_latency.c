@@ -1,0 +1,124 @@
+// A segmenter's latency (docs/LATENCY.md, "Segmenters"): its head as one latency-table row (ib_seg_lut_task),
+// that row timed on this CPU, and the whole segmenter timed end to end. A segmenter runs its backbone up to the
+// last block at the head's high stride, then the head up to the logits upsampled to the input, so its
+// prediction is the stem, the blocks up to that one and the head's row: blocks after the cut and the
+// classifier head never run, and a segmentation search budgeted on classifier latency counts them.
+#include "search/search.h"
+#include "tasks/segment.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int down(int h, int stride) { return (h + stride - 1) / stride; }
+
+// The feature size after block b (-1: the stem) of an arch at res x res ("same" padding, as ib_arch_macs).
+static int size_after(const ib_arch *a, int res, int b) {
+    int h = down(res, a->stem_stride);
+    for (int i = 0; i <= b; i++) h = down(h, a->blocks[i].stride);
+    return h;
+}
+
+static int width_after(const ib_arch *a, int b) { return b < 0 ? a->stem_out : a->blocks[b].out; }
+
+ib_status ib_seg_lut_task(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res, ib_lut_task *out) {
+    memset(out, 0, sizeof *out);
+    if (res < 8) return ib_fail(IB_ERR_ARG, "segmenter latency at res %d: at least 8", res);
+    // The head's taps as ib_seg_head_register finds them (its errors name what is missing).
+    ib_seg_head head;
+    ib_params ps;
+    ib_params_init(&ps);
+    ib_status s = ib_seg_head_register(&head, &ps, backbone, classes, cfg);
+    ib_params_free(&ps);
+    if (s) return s;
+    ib_lut_key *k = &out->head;
+    int bifpn = head.levels > 0;
+    int hi = bifpn ? head.level_block[head.levels - 1] : head.high_block;
+    int lo = bifpn ? head.level_block[0] : head.low_block;
+    out->cut = hi + 1;
+    k->op = bifpn ? IB_LUT_BIFPN : IB_LUT_DEEPLAB;
+    k->cin = width_after(backbone, hi), k->cout = classes, k->h = k->w = res;
+    k->stride = cfg->high_stride, k->kernel = cfg->low_stride, k->expand = width_after(backbone, lo);
+    if (bifpn) {
+        int mid = 0;
+        for (int l = 1; l + 1 < head.levels; l++) mid += width_after(backbone, head.level_block[l]);
+        k->groups = cfg->width, k->r_in = (float)cfg->repeats, k->r_out = (float)mid;
+    } else {
+        k->groups = cfg->aspp, k->r_in = (float)cfg->decoder, k->r_out = (float)cfg->low;
+    }
+    return IB_OK;
+}
+
+// The head on random features of its taps' shapes.
+typedef struct head_run {
+    ib_seg_head head;
+    ib_tensor feats[IB_SEG_BIFPN_MAX_LEVELS];   // deeplab: [0] low, [1] high; bifpn: every level, finest first
+    ib_tensor *fp[IB_SEG_BIFPN_MAX_LEVELS];
+    int res;
+} head_run;
+
+static ib_tensor *head_fwd(void *user, ib_ctx *ctx, ib_tensor *x) {
+    (void)x;
+    head_run *r = user;
+    if (r->head.levels > 0) return ib_seg_bifpn_forward(ctx, &r->head, r->fp, r->res, r->res);
+    return ib_seg_head_forward(ctx, &r->head, r->fp[0], r->fp[1], r->res, r->res);
+}
+
+ib_status ib_seg_time_head(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res,
+                           const ib_lut_timing *tm, double *ms) {
+    head_run r;
+    memset(&r, 0, sizeof r);
+    r.res = res;
+    ib_params ps;
+    ib_params_init(&ps);
+    ib_status s = ib_seg_head_register(&r.head, &ps, backbone, classes, cfg);
+    if (!s) s = ib_params_alloc(&ps);
+    if (s) {
+        ib_params_free(&ps);
+        return s;
+    }
+    ib_params_init_default(&ps, 0);
+    int n = r.head.levels > 0 ? r.head.levels : 2;
+    const int *blocks = r.head.levels > 0 ? r.head.level_block : (int[]){r.head.low_block, r.head.high_block};
+    float *buf[IB_SEG_BIFPN_MAX_LEVELS] = {NULL};
+    ib_rng rng;
+    ib_rng_seed(&rng, 1, 0x5e9);
+    for (int l = 0; l < n && !s; l++) {
+        int c = width_after(backbone, blocks[l]), h = size_after(backbone, res, blocks[l]);
+        if (!(buf[l] = malloc(sizeof(float) * (size_t)c * (size_t)h * (size_t)h))) {
+            s = ib_fail(IB_ERR_NOMEM, "out of memory for a %dx%dx%d feature", c, h, h);
+            break;
+        }
+        ib_rng_fill_normal(&rng, buf[l], (int64_t)c * h * h, 0, 1);
+        ib_tensor_init(&r.feats[l], buf[l], 4, (int[]){1, c, h, h});
+        r.fp[l] = &r.feats[l];
+    }
+    if (!s) s = ib_lut_time_forward(head_fwd, &r, 1, 1, 1, tm, ms);
+    for (int l = 0; l < n; l++) free(buf[l]);
+    ib_params_free(&ps);
+    return s;
+}
+
+// The whole segmenter: backbone up to the cut and head, logits at the input size.
+typedef struct seg_run {
+    ib_net net;
+    ib_seg_head head;
+} seg_run;
+
+static ib_tensor *seg_fwd(void *user, ib_ctx *ctx, ib_tensor *x) {
+    seg_run *r = user;
+    return ib_seg_forward(ctx, &r->net, &r->head, x, 1);
+}
+
+ib_status ib_seg_time_whole(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res,
+                            const ib_lut_timing *tm, double *ms) {
+    if (res < 8) return ib_fail(IB_ERR_ARG, "timing a segmenter at res %d: at least 8", res);
+    seg_run r;
+    memset(&r, 0, sizeof r);
+    ib_status s = ib_seg_build(&r.net, &r.head, backbone, classes, cfg);
+    if (!s) {
+        ib_net_init_weights(&r.net, 0);
+        s = ib_lut_time_forward(seg_fwd, &r, 3, res, res, tm, ms);
+    }
+    ib_net_free(&r.net);
+    return s;
+}
