@@ -3,6 +3,7 @@
 // the validation's CSV and its SVG scatter plot.
 #include "api/api.h"
 #include "search/search.h"
+#include "tasks/detect.h"
 #include "tasks/segment.h"
 #include "tasks/tasks.h"
 
@@ -32,35 +33,105 @@ static ib_status resolve_arch(ib_arch *a, const char *spec) {
     return s;
 }
 
-// The segmentation head a latency head names; *seg 0 for the classifier (task NULL or "classify").
-static ib_status head_cfg(const ib_latency_head *h, int *seg, ib_seg_head_cfg *cfg) {
-    *seg = 0;
+// The network a latency head names: a classifier (kind 0), a segmenter (1) or a detector (2), with its head.
+typedef struct task_head {
+    int kind;
+    ib_seg_head_cfg seg;
+    ib_ssd_cfg ssd;           // classes set per arch (task_rows)
+    int classes;              // the head's class count; 0: the space's or the arch's
+} task_head;
+
+static ib_status task_head_parse(const ib_latency_head *h, task_head *t) {
+    memset(t, 0, sizeof *t);
     if (!h || !h->task || !strcmp(h->task, "classify")) return IB_OK;
-    if (strcmp(h->task, "segment"))
-        return ib_fail(IB_ERR_ARG, "latency: task '%s' is not classify or segment (a detector's head has no row yet)",
-                       h->task);
+    if (strcmp(h->task, "segment") && strcmp(h->task, "detect"))
+        return ib_fail(IB_ERR_ARG, "latency: task '%s' is not classify, segment or detect", h->task);
     if (h->classes < 0) return ib_fail(IB_ERR_ARG, "latency: classes %d must not be negative", h->classes);
-    *seg = 1;
+    t->classes = h->classes;
+    if (!strcmp(h->task, "detect")) {
+        t->kind = 2;
+        ib_ssd_cfg_default(&t->ssd, 1);
+        t->ssd.tap_expansion = !h->det_tap_block;
+        return IB_OK;
+    }
+    t->kind = 1;
     return ib_api_seg_head_fields(h->seg_head, h->seg_high_stride, h->seg_low_stride, h->seg_head_width,
-                                  h->seg_repeats, cfg);
+                                  h->seg_repeats, &t->seg);
 }
 
-// The segmenter's class count: the head's, else `fallback` (the space's or the arch's).
-static int seg_classes(const ib_latency_head *h, int fallback) { return h && h->classes > 0 ? h->classes : fallback; }
+// The rows of arch a's network (kind > 0): fallback_classes when the head names none.
+static ib_status task_rows(task_head *t, const ib_arch *a, int fallback_classes, int res, ib_lut_task *out) {
+    int classes = t->classes > 0 ? t->classes : fallback_classes;
+    if (t->kind == 1) return ib_seg_lut_task(a, classes, &t->seg, res, out);
+    t->ssd.classes = classes;
+    return ib_det_lut_task(a, &t->ssd, res, out);
+}
 
-// A segmenter's head row over a space's taps (every path shares widths and strides): *has 0 for a classifier.
-static ib_status space_seg_row(const ib_space *sp, const ib_latency_head *head, int classes, int res, int *has,
-                               ib_arch *arch, ib_seg_head_cfg *cfg, int *seg_classes_out, ib_lut_task *task) {
-    memset(arch, 0, sizeof *arch);
-    ib_status s = head_cfg(head, has, cfg);
-    if (s || !*has) return s;
-    int *choice = calloc((size_t)sp->n_layers + 1, sizeof *choice);
+// The task's rows a space needs at res beside its own (ib_lut_profile_cfg's and ib_lut_model_space's extra):
+// the distinct head rows (and a detector's head conv row) over every choice of the layer after the stride-16
+// tap, the one layer whose choice changes a head's inputs (a detector's expansion tap); arch[i] is a path
+// giving keys[i].
+typedef struct space_task_rows {
+    task_head th;
+    int classes, res;
+    ib_act act;
+    int n;
+    ib_lut_key keys[64];
+    ib_arch arch[64];
+} space_task_rows;
+
+static void space_task_rows_free(space_task_rows *r) {
+    for (int i = 0; i < r->n; i++) ib_arch_free(&r->arch[i]);
+    r->n = 0;
+}
+
+static ib_status space_rows(const ib_space *sp, const ib_latency_head *head, int classes, int res, space_task_rows *r) {
+    memset(r, 0, sizeof *r);
+    ib_status s = task_head_parse(head, &r->th);
+    if (s || !r->th.kind) return s;
+    r->classes = r->th.classes > 0 ? r->th.classes : classes > 0 ? classes : sp->classes, r->res = res, r->act = sp->act;
+    int L = sp->n_layers, *choice = calloc((size_t)L + 1, sizeof *choice), vary = -1;
     if (!choice) return ib_fail(IB_ERR_NOMEM, "out of memory");
-    s = ib_space_arch(sp, choice, 0, arch);
+    for (int l = 0, stride = sp->stem_stride; l < L; l++) {   // the first layer past stride 16
+        stride *= ib_space_layer_info(sp, l).stride;
+        if (stride > 16 && vary < 0) vary = l;
+    }
+    int nc = vary >= 0 ? ib_space_choices(sp, vary, NULL, 0) : 1;
+    for (int c = 0; c < nc && !s; c++) {
+        if (vary >= 0) choice[vary] = c;
+        ib_arch a;
+        ib_lut_task task;
+        if ((s = ib_space_arch(sp, choice, 0, &a))) break;
+        if ((s = task_rows(&r->th, &a, r->classes, res, &task))) {
+            ib_arch_free(&a);
+            break;
+        }
+        const ib_lut_key *k[2] = {task.has_conv ? &task.conv : NULL, &task.head};
+        for (int j = 0; j < 2 && !s; j++) {
+            int seen = !k[j];
+            for (int i = 0; i < r->n && !seen; i++) seen = !memcmp(&r->keys[i], k[j], sizeof *k[j]);
+            if (seen || r->n >= 64) continue;
+            r->keys[r->n] = *k[j];
+            if (!(s = ib_arch_copy(&r->arch[r->n], &a))) r->n++;
+        }
+        ib_arch_free(&a);
+    }
     free(choice);
-    *seg_classes_out = seg_classes(head, classes > 0 ? classes : sp->classes);
-    if (!s) s = ib_seg_lut_task(arch, *seg_classes_out, cfg, res, task);
+    if (s) space_task_rows_free(r);
     return s;
+}
+
+// Times one of a space's task rows (ib_lut_profile_cfg.time_extra): the head conv as any row, the head alone.
+static ib_status space_row_time(void *user, const ib_lut_key *k, const ib_lut_timing *tm, double *ms) {
+    space_task_rows *r = user;
+    if (k->op == IB_LUT_HEAD) return ib_lut_time_row(k, r->act, tm, ms);
+    for (int i = 0; i < r->n; i++)
+        if (!memcmp(&r->keys[i], k, sizeof *k)) {
+            if (r->th.kind == 1) return ib_seg_time_head(&r->arch[i], r->classes, &r->th.seg, r->res, tm, ms);
+            r->th.ssd.classes = r->classes;
+            return ib_det_time_head(&r->arch[i], &r->th.ssd, r->res, tm, ms);
+        }
+    return ib_fail(IB_ERR_ARG, "latency profile: a task row it did not list");
 }
 
 ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double *ms) {
@@ -82,13 +153,12 @@ ib_status ib_lut_predict_detail_head(const ib_lut *t, const char *arch, const ib
     if (!t || !p) return ib_fail(IB_ERR_ARG, "ib_lut_predict_detail: a table and an output are needed");
     memset(p, 0, sizeof *p);
     ib_arch a;
-    int seg;
-    ib_seg_head_cfg hc;
-    ib_status s = head_cfg(head, &seg, &hc);
+    task_head th;
+    ib_status s = task_head_parse(head, &th);
     if (s || (s = resolve_arch(&a, arch))) return s;
     p->res = res > 0 ? res : table_res(t, a.input);
-    ib_lut_task task, *tk = seg ? &task : NULL;
-    if ((seg && (s = ib_seg_lut_task(&a, seg_classes(head, a.classes), &hc, p->res, &task))) ||
+    ib_lut_task task, *tk = th.kind ? &task : NULL;
+    if ((th.kind && (s = task_rows(&th, &a, a.classes, p->res, &task))) ||
         (s = ib_lut_predict_task(t, &a, p->res, tk, &p->ms)) ||
         (s = ib_lut_predict_sum_task(t, &a, p->res, tk, &p->sum, &p->n_rows))) {
         ib_arch_free(&a);
@@ -96,9 +166,9 @@ ib_status ib_lut_predict_detail_head(const ib_lut *t, const char *arch, const ib
     }
     ib_lut_correction c;
     if ((p->corrected = ib_lut_get_correction(t, p->res, &c))) p->a = c.a, p->b = c.b, p->c = c.c;
-    ib_lut_key *keys = malloc(sizeof *keys * (size_t)(a.n_blocks + 2));
-    int *block = malloc(sizeof *block * (size_t)(a.n_blocks + 2));
-    p->rows = calloc((size_t)(a.n_blocks + 2), sizeof *p->rows);
+    ib_lut_key *keys = malloc(sizeof *keys * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
+    int *block = malloc(sizeof *block * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
+    p->rows = calloc((size_t)IB_LUT_MAX_ROWS(a.n_blocks), sizeof *p->rows);
     if (!keys || !block || !p->rows) {
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
     } else {
@@ -161,18 +231,6 @@ static ib_status load_space(ib_space *s, const char *path) {
     return ib_space_load(s, path);
 }
 
-typedef struct seg_row_ctx {
-    ib_arch arch;   // a path of the space
-    ib_seg_head_cfg cfg;
-    int classes, res;
-} seg_row_ctx;
-
-static ib_status seg_row_time(void *user, const ib_lut_key *k, const ib_lut_timing *tm, double *ms) {
-    (void)k;
-    seg_row_ctx *sr = user;
-    return ib_seg_time_head(&sr->arch, sr->classes, &sr->cfg, sr->res, tm, ms);
-}
-
 ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profile_report *r) {
     if (r) memset(r, 0, sizeof *r);
     if (!o || !o->out || !o->out[0]) return ib_fail(IB_ERR_ARG, "ib_latency_profile: an output table is needed");
@@ -198,15 +256,13 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     }
     c.calibrate = o->calibrate, c.calibrate_seed = o->calibrate_seed;
     c.out = o->out;
-    // A segmenter: its head's row over the space's taps.
-    int seg;
-    seg_row_ctx sr;
-    ib_lut_task task;
-    sr.res = c.res;
-    if (!(s = space_seg_row(&sp, &o->head, o->classes, c.res, &seg, &sr.arch, &sr.cfg, &sr.classes, &task)) && seg)
-        c.n_extra = 1, c.extra = &task.head, c.time_extra = seg_row_time, c.extra_user = &sr;
+    // A segmenter's or a detector's head rows over the space's taps.
+    space_task_rows *tr = malloc(sizeof *tr);
+    if (!tr) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!s && !(s = space_rows(&sp, &o->head, o->classes, c.res, tr)) && tr->n)
+        c.n_extra = tr->n, c.extra = tr->keys, c.time_extra = space_row_time, c.extra_user = tr;
     if (s) {
-        ib_arch_free(&sr.arch);
+        free(tr);
         ib_space_free(&sp);
         return s;
     }
@@ -217,7 +273,8 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     s = ib_lut_profile(&c, &added, &rows);
     if (o->progress && ps.phase) fprintf(stderr, "\n");
     if (r) r->rows = rows, r->added = added, r->wall_s = ib_time_s() - t0;
-    ib_arch_free(&sr.arch);
+    space_task_rows_free(tr);
+    free(tr);
     ib_space_free(&sp);
     return s;
 }
@@ -233,16 +290,15 @@ ib_status ib_latency_model_head(const char *space, const char *target, int res, 
     ib_status s = load_space(&sp, space);
     if (s) return s;
     res = res > 0 ? res : sp.input;
-    int seg, sc;
-    ib_arch arch;
-    ib_seg_head_cfg hc;
-    ib_lut_task task;
+    space_task_rows *tr = malloc(sizeof *tr);
     ib_target *t;
-    if (!(s = space_seg_row(&sp, head, classes, res, &seg, &arch, &hc, &sc, &task)) && !(s = ib_target_load(&t, target))) {
-        s = ib_lut_model_space(t, &sp, res, classes, seg ? &task.head : NULL, seg, out, rows);
+    if (!tr) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!s && !(s = space_rows(&sp, head, classes, res, tr)) && !(s = ib_target_load(&t, target))) {
+        s = ib_lut_model_space(t, &sp, res, classes, tr->keys, tr->n, out, rows);
         ib_target_free(t);
     }
-    ib_arch_free(&arch);
+    if (tr) space_task_rows_free(tr);
+    free(tr);
     ib_space_free(&sp);
     return s;
 }
@@ -255,15 +311,18 @@ ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head,
                                   double *ms) {
     if (!ms) return ib_fail(IB_ERR_ARG, "ib_latency_measure: no output given");
     if (threads < 1) return ib_fail(IB_ERR_ARG, "latency measure: threads %d (at least 1)", threads);
-    int seg;
-    ib_seg_head_cfg hc;
+    task_head th;
     ib_arch a;
-    ib_status s = head_cfg(head, &seg, &hc);
+    ib_status s = task_head_parse(head, &th);
     if (s || (s = resolve_arch(&a, arch))) return s;
     ib_set_threads(threads);
     ib_lut_timing tm = {3, repeats > 0 ? repeats : 15, IB_LUT_MEDIAN, IB_LUT_WALL, 0, 0};
     res = res > 0 ? res : a.input;
-    s = seg ? ib_seg_time_whole(&a, seg_classes(head, a.classes), &hc, res, &tm, ms) : ib_lut_time_arch(&a, res, &tm, ms);
+    int classes = th.classes > 0 ? th.classes : a.classes;
+    th.ssd.classes = classes;
+    s = th.kind == 1   ? ib_seg_time_whole(&a, classes, &th.seg, res, &tm, ms)
+        : th.kind == 2 ? ib_det_time_whole(&a, &th.ssd, res, &tm, ms)
+                       : ib_lut_time_arch(&a, res, &tm, ms);
     ib_arch_free(&a);
     return s;
 }

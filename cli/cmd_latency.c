@@ -16,17 +16,19 @@ static const char *usage_text =
     "A latency table (CSV, docs/FORMATS.md) has one row per block configuration and input shape; a subnet's\n"
     "predicted latency is the sum of its rows. A is mobilenetv2[:WIDTH], an *.arch.json or JSON text.\n"
     "HEAD: --task segment [--head deeplab|bifpn --high-stride 16 --low-stride 4 --head-width 64\n"
-    "--bifpn-repeats 2]: the latency of a segmenter (the backbone up to the head's stride, then the head;\n"
-    "profile adds the head's row), as train --task segment builds it; default: the classifier.\n";
+    "--bifpn-repeats 2]: the latency of a segmenter (the backbone up to the head's stride, then the head), as\n"
+    "train --task segment builds it; --task detect [--det-tap-block]: of an SSDLite detector; profile and model\n"
+    "add the head's rows. Default: the classifier.\n";
 
 // The network a latency is of (ib_latency_head): the classifier, or a segmenter with train's head flags.
 #define HEAD_FLAGS(h)                                                                                              \
-    {"--task", F_STR, &(h).task, "classify (default) or segment: a segmenter's latency (docs/LATENCY.md)"},         \
+    {"--task", F_STR, &(h).task, "classify (default), segment or detect: the task's network (docs/LATENCY.md)"},    \
     {"--head", F_STR, &(h).seg_head, "segment: deeplab (default) or bifpn"},                                       \
     {"--high-stride", F_INT, &(h).seg_high_stride, "segment: the head's high stride, 16 or 32 (default 16)"},     \
     {"--low-stride", F_INT, &(h).seg_low_stride, "segment: its low stride, 4 or 8 (default 4)"},                  \
     {"--head-width", F_INT, &(h).seg_head_width, "segment: ASPP and decoder (bifpn: level) width (default 64)"},  \
-    {"--bifpn-repeats", F_INT, &(h).seg_repeats, "segment: BiFPN layers (default 2)"}
+    {"--bifpn-repeats", F_INT, &(h).seg_repeats, "segment: BiFPN layers (default 2)"},                            \
+    {"--det-tap-block", F_BOOL, &(h).det_tap_block, "detect: SSDLite taps the stride-16 block output, as supernets do"}
 
 static int usage_error(const char *msg) {
     fprintf(stderr, "ibnas latency: %s\n(ibnas latency --help)\n", msg);
@@ -147,7 +149,7 @@ static int do_predict(int argc, char **argv) {
             for (int i = 0; i < p.n_rows; i++) {
                 char part[16];
                 if (p.rows[i].block < 0) snprintf(part, sizeof part, "stem");
-                else if (i == p.n_rows - 1) snprintf(part, sizeof part, "%s", head.task && !strcmp(head.task, "segment") ? "seg head" : "head");
+                else if (i == p.n_rows - 1) snprintf(part, sizeof part, "%s", head.task && strcmp(head.task, "classify") ? "task head" : "head");
                 else snprintf(part, sizeof part, "%d", p.rows[i].block);
                 printf("%-8s %-48s %10.4f\n", part, p.rows[i].key, p.rows[i].ms);
             }

@@ -257,17 +257,21 @@ IBNAS_API ib_status ib_lut_load_spec(ib_lut **t, const char *spec, char *name, s
 // IB_ERR_NOTFOUND naming the table and the missing row when the table lacks one.
 IBNAS_API ib_status ib_lut_predict_arch(const ib_lut *t, const char *arch, int res, double *ms);
 
-// The network a latency is of: the classifier (task NULL or "classify"), or a segmenter (task "segment"): the
+// The network a latency is of: the classifier (task NULL or "classify"); a segmenter (task "segment"): the
 // backbone up to its last block at the head's high stride, then a DeepLabv3+-lite or BiFPN head up to the
-// logits at the input size, as ibnas train --task segment builds it (docs/LATENCY.md "Segmenters"). Its head
-// is one table row (op deeplab or bifpn, docs/FORMATS.md). Zeroed: the classifier.
+// logits at the input size, as ibnas train --task segment builds it; or a detector (task "detect"): the whole
+// backbone and head conv, then SSDLite with its default settings (docs/LATENCY.md "Segmenters and
+// detectors"). The task's head is one table row (op deeplab, bifpn or ssdlite; docs/FORMATS.md), a detector's
+// head conv another. Zeroed: the classifier.
 typedef struct ib_latency_head {
     const char *task;          // NULL or "classify", "segment"
     const char *seg_head;      // "deeplab" (NULL too) or "bifpn"
     int seg_high_stride, seg_low_stride;   // 0: 16, 4
     int seg_head_width;        // deeplab: ASPP and decoder width; bifpn: every level's channels. 0: 64
     int seg_repeats;           // bifpn layers, 0: 2
-    int classes;               // the segmenter's class count (0: the space's or the arch's)
+    int classes;               // the head's class count (0: the space's or the arch's)
+    int det_tap_block;         // detect: 1: SSDLite's stride-16 feature is the block output (as a detection supernet
+                               // builds it); 0: MobileDets' expansion tap where the next block is an IBN (train's)
 } ib_latency_head;
 
 typedef struct ib_latency_row {

@@ -114,6 +114,7 @@ static ib_tensor *part_forward(ib_ctx *ctx, const part *p, ib_tensor *x) {
     case IB_LUT_STEM: return ib_cba_forward(ctx, &p->cba, x);
     case IB_LUT_HEAD: {
         ib_tensor *h = p->k->expand > 0 ? ib_cba_forward(ctx, &p->cba, x) : x;
+        if (p->k->cout == 0) return h;   // a detector's head conv alone
         h = ib_global_avg_pool(ctx, h);
         h = ib_reshape(ctx, h, 2, (int[]){h->shape[0], h->shape[1]});
         return ib_linear_forward(ctx, &p->fc, h);
@@ -184,7 +185,7 @@ static ib_tensor *net_fwd(void *user, ib_ctx *ctx, ib_tensor *x) { return ib_net
 ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *tm, double *ms) {
     char ks[160];
     ib_lut_key_str(k, ks, sizeof ks);
-    if (k->cin < 1 || k->h < 1 || k->w < 1 || k->cout < 1)
+    if (k->cin < 1 || k->h < 1 || k->w < 1 || (k->cout < 1 && !(k->op == IB_LUT_HEAD && k->expand > 0)))
         return ib_fail(IB_ERR_ARG, "row %s: cin, cout, h and w must be positive to time it", ks);
     part p;
     memset(&p, 0, sizeof p);
@@ -200,7 +201,7 @@ ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *
         break;
     case IB_LUT_HEAD:
         if (k->expand > 0) ib_cba_init(&p.cba, &ps, "head", k->cin, k->expand, 1, 1, 1, act);
-        ib_linear_init(&p.fc, &ps, "fc", k->expand > 0 ? k->expand : k->cin, k->cout);
+        if (k->cout > 0) ib_linear_init(&p.fc, &ps, "fc", k->expand > 0 ? k->expand : k->cin, k->cout);
         break;
     default: {
         ib_block_cfg c = key_block_cfg(k);

@@ -28,7 +28,7 @@ struct ib_lut {
 // ---------------------------------------------------------------------------------------------
 // Keys
 
-static const char *const op_names[] = {"ibn", "fused", "tucker", "gcibn", "skip", "stem", "head", "deeplab", "bifpn"};
+static const char *const op_names[] = {"ibn", "fused", "tucker", "gcibn", "skip", "stem", "head", "deeplab", "bifpn", "ssdlite"};
 
 const char *ib_lut_op_name(int op) { return op >= 0 && op < IB_LUT_N_OPS ? op_names[op] : "?"; }
 
@@ -112,6 +112,10 @@ int ib_lut_arch_keys_task(const ib_arch *a, int res, const ib_lut_task *task, ib
         }
         h = down(h, b->stride);
         c = b->out;
+    }
+    if (task && task->has_conv) {
+        if (block) block[n] = a->n_blocks;
+        keys[n++] = task->conv;
     }
     if (block) block[n] = a->n_blocks;
     keys[n++] = task ? task->head : ib_lut_key_head(a, c, h, h);
@@ -307,9 +311,9 @@ static ib_status parse_row(const char *path, int line_no, char *line, ib_lut_key
     for (int o = 0; o < IB_LUT_N_OPS; o++)
         if (o != IB_BLOCK_SKIP && !strcmp(f[0], op_names[o])) k->op = o;
     if (k->op < 0)
-        return ib_fail(IB_ERR_FORMAT, "%s:%d: op '%s' is not ibn, fused, tucker, gcibn, stem, head, deeplab or bifpn",
-                       path, line_no, f[0]);
-    int seg = k->op == IB_LUT_DEEPLAB || k->op == IB_LUT_BIFPN;   // r_in, r_out hold widths, not ratios
+        return ib_fail(IB_ERR_FORMAT, "%s:%d: op '%s' is not ibn, fused, tucker, gcibn, stem, head, deeplab, bifpn or "
+                       "ssdlite", path, line_no, f[0]);
+    int seg = k->op >= IB_LUT_DEEPLAB;   // a task head's row: r_in, r_out hold widths, not ratios
     int *ints[8] = {&k->cin, &k->cout, &k->h, &k->w, &k->stride, &k->kernel, &k->expand, &k->groups};
     for (int i = 0; i < 8; i++)
         if (!parse_int_field(f[i + 1], ints[i]))
@@ -319,7 +323,7 @@ static ib_status parse_row(const char *path, int line_no, char *line, ib_lut_key
     for (int i = 0; i < 2; i++)
         if (!parse_double_field(f[9 + i], &r[i]) || (seg ? r[i] != floor(r[i]) || r[i] > 1e5 : r[i] > 1))
             return ib_fail(IB_ERR_FORMAT, "%s:%d: %s '%s' is not %s", path, line_no, columns[9 + i], f[9 + i],
-                           seg ? "a width (a non-negative integer) of a segmentation head's row" : "a ratio in [0, 1]");
+                           seg ? "a width (a non-negative integer) of a task head's row" : "a ratio in [0, 1]");
     k->r_in = (float)r[0], k->r_out = (float)r[1];
     if (!parse_double_field(f[11], ms))
         return ib_fail(IB_ERR_FORMAT, "%s:%d: ms '%s' is not a finite non-negative number", path, line_no, f[11]);
@@ -457,9 +461,9 @@ ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, co
                            a->name, i);
     // A search predicts millions of archs: small ones (all of them, in practice) stay off the heap.
     ib_lut_key keys_small[64];
-    int block_small[64], big = a->n_blocks + 2 > 64;
-    ib_lut_key *keys = big ? malloc(sizeof *keys * (size_t)(a->n_blocks + 2)) : keys_small;
-    int *block = big ? malloc(sizeof *block * (size_t)(a->n_blocks + 2)) : block_small;
+    int block_small[64], big = IB_LUT_MAX_ROWS(a->n_blocks) > 64;
+    ib_lut_key *keys = big ? malloc(sizeof *keys * (size_t)IB_LUT_MAX_ROWS(a->n_blocks)) : keys_small;
+    int *block = big ? malloc(sizeof *block * (size_t)IB_LUT_MAX_ROWS(a->n_blocks)) : block_small;
     if (!keys || !block) {
         if (big) free(keys), free(block);
         return ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -477,7 +481,7 @@ ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, co
             s = ib_fail(IB_ERR_NOTFOUND, "%s: no row %s (%s of %s at res %d); profile or model the space at this "
                         "resolution (ibnas latency profile|model%s)",
                         t->path[0] ? t->path : "latency table", ib_lut_key_str(&keys[i], ks, sizeof ks), part, a->name,
-                        res, task ? " with the task's head: --task segment --head ..." : "");
+                        res, task ? " with the task's head: --task segment|detect and its flags" : "");
         } else {
             total += ms;
         }

@@ -114,7 +114,13 @@ ib_status ib_lut_predict(const ib_lut *t, const ib_arch *a, int res, double *ms)
 // (ASPP / BiFPN channels), r_in the decoder width (deeplab) or BiFPN layers, r_out the low-level reduction
 // width (deeplab) or the summed widths of the taps between low and high (bifpn); the ASPP's dilations are
 // not keyed (a dilated depthwise conv costs as an undilated one per output).
-enum { IB_LUT_STEM = IB_BLOCK_SKIP + 1, IB_LUT_HEAD, IB_LUT_DEEPLAB, IB_LUT_BIFPN, IB_LUT_N_OPS };
+// A detector's SSDLite head (tasks/det_latency.c, ib_det_lut_task) is the row "ssdlite": cin the stride-16
+// feature's width (the expansion's when it taps one), cout classes, h w the input, stride the extra levels
+// built, kernel the default boxes per location, expand the expansion's input width (0: no expansion),
+// groups the stride-32 feature's width, r_in the first extra level's width, r_out the others' summed; it
+// covers the expansion's recomputation, the extra levels and every predictor. A detector also runs the
+// arch's head conv: a "head" row with cout 0 is that conv alone (no pool, no classifier).
+enum { IB_LUT_STEM = IB_BLOCK_SKIP + 1, IB_LUT_HEAD, IB_LUT_DEEPLAB, IB_LUT_BIFPN, IB_LUT_SSDLITE, IB_LUT_N_OPS };
 
 typedef struct ib_lut_key {
     int op;                    // an ib_block_op other than skip, IB_LUT_STEM or IB_LUT_HEAD
@@ -138,8 +144,12 @@ int ib_lut_arch_keys(const ib_arch *a, int res, ib_lut_key *keys, int *block);
 // segmenter stops after its last block at the head's high stride: what follows never runs.
 typedef struct ib_lut_task {
     int cut;              // blocks run (at most the arch's)
+    int has_conv;         // 1: the arch's head conv runs too (a detector's stride-32 feature), row `conv`
+    ib_lut_key conv;      // a "head" row with cout 0
     ib_lut_key head;      // the head's row
 } ib_lut_task;
+// Rows an arch's keys can take at most (ib_lut_arch_keys_task): stem, blocks, head conv and head.
+#define IB_LUT_MAX_ROWS(n_blocks) ((n_blocks) + 3)
 // As ib_lut_arch_keys, ib_lut_predict_sum and ib_lut_predict for the task's network (task NULL: the
 // classifier). The correction of res applies as to a classifier (fitted on classifiers; docs/LATENCY.md).
 int ib_lut_arch_keys_task(const ib_arch *a, int res, const ib_lut_task *task, ib_lut_key *keys, int *block);

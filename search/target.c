@@ -284,6 +284,30 @@ static double seg_row_s(const ib_target *t, const ib_lut_key *k) {
     return s + elementwise_s(t, (double)classes * H * H, 1);   // the logits upsampled to the input
 }
 
+// A detector's SSDLite head row (columns in search/search.h), as tasks/detect.c runs it: the expansion run
+// again at stride 16, the extra levels (1x1, 3x3 depthwise stride 2, 1x1; the levels after the first at
+// their mean width) and two depthwise-separable predictors per level (boxes, classes + background).
+static double ssdlite_s(const ib_target *t, const ib_lut_key *k) {
+    int n_extra = k->stride, A = k->kernel, K = k->cout + 1, size = down(k->h, 16);
+    int rest = n_extra > 1 ? (int)k->r_out / (n_extra - 1) : 0;
+    double s = k->expand > 0 ? conv1_s(t, k->expand, k->cin, size, size) : 0;
+    int ch = k->cin;
+    for (int l = 0; l < 2 + n_extra; l++) {
+        if (l == 1) ch = k->groups, size = down(size, 2);
+        if (l >= 2) {   // an extra level from the one before
+            int out = l == 2 ? (int)k->r_in : rest, mid = out / 2 > 0 ? out / 2 : 1;
+            ib_conv_shape dw = {mid, mid, 3, 2, mid};
+            s += conv1_s(t, ch, mid, size, size) + conv_s(t, &dw, size, size, NULL);
+            size = down(size, 2);
+            s += conv1_s(t, mid, out, size, size);
+            ch = out;
+        }
+        ib_conv_shape dw = {ch, ch, 3, 1, ch};
+        s += 2 * conv_s(t, &dw, size, size, NULL) + conv1_s(t, ch, A * 4, size, size) + conv1_s(t, ch, A * K, size, size);
+    }
+    return s;
+}
+
 double ib_target_row_ms(const ib_target *t, const ib_lut_key *k) {
     double s = 0;
     switch (k->op) {
@@ -301,11 +325,13 @@ double ib_target_row_ms(const ib_target *t, const ib_lut_key *k) {
             s += conv_s(t, &hc, k->h, k->w, NULL);
             c = k->expand;
         }
+        if (k->cout == 0) break;                             // a detector's head conv alone
         s += elementwise_s(t, (double)c * k->h * k->w, 0);   // the global pool reads the map once
         ib_conv_shape fc = {c, k->cout, 1, 1, 1};            // the classifier: a 1x1 conv on one pixel
         s += conv_s(t, &fc, 1, 1, NULL);
         break;
     }
+    case IB_LUT_SSDLITE: s = ssdlite_s(t, k); break;
     default: {
         ib_block_cfg cfg;
         memset(&cfg, 0, sizeof cfg);

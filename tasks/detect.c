@@ -157,10 +157,8 @@ int ib_detector_anchors_per_loc(const ib_detector *d) { return d->cfg.n_ratios +
 
 static int conv_out(int s) { return (s + 1) / 2; }   // a stride-2 conv with "same" padding
 
-// The head for a backbone of arch a (d->net is the caller's).
-static ib_status build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *cfg, int res, uint64_t seed) {
-    d->cfg = *cfg;
-    ib_params_init(&d->ps);
+ib_status ib_ssd_taps(const ib_arch *a, const ib_ssd_cfg *cfg, int res, ib_ssd_taps_info *t) {
+    memset(t, 0, sizeof *t);
     if (cfg->classes < 1) return ib_fail(IB_ERR_ARG, "detection: %d classes", cfg->classes);
     if (cfg->n_ratios < 1 || cfg->n_ratios > IB_SSD_MAX_RATIOS) return ib_fail(IB_ERR_ARG, "detection: 1..8 aspect ratios");
     // strides and sizes through the backbone
@@ -171,19 +169,31 @@ static ib_status build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *
     if (stride != 32)
         return ib_fail(IB_ERR_ARG, "detection: %s has total stride %d; SSDLite needs the stride-16 and stride-32 features",
                        a->name, stride);
-    d->tap16 = ib_arch_last_block_at_stride(a, 16);
-    if (d->tap16 < -1) return ib_fail(IB_ERR_ARG, "detection: %s has no stride-16 feature", a->name);
-    int c16 = d->tap16 >= 0 ? a->blocks[d->tap16].out : a->stem_out;
-    const ib_block_cfg *nb = d->tap16 + 1 < a->n_blocks ? &a->blocks[d->tap16 + 1] : NULL;
+    t->tap16 = ib_arch_last_block_at_stride(a, 16);
+    if (t->tap16 < -1) return ib_fail(IB_ERR_ARG, "detection: %s has no stride-16 feature", a->name);
+    t->c16_in = t->c16 = t->tap16 >= 0 ? a->blocks[t->tap16].out : a->stem_out;
+    const ib_block_cfg *nb = t->tap16 + 1 < a->n_blocks ? &a->blocks[t->tap16 + 1] : NULL;
     if (cfg->tap_expansion && nb && nb->op == IB_BLOCK_IBN && nb->expand != 1 && nb->stride == 2) {
-        d->tap_exp = 1;
-        c16 = ib_block_hidden(nb, c16);
+        t->tap_exp = 1;
+        t->c16 = ib_block_hidden(nb, t->c16_in);
     }
+    t->c32 = a->head_out > 0 ? a->head_out : a->blocks[a->n_blocks - 1].out;
+    t->size32 = size;
+    while (t->n_extra < cfg->n_extra && size > 1) size = conv_out(size), t->n_extra++;
+    return IB_OK;
+}
+
+// The head for a backbone of arch a (d->net is the caller's).
+static ib_status build_head(ib_detector *d, const ib_arch *a, const ib_ssd_cfg *cfg, int res, uint64_t seed) {
+    d->cfg = *cfg;
+    ib_params_init(&d->ps);
+    ib_ssd_taps_info ti;
+    ib_status st = ib_ssd_taps(a, cfg, res, &ti);
+    if (st) return st;
+    d->tap16 = ti.tap16, d->tap_exp = ti.tap_exp;
     d->cfg.tap_expansion = d->tap_exp;   // what was built
-    int c32 = a->head_out > 0 ? a->head_out : a->blocks[a->n_blocks - 1].out;
-    int ch[IB_SSD_MAX_LEVELS] = {c16, c32};
-    int n_extra = 0;
-    while (n_extra < cfg->n_extra && size > 1) size = conv_out(size), n_extra++;
+    int ch[IB_SSD_MAX_LEVELS] = {ti.c16, ti.c32};
+    int n_extra = ti.n_extra;
     d->cfg.n_extra = n_extra;   // what was built (a checkpoint rebuilds the same)
     d->n_levels = 2 + n_extra;
     char name[96];
@@ -266,18 +276,24 @@ int ib_ssd_anchors(const ib_ssd_cfg *c, int n, const int *sizes, float *out) {
 }
 
 void ib_detector_forward(ib_ctx *ctx, ib_detector *d, ib_tensor *x, ib_tensor **loc, ib_tensor **conf) {
-    ib_tensor *feats[IB_SSD_MAX_LEVELS], *t16 = NULL;
+    ib_tensor *t16 = NULL;
     int after = d->tap16;
     ib_tensor *h = ib_net_features_taps(ctx, &d->net, x, 1, &after, &t16);
+    ib_detector_head_forward(ctx, d, t16, h, d->tap_exp ? &d->net.blocks[d->tap16 + 1].stages[0] : NULL, loc, conf);
+}
+
+void ib_detector_head_forward(ib_ctx *ctx, ib_detector *d, ib_tensor *t16, ib_tensor *h, const ib_cba *exp,
+                              ib_tensor **loc, ib_tensor **conf) {
+    ib_tensor *feats[IB_SSD_MAX_LEVELS];
     // the first stride-32 block's expansion, run again on its input (the block ran it too: one 1x1 conv
     // at stride 16 computed twice, gradients from both uses summed)
-    if (d->tap_exp) t16 = ib_cba_forward(ctx, &d->net.blocks[d->tap16 + 1].stages[0], t16);
+    if (exp) t16 = ib_cba_forward(ctx, exp, t16);
     feats[0] = t16, feats[1] = h;
     for (int e = 0; e + 2 < d->n_levels; e++) {
         for (int k = 0; k < 3; k++) h = ib_cba_forward(ctx, &d->lv[2 + e].extra[k], h);
         feats[2 + e] = h;
     }
-    int N = x->shape[0], A = ib_detector_anchors_per_loc(d), K = d->cfg.classes + 1;
+    int N = h->shape[0], A = ib_detector_anchors_per_loc(d), K = d->cfg.classes + 1;
     ib_tensor *bl[IB_SSD_MAX_LEVELS], *cl[IB_SSD_MAX_LEVELS];
     int sizes[IB_SSD_MAX_LEVELS], changed = 0;
     for (int l = 0; l < d->n_levels; l++) {

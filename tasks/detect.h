@@ -107,6 +107,28 @@ void ib_detector_set_bn_momentum(ib_detector *d, float m);
 // x: (N, 3, H, W) -> loc (N, A, 4, 1) and conf (N, A, classes + 1, 1); the anchors are (re)made for the
 // level sizes met.
 void ib_detector_forward(ib_ctx *ctx, ib_detector *d, ib_tensor *x, ib_tensor **loc, ib_tensor **conf);
+// The head alone: t16 the output of block tap16 (the stride-16 tap before exp, the expansion stage run on it
+// when the detector taps an expansion; NULL: none), h the stride-32 feature -> loc and conf as above.
+void ib_detector_head_forward(ib_ctx *ctx, ib_detector *d, ib_tensor *t16, ib_tensor *h, const ib_cba *exp,
+                              ib_tensor **loc, ib_tensor **conf);
+
+// Where SSDLite taps a backbone of arch a at res x res (what ib_detector_build builds): block tap16 (-1: the
+// stem) of width c16_in, its stride-16 feature of width c16 (the next block's expansion when tap_exp), the
+// stride-32 feature of width c32 (after the head conv when the arch has one) and size32 x size32, and the
+// extra levels built. IB_ERR_ARG when the arch cannot carry the head.
+typedef struct ib_ssd_taps_info {
+    int tap16, tap_exp, c16_in, c16, c32, size32, n_extra;
+} ib_ssd_taps_info;
+ib_status ib_ssd_taps(const ib_arch *a, const ib_ssd_cfg *cfg, int res, ib_ssd_taps_info *t);
+
+// Latency (tasks/task_latency.c; docs/LATENCY.md "Segmenters and detectors"): the detector of arch a as latency
+// tables see it (every block, the head conv as a "head" row with cout 0, the SSDLite row "ssdlite"), its head
+// alone on random features timed as a row, and the whole detector timed as ib_lut_time_arch times a net.
+struct ib_lut_task;
+struct ib_lut_timing;
+ib_status ib_det_lut_task(const ib_arch *a, const ib_ssd_cfg *cfg, int res, struct ib_lut_task *out);
+ib_status ib_det_time_head(const ib_arch *a, const ib_ssd_cfg *cfg, int res, const struct ib_lut_timing *tm, double *ms);
+ib_status ib_det_time_whole(const ib_arch *a, const ib_ssd_cfg *cfg, int res, const struct ib_lut_timing *tm, double *ms);
 
 // Default boxes for level sizes sizes[0..n) (square maps): per location, per ratio r (s sqrt r, s / sqrt r),
 // then (s', s') with s' = sqrt(s_k s_k+1) (s_n = 1); centres ((j + 0.5) / f, (i + 0.5) / f). Returns the count.

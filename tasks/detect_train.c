@@ -598,6 +598,14 @@ static void dt_free(ib_sn_task *t) {
     free(k);
 }
 
+// The path's detector as latency tables see it: the head as built (cfg.tap_expansion 0: the stride-16 block's
+// output, the same for every path), on the path's arch.
+static ib_status dt_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_task *out) {
+    det_task *k = t->state;
+    if (!k->attached) return ib_fail(IB_ERR_ARG, "detection supernet task: its head is not attached yet");
+    return ib_det_lut_task(a, &k->d.cfg, res, out);
+}
+
 ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     det_task *k = calloc(1, sizeof *k);
     if (!k) return ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -605,7 +613,7 @@ ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
                         .loader = dt_loader, .loss = dt_loss, .zero_grad = dt_zero_grad, .step = dt_step,
                         .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
-                        .head = &k->d.ps, .state = k};
+                        .lut_task = dt_lut_task, .head = &k->d.ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

@@ -200,7 +200,7 @@ typedef struct ib_seg_train_result {
 ib_status ib_train_segment(const ib_seg_train_cfg *cfg, ib_seg_train_result *res);
 
 // ---------------------------------------------------------------------------------------------
-// Latency (tasks/seg_latency.c; docs/LATENCY.md "Segmenters")
+// Latency (tasks/task_latency.c; docs/LATENCY.md "Segmenters and detectors")
 
 // The segmenter of a backbone arch (any task) as latency tables see it: its first cut blocks (up to the last
 // at the high stride) and the head's row (op deeplab or bifpn, columns in search/search.h) at res x res.

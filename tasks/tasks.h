@@ -193,8 +193,8 @@ struct ib_sn_task {
     // the head's BNs, on the batches of rc (the backbone's recalibration's)
     ib_status (*recalibrate)(ib_sn_task *t, ib_net *path, ib_dataset *calib, const ib_recal_cfg *rc);
     void (*free)(ib_sn_task *t);
-    // the task's network on a path's arch as latency tables see it (segmentation: ib_seg_lut_task), once
-    // attached; NULL: the classifier's (detection runs the whole backbone; its head has no row yet)
+    // the task's network on a path's arch as latency tables see it (ib_seg_lut_task, ib_det_lut_task), once
+    // attached; NULL: the classifier's
     ib_status (*lut_task)(ib_sn_task *t, const ib_arch *a, int res, struct ib_lut_task *out);
     ib_params *head;               // the head's tensors (parameters, BN running statistics), once attached
     void *state;

@@ -24,6 +24,9 @@ static const char *space_json =
 
 static char space_path[512], data[512], val[512], lut[512], largest[512];
 static double budget;
+// The detector a detection supernet scores (SSDLite on the stride-16 block output, 6 shape classes): latencies
+// are of it, not of the classifier
+static const ib_latency_head det_head = {.task = "detect", .det_tap_block = 1, .classes = 6};
 
 static void fixtures(void) {
     if (space_path[0]) return;
@@ -36,8 +39,8 @@ static void fixtures(void) {
     IB_ASSERT(!ib_synth_write_pack(data, 192, 64, 21, 1, NULL, NULL, NULL), "%s", ib_errmsg());
     IB_ASSERT(!ib_synth_write_pack(val, 32, 64, 22, 1, NULL, NULL, NULL), "%s", ib_errmsg());
     snprintf(lut, sizeof lut, "%s/dettiny_edgetpu.csv", d);
-    IB_ASSERT(!ib_latency_model(space_path, "edgetpu", 64, 0, lut, NULL), "%s", ib_errmsg());
-    budget = test_budget_between(space_path, lut, 64, NULL, largest, sizeof largest);
+    IB_ASSERT(!ib_latency_model_head(space_path, "edgetpu", 64, 0, &det_head, lut, NULL), "%s", ib_errmsg());
+    budget = test_budget_between_head(space_path, lut, 64, &det_head, NULL, largest, sizeof largest);
 }
 
 static void sn_opts(ib_supernet_train_opts *o, const char *out) {
@@ -173,6 +176,18 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
         snprintf(path, sizeof path, "%s/det_search_%d/edgetpu/best-%gms.arch.json", d, k, budget);
         arch[k] = test_read_file(path);
         CHECK(arch[k][0], "no %s", path);
+        // the pick's latency is its detector's (every block, the head conv alone, the SSDLite row)
+        ib_lut *t;
+        CHECK(!ib_lut_load(&t, lut), "%s", ib_errmsg());
+        ib_latency_prediction pd, pc;
+        ib_status s1 = ib_lut_predict_detail_head(t, arch[k], &det_head, 64, &pd), s2 = ib_lut_predict_detail(t, arch[k], 64, &pc);
+        ib_lut_free(t);
+        CHECK(!s1 && !s2, "%s", ib_errmsg());
+        CHECK(fabs(pd.ms - ms) < 1e-3 * ms && fabs(pc.ms - ms) > 0.05 * ms && !strncmp(pd.rows[pd.n_rows - 1].key, "ssdlite,", 8) &&
+              !strncmp(pd.rows[pd.n_rows - 2].key, "head,", 5) && strstr(pd.rows[pd.n_rows - 2].key, ",0,"),
+              "pick at %g ms: as a detector %g ms (last rows %s, %s), as a classifier %g", ms, pd.ms,
+              pd.rows[pd.n_rows - 2].key, pd.rows[pd.n_rows - 1].key, pc.ms);
+        ib_latency_prediction_free(&pd), ib_latency_prediction_free(&pc);
     }
     CHECK(score[0] == score[1] && !strcmp(arch[0], arch[1]), "same seed, different picks: %g vs %g", score[0], score[1]);
     free(arch[0]), free(arch[1]);

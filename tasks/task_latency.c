@@ -1,9 +1,12 @@
-// A segmenter's latency (docs/LATENCY.md, "Segmenters"): its head as one latency-table row (ib_seg_lut_task),
-// that row timed on this CPU, and the whole segmenter timed end to end. A segmenter runs its backbone up to the
-// last block at the head's high stride, then the head up to the logits upsampled to the input, so its
-// prediction is the stem, the blocks up to that one and the head's row: blocks after the cut and the
-// classifier head never run, and a segmentation search budgeted on classifier latency counts them.
+// The latency of a task's network (docs/LATENCY.md, "Segmenters and detectors"): its head as one latency-table
+// row (ib_seg_lut_task, ib_det_lut_task), that row timed on this CPU, and the whole network timed end to end.
+// A segmenter runs its backbone up to the last block at the head's high stride, then the head up to the logits
+// upsampled to the input, so its prediction is the stem, the blocks up to that one and the head's row: blocks
+// after the cut and the classifier head never run, and a segmentation search budgeted on classifier latency
+// counts them. A detector runs the whole backbone and the head conv, then SSDLite instead of the pool and
+// the classifier.
 #include "search/search.h"
+#include "tasks/detect.h"
 #include "tasks/segment.h"
 
 #include <stdlib.h>
@@ -120,5 +123,100 @@ ib_status ib_seg_time_whole(const ib_arch *backbone, int classes, const ib_seg_h
         s = ib_lut_time_forward(seg_fwd, &r, 3, res, res, tm, ms);
     }
     ib_net_free(&r.net);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detectors
+
+ib_status ib_det_lut_task(const ib_arch *a, const ib_ssd_cfg *cfg, int res, ib_lut_task *out) {
+    memset(out, 0, sizeof *out);
+    if (res < 8) return ib_fail(IB_ERR_ARG, "detector latency at res %d: at least 8", res);
+    ib_ssd_taps_info ti;
+    ib_status s = ib_ssd_taps(a, cfg, res, &ti);
+    if (s) return s;
+    out->cut = a->n_blocks;
+    if (a->head_out > 0) {   // the head conv alone: a "head" row with cout 0
+        out->has_conv = 1;
+        out->conv = ib_lut_key_head(a, a->blocks[a->n_blocks - 1].out, ti.size32, ti.size32);
+        out->conv.cout = 0;
+    }
+    ib_lut_key *k = &out->head;
+    k->op = IB_LUT_SSDLITE;
+    k->cin = ti.c16, k->cout = cfg->classes, k->h = k->w = res, k->stride = ti.n_extra, k->kernel = cfg->n_ratios + 1;
+    k->expand = ti.tap_exp ? ti.c16_in : 0, k->groups = ti.c32;
+    int rest = 0;
+    for (int e = 1; e < ti.n_extra; e++) rest += cfg->extra_out[e];
+    k->r_in = ti.n_extra > 0 ? (float)cfg->extra_out[0] : 0, k->r_out = (float)rest;
+    return IB_OK;
+}
+
+// The head on random features of its taps' shapes.
+typedef struct det_run {
+    ib_detector d;
+    ib_cba exp;           // the expansion run again at stride 16 (when tapped)
+    ib_tensor t16, h;
+} det_run;
+
+static ib_tensor *det_head_fwd(void *user, ib_ctx *ctx, ib_tensor *x) {
+    (void)x;
+    det_run *r = user;
+    ib_tensor *loc, *conf;
+    ib_detector_head_forward(ctx, &r->d, &r->t16, &r->h, r->d.tap_exp ? &r->exp : NULL, &loc, &conf);
+    return conf;
+}
+
+ib_status ib_det_time_head(const ib_arch *a, const ib_ssd_cfg *cfg, int res, const ib_lut_timing *tm, double *ms) {
+    det_run r;
+    memset(&r, 0, sizeof r);
+    ib_ssd_taps_info ti;
+    ib_status s = ib_ssd_taps(a, cfg, res, &ti);
+    if (!s) s = ib_detector_build_head(&r.d, a, cfg, res, 0);
+    if (s) {
+        ib_detector_free(&r.d);
+        return s;
+    }
+    ib_params ps;
+    ib_params_init(&ps);
+    if (ti.tap_exp) ib_cba_init(&r.exp, &ps, "expansion", ti.c16_in, ti.c16, 1, 1, 1, a->act);
+    float *b16 = NULL, *b32 = NULL;
+    int s16 = (res + 15) / 16;
+    if (!(s = ib_params_alloc(&ps))) {
+        ib_params_init_default(&ps, 0);
+        b16 = malloc(sizeof(float) * (size_t)ti.c16_in * (size_t)s16 * (size_t)s16);
+        b32 = malloc(sizeof(float) * (size_t)ti.c32 * (size_t)ti.size32 * (size_t)ti.size32);
+        if (!b16 || !b32) s = ib_fail(IB_ERR_NOMEM, "out of memory for a detector's features");
+    }
+    if (!s) {
+        ib_rng rng;
+        ib_rng_seed(&rng, 1, 0xde7);
+        ib_rng_fill_normal(&rng, b16, (int64_t)ti.c16_in * s16 * s16, 0, 1);
+        ib_rng_fill_normal(&rng, b32, (int64_t)ti.c32 * ti.size32 * ti.size32, 0, 1);
+        ib_tensor_init(&r.t16, b16, 4, (int[]){1, ti.c16_in, s16, s16});
+        ib_tensor_init(&r.h, b32, 4, (int[]){1, ti.c32, ti.size32, ti.size32});
+        s = ib_lut_time_forward(det_head_fwd, &r, 1, 1, 1, tm, ms);
+    }
+    free(b16), free(b32);
+    ib_params_free(&ps);
+    ib_detector_free(&r.d);
+    return s;
+}
+
+static ib_tensor *det_fwd(void *user, ib_ctx *ctx, ib_tensor *x) {
+    ib_tensor *loc, *conf;
+    ib_detector_forward(ctx, user, x, &loc, &conf);
+    return conf;
+}
+
+ib_status ib_det_time_whole(const ib_arch *a, const ib_ssd_cfg *cfg, int res, const ib_lut_timing *tm, double *ms) {
+    if (res < 8) return ib_fail(IB_ERR_ARG, "timing a detector at res %d: at least 8", res);
+    ib_net net;
+    ib_detector d;
+    memset(&d, 0, sizeof d);
+    ib_status s = ib_net_build(&net, a);
+    if (s) return s;
+    ib_net_init_weights(&net, 0);
+    if (!(s = ib_detector_build(&d, &net, cfg, res, 0))) s = ib_lut_time_forward(det_fwd, &d, 3, res, res, tm, ms);
+    ib_detector_free(&d);   // the net too: the detector took it over
     return s;
 }

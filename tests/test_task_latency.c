@@ -1,12 +1,14 @@
-// A segmenter's latency (tasks/seg_latency.c, docs/LATENCY.md "Segmenters"): the head's table row carries the
-// taps and widths it is built from; a segmenter's prediction is its stem, its blocks up to the head's high stride
-// and the head's row (blocks after the cut and the classifier head left out); tables keep the row through a save
-// and a load and refuse broken ones naming the line; `latency profile|model --task segment` add the head's
-// row (a resumed profile adds nothing), `latency predict --task segment` is the sum of those rows, and
-// `latency measure --task segment` times the whole segmenter. No timing thresholds.
+// The latency of segmenters and detectors (tasks/task_latency.c, docs/LATENCY.md "Segmenters and detectors"):
+// the head's table row carries the taps and widths it is built from; a segmenter's prediction is its stem, its
+// blocks up to the head's high stride and the head's row (blocks after the cut and the classifier head left
+// out), a detector's every block, the head conv alone and the SSDLite row; tables keep the rows through a save
+// and a load and refuse broken ones naming the line; `latency profile|model --task segment|detect` add the
+// head's rows (a resumed profile adds nothing), `latency predict` is the sum of those rows, and `latency
+// measure` times the whole network. No timing thresholds.
 #include "tests/test.h"
 
 #include "search/search.h"
+#include "tasks/detect.h"
 #include "tasks/segment.h"
 
 #include <jansson.h>
@@ -91,7 +93,7 @@ TEST(seg_rows_in_csv_checked) {
         {"deeplab,96,11,96,96,16,4,24,64,64.5,24,0.3\n", "not a width"},   // widths are integers
         {"bifpn,96,11,96,96,16,4,24,64,2,-1,0.3\n", "not a width"},
         {"tucker,16,16,8,8,1,3,0,0,64,0.75,0.1\n", "not a ratio"},          // ratios stay ratios elsewhere
-        {"aspp,96,11,96,96,16,4,24,64,64,24,0.3\n", "deeplab or bifpn"},
+        {"aspp,96,11,96,96,16,4,24,64,64,24,0.3\n", "deeplab, bifpn or ssdlite"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *p = test_scratch("seg_bad.csv");
@@ -157,10 +159,14 @@ TEST(cli_latency_segmenter) {
     CHECK(rc == 0 && j && ms > 0 && isfinite(ms), "measure (%d): %s %s", rc, out, err);
     json_decref(j);
     free(out), free(err);
-    // a task without rows and a head the arch cannot carry: refused, saying why
+    // an unknown task and a head the arch cannot carry: refused, saying why
+    snprintf(cmd, sizeof cmd, "%s latency measure --arch %s --res 32 --task pose", bin, arch);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, "not classify, segment or detect"), "--task pose (%d): %s", rc, err);
+    free(out), free(err);
     snprintf(cmd, sizeof cmd, "%s latency measure --arch %s --res 32 --task detect", bin, arch);
     rc = test_run(cmd, &out, &err);
-    CHECK(rc != 0 && strstr(err, "not classify or segment"), "--task detect (%d): %s", rc, err);
+    CHECK(rc != 0 && strstr(err, "stride-16 and stride-32"), "--task detect on a stride-8 arch (%d): %s", rc, err);
     free(out), free(err);
     snprintf(cmd, sizeof cmd, "%s latency predict --lut %s --arch %s --res 32 --task segment", bin, lut, arch);
     rc = test_run(cmd, &out, &err);
@@ -196,4 +202,96 @@ TEST(model_seg_head_rows) {
     for (int t = 0; t < 2; t++)
         CHECK(ms[t][0] > 0 && ms[t][1] > 0 && ms[t][2] > ms[t][1], "%s: deeplab %g, bifpn %g, bifpn x4 %g ms", targets[t],
               ms[t][0], ms[t][1], ms[t][2]);
+}
+
+TEST(det_lut_task_keys_and_predict) {
+    ib_arch a;
+    ib_arch_mobilenetv2(&a, 1.0f, 1000);
+    ib_ssd_cfg c;
+    ib_ssd_cfg_default(&c, 6);
+    int hi = ib_arch_last_block_at_stride(&a, 16), A = c.n_ratios + 1;
+    const ib_block_cfg *nb = &a.blocks[hi + 1];
+    CHECK(nb->op == IB_BLOCK_IBN && nb->stride == 2 && nb->expand > 1, "mobilenetv2's first stride-32 block");
+    ib_lut_task t;
+    char ks[160], want[160], conv[160];
+    // 96 px: the stride-32 map is 3x3, so two extra levels (3 -> 2 -> 1) of 512 and 256
+    CHECK(ib_det_lut_task(&a, &c, 96, &t) == IB_OK, "%s", ib_errmsg());
+    snprintf(want, sizeof want, "ssdlite,%d,6,96,96,2,%d,%d,1280,512,256", ib_block_hidden(nb, a.blocks[hi].out), A,
+             a.blocks[hi].out);
+    snprintf(conv, sizeof conv, "head,%d,0,3,3,0,0,1280,0,0,0", a.blocks[a.n_blocks - 1].out);
+    CHECK(t.cut == a.n_blocks && t.has_conv && !strcmp(ib_lut_key_str(&t.head, ks, sizeof ks), want), "cut %d, row %s (want %s)",
+          t.cut, ks, want);
+    CHECK(!strcmp(ib_lut_key_str(&t.conv, ks, sizeof ks), conv), "conv row %s (want %s)", ks, conv);
+    // the block output tapped (as a detection supernet builds it): no expansion
+    c.tap_expansion = 0;
+    CHECK(ib_det_lut_task(&a, &c, 96, &t) == IB_OK, "%s", ib_errmsg());
+    snprintf(want, sizeof want, "ssdlite,%d,6,96,96,2,%d,0,1280,512,256", a.blocks[hi].out, A);
+    CHECK(!strcmp(ib_lut_key_str(&t.head, ks, sizeof ks), want), "row %s (want %s)", ks, want);
+    // the prediction: stem, every block, the head conv alone, the SSDLite row; not the classifier's head
+    ib_lut *l = ib_lut_new("handmade");
+    ib_lut_key keys[64];
+    int block[64], n = ib_lut_arch_keys(&a, 96, keys, block);
+    for (int i = 0; i < n; i++) CHECK(ib_lut_set(l, &keys[i], block[i] >= a.n_blocks ? 500 : 1) == IB_OK, "%s", ib_errmsg());
+    CHECK(ib_lut_set(l, &t.conv, 20) == IB_OK && ib_lut_set(l, &t.head, 300) == IB_OK, "%s", ib_errmsg());
+    double ms, sum;
+    int rows;
+    CHECK(ib_lut_predict_task(l, &a, 96, &t, &ms) == IB_OK && ib_lut_predict_sum_task(l, &a, 96, &t, &sum, &rows) == IB_OK,
+          "%s", ib_errmsg());
+    int blocks = 0;
+    for (int i = 0; i < a.n_blocks; i++) blocks += a.blocks[i].op != IB_BLOCK_SKIP;
+    CHECK(ms == 1 + blocks + 20 + 300 && rows == blocks + 3, "predicted %g of %d rows (%d blocks)", ms, rows, blocks);
+    ib_lut_free(l);
+    // a backbone without stride 32 cannot carry SSDLite
+    a.n_blocks = hi + 1;
+    CHECK(ib_det_lut_task(&a, &c, 96, &t) == IB_ERR_ARG && strstr(ib_errmsg(), "stride-32"), "%s", ib_errmsg());
+    ib_arch_free(&a);
+}
+
+// The CLI on the demo space (strides to 32) at 32 px: the detector's rows, their sum, the whole detector
+TEST(cli_latency_detector) {
+    const char *bin = test_ibnas_bin(), *space = project_path("search/spaces/demo.space.json");
+    const char *lut = test_scratch("det_demo_cpu.csv");
+    char cmd[3000], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd, "%s latency profile --space %s --res 32 --classes 6 --out %s --calibrate 0 --repeats 2 --warmup 1 "
+             "--min-ms 0 --json --task detect", bin, space, lut);
+    int rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "profile --task detect (%d): %s %s", rc, out, err);
+    free(out), free(err);
+    // the rows: the head conv alone, and one SSDLite row per width the first stride-32 layer gives its expansion
+    ib_lut *l;
+    CHECK(ib_lut_load(&l, lut) == IB_OK, "%s", ib_errmsg());
+    int ssd = 0, conv = 0;
+    for (int i = 0; i < ib_lut_rows(l); i++) {
+        ib_lut_key k = ib_lut_row(l, i, NULL);
+        ssd += k.op == IB_LUT_SSDLITE, conv += k.op == IB_LUT_HEAD && k.cout == 0;
+    }
+    ib_lut_free(l);
+    CHECK(conv == 1 && ssd >= 2, "%d head-conv rows, %d ssdlite rows", conv, ssd);
+    ib_space *sp;
+    char *text, *arch = strdup(test_scratch("det_largest.arch.json"));
+    CHECK(!ib_space_open(&sp, space) && !ib_space_sample_arch(sp, "largest", 0, 0, &text), "%s", ib_errmsg());
+    ib_space_close(sp);
+    FILE *f = fopen(arch, "w");
+    CHECK(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", arch);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s latency predict --lut %s --arch %s --res 32 --classes 6 --task detect --verbose --json", bin, lut,
+             arch);
+    rc = test_run(cmd, &out, &err);
+    json_t *j = json_loads(out, 0, NULL);
+    CHECK(rc == 0 && j, "predict (%d): %s %s", rc, out, err);
+    json_t *jr = json_object_get(j, "rows");
+    double sum = 0;
+    for (size_t i = 0; i < json_array_size(jr); i++) sum += json_real_value(json_object_get(json_array_get(jr, i), "ms"));
+    const char *last = json_string_value(json_object_get(json_array_get(jr, json_array_size(jr) - 1), "row"));
+    double ms = json_real_value(json_object_get(j, "ms"));
+    CHECK(last && !strncmp(last, "ssdlite,", 8) && fabs(ms - sum) < 1e-3 && ms > 0, "predict: %s", out);
+    json_decref(j);
+    free(out), free(err);
+    snprintf(cmd, sizeof cmd, "%s latency measure --arch %s --res 32 --classes 6 --repeats 3 --task detect --json", bin, arch);
+    rc = test_run(cmd, &out, &err);
+    j = json_loads(out, 0, NULL);
+    ms = json_real_value(json_object_get(j, "ms"));
+    CHECK(rc == 0 && j && ms > 0 && isfinite(ms), "measure (%d): %s %s", rc, out, err);
+    json_decref(j);
+    free(out), free(err), free(arch);
 }
