@@ -5,11 +5,16 @@
 #include "data/sources.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
+#if H5_VERSION_GE(1, 13, 0)
+#include <H5FDdevelop.h>   // the file driver class (H5FDpublic.h's up to 1.12)
+#endif
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 
@@ -101,11 +106,209 @@ static int attr_get_str(hid_t obj, const char *name, char **value) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The writer's file layer: an HDF5 file driver, POSIX I/O as libhdf5's own "sec2" (the default) does it,
+// with one difference: the close never fails.
+//
+// Why: when H5Fclose fails (its last flush or its truncate meets a full disk or a file size limit),
+// libhdf5 1.10 (Debian 12's) keeps a freed file in its table and crashes at exit (HDFFV-11052, fixed in
+// HDF5 1.14.1): the writer reported its error and the process then died with SIGSEGV. Two smaller fixes
+// were tried on the dropped writer. Cutting the file to nothing before the close (what the writer did)
+// gives that flush room on a full disk, not under a file size limit (the flush writes at the old offsets,
+// past the limit). A /dev/null dup2'd onto sec2's descriptor lets those closes succeed, but rests on
+// sec2's truncate at the close not running (it ftruncates to the allocated end whenever that differs from
+// the written end, as it does after a failed write, and ftruncate fails on /dev/null with EINVAL). Neither
+// helps a pack whose own close meets the full disk (the last flush of a pack that just fits, or not):
+// that close is not a dropped writer's, and it crashed too. A driver of our own sees every write, truncate
+// and close of both paths, so it can decide.
+//
+// The rule: every write and truncate is attempted, and the first failure's errno is kept in the writer's
+// pack_io. While the writer is open a failure is returned to HDF5 (so H5Dwrite fails at the image that
+// met the full disk); once the writer is closing or dropped it is not, so H5Fclose succeeds, and the writer
+// reports the kept errno itself and removes the file. Writes are attempted rather than skipped after a
+// failure so that whatever HDF5 reads back during its close (B-tree nodes it evicted) is on disk whenever
+// the disk took it. Packs go through this driver always, so a pack that succeeds is written by the same
+// calls (and allocated by the same feature flags) as by sec2: the same file, byte for byte.
+
+typedef struct {
+    int closing;   // the writer is closing (its last flush) or dropped: failures are kept, not returned
+    int err;       // errno of the first failed write, truncate or close; 0 when none failed
+} pack_io;
+
+typedef struct {
+    H5FD_t pub;    // HDF5's part; must come first
+    int fd;
+    haddr_t eoa, eof;   // the end HDF5 has allocated; the end written (the file's size)
+    dev_t dev;
+    ino_t ino;
+    pack_io *io;
+} pack_fd;
+
+// The open callback cannot be told which writer it serves except through the file access list; every
+// pack open runs under pack_mu, so the writer being opened is simply named here for the callback.
+static pack_io *pack_io_opening;
+static hid_t pack_driver = -1;
+
+static herr_t pack_fd_failed(pack_fd *f, int err) {
+    if (!f->io->err) f->io->err = err ? err : EIO;
+    return f->io->closing ? 0 : -1;
+}
+
+static H5FD_t *pack_fd_open(const char *name, unsigned flags, hid_t fapl, haddr_t maxaddr) {
+    (void)fapl;
+    if (!name || !*name || !pack_io_opening || maxaddr == 0 || maxaddr == HADDR_UNDEF) return NULL;
+    int o = (flags & H5F_ACC_RDWR ? O_RDWR : O_RDONLY) | (flags & H5F_ACC_TRUNC ? O_TRUNC : 0) |
+            (flags & H5F_ACC_CREAT ? O_CREAT : 0) | (flags & H5F_ACC_EXCL ? O_EXCL : 0);
+    struct stat st;
+    pack_fd *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->fd = open(name, o | O_CLOEXEC, 0666);
+    if (f->fd < 0 || fstat(f->fd, &st) != 0) {
+        if (f->fd >= 0) close(f->fd);
+        free(f);
+        return NULL;
+    }
+    f->eof = (haddr_t)st.st_size, f->dev = st.st_dev, f->ino = st.st_ino, f->io = pack_io_opening;
+    return &f->pub;
+}
+
+static herr_t pack_fd_close(H5FD_t *file) {
+    pack_fd *f = (pack_fd *)file;
+    if (close(f->fd) != 0) pack_fd_failed(f, errno);   // kept for the writer, never returned (see above)
+    free(f);
+    return 0;
+}
+
+static int pack_fd_cmp(const H5FD_t *a, const H5FD_t *b) {
+    const pack_fd *x = (const pack_fd *)a, *y = (const pack_fd *)b;
+    if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+// sec2's flags in libhdf5 1.10.8 but SWMR (not used here): the same allocation, so the same file.
+static herr_t pack_fd_query(const H5FD_t *file, unsigned long *flags) {
+    (void)file;
+    if (flags)
+        *flags = H5FD_FEAT_AGGREGATE_METADATA | H5FD_FEAT_ACCUMULATE_METADATA | H5FD_FEAT_DATA_SIEVE |
+                 H5FD_FEAT_AGGREGATE_SMALLDATA | H5FD_FEAT_POSIX_COMPAT_HANDLE | H5FD_FEAT_DEFAULT_VFD_COMPATIBLE;
+    return 0;
+}
+
+static haddr_t pack_fd_get_eoa(const H5FD_t *file, H5FD_mem_t type) {
+    (void)type;
+    return ((const pack_fd *)file)->eoa;
+}
+
+static herr_t pack_fd_set_eoa(H5FD_t *file, H5FD_mem_t type, haddr_t addr) {
+    (void)type;
+    ((pack_fd *)file)->eoa = addr;
+    return 0;
+}
+
+static haddr_t pack_fd_get_eof(const H5FD_t *file, H5FD_mem_t type) {
+    (void)type;
+    return ((const pack_fd *)file)->eof;
+}
+
+static herr_t pack_fd_get_handle(H5FD_t *file, hid_t fapl, void **handle) {
+    (void)fapl;
+    if (!handle) return -1;
+    *handle = &((pack_fd *)file)->fd;   // a POSIX descriptor, as H5FD_FEAT_POSIX_COMPAT_HANDLE promises
+    return 0;
+}
+
+#define PACK_IO_CHUNK ((size_t)1 << 30)
+
+static int pack_fd_outside(const pack_fd *f, haddr_t addr, size_t size) {
+    return addr == HADDR_UNDEF || addr > (haddr_t)INT64_MAX - size || addr + size > f->eoa;
+}
+
+// Past the end of the file reads zeros, as sec2's.
+static herr_t pack_fd_read(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size, void *buf) {
+    (void)type, (void)dxpl;
+    pack_fd *f = (pack_fd *)file;
+    if (pack_fd_outside(f, addr, size)) return -1;
+    for (char *p = buf; size > 0;) {
+        ssize_t n = pread(f->fd, p, size < PACK_IO_CHUNK ? size : PACK_IO_CHUNK, (off_t)addr);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) {
+            memset(p, 0, size);
+            break;
+        }
+        p += n, addr += (haddr_t)n, size -= (size_t)n;
+    }
+    return 0;
+}
+
+static herr_t pack_fd_write(H5FD_t *file, H5FD_mem_t type, hid_t dxpl, haddr_t addr, size_t size, const void *buf) {
+    (void)type, (void)dxpl;
+    pack_fd *f = (pack_fd *)file;
+    if (pack_fd_outside(f, addr, size)) return -1;
+    for (const char *p = buf; size > 0;) {
+        ssize_t n = pwrite(f->fd, p, size < PACK_IO_CHUNK ? size : PACK_IO_CHUNK, (off_t)addr);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return pack_fd_failed(f, n < 0 ? errno : EIO);
+        p += n, addr += (haddr_t)n, size -= (size_t)n;
+        if (addr > f->eof) f->eof = addr;
+    }
+    return 0;
+}
+
+// At a flush or the close: the file's size becomes the allocated end (sec2's rule).
+static herr_t pack_fd_truncate(H5FD_t *file, hid_t dxpl, hbool_t closing) {
+    (void)dxpl, (void)closing;
+    pack_fd *f = (pack_fd *)file;
+    if (f->eoa == f->eof) return 0;
+    if (ftruncate(f->fd, (off_t)f->eoa) != 0) return pack_fd_failed(f, errno);
+    f->eof = f->eoa;
+    return 0;
+}
+
+// Packs are written as PATH.tmp, which no one else opens: no file lock (sec2 takes one; NULL lock and
+// unlock are allowed).
+static const H5FD_class_t pack_fd_class = {
+#ifdef H5FD_CLASS_VERSION   // libhdf5 1.14 numbers its class layout and each driver (256..511: unregistered)
+    .version = H5FD_CLASS_VERSION,
+    .value = 317,
+#endif
+    .name = "ibnas-pack",
+    .maxaddr = (haddr_t)INT64_MAX,
+    .fc_degree = H5F_CLOSE_WEAK,
+    .open = pack_fd_open,
+    .close = pack_fd_close,
+    .cmp = pack_fd_cmp,
+    .query = pack_fd_query,
+    .get_eoa = pack_fd_get_eoa,
+    .set_eoa = pack_fd_set_eoa,
+    .get_eof = pack_fd_get_eof,
+    .get_handle = pack_fd_get_handle,
+    .read = pack_fd_read,
+    .write = pack_fd_write,
+    .truncate = pack_fd_truncate,
+    .fl_map = H5FD_FLMAP_DICHOTOMY,
+};
+
+// H5Fcreate(path) through the driver above, for the writer whose io is given. Under pack_mu.
+static hid_t pack_file_create_locked(const char *path, pack_io *io) {
+    if (pack_driver < 0) pack_driver = H5FDregister(&pack_fd_class);
+    hid_t fapl = pack_driver >= 0 ? H5Pcreate(H5P_FILE_ACCESS) : -1;
+    hid_t file = -1;
+    if (fapl >= 0 && H5Pset_driver(fapl, pack_driver, NULL) >= 0) {
+        pack_io_opening = io;
+        file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        pack_io_opening = NULL;
+    }
+    if (fapl >= 0) H5Pclose(fapl);
+    return file;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Writer
 
 struct ib_pack_writer {
     char *path, *tmp_path;
     hid_t file, images, masks;
+    pack_io io;                  // what the file layer above reports (see there)
     int h, w, has_boxes, has_masks, n_classes;
     int64_t n, n_cap;            // images written; capacity of the per-image arrays
     int32_t *labels;
@@ -120,6 +323,11 @@ static void writer_free(ib_pack_writer *pw) {
     free(pw->labels), free(pw->image_ids), free(pw->box_offsets);
     free(pw->boxes), free(pw->box_labels), free(pw->iscrowd);
     free(pw);
+}
+
+// Why a write failed: the system's reason when the file layer saw one.
+static const char *writer_reason(const ib_pack_writer *pw) {
+    return pw->io.err ? strerror(pw->io.err) : "disk full?";
 }
 
 // An extendible dataset [0, dims...] chunked one image per chunk, shuffled and deflated.
@@ -137,12 +345,10 @@ static hid_t create_stack(hid_t file, const char *name, int rank, const hsize_t 
     return ds;
 }
 
+// The file is dropped: its close must succeed all the same (a failed H5Fclose crashes libhdf5 1.10 at
+// exit, HDFFV-11052), so from here on the file layer keeps write failures to itself (see pack_io).
 static void writer_abort_locked(ib_pack_writer *pw) {
-    // The file is dropped: cut it to nothing first, so the close's last flush (a little metadata) finds room
-    // on a disk that filled up. A close that fails there leaves libhdf5 1.10 with a freed file in its table,
-    // on which its clean-up at exit crashes (HDFFV-11052).
-    int *fd = NULL;
-    if (pw->file >= 0 && H5Fget_vfd_handle(pw->file, H5P_DEFAULT, (void **)&fd) >= 0 && fd && ftruncate(*fd, 0) != 0) {}
+    pw->io.closing = 1;
     if (pw->masks >= 0) H5Dclose(pw->masks);
     if (pw->images >= 0) H5Dclose(pw->images);
     if (pw->file >= 0) H5Fclose(pw->file);
@@ -188,7 +394,7 @@ ib_status ib_pack_writer_open(ib_pack_writer **out, const char *path, int h, int
     pthread_mutex_lock(&pack_mu);
     quiet_hdf5();
     ib_status st = IB_OK;
-    pw->file = H5Fcreate(pw->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    pw->file = pack_file_create_locked(pw->tmp_path, &pw->io);
     if (pw->file < 0) {
         st = ib_fail(IB_ERR_IO, "%s: cannot create (is the folder there and writable?)", pw->tmp_path);
         goto done;
@@ -282,7 +488,8 @@ ib_status ib_pack_writer_add(ib_pack_writer *pw, const ib_sample *s) {
     int ok = append_item(pw->images, 4, i, pw->h, pw->w, s->rgb);
     if (ok && pw->has_masks) ok = append_item(pw->masks, 3, i, pw->h, pw->w, s->mask);
     pthread_mutex_unlock(&pack_mu);
-    if (!ok) return ib_fail(IB_ERR_IO, "%s: cannot write image %lld (disk full?)", pw->tmp_path, (long long)i);
+    if (!ok)
+        return ib_fail(IB_ERR_IO, "%s: cannot write image %lld: %s", pw->tmp_path, (long long)i, writer_reason(pw));
 
     pw->labels[i] = s->label;
     pw->image_ids[i] = s->image_id;
@@ -326,16 +533,19 @@ ib_status ib_pack_writer_close(ib_pack_writer *pw) {
              write_array(pw->file, "box_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, pw->box_offsets, 1, &n1);
     ib_status st = IB_OK;
     if (!ok) {
-        st = ib_fail(IB_ERR_IO, "%s: cannot write the index datasets (disk full?)", pw->tmp_path);
+        st = ib_fail(IB_ERR_IO, "%s: cannot write the index datasets: %s", pw->tmp_path, writer_reason(pw));
         writer_abort_locked(pw);
         pthread_mutex_unlock(&pack_mu);
         return st;
     }
+    // The last flush: a failure in it is kept by the file layer and reported here, so that H5Fclose
+    // succeeds (see pack_io).
+    pw->io.closing = 1;
     if (pw->masks >= 0 && H5Dclose(pw->masks) < 0) ok = 0;
     if (H5Dclose(pw->images) < 0) ok = 0;
     if (H5Fclose(pw->file) < 0) ok = 0;
     pthread_mutex_unlock(&pack_mu);
-    if (!ok) st = ib_fail(IB_ERR_IO, "%s: error closing (disk full?)", pw->tmp_path);
+    if (!ok || pw->io.err) st = ib_fail(IB_ERR_IO, "%s: error closing: %s", pw->tmp_path, writer_reason(pw));
     else if (ib_fsync_path(pw->tmp_path) != 0) st = ib_fail(IB_ERR_IO, "%s: cannot write: %s", pw->tmp_path, strerror(errno));
     else if (rename(pw->tmp_path, pw->path) != 0)
         st = ib_fail(IB_ERR_IO, "%s: cannot rename %s into place", pw->path, pw->tmp_path);

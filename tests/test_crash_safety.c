@@ -278,12 +278,45 @@ TEST(cli_synth_pack_full_disk_tmpfs) {
     snprintf(out, sizeof out, "%s/scenes.h5", dir);
     char *argv[] = {(char *)bin, "synth", "--out", out, "--n", "600", "--size", "64", "--seed", "1", NULL};
     int rc = test_run_limited(argv, -1, &err);
-    int named = strstr(err, out) && strstr(err, "disk full");
-    CHECK(rc == 1 && named, "ibnas synth into a full 1 MiB tmpfs: exit %d (expected 1, the file named): %s", rc, err);
+    int named = strstr(err, out) && strstr(err, "No space left on device");
+    CHECK(rc == 1 && named, "ibnas synth into a full 1 MiB tmpfs: exit %d (expected 1, the file and 'No space left on "
+          "device' named): %s", rc, err);
     free(err);
     char tmp[620];
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     CHECK(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "the failed pack left %s or its .tmp", out);
+}
+
+// The same pack under a file size limit (needs no privileges: always runs). Cutting the dropped file to
+// nothing, which gave the close room on the tmpfs, does not help here: the close's last flush writes at the
+// old offsets, past the limit, and libhdf5 1.10 crashed at exit (SIGSEGV) after the error was printed.
+// Three limits: 16 KiB and 1 MiB, which the writer meets while appending images, and one byte short of the
+// whole pack, which it meets in its close (a pack that was not dropped: that close crashed as well). Each
+// time: exit 1, the message names the file and "File too large", neither OUT nor OUT.tmp is left.
+TEST(cli_synth_pack_under_file_size_limit) {
+    const char *bin = test_ibnas_bin();
+    if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
+    char whole[600], out[600], tmp[620], *err = NULL;
+    snprintf(whole, sizeof whole, "%s", scratch("pack_whole.h5"));
+    snprintf(out, sizeof out, "%s", scratch("pack_limited.h5"));
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    char *argv[] = {(char *)bin, "synth", "--out", whole, "--n", "600", "--size", "64", "--seed", "1", NULL};
+    int rc = test_run_limited(argv, -1, &err);
+    CHECK(rc == 0, "ibnas synth without a limit: exit %d: %s", rc, err);
+    free(err);
+    long long size = file_size(whole);
+    argv[3] = out;
+    const long long limits[] = {16384, 1 << 20, size - 1};
+    for (int k = 0; k < 3; k++) {
+        rc = test_run_limited(argv, limits[k], &err);
+        int named = strstr(err, out) && strstr(err, "File too large");
+        CHECK(rc == 1 && named, "ibnas synth under a %lld-byte limit (the pack is %lld): exit %d (expected 1, -1 is a "
+              "signal; the file and 'File too large' named): %s", limits[k], size, rc, err);
+        CHECK(k < 2 || strstr(err, "closing"), "one byte short of the pack, the failure must come in its close: %s", err);
+        free(err);
+        CHECK(access(out, F_OK) != 0 && access(tmp, F_OK) != 0, "the pack failed under a %lld-byte limit left %s or "
+              "its .tmp", limits[k], out);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
