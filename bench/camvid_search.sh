@@ -9,7 +9,8 @@
 # whole segmenter's latency (batch 1, one thread). Resumable: every step skips what its output holds.
 # usage: bench/camvid_search.sh BUILD_DIR OUT_DIR
 #        (env: RES=96 EPOCHS=25 EPOCHS_ALONE=40 POP=32 GENS=10 SEEDS="0 1" THREADS=2: the supernet's and the
-#        search's; one thread on a machine shared with other work, where two-thread OpenMP regions stall)
+#        search's; one thread on a machine shared with other work, where two-thread OpenMP regions stall;
+#        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
@@ -17,7 +18,7 @@ OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
 D="$ROOT/../shared/data/camvid"
 [ -d "$D" ] || { echo "camvid_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
-R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10} SEEDS=${SEEDS:-0 1} THREADS=${THREADS:-2}
+R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10} SEEDS=${SEEDS:-0 1} THREADS=${THREADS:-2} CALIB=${CALIB:-20}
 seg=(--task segment --head deeplab --seg-aug scale --class-weights median)
 common=(--batch 8 --res "$R" --optimizer adamw --lr 0.002 --wd 0.0001 --warmup 1 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
@@ -47,7 +48,8 @@ echo "== search under $budgets ms $(date -u +%H:%M)"
 if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
   "$I" search --task segment --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" \
-      --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --out search "${r[@]}"
+      --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --calib-batches "$CALIB" \
+      --out search "${r[@]}"
   touch search.done
 fi
 alone() {   # alone NAME ARCH SEED: trained alone (one thread), then CamVid test
