@@ -162,7 +162,7 @@ ib_status ib_supernet_evaluate(ib_supernet *sn, const char *arch, ib_dataset *ds
     if (!ds->has_labels) return ib_fail(IB_ERR_FORMAT, "%s: has no class labels to evaluate on", ib_dataset_path(ds));
     if (sn->task[0] && strcmp(sn->task, "classify"))   // its classifier never trained
         return ib_fail(IB_ERR_ARG, "a supernet trained for %s: its archs are scored with its %s head by "
-                       "ib_supernet_evaluate_task (what ibnas supernet eval runs for it; extract works, for the backbone)",
+                       "ib_supernet_evaluate_task (what ibnas supernet eval runs for it)",
                        sn->task, sn->task);
     int *choice;
     ib_status s = arch_choice(sn, arch, &choice);
@@ -201,6 +201,37 @@ ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_
     }
     *out = m;
     return IB_OK;
+}
+
+ib_status ib_supernet_extract_task(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o, const char *out) {
+    if (!sn || !out || !out[0]) return ib_fail(IB_ERR_ARG, "ib_supernet_extract_task: a supernet and an output are needed");
+    if (!sn->path) return ib_fail(IB_ERR_ARG, "ib_supernet_extract_task: the supernet was not opened from a file");
+    ib_supernet_eval_opts d;
+    if (!o) ib_supernet_eval_opts_default(&d), o = &d;
+    ib_sn_task *t = NULL;
+    ib_status s = ib_sn_task_open(&t, sn, sn->path);
+    if (!s && !t)
+        s = ib_fail(IB_ERR_ARG, "%s: a classification supernet: ib_supernet_extract_model (ibnas extract) writes its "
+                    "archs as classifiers", sn->path);
+    if (s) return s;
+    int *choice = NULL;
+    ib_dataset *base = NULL, *calib = NULL;
+    ib_net net;
+    memset(&net, 0, sizeof net);
+    if (!(s = arch_choice(sn, arch, &choice)) && !(s = open_calib(sn, t, o, &base, &calib))) {
+        ib_sn_eval_cfg c;
+        eval_cfg(o, &c);
+        double m[3];
+        // the path's BN statistics, then the head's on that path's features, as supernet eval scores it
+        if (!(s = ib_supernet_eval_task(sn, t, choice, calib, NULL, &c, m)) && !(s = ib_supernet_extract(sn, choice, &net)))
+            s = t->save_net(t, &net, o->res > 0 ? o->res : sn->space.input, out);
+    }
+    if (net.blocks) ib_net_free(&net);
+    if (calib != base) ib_dataset_close(calib);
+    ib_dataset_close(base);
+    free(choice);
+    t->free(t);
+    return s;
 }
 
 const char *ib_supernet_task(const ib_supernet *sn) { return sn && sn->task[0] ? sn->task : "classify"; }

@@ -173,7 +173,8 @@ static const char *extract_usage =
     "usage: ibnas extract --supernet SUPERNET.h5 --arch A.arch.json [--calib D] [--calib-batches N] --out SUB.h5\n\n"
     "Writes the arch as a standalone checkpoint with the supernet's weights and BN statistics recalibrated\n"
     "exactly as ibnas supernet eval does with the same flags, so ibnas eval --model SUB.h5 prints the numbers\n"
-    "supernet eval printed. Fine-tune it with ibnas train --init SUB.h5.\n";
+    "supernet eval printed. Fine-tune it with ibnas train --init SUB.h5. A detection or segmentation supernet\n"
+    "gives a checkpoint of its task (path and shared head; eval --task detect|segment, train --task ... --init).\n";
 
 int cmd_extract(int argc, char **argv) {
     ib_supernet_eval_opts o;
@@ -198,11 +199,18 @@ int cmd_extract(int argc, char **argv) {
     ib_supernet *sn = NULL;
     ib_model *m = NULL;
     ib_status s = ib_supernet_open(&sn, path);
-    if (!s) s = ib_supernet_extract_model(sn, arch, &o, &m);
-    if (!s) s = ib_model_save(m, out);
-    if (!s)
-        fprintf(stderr, "extract: %s, %lld parameters, written to %s\n", ib_model_name(m),
-                (long long)ib_model_param_count(m), out);
+    const char *task = s ? "classify" : ib_supernet_task(sn);
+    if (!s && strcmp(task, "classify")) {   // a detector or segmenter with the supernet's head
+        if (!(s = ib_supernet_extract_task(sn, arch, &o, out)))
+            fprintf(stderr, "extract: a %s checkpoint (path and shared head), written to %s\n",
+                    strcmp(task, "detect") ? "segmentation" : "detection", out);
+    } else {
+        if (!s) s = ib_supernet_extract_model(sn, arch, &o, &m);
+        if (!s) s = ib_model_save(m, out);
+        if (!s)
+            fprintf(stderr, "extract: %s, %lld parameters, written to %s\n", ib_model_name(m),
+                    (long long)ib_model_param_count(m), out);
+    }
     ib_model_free(m);
     ib_supernet_close(sn);
     return s ? cli_report("extract", s) : 0;

@@ -196,6 +196,9 @@ ib_tensor *ib_params_add_buffer(ib_params *ps, const char *name, int ndim, const
 ib_status ib_params_alloc(ib_params *ps);     // zero-filled
 void ib_params_zero_grad(ib_params *ps);
 ib_tensor *ib_params_find(const ib_params *ps, const char *name);
+// Copies into every tensor of dst (parameters and buffers, allocated) the data of src's tensor of the same
+// name and shape; returns how many were copied.
+int ib_params_copy_matching(ib_params *dst, const ib_params *src);
 
 // ---------------------------------------------------------------------------------------------
 // RNG: PCG32 (O'Neill). A stream is a pure function of its seed, so results never depend on the

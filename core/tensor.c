@@ -384,3 +384,14 @@ ib_tensor *ib_params_find(const ib_params *ps, const char *name) {
         if (strcmp(ps->t[i]->name, name) == 0) return ps->t[i];
     return NULL;
 }
+
+int ib_params_copy_matching(ib_params *dst, const ib_params *src) {
+    int n = 0;
+    for (int i = 0; i < dst->n; i++) {
+        ib_tensor *t = dst->t[i], *u = ib_params_find(src, t->name);
+        if (!u || !ib_same_shape(t, u)) continue;
+        memcpy(t->data, u->data, sizeof(float) * (size_t)ib_numel(t));
+        n++;
+    }
+    return n;
+}

@@ -659,6 +659,13 @@ IBNAS_API ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch,
 // ib_supernet_evaluate does (same options, same numbers): ib_eval of it gives what ib_supernet_evaluate gave.
 IBNAS_API ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o,
                                               ib_model **m);
+// A detection or segmentation supernet's arch as a checkpoint of its task (what ibnas train --task detect|segment
+// writes): the path's weights and the shared head's, BN statistics recalibrated for path and head exactly as
+// ib_supernet_evaluate_task does with the same options (calibration data opened as the task needs it: boxes or
+// masks), written to out (PATH.tmp, renamed). eval --task ... gives the numbers supernet eval gave; fine-tune
+// with train --task ... --init out. A detector keeps the supernet's stride-16 tap (the block output).
+IBNAS_API ib_status ib_supernet_extract_task(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o,
+                                             const char *out);
 
 // ---------------------------------------------------------------------------------------------
 // Detection (docs/DETECTION.md): the COCO bbox evaluator.

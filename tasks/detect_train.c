@@ -606,6 +606,22 @@ static ib_status dt_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_ta
     return ib_det_lut_task(a, &k->d.cfg, res, out);
 }
 
+static ib_status dt_save_net(ib_sn_task *t, const ib_net *net, int res, const char *path) {
+    det_task *k = t->state;
+    if (!k->attached) return ib_fail(IB_ERR_ARG, "detection supernet task: its head is not attached yet");
+    ib_net n;
+    ib_status s = ib_net_build(&n, &net->arch);
+    if (s) return s;
+    ib_params_copy_matching(&n.ps, &net->ps);
+    ib_detector d;
+    if (!(s = ib_detector_build(&d, &n, &k->d.cfg, res, 0))) {   // the head as built: the stride-16 block output
+        ib_params_copy_matching(&d.ps, &k->d.ps);                 // its weights and recalibrated statistics
+        s = ib_detector_save(&d, path, NULL, NULL);
+    }
+    ib_detector_free(&d);
+    return s;
+}
+
 ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     det_task *k = calloc(1, sizeof *k);
     if (!k) return ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -613,7 +629,7 @@ ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
                         .loader = dt_loader, .loss = dt_loss, .zero_grad = dt_zero_grad, .step = dt_step,
                         .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
-                        .lut_task = dt_lut_task, .head = &k->d.ps, .state = k};
+                        .lut_task = dt_lut_task, .save_net = dt_save_net, .head = &k->d.ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

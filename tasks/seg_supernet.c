@@ -198,6 +198,23 @@ static ib_status st_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_ta
     return ib_seg_lut_task(a, k->head.classes, &k->head.cfg, res, out);
 }
 
+static ib_status st_save_net(ib_sn_task *t, const ib_net *net, int res, const char *path) {
+    seg_task *k = t->state;
+    if (!k->attached) return ib_fail(IB_ERR_ARG, "segmentation supernet task: its head is not attached yet");
+    ib_seg_head_cfg cfg = k->head.cfg;
+    cfg.in_h = cfg.in_w = res;
+    ib_net sn;
+    ib_seg_head head;
+    ib_status s = ib_seg_build(&sn, &head, &net->arch, k->head.classes, &cfg);
+    if (s) return s;
+    // the backbone up to the cut from the path, the head (BN statistics as recalibrated for it) from the task
+    ib_params_copy_matching(&sn.ps, &net->ps);
+    ib_params_copy_matching(&sn.ps, &k->ps);
+    s = ib_seg_save(&sn, &head, path, NULL, NULL);
+    ib_net_free(&sn);
+    return s;
+}
+
 static void st_free(ib_sn_task *t) {
     if (!t) return;
     seg_task *k = t->state;
@@ -216,7 +233,7 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
                         .loader = st_loader, .loss = st_loss, .zero_grad = st_zero_grad, .step = st_step,
                         .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
-                        .lut_task = st_lut_task, .head = &k->ps, .state = k};
+                        .lut_task = st_lut_task, .save_net = st_save_net, .head = &k->ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

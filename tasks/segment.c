@@ -278,13 +278,7 @@ ib_status ib_seg_init_from(ib_net *net, const char *path, int *copied) {
     ib_seg_head src_head;
     ib_status s = ib_seg_is_checkpoint(path) ? ib_seg_load(&src, &src_head, path) : ib_ckpt_load(&src, path);
     if (s) return s;
-    int n = 0;
-    for (int i = 0; i < net->ps.n; i++) {
-        ib_tensor *t = net->ps.t[i], *u = ib_params_find(&src.ps, t->name);
-        if (!u || !ib_same_shape(t, u)) continue;
-        memcpy(t->data, u->data, sizeof(float) * (size_t)ib_numel(t));
-        n++;
-    }
+    int n = ib_params_copy_matching(&net->ps, &src.ps);
     ib_net_free(&src);
     if (copied) *copied = n;
     if (!n) return ib_fail(IB_ERR_ARG, "%s: no tensor matches the network being trained (another arch?)", path);

@@ -196,6 +196,10 @@ struct ib_sn_task {
     // the task's network on a path's arch as latency tables see it (ib_seg_lut_task, ib_det_lut_task), once
     // attached; NULL: the classifier's
     ib_status (*lut_task)(ib_sn_task *t, const ib_arch *a, int res, struct ib_lut_task *out);
+    // a checkpoint of the task's network at path (detection or segmentation, as train --task writes it): the
+    // backbone `net` (an extracted path) and the head as attached, its settings; res the input size it
+    // was scored at. train --task ... --init and eval load it.
+    ib_status (*save_net)(ib_sn_task *t, const ib_net *net, int res, const char *path);
     ib_params *head;               // the head's tensors (parameters, BN running statistics), once attached
     void *state;
 };

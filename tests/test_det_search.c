@@ -148,6 +148,23 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
     json_decref(ev);
     CHECK(ap50 >= 0 && ap50 <= 1 && ap >= 0 && ap <= ap50, "supernet eval: AP50 %g, AP %g", ap50, ap);
     free(out), free(err);
+    // extract: that path with the shared head as a detection checkpoint (the head's weights as trained, BN
+    // recalibrated as supernet eval recalibrates), so eval --task detect gives supernet eval's numbers
+    char sub[700];
+    snprintf(sub, sizeof sub, "%s/det_sub.h5", d);
+    snprintf(cmd, sizeof cmd, "(%s extract --supernet %s --arch %s --calib-batches 1 --calib-batch 16 --threads 1 --workers 1 "
+             "--out %s && %s eval --task detect --model %s --data %s --threads 1 --json)", bin, snp, largest, sub, bin, sub, val);
+    rc = test_run(cmd, &out, &err);
+    ev = json_loads(out, 0, NULL);
+    double eap50 = json_number_value(json_object_get(ev, "AP50")), eap = json_number_value(json_object_get(ev, "AP"));
+    json_decref(ev);
+    CHECK(rc == 0 && strstr(err, "a detection checkpoint"), "extract + eval of a detection supernet's path (%d): %s %s", rc,
+          out, err);
+    CHECK(fabs(eap50 - ap50) < 1e-6 && fabs(eap - ap) < 1e-6, "extracted: AP50 %g AP %g; supernet eval %g %g: %s", eap50, eap,
+          ap50, ap, out);
+    CHECK(test_same_array(sub, snp, "params/ssd.cls.0.pw.weight") && test_same_array(sub, snp, "params/ssd.box.1.dw.0.weight"),
+          "the extracted head's weights are not the supernet's");
+    free(out), free(err);
     double score[2];
     char *arch[2];
     for (int k = 0; k < 2; k++) {

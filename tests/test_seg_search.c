@@ -262,6 +262,22 @@ TEST(seg_search_cli_meets_budget_scores_miou) {
     // the two paths are two networks: their held-out losses differ
     CHECK(m[0][2] != m[1][2], "the smallest and the largest path give the same loss %g", m[0][2]);
 
+    // extract: the smallest path with the shared head as a segmentation checkpoint, recalibrated as supernet
+    // eval recalibrates it, so eval --task segment gives supernet eval's numbers
+    char sub[700];
+    snprintf(sub, sizeof sub, "%s/seg_sub.h5", d);
+    snprintf(cmd, sizeof cmd, "(%s extract --supernet %s --arch %s --calib-batches 2 --calib-batch 16 --threads 1 --workers 1 "
+             "--out %s && %s eval --task segment --model %s --data %s --threads 1 --json)", bin, snp, smallest, sub, bin, sub, val);
+    rc = test_run(cmd, &out, &err);
+    json_t *ej = json_loads(out, 0, NULL);
+    double emiou = json_number_value(json_object_get(ej, "miou")), eacc = json_number_value(json_object_get(ej, "pixel_acc"));
+    json_decref(ej);
+    CHECK(rc == 0 && strstr(err, "segmentation checkpoint"), "extract + eval of a segmentation supernet's path (%d): %s %s",
+          rc, out, err);
+    CHECK(fabs(emiou - m[0][0]) < 1e-6 && fabs(eacc - m[0][1]) < 1e-6, "extracted: mIoU %.7f pixel acc %.7f; supernet eval "
+          "%.7f %.7f", emiou, eacc, m[0][0], m[0][1]);
+    free(out), free(err);
+
     // search: the pick meets the budget, scored by mIoU in [0, 1]
     snprintf(cmd, sizeof cmd,
              "%s search --task segment --supernet %s --lut edgetpu=%s --budget-ms %.6f --population 3 --generations 1 "
