@@ -170,20 +170,25 @@ int cmd_supernet(int argc, char **argv) {
 }
 
 static const char *extract_usage =
-    "usage: ibnas extract --supernet SUPERNET.h5 --arch A.arch.json [--calib D] [--calib-batches N] --out SUB.h5\n\n"
+    "usage: ibnas extract --supernet SUPERNET.h5 --arch A.arch.json [--calib D] [--calib-batches N] [--classifier]\n"
+    "                     --out SUB.h5\n\n"
     "Writes the arch as a standalone checkpoint with the supernet's weights and BN statistics recalibrated\n"
     "exactly as ibnas supernet eval does with the same flags, so ibnas eval --model SUB.h5 prints the numbers\n"
     "supernet eval printed. Fine-tune it with ibnas train --init SUB.h5. A detection or segmentation supernet\n"
-    "gives a checkpoint of its task (path and shared head; eval --task detect|segment, train --task ... --init).\n";
+    "gives a checkpoint of its task (path and shared head; eval --task detect|segment, train --task ... --init);\n"
+    "--classifier writes its path as a classifier instead (the backbone; layers its task never ran are as\n"
+    "initialised).\n";
 
 int cmd_extract(int argc, char **argv) {
     ib_supernet_eval_opts o;
     ib_supernet_eval_opts_default(&o);
     const char *path = NULL, *arch = NULL, *out = NULL;
-    int threads = 0;
+    int threads = 0, classifier = 0;
     cli_flag flags[16];
     int n = 0;
     flags[n++] = (cli_flag){"--supernet", F_STR, &path, "the supernet (required)"};
+    flags[n++] = (cli_flag){"--classifier", F_BOOL, &classifier,
+                            "a detection or segmentation supernet's path as a classifier (its head left out)"};
     flags[n++] = (cli_flag){"--arch", F_STR, &arch, "an arch of the supernet's space (required)"};
     flags[n++] = (cli_flag){"--out", F_STR, &out, "the checkpoint to write (required)"};
     n += calib_flags(flags + n, &o);
@@ -200,7 +205,7 @@ int cmd_extract(int argc, char **argv) {
     ib_model *m = NULL;
     ib_status s = ib_supernet_open(&sn, path);
     const char *task = s ? "classify" : ib_supernet_task(sn);
-    if (!s && strcmp(task, "classify")) {   // a detector or segmenter with the supernet's head
+    if (!s && strcmp(task, "classify") && !classifier) {   // a detector or segmenter with the supernet's head
         if (!(s = ib_supernet_extract_task(sn, arch, &o, out)))
             fprintf(stderr, "extract: a %s checkpoint (path and shared head), written to %s\n",
                     strcmp(task, "detect") ? "segmentation" : "detection", out);

@@ -82,7 +82,7 @@ best=$(ls "$dir"/search/cpu/best-*ms.arch.json | head -1)
 # the classifier's recipe for the supernet's passes plus the fine-tuning's, beside the fine-tuning.
 echo "== 5/9 extract $best with its inherited weights; 6/9 fine-tune it as a classifier ($ft_epochs epochs) and, beside it,"
 echo "   train mobilenetv2 from scratch ($((epochs + ft_epochs)) epochs, the same recipe), one thread each"
-"$ibnas" extract --supernet "$dir/supernet.h5" --arch "$best" --out "$dir/sub.h5"
+"$ibnas" extract --supernet "$dir/supernet.h5" --arch "$best" --classifier --out "$dir/sub.h5"
 for t in cpu edgetpu dsp; do
   a=$(ls "$dir"/search/$t/best-*ms.arch.json | head -1)
   "$ibnas" latency predict --lut "$dir/$t.csv" --arch "$a" --res 32 "${seghead[@]}" --json > "$dir/predicted_$t.json"
