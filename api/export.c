@@ -293,9 +293,9 @@ static float resize_scale(int in, int out) {
 }
 
 // x (N, C, h, w) resized to ho x wo as core/resize.c does. Bilinear there is torch's align_corners=False:
-// half-pixel centres, a source position before the first pixel clamped to it, which is ONNX's
-// "pytorch_half_pixel" (and what torch.onnx writes for it); nearest is src = floor(dst * in / out), ONNX's
-// "asymmetric" with nearest_mode "floor". The target goes in as scales, which hold no batch size, so a
+// src = (dst + 0.5) * in / out - 0.5 for every length, clamped to the input, which is ONNX's "half_pixel"
+// ("pytorch_half_pixel" differs only for an output of length 1, where it takes 0); nearest is
+// src = floor(dst * in / out), ONNX's "asymmetric" with nearest_mode "floor". The target goes in as scales, which hold no batch size, so a
 // dynamic batch works. Returns the result's name: x itself when the size does not change (core's
 // resizes copy then).
 static const char *resize(exporter *e, const char *x, int h, int w, int ho, int wo, int bilinear, const char *out) {
@@ -308,7 +308,7 @@ static const char *resize(exporter *e, const char *x, int h, int w, int ho, int 
     if (e->opset < 13) roi = e->have_empty_roi++ ? "const.empty" : og_initializer(e->g, "const.empty", 1, (int64_t[]){0}, sc);
     og_node *n = og_add_node(e->g, "Resize", 3, (const char *[]){x, roi, scales}, out);
     og_attr_str(e->g, n, "mode", bilinear ? "linear" : "nearest");
-    og_attr_str(e->g, n, "coordinate_transformation_mode", bilinear ? "pytorch_half_pixel" : "asymmetric");
+    og_attr_str(e->g, n, "coordinate_transformation_mode", bilinear ? "half_pixel" : "asymmetric");
     if (!bilinear) og_attr_str(e->g, n, "nearest_mode", "floor");
     return out;
 }

@@ -604,7 +604,7 @@ static float init_scalar(const Onnx__ModelProto *mp, const char *name) {
     return v;
 }
 
-// Resize nodes: linear ones must be torch's align_corners=False (pytorch_half_pixel), nearest ones floor of
+// Resize nodes: linear ones must be torch's align_corners=False (half_pixel), nearest ones floor of
 // dst * in / out (asymmetric, floor); *nearest counts the latter. Before opset 13 each has the empty roi.
 static int resizes_ok(const Onnx__ModelProto *mp, int opset, int *nearest, char *why, size_t whyn) {
     char a[64], b[64], c[64];
@@ -613,7 +613,7 @@ static int resizes_ok(const Onnx__ModelProto *mp, int opset, int *nearest, char 
         const Onnx__NodeProto *n = mp->graph->node[i];
         if (strcmp(n->op_type, "Resize")) continue;
         const char *mode = attr_str(n, "mode", a, sizeof a), *ctm = attr_str(n, "coordinate_transformation_mode", b, sizeof b);
-        int lin = !strcmp(mode, "linear") && !strcmp(ctm, "pytorch_half_pixel");
+        int lin = !strcmp(mode, "linear") && !strcmp(ctm, "half_pixel");
         int nea = !strcmp(mode, "nearest") && !strcmp(ctm, "asymmetric") &&
                   !strcmp(attr_str(n, "nearest_mode", c, sizeof c), "floor");
         int roi = opset < 13 ? n->n_input == 3 && !strcmp(n->input[1], "const.empty") : n->n_input == 3 && !n->input[1][0];
