@@ -36,6 +36,7 @@ void ib_export_opts_default(ib_export_opts *o) {
 typedef struct {
     og_graph *g;
     int opset, keep_bn;
+    int have_empty_roi;   // the empty "const.empty" Resize roi (opsets below 13) is in the graph
 } exporter;
 
 #define NAME_MAX_LEN 320   // value and initializer names: parameter names (< 256) and a suffix
@@ -224,13 +225,19 @@ static ib_status block(exporter *e, const ib_block *b, const char *x, const char
     return IB_OK;
 }
 
-// The backbone: stem, blocks, head conv; `out` receives the name of the features value (N, C, h, w).
-static ib_status export_features(exporter *e, const ib_net *net, const char *x, char *out) {
+// The backbone: stem, blocks, head conv; `out` receives the name of the features value (N, C, h, w), and
+// taps[t] the name of the value after block after[t] (-1: the stem), as ib_net_features_taps's taps.
+static ib_status export_features(exporter *e, const ib_net *net, const char *x, char *out, int n_taps,
+                                 const int *after, char (*taps)[NAME_MAX_LEN]) {
     char h[NAME_MAX_LEN], prefix[NAME_MAX_LEN];
     ib_status s = cba(e, &net->stem, x, "features.0", h);
-    for (int i = 0; !s && i < net->arch.n_blocks; i++) {
-        name_fmt(prefix, "features.%d", i + 1);
-        s = block(e, &net->blocks[i], h, prefix, h);
+    for (int i = -1; !s && i < net->arch.n_blocks; i++) {
+        if (i >= 0) {
+            name_fmt(prefix, "features.%d", i + 1);
+            s = block(e, &net->blocks[i], h, prefix, h);
+        }
+        for (int t = 0; t < n_taps; t++)
+            if (after[t] == i) name_fmt(taps[t], "%s", h);
     }
     if (!s && net->has_head) {
         name_fmt(prefix, "features.%d", net->arch.n_blocks + 1);
@@ -252,6 +259,203 @@ static void export_classifier(exporter *e, const ib_net *net, const char *featur
     og_attr_int(e->g, n, "transB", 1);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Segmentation heads (tasks/segment.c, tasks/seg_bifpn.c): the backbone up to the head's high-stride block
+// with its taps, then the head op for op, ending in the logits at the input size (ib_seg_forward with
+// upsample). Sizes are fixed, so every resize's target is known here.
+
+// The spatial size a conv gives with conv_attrs' padding.
+static int conv_out_size(int in, const ib_conv *c) {
+    int pad = c->dilation * (c->k - 1) / 2;
+    return (in + 2 * pad - c->dilation * (c->k - 1) - 1) / c->stride + 1;
+}
+
+// The size of the value after the stem (after = -1) or after block `after` for an h x w input.
+static void feature_size(const ib_net *net, int after, int h, int w, int *ho, int *wo) {
+    h = conv_out_size(h, &net->stem.conv), w = conv_out_size(w, &net->stem.conv);
+    for (int i = 0; i <= after; i++) {
+        const ib_block *b = &net->blocks[i];
+        if (b->cfg.op == IB_BLOCK_SKIP) continue;
+        for (int k = 0; k < b->n_stages; k++)
+            h = conv_out_size(h, &b->stages[k].conv), w = conv_out_size(w, &b->stages[k].conv);
+        h = conv_out_size(h, &b->project), w = conv_out_size(w, &b->project);
+    }
+    *ho = h, *wo = w;
+}
+
+// The scale runtimes turn back into `out` pixels: ONNX Runtime's kernel takes floor(in * scale) in float,
+// ONNX's shape inference in double, so out / in is rounded up until both give out exactly (10 / 3 as a
+// float is 3.33333325, and 3 x that in double is 9.99999976: 9 pixels).
+static float resize_scale(int in, int out) {
+    float s = (float)out / (float)in;
+    while ((int64_t)(s * (float)in) < out || (int64_t)((double)s * in) < out) s = nextafterf(s, INFINITY);
+    return s;
+}
+
+// x (N, C, h, w) resized to ho x wo as core/resize.c does. Bilinear there is torch's align_corners=False:
+// src = (dst + 0.5) * in / out - 0.5 for every length, clamped to the input, which is ONNX's "half_pixel"
+// ("pytorch_half_pixel" differs only for an output of length 1, where it takes 0); nearest is
+// src = floor(dst * in / out), ONNX's "asymmetric" with nearest_mode "floor". The target goes in as scales, which hold no batch size, so a
+// dynamic batch works. Returns the result's name: x itself when the size does not change (core's
+// resizes copy then).
+static const char *resize(exporter *e, const char *x, int h, int w, int ho, int wo, int bilinear, const char *out) {
+    if (h == ho && w == wo) return x;
+    char nm[NAME_MAX_LEN];
+    const float sc[4] = {1.0f, 1.0f, resize_scale(h, ho), resize_scale(w, wo)};
+    const char *scales = og_initializer(e->g, join(nm, out, "scales"), 1, (int64_t[]){4}, sc);
+    // roi is an input to fill before opset 13 (unused by these modes): an empty tensor, made once
+    const char *roi = NULL;
+    if (e->opset < 13) roi = e->have_empty_roi++ ? "const.empty" : og_initializer(e->g, "const.empty", 1, (int64_t[]){0}, sc);
+    og_node *n = og_add_node(e->g, "Resize", 3, (const char *[]){x, roi, scales}, out);
+    og_attr_str(e->g, n, "mode", bilinear ? "linear" : "nearest");
+    og_attr_str(e->g, n, "coordinate_transformation_mode", bilinear ? "half_pixel" : "asymmetric");
+    if (!bilinear) og_attr_str(e->g, n, "nearest_mode", "floor");
+    return out;
+}
+
+static void concat(exporter *e, int n, const char *const *x, const char *out) {
+    og_attr_int(e->g, og_add_node(e->g, "Concat", n, x, out), "axis", 1);
+}
+
+// A depthwise-separable piece (ib_seg_sep_init): "<prefix>.dw" then "<prefix>.pw", each conv-BN-ReLU.
+static ib_status separable(exporter *e, const ib_cba *dw, const ib_cba *pw, const char *x, const char *prefix,
+                           char *out) {
+    char nm[NAME_MAX_LEN], h[NAME_MAX_LEN];
+    ib_status s = cba(e, dw, x, join(nm, prefix, "dw"), h);
+    return s ? s : cba(e, pw, h, join(nm, prefix, "pw"), out);
+}
+
+// Fast normalised fusion (ib_weighted_sum) of n values. The weights are constants of the checkpoint, so the
+// coefficients relu(w_i) / (eps + sum_j relu(w_j)) are computed here as ibnas computes them (in double,
+// rounded to float) and the graph holds Mul(x_i, a_i) per input and a Sum. Initializers "<w's module>.a<i>",
+// the result "<w's module>" ("seg.bifpn.0.td.1.fuse").
+static void fuse(exporter *e, int n, const char *const *x, const ib_tensor *w, char *out) {
+    IB_ASSERT(n >= 1 && n < IB_MAX_INPUTS && ib_numel(w) == n, "fuse: %d inputs, %lld weights", n, (long long)ib_numel(w));
+    double a[IB_MAX_INPUTS];
+    ib_weighted_sum_coeffs(w->data, n, IB_SEG_FUSE_EPS, a);
+    char prefix[NAME_MAX_LEN], prod[IB_MAX_INPUTS][NAME_MAX_LEN], nm[NAME_MAX_LEN];
+    const char *in[IB_MAX_INPUTS];
+    name_fmt(prefix, "%s", w->name);
+    char *dot = strrchr(prefix, '.');
+    if (dot) *dot = 0;
+    for (int i = 0; i < n; i++) {
+        name_fmt(nm, "%s.a%d", prefix, i);
+        name_fmt(prod[i], "%s.x%d", prefix, i);
+        og_add_node(e->g, "Mul", 2, (const char *[]){x[i], og_scalar(e->g, nm, (float)a[i])}, prod[i]);
+        in[i] = prod[i];
+    }
+    og_add_node(e->g, "Sum", n, in, prefix);
+    set_name(out, prefix);
+}
+
+// The 1x1 classifier (with bias) at the low stride, then the bilinear resize to the input size: `out`.
+static void seg_classifier(exporter *e, const ib_seg_head *hd, const char *x, int h, int w, int H, int W,
+                           const char *out) {
+    int same = h == H && w == W;
+    conv_plain(e, &hd->cls, x, "seg.classifier", same ? out : "seg.classifier");
+    if (!same) resize(e, "seg.classifier", h, w, H, W, 1, out);
+}
+
+// DeepLabv3+-lite (ib_seg_head_forward): taps[0] the low-level feature, taps[1] the ASPP's input.
+static ib_status export_deeplab(exporter *e, const ib_seg_head *hd, char (*taps)[NAME_MAX_LEN], const int *th,
+                                const int *tw, int H, int W, const char *out) {
+    const char *lo = taps[0], *hi = taps[1];
+    char br[4][NAME_MAX_LEN], a[NAME_MAX_LEN], l[NAME_MAX_LEN], nm[NAME_MAX_LEN];
+    ib_status s = cba(e, &hd->aspp_1x1, hi, "seg.aspp.0", br[0]);
+    for (int i = 0; !s && i < 2; i++) {   // the dilated depthwise branches: dilation is conv_attrs'
+        name_fmt(nm, "seg.aspp.%d", i + 1);
+        s = separable(e, &hd->aspp_dw[i], &hd->aspp_pw[i], hi, nm, br[1 + i]);
+    }
+    if (s) return s;
+    og_add_node(e->g, "GlobalAveragePool", 1, (const char *[]){hi}, "seg.aspp.pool.avg");
+    if ((s = cba(e, &hd->aspp_pool, "seg.aspp.pool.avg", "seg.aspp.pool", nm))) return s;
+    // from 1 x 1: the bilinear resize broadcasts the vector over the map (every source position clamps to it)
+    set_name(br[3], resize(e, nm, 1, 1, th[1], tw[1], 1, "seg.aspp.pool.up"));
+    concat(e, 4, (const char *[]){br[0], br[1], br[2], br[3]}, "seg.aspp.concat");
+    if ((s = cba(e, &hd->aspp_proj, "seg.aspp.concat", "seg.aspp.project", a))) return s;
+    set_name(a, resize(e, a, th[1], tw[1], th[0], tw[0], 1, "seg.aspp.up"));
+    if ((s = cba(e, &hd->low_reduce, lo, "seg.decoder.reduce", l))) return s;
+    concat(e, 2, (const char *[]){a, l}, "seg.decoder.concat");
+    if ((s = separable(e, &hd->dec_dw, &hd->dec_pw, "seg.decoder.concat", "seg.decoder.fuse", nm))) return s;
+    seg_classifier(e, hd, nm, th[0], tw[0], H, W, out);
+    return IB_OK;
+}
+
+// One BiFPN node (tasks/seg_bifpn.c): the fusion of its k inputs, then the separable 3x3.
+static ib_status bifpn_node(exporter *e, const ib_seg_bifpn_node *nd, int k, const char *const *x,
+                            const char *prefix, char *out) {
+    char f[NAME_MAX_LEN];
+    fuse(e, k, x, nd->fuse, f);
+    return separable(e, &nd->dw, &nd->pw, f, prefix, out);
+}
+
+// BiFPN (ib_seg_bifpn_forward): taps[l] the level-l feature, finest first.
+static ib_status export_bifpn(exporter *e, const ib_seg_head *hd, char (*taps)[NAME_MAX_LEN], const int *th,
+                              const int *tw, int H, int W, const char *out) {
+    const int L = hd->levels;
+    char p[IB_SEG_BIFPN_MAX_LEVELS][NAME_MAX_LEN], td[IB_SEG_BIFPN_MAX_LEVELS][NAME_MAX_LEN];
+    char pre[NAME_MAX_LEN], nm[NAME_MAX_LEN], nm2[NAME_MAX_LEN];
+    ib_status s = IB_OK;
+    for (int l = 0; !s && l < L; l++) {
+        name_fmt(pre, "seg.bifpn.lateral.%d", l);
+        s = cba(e, &hd->lateral[l], taps[l], pre, p[l]);
+    }
+    for (int r = 0; !s && r < hd->cfg.repeats; r++) {
+        const ib_seg_bifpn_layer *ly = &hd->bifpn[r];
+        // top-down: the coarser output upsampled nearest to this level's size
+        name_fmt(td[L - 1], "%s", p[L - 1]);
+        for (int l = L - 2; !s && l >= 0; l--) {
+            name_fmt(pre, "seg.bifpn.%d.td.%d", r, l);
+            name_fmt(nm, "%s.up", pre);
+            const char *up = resize(e, td[l + 1], th[l + 1], tw[l + 1], th[l], tw[l], 0, nm);
+            s = bifpn_node(e, &ly->td[l], 2, (const char *[]){p[l], up}, pre, td[l]);
+        }
+        // bottom-up: the finer output max-pooled (3x3, stride 2, padding 1), resized nearest if its size differs
+        char o[IB_SEG_BIFPN_MAX_LEVELS][NAME_MAX_LEN];
+        name_fmt(o[0], "%s", td[0]);
+        for (int l = 1; !s && l < L; l++) {
+            name_fmt(pre, "seg.bifpn.%d.up.%d", r, l);
+            name_fmt(nm, "%s.down", pre);
+            og_node *n = og_add_node(e->g, "MaxPool", 1, (const char *[]){o[l - 1]}, nm);
+            og_attr_ints(e->g, n, "kernel_shape", 2, (int64_t[]){3, 3});
+            og_attr_ints(e->g, n, "strides", 2, (int64_t[]){2, 2});
+            og_attr_ints(e->g, n, "pads", 4, (int64_t[]){1, 1, 1, 1});
+            int mh = (th[l - 1] - 1) / 2 + 1, mw = (tw[l - 1] - 1) / 2 + 1;
+            name_fmt(nm2, "%s.down.resize", pre);
+            const char *down = resize(e, nm, mh, mw, th[l], tw[l], 0, nm2);
+            s = l < L - 1 ? bifpn_node(e, &ly->up[l], 3, (const char *[]){p[l], td[l], down}, pre, o[l])
+                          : bifpn_node(e, &ly->up[l], 2, (const char *[]){p[l], down}, pre, o[l]);
+        }
+        for (int l = 0; l < L; l++) name_fmt(p[l], "%s", o[l]);
+    }
+    if (s) return s;
+    // every level's output upsampled bilinearly to the finest and fused, then the classifier
+    char up[IB_SEG_BIFPN_MAX_LEVELS][NAME_MAX_LEN], f[NAME_MAX_LEN];
+    const char *in[IB_SEG_BIFPN_MAX_LEVELS];
+    for (int l = 0; l < L; l++) {
+        name_fmt(nm, "seg.bifpn.merge.%d.up", l);
+        set_name(up[l], resize(e, p[l], th[l], tw[l], th[0], tw[0], 1, nm));
+        in[l] = up[l];
+    }
+    fuse(e, L, in, hd->merge, f);
+    seg_classifier(e, hd, f, th[0], tw[0], H, W, out);
+    return IB_OK;
+}
+
+// The segmenter (ib_seg_forward, upsample on) on an H x W input: logits (N, classes, H, W) as `out`.
+static ib_status export_segmenter(exporter *e, const ib_net *net, const ib_seg_head *hd, int H, int W,
+                                  const char *out) {
+    int bifpn = hd->levels > 0, n = bifpn ? hd->levels : 2;
+    int after[IB_SEG_BIFPN_MAX_LEVELS] = {hd->low_block, hd->high_block}, th[IB_SEG_BIFPN_MAX_LEVELS],
+        tw[IB_SEG_BIFPN_MAX_LEVELS];
+    if (bifpn) memcpy(after, hd->level_block, sizeof(int) * (size_t)n);
+    for (int t = 0; t < n; t++) feature_size(net, after[t], H, W, &th[t], &tw[t]);
+    char taps[IB_SEG_BIFPN_MAX_LEVELS][NAME_MAX_LEN], features[NAME_MAX_LEN];
+    ib_status s = export_features(e, net, "input", features, n, after, taps);
+    if (s) return s;
+    return bifpn ? export_bifpn(e, hd, taps, th, tw, H, W, out) : export_deeplab(e, hd, taps, th, tw, H, W, out);
+}
+
 ib_status ib_model_export(const ib_model *m, const char *path, const ib_export_opts *opts, ib_export_report *r) {
     ib_export_opts def;
     if (!opts) ib_export_opts_default(&def), opts = &def;
@@ -263,47 +467,66 @@ ib_status ib_model_export(const ib_model *m, const char *path, const ib_export_o
         return ib_fail(IB_ERR_ARG, "%s: ONNX opset %d is not supported (%d to %d)", path, opts->opset, OPSET_MIN,
                        OPSET_MAX);
     const ib_net *net = &m->net;
-    int res = opts->res > 0 ? opts->res : net->arch.input;
-    if (opts->res < 0 || res < 8 || res > 4096)
-        return ib_fail(IB_ERR_ARG, "%s: input resolution %d (must be 8 to 4096)", path, opts->res ? opts->res : res);
+    const ib_seg_head *seg = m->seg;
+    // The input size: --res (square), else what the model was trained at (a segmenter's in_h x in_w).
+    int H = net->arch.input, W = net->arch.input;
+    if (seg && seg->cfg.in_h > 0 && seg->cfg.in_w > 0) H = seg->cfg.in_h, W = seg->cfg.in_w;
+    if (opts->res > 0) H = W = opts->res;
+    if (opts->res < 0 || H < 8 || H > 4096 || W < 8 || W > 4096)
+        return ib_fail(IB_ERR_ARG, "%s: input size %dx%d (each side must be 8 to 4096)", path, opts->res ? opts->res : H,
+                       opts->res ? opts->res : W);
     if (opts->batch < 0) return ib_fail(IB_ERR_ARG, "%s: batch %d (a positive size, or 0 for dynamic)", path, opts->batch);
-    if (m->seg)   // the heads' resizes, pooling and fusions have no ONNX writer yet
-        return ib_fail(IB_ERR_ARG, "%s: a segmentation network (%s head) is not exported yet; only classify "
-                       "networks are", path, m->seg->cfg.kind);
-    if (strcmp(net->arch.task, "classify") != 0)
-        return ib_fail(IB_ERR_ARG, "%s: the model's task is '%s'; only classify networks are exported so far", path,
+    if (!seg && strcmp(net->arch.task, "classify") != 0)
+        return ib_fail(IB_ERR_ARG, "%s: the model's task is '%s'; classify and segment networks are exported", path,
                        net->arch.task);
 
     exporter e = {.opset = opts->opset, .keep_bn = opts->keep_bn};
     if (!(e.g = og_new(net->arch.name))) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     int64_t batch = opts->batch > 0 ? opts->batch : -1;
-    og_input(e.g, "input", 4, (int64_t[]){batch, 3, res, res}, "N");
+    og_input(e.g, "input", 4, (int64_t[]){batch, 3, H, W}, "N");
     char features[NAME_MAX_LEN];
-    ib_status s = export_features(&e, net, "input", features);
-    if (!s) {
-        export_classifier(&e, net, features, "logits");
+    ib_status s;
+    if (seg) {
+        s = export_segmenter(&e, net, seg, H, W, "logits");
+        og_output(e.g, "logits", 4, (int64_t[]){batch, seg->classes, H, W}, "N");
+    } else {
+        s = export_features(&e, net, "input", features, 0, NULL, NULL);
+        if (!s) export_classifier(&e, net, features, "logits");
         og_output(e.g, "logits", 2, (int64_t[]){batch, net->arch.classes}, "N");
+    }
+    if (!s) {
         char *arch = ib_arch_to_json(&net->arch);
         char buf[NAME_MAX_LEN];
         og_meta(e.g, "ibnas.format", "ibnas-onnx");
         og_meta(e.g, "ibnas.version", IBNAS_VERSION_STRING);
-        og_meta(e.g, "ibnas.task", net->arch.task);
+        og_meta(e.g, "ibnas.task", seg ? "segment" : net->arch.task);
         og_meta(e.g, "ibnas.input_normalisation", input_norm);
-        name_fmt(buf, "%d", res);
+        if (H == W) name_fmt(buf, "%d", H);
+        else name_fmt(buf, "%dx%d", H, W);   // height x width
         og_meta(e.g, "ibnas.input_size", buf);
-        name_fmt(buf, "%d", net->arch.classes);
+        name_fmt(buf, "%d", seg ? seg->classes : net->arch.classes);
         og_meta(e.g, "ibnas.classes", buf);
         og_meta(e.g, "ibnas.batchnorm", opts->keep_bn ? "kept" : "folded");
         if (arch) og_meta(e.g, "ibnas.arch", arch);
         free(arch);
-        og_set_doc(e.g, "exported by ibnas: input 'input' (batch, 3, H, W) normalised as metadata "
-                        "'ibnas.input_normalisation' says, output 'logits' (batch, classes)");
+        if (seg) {
+            char *head = ib_seg_head_cfg_to_json(&seg->cfg);
+            if (head) og_meta(e.g, "ibnas.seg_head", head);
+            free(head);
+            og_set_doc(e.g, "exported by ibnas: input 'input' (batch, 3, H, W) normalised as metadata "
+                            "'ibnas.input_normalisation' says, output 'logits' (batch, classes, H, W), per-pixel "
+                            "class scores before softmax");
+        } else {
+            og_set_doc(e.g, "exported by ibnas: input 'input' (batch, 3, H, W) normalised as metadata "
+                            "'ibnas.input_normalisation' says, output 'logits' (batch, classes)");
+        }
         int64_t bytes = 0;
         s = og_write(e.g, path, opts->opset, IBNAS_VERSION_STRING, &bytes);
         if (!s && r) {
             r->nodes = og_node_count(e.g);
             r->initializers = og_initializer_count(e.g);
             r->bytes = bytes;
+            r->height = H, r->width = W;
         }
     }
     og_free(e.g);

@@ -160,6 +160,12 @@ void og_attr_float(og_graph *g, og_node *n, const char *name, float v) {
     if (a) a->has_f = 1, a->f = v;
 }
 
+void og_attr_str(og_graph *g, og_node *n, const char *name, const char *v) {
+    Onnx__AttributeProto *a = add_attr(g, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    char *d = a ? og_strdup(g, v) : NULL;
+    if (d) a->has_s = 1, a->s.len = strlen(d), a->s.data = (uint8_t *)d;
+}
+
 void og_attr_ints(og_graph *g, og_node *n, const char *name, int count, const int64_t *v) {
     Onnx__AttributeProto *a = add_attr(g, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     if (!a) return;

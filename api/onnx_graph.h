@@ -26,6 +26,7 @@ og_node *og_add_node(og_graph *g, const char *op, int n, const char *const *inpu
 void og_attr_int(og_graph *g, og_node *n, const char *name, int64_t v);
 void og_attr_float(og_graph *g, og_node *n, const char *name, float v);
 void og_attr_ints(og_graph *g, og_node *n, const char *name, int count, const int64_t *v);
+void og_attr_str(og_graph *g, og_node *n, const char *name, const char *v);
 
 // Graph inputs and outputs: float32 tensors; a dimension < 0 is symbolic, named by `dyn` ("N").
 void og_input(og_graph *g, const char *name, int ndim, const int64_t *dims, const char *dyn);

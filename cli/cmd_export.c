@@ -9,8 +9,10 @@ static const char *usage_text =
     "                    [--keep-bn]\n\n"
     "Writes the checkpoint's eval-mode network (BN running statistics, no dropout) as an ONNX model: input\n"
     "'input' (batch, 3, R, R) normalised as ibnas normalises images (ImageNet mean and std, in the model's\n"
-    "metadata), output 'logits' (batch, classes). BN is folded into the convolutions unless --keep-bn.\n"
-    "ONNX Runtime gives the logits ibnas infer gives (docs/EXPORT.md).\n";
+    "metadata), output 'logits' (batch, classes). A segmentation checkpoint (train --task segment, either\n"
+    "head) is written whole: input (batch, 3, H, W) at the size it was trained at (--res R: R x R), output\n"
+    "'logits' (batch, classes, H, W). BN is folded into the convolutions unless --keep-bn.\n"
+    "ONNX Runtime gives the logits ibnas gives (docs/EXPORT.md).\n";
 
 int cmd_export(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *format = "onnx", *batch = "1";
@@ -54,15 +56,22 @@ int cmd_export(int argc, char **argv) {
     ib_export_report er;
     s = ib_model_export(m, out, &o, &er);
     if (!s) {
-        int rr = res > 0 ? res : ib_model_input_size(m);
+        int seg = !strcmp(ib_model_task(m), "segment");
+        char shape[96], res_json[16];
+        if (er.height == er.width) snprintf(res_json, sizeof res_json, "%d", er.height);
+        else snprintf(res_json, sizeof res_json, "null");   // not square: height and width say it
+        if (seg) snprintf(shape, sizeof shape, "(batch, %d, %d, %d)", ib_model_classes(m), er.height, er.width);
+        else snprintf(shape, sizeof shape, "(batch, %d)", ib_model_classes(m));
         if (json)
-            printf("{\"out\": \"%s\", \"format\": \"%s\", \"opset\": %d, \"res\": %d, \"batch\": %s%s%s, "
-                   "\"keep_bn\": %s, \"nodes\": %d, \"initializers\": %d, \"bytes\": %lld}\n",
-                   out, format, opset, rr, o.batch ? "" : "\"", o.batch ? batch : "dynamic", o.batch ? "" : "\"",
-                   keep_bn ? "true" : "false", er.nodes, er.initializers, (long long)er.bytes);
-        fprintf(stderr, "ibnas export: %s -> %s (%s opset %d, %dx%d, batch %s, BN %s): %d nodes, %d initializers, %lld bytes\n",
-                model, out, format, opset, rr, rr, o.batch ? batch : "dynamic", keep_bn ? "kept" : "folded", er.nodes,
-                er.initializers, (long long)er.bytes);
+            printf("{\"out\": \"%s\", \"format\": \"%s\", \"opset\": %d, \"task\": \"%s\", \"res\": %s, \"height\": %d, "
+                   "\"width\": %d, \"batch\": %s%s%s, \"keep_bn\": %s, \"nodes\": %d, \"initializers\": %d, \"bytes\": %lld}\n",
+                   out, format, opset, ib_model_task(m), res_json, er.height, er.width,
+                   o.batch ? "" : "\"", o.batch ? batch : "dynamic", o.batch ? "" : "\"", keep_bn ? "true" : "false",
+                   er.nodes, er.initializers, (long long)er.bytes);
+        fprintf(stderr, "ibnas export: %s -> %s (%s opset %d, %s, input %dx%d, batch %s, BN %s, logits %s): %d nodes, "
+                "%d initializers, %lld bytes\n", model, out, format, opset, seg ? "segmentation network and its head" :
+                "classifier", er.height, er.width, o.batch ? batch : "dynamic", keep_bn ? "kept" : "folded", shape,
+                er.nodes, er.initializers, (long long)er.bytes);
     }
     ib_model_free(m);
     return s ? cli_report("export", s) : 0;

@@ -337,6 +337,9 @@ ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s);
 // Fast normalised fusion (EfficientDet's BiFPN): y = sum_i a_i xs[i], a_i = relu(w_i) / (eps + sum_j relu(w_j)).
 // xs[i]: same shape (n <= IB_MAX_INPUTS - 1), w: (n) -> y like xs[0]. dw is 0 where w_i <= 0 (relu's kink).
 ib_tensor *ib_weighted_sum(ib_ctx *ctx, int n, ib_tensor *const *xs, ib_tensor *w, float eps);
+// The coefficients ib_weighted_sum applies, a_i = relu(w_i) / (eps + sum_j relu(w_j)) in double (the sum
+// uses a_i rounded to float); returns the denominator. a: n doubles. The ONNX exporter folds them.
+double ib_weighted_sum_coeffs(const float *w, int n, float eps, double *a);
 // Concatenation along dim 1. xs[i]: (N, Ci, H, W) -> (N, sum Ci, H, W)
 ib_tensor *ib_concat(ib_ctx *ctx, int n, ib_tensor *const *xs);
 

@@ -152,8 +152,7 @@ ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s) {
 // ---------------------------------------------------------------------------------------------
 // Fast normalised fusion (EfficientDet's BiFPN): y = sum_i a_i x_i, a_i = relu(w_i) / (eps + sum_j relu(w_j))
 
-// The normalised weights a (n) from w; returns the denominator eps + sum relu(w).
-static double fuse_weights(const float *w, int n, float eps, double *a) {
+double ib_weighted_sum_coeffs(const float *w, int n, float eps, double *a) {
     double den = eps;
     for (int i = 0; i < n; i++) den += w[i] > 0.0f ? w[i] : 0.0f;
     for (int i = 0; i < n; i++) a[i] = (w[i] > 0.0f ? w[i] : 0.0f) / den;
@@ -168,7 +167,7 @@ static void weighted_sum_backward(ib_ctx *ctx, ib_node *node) {
     const float *dy = node->out->grad;
     const int64_t m = ib_numel(node->out);
     double a[IB_MAX_INPUTS], dot[IB_MAX_INPUTS];
-    const double den = fuse_weights(wt->data, n, eps, a);
+    const double den = ib_weighted_sum_coeffs(wt->data, n, eps, a);
     for (int i = 0; i < n; i++) {
         ib_tensor *x = node->in[i];
         if (x->requires_grad) {
@@ -205,7 +204,7 @@ ib_tensor *ib_weighted_sum(ib_ctx *ctx, int n, ib_tensor *const *xs, ib_tensor *
         IB_ASSERT(ib_is_contiguous(xs[i]), "weighted_sum: contiguous inputs");
     }
     double a[IB_MAX_INPUTS];
-    fuse_weights(w->data, n, eps, a);
+    ib_weighted_sum_coeffs(w->data, n, eps, a);
     float af[IB_MAX_INPUTS];
     for (int i = 0; i < n; i++) af[i] = (float)a[i];
     ib_tensor *y = ib_tensor_like(ctx, xs[0]);

@@ -122,7 +122,8 @@ IBNAS_API ib_status ib_model_forward(ib_model *m, const float *x, int n, int h, 
 typedef struct ib_export_opts {
     const char *format;   // "onnx" (the only one so far)
     int opset;            // ONNX operator set of the default domain, 11..21 (13)
-    int res;              // input height and width written into the file; 0: the model's input size
+    int res;              // input height and width written into the file; 0: the model's input size (a
+                          // segmentation model's: the height x width it was trained at)
     int batch;            // images per run written into the file (1); 0: dynamic, a dimension named "N"
     int keep_bn;          // 1: BatchNormalization nodes after the convs; 0: folded into their weights (0)
 } ib_export_opts;
@@ -131,11 +132,15 @@ IBNAS_API void ib_export_opts_default(ib_export_opts *o);
 typedef struct ib_export_report {
     int nodes, initializers;   // of the graph written
     int64_t bytes;             // the file's size
+    int height, width;         // the input size written
 } ib_export_report;
 // Writes the model as `path` (to PATH.tmp, then renamed): input "input" (batch, 3, res, res), normalised as
 // ib_model_forward's, output "logits" (batch, classes); the eval-mode network (BN running statistics, no
-// dropout), so a runtime gives ib_model_forward's logits. The arch JSON and the input normalisation go into
-// the file's metadata. opts NULL: ib_export_opts_default; r may be NULL.
+// dropout), so a runtime gives ib_model_forward's logits. A segmentation model ("segment") is written with
+// its head: input (batch, 3, H, W) at the size it was trained at (res, if given, makes it res x res),
+// output "logits" (batch, classes, H, W), the per-pixel scores its evaluation takes the argmax of. The arch
+// JSON and the input normalisation go into the file's metadata. opts NULL: ib_export_opts_default; r may be
+// NULL.
 IBNAS_API ib_status ib_model_export(const ib_model *m, const char *path, const ib_export_opts *opts,
                                     ib_export_report *r);
 

@@ -7,7 +7,6 @@
 
 #include <stdio.h>
 
-#define FUSE_EPS 1e-4f   // EfficientDet's epsilon in relu(w_i) / (eps + sum_j relu(w_j))
 
 static void node_init(ib_seg_bifpn_node *n, ib_params *ps, const char *prefix, int inputs, int width) {
     char name[128];
@@ -57,7 +56,7 @@ ib_status ib_seg_bifpn_register(ib_seg_head *head, ib_params *ps, const ib_arch 
 }
 
 static ib_tensor *node_forward(ib_ctx *ctx, const ib_seg_bifpn_node *n, int k, ib_tensor **in) {
-    ib_tensor *f = ib_weighted_sum(ctx, k, in, n->fuse, FUSE_EPS);
+    ib_tensor *f = ib_weighted_sum(ctx, k, in, n->fuse, IB_SEG_FUSE_EPS);
     return ib_cba_forward(ctx, &n->pw, ib_cba_forward(ctx, &n->dw, f));
 }
 
@@ -97,6 +96,6 @@ ib_tensor *ib_seg_bifpn_forward(ib_ctx *ctx, const ib_seg_head *head, ib_tensor 
         for (int l = 0; l < L; l++) p[l] = out[l];
     }
     for (int l = 1; l < L; l++) p[l] = ib_resize_bilinear(ctx, p[l], p[0]->shape[2], p[0]->shape[3]);
-    ib_tensor *z = ib_conv_forward(ctx, &head->cls, ib_weighted_sum(ctx, L, p, head->merge, FUSE_EPS));
+    ib_tensor *z = ib_conv_forward(ctx, &head->cls, ib_weighted_sum(ctx, L, p, head->merge, IB_SEG_FUSE_EPS));
     return H > 0 ? ib_resize_bilinear(ctx, z, H, W) : z;
 }

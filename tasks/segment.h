@@ -39,6 +39,7 @@ ib_status ib_seg_head_cfg_parse(ib_seg_head_cfg *c, const char *json, const char
 // BiFPN (EfficientDet): levels at strides low_stride, 2 low_stride, ..., high_stride, finest first.
 #define IB_SEG_BIFPN_MAX_LEVELS 5
 #define IB_SEG_BIFPN_MAX_REPEATS 8
+#define IB_SEG_FUSE_EPS 1e-4f   // EfficientDet's epsilon in relu(w_i) / (eps + sum_j relu(w_j)) (ib_weighted_sum)
 typedef struct ib_seg_bifpn_node {
     ib_tensor *fuse;                  // fast normalised fusion weights of its 2 or 3 inputs (ib_weighted_sum)
     ib_cba dw, pw;                    // then a depthwise-separable 3x3 (BN + ReLU after each conv)

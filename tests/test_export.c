@@ -368,27 +368,45 @@ static double max_abs(const float *a, int64_t n) {
     return m;
 }
 
-// Exports m with o, runs it in ONNX Runtime on n images of res and compares with ib_model_forward.
+// ibnas' own output for n images x (n, 3, h, w): ib_model_forward's logits, or a segmentation model's
+// (ib_seg_forward in eval mode, upsampled to h x w) into y (n * ib_model_classes(m) * h * w). 0 on success.
+static int ibnas_logits(ib_model *m, const float *x, int n, int h, int w, float *y) {
+    if (!m->seg) return ib_model_forward(m, x, n, h, w, y) != IB_OK;
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->training = 0;
+    ib_tensor *t = ib_tensor_new(ctx, 4, (int[]){n, 3, h, w});
+    memcpy(t->data, x, sizeof(float) * (size_t)ib_numel(t));
+    ib_tensor *z = ib_seg_forward(ctx, &m->net, m->seg, t, 1);
+    memcpy(y, z->data, sizeof(float) * (size_t)ib_numel(z));
+    ib_ctx_free(ctx);
+    return 0;
+}
+
+// Exports m with o, runs it in ONNX Runtime on n images of the size written and compares with ibnas' own
+// logits (a segmentation model's: every pixel's).
 static void parity(ib_model *m, const ib_export_opts *o, int n, const char *tag, double *diff, char *why, size_t whyn) {
-    int res = o->res > 0 ? o->res : ib_model_input_size(m), k = ib_model_classes(m);
     char path[600];
     snprintf(path, sizeof path, "%s/%s.onnx", test_tmpdir(), tag);
     *diff = INFINITY;
     why[0] = 0;
-    if (ib_model_export(m, path, o, NULL)) {
+    ib_export_report r;
+    if (ib_model_export(m, path, o, &r)) {
         snprintf(why, whyn, "%s: export: %s", tag, ib_errmsg());
         return;
     }
-    float *x = malloc(sizeof(float) * (size_t)n * 3 * res * res), *y = malloc(sizeof(float) * (size_t)n * k),
-          *z = malloc(sizeof(float) * (size_t)n * k);
-    fill_input(x, (int64_t)n * 3 * res * res, 11);
-    if (ib_model_forward(m, x, n, res, res, y)) snprintf(why, whyn, "%s: forward: %s", tag, ib_errmsg());
-    else if (!ort_run(path, x, n, res, res, z, k, why, whyn)) {
-        *diff = max_abs_diff(z, y, (int64_t)n * k);
-        printf("%s: max |logit| %.4g, max abs diff ONNX Runtime vs ibnas %.3g\n", tag, max_abs(y, (int64_t)n * k), *diff);
-        if (max_abs(y, (int64_t)n * k) < 0.1)
+    int h = r.height, w = r.width;
+    int64_t k = (int64_t)ib_model_classes(m) * (m->seg ? (int64_t)h * w : 1), all = n * k;
+    float *x = malloc(sizeof(float) * (size_t)n * 3 * h * w), *y = malloc(sizeof(float) * (size_t)all),
+          *z = malloc(sizeof(float) * (size_t)all);
+    fill_input(x, (int64_t)n * 3 * h * w, 11);
+    if (ibnas_logits(m, x, n, h, w, y)) snprintf(why, whyn, "%s: forward: %s", tag, ib_errmsg());
+    else if (!ort_run(path, x, n, h, w, z, (int)k, why, whyn)) {
+        *diff = max_abs_diff(z, y, all);
+        printf("%s: %dx%d, max |logit| %.4g, max abs diff ONNX Runtime vs ibnas %.3g over %lld logits\n", tag, h, w,
+               max_abs(y, all), *diff, (long long)all);
+        if (max_abs(y, all) < 0.1)
             snprintf(why, whyn, "%s: logits too small (max %g) for the comparison to mean anything", tag,
-                     max_abs(y, (int64_t)n * k)), *diff = INFINITY;
+                     max_abs(y, all)), *diff = INFINITY;
     }
     free(x), free(y), free(z);
 }
@@ -504,4 +522,273 @@ TEST(export_command_errors) {
     int named = err && strstr(err, "missing.h5");
     free(err);
     CHECK(rc == 1 && named, "a missing checkpoint gave exit %d without naming it", rc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segmentation networks: the backbone to the head's high stride, then the DeepLab or BiFPN head
+
+// A segmenter on the every-block arch (strides 4, 8, 16 after blocks 3, 5, 8; 40 px gives sizes 10, 5 and 3
+// there, so the resizes are not all 2x) with a small head of either kind, 5 classes, weights randomised as
+// above; BiFPN's fusion weights drawn away from equal shares and one of them negative (relu drops it).
+static ib_model *seg_model(const char *kind, int in_h, int in_w, uint64_t seed) {
+    ib_arch a;
+    IB_ASSERT(ib_arch_parse(&a, all_blocks_arch, "all_blocks") == IB_OK, "%s", ib_errmsg());
+    ib_seg_head_cfg c;
+    ib_seg_head_cfg_default(&c);
+    snprintf(c.kind, sizeof c.kind, "%s", kind);
+    c.aspp = 16, c.low = 8, c.decoder = 16, c.rates[0] = 2, c.rates[1] = 3;
+    c.width = 12, c.repeats = 2;
+    c.in_h = in_h, c.in_w = in_w;
+    ib_model *m = calloc(1, sizeof *m);
+    IB_ASSERT(m, "out of memory");
+    m->seg = calloc(1, sizeof *m->seg);
+    IB_ASSERT(m->seg, "out of memory");
+    IB_ASSERT(ib_seg_build(&m->net, m->seg, &a, 5, &c) == IB_OK, "%s", ib_errmsg());
+    ib_arch_free(&a);
+    ib_net_init_weights(&m->net, seed);
+    randomise(m, seed);
+    ib_rng r;
+    ib_rng_seed(&r, seed, 5);
+    for (int i = 0; i < m->net.ps.n; i++) {
+        ib_tensor *t = m->net.ps.t[i];
+        if (strstr(t->name, "fuse.weight") || strstr(t->name, "merge.weight"))
+            for (int64_t j = 0; j < ib_numel(t); j++) t->data[j] = 0.1f + 2.0f * ib_rng_uniform(&r);
+        if (!strcmp(t->name, "seg.classifier.weight"))
+            for (int64_t j = 0; j < ib_numel(t); j++) t->data[j] *= 3.0f;   // logits of order 1-10
+    }
+    if (m->seg->levels) m->seg->bifpn[0].td[0].fuse->data[1] = -0.5f;
+    return m;
+}
+
+// The nodes a segmenter's graph must hold, counted from the built network and head independently of the
+// exporter: the backbone as above without the classifier, a conv (+ BN) + ReLU per head stage (a lateral
+// has no activation), and the head's own ops: DeepLab's pooling, two concatenations, three resizes (the
+// pooled vector broadcast, the ASPP up to the low stride, the logits up to the input) and the classifier;
+// BiFPN's k Mul and a Sum per fusion of k inputs, a nearest resize before each top-down node, a MaxPool
+// before each bottom-up node, the coarser levels' resizes to the finest, the classifier and its resize.
+// (At 40 px every level differs from the next in size and the max-pooled sizes match the levels'.)
+static int expected_seg_nodes(const ib_model *m, int keep_bn, int opset) {
+    const ib_seg_head *h = m->seg;
+    int bn = keep_bn ? 1 : 0, n = expected_nodes(&m->net, keep_bn, opset) - 3;
+#define STAGE(c) (1 + bn + ((c)->act == IB_ACT_NONE ? 0 : 1))
+    if (!h->levels) {
+        const ib_cba *st[] = {&h->aspp_1x1, &h->aspp_dw[0], &h->aspp_pw[0], &h->aspp_dw[1], &h->aspp_pw[1],
+                              &h->aspp_pool, &h->aspp_proj, &h->low_reduce, &h->dec_dw, &h->dec_pw};
+        for (size_t i = 0; i < sizeof st / sizeof *st; i++) n += STAGE(st[i]);
+        return n + 1 + 2 + 3 + 1;
+    }
+    const int L = h->levels;
+    for (int l = 0; l < L; l++) n += STAGE(&h->lateral[l]);
+    for (int r = 0; r < h->cfg.repeats; r++) {
+        for (int l = 0; l < L - 1; l++) n += 1 + 2 + 1 + STAGE(&h->bifpn[r].td[l].dw) + STAGE(&h->bifpn[r].td[l].pw);
+        for (int l = 1; l < L; l++)
+            n += 1 + (l < L - 1 ? 3 : 2) + 1 + STAGE(&h->bifpn[r].up[l].dw) + STAGE(&h->bifpn[r].up[l].pw);
+    }
+#undef STAGE
+    return n + (L - 1) + L + 1 + 1 + 1;
+}
+
+static const char *attr_str(const Onnx__NodeProto *n, const char *name, char *buf, size_t len) {
+    for (size_t a = 0; a < n->n_attribute; a++)
+        if (!strcmp(n->attribute[a]->name, name)) {
+            snprintf(buf, len, "%.*s", (int)n->attribute[a]->s.len, (const char *)n->attribute[a]->s.data);
+            return buf;
+        }
+    return "";
+}
+
+static float init_scalar(const Onnx__ModelProto *mp, const char *name) {
+    const Onnx__TensorProto *t = find_init(mp, name);
+    float v = NAN;
+    if (t && t->raw_data.len == 4) memcpy(&v, t->raw_data.data, 4);
+    return v;
+}
+
+// Resize nodes: linear ones must be torch's align_corners=False (half_pixel), nearest ones floor of
+// dst * in / out (asymmetric, floor); *nearest counts the latter. Before opset 13 each has the empty roi.
+static int resizes_ok(const Onnx__ModelProto *mp, int opset, int *nearest, char *why, size_t whyn) {
+    char a[64], b[64], c[64];
+    *nearest = 0;
+    for (size_t i = 0; i < mp->graph->n_node; i++) {
+        const Onnx__NodeProto *n = mp->graph->node[i];
+        if (strcmp(n->op_type, "Resize")) continue;
+        const char *mode = attr_str(n, "mode", a, sizeof a), *ctm = attr_str(n, "coordinate_transformation_mode", b, sizeof b);
+        int lin = !strcmp(mode, "linear") && !strcmp(ctm, "half_pixel");
+        int nea = !strcmp(mode, "nearest") && !strcmp(ctm, "asymmetric") &&
+                  !strcmp(attr_str(n, "nearest_mode", c, sizeof c), "floor");
+        int roi = opset < 13 ? n->n_input == 3 && !strcmp(n->input[1], "const.empty") : n->n_input == 3 && !n->input[1][0];
+        if ((!lin && !nea) || !roi) {
+            snprintf(why, whyn, "Resize %s: mode %s, coordinate_transformation_mode %s, roi '%s'", n->name, mode, ctm,
+                     n->n_input > 1 ? n->input[1] : "(none)");
+            return 0;
+        }
+        *nearest += nea;
+    }
+    return 1;
+}
+
+TEST(export_segmenter_parses_back) {
+    // DeepLab at its training size 40x37 (non-square, odd), BN folded, opset 13, batch 1
+    ib_model *m = seg_model("deeplab", 40, 37, 3);
+    char path[600], why[2048] = "";
+    snprintf(path, sizeof path, "%s/seg_deeplab.onnx", test_tmpdir());
+    ib_export_report r;
+    ib_status s = ib_model_export(m, path, NULL, &r);
+    if (s) ib_model_free(m);
+    CHECK(s == IB_OK, "%s", ib_errmsg());
+    Onnx__ModelProto *mp = parse(path);
+    int ok = 0, nearest = -1, expect = expected_seg_nodes(m, 0, 13), dil = 0, ses = 0;   // SE blocks pool too
+    for (int i = 0; i < m->net.arch.n_blocks; i++) ses += m->net.blocks[i].has_se;
+    for (size_t i = 0; mp && i < mp->graph->n_node; i++) {   // the rate-3 branch's depthwise conv
+        const Onnx__NodeProto *n = mp->graph->node[i];
+        if (strcmp(n->op_type, "Conv") || strcmp(n->input[1], "seg.aspp.2.dw.0.weight")) continue;
+        for (size_t a = 0; a < n->n_attribute; a++)
+            if (!strcmp(n->attribute[a]->name, "dilations")) dil = (int)n->attribute[a]->ints[0];
+    }
+    if (!mp) snprintf(why, sizeof why, "%s does not parse", path);
+    else if ((int)mp->graph->n_node != expect || r.nodes != expect || r.height != 40 || r.width != 37)
+        snprintf(why, sizeof why, "%zu nodes (report %d), expected %d; size %dx%d", mp->graph->n_node, r.nodes, expect,
+                 r.height, r.width);
+    else if (count_op(mp, "Resize") != 3 || count_op(mp, "Concat") != 2 || count_op(mp, "GlobalAveragePool") != 1 + ses ||
+             count_op(mp, "BatchNormalization") != 0)
+        snprintf(why, sizeof why, "Resize %d, Concat %d, GlobalAveragePool %d, BN %d (expected 3, 2, %d, 0)",
+                 count_op(mp, "Resize"), count_op(mp, "Concat"), count_op(mp, "GlobalAveragePool"),
+                 count_op(mp, "BatchNormalization"), 1 + ses);
+    else if (!resizes_ok(mp, 13, &nearest, why, sizeof why)) {
+    } else if (nearest != 0) snprintf(why, sizeof why, "%d nearest resizes in DeepLab", nearest);
+    else if (dil != 3) snprintf(why, sizeof why, "seg.aspp.2.dw dilation %d, expected 3", dil);
+    else if (!dims_are(mp->graph->input[0], 4, (int64_t[]){1, 3, 40, 37}, "N") ||
+             !dims_are(mp->graph->output[0], 4, (int64_t[]){1, 5, 40, 37}, "N") ||
+             strcmp(mp->graph->output[0]->name, "logits"))
+        snprintf(why, sizeof why, "graph input/output shapes");
+    else if (strcmp(meta(mp, "ibnas.task") ? meta(mp, "ibnas.task") : "", "segment") ||
+             strcmp(meta(mp, "ibnas.input_size") ? meta(mp, "ibnas.input_size") : "", "40x37") ||
+             !meta(mp, "ibnas.seg_head") || !strstr(meta(mp, "ibnas.seg_head"), "deeplab"))
+        snprintf(why, sizeof why, "metadata: task, input size or head");
+    else if (!find_init(mp, "seg.classifier.weight") || !find_init(mp, "seg.classifier.bias") ||
+             !find_init(mp, "seg.aspp.project.0.bias") || !find_init(mp, "seg.decoder.fuse.pw.0.weight"))
+        snprintf(why, sizeof why, "head initializers missing under the checkpoint's names");
+    else ok = 1;
+    if (mp) onnx__model_proto__free_unpacked(mp, NULL);
+    ib_model_free(m);
+    CHECK(ok, "deeplab: %s", why);
+
+    // BiFPN, BN kept, dynamic batch, opset 11 (Resize's roi input filled)
+    m = seg_model("bifpn", 0, 0, 4);
+    snprintf(path, sizeof path, "%s/seg_bifpn.onnx", test_tmpdir());
+    ib_export_opts o;
+    ib_export_opts_default(&o);
+    o.keep_bn = 1, o.batch = 0, o.opset = 11;
+    s = ib_model_export(m, path, &o, &r);
+    if (s) ib_model_free(m);
+    CHECK(s == IB_OK, "%s", ib_errmsg());
+    mp = parse(path);
+    const ib_seg_head *h = m->seg;
+    const int L = h->levels, R = h->cfg.repeats;
+    int fusions = R * (2 * L - 2) + 1, inputs = 0;   // Sum nodes: one per fusion; Mul nodes: one per input
+    for (int l = 0; l < L - 1; l++) inputs += 2;
+    for (int l = 1; l < L; l++) inputs += l < L - 1 ? 3 : 2;
+    inputs = inputs * R + L;
+    for (int i = 0; i < m->net.arch.n_blocks; i++) {   // the backbone's: SE's gate, h-swish as x * HardSigmoid(x)
+        const ib_block *b = &m->net.blocks[i];
+        inputs += b->has_se;
+        for (int k = 0; k < b->n_stages; k++) inputs += b->stages[k].act == IB_ACT_HSWISH;
+    }
+    inputs += m->net.stem.act == IB_ACT_HSWISH;
+    expect = expected_seg_nodes(m, 1, 11);
+    double a[3];
+    ib_weighted_sum_coeffs(h->bifpn[0].td[0].fuse->data, 2, IB_SEG_FUSE_EPS, a);
+    ok = 0;
+    if (!mp) snprintf(why, sizeof why, "%s does not parse", path);
+    else if ((int)mp->graph->n_node != expect || r.nodes != expect)
+        snprintf(why, sizeof why, "%zu nodes (report %d), expected %d", mp->graph->n_node, r.nodes, expect);
+    else if (L != 3 || count_op(mp, "Sum") != fusions || count_op(mp, "Mul") != inputs ||
+             count_op(mp, "MaxPool") != R * (L - 1) || count_op(mp, "Resize") != R * (L - 1) + (L - 1) + 1)
+        snprintf(why, sizeof why, "levels %d, Sum %d (expected %d), Mul %d (expected %d), MaxPool %d, Resize %d", L,
+                 count_op(mp, "Sum"), fusions, count_op(mp, "Mul"), inputs, count_op(mp, "MaxPool"), count_op(mp, "Resize"));
+    else if (!resizes_ok(mp, 11, &nearest, why, sizeof why)) {
+    } else if (nearest != R * (L - 1)) snprintf(why, sizeof why, "%d nearest resizes, expected %d", nearest, R * (L - 1));
+    else if (init_scalar(mp, "seg.bifpn.0.td.0.fuse.a1") != 0.0f ||
+             init_scalar(mp, "seg.bifpn.0.td.0.fuse.a0") != (float)a[0] || !(a[0] > 0.99 && a[0] < 1.0))
+        snprintf(why, sizeof why, "fusion coefficients %g, %g (expected %g, 0: the negative weight drops out)",
+                 init_scalar(mp, "seg.bifpn.0.td.0.fuse.a0"), init_scalar(mp, "seg.bifpn.0.td.0.fuse.a1"), a[0]);
+    else if (count_op(mp, "BatchNormalization") < 1 + 4 * R * (L - 1) + L ||
+             !find_init(mp, "seg.bifpn.1.up.2.pw.1.running_var") || !find_init(mp, "const.empty"))
+        snprintf(why, sizeof why, "BN nodes %d or initializers", count_op(mp, "BatchNormalization"));
+    else if (!dims_are(mp->graph->input[0], 4, (int64_t[]){-1, 3, 40, 40}, "N") ||
+             !dims_are(mp->graph->output[0], 4, (int64_t[]){-1, 5, 40, 40}, "N"))
+        snprintf(why, sizeof why, "graph input/output shapes");
+    else ok = 1;
+    if (mp) onnx__model_proto__free_unpacked(mp, NULL);
+    ib_model_free(m);
+    CHECK(ok, "bifpn: %s", why);
+}
+
+TEST(ort_segmenter_parity) {
+    if (!ort_ready()) SKIP("%s", ort_why);
+    double d[4];
+    char w[4][2048];
+    ib_export_opts o;
+    ib_model *m = seg_model("deeplab", 40, 37, 6);
+    ib_export_opts_default(&o);
+    o.batch = 2;
+    parity(m, &o, 2, "seg_deeplab_40x37", &d[0], w[0], sizeof w[0]);   // the training size, BN folded
+    o.res = 48, o.keep_bn = 1, o.batch = 0, o.opset = 11;              // --res, BN kept, dynamic, the roi input
+    parity(m, &o, 3, "seg_deeplab_48_keep_bn_dynamic_op11", &d[1], w[1], sizeof w[1]);
+    ib_model_free(m);
+    m = seg_model("bifpn", 0, 0, 7);
+    ib_export_opts_default(&o);
+    o.batch = 2;
+    parity(m, &o, 2, "seg_bifpn_40", &d[2], w[2], sizeof w[2]);
+    o.res = 37, o.keep_bn = 1, o.batch = 0, o.opset = 17;   // odd levels: 10, 5, 3
+    parity(m, &o, 3, "seg_bifpn_37_keep_bn_dynamic_op17", &d[3], w[3], sizeof w[3]);
+    ib_model_free(m);
+    for (int i = 0; i < 4; i++) CHECK(d[i] <= PARITY_TOL, "case %d: max abs diff %g > %g %s", i, d[i], PARITY_TOL, w[i]);
+}
+
+// A segmenter of each head trained two steps by the command on synthetic scenes, written by `ibnas export`,
+// against ib_seg_forward on the checkpoint it loaded.
+TEST(ort_segmenter_by_the_command) {
+    if (!ort_ready()) SKIP("%s", ort_why);
+    const char *bin = test_ibnas_bin(), *d = test_tmpdir();
+    if (access(bin, X_OK) != 0) SKIP("%s not built", bin);
+    const char *heads[2] = {"deeplab", "bifpn"};
+    char cmd[4096], data[600], ckpt[600], onnx[600], why[2048];
+    snprintf(data, sizeof data, "%s/seg_scenes.h5", d);
+    snprintf(cmd, sizeof cmd, "%s synth --out '%s' --n 16 --size 48 --seed 3 --threads 1 --quiet >/dev/null", bin, data);
+    CHECK(test_run(cmd, NULL, NULL) == 0, "synth failed");
+    for (int k = 0; k < 2; k++) {
+        snprintf(ckpt, sizeof ckpt, "%s/seg_cmd_%s.h5", d, heads[k]);
+        snprintf(onnx, sizeof onnx, "%s/seg_cmd_%s.onnx", d, heads[k]);
+        snprintf(cmd, sizeof cmd,
+                 "%s train --task segment --head %s --arch '%s' --data '%s' --out '%s' --epochs 1 --batch 8 --res 48 "
+                 "--max-steps 2 --warmup 0 --threads 1 --workers 1 --quiet && %s export --model '%s' --out '%s' --json",
+                 bin, heads[k], project_path("examples/archs/synth_small.arch.json"), data, ckpt, bin, ckpt, onnx);
+        char *out = NULL, *err = NULL;
+        int rc = test_run(cmd, &out, &err);
+        int said = out && strstr(out, "\"nodes\"") && strstr(out, "\"res\": 48") && err && strstr(err, "->") &&
+                   strstr(err, "48x48") && strstr(err, "(batch, 7, 48, 48)");
+        if (rc || !said) fprintf(stderr, "%s\n%s\n", out ? out : "", err ? err : "");
+        free(out), free(err);
+        CHECK(rc == 0 && said, "%s: train / export failed (%d) or did not say what it wrote", heads[k], rc);
+        ib_model *m;
+        CHECK(ib_model_load(&m, ckpt) == IB_OK, "%s", ib_errmsg());
+        int n = 2, res = 48, c = ib_model_classes(m);
+        int64_t all = (int64_t)n * c * res * res;
+        float *x = malloc(sizeof(float) * n * 3 * res * res), *y = malloc(sizeof(float) * all),
+              *z = malloc(sizeof(float) * all);
+        fill_input(x, (int64_t)n * 3 * res * res, 19);
+        int failed = ibnas_logits(m, x, n, res, res, y);
+        for (int i = 0; !failed && i < n; i++)   // batch 1 in the file: one image at a time
+            failed = ort_run(onnx, x + (int64_t)i * 3 * res * res, 1, res, res, z + i * (all / n), (int)(all / n), why,
+                             sizeof why);
+        double diff = failed ? INFINITY : max_abs_diff(z, y, all), big = max_abs(y, all);
+        printf("%s by the command: %d classes, max |logit| %.4g, max abs diff ONNX Runtime vs ibnas %.3g\n", heads[k],
+               c, big, diff);
+        free(x), free(y), free(z);
+        ib_model_free(m);
+        CHECK(!failed, "%s: %s", heads[k], why);
+        CHECK(big > 0.01, "%s: logits too small (max %g)", heads[k], big);
+        CHECK(diff <= PARITY_TOL, "%s: max abs diff %g > %g", heads[k], diff, PARITY_TOL);
+    }
 }
