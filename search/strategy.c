@@ -153,6 +153,7 @@ typedef struct run {
     const ib_space *sp;
     int L, maxc, *nc;                 // layers, the largest choice count, each layer's count
     int res, classes, T, P;
+    double t0, last_note;             // the run's start; the last progress line (ib_time_s)
     int has_task;                     // predictions of the task's network (cfg->lut_task)
     ib_lut_task task;
     int n_tracks;
@@ -322,10 +323,17 @@ static ib_status score_choice(run *r, const int *c, int *idx) {
     int64_t macs = 0;
     ib_status s = measure(r, c, -1, ms, &macs);
     if (s) return s;
+    double t = ib_time_s();
     if ((s = r->cfg->score(r->cfg->user, c, &score))) return s;
     if (!isfinite(score)) return ib_fail(IB_ERR_ARG, "the score function gave %g for subnet %d", score, r->n);
     if ((s = hist_append(r, c, score, ms, macs))) return s;
     *idx = r->n - 1;
+    double now = ib_time_s();
+    if (r->cfg->progress && now - r->last_note >= 60) {   // a generation on real data takes minutes: a line a minute
+        fprintf(stderr, "search: generation %d under way, %d subnets scored, %.1f s for the last, %.0f s\n", r->gen, r->n,
+                now - t, now - r->t0);
+        r->last_note = now;
+    }
     if (search_interrupted) return ib_fail(IB_ERR_INTERRUPTED, "interrupted after %d subnets scored", r->n);
     return IB_OK;
 }
@@ -1482,6 +1490,7 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
                 ib_search_strategy_name(cfg->strategy), r.sp->name, r.L, r.T, r.T > 1 ? "s" : "", r.n_tracks,
                 r.n_tracks > 1 ? "s" : "");
     if (cfg->progress && cfg->resume) fprintf(stderr, "search: resumed at generation %d, %d subnets scored\n", r.gen, r.n);
+    r.t0 = r.last_note = t0;
     int ran = 0;
     while (r.gen <= cfg->generations) {
         if (cfg->max_generations > 0 && ran >= cfg->max_generations) break;
@@ -1506,7 +1515,7 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
         }
         r.gen++, ran++;
         if ((s = state_save(&r, &r.cur, r.gen, state_path))) goto done;
-        if (cfg->progress) progress_line(&r, t0);
+        if (cfg->progress) progress_line(&r, t0), r.last_note = ib_time_s();
     }
     // TuNAS: the policy's argmax arch of each track, scored too (a cache hit when sampled before).
     if (!s && r.gen > cfg->generations && cfg->strategy == IB_SEARCH_TUNAS) {
