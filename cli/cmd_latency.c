@@ -7,8 +7,9 @@
 
 static const char *usage_text =
     "usage: ibnas latency profile  --space S --target cpu --res R --threads T --out LUT.csv [--repeats N]\n"
-    "                              [--classes C] [--calibrate N] [HEAD]\n"
-    "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv [HEAD]\n"
+    "                              [--classes C] [--calibrate N] [HEAD --head-classes C]\n"
+    "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv\n"
+    "                              [HEAD --head-classes C]\n"
     "       ibnas latency predict  --lut [NAME=]LUT.csv --arch A [--res R] [HEAD --classes C] [--verbose] [--json]\n"
     "       ibnas latency measure  --arch A --res R --threads T [--repeats N] [HEAD --classes C] [--json]\n"
     "       ibnas latency validate --lut LUT.csv --space S --samples N --threads T [--res R] [--seed K]\n"
@@ -56,6 +57,7 @@ static int do_profile(int argc, char **argv) {
         {"--calibrate", F_INT, &o.calibrate, "subnets timed whole to fit the table's correction (default 10; 0: none)"},
         {"--save-every", F_INT, &o.save_every, "rows between rewrites of the table (default 20)"},
         HEAD_FLAGS(o.head),
+        {"--head-classes", F_INT, &o.head.classes, "the task head's classes (default: --classes)"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
         {"--quiet", F_BOOL, &quiet, "no progress bar"},
         {NULL, 0, NULL, NULL},
@@ -91,6 +93,7 @@ static int do_model(int argc, char **argv) {
         {"--out", F_STR, &out, "the table to write (required)"},
         {"--classes", F_INT, &classes, "the head row's classes (default: the space's)"},
         HEAD_FLAGS(head),
+        {"--head-classes", F_INT, &head.classes, "the task head's classes (default: --classes)"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
         {NULL, 0, NULL, NULL},
     };
