@@ -165,7 +165,23 @@ ib_status ib_lut_predict_detail_head(const ib_lut *t, const char *arch, const ib
         return s;
     }
     ib_lut_correction c;
-    if ((p->corrected = ib_lut_get_correction(t, p->res, &c))) p->a = c.a, p->b = c.b, p->c = c.c;
+    ib_lut_parts parts;
+    if ((p->corrected = ib_lut_get_correction(t, p->res, &c)) && !(s = ib_lut_predict_parts(t, &a, p->res, tk, &parts))) {
+        p->a = c.a, p->b = c.b, p->c = c.c;
+        for (int o = 0; o < IB_LUT_N_OPS; o++)
+            for (int d = 0; d < 2; d++) {
+                double coef = d ? c.db[o] : c.da[o];
+                if (coef == 0 || p->n_terms >= (int)(sizeof p->terms / sizeof p->terms[0])) continue;
+                ib_latency_term *e = &p->terms[p->n_terms++];
+                snprintf(e->op, sizeof e->op, "%s", ib_lut_op_name(o));
+                e->kind = d ? 'b' : 'a';
+                e->coef = coef, e->x = d ? parts.count[o] : parts.ms[o];
+            }
+    }
+    if (s) {
+        ib_arch_free(&a);
+        return s;
+    }
     ib_lut_key *keys = malloc(sizeof *keys * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
     int *block = malloc(sizeof *block * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
     p->rows = calloc((size_t)IB_LUT_MAX_ROWS(a.n_blocks), sizeof *p->rows);
@@ -255,6 +271,7 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
         return ib_fail(IB_ERR_ARG, "latency profile: clock '%s' is not wall or cpu", o->clock);
     }
     c.calibrate = o->calibrate, c.calibrate_seed = o->calibrate_seed;
+    c.calibrate_ridge = o->calibrate_per_op ? IB_LUT_RIDGE : -1;
     c.out = o->out;
     // A segmenter's or a detector's head rows over the space's taps.
     space_task_rows *tr = malloc(sizeof *tr);
@@ -486,14 +503,26 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
             fprintf(f, "# table: %s (target %s), space: %s, res %d, threads %d, seed %llu, repeats %d (%s, %s clock)\n",
                     o->lut, ib_lut_target(t), o->space, res, o->threads, (unsigned long long)o->seed, o->repeats,
                     ib_lut_stat_name(tm.stat), ib_lut_clock_name(tm.clock));
-            fprintf(f, "sample,predicted_ms,measured_ms,abs_pct_err,macs,blocks\n");
-            for (int i = 0; i < n; i++) {
+            // The rows summed per op, so a correction can be fitted on them offline (docs/LATENCY.md).
+            static const int ops[] = {IB_LUT_STEM, IB_BLOCK_IBN, IB_BLOCK_FUSED, IB_BLOCK_TUCKER, IB_BLOCK_GCIBN,
+                                      IB_LUT_HEAD};
+            fprintf(f, "sample,predicted_ms,measured_ms,abs_pct_err,macs,sum_ms,n_rows");
+            for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
+                fprintf(f, ",%s_ms,%s_n", ib_lut_op_name(ops[k]), ib_lut_op_name(ops[k]));
+            fprintf(f, ",skip_n,blocks\n");
+            for (int i = 0; i < n && !s; i++) {
+                ib_lut_parts pt;
+                if ((s = ib_lut_predict_parts(t, &archs[i], res, NULL, &pt))) break;
                 arch_blocks_str(&archs[i], blocks, sizeof blocks);
-                fprintf(f, "%d,%.4f,%.4f,%.2f,%lld,%s\n", i, r->predicted[i], r->measured[i],
+                fprintf(f, "%d,%.4f,%.4f,%.2f,%lld,%.4f,%d", i, r->predicted[i], r->measured[i],
                         100 * fabs(r->predicted[i] / r->measured[i] - 1), (long long)ib_arch_macs(&archs[i], res),
-                        blocks);
+                        pt.sum, pt.n_rows);
+                for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
+                    fprintf(f, ",%.4f,%d", pt.ms[ops[k]], pt.count[ops[k]]);
+                fprintf(f, ",%d,%s\n", pt.count[IB_BLOCK_SKIP], blocks);
             }
-            s = ib_wfile_commit(f, tmp, path);
+            if (s) ib_wfile_discard(f, tmp);
+            else s = ib_wfile_commit(f, tmp, path);
         }
         if (!s) {
             char title[300];

@@ -2,12 +2,13 @@
 // profile (measure this CPU), model (edgetpu, dsp), predict, measure (end to end) and validate.
 #include "cli/cli.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char *usage_text =
     "usage: ibnas latency profile  --space S --target cpu --res R --threads T --out LUT.csv [--repeats N]\n"
-    "                              [--classes C] [--calibrate N] [HEAD --head-classes C]\n"
+    "                              [--classes C] [--calibrate N] [--calibrate-per-op] [HEAD --head-classes C]\n"
     "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv\n"
     "                              [HEAD --head-classes C]\n"
     "       ibnas latency predict  --lut [NAME=]LUT.csv --arch A [--res R] [HEAD --classes C] [--verbose] [--json]\n"
@@ -55,6 +56,7 @@ static int do_profile(int argc, char **argv) {
         {"--clock", F_STR, &o.clock, "wall (default) or cpu: the thread's CPU time (1 thread; a busy machine)"},
         {"--classes", F_INT, &o.classes, "the head row's classes (default: the space's)"},
         {"--calibrate", F_INT, &o.calibrate, "subnets timed whole to fit the table's correction (default 10; 0: none)"},
+        {"--calibrate-per-op", F_BOOL, &o.calibrate_per_op, "the correction also scales each block op (docs/LATENCY.md)"},
         {"--save-every", F_INT, &o.save_every, "rows between rewrites of the table (default 20)"},
         HEAD_FLAGS(o.head),
         {"--head-classes", F_INT, &o.head.classes, "the task head's classes (default: --classes)"},
@@ -144,6 +146,13 @@ static int do_predict(int argc, char **argv) {
                 printf("%s{\"block\": %d, \"row\": \"%s\", \"ms\": %.4f}", i ? ", " : "", p.rows[i].block, p.rows[i].key,
                        p.rows[i].ms);
             printf("]");
+            if (p.corrected) {
+                printf(", \"correction\": {\"a\": %.6g, \"b\": %.6g, \"c\": %.6g, \"terms\": [", p.a, p.b, p.c);
+                for (int i = 0; i < p.n_terms; i++)
+                    printf("%s{\"op\": \"%s\", \"kind\": \"%c\", \"coef\": %.6g, \"x\": %.6g}", i ? ", " : "",
+                           p.terms[i].op, p.terms[i].kind, p.terms[i].coef, p.terms[i].x);
+                printf("]}");
+            }
         }
         printf("}\n");
     } else {
@@ -157,8 +166,14 @@ static int do_predict(int argc, char **argv) {
                 printf("%-8s %-48s %10.4f\n", part, p.rows[i].key, p.rows[i].ms);
             }
             printf("sum of %d rows: %.4f ms\n", p.n_rows, p.sum);
-            if (p.corrected)
-                printf("correction at res %d: %.4g * sum + %.4g * rows + %.4g\n", p.res, p.a, p.b, p.c);
+            if (p.corrected) {
+                printf("correction at res %d: %.4g * sum + %.4g * rows + %.4g", p.res, p.a, p.b, p.c);
+                for (int i = 0; i < p.n_terms; i++)
+                    printf(" %s %.4g * %s %s (%g)", p.terms[i].coef < 0 ? "-" : "+", fabs(p.terms[i].coef),
+                           p.terms[i].op, p.terms[i].kind == 'a' ? "ms" : !strcmp(p.terms[i].op, "skip") ? "layers" : "rows",
+                           p.terms[i].x);
+                printf("\n");
+            }
         }
         printf("%s: %.3f ms (res %d)\n", name, p.ms, p.res);
     }

@@ -284,14 +284,21 @@ typedef struct ib_latency_row {
     char key[128];      // the row's first eleven CSV columns
     double ms;
 } ib_latency_row;
+typedef struct ib_latency_term {
+    char op[8];         // "ibn", "fused", "tucker", "gcibn", "stem", "head", or "skip" (skip layers)
+    char kind;          // 'a': coef times the op's rows' summed ms; 'b': coef times its row (or layer) count
+    double coef, x;     // the term adds coef * x ms
+} ib_latency_term;
 typedef struct ib_latency_prediction {
     double ms;          // what ib_lut_predict_arch gives
     double sum;         // the plain sum of the rows
     int corrected;      // 1 when the table's correction for this res was applied
-    double a, b, c;     // the correction: ms = a * sum + b * n_rows + c
+    double a, b, c;     // the correction: ms = a * sum + b * n_rows + c + the per-op terms
     int res;            // the resolution used
     int n_rows;
     ib_latency_row *rows;   // malloc'd, n_rows entries in network order
+    int n_terms;        // the correction's per-op terms (docs/FORMATS.md "Latency table"); 0 for a, b, c only
+    ib_latency_term terms[16];
 } ib_latency_prediction;
 IBNAS_API ib_status ib_lut_predict_detail(const ib_lut *t, const char *arch, int res, ib_latency_prediction *p);
 // The same for the network `head` names (NULL: the classifier): a segmenter's rows up to the head's stride, then
@@ -318,6 +325,8 @@ typedef struct ib_latency_profile_opts {
     int save_every;            // 20
     int calibrate;             // subnets for the correction, 10; 0: none
     uint64_t calibrate_seed;   // 1000 (ib_latency_validate's default seed is 1)
+    int calibrate_per_op;      // 1: the correction also scales each block op's rows (a ridge fit, docs/LATENCY.md);
+                               // 0 (default): a and b only, which predicted held-out subnets as well or better
     int progress;              // 1: a progress bar on stderr; 0 (default)
     ib_latency_head head;      // task "segment": also the segmentation head's row over the space's taps
                                // (classes: the class count given above, else the space's)

@@ -267,6 +267,7 @@ void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c) {
     c->save_every = 20;
     c->calibrate = 0;
     c->calibrate_seed = 1000;
+    c->calibrate_ridge = -1;
     c->calibrate_repeats = 9;
     c->calibrate_min_ms = 100;
 }
@@ -313,12 +314,13 @@ static void fill_meta(ib_lut *t, const ib_lut_profile_cfg *c) {
     ib_lut_set_meta(t, "ibnas", IB_VERSION_STRING);
 }
 
-ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed,
+ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed, double ridge,
                            const ib_lut_timing *tm, void (*progress)(void *, int, int, const char *), void *user) {
-    double *sum = malloc(sizeof(double) * (size_t)n), *meas = malloc(sizeof(double) * (size_t)n);
-    int *rows = malloc(sizeof(int) * (size_t)n), *choice = malloc(sizeof(int) * (size_t)(s->n_layers + 1));
+    ib_lut_parts *parts = malloc(sizeof *parts * (size_t)(n > 0 ? n : 1));
+    double *meas = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    int *choice = malloc(sizeof(int) * (size_t)(s->n_layers + 1));
     ib_status st = IB_OK;
-    if (!sum || !meas || !rows || !choice) st = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!parts || !meas || !choice) st = ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_arch *archs = calloc((size_t)(n > 0 ? n : 1), sizeof *archs);
     if (!archs && !st) st = ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_rng r;
@@ -326,24 +328,22 @@ ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, i
     for (int i = 0; i < n && !st; i++) {
         ib_space_sample(s, IB_SAMPLE_RANDOM, &r, choice);
         if (!(st = ib_space_arch(s, choice, classes, &archs[i])))
-            st = ib_lut_predict_sum(t, &archs[i], res, &sum[i], &rows[i]);
+            st = ib_lut_predict_parts(t, &archs[i], res, NULL, &parts[i]);
     }
     if (!st) st = ib_lut_time_archs(archs, n, res, tm, meas, progress, user, "calibrating on subnets");
     for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
     free(archs);
     if (!st) {
-        ib_lut_correction c = ib_lut_fit_correction(sum, rows, meas, n);
+        ib_lut_correction c = ib_lut_fit_correction(parts, meas, n, ridge);
         double before = 0, after = 0;
-        for (int i = 0; i < n; i++) {
-            double p = c.a * sum[i] + c.b * rows[i] + c.c;
-            before += fabs(sum[i] / meas[i] - 1), after += fabs(p / meas[i] - 1);
-        }
+        for (int i = 0; i < n; i++)
+            before += fabs(parts[i].sum / meas[i] - 1), after += fabs(ib_lut_correct(&c, &parts[i]) / meas[i] - 1);
         char note[200];
         snprintf(note, sizeof note, "(fit on %d subnets, seed %llu: mean abs error %.1f%% -> %.1f%%)", n,
                  (unsigned long long)seed, 100 * before / n, 100 * after / n);
         st = ib_lut_set_correction(t, res, &c, note);
     }
-    free(sum), free(meas), free(rows), free(choice);
+    free(parts), free(meas), free(choice);
     return st;
 }
 
@@ -422,7 +422,8 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
         tm.repeats = c->calibrate_repeats;
         tm.min_ms = c->calibrate_min_ms;
         tm.evict_bytes = 0;
-        s = ib_lut_calibrate(t, c->space, c->res, c->classes, c->calibrate, c->calibrate_seed, &tm, c->progress,
+        s = ib_lut_calibrate(t, c->space, c->res, c->classes, c->calibrate, c->calibrate_seed, c->calibrate_ridge, &tm,
+                             c->progress,
                              c->user);
     }
     ib_status s2 = ib_lut_save(t, c->out);   // what was measured is kept even when a row failed

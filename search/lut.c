@@ -252,14 +252,31 @@ const char *ib_lut_target(const ib_lut *t) {
 // Reading
 
 // "res=R a=A b=B c=C ..." -> 1 and its fields.
+// "res=R a=A b=B c=C", then per-op terms "OP.a=X" / "OP.b=Y" (OP an op name or "skip") up to the first word
+// that is not one (the note). Tables written before the per-op terms have none: all 0.
 static int parse_correction(const char *v, int *res, ib_lut_correction *c) {
     ib_lut_correction x;
-    if (sscanf(v, " res=%d a=%lf b=%lf c=%lf", res, &x.a, &x.b, &x.c) != 4) return 0;
+    memset(&x, 0, sizeof x);
+    int used = 0;
+    if (sscanf(v, " res=%d a=%lf b=%lf c=%lf%n", res, &x.a, &x.b, &x.c, &used) != 4) return 0;
     if (*res < 1 || !isfinite(x.a) || !isfinite(x.b) || !isfinite(x.c)) return 0;
+    for (const char *p = v + used;;) {
+        while (isspace((unsigned char)*p)) p++;
+        const char *dot = p;
+        while (isalpha((unsigned char)*dot)) dot++;
+        int op = -1;
+        for (int o = 0; o < IB_LUT_N_OPS; o++)
+            if ((size_t)(dot - p) == strlen(op_names[o]) && !strncmp(p, op_names[o], (size_t)(dot - p))) op = o;
+        if (op < 0 || dot[0] != '.' || (dot[1] != 'a' && dot[1] != 'b') || dot[2] != '=') break;
+        char *end;
+        double val = strtod(dot + 3, &end);
+        if (end == dot + 3 || !isfinite(val) || (*end && !isspace((unsigned char)*end))) return 0;
+        (dot[1] == 'a' ? x.da : x.db)[op] = val;
+        p = end;
+    }
     if (c) *c = x;
     return 1;
 }
-
 
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
@@ -452,8 +469,7 @@ ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double 
     return ib_lut_predict_sum_task(t, a, res, NULL, sum, n_rows);
 }
 
-ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *sum,
-                                  int *n_rows) {
+ib_status ib_lut_predict_parts(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, ib_lut_parts *p) {
     if (res < 1) return ib_fail(IB_ERR_ARG, "latency prediction at res %d: must be positive", res);
     for (int i = 0; i < a->n_blocks; i++)
         if (a->blocks[i].se > 0)
@@ -469,7 +485,9 @@ ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, co
         return ib_fail(IB_ERR_NOMEM, "out of memory");
     }
     int n = ib_lut_arch_keys_task(a, res, task, keys, block);
-    double total = 0;
+    memset(p, 0, sizeof *p);
+    int cut = task && task->cut < a->n_blocks ? task->cut : a->n_blocks;   // the blocks ib_lut_arch_keys_task keys
+    for (int i = 0; i < cut; i++) p->count[IB_BLOCK_SKIP] += a->blocks[i].op == IB_BLOCK_SKIP;
     ib_status s = IB_OK;
     for (int i = 0; i < n && !s; i++) {
         double ms;
@@ -483,13 +501,23 @@ ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, co
                         t->path[0] ? t->path : "latency table", ib_lut_key_str(&keys[i], ks, sizeof ks), part, a->name,
                         res, task ? " with the task's head: --task segment|detect and its flags" : "");
         } else {
-            total += ms;
+            p->sum += ms;   // in network order, as the plain sum always was
+            p->ms[keys[i].op] += ms;
+            p->count[keys[i].op]++;
         }
     }
+    p->n_rows = n;
     if (big) free(keys), free(block);
+    return s;
+}
+
+ib_status ib_lut_predict_sum_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *sum,
+                                  int *n_rows) {
+    ib_lut_parts p;
+    ib_status s = ib_lut_predict_parts(t, a, res, task, &p);
     if (s) return s;
-    if (sum) *sum = total;
-    if (n_rows) *n_rows = n;
+    if (sum) *sum = p.sum;
+    if (n_rows) *n_rows = p.n_rows;
     return IB_OK;
 }
 
@@ -504,9 +532,13 @@ int ib_lut_get_correction(const ib_lut *t, int res, ib_lut_correction *c) {
 }
 
 ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, const char *note) {
-    char v[512];
-    snprintf(v, sizeof v, "res=%d a=%.6g b=%.6g c=%.6g%s%s", res, c->a, c->b, c->c, note && note[0] ? " " : "",
-             note ? note : "");
+    char v[1024];
+    int k = snprintf(v, sizeof v, "res=%d a=%.6g b=%.6g c=%.6g", res, c->a, c->b, c->c);
+    for (int o = 0; o < IB_LUT_N_OPS; o++) {
+        if (c->da[o] != 0) k += snprintf(v + k, sizeof v - (size_t)k, " %s.a=%.6g", op_names[o], c->da[o]);
+        if (c->db[o] != 0) k += snprintf(v + k, sizeof v - (size_t)k, " %s.b=%.6g", op_names[o], c->db[o]);
+    }
+    snprintf(v + k, sizeof v - (size_t)k, "%s%s", note && note[0] ? " " : "", note ? note : "");
     for (int i = 0; i < t->n_meta; i++) {
         int r;
         if (t->meta[i].key && !strcmp(t->meta[i].key, "correction") && parse_correction(t->meta[i].value, &r, NULL) &&
@@ -521,48 +553,123 @@ ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, 
     return add_meta(t, "correction", v);
 }
 
+double ib_lut_correct(const ib_lut_correction *c, const ib_lut_parts *p) {
+    double ms = c->a * p->sum + c->b * p->n_rows + c->c;   // a correction without per-op terms: only this
+    for (int o = 0; o < IB_LUT_N_OPS; o++) {
+        if (c->da[o] != 0) ms += c->da[o] * p->ms[o];
+        if (c->db[o] != 0) ms += c->db[o] * p->count[o];
+    }
+    return ms;
+}
+
 ib_status ib_lut_predict(const ib_lut *t, const ib_arch *a, int res, double *ms) {
     return ib_lut_predict_task(t, a, res, NULL, ms);
 }
 
 ib_status ib_lut_predict_task(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, double *ms) {
     if (!t || !a || !ms) return ib_fail(IB_ERR_ARG, "ib_lut_predict: a table, an arch and an output are needed");
-    double sum;
-    int n;
-    ib_status s = ib_lut_predict_sum_task(t, a, res, task, &sum, &n);
+    ib_lut_parts p;
+    ib_status s = ib_lut_predict_parts(t, a, res, task, &p);
     if (s) return s;
     ib_lut_correction c;
-    *ms = ib_lut_get_correction(t, res, &c) ? c.a * sum + c.b * n + c.c : sum;
+    *ms = ib_lut_get_correction(t, res, &c) ? ib_lut_correct(&c, &p) : p.sum;
     return IB_OK;
+}
+
+// Which per-op terms the fit adds to the global pair (bench/lut_correction_cv.py, docs/LATENCY.md): a scale
+// per block op (da) and a cost per row of each block op and per skip layer (db). The stem and the head are
+// in every subnet once, at one shape: their terms would be the global pair's.
+static const int fit_ops[] = {IB_BLOCK_IBN, IB_BLOCK_FUSED, IB_BLOCK_TUCKER, IB_BLOCK_GCIBN};
+// The cross-validation also tried a cost per row of each op and per skip layer (db), alone and beside the
+// scales: no better held out, and with both the columns are collinear (the stem and head rows are the same
+// in every subnet, so sum - the ops' ms and rows - the ops' counts are both constant). Scales only.
+enum { FIT_DA = 1, FIT_DB = 0, FIT_MAX = 2 + 2 * 4 + 1 };
+
+// Solves the n x n symmetric positive definite system m x = r (m row-major, overwritten) by Cholesky.
+// 0 when m is not positive definite (to rounding).
+static int solve_spd(double *m, double *r, int n) {
+    for (int j = 0; j < n; j++) {
+        double d = m[j * n + j];
+        for (int k = 0; k < j; k++) d -= m[j * n + k] * m[j * n + k];
+        if (!(d > 1e-12 * fabs(m[j * n + j]))) return 0;
+        m[j * n + j] = sqrt(d);
+        for (int i = j + 1; i < n; i++) {
+            double v = m[i * n + j];
+            for (int k = 0; k < j; k++) v -= m[i * n + k] * m[j * n + k];
+            m[i * n + j] = v / m[j * n + j];
+        }
+    }
+    for (int i = 0; i < n; i++) {   // L y = r, then L^T x = y
+        for (int k = 0; k < i; k++) r[i] -= m[i * n + k] * r[k];
+        r[i] /= m[i * n + i];
+    }
+    for (int i = n - 1; i >= 0; i--) {
+        for (int k = i + 1; k < n; k++) r[i] -= m[k * n + i] * r[k];
+        r[i] /= m[i * n + i];
+    }
+    return 1;
 }
 
 // Least squares in relative terms (each network weighted by 1 / measured^2), since the error that matters
 // is |predicted / measured - 1|: a large network must not pull the fit away from the small ones.
-ib_lut_correction ib_lut_fit_correction(const double *sum, const int *n_rows, const double *measured, int n) {
-    ib_lut_correction c = {1, 0, 0};
+ib_lut_correction ib_lut_fit_correction(const ib_lut_parts *p, const double *measured, int n, double ridge) {
+    ib_lut_correction c;
+    memset(&c, 0, sizeof c);
+    c.a = 1;
     double sxy = 0, sxx = 0;
     for (int i = 0; i < n; i++) {
         double w = 1 / (measured[i] * measured[i]);
-        sxy += w * sum[i] * measured[i], sxx += w * sum[i] * sum[i];
+        sxy += w * p[i].sum * measured[i], sxx += w * p[i].sum * p[i].sum;
     }
     if (sxx > 0) c.a = sxy / sxx;   // the pure scale, the fallback
-    int lo = n ? n_rows[0] : 0, hi = lo;
-    for (int i = 1; i < n; i++) lo = n_rows[i] < lo ? n_rows[i] : lo, hi = n_rows[i] > hi ? n_rows[i] : hi;
+    int lo = n ? p[0].n_rows : 0, hi = lo;
+    for (int i = 1; i < n; i++) lo = p[i].n_rows < lo ? p[i].n_rows : lo, hi = p[i].n_rows > hi ? p[i].n_rows : hi;
     if (n < 4 || hi - lo < 2) return c;
     // On (sum, n_rows) through the origin: a scales the isolated parts, b is what each part costs more inside
     // a network (its weights come from a colder cache, ...). No intercept: subnets of one space differ little
     // in row count, and b with an intercept beside it is ill-determined.
     double s11 = 0, s12 = 0, s22 = 0, y1 = 0, y2 = 0;
     for (int i = 0; i < n; i++) {
-        double w = 1 / (measured[i] * measured[i]), r = n_rows[i];
-        s11 += w * sum[i] * sum[i], s12 += w * sum[i] * r, s22 += w * r * r;
-        y1 += w * sum[i] * measured[i], y2 += w * r * measured[i];
+        double w = 1 / (measured[i] * measured[i]), r = p[i].n_rows;
+        s11 += w * p[i].sum * p[i].sum, s12 += w * p[i].sum * r, s22 += w * r * r;
+        y1 += w * p[i].sum * measured[i], y2 += w * r * measured[i];
     }
     double det = s11 * s22 - s12 * s12;
     if (!(fabs(det) > 1e-12 * s11 * s22)) return c;
     double a = (y1 * s22 - y2 * s12) / det, b = (s11 * y2 - s12 * y1) / det;
-    if (isfinite(a) && isfinite(b) && a > 0) c.a = a, c.b = b;
-    return c;
+    if (!(isfinite(a) && isfinite(b) && a > 0)) return c;
+    c.a = a, c.b = b;
+    if (ridge < 0 || n < IB_LUT_FIT_PER_OP) return c;
+    // Per-op terms beside a and b, fitted jointly, each penalised toward 0: the columns are sum, n_rows, then
+    // the ms (and, with FIT_DB, the row counts) of the ops these subnets have.
+    int op_of[FIT_MAX], kind[FIT_MAX], m = 2;   // kind: 0 the op's ms (da), 1 its count (db)
+    for (int k = 0; k < (int)(sizeof fit_ops / sizeof fit_ops[0]) + FIT_DB; k++) {
+        int op = k < (int)(sizeof fit_ops / sizeof fit_ops[0]) ? fit_ops[k] : IB_BLOCK_SKIP, any = 0;
+        for (int i = 0; i < n; i++) any |= p[i].count[op] > 0;
+        if (!any) continue;
+        if (FIT_DA && op != IB_BLOCK_SKIP) op_of[m] = op, kind[m++] = 0;
+        if (FIT_DB) op_of[m] = op, kind[m++] = 1;
+    }
+    if (m == 2) return c;
+    double mat[FIT_MAX * FIT_MAX] = {0}, rhs[FIT_MAX] = {0}, x[FIT_MAX];
+    for (int i = 0; i < n; i++) {
+        double w = 1 / (measured[i] * measured[i]);
+        x[0] = p[i].sum, x[1] = p[i].n_rows;
+        for (int j = 2; j < m; j++) x[j] = kind[j] ? p[i].count[op_of[j]] : p[i].ms[op_of[j]];
+        for (int j = 0; j < m; j++) {
+            rhs[j] += w * x[j] * measured[i];
+            for (int k = 0; k < m; k++) mat[j * m + k] += w * x[j] * x[k];
+        }
+    }
+    for (int j = 2; j < m; j++) mat[j * m + j] *= 1 + ridge / n;   // + lam * the mean weighted square
+    if (!solve_spd(mat, rhs, m)) return c;
+    ib_lut_correction f;
+    memset(&f, 0, sizeof f);
+    f.a = rhs[0], f.b = rhs[1];
+    for (int j = 2; j < m; j++) (kind[j] ? f.db : f.da)[op_of[j]] = rhs[j];
+    int ok = isfinite(f.a) && isfinite(f.b) && f.a > 0;
+    for (int j = 2; j < m; j++) ok &= isfinite(rhs[j]) && (kind[j] || f.a + rhs[j] > 0);
+    return ok ? f : c;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -174,17 +174,43 @@ ib_status ib_lut_save(const ib_lut *t, const char *path);
 
 // The plain sum of an arch's rows (no correction) and the number of rows summed.
 ib_status ib_lut_predict_sum(const ib_lut *t, const ib_arch *a, int res, double *sum, int *n_rows);
-// A correction measured on whole networks (docs/LATENCY.md): ms = a * sum + b * n_rows + c, stored as
-// the comment "# correction: res=R a=A b=B c=C <note>", one per resolution. ib_lut_predict applies the
-// one of its resolution when the table has it, else gives the plain sum.
-typedef struct ib_lut_correction { double a, b, c; } ib_lut_correction;
+// The same by op (task NULL: the classifier's head): ms[op] and count[op] sum the rows of each op
+// (ib_block_op values for blocks, IB_LUT_STEM, IB_LUT_HEAD and the task heads); count[IB_BLOCK_SKIP] is the
+// number of skip layers (no row, ms 0).
+typedef struct ib_lut_parts {
+    double sum;                // the plain sum, in network order (as ib_lut_predict_sum)
+    int n_rows;
+    double ms[IB_LUT_N_OPS];
+    int count[IB_LUT_N_OPS];
+} ib_lut_parts;
+ib_status ib_lut_predict_parts(const ib_lut *t, const ib_arch *a, int res, const ib_lut_task *task, ib_lut_parts *p);
+// A correction measured on whole networks (docs/LATENCY.md): ms = a * sum + b * n_rows + c, plus per-op
+// terms: + da[op] * ms[op] (the op's rows scaled by a + da[op] in all) + db[op] * count[op] (what each of
+// its rows costs beyond b; for IB_BLOCK_SKIP, each skip layer). Stored as the comment
+// "# correction: res=R a=A b=B c=C [OP.a=X] [OP.b=Y] ... <note>", one per resolution, with only the
+// per-op terms that are not 0 (tables written before them have none and predict exactly as before).
+// ib_lut_predict applies the one of its resolution when the table has it, else gives the plain sum.
+typedef struct ib_lut_correction {
+    double a, b, c;
+    double da[IB_LUT_N_OPS], db[IB_LUT_N_OPS];
+} ib_lut_correction;
 int ib_lut_get_correction(const ib_lut *t, int res, ib_lut_correction *c);   // 1 when the table has one
 // Replaces the correction of res (or adds it); note: free text after the numbers (may be NULL).
 ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, const char *note);
-// Least squares (relative: weights 1 / measured^2) of measured ms on (sum, n_rows) through the origin
-// (c = 0; c is read from tables that carry one); a pure scale (b = 0) when n < 4, the row counts span
-// less than 3, or the system is singular.
-ib_lut_correction ib_lut_fit_correction(const double *sum, const int *n_rows, const double *measured, int n);
+// The corrected ms of an arch's parts.
+double ib_lut_correct(const ib_lut_correction *c, const ib_lut_parts *p);
+// The fit on n subnets' parts and measured ms: least squares on the relative error (weights 1 / measured^2),
+// through the origin (c = 0). First the global pair (a, b): a pure scale (b = 0) when n < 4, the row
+// counts span less than 3, or the system is singular. That is all when ridge < 0. Otherwise, with at least
+// IB_LUT_FIT_PER_OP subnets, a scale per block op (da) is fitted jointly with a and b, each da shrunk
+// toward 0 (the global fit) by a ridge penalty of `ridge` times its column's mean weighted square (0: plain
+// least squares), so 10 to 20 subnets do not overfit; ops no subnet has keep 0, and a singular system or
+// a per-op scale a + da that is not positive falls back to the global pair. Cross-validated on measured
+// subnets (bench/lut_correction_cv.py, docs/LATENCY.md), the per-op scales predicted held-out subnets no
+// better than the global pair at any penalty, so calibration fits the pair unless asked (IB_LUT_RIDGE).
+#define IB_LUT_FIT_PER_OP 8
+#define IB_LUT_RIDGE 1.0
+ib_lut_correction ib_lut_fit_correction(const ib_lut_parts *p, const double *measured, int n, double ridge);
 
 // "NAME=FILE.csv" or "FILE.csv" (the --lut flag of latency and search verbs). name receives NAME, or ""
 // when there is none (then use the table's target); *path points into spec. IB_ERR_ARG for an empty path
@@ -267,6 +293,7 @@ typedef struct ib_lut_profile_cfg {
     int save_every;            // 20
     int calibrate;             // subnets measured for the correction; 0 (default): none
     uint64_t calibrate_seed;   // 1000 (validation's default seed is 1: other subnets)
+    double calibrate_ridge;    // -1 (default): a and b only; >= 0: per-op scales too, with this penalty
     int calibrate_repeats;     // per subnet, 9
     double calibrate_min_ms;   // per subnet, 100 (the validation's defaults)
     void (*progress)(void *user, int done, int total, const char *what);   // NULL: quiet
@@ -280,9 +307,9 @@ typedef struct ib_lut_profile_cfg {
 } ib_lut_profile_cfg;
 void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c);
 ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total);
-// Samples n subnets (IB_SAMPLE_RANDOM from seed), times each whole, fits ms = a * sum + b * rows
-// (ib_lut_fit_correction) and stores it as the table's correction for res.
-ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed,
+// Samples n subnets (IB_SAMPLE_RANDOM from seed), times each whole, fits the correction
+// (ib_lut_fit_correction with ridge; < 0: a and b only) and stores it as the table's correction for res.
+ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed, double ridge,
                            const ib_lut_timing *tm, void (*progress)(void *user, int done, int total, const char *what),
                            void *user);
 

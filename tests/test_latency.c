@@ -64,7 +64,7 @@ TEST(lut_predict_sums_rows) {
     CHECK(s == IB_OK, "%s", ib_errmsg());
     CHECK(ms == 0.5 + 1.25 + 2 + 0.125 + 0.0625 + 0.25, "predicted %g", ms);
     // A correction comment is applied: a * sum + b * rows + c (6 rows).
-    ib_lut_correction c = {2, 0.5, 1};
+    ib_lut_correction c = {.a = 2, .b = 0.5, .c = 1};
     CHECK(ib_lut_set_correction(t, 32, &c, "(test)") == IB_OK, "%s", ib_errmsg());
     double ms2;
     CHECK(ib_lut_predict(t, &a, 32, &ms2) == IB_OK, "%s", ib_errmsg());
@@ -212,20 +212,107 @@ TEST(spearman_known_values) {
     CHECK(ib_spearman(x, x, 1) == 0, "n = 1");
 }
 
+// Subnet i's parts for the fit tests: block-op ms and counts that vary independently, the stem and head
+// at one shape (as in a space), a few skip layers.
+static ib_lut_parts fit_parts(int i) {
+    ib_lut_parts p;
+    memset(&p, 0, sizeof p);
+    p.ms[IB_LUT_STEM] = 0.3, p.count[IB_LUT_STEM] = 1;
+    p.ms[IB_LUT_HEAD] = 0.2, p.count[IB_LUT_HEAD] = 1;
+    p.count[IB_BLOCK_IBN] = 2 + (i * 5) % 7, p.ms[IB_BLOCK_IBN] = 0.4 * p.count[IB_BLOCK_IBN] + 0.1 * (i % 4);
+    p.count[IB_BLOCK_FUSED] = 1 + (i * 3) % 5, p.ms[IB_BLOCK_FUSED] = 1.1 * p.count[IB_BLOCK_FUSED] + 0.3 * (i % 3);
+    p.count[IB_BLOCK_TUCKER] = (i * 7) % 6, p.ms[IB_BLOCK_TUCKER] = 0.1 * p.count[IB_BLOCK_TUCKER] + 0.05 * (i % 5);
+    p.count[IB_BLOCK_SKIP] = 18 - p.count[IB_BLOCK_IBN] - p.count[IB_BLOCK_FUSED] - p.count[IB_BLOCK_TUCKER];
+    for (int o = 0; o < IB_LUT_N_OPS; o++)
+        if (o != IB_BLOCK_SKIP) p.sum += p.ms[o], p.n_rows += p.count[o];
+    return p;
+}
+
 TEST(lut_correction_fit) {
-    // measured = 1.1 * sum + 0.05 * rows exactly: the fit finds it.
-    double sum[8], meas[8];
-    int rows[8];
-    for (int i = 0; i < 8; i++) {
-        sum[i] = 1 + i * 0.7 + (i % 3) * 0.2;
-        rows[i] = 10 + (i * 5) % 7;
-        meas[i] = 1.1 * sum[i] + 0.05 * rows[i];
+    // measured = 1.1 * sum + 0.05 * rows exactly: the fit finds it (no per-op terms).
+    ib_lut_parts p[40];
+    double meas[40];
+    for (int i = 0; i < 40; i++) {
+        p[i] = fit_parts(i);
+        meas[i] = 1.1 * p[i].sum + 0.05 * p[i].n_rows;
     }
-    ib_lut_correction c = ib_lut_fit_correction(sum, rows, meas, 8);
+    ib_lut_correction c = ib_lut_fit_correction(p, meas, 8, IB_LUT_RIDGE);
     CHECK(fabs(c.a - 1.1) < 1e-9 && fabs(c.b - 0.05) < 1e-9 && c.c == 0, "fit a %g b %g c %g", c.a, c.b, c.c);
+    for (int o = 0; o < IB_LUT_N_OPS; o++)
+        CHECK(fabs(c.da[o]) < 1e-9 && fabs(c.db[o]) < 1e-9, "op %d: da %g db %g", o, c.da[o], c.db[o]);
     // Too few points: a pure scale.
-    c = ib_lut_fit_correction(sum, rows, meas, 2);
+    c = ib_lut_fit_correction(p, meas, 2, IB_LUT_RIDGE);
     CHECK(c.b == 0 && c.c == 0 && c.a > 1, "fallback a %g b %g c %g", c.a, c.b, c.c);
+    // Known per-op scales, no noise, no penalty: recovered exactly.
+    ib_lut_correction want;
+    memset(&want, 0, sizeof want);
+    want.a = 1.05, want.b = 0.02;
+    want.da[IB_BLOCK_FUSED] = 0.15, want.da[IB_BLOCK_TUCKER] = -0.2, want.da[IB_BLOCK_IBN] = 0.04;
+    for (int i = 0; i < 40; i++) meas[i] = ib_lut_correct(&want, &p[i]);
+    c = ib_lut_fit_correction(p, meas, 40, 0);
+    CHECK(fabs(c.a - want.a) < 1e-6 && fabs(c.b - want.b) < 1e-6 && c.c == 0, "a %g b %g", c.a, c.b);
+    for (int o = 0; o < IB_LUT_N_OPS; o++)
+        CHECK(fabs(c.da[o] - want.da[o]) < 1e-6 && fabs(c.db[o] - want.db[o]) < 1e-6, "op %s: da %g (%g) db %g (%g)",
+              ib_lut_op_name(o), c.da[o], want.da[o], c.db[o], want.db[o]);
+    // With the penalty the terms shrink toward the global fit but predict closer than it does.
+    ib_lut_correction g = ib_lut_fit_correction(p, meas, 7, IB_LUT_RIDGE);   // below IB_LUT_FIT_PER_OP: a, b only
+    for (int o = 0; o < IB_LUT_N_OPS; o++) CHECK(g.da[o] == 0 && g.db[o] == 0, "per-op terms from 7 subnets");
+    c = ib_lut_fit_correction(p, meas, 40, -1);   // ridge < 0: a, b only, as from 7 subnets
+    for (int o = 0; o < IB_LUT_N_OPS; o++) CHECK(c.da[o] == 0 && c.db[o] == 0, "per-op terms with ridge -1");
+    c = ib_lut_fit_correction(p, meas, 20, IB_LUT_RIDGE);
+    CHECK(c.da[IB_BLOCK_FUSED] > 0 && c.da[IB_BLOCK_FUSED] < want.da[IB_BLOCK_FUSED], "shrunk da %g",
+          c.da[IB_BLOCK_FUSED]);
+    double err_g = 0, err_c = 0;
+    for (int i = 20; i < 40; i++)
+        err_g += fabs(ib_lut_correct(&g, &p[i]) / meas[i] - 1), err_c += fabs(ib_lut_correct(&c, &p[i]) / meas[i] - 1);
+    CHECK(err_c < err_g, "held-out error per-op %g, global %g", err_c / 20, err_g / 20);
+    // Degenerate: every subnet the same, so no row span: a pure scale.
+    for (int i = 0; i < 10; i++) p[i] = fit_parts(0), meas[i] = 2 * p[i].sum;
+    c = ib_lut_fit_correction(p, meas, 10, IB_LUT_RIDGE);
+    CHECK(fabs(c.a - 2) < 1e-12 && c.b == 0 && c.da[IB_BLOCK_FUSED] == 0, "degenerate a %g b %g", c.a, c.b);
+}
+
+TEST(lut_correction_formats) {
+    const char *p = tmp_path("corr.csv");
+    ib_arch a;
+    CHECK(ib_arch_parse(&a, tiny_arch_json, "tiny") == IB_OK, "%s", ib_errmsg());
+    // A table written before the per-op terms: "a= b= c=" and a note; predicts a * sum + b * rows + c exactly.
+    char text[2048];
+    snprintf(text, sizeof text, "# correction: res=32 a=1.25 b=0.03 c=0.5 (fit on 20 subnets, seed 1000: mean abs "
+             "error 9.1%% -> 2.3%%)\n%s", tiny_lut_csv);
+    write_text(p, text);
+    ib_lut *t;
+    CHECK(ib_lut_load(&t, p) == IB_OK, "%s", ib_errmsg());
+    ib_lut_correction c;
+    CHECK(ib_lut_get_correction(t, 32, &c), "no correction");
+    for (int o = 0; o < IB_LUT_N_OPS; o++) CHECK(c.da[o] == 0 && c.db[o] == 0, "op %d has a term", o);
+    double sum, ms;
+    int n;
+    CHECK(ib_lut_predict_sum(t, &a, 32, &sum, &n) == IB_OK && ib_lut_predict(t, &a, 32, &ms) == IB_OK, "%s",
+          ib_errmsg());
+    CHECK(ms == 1.25 * sum + 0.03 * n + 0.5, "old-format prediction %.17g, %.17g expected", ms,
+          1.25 * sum + 0.03 * n + 0.5);
+    // Per-op terms: written, read back, applied (the tiny arch has one row of each op and one skip layer).
+    c.da[IB_BLOCK_FUSED] = 0.125, c.db[IB_BLOCK_TUCKER] = -0.0625, c.db[IB_BLOCK_SKIP] = 0.01;
+    CHECK(ib_lut_set_correction(t, 32, &c, "(per-op test)") == IB_OK, "%s", ib_errmsg());
+    const char *line = ib_lut_meta(t, "correction");
+    CHECK(line && !strcmp(line, "res=32 a=1.25 b=0.03 c=0.5 fused.a=0.125 tucker.b=-0.0625 skip.b=0.01 (per-op test)"),
+          "line '%s'", line ? line : "(none)");
+    CHECK(ib_lut_save(t, p) == IB_OK, "%s", ib_errmsg());
+    ib_lut_free(t);
+    CHECK(ib_lut_load(&t, p) == IB_OK, "%s", ib_errmsg());
+    ib_lut_correction r;
+    CHECK(ib_lut_get_correction(t, 32, &r), "no correction after the round trip");
+    CHECK(!memcmp(&r, &c, sizeof r), "round trip: a %g b %g fused.a %g tucker.b %g skip.b %g", r.a, r.b,
+          r.da[IB_BLOCK_FUSED], r.db[IB_BLOCK_TUCKER], r.db[IB_BLOCK_SKIP]);
+    CHECK(ib_lut_predict(t, &a, 32, &ms) == IB_OK, "%s", ib_errmsg());
+    CHECK(fabs(ms - (1.25 * sum + 0.03 * n + 0.5 + 0.125 * 2 - 0.0625 + 0.01)) < 1e-12, "per-op prediction %g", ms);
+    ib_lut_free(t);
+    // A per-op term with a bad number is a format error naming the comment.
+    snprintf(text, sizeof text, "# correction: res=32 a=1 b=0 c=0 fused.a=x\n%s", tiny_lut_csv);
+    write_text(p, text);
+    CHECK(ib_lut_load(&t, p) == IB_ERR_FORMAT && strstr(ib_errmsg(), "fused.a=x"), "message: %s", ib_errmsg());
+    ib_arch_free(&a);
 }
 
 // ---------------------------------------------------------------------------------------------
