@@ -1,9 +1,20 @@
 #!/usr/bin/python3
-"""Cross-validates corrections of a latency table's sum (docs/LATENCY.md, "The correction") on the per-op columns
-of `ibnas latency validate --out DIR` (DIR/validate.csv): repeated random splits, n_train subnets to fit (as
-`profile --calibrate N` would), the rest held out; reports the held-out mean |pred/meas - 1| and Spearman's rho.
+"""Cross-validates corrections of a latency table's sum (docs/LATENCY.md, "How well the sum predicts a network")
+on the per-op columns of `ibnas latency validate --out DIR` (DIR/validate.csv): repeated random splits, n_train
+subnets to fit (as `profile --calibrate N` would), the rest held out; prints the held-out mean
+|predicted / measured - 1| and Spearman's rho of each model:
 
-usage: bench/lut_correction_cv.py [--train 20] [--splits 300] DIR/validate.csv ...
+  plain          the sum of the rows
+  a_b            a * sum + b * rows (what `profile --calibrate` fits)
+  a_b_l1         the same, fitted to the least absolute relative error instead of squares
+  a_b+a_op       + a scale per block op (profile --calibrate-per-op), ridge-penalised by lam
+  a_b+b_op       + a cost per row of each block op and per skip layer, ridge-penalised by lam
+  a_b+a_op+b_op  both
+
+Fits are weighted least squares on the relative error (weights 1 / measured^2), as ib_lut_fit_correction.
+
+usage: /usr/bin/python3 bench/lut_correction_cv.py [--train 10 20] [--splits 300] [--lams 0 0.3 1 3] [--auto]
+                                                   [--synthetic FUSED_SCALE TUCKER_ROW_MS] -- DIR/validate.csv ...
 """
 import argparse, csv, sys
 import numpy as np
