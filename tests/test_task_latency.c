@@ -17,6 +17,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The largest subnet of a space as an arch file in the scratch folder; malloc'd path.
+static char *largest_arch(const char *space, const char *name) {
+    ib_space *sp;
+    char *text, *arch = strdup(test_scratch(name));
+    IB_ASSERT(!ib_space_open(&sp, space) && !ib_space_sample_arch(sp, "largest", 0, 0, &text), "%s", ib_errmsg());
+    ib_space_close(sp);
+    FILE *f = fopen(arch, "w");
+    IB_ASSERT(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", arch);
+    free(text);
+    return arch;
+}
+
+// `latency predict --verbose --json` with `flags`: 1 when its ms is the sum of its rows (no correction) and the last
+// row is of op `last_op`; the ms in *ms, what it printed in why.
+static int predict_is_row_sum(const char *cmd_prefix, const char *last_op, double *ms, char *why, size_t n) {
+    char cmd[3000], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd, "%s --verbose --json", cmd_prefix);
+    int rc = test_run(cmd, &out, &err);
+    json_t *j = json_loads(out, 0, NULL), *jr = json_object_get(j, "rows");
+    double sum = 0;
+    for (size_t i = 0; i < json_array_size(jr); i++) sum += json_real_value(json_object_get(json_array_get(jr, i), "ms"));
+    const char *last = json_string_value(json_object_get(json_array_get(jr, json_array_size(jr) - 1), "row"));
+    *ms = json_real_value(json_object_get(j, "ms"));
+    int ok = rc == 0 && j && last && !strncmp(last, last_op, strlen(last_op)) && last[strlen(last_op)] == ',' &&
+             fabs(*ms - sum) < 1e-3 && *ms > 0;
+    snprintf(why, n, "exit %d: %s %s", rc, out, err);
+    json_decref(j);
+    free(out), free(err);
+    return ok;
+}
+
 TEST(seg_lut_task_keys_the_taps_and_widths) {
     ib_arch a;
     ib_arch_mobilenetv2(&a, 0.35f, 1000);
@@ -131,30 +162,14 @@ TEST(cli_latency_segmenter) {
     CHECK(rows[0] == added[0] && rows[1] == rows[0] && added[1] == 0 && rows[2] == rows[0] - 1 && added[2] == 0,
           "rows %d %d %d, added %d %d %d", rows[0], rows[1], rows[2], added[0], added[1], added[2]);
     // predict: the sum of the segmenter's rows (no correction: --calibrate 0), the head's row last
-    ib_space *sp;
-    char *text, *arch = strdup(test_scratch("seg_largest.arch.json"));
-    CHECK(!ib_space_open(&sp, space) && !ib_space_sample_arch(sp, "largest", 0, 0, &text), "%s", ib_errmsg());
-    ib_space_close(sp);
-    FILE *f = fopen(arch, "w");
-    CHECK(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", arch);
-    free(text);
-    snprintf(cmd, sizeof cmd, "%s latency predict --lut %s --arch %s --res 32 --classes 7 --verbose --json %s", bin, lut, arch,
-             head);
-    int rc = test_run(cmd, &out, &err);
-    json_t *j = json_loads(out, 0, NULL);
-    CHECK(rc == 0 && j, "predict (%d): %s %s", rc, out, err);
-    json_t *jr = json_object_get(j, "rows");
-    double sum = 0;
-    for (size_t i = 0; i < json_array_size(jr); i++) sum += json_real_value(json_object_get(json_array_get(jr, i), "ms"));
-    const char *last = json_string_value(json_object_get(json_array_get(jr, json_array_size(jr) - 1), "row"));
-    double ms = json_real_value(json_object_get(j, "ms"));
-    CHECK(last && !strncmp(last, "deeplab,", 8) && fabs(ms - sum) < 1e-3 && ms > 0, "predict: %s", out);
-    json_decref(j);
-    free(out), free(err);
+    char *arch = largest_arch(space, "seg_largest.arch.json"), why[4000];
+    double ms;
+    snprintf(cmd, sizeof cmd, "%s latency predict --lut %s --arch %s --res 32 --classes 7 %s", bin, lut, arch, head);
+    CHECK(predict_is_row_sum(cmd, "deeplab", &ms, why, sizeof why), "predict: %s", why);
     // measure: the whole segmenter
     snprintf(cmd, sizeof cmd, "%s latency measure --arch %s --res 32 --classes 7 --repeats 3 --json %s", bin, arch, head);
-    rc = test_run(cmd, &out, &err);
-    j = json_loads(out, 0, NULL);
+    int rc = test_run(cmd, &out, &err);
+    json_t *j = json_loads(out, 0, NULL);
     ms = json_real_value(json_object_get(j, "ms"));
     CHECK(rc == 0 && j && ms > 0 && isfinite(ms), "measure (%d): %s %s", rc, out, err);
     json_decref(j);
@@ -267,29 +282,13 @@ TEST(cli_latency_detector) {
     }
     ib_lut_free(l);
     CHECK(conv == 1 && ssd >= 2, "%d head-conv rows, %d ssdlite rows", conv, ssd);
-    ib_space *sp;
-    char *text, *arch = strdup(test_scratch("det_largest.arch.json"));
-    CHECK(!ib_space_open(&sp, space) && !ib_space_sample_arch(sp, "largest", 0, 0, &text), "%s", ib_errmsg());
-    ib_space_close(sp);
-    FILE *f = fopen(arch, "w");
-    CHECK(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", arch);
-    free(text);
-    snprintf(cmd, sizeof cmd, "%s latency predict --lut %s --arch %s --res 32 --classes 6 --task detect --verbose --json", bin, lut,
-             arch);
-    rc = test_run(cmd, &out, &err);
-    json_t *j = json_loads(out, 0, NULL);
-    CHECK(rc == 0 && j, "predict (%d): %s %s", rc, out, err);
-    json_t *jr = json_object_get(j, "rows");
-    double sum = 0;
-    for (size_t i = 0; i < json_array_size(jr); i++) sum += json_real_value(json_object_get(json_array_get(jr, i), "ms"));
-    const char *last = json_string_value(json_object_get(json_array_get(jr, json_array_size(jr) - 1), "row"));
-    double ms = json_real_value(json_object_get(j, "ms"));
-    CHECK(last && !strncmp(last, "ssdlite,", 8) && fabs(ms - sum) < 1e-3 && ms > 0, "predict: %s", out);
-    json_decref(j);
-    free(out), free(err);
+    char *arch = largest_arch(space, "det_largest.arch.json"), why[4000];
+    double ms;
+    snprintf(cmd, sizeof cmd, "%s latency predict --lut %s --arch %s --res 32 --classes 6 --task detect", bin, lut, arch);
+    CHECK(predict_is_row_sum(cmd, "ssdlite", &ms, why, sizeof why), "predict: %s", why);
     snprintf(cmd, sizeof cmd, "%s latency measure --arch %s --res 32 --classes 6 --repeats 3 --task detect --json", bin, arch);
     rc = test_run(cmd, &out, &err);
-    j = json_loads(out, 0, NULL);
+    json_t *j = json_loads(out, 0, NULL);
     ms = json_real_value(json_object_get(j, "ms"));
     CHECK(rc == 0 && j && ms > 0 && isfinite(ms), "measure (%d): %s %s", rc, out, err);
     json_decref(j);
