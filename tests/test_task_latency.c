@@ -104,7 +104,7 @@ TEST(seg_predict_is_stem_blocks_to_the_cut_and_head_row) {
     double cls;
     CHECK(ib_lut_predict(t, &a, 64, &cls) == IB_OK && cls > 1000, "the classifier %g", cls);
     // the correction applies as to a classifier
-    ib_lut_correction corr = {2, 0.5, 0};
+    ib_lut_correction corr = {.a = 2, .b = 0.5};
     CHECK(ib_lut_set_correction(t, 64, &corr, NULL) == IB_OK, "%s", ib_errmsg());
     CHECK(ib_lut_predict_task(t, &a, 64, &task, &ms) == IB_OK, "%s", ib_errmsg());
     CHECK(fabs(ms - (2 * sum + 0.5 * rows)) < 1e-9, "corrected %g", ms);
