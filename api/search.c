@@ -275,6 +275,8 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
         return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
                        o->calib_batches, o->eval_images);
+    if (o->latency_of && strcmp(o->latency_of, "task") && strcmp(o->latency_of, "backbone"))
+        return ib_fail(IB_ERR_ARG, "latency_of '%s' is not task or backbone", o->latency_of);
     if (o->task && strcmp(o->task, "classify") && strcmp(o->task, "detect") && strcmp(o->task, "segment"))
         return ib_fail(IB_ERR_ARG, "task '%s' is not one of classify, detect, segment", o->task);
     ib_set_threads(o->threads);
@@ -338,7 +340,8 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     sc.metric = task_metric < 0 ? 0 : task_metric;
     c.score = score_path;
     c.user = &sc;
-    if (a->task && a->task->lut_task) c.lut_task = task_lut, c.lut_task_user = a->task;   // a segmenter's latency
+    int whole = o->latency_of && !strcmp(o->latency_of, "backbone");
+    if (a->task && a->task->lut_task && !whole) c.lut_task = task_lut, c.lut_task_user = a->task;   // the task's network
     char task_label[64];
     if (a->task) snprintf(task_label, sizeof task_label, "%s on the held-out training images", task_metrics[tm].name[sc.metric]);
     c.score_label = a->task      ? task_label

@@ -57,6 +57,7 @@ int cmd_search(int argc, char **argv) {
         {"--out", F_STR, &o.out, "output folder (required)"},
         {"--resume", F_BOOL, &o.resume, "continue the search saved in --out"},
         {"--max-generations", F_INT, &o.max_generations, "stop after this many generations in this run (resumable)"},
+        {"--latency-of", F_STR, &o.latency_of, "task (default: a detector's or segmenter's latency) or backbone (the whole classifier)"},
         {"--threads", F_INT, &o.threads, "threads (default: all cores)"},
         {"--workers", F_INT, &o.workers, "data loading threads (2)"},
         {"--json", F_BOOL, &json, "print the summary (summary.json) on stdout"},

@@ -419,6 +419,9 @@ typedef struct ib_search_opts {
     int threads;               // 0: every core
     int workers;               // data loading threads, 2
     int max_generations;       // stop after this many generations in this call (resumable); 0: no limit
+    const char *latency_of;    // "task" (default, NULL too): a detection or segmentation supernet's archs are predicted
+                               // and budgeted as the detector or segmenter they deploy (docs/LATENCY.md); "backbone":
+                               // as the whole classifier, every layer counted (a pick several tasks will fine-tune)
 } ib_search_opts;
 IBNAS_API void ib_search_opts_default(ib_search_opts *o);
 

@@ -317,6 +317,33 @@ TEST(seg_search_cli_meets_budget_scores_miou) {
           "pick at %g ms: as a segmenter %g ms (its last row %s), as a classifier %g", ms, ps.ms, ps.rows[ps.n_rows - 1].key,
           pc.ms);
     ib_latency_prediction_free(&ps), ib_latency_prediction_free(&pc);
+    // --latency-of backbone: the same supernet's archs predicted and budgeted as whole classifiers
+    double cls_budget = test_budget_between(space_path, lut, 32, NULL, NULL, 0);
+    snprintf(cmd, sizeof cmd,
+             "%s search --task segment --supernet %s --lut edgetpu=%s --budget-ms %.6f --latency-of backbone --population 3 "
+             "--generations 1 --batch 1 --sample 2 --calib-batches 1 --eval-images 16 --threads 1 --workers 1 --seed 4 "
+             "--quiet --out %s/seg_search_b --json", bin, snp, lut, cls_budget, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "search --latency-of backbone failed (%d): %s", rc, err);
+    j = json_loads(out, 0, NULL);
+    p = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+    double bms = json_real_value(json_object_get(p, "ms"));
+    json_decref(j);
+    free(out), free(err);
+    snprintf(path, sizeof path, "%s/seg_search_b/edgetpu/best-%gms.arch.json", d, cls_budget);
+    arch = test_read_file(path);
+    CHECK(!ib_lut_load(&t, lut), "%s", ib_errmsg());
+    s2 = ib_lut_predict_detail(t, arch, 32, &pc);
+    ib_lut_free(t);
+    free(arch);
+    CHECK(!s2 && fabs(pc.ms - bms) < 1e-3 * bms && bms <= cls_budget, "--latency-of backbone: pick at %g ms, as a classifier %g, "
+          "budget %g", bms, pc.ms, cls_budget);
+    ib_latency_prediction_free(&pc);
+    snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut edgetpu=%s --budget-ms 1 --latency-of head --out %s/seg_search_w",
+             bin, snp, lut, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc != 0 && strstr(err, "not task or backbone"), "--latency-of head gave %d: %s", rc, err);
+    free(out), free(err);
     // a table without the head's row is refused naming the row and how to add it
     snprintf(cmd, sizeof cmd, "%s search --task segment --supernet %s --lut edgetpu=%s --budget-ms %.6f --out %s/seg_search_z",
              bin, snp, lut_cls, budget, d);

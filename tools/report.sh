@@ -54,7 +54,7 @@ if [ -n "$(q '.segment.miou')" ]; then
 fi
 echo "</table>"
 echo "<h2>Search: one supernet, a budget per target</h2>"
-echo "<p>Latencies here are of the segmenter the search is for: the backbone up to stride 16 and the BiFPN head.</p>"
+echo "<p>Latencies here are of the whole backbone as a classifier: the pick is fine-tuned for three tasks.</p>"
 # The score the search ranked by: the supernet's (summary .supernet.score: "mIoU"; none: classification top-1).
 score_name=$(q '.supernet.score'); score_name=${score_name:-top-1}
 score() { if [ "$score_name" = top-1 ]; then pct "$1"; else num "$1" %.3f; fi; }
