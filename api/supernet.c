@@ -203,34 +203,42 @@ ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_
     return IB_OK;
 }
 
-ib_status ib_supernet_extract_task(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o, const char *out) {
-    if (!sn || !out || !out[0]) return ib_fail(IB_ERR_ARG, "ib_supernet_extract_task: a supernet and an output are needed");
-    if (!sn->path) return ib_fail(IB_ERR_ARG, "ib_supernet_extract_task: the supernet was not opened from a file");
-    ib_supernet_eval_opts d;
-    if (!o) ib_supernet_eval_opts_default(&d), o = &d;
-    ib_sn_task *t = NULL;
-    ib_status s = ib_sn_task_open(&t, sn, sn->path);
-    if (!s && !t)
-        s = ib_fail(IB_ERR_ARG, "%s: a classification supernet: ib_supernet_extract_model (ibnas extract) writes its "
-                    "archs as classifiers", sn->path);
-    if (s) return s;
-    int *choice = NULL;
+// A detection or segmentation supernet's task (*t; a classification supernet is refused with `cls_hint`) and the
+// arch's path (*choice) with its BN and then the shared head's recalibrated as supernet eval does, evaluated on ds
+// when given (m). fn names the caller in messages. On failure *t may be set (free it).
+static ib_status task_path(ib_supernet *sn, const char *arch, ib_dataset *ds, const ib_supernet_eval_opts *o,
+                           const char *fn, const char *cls_hint, ib_sn_task **t, int **choice, double m[3]) {
+    *t = NULL, *choice = NULL;
+    if (!sn->path) return ib_fail(IB_ERR_ARG, "%s: the supernet was not opened from a file", fn);
+    ib_status s = ib_sn_task_open(t, sn, sn->path);
+    if (!s && !*t) s = ib_fail(IB_ERR_ARG, "%s: a classification supernet: %s", sn->path, cls_hint);
     ib_dataset *base = NULL, *calib = NULL;
-    ib_net net;
-    memset(&net, 0, sizeof net);
-    if (!(s = arch_choice(sn, arch, &choice)) && !(s = open_calib(sn, t, o, &base, &calib))) {
+    if (!s && !(s = arch_choice(sn, arch, choice)) && !(s = open_calib(sn, *t, o, &base, &calib))) {
         ib_sn_eval_cfg c;
         eval_cfg(o, &c);
-        double m[3];
-        // the path's BN statistics, then the head's on that path's features, as supernet eval scores it
-        if (!(s = ib_supernet_eval_task(sn, t, choice, calib, NULL, &c, m)) && !(s = ib_supernet_extract(sn, choice, &net)))
-            s = t->save_net(t, &net, o->res > 0 ? o->res : sn->space.input, out);
+        s = ib_supernet_eval_task(sn, *t, *choice, calib, ds, &c, m);
     }
-    if (net.blocks) ib_net_free(&net);
     if (calib != base) ib_dataset_close(calib);
     ib_dataset_close(base);
+    return s;
+}
+
+ib_status ib_supernet_extract_task(ib_supernet *sn, const char *arch, const ib_supernet_eval_opts *o, const char *out) {
+    if (!sn || !out || !out[0]) return ib_fail(IB_ERR_ARG, "ib_supernet_extract_task: a supernet and an output are needed");
+    ib_supernet_eval_opts d;
+    if (!o) ib_supernet_eval_opts_default(&d), o = &d;
+    ib_sn_task *t;
+    int *choice;
+    double m[3];
+    ib_net net;
+    memset(&net, 0, sizeof net);
+    ib_status s = task_path(sn, arch, NULL, o, "ib_supernet_extract_task",
+                            "ib_supernet_extract_model (ibnas extract) writes its archs as classifiers", &t, &choice, m);
+    if (!s && !(s = ib_supernet_extract(sn, choice, &net)))
+        s = t->save_net(t, &net, o->res > 0 ? o->res : sn->space.input, out);
+    if (net.blocks) ib_net_free(&net);
     free(choice);
-    t->free(t);
+    if (t) t->free(t);
     return s;
 }
 
@@ -242,27 +250,17 @@ ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch, ib_datase
     memset(r, 0, sizeof *r);
     r->metrics[0] = r->metrics[1] = r->metrics[2] = -1;
     if (!sn || !ds) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: a supernet and a dataset are needed");
-    if (!sn->path) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: the supernet was not opened from a file");
     ib_supernet_eval_opts d;
     if (!o) ib_supernet_eval_opts_default(&d), o = &d;
-    ib_sn_task *t = NULL;
-    ib_status s = ib_sn_task_open(&t, sn, sn->path);
-    if (!s && !t)
-        s = ib_fail(IB_ERR_ARG, "%s: a classification supernet: ib_supernet_evaluate (ibnas supernet eval) scores its archs "
-                    "by top-1", sn->path);
-    if (s) return s;
-    int *choice = NULL;
-    ib_dataset *base = NULL, *calib = NULL;
-    if (!(s = arch_choice(sn, arch, &choice)) && !(s = open_calib(sn, t, o, &base, &calib))) {
-        ib_sn_eval_cfg c;
-        eval_cfg(o, &c);
-        s = ib_supernet_eval_task(sn, t, choice, calib, ds, &c, r->metrics);
+    ib_sn_task *t;
+    int *choice;
+    ib_status s = task_path(sn, arch, ds, o, "ib_supernet_evaluate_task",
+                            "ib_supernet_evaluate (ibnas supernet eval) scores its archs by top-1", &t, &choice, r->metrics);
+    if (t) {
+        snprintf(r->task, sizeof r->task, "%s", t->name);
+        sscanf(t->metrics, "%15[^,],%15[^,],%15s", r->names[0], r->names[1], r->names[2]);
+        t->free(t);
     }
-    snprintf(r->task, sizeof r->task, "%s", t->name);
-    sscanf(t->metrics, "%15[^,],%15[^,],%15s", r->names[0], r->names[1], r->names[2]);
-    if (calib != base) ib_dataset_close(calib);
-    ib_dataset_close(base);
     free(choice);
-    t->free(t);
     return s;
 }
