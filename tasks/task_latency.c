@@ -23,6 +23,15 @@ static int size_after(const ib_arch *a, int res, int b) {
 
 static int width_after(const ib_arch *a, int b) { return b < 0 ? a->stem_out : a->blocks[b].out; }
 
+// A random (1, c, h, h) feature in *t over a malloc'd buffer (returned; NULL when out of memory).
+static float *random_feature(ib_rng *rng, int c, int h, ib_tensor *t) {
+    float *buf = malloc(sizeof(float) * (size_t)c * (size_t)h * (size_t)h);
+    if (!buf) return NULL;
+    ib_rng_fill_normal(rng, buf, (int64_t)c * h * h, 0, 1);
+    ib_tensor_init(t, buf, 4, (int[]){1, c, h, h});
+    return buf;
+}
+
 ib_status ib_seg_lut_task(const ib_arch *backbone, int classes, const ib_seg_head_cfg *cfg, int res, ib_lut_task *out) {
     memset(out, 0, sizeof *out);
     if (res < 8) return ib_fail(IB_ERR_ARG, "segmenter latency at res %d: at least 8", res);
@@ -87,12 +96,10 @@ ib_status ib_seg_time_head(const ib_arch *backbone, int classes, const ib_seg_he
     ib_rng_seed(&rng, 1, 0x5e9);
     for (int l = 0; l < n && !s; l++) {
         int c = width_after(backbone, blocks[l]), h = size_after(backbone, res, blocks[l]);
-        if (!(buf[l] = malloc(sizeof(float) * (size_t)c * (size_t)h * (size_t)h))) {
+        if (!(buf[l] = random_feature(&rng, c, h, &r.feats[l]))) {
             s = ib_fail(IB_ERR_NOMEM, "out of memory for a %dx%dx%d feature", c, h, h);
             break;
         }
-        ib_rng_fill_normal(&rng, buf[l], (int64_t)c * h * h, 0, 1);
-        ib_tensor_init(&r.feats[l], buf[l], 4, (int[]){1, c, h, h});
         r.fp[l] = &r.feats[l];
     }
     if (!s) s = ib_lut_time_forward(head_fwd, &r, 1, 1, 1, tm, ms);
@@ -183,19 +190,13 @@ ib_status ib_det_time_head(const ib_arch *a, const ib_ssd_cfg *cfg, int res, con
     int s16 = (res + 15) / 16;
     if (!(s = ib_params_alloc(&ps))) {
         ib_params_init_default(&ps, 0);
-        b16 = malloc(sizeof(float) * (size_t)ti.c16_in * (size_t)s16 * (size_t)s16);
-        b32 = malloc(sizeof(float) * (size_t)ti.c32 * (size_t)ti.size32 * (size_t)ti.size32);
-        if (!b16 || !b32) s = ib_fail(IB_ERR_NOMEM, "out of memory for a detector's features");
-    }
-    if (!s) {
         ib_rng rng;
         ib_rng_seed(&rng, 1, 0xde7);
-        ib_rng_fill_normal(&rng, b16, (int64_t)ti.c16_in * s16 * s16, 0, 1);
-        ib_rng_fill_normal(&rng, b32, (int64_t)ti.c32 * ti.size32 * ti.size32, 0, 1);
-        ib_tensor_init(&r.t16, b16, 4, (int[]){1, ti.c16_in, s16, s16});
-        ib_tensor_init(&r.h, b32, 4, (int[]){1, ti.c32, ti.size32, ti.size32});
-        s = ib_lut_time_forward(det_head_fwd, &r, 1, 1, 1, tm, ms);
+        b16 = random_feature(&rng, ti.c16_in, s16, &r.t16);
+        b32 = random_feature(&rng, ti.c32, ti.size32, &r.h);
+        if (!b16 || !b32) s = ib_fail(IB_ERR_NOMEM, "out of memory for a detector's features");
     }
+    if (!s) s = ib_lut_time_forward(det_head_fwd, &r, 1, 1, 1, tm, ms);
     free(b16), free(b32);
     ib_params_free(&ps);
     ib_detector_free(&r.d);
