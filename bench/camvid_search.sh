@@ -13,6 +13,7 @@
 #        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/bench/lib.sh"   # pick_of
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
@@ -62,14 +63,6 @@ alone() {   # alone NAME ARCH SEED: trained alone (one thread), then CamVid test
   fi
   "$I" eval --task segment --model "$1.h5" --data "$D" --split test --json --quiet > "$1.test.json.tmp"
   mv "$1.test.json.tmp" "$1.test.json"
-}
-pick_of() {   # the search's pick under budget $1 (named by the budget's shortest form)
-  local g x
-  for g in search/cpu/best-*ms.arch.json; do
-    x=${g##*/best-}; x=${x%ms.arch.json}
-    awk -v a="$x" -v b="$1" 'BEGIN { exit !(a + 0 == b + 0) }' && { echo "$g"; return 0; }
-  done
-  echo "camvid_search: no pick for the budget $1 ms" >&2; return 1
 }
 name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
 echo "== trained alone, two at a time (one thread each) $(date -u +%H:%M)"

@@ -8,6 +8,7 @@
 #   env: the recipe of oneshot_tin.sh (EPOCHS RES THREADS LR CLIP CLASSES), SEEDS="0 1", METRIC=loss,
 #        POP=32 GENS=10 BATCH=16 (evolution)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # pick_of
 IBNAS="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 SRC="$(cd "${2:?SRC_DIR}" && pwd)"
 OUT="${3:?OUT_DIR}"; shift 3
@@ -21,15 +22,6 @@ done
 mkdir -p "$OUT"; cd "$OUT"
 common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
         --warmup 0.3 --threads "$THREADS" --quiet)
-# The search names a budget's pick by the budget's shortest form (best-0.142ms for 0.1420): match by value.
-pick_of() {
-  local f x
-  for f in search/cpu/best-*ms.arch.json; do
-    x=${f##*/best-}; x=${x%ms.arch.json}
-    awk -v a="$x" -v b="$1" 'BEGIN { exit !(a + 0 == b + 0) }' && { echo "$f"; return 0; }
-  done
-  echo "pareto_tin: no pick for the budget $1 ms in search/cpu" >&2; return 1
-}
 ms() { "$IBNAS" latency predict --lut "$SRC/cpu.csv" --arch "$1" --res "$RES" --json | sed 's/.*"ms": *\([0-9.e+-]*\).*/\1/'; }
 
 budgets=""
