@@ -160,31 +160,50 @@ static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y)
 // Below this many multiply-adds a GEMM runs on one thread.
 #define GEMM_PAR_MIN ((int64_t)1 << 18)
 
-// Y (M x N, row pitch ldy) (=, or +=) A (M x K, a[m * ars + k * acs]) @ X (K x N, row pitch ldx), with the
-// rows' epilogue: core/simd.h's register-tiled GEMM, no packing, on our threads. Blocks of 64 columns
-// (and of 48 rows when the columns are few) are split statically; every output is computed whole, its
-// sum over k in order, by one thread, so the numbers do not depend on the thread count. Forward and
-// dX of convolutions use it: on MobileNet shapes (K from 16 to 960, N from 49 to 12544) it ran 1.7 to
-// 2x OpenBLAS's sgemm, which packs both operands on every call; dW (a reduction over the long
-// dimension) stays with OpenBLAS.
-static void gemm_par(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx,
-                     float *y, int64_t ldy, const ib_rows_epi *e, int add) {
+// A batch of B GEMMs of one shape, problem b = n * G + g (image n, group g): Y_b (M x N, row pitch ldy) (=, or
+// +=) A_b (M x K, a_b[m * ars + k * acs]) @ X_b (K x N, row pitch ldx), with the rows' epilogue, where A_b starts
+// at a + g * ag, X_b at x + n * xn + g * xg, Y_b at y + n * yn + g * yg and the epilogue at channel g * M.
+typedef struct {
+    int B, G;
+    int64_t ag, xn, xg, yn, yg;
+} gemm_batch;
+
+// core/simd.h's register-tiled GEMM, no packing, on our threads, in ONE parallel region for the whole batch:
+// a training step of mobilenetv2 runs its 1x1 convs image by image, and a region per image made thousands
+// of barriers a step, each a futex wake when the threads sleep. Blocks of 64 columns (and of 48 rows when
+// the blocks are few) are split statically; every output is computed whole, its sum over k in order, by one
+// thread, so the numbers do not depend on the thread count or the blocking. Forward and dX of convolutions
+// use it: on MobileNet shapes (K from 16 to 960, N from 49 to 12544) it ran 1.7 to 2x OpenBLAS's sgemm,
+// which packs both operands on every call.
+static void gemm_par_batch(int M, int N, int K, const gemm_batch *bt, const float *a, int64_t ars, int64_t acs,
+                           const float *x, int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e, int add) {
     const ib_simd_kernels *k = ib_simd();
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || N <= 0 || bt->B <= 0) return;
     const int nb = (N + 63) / 64, threads = omp_get_max_threads();
-    const int rb = nb >= 2 * threads ? M : 48, mb = (M + rb - 1) / rb, items = nb * mb;
-#pragma omp parallel for schedule(static) if ((int64_t)M * N * K > GEMM_PAR_MIN && items > 1)
-    for (int it = 0; it < items; it++) {
-        int n0 = it / mb * 64, m0 = it % mb * rb;
-        int n = N - n0 < 64 ? N - n0 : 64, m = M - m0 < rb ? M - m0 : rb;
+    const int rb = (int64_t)bt->B * nb >= 2 * threads ? M : 48, mb = (M + rb - 1) / rb, per = nb * mb;
+    const int64_t items = (int64_t)bt->B * per;
+#pragma omp parallel for schedule(static) if ((int64_t)bt->B * M * N * K > GEMM_PAR_MIN && items > 1)
+    for (int64_t it = 0; it < items; it++) {
+        int b = (int)(it / per), t = (int)(it % per), n = b / bt->G, g = b % bt->G;
+        int n0 = t / mb * 64, m0 = t % mb * rb;
+        int cols = N - n0 < 64 ? N - n0 : 64, m = M - m0 < rb ? M - m0 : rb;
         ib_rows_epi es;
         if (e) {
+            int c0 = g * M + m0;
             es = *e;
-            if (es.bias) es.bias += m0;
-            if (es.mf) es.mf += m0, es.scale += m0, es.shift += m0;
+            if (es.bias) es.bias += c0;
+            if (es.mf) es.mf += c0, es.scale += c0, es.shift += c0;
         }
-        k->gemm(m, n, K, a + m0 * ars, ars, acs, x + n0, ldx, y + m0 * ldy + n0, ldy, e ? &es : NULL, add);
+        k->gemm(m, cols, K, a + g * bt->ag + m0 * ars, ars, acs, x + n * bt->xn + g * bt->xg + n0, ldx,
+                y + n * bt->yn + g * bt->yg + m0 * ldy + n0, ldy, e ? &es : NULL, add);
     }
+}
+
+// One GEMM of the batch kind.
+static void gemm_par(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx,
+                     float *y, int64_t ldy, const ib_rows_epi *e, int add) {
+    const gemm_batch one = {1, 1, 0, 0, 0, 0, 0};
+    gemm_par_batch(M, N, K, &one, a, ars, acs, x, ldx, y, ldy, e, add);
 }
 
 // The epilogue of output channels [c0, c0 + n) (NULL when there is nothing to apply).
@@ -223,19 +242,29 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
 
     if (direct) {
         // Images in order, so dW sums the batch in a fixed order.
-        for (int n = 0; n < N; n++)
-            for (int g = 0; g < G; g++) {
-                const float *gyg = gy + ((int64_t)n * Cout + (int64_t)g * opg) * P;
-                const float *xg = x->data + ((int64_t)n * Cin + (int64_t)g * cpg) * HW;
-                // gW_g (opg, rows) += gY_g (opg, P) @ X_g^T (P, rows)
-                if (need_w)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, opg, rows, (int)P, 1.0f, gyg, (int)P, xg,
-                                (int)P, 1.0f, gw + (int64_t)g * opg * rows, rows);
-                // gX_g (rows, P) (+)= W_g^T (rows, opg) @ gY_g (opg, P); every element is written
-                if (need_x)
-                    gemm_par(rows, (int)P, opg, w->data + (int64_t)g * opg * rows, 1, rows, gyg, P,
-                             gx + ((int64_t)n * Cin + (int64_t)g * cpg) * HW, P, NULL, add);
+        if (need_w) {
+            // gW_g (opg, rows) += gYc_g (opg, m P) @ Xc_g^T (m P, rows): chunks of images side by side, so
+            // one GEMM reduces over a chunk instead of one per image (P columns, as few as 16)
+            int nb = col_chunk(N, ((int64_t)Cin + Cout) * P);
+            float *xc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)(nb * P));
+            float *gyc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cout * (size_t)(nb * P));
+            for (int n0 = 0; n0 < N; n0 += nb) {
+                int m = N - n0 < nb ? N - n0 : nb;
+                int64_t ld = (int64_t)m * P;
+                gather_images(gy + (int64_t)n0 * Cout * P, m, Cout, P, gyc);
+                gather_images(x->data + (int64_t)n0 * Cin * HW, m, Cin, P, xc);
+                for (int g = 0; g < G; g++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, opg, rows, (int)ld, 1.0f,
+                                gyc + (int64_t)g * opg * ld, (int)ld, xc + (int64_t)g * rows * ld, (int)ld, 1.0f,
+                                gw + (int64_t)g * opg * rows, rows);
             }
+        }
+        if (need_x) {
+            // gX_ng (rows, P) (+)= W_g^T (rows, opg) @ gY_ng (opg, P), every image and group in one region
+            const gemm_batch bt = {N * G, G, (int64_t)opg * rows, (int64_t)Cout * P, (int64_t)opg * P,
+                                   (int64_t)Cin * HW, (int64_t)cpg * HW};
+            gemm_par_batch(rows, (int)P, opg, &bt, w->data, 1, rows, gy, P, gx, P, NULL, add);
+        }
         return;
     }
     // Chunks of images, in order: per chunk and group one GEMM with the chunk's columns side by side.
@@ -300,12 +329,10 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
     ib_rows_epi eg;
     if (P == 0 || opg == 0) return y;
     if (rows == 0 || is_direct(K, stride, pad, N, P)) {   // rows == 0: no input channels, the epilogue alone
-        for (int n = 0; n < N; n++)
-            for (int g = 0; g < G; g++)
-                // Y_g (opg, P) = epi(W_g (opg, cpg) @ X_g (cpg, P))
-                gemm_par(opg, (int)P, rows, w->data + (int64_t)g * opg * rows, rows, 1,
-                         x->data + ((int64_t)n * Cin + (int64_t)g * cpg) * HW, P,
-                         y->data + ((int64_t)n * Cout + (int64_t)g * opg) * P, P, rows_epi_at(epi, g * opg, &eg), 0);
+        // Y_ng (opg, P) = epi(W_g (opg, cpg) @ X_ng (cpg, P)), every image and group in one region
+        const gemm_batch bt = {N * G, G, (int64_t)opg * rows, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
+                               (int64_t)opg * P};
+        gemm_par_batch(opg, (int)P, rows, &bt, w->data, rows, 1, x->data, P, y->data, P, epi, 0);
         return y;
     }
     int nb = col_chunk(N, ((int64_t)Cin * K * K + Cout) * P);
