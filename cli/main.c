@@ -215,25 +215,7 @@ char **cli_split_args(const char *verb_name, int argc, char **argv, const cli_fl
     return fargv;
 }
 
-// OpenMP threads that wait at a barrier spin by default (libgomp's active wait). On a quiet machine that
-// is the fastest (mobilenetv2 training, 2 cores: 274-328 img/s spinning, 216-222 sleeping). When the
-// cores are shared (another job, a busy laptop) a spinning thread holds the core its partner needs, and
-// every one of a training step's ~1000 parallel regions waits for a descheduled thread: on 2 shared cores
-// the same training fell to 4 img/s spinning against 73 sleeping. So the command looks at the load when
-// it starts: busy (1-minute load above the cores less half a core) means passive waits. libgomp reads
-// OMP_WAIT_POLICY when it loads, before main, so the command re-executes itself once with the variable
-// set; if that fails it carries on as it is. A policy or spin count set by the user always wins.
-static void choose_openmp_wait(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    double load[1];
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (getloadavg(load, 1) != 1 || cpus < 1 || load[0] < (double)cpus - 0.5) return;
-    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1)) return;
-    execv("/proc/self/exe", argv);
-}
-
 int main(int argc, char **argv) {
-    choose_openmp_wait(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

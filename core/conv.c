@@ -1,11 +1,9 @@
-// Convolution ops: conv2d (groups, stride, padding, dilation) as im2col + OpenBLAS SGEMM (1x1 stride-1
-// convs GEMM straight on the input), forward and backward, and the fused inference op conv + BN + act.
-// Depthwise convs (groups == Cin == Cout) go to core/dw_conv.c. Work buffers come from the arena. Our
-// loops are OpenMP-threaded; BLAS is only called outside them.
+// Convolution ops: conv2d (groups, stride, padding, dilation) as im2col + GEMM (1x1 stride-1 convs GEMM
+// straight on the input), forward and backward, and the fused inference op conv + BN + act. Depthwise
+// convs (groups == Cin == Cout) go to core/dw_conv.c. Work buffers come from the arena. Our loops run on
+// the library's pool (core/threads.c), GEMMs included (core/simd.h's kernel).
 #include "core/simd.h"
 
-#include <cblas.h>
-#include <omp.h>
 #include <string.h>
 
 // Below this many floats of work a loop runs on one thread: a parallel region costs more.
@@ -43,16 +41,24 @@ typedef struct {
 
 // x: (nb, C, H, W) -> col: (C*K*K, nb*Ho*Wo); row (c, kh, kw), column block i holds image i, zeros where
 // a tap falls in the padding. Batching images makes one parallel region feed many GEMMs (see below).
-static void im2col(const float *restrict x, int nb, int C, const conv_geom *g, float *restrict col) {
-    int K = g->K, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride;
-    int rows = C * K * K;
+// Items: (row, image) pairs, t = r * nb + i.
+typedef struct {
+    const float *x;
+    float *col;
+    int nb, C;
+    const conv_geom *g;
+} cols_job;
+
+static void im2col_rows(void *p, int64_t t0, int64_t t1, int worker) {
+    const cols_job *j = p;
+    const conv_geom *g = j->g;
+    int K = g->K, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride, nb = j->nb, C = j->C;
     int64_t P = (int64_t)Ho * Wo, ld = nb * P;
-#pragma omp parallel for schedule(static) if ((int64_t)rows * ld > PAR_MIN_WORK)
-    for (int t = 0; t < rows * nb; t++) {
-        int r = t / nb, i = t % nb;
+    for (int64_t t = t0; t < t1; t++) {
+        int r = (int)(t / nb), i = (int)(t % nb);
         int c = r / (K * K), kh = (r / K) % K, kw = r % K;
-        const float *xc = x + ((int64_t)i * C + c) * H * W;
-        float *dst = col + (int64_t)r * ld + i * P;
+        const float *xc = j->x + ((int64_t)i * C + c) * H * W;
+        float *dst = j->col + (int64_t)r * ld + i * P;
         int off_w = kw * g->dil - g->pad, lo, hi;
         tap_range(W, Wo, stride, off_w, &lo, &hi);
         for (int oh = 0; oh < Ho; oh++) {
@@ -74,63 +80,87 @@ static void im2col(const float *restrict x, int nb, int C, const conv_geom *g, f
     }
 }
 
+static void im2col(const float *restrict x, int nb, int C, const conv_geom *g, float *restrict col) {
+    int64_t P = (int64_t)g->Ho * g->Wo;
+    cols_job j = {x, col, nb, C, g};
+    ib_parallel_range((int64_t)C * g->K * g->K * nb, PAR_MIN_WORK / P + 1, im2col_rows, &j);
+}
+
 // col: (C*K*K, nb*Ho*Wo) -> gx: (nb, C, H, W) += the sum of every tap's gradient. Threaded over (image,
 // channel) planes: all rows of a channel add into the same plane, so each plane has one writer and a
 // fixed order.
-static void col2im_add(const float *restrict col, int nb, int C, const conv_geom *g, float *restrict gx) {
-    int K = g->K, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride;
-    int64_t P = (int64_t)Ho * Wo, ld = nb * P;
-#pragma omp parallel for schedule(static) if ((int64_t)C * K * K * ld > PAR_MIN_WORK)
-    for (int t = 0; t < nb * C; t++) {
-        int i = t / C, c = t % C;
-        float *gc = gx + (int64_t)t * H * W;
+static void col2im_planes(void *p, int64_t t0, int64_t t1, int worker) {
+    const cols_job *j = p;
+    const conv_geom *g = j->g;
+    int K = g->K, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride, C = j->C;
+    int64_t P = (int64_t)Ho * Wo, ld = j->nb * P;
+    for (int64_t t = t0; t < t1; t++) {
+        int i = (int)(t / C), c = (int)(t % C);
+        float *gc = j->col + t * H * W;   // the cols_job's col is gx here
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
-                const float *src = col + ((int64_t)(c * K + kh) * K + kw) * ld + i * P;
+                const float *src = j->x + ((int64_t)(c * K + kh) * K + kw) * ld + i * P;
                 int off_w = kw * g->dil - g->pad, lo, hi;
                 tap_range(W, Wo, stride, off_w, &lo, &hi);
                 for (int oh = 0; oh < Ho; oh++) {
                     int ih = oh * stride - g->pad + kh * g->dil;
                     if (ih < 0 || ih >= H) continue;
                     float *gr = gc + (int64_t)ih * W;
-                    const float *s = src + (int64_t)oh * Wo;
+                    const float *sr = src + (int64_t)oh * Wo;
                     if (stride == 1) {
 #pragma omp simd
-                        for (int ow = lo; ow < hi; ow++) gr[ow + off_w] += s[ow];
+                        for (int ow = lo; ow < hi; ow++) gr[ow + off_w] += sr[ow];
                     } else {
-                        for (int ow = lo; ow < hi; ow++) gr[ow * stride + off_w] += s[ow];
+                        for (int ow = lo; ow < hi; ow++) gr[ow * stride + off_w] += sr[ow];
                     }
                 }
             }
     }
 }
 
+static void col2im_add(const float *restrict col, int nb, int C, const conv_geom *g, float *restrict gx) {
+    int64_t P = (int64_t)g->Ho * g->Wo;
+    cols_job j = {col, gx, nb, C, g};
+    ib_parallel_range((int64_t)nb * C, PAR_MIN_WORK / ((int64_t)g->K * g->K * P) + 1, col2im_planes, &j);
+}
+
 // gy: (N, C, P) -> gb: (C) += per-channel sums in double, batch in order. Eight partial sums in a fixed
 // pattern break the dependency chain (and vectorise) while keeping the result independent of threads.
-// parallel = 0 next to OpenBLAS's GEMMs: OpenMP's threads spin for a while after a region, and a parallel
-// region right before a BLAS call leaves them on the cores BLAS needs (see col_chunk).
-void ib__bias_grad(const float *gy, int N, int C, int64_t P, int parallel, float *gb) {
-#pragma omp parallel for schedule(static) if (parallel && (int64_t)N * C * P > PAR_MIN_WORK)
-    for (int c = 0; c < C; c++) {
+typedef struct {
+    const float *gy;
+    int N, C;
+    int64_t P;
+    float *gb;
+} bias_job;
+
+static void bias_grad_channels(void *p, int64_t c0, int64_t c1, int worker) {
+    const bias_job *j = p;
+    for (int64_t c = c0; c < c1; c++) {
         double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int n = 0; n < N; n++) {
-            const float *p = gy + ((int64_t)n * C + c) * P;
+        for (int n = 0; n < j->N; n++) {
+            const float *q = j->gy + ((int64_t)n * j->C + c) * j->P;
             int64_t i = 0;
-            for (; i + 8 <= P; i += 8)
-                for (int j = 0; j < 8; j++) part[j] += p[i + j];
-            for (int j = 0; i < P; i++, j++) part[j] += p[i];
+            for (; i + 8 <= j->P; i += 8)
+                for (int k = 0; k < 8; k++) part[k] += q[i + k];
+            for (int k = 0; i < j->P; i++, k++) part[k] += q[i];
         }
         double s = 0;
-        for (int j = 0; j < 8; j++) s += part[j];
-        gb[c] += (float)s;
+        for (int k = 0; k < 8; k++) s += part[k];
+        j->gb[c] += (float)s;
     }
+}
+
+void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb) {
+    bias_job j = {gy, N, C, P, gb};
+    int64_t per = (int64_t)N * P;
+    ib_parallel_range(C, PAR_MIN_WORK / (per > 0 ? per : 1) + 1, bias_grad_channels, &j);
 }
 
 // ---------------------------------------------------------------------------------------------
 // General convolution: im2col + GEMM.
 
 // A 1x1 kernel with stride 1 and no padding reads x exactly as its im2col would be: it GEMMs straight on
-// x, image by image, unless the maps are tiny: a 2x2 map is a GEMM 4 columns wide, which runs at a
+// x, a GEMM per image (all in one parallel loop), unless the maps are tiny: a 2x2 map is a GEMM 4 columns wide, which runs at a
 // fraction of the GEMM rate; then the batch goes through the chunked path below, where one GEMM covers
 // every image of a chunk. From 4x4 on, the per-image GEMMs were as fast or faster than gathering the
 // batch (measured on MobileNetV2's 1x1 convs at batch 32, one thread).
@@ -139,10 +169,9 @@ static int is_direct(int K, int stride, int pad, int N, int64_t P) {
     return K == 1 && stride == 1 && pad == 0 && (P >= PW_BATCH_P || N == 1);
 }
 
-// Images per chunk. One parallel region writes the columns of several images, then one GEMM per group
-// covers them all: OpenMP's threads spin for a while after a region, and with a pthread OpenBLAS they
-// then fight BLAS's threads for the cores (on 2 cores, switching on every image made a conv 5-10x
-// slower). The budget bounds the arena scratch per call.
+// Images per chunk. One parallel loop writes the columns of several images, then one GEMM per group
+// covers them all (a loop per image made thousands of small loops a step). The budget bounds the arena
+// scratch per call.
 #define COL_BUDGET_BYTES ((int64_t)8 << 20)
 static int col_chunk(int N, int64_t floats_per_image) {
     int64_t nb = COL_BUDGET_BYTES / (int64_t)sizeof(float) / (floats_per_image > 0 ? floats_per_image : 1);
@@ -150,12 +179,33 @@ static int col_chunk(int N, int64_t floats_per_image) {
     return nb < N ? (int)nb : N;
 }
 
-// ycol: (C, m * P), column block i image i -> y: (m, C, P).
-static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y) {
+// Moving images between (m, C, P) and (C, m * P), column block i image i; items are channels.
+typedef struct {
+    const float *src;
+    float *dst;
+    int m, C, to_images;
+    int64_t P;
+} move_job;
+
+static void move_channels(void *p, int64_t c0, int64_t c1, int worker) {
+    const move_job *j = p;
     const ib_simd_kernels *k = ib_simd();
-    for (int c = 0; c < C; c++)
-        k->copy2d(ycol + (int64_t)c * m * P, P, P, m, y + (int64_t)c * P, (int64_t)C * P, 0, 1, 0, 0);
+    int64_t P = j->P, C = j->C;
+    for (int64_t c = c0; c < c1; c++) {
+        if (j->to_images)
+            k->copy2d(j->src + c * j->m * P, P, P, j->m, j->dst + c * P, C * P, 0, 1, 0, 0);
+        else
+            k->copy2d(j->src + c * P, C * P, P, j->m, j->dst + c * j->m * P, P, 0, 1, 0, 0);
+    }
 }
+
+static void move_images(const float *src, int m, int C, int64_t P, float *dst, int to_images) {
+    move_job j = {src, dst, m, C, to_images, P};
+    ib_parallel_range(C, PAR_MIN_WORK / ((int64_t)m * P) + 1, move_channels, &j);
+}
+
+// ycol: (C, m * P), column block i image i -> y: (m, C, P).
+static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y) { move_images(ycol, m, C, P, y, 1); }
 
 // Below this many multiply-adds a GEMM runs on one thread.
 #define GEMM_PAR_MIN ((int64_t)1 << 18)
@@ -168,35 +218,64 @@ typedef struct {
     int64_t ag, xn, xg, yn, yg;
 } gemm_batch;
 
-// core/simd.h's register-tiled GEMM, no packing, on our threads, in ONE parallel region for the whole batch:
-// a training step of mobilenetv2 runs its 1x1 convs image by image, and a region per image made thousands
-// of barriers a step, each a futex wake when the threads sleep. Blocks of 64 columns (and of 48 rows when
-// the blocks are few) are split statically; every output is computed whole, its sum over k in order, by one
-// thread, so the numbers do not depend on the thread count or the blocking. Forward and dX of convolutions
-// use it: on MobileNet shapes (K from 16 to 960, N from 49 to 12544) it ran 1.7 to 2x OpenBLAS's sgemm,
-// which packs both operands on every call.
+typedef struct {
+    int M, N, K, rb, mb, per, kb;   // kb: the sum over k in blocks of kb, each added to y (0: one block)
+    const gemm_batch *bt;
+    const float *a, *x;
+    int64_t ars, acs, ldx, ldy;
+    float *y;
+    const ib_rows_epi *e;
+    int add;
+} gemm_job;
+
+static void gemm_tile(void *p, int64_t it, int worker) {
+    const gemm_job *j = p;
+    const gemm_batch *bt = j->bt;
+    int b = (int)(it / j->per), t = (int)(it % j->per), n = b / bt->G, g = b % bt->G;
+    int n0 = t / j->mb * 64, m0 = t % j->mb * j->rb;
+    int cols = j->N - n0 < 64 ? j->N - n0 : 64, m = j->M - m0 < j->rb ? j->M - m0 : j->rb;
+    ib_rows_epi es;
+    if (j->e) {
+        int c0 = g * j->M + m0;
+        es = *j->e;
+        if (es.bias) es.bias += c0;
+        if (es.mf) es.mf += c0, es.scale += c0, es.shift += c0;
+    }
+    const float *a = j->a + g * bt->ag + m0 * j->ars, *x = j->x + n * bt->xn + g * bt->xg + n0;
+    float *y = j->y + n * bt->yn + g * bt->yg + m0 * j->ldy + n0;
+    if (!j->kb) {
+        ib_simd()->gemm(m, cols, j->K, a, j->ars, j->acs, x, j->ldx, y, j->ldy, j->e ? &es : NULL, j->add);
+        return;
+    }
+    for (int k0 = 0; k0 < j->K; k0 += j->kb)
+        ib_simd()->gemm(m, cols, j->K - k0 < j->kb ? j->K - k0 : j->kb, a + k0 * j->acs, j->ars, j->acs,
+                        x + k0 * j->ldx, j->ldx, y, j->ldy, NULL, j->add || k0 > 0);
+}
+
+// core/simd.h's register-tiled GEMM, no packing, on the pool, in ONE parallel loop for the whole batch: a
+// training step of mobilenetv2 ran its 1x1 convs image by image, and a region per image made thousands
+// of them a step. Tiles of 64 columns (and of 48 rows when the tiles are few) are the items; every output
+// is computed whole, its sum over k in order, by one thread, so the numbers do not depend on the threads
+// or the tiling. Forward and dX of convolutions use it: on MobileNet shapes (K from 16 to 960, N from 49
+// to 12544) it ran 1.7 to 2x OpenBLAS's sgemm, which packs both operands on every call.
+static void gemm_par_blocked(int M, int N, int K, int kb, const gemm_batch *bt, const float *a, int64_t ars,
+                             int64_t acs, const float *x, int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e,
+                             int add) {
+    if (M <= 0 || N <= 0 || bt->B <= 0) return;
+    const int nb = (N + 63) / 64, threads = ib_pool_threads();
+    const int rb = (int64_t)bt->B * nb >= 4 * threads ? M : 48, mb = (M + rb - 1) / rb;
+    gemm_job j = {M, N, K, rb, mb, nb * mb, kb, bt, a, x, ars, acs, ldx, ldy, y, e, add};
+    int64_t items = (int64_t)bt->B * j.per;
+    if ((int64_t)bt->B * M * N * K <= GEMM_PAR_MIN) {
+        for (int64_t it = 0; it < items; it++) gemm_tile(&j, it, 0);
+        return;
+    }
+    ib_parallel_for(items, gemm_tile, &j);
+}
+
 static void gemm_par_batch(int M, int N, int K, const gemm_batch *bt, const float *a, int64_t ars, int64_t acs,
                            const float *x, int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e, int add) {
-    const ib_simd_kernels *k = ib_simd();
-    if (M <= 0 || N <= 0 || bt->B <= 0) return;
-    const int nb = (N + 63) / 64, threads = omp_get_max_threads();
-    const int rb = (int64_t)bt->B * nb >= 2 * threads ? M : 48, mb = (M + rb - 1) / rb, per = nb * mb;
-    const int64_t items = (int64_t)bt->B * per;
-#pragma omp parallel for schedule(static) if ((int64_t)bt->B * M * N * K > GEMM_PAR_MIN && items > 1)
-    for (int64_t it = 0; it < items; it++) {
-        int b = (int)(it / per), t = (int)(it % per), n = b / bt->G, g = b % bt->G;
-        int n0 = t / mb * 64, m0 = t % mb * rb;
-        int cols = N - n0 < 64 ? N - n0 : 64, m = M - m0 < rb ? M - m0 : rb;
-        ib_rows_epi es;
-        if (e) {
-            int c0 = g * M + m0;
-            es = *e;
-            if (es.bias) es.bias += c0;
-            if (es.mf) es.mf += c0, es.scale += c0, es.shift += c0;
-        }
-        k->gemm(m, cols, K, a + g * bt->ag + m0 * ars, ars, acs, x + n * bt->xn + g * bt->xg + n0, ldx,
-                y + n * bt->yn + g * bt->yg + m0 * ldy + n0, ldy, e ? &es : NULL, add);
-    }
+    gemm_par_blocked(M, N, K, 0, bt, a, ars, acs, x, ldx, y, ldy, e, add);
 }
 
 // One GEMM of the batch kind.
@@ -216,10 +295,43 @@ static const ib_rows_epi *rows_epi_at(const ib_rows_epi *e, int c0, ib_rows_epi 
 }
 
 // dst: (C, m * P) <- src: (m, C, P) (the inverse of scatter_images, for gradients).
-static void gather_images(const float *src, int m, int C, int64_t P, float *dst) {
-    const ib_simd_kernels *k = ib_simd();
-    for (int c = 0; c < C; c++)
-        k->copy2d(src + (int64_t)c * P, (int64_t)C * P, P, m, dst + (int64_t)c * m * P, P, 0, 1, 0, 0);
+static void gather_images(const float *src, int m, int C, int64_t P, float *dst) { move_images(src, m, C, P, dst, 0); }
+
+// dst_b (C x R) = src_b (R x C)^T for b < B, in 32 x 32 tiles; items are (b, 32 rows of src).
+typedef struct {
+    const float *src;
+    float *dst;
+    int R, C, rblocks;
+} transpose_job;
+
+static void transpose_tiles(void *p, int64_t lo, int64_t hi, int worker) {
+    const transpose_job *j = p;
+    for (int64_t it = lo; it < hi; it++) {
+        int64_t b = it / j->rblocks;
+        int r0 = (int)(it % j->rblocks) * 32, r1 = r0 + 32 < j->R ? r0 + 32 : j->R;
+        const float *s = j->src + b * j->R * j->C;
+        float *d = j->dst + b * j->R * j->C;
+        for (int c0 = 0; c0 < j->C; c0 += 32) {
+            int c1 = c0 + 32 < j->C ? c0 + 32 : j->C;
+            for (int r = r0; r < r1; r++)
+                for (int c = c0; c < c1; c++) d[(int64_t)c * j->R + r] = s[(int64_t)r * j->C + c];
+        }
+    }
+}
+
+static void transpose_batch(const float *src, int B, int R, int C, float *dst) {
+    transpose_job j = {src, dst, R, C, (R + 31) / 32};
+    ib_parallel_range((int64_t)B * j.rblocks, PAR_MIN_WORK / (32 * (int64_t)C) + 1, transpose_tiles, &j);
+}
+
+// gW (M x R) += gY (M x L, row pitch L) @ Xt (L x R, row pitch ldx): the weight gradient's long reduction
+// over a chunk's columns, with our GEMM (OpenBLAS is not safe to call from several threads at once in its
+// OpenMP build; two concurrent calls gave wrong sums), summed in blocks of WGRAD_KB columns each added to
+// gW: one float sum over 32,768 columns drifted 3e-6 from the per-image sums.
+#define WGRAD_KB 256
+static void weight_grad(int M, int R, int L, const float *gy, const float *xt, int64_t ldx, float *gw) {
+    const gemm_batch one = {1, 1, 0, 0, 0, 0, 0};
+    gemm_par_blocked(M, R, L, WGRAD_KB, &one, gy, L, 1, xt, ldx, gw, R, NULL, 1);
 }
 
 static void conv_backward(ib_ctx *ctx, ib_node *node) {
@@ -233,7 +345,7 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
     const float *gy = node->out->grad;
     int direct = is_direct(K, a->stride, a->pad, N, P);
 
-    if (b && b->requires_grad) ib__bias_grad(gy, N, Cout, P, 0, ib_grad(ctx, b));
+    if (b && b->requires_grad) ib__bias_grad(gy, N, Cout, P, ib_grad(ctx, b));
     int need_w = w->requires_grad, need_x = x->requires_grad;
     if ((!need_w && !need_x) || P == 0 || opg == 0 || rows == 0) return;
     float *gw = need_w ? ib_grad(ctx, w) : NULL;
@@ -243,20 +355,20 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
     if (direct) {
         // Images in order, so dW sums the batch in a fixed order.
         if (need_w) {
-            // gW_g (opg, rows) += gYc_g (opg, m P) @ Xc_g^T (m P, rows): chunks of images side by side, so
-            // one GEMM reduces over a chunk instead of one per image (P columns, as few as 16)
+            // gW_g (opg, rows) += gYc_g (opg, m P) @ Xt_g (m P, rows): chunks of images side by side, so
+            // one GEMM reduces over a chunk instead of one per image (P columns, as few as 16); Xt is the
+            // chunk's x with channels last
             int nb = col_chunk(N, ((int64_t)Cin + Cout) * P);
-            float *xc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)(nb * P));
+            float *xt = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)(nb * P));
             float *gyc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cout * (size_t)(nb * P));
             for (int n0 = 0; n0 < N; n0 += nb) {
                 int m = N - n0 < nb ? N - n0 : nb;
                 int64_t ld = (int64_t)m * P;
                 gather_images(gy + (int64_t)n0 * Cout * P, m, Cout, P, gyc);
-                gather_images(x->data + (int64_t)n0 * Cin * HW, m, Cin, P, xc);
+                transpose_batch(x->data + (int64_t)n0 * Cin * HW, m, Cin, (int)P, xt);
                 for (int g = 0; g < G; g++)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, opg, rows, (int)ld, 1.0f,
-                                gyc + (int64_t)g * opg * ld, (int)ld, xc + (int64_t)g * rows * ld, (int)ld, 1.0f,
-                                gw + (int64_t)g * opg * rows, rows);
+                    weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, xt + (int64_t)g * rows, Cin,
+                                gw + (int64_t)g * opg * rows);
             }
         }
         if (need_x) {
@@ -271,19 +383,23 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
     int nb = col_chunk(N, ((int64_t)Cin * K * K + Cout) * P);
     size_t col_bytes = sizeof(float) * (size_t)Cin * (size_t)(K * K) * (size_t)(nb * P);
     float *col = need_w ? ib_arena_alloc(ctx->arena, col_bytes) : NULL;
+    float *colt = need_w ? ib_arena_alloc(ctx->arena, col_bytes) : NULL;   // col with its rows last
     float *dcol = need_x ? ib_arena_alloc(ctx->arena, col_bytes) : NULL;
     float *gyc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cout * (size_t)(nb * P));
     for (int n0 = 0; n0 < N; n0 += nb) {
         int m = N - n0 < nb ? N - n0 : nb;
         int64_t ld = (int64_t)m * P;   // columns of this chunk's (d)col and gyc blocks
         gather_images(gy + (int64_t)n0 * Cout * P, m, Cout, P, gyc);
-        if (col) im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
+        if (col) {
+            im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
+            transpose_batch(col, 1, G * rows, (int)ld, colt);
+        }
         for (int g = 0; g < G; g++) {
             const float *gyg = gyc + (int64_t)g * opg * ld;
-            // gW_g (opg, rows) += gYc_g (opg, m P) @ col_g^T (m P, rows)
+            // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows)
             if (need_w)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, opg, rows, (int)ld, 1.0f, gyg, (int)ld,
-                            col + (int64_t)g * rows * ld, (int)ld, 1.0f, gw + (int64_t)g * opg * rows, rows);
+                weight_grad(opg, rows, (int)ld, gyg, colt + (int64_t)g * rows, (int64_t)G * rows,
+                            gw + (int64_t)g * opg * rows);
             // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P)
             if (need_x)
                 gemm_par(rows, (int)ld, opg, w->data + (int64_t)g * opg * rows, 1, rows, gyg, ld,

@@ -215,11 +215,24 @@ void ib_rng_fill_normal(ib_rng *r, float *x, int64_t n, float mean, float std);
 void ib_rng_shuffle(ib_rng *r, int *idx, int n);
 
 // ---------------------------------------------------------------------------------------------
-// Threads: one setting for our OpenMP loops and OpenBLAS's GEMM. Never call BLAS inside an OpenMP
-// parallel region.
+// Threads: one setting for our pool, the few OpenMP loops left (pack, synth) and OpenBLAS.
 
 // ib_set_threads(n) (n <= 0: the number of cores) and ib_get_threads() are in include/ibnas.h.
 // ib_time_s (monotonic seconds): include/ibnas.h.
+
+// The library's thread pool (core/threads.c), for the loops of a training step: fn(arg, item, worker) for
+// every item in [0, n), in any order, on any of ib_pool_threads() threads (worker, below that count, picks
+// per-thread scratch); returns when all are done. An item computes its outputs whole, so the numbers never
+// depend on the threads. Inside an item, from a second thread while a loop runs, or with one thread it is
+// a plain loop. Never call BLAS inside an item: OpenBLAS's OpenMP build gave wrong sums when two threads
+// called it at once. BLAS runs on one thread (ib_set_threads); the convolutions use core/simd.h's GEMM.
+typedef void (*ib_par_fn)(void *arg, int64_t item, int worker);
+void ib_parallel_for(int64_t n, ib_par_fn fn, void *arg);
+// [0, n) in ranges of at least min_grain (about four per thread when n is large): fn(arg, lo, hi, worker).
+// A loop of at most min_grain runs on the caller alone.
+typedef void (*ib_range_fn)(void *arg, int64_t lo, int64_t hi, int worker);
+void ib_parallel_range(int64_t n, int64_t min_grain, ib_range_fn fn, void *arg);
+int ib_pool_threads(void);
 
 // ---------------------------------------------------------------------------------------------
 // Files written whole (core/fileio.c): ib_wfile_open creates PATH.tmp (its name written to tmp);

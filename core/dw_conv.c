@@ -15,7 +15,6 @@
 // every other output has one writer, so results never depend on the thread count.
 #include "core/simd.h"
 
-#include <omp.h>
 #include <string.h>
 
 // Below this many multiply-adds a loop runs on one thread: a parallel region costs more.
@@ -191,30 +190,45 @@ static void forward_group(const dw_geom *g, const ib_simd_kernels *k, const floa
 }
 
 // Forward of the whole tensor. x: (N, C, H, W), w: (C, 1, K, K), bias (C) or NULL; bn: per-channel
-// (mean, scale, shift) or NULL; act -> y: (N, C, Ho, Wo).
+// (mean, scale, shift) or NULL; act -> y: (N, C, Ho, Wo). Items: (image group, channel), channels inner so
+// consecutive items read neighbouring planes and memory streams; each worker its own scratch, zeroed once
+// (pack_x writes the same cells every time and leaves the border zero).
+typedef struct {
+    const dw_geom *g;
+    const float *x, *w, *bias, *bn_m, *bn_scale, *bn_shift;
+    int act;
+    float *y, *scratch;
+    int64_t per_thread;
+} dw_fwd_job;
+
+static void dw_forward_item(void *p, int64_t it, int worker) {
+    const dw_fwd_job *j = p;
+    const dw_geom *g = j->g;
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
+    float *xq = j->scratch + j->per_thread * worker, *grid = xq + (int64_t)g->phases * g->G * g->S;
+    int c = (int)(it % g->C), n0 = (int)(it / g->C) * g->G, cnt = g->N - n0 < g->G ? g->N - n0 : g->G;
+    ib_epi epi = {j->bn_m != NULL, j->bn_m ? j->bn_m[c] : 0.0f, j->bn_m ? j->bn_scale[c] : 1.0f,
+                  j->bn_m ? j->bn_shift[c] : 0.0f, j->act};
+    if (c + 1 < g->C) prefetch_planes(j->x + ((int64_t)n0 * g->C + c + 1) * HW, cnt, g->C * HW, HW);
+    pack_x(g, ib_simd(), j->x + ((int64_t)n0 * g->C + c) * HW, g->C * HW, cnt, xq);
+    forward_group(g, ib_simd(), xq, j->w + (int64_t)c * g->T, j->bias ? j->bias[c] : 0.0f, &epi, cnt,
+                  j->y + ((int64_t)n0 * g->C + c) * P, g->C * P, grid);
+}
+
+// Runs of neighbouring items on the pool.
+static void dw_forward_items(void *p, int64_t i0, int64_t i1, int worker) {
+    for (int64_t it = i0; it < i1; it++) dw_forward_item(p, it, worker);
+}
+
 static void dw_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const float *w, const float *bias,
                        const float *bn_m, const float *bn_scale, const float *bn_shift, int act, float *y) {
-    const ib_simd_kernels *k = ib_simd();
-    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
+    const int64_t P = (int64_t)g->Ho * g->Wo;
     const int groups = (g->N + g->G - 1) / g->G, items = g->C * groups;
+    const int par = (int64_t)g->N * g->C * P * g->T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
     const int64_t per_thread = (int64_t)g->G * g->S * (g->phases + 1);
-    float *scratch = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * omp_get_max_threads()));
-#pragma omp parallel if ((int64_t)g->N * g->C * P * g->T > PAR_MIN_WORK)
-    {
-        float *xq = scratch + per_thread * omp_get_thread_num(), *grid = xq + (int64_t)g->phases * g->G * g->S;
-        memset(xq, 0, sizeof(float) * (size_t)per_thread);
-#pragma omp for schedule(static)
-        for (int it = 0; it < items; it++) {
-            // Channels inner: consecutive items read neighbouring planes, so memory streams.
-            int c = it % g->C, n0 = it / g->C * g->G, cnt = g->N - n0 < g->G ? g->N - n0 : g->G;
-            ib_epi epi = {bn_m != NULL, bn_m ? bn_m[c] : 0.0f, bn_m ? bn_scale[c] : 1.0f, bn_m ? bn_shift[c] : 0.0f,
-                          act};
-            if (c + 1 < g->C) prefetch_planes(x + ((int64_t)n0 * g->C + c + 1) * HW, cnt, g->C * HW, HW);
-            pack_x(g, k, x + ((int64_t)n0 * g->C + c) * HW, g->C * HW, cnt, xq);
-            forward_group(g, k, xq, w + (int64_t)c * g->T, bias ? bias[c] : 0.0f, &epi, cnt,
-                          y + ((int64_t)n0 * g->C + c) * P, g->C * P, grid);
-        }
-    }
+    float *scratch = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads));
+    dw_fwd_job j = {g, x, w, bias, bn_m, bn_scale, bn_shift, act, y, scratch, per_thread};
+    ib_parallel_range(items, par ? 1 : items, dw_forward_items, &j);
 }
 
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add) {
@@ -319,52 +333,71 @@ static void backward_x_group(const dw_geom *g, const ib_simd_kernels *k, const f
     }
 }
 
+// Backward, one item per channel: the groups of images in order, so dW's per-channel sums take them in
+// order whatever the threads.
+typedef struct {
+    const dw_geom *g;
+    const float *x, *w, *gy;
+    float *gx;
+    double *acc;
+    float *scratch;
+    int64_t per_thread;
+    int add;
+} dw_bwd_job;
+
+static void dw_backward_channel(void *p, int64_t ch, int worker) {
+    const dw_bwd_job *j = p;
+    const dw_geom *g = j->g;
+    const ib_simd_kernels *k = ib_simd();
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo, blk = (int64_t)g->G * g->S;
+    const int c = (int)ch;
+    float *xq = j->scratch + j->per_thread * worker, *gp = xq + g->phases * blk, *gq = gp + blk;
+    const float *src[DW_MAX_K * DW_MAX_K];
+    for (int n0 = 0; n0 < g->N; n0 += g->G) {
+        int cnt = g->N - n0 < g->G ? g->N - n0 : g->G;
+        int64_t xo = ((int64_t)n0 * g->C + c) * HW, yo = ((int64_t)n0 * g->C + c) * P;
+        if (n0 + g->G < g->N) {   // the next group's planes of this channel
+            prefetch_planes(j->gy + yo + (int64_t)g->G * g->C * P, g->N - n0 - g->G < g->G ? g->N - n0 - g->G : g->G,
+                            g->C * P, P);
+            prefetch_planes(j->x + xo + (int64_t)g->G * g->C * HW, g->N - n0 - g->G < g->G ? g->N - n0 - g->G : g->G,
+                            g->C * HW, HW);
+        }
+        pack_gy(g, k, j->gy + yo, g->C * P, cnt, gp);
+        if (j->acc) {
+            pack_x(g, k, j->x + xo, g->C * HW, cnt, xq);
+            tap_sources(g, xq, src);
+            int64_t L = (int64_t)(cnt - 1) * g->S + (int64_t)(g->Ho - 1) * g->Wr + g->Wo;
+            k->tapdot(gp + (int64_t)g->M * g->Wr + g->M, L, g->T, src, j->acc + (int64_t)c * g->T);
+        }
+        if (j->gx) backward_x_group(g, k, gp, j->w + (int64_t)c * g->T, cnt, gq, j->gx + xo, g->C * HW, j->add);
+    }
+}
+
+static void dw_backward_channels(void *p, int64_t c0, int64_t c1, int worker) {
+    for (int64_t c = c0; c < c1; c++) dw_backward_channel(p, c, worker);
+}
+
 static void dwconv_backward(ib_ctx *ctx, ib_node *node) {
     ib_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];
     const dw_args *a = node->saved;
-    const ib_simd_kernels *k = ib_simd();
     dw_geom g =
         dw_geom_of(x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[2], a->stride, a->pad, a->dilation, 1);
     dw_taps(ctx, &g);
-    const int64_t HW = (int64_t)g.H * g.W, P = (int64_t)g.Ho * g.Wo;
+    const int64_t P = (int64_t)g.Ho * g.Wo;
     const float *gy = node->out->grad;
-    if (b && b->requires_grad) ib__bias_grad(gy, g.N, g.C, P, 1, ib_grad(ctx, b));
+    if (b && b->requires_grad) ib__bias_grad(gy, g.N, g.C, P, ib_grad(ctx, b));
     int need_w = w->requires_grad, need_x = x->requires_grad;
     if ((!need_w && !need_x) || P == 0) return;
     float *gw = need_w ? ib_grad(ctx, w) : NULL;
     int add = 1;
     float *gx = need_x ? ib__grad_to_fill(ctx, x, &add) : NULL;
     const int64_t blk = (int64_t)g.G * g.S, per_thread = blk * (2 * g.phases + 1);
-    float *scratch = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * omp_get_max_threads()));
-    const float *xd = x->data, *wd = w->data;
-    // Groups of images in order, the channels of each split between threads: dW's per-channel sums take
-    // the groups in order whatever the thread count, and consecutive channels read neighbouring planes.
+    const int par = (int64_t)g.N * g.C * P * g.T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
+    // zeroed once: packing writes the same cells every time, and gq is written before it is read
+    float *scratch = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads));
     double *acc = gw ? ib_arena_calloc(ctx->arena, sizeof(double) * (size_t)g.C * (size_t)g.T) : NULL;
-#pragma omp parallel if ((int64_t)g.N * g.C * P * g.T > PAR_MIN_WORK)
-    {
-        float *xq = scratch + per_thread * omp_get_thread_num(), *gp = xq + g.phases * blk, *gq = gp + blk;
-        memset(xq, 0, sizeof(float) * (size_t)(blk * (g.phases + 1)));   // gq is written before it is read
-        const float *src[DW_MAX_K * DW_MAX_K];
-        for (int n0 = 0; n0 < g.N; n0 += g.G) {
-            int cnt = g.N - n0 < g.G ? g.N - n0 : g.G;
-#pragma omp for schedule(static)
-            for (int c = 0; c < g.C; c++) {
-                int64_t xo = ((int64_t)n0 * g.C + c) * HW, yo = ((int64_t)n0 * g.C + c) * P;
-                if (c + 1 < g.C) {
-                    prefetch_planes(gy + yo + P, cnt, g.C * P, P);
-                    prefetch_planes(xd + xo + HW, cnt, g.C * HW, HW);
-                }
-                pack_gy(&g, k, gy + yo, g.C * P, cnt, gp);
-                if (gw) {
-                    pack_x(&g, k, xd + xo, g.C * HW, cnt, xq);
-                    tap_sources(&g, xq, src);
-                    int64_t L = (int64_t)(cnt - 1) * g.S + (int64_t)(g.Ho - 1) * g.Wr + g.Wo;
-                    k->tapdot(gp + (int64_t)g.M * g.Wr + g.M, L, g.T, src, acc + (int64_t)c * g.T);
-                }
-                if (gx) backward_x_group(&g, k, gp, wd + (int64_t)c * g.T, cnt, gq, gx + xo, g.C * HW, add);
-            }
-        }
-    }
+    dw_bwd_job j = {&g, x->data, w->data, gy, gx, acc, scratch, per_thread, add};
+    ib_parallel_range(g.C, par ? 1 : g.C, dw_backward_channels, &j);
     if (gw)
         for (int64_t i = 0; i < (int64_t)g.C * g.T; i++) gw[i] += (float)acc[i];
 }

@@ -7,8 +7,18 @@
 #include <math.h>
 #include <string.h>
 
-// Below this many elements a parallel region costs more than the loop.
+// Below this many elements a parallel loop costs more than it saves; loops run on the library's pool
+// (core/threads.c) in ranges of at least GRAIN elements.
 #define PAR_MIN 32768
+#define GRAIN (PAR_MIN / 2)
+
+// The operands of an elementwise loop over a range.
+typedef struct {
+    const float *a, *b, *c;
+    float *out;
+    float s;
+    int64_t inner, out_pitch;
+} ew_job;
 
 // ---------------------------------------------------------------------------------------------
 // Activations: an element function and its derivative per kind; a macro stamps out one loop pair
@@ -40,25 +50,27 @@ static inline float hsigmoid_g(float g, float x, float y) {
 static inline float sigmoid_g(float g, float x, float y) { return g * (1.0f - y) * y; }
 
 #define DEFINE_ACTIVATION(NAME)                                                                               \
+    static void NAME##_bwd_range(void *p, int64_t lo, int64_t hi, int worker) {                               \
+        const ew_job *j = p; /* a: dy, b: x, c: y */                                                          \
+        _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) j->out[i] += NAME##_g(j->a[i], j->b[i], j->c[i]); \
+    }                                                                                                         \
+    static void NAME##_fwd_range(void *p, int64_t lo, int64_t hi, int worker) {                               \
+        const ew_job *j = p;                                                                                  \
+        _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) j->out[i] = NAME##_f(j->a[i]);                  \
+    }                                                                                                         \
     static void NAME##_backward(ib_ctx *ctx, ib_node *node) {                                                 \
         /* x, y, dy: any shape, n elements -> dx (added) */                                                   \
         ib_tensor *x = node->in[0];                                                                           \
-        const float *xd = x->data, *yd = node->out->data, *dy = node->out->grad;                              \
-        float *dx = ib_grad(ctx, x);                                                                          \
-        const int64_t n = ib_numel(x);                                                                        \
-        _Pragma("omp parallel for simd schedule(static) if (n >= PAR_MIN)")                                   \
-        for (int64_t i = 0; i < n; i++) dx[i] += NAME##_g(dy[i], xd[i], yd[i]);                               \
+        ew_job j = {node->out->grad, x->data, node->out->data, ib_grad(ctx, x), 0.0f, 0, 0};                  \
+        ib_parallel_range(ib_numel(x), GRAIN, NAME##_bwd_range, &j);                                          \
     }                                                                                                         \
     static const ib_op op_##NAME = {#NAME, NAME##_backward};                                                  \
     ib_tensor *ib_##NAME(ib_ctx *ctx, ib_tensor *x) {                                                         \
         /* x: any shape -> y like x */                                                                        \
         IB_ASSERT(ib_is_contiguous(x), #NAME ": contiguous input");                                           \
         ib_tensor *y = ib_tensor_like(ctx, x);                                                                \
-        const float *xd = x->data;                                                                            \
-        float *yd = y->data;                                                                                  \
-        const int64_t n = ib_numel(x);                                                                        \
-        _Pragma("omp parallel for simd schedule(static) if (n >= PAR_MIN)")                                   \
-        for (int64_t i = 0; i < n; i++) yd[i] = NAME##_f(xd[i]);                                              \
+        ew_job j = {x->data, NULL, NULL, y->data, 0.0f, 0, 0};                                                \
+        ib_parallel_range(ib_numel(x), GRAIN, NAME##_fwd_range, &j);                                          \
         ib_record(ctx, &op_##NAME, y, 1, &x);                                                                 \
         return y;                                                                                             \
     }
@@ -72,9 +84,28 @@ DEFINE_ACTIVATION(sigmoid)
 // ---------------------------------------------------------------------------------------------
 // Add
 
+// out = s * a (b NULL, out written) or out += s * a (b == out), over a range.
+static void axpy_range(void *p, int64_t lo, int64_t hi, int worker) {
+    const ew_job *j = p;
+    if (j->b) {
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) j->out[i] += j->s * j->a[i];
+    } else {
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++) j->out[i] = j->s * j->a[i];
+    }
+}
+
+// out = a + b
+static void add_range(void *p, int64_t lo, int64_t hi, int worker) {
+    const ew_job *j = p;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) j->out[i] = j->a[i] + j->b[i];
+}
+
 static void add_into(float *dst, const float *src, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    ew_job j = {src, dst, NULL, dst, 1.0f, 0, 0};
+    ib_parallel_range(n, GRAIN, axpy_range, &j);
 }
 
 static void add_backward(ib_ctx *ctx, ib_node *node) {
@@ -92,11 +123,8 @@ ib_tensor *ib_add(ib_ctx *ctx, ib_tensor *a, ib_tensor *b) {
               ib_shape_str(b, sb, sizeof sb));
     IB_ASSERT(ib_is_contiguous(a) && ib_is_contiguous(b), "add: contiguous inputs");
     ib_tensor *y = ib_tensor_like(ctx, a);
-    const float *ad = a->data, *bd = b->data;
-    float *yd = y->data;
-    const int64_t n = ib_numel(a);
-#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) yd[i] = ad[i] + bd[i];
+    ew_job j = {a->data, b->data, NULL, y->data, 0.0f, 0, 0};
+    ib_parallel_range(ib_numel(a), GRAIN, add_range, &j);
     ib_record(ctx, &op_add, y, 2, (ib_tensor *[]){a, b});
     return y;
 }
@@ -104,27 +132,48 @@ ib_tensor *ib_add(ib_ctx *ctx, ib_tensor *a, ib_tensor *b) {
 // ---------------------------------------------------------------------------------------------
 // Per-channel scale (squeeze-excite)
 
+// Per-channel scaling over planes [lo, hi) of hw values each, s one value per plane; dx, ds NULL when not
+// wanted.
+typedef struct {
+    const float *dy, *x, *s;
+    float *dx, *ds, *y;
+    int64_t hw;
+} mc_job;
+
+static void mul_channel_bwd_planes(void *p, int64_t lo, int64_t hi, int worker) {
+    const mc_job *j = p;
+    const int64_t hw = j->hw;
+    for (int64_t q = lo; q < hi; q++) {
+        const float *g = j->dy + q * hw, *xp = j->x + q * hw;
+        if (j->dx) {
+            float *d = j->dx + q * hw;
+#pragma omp simd
+            for (int64_t i = 0; i < hw; i++) d[i] += g[i] * j->s[q];
+        }
+        if (j->ds) {
+            double acc = 0;   // a plane summed whole, in order: independent of the threads
+            for (int64_t i = 0; i < hw; i++) acc += (double)g[i] * xp[i];
+            j->ds[q] += (float)acc;
+        }
+    }
+}
+
+static void mul_channel_fwd_planes(void *p, int64_t lo, int64_t hi, int worker) {
+    const mc_job *j = p;
+    const int64_t hw = j->hw;
+    for (int64_t q = lo; q < hi; q++) {
+#pragma omp simd
+        for (int64_t i = 0; i < hw; i++) j->y[q * hw + i] = j->x[q * hw + i] * j->s[q];
+    }
+}
+
 static void mul_channel_backward(ib_ctx *ctx, ib_node *node) {
     // x: (N, C, H, W), s: (N, C, 1, 1), dy: (N, C, H, W) -> dx = dy * s, ds = sum_hw dy * x
     ib_tensor *x = node->in[0], *s = node->in[1];
     const int64_t planes = (int64_t)x->shape[0] * x->shape[1], hw = (int64_t)x->shape[2] * x->shape[3];
-    const float *dy = node->out->grad, *xd = x->data, *sd = s->data;
-    float *dx = x->requires_grad ? ib_grad(ctx, x) : NULL;
-    float *ds = s->requires_grad ? ib_grad(ctx, s) : NULL;
-#pragma omp parallel for schedule(static) if (planes * hw >= PAR_MIN)
-    for (int64_t p = 0; p < planes; p++) {
-        const float *g = dy + p * hw, *xp = xd + p * hw;
-        if (dx) {
-            float *d = dx + p * hw;
-#pragma omp simd
-            for (int64_t i = 0; i < hw; i++) d[i] += g[i] * sd[p];
-        }
-        if (ds) {
-            double acc = 0;   // one plane per thread, summed in order: independent of thread count
-            for (int64_t i = 0; i < hw; i++) acc += (double)g[i] * xp[i];
-            ds[p] += (float)acc;
-        }
-    }
+    mc_job j = {node->out->grad, x->data, s->data, x->requires_grad ? ib_grad(ctx, x) : NULL,
+                s->requires_grad ? ib_grad(ctx, s) : NULL, NULL, hw};
+    ib_parallel_range(planes, GRAIN / (hw > 0 ? hw : 1) + 1, mul_channel_bwd_planes, &j);
 }
 static const ib_op op_mul_channel = {"mul_channel", mul_channel_backward};
 
@@ -138,13 +187,8 @@ ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s) {
     IB_ASSERT(ib_is_contiguous(x) && ib_is_contiguous(s), "mul_channel: contiguous inputs");
     ib_tensor *y = ib_tensor_like(ctx, x);
     const int64_t planes = (int64_t)x->shape[0] * x->shape[1], hw = (int64_t)x->shape[2] * x->shape[3];
-    const float *xd = x->data, *sd = s->data;
-    float *yd = y->data;
-#pragma omp parallel for schedule(static) if (planes * hw >= PAR_MIN)
-    for (int64_t p = 0; p < planes; p++) {
-#pragma omp simd
-        for (int64_t i = 0; i < hw; i++) yd[p * hw + i] = xd[p * hw + i] * sd[p];
-    }
+    mc_job j = {NULL, x->data, s->data, NULL, NULL, y->data, hw};
+    ib_parallel_range(planes, GRAIN / (hw > 0 ? hw : 1) + 1, mul_channel_fwd_planes, &j);
     ib_record(ctx, &op_mul_channel, y, 2, (ib_tensor *[]){x, s});
     return y;
 }
@@ -172,9 +216,8 @@ static void weighted_sum_backward(ib_ctx *ctx, ib_node *node) {
         ib_tensor *x = node->in[i];
         if (x->requires_grad) {
             float *dx = ib_grad(ctx, x);
-            const float ai = (float)a[i];
-#pragma omp parallel for simd schedule(static) if (m >= PAR_MIN)
-            for (int64_t k = 0; k < m; k++) dx[k] += ai * dy[k];
+            ew_job j = {dy, dx, NULL, dx, (float)a[i], 0, 0};
+            ib_parallel_range(m, GRAIN, axpy_range, &j);
         }
         if (wt->requires_grad) {
             double acc = 0;   // in element order: the same sum for any thread count
@@ -210,13 +253,9 @@ ib_tensor *ib_weighted_sum(ib_ctx *ctx, int n, ib_tensor *const *xs, ib_tensor *
     ib_tensor *y = ib_tensor_like(ctx, xs[0]);
     float *yd = y->data;
     const int64_t m = ib_numel(y);
-    const float *x0 = xs[0]->data;
-#pragma omp parallel for simd schedule(static) if (m >= PAR_MIN)
-    for (int64_t k = 0; k < m; k++) yd[k] = af[0] * x0[k];
-    for (int i = 1; i < n; i++) {
-        const float *xd = xs[i]->data, ai = af[i];
-#pragma omp parallel for simd schedule(static) if (m >= PAR_MIN)
-        for (int64_t k = 0; k < m; k++) yd[k] += ai * xd[k];
+    for (int i = 0; i < n; i++) {
+        ew_job j = {xs[i]->data, i ? yd : NULL, NULL, yd, af[i], 0, 0};
+        ib_parallel_range(m, GRAIN, axpy_range, &j);
     }
     ib_tensor *in[IB_MAX_INPUTS];
     memcpy(in, xs, sizeof(ib_tensor *) * (size_t)n);
@@ -240,6 +279,23 @@ static int64_t concat_inner(const ib_tensor *t) {
     return inner;
 }
 
+// Samples [lo, hi): a block of `inner` floats of an input against its place in the output (pitch out_pitch).
+static void concat_fwd_samples(void *p, int64_t lo, int64_t hi, int worker) {
+    const ew_job *j = p;
+    for (int64_t b = lo; b < hi; b++)
+        memcpy(j->out + b * j->out_pitch, j->a + b * j->inner, sizeof(float) * (size_t)j->inner);
+}
+
+static void concat_bwd_samples(void *p, int64_t lo, int64_t hi, int worker) {
+    const ew_job *j = p;
+    for (int64_t b = lo; b < hi; b++) {
+        float *dx = j->out + b * j->inner;
+        const float *dy = j->a + b * j->out_pitch;
+#pragma omp simd
+        for (int64_t i = 0; i < j->inner; i++) dx[i] += dy[i];
+    }
+}
+
 static void concat_backward(ib_ctx *ctx, ib_node *node) {
     // dy: (N, sum Ci, ...) -> dxs[i]: (N, Ci, ...) (added)
     ib_tensor *y = node->out;
@@ -250,13 +306,8 @@ static void concat_backward(ib_ctx *ctx, ib_node *node) {
         ib_tensor *x = node->in[k];
         const int64_t block = (int64_t)x->shape[1] * inner;
         if (x->requires_grad) {
-            float *dx = ib_grad(ctx, x);
-            const float *dy = y->grad + offset;
-#pragma omp parallel for schedule(static) if (block * batch >= PAR_MIN)
-            for (int b = 0; b < batch; b++) {
-#pragma omp simd
-                for (int64_t i = 0; i < block; i++) dx[b * block + i] += dy[b * out_block + i];
-            }
+            ew_job j = {y->grad + offset, NULL, NULL, ib_grad(ctx, x), 0.0f, block, out_block};
+            ib_parallel_range(batch, GRAIN / (block > 0 ? block : 1) + 1, concat_bwd_samples, &j);
         }
         offset += block;
     }
@@ -301,10 +352,8 @@ ib_tensor *ib_concat(ib_ctx *ctx, int n, ib_tensor *const *xs) {
     int64_t offset = 0;
     for (int k = 0; k < n; k++) {
         const int64_t block = (int64_t)xs[k]->shape[1] * inner;
-        const float *xd = xs[k]->data;
-        float *yd = y->data + offset;
-#pragma omp parallel for schedule(static) if (block * batch >= PAR_MIN)
-        for (int b = 0; b < batch; b++) memcpy(yd + b * out_block, xd + b * block, sizeof(float) * (size_t)block);
+        ew_job j = {xs[k]->data, NULL, NULL, y->data + offset, 0.0f, block, out_block};
+        ib_parallel_range(batch, GRAIN / (block > 0 ? block : 1) + 1, concat_fwd_samples, &j);
         offset += block;
     }
     ib_record(ctx, &op_concat, y, n, xs);

@@ -1,11 +1,27 @@
 // Losses: softmax cross-entropy (classification and per-pixel segmentation, label smoothing, an
 // ignore index), KL divergence between softmaxes (in-place distillation in the supernet) and
-// smooth-L1 (box regression). Per-row terms are computed in parallel, then summed in double on one
-// thread in row order, so the loss does not depend on the thread count.
+// smooth-L1 (box regression). Per-row terms are computed in parallel (the library's pool), then summed in
+// double on one thread in row order, so the loss does not depend on the thread count.
 #include "core.h"
 
 #include <math.h>
 #include <string.h>
+
+// Rows in runs of about ROW_WORK values (rows of `per_row` values each).
+#define ROW_WORK 8192
+static int64_t row_grain(int64_t per_row) { return ROW_WORK / (per_row > 0 ? per_row : 1) + 1; }
+
+// The operands of a loss loop over rows (or elements) [lo, hi).
+typedef struct {
+    const float *a, *b;   // logits or student or pred; teacher or target
+    const void *saved;
+    double *out;   // per-row losses or per-chunk sums
+    float *ga, *gb;
+    double g;
+    int64_t n;
+    int c;
+    float beta;
+} loss_job;
 
 static ib_tensor *scalar_out(ib_ctx *ctx, double v) {
     ib_tensor *y = ib_tensor_new(ctx, 1, (int[]){1});
@@ -45,9 +61,12 @@ static const float *ce_row(const float *logits, const ce_saved *s, int64_t r, in
 
 // logits: (N, C) or (N, C, H, W), targets: (N*H*W) -> per-row loss (N*H*W), lse (N*H*W).
 // Per row: (1 - eps) * (lse - x_t) + eps/C * sum_c (lse - x_c); ignored rows give 0.
-static void ce_forward_rows(const float *logits, const ce_saved *s, double *row_loss) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < s->rows; r++) {
+static void ce_fwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
+    const loss_job *j = arg;
+    const ce_saved *s = j->saved;
+    const float *logits = j->a;
+    double *row_loss = j->out;
+    for (int64_t r = lo; r < hi; r++) {
         int t = s->targets[r];
         if (t == s->ignore_index) {
             row_loss[r] = 0;
@@ -64,12 +83,19 @@ static void ce_forward_rows(const float *logits, const ce_saved *s, double *row_
     }
 }
 
+static void ce_forward_rows(const float *logits, const ce_saved *s, double *row_loss) {
+    loss_job j = {logits, NULL, s, row_loss, NULL, NULL, 0, 0, 0, 0};
+    ib_parallel_range(s->rows, row_grain(s->classes), ce_fwd_range, &j);
+}
+
 // d/dx_c = g * (p_c - (1 - eps) [c == t] - eps / C), g = upstream / count; ignored rows get nothing.
-static void ce_backward_kernel(const float *logits, const ce_saved *s, float upstream, float *gx) {
-    double g = (double)upstream / (double)s->count;
-    double smooth = (double)s->eps / s->classes;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < s->rows; r++) {
+static void ce_bwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
+    const loss_job *j = arg;
+    const ce_saved *s = j->saved;
+    const float *logits = j->a;
+    float *gx = j->ga;
+    const double g = j->g, smooth = (double)s->eps / s->classes;
+    for (int64_t r = lo; r < hi; r++) {
         int t = s->targets[r];
         if (t == s->ignore_index) continue;
         int64_t cs;
@@ -80,6 +106,11 @@ static void ce_backward_kernel(const float *logits, const ce_saved *s, float ups
             gr[k * cs] += (float)(g * d);
         }
     }
+}
+
+static void ce_backward_kernel(const float *logits, const ce_saved *s, float upstream, float *gx) {
+    loss_job j = {logits, NULL, s, NULL, gx, NULL, (double)upstream / (double)s->count, 0, 0, 0};
+    ib_parallel_range(s->rows, row_grain(s->classes), ce_bwd_range, &j);
 }
 
 static void ce_backward(ib_ctx *ctx, ib_node *n) {
@@ -137,9 +168,12 @@ typedef struct {
 } kl_saved;
 
 // student, teacher: (N, C) -> per-row KL, lse of each (N)
-static void kl_forward_rows(const float *s, const float *t, int rows, int c, kl_saved *k) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
+static void kl_fwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
+    const loss_job *jb = arg;
+    const float *s = jb->a, *t = jb->b;
+    const int c = jb->c;
+    const kl_saved *k = jb->saved;
+    for (int64_t r = lo; r < hi; r++) {
         const float *sr = s + (int64_t)r * c, *tr = t + (int64_t)r * c;
         double ls = logsumexp(sr, c, 1), lt = logsumexp(tr, c, 1);
         double kl = 0;
@@ -154,12 +188,20 @@ static void kl_forward_rows(const float *s, const float *t, int rows, int c, kl_
     }
 }
 
+static void kl_forward_rows(const float *s, const float *t, int rows, int c, kl_saved *k) {
+    loss_job j = {s, t, k, NULL, NULL, NULL, 0, 0, c, 0};
+    ib_parallel_range(rows, row_grain(c), kl_fwd_range, &j);
+}
+
 // dKL_r/ds_j = p_s,j - p_t,j;  dKL_r/dt_j = p_t,j * ((log p_t,j - log p_s,j) - KL_r); both times g / N.
-static void kl_backward_kernel(const float *s, const float *t, int rows, int c, const kl_saved *k, float upstream,
-                               float *gs, float *gt) {
-    double g = (double)upstream / rows;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
+static void kl_bwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
+    const loss_job *jb = arg;
+    const float *s = jb->a, *t = jb->b;
+    const int c = jb->c;
+    const kl_saved *k = jb->saved;
+    const double g = jb->g;
+    float *gs = jb->ga, *gt = jb->gb;
+    for (int64_t r = lo; r < hi; r++) {
         const float *sr = s + (int64_t)r * c, *tr = t + (int64_t)r * c;
         for (int j = 0; j < c; j++) {
             double log_ps = (double)sr[j] - k->lse_s[r], log_pt = (double)tr[j] - k->lse_t[r];
@@ -168,6 +210,12 @@ static void kl_backward_kernel(const float *s, const float *t, int rows, int c, 
             if (gt) gt[(int64_t)r * c + j] += (float)(g * pt * ((log_pt - log_ps) - k->row_kl[r]));
         }
     }
+}
+
+static void kl_backward_kernel(const float *s, const float *t, int rows, int c, const kl_saved *k, float upstream,
+                               float *gs, float *gt) {
+    loss_job j = {s, t, k, NULL, gs, gt, (double)upstream / rows, 0, c, 0};
+    ib_parallel_range(rows, row_grain(c), kl_bwd_range, &j);
 }
 
 static void kl_backward(ib_ctx *ctx, ib_node *n) {
@@ -213,10 +261,13 @@ typedef struct {
 
 // pred, target: (M) -> sum over M of 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta (d = pred - target);
 // beta == 0 is plain L1, as torch.
-static double sl1_forward_sum(const float *p, const float *t, int64_t m, float beta, double *chunk_sum) {
-    int64_t chunks = (m + SL1_CHUNK - 1) / SL1_CHUNK;
-#pragma omp parallel for schedule(static)
-    for (int64_t ch = 0; ch < chunks; ch++) {
+static void sl1_fwd_chunks(void *arg, int64_t lo, int64_t hi, int worker) {
+    const loss_job *j = arg;
+    const float *p = j->a, *t = j->b;
+    const int64_t m = j->n;
+    const float beta = j->beta;
+    double *chunk_sum = j->out;
+    for (int64_t ch = lo; ch < hi; ch++) {
         int64_t i1 = (ch + 1) * SL1_CHUNK < m ? (ch + 1) * SL1_CHUNK : m;
         double s = 0;
         for (int64_t i = ch * SL1_CHUNK; i < i1; i++) {
@@ -225,21 +276,36 @@ static double sl1_forward_sum(const float *p, const float *t, int64_t m, float b
         }
         chunk_sum[ch] = s;
     }
+}
+
+static double sl1_forward_sum(const float *p, const float *t, int64_t m, float beta, double *chunk_sum) {
+    int64_t chunks = (m + SL1_CHUNK - 1) / SL1_CHUNK;
+    loss_job j = {p, t, NULL, chunk_sum, NULL, NULL, 0, m, 0, beta};
+    ib_parallel_range(chunks, 1, sl1_fwd_chunks, &j);
     double total = 0;
     for (int64_t ch = 0; ch < chunks; ch++) total += chunk_sum[ch];
     return total;
 }
 
 // d/dpred = g * (d / beta if |d| < beta else sign(d)); d/dtarget is its negative.
-static void sl1_backward_kernel(const float *p, const float *t, int64_t m, float beta, double g, float *gp,
-                                float *gt) {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; i++) {
+static void sl1_bwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
+    const loss_job *j = arg;
+    const float *p = j->a, *t = j->b;
+    const float beta = j->beta;
+    const double g = j->g;
+    float *gp = j->ga, *gt = j->gb;
+    for (int64_t i = lo; i < hi; i++) {
         double d = (double)p[i] - (double)t[i], a = fabs(d);
         double v = a < beta ? d / beta : (d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0);
         if (gp) gp[i] += (float)(g * v);
         if (gt) gt[i] -= (float)(g * v);
     }
+}
+
+static void sl1_backward_kernel(const float *p, const float *t, int64_t m, float beta, double g, float *gp,
+                                float *gt) {
+    loss_job j = {p, t, NULL, NULL, gp, gt, g, m, 0, beta};
+    ib_parallel_range(m, ROW_WORK, sl1_bwd_range, &j);
 }
 
 static void sl1_backward(ib_ctx *ctx, ib_node *n) {

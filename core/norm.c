@@ -35,41 +35,67 @@ static void bn_check_vec(const ib_tensor *v, int c, const char *what) {
 // Below this many elements the per-channel loop runs on one thread.
 #define PAR_MIN 16384
 
+typedef struct {
+    const bn_saved *sv;
+    const ib_tensor *gamma;
+    const float *dy, *x;
+    float *dx, *dgamma, *dbeta;
+    int outer, add;
+    int64_t inner, count, stride;
+} bn_bwd_job;
+
+static void bn_backward_channel(void *p, int64_t ch, int worker) {
+    const bn_bwd_job *j = p;
+    const bn_saved *sv = j->sv;
+    const int c = (int)ch;
+    const double mean = sv->mean[c], invstd = sv->invstd[c];
+    const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
+    const int64_t base = (int64_t)c * j->inner;
+    double sums[2] = {0, 0};   // sum dy, sum dy * (x - mean), dy taken through the activation
+    ib_simd()->bn_bwd_sums(j->dy + base, j->x + base, j->outer, j->stride, j->inner, &epi, mean, sums);
+    const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
+    if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
+    if (j->dbeta) j->dbeta[c] += (float)sum_dy;
+    if (!j->dx) return;
+    const double scale = (j->gamma ? j->gamma->data[c] : 1.0) * invstd;
+    // Training: the batch statistics depend on x, which subtracts the mean of dy and the projection of dy
+    // on xhat; eval: a fixed affine map.
+    const double mean_dy = sv->training ? sum_dy / (double)j->count : 0.0;
+    const double mean_dy_xhat = sv->training ? sum_dy_xhat / (double)j->count : 0.0;
+    ib_simd()->bn_bwd_dx(j->dy + base, j->x + base, j->dx + base, j->outer, j->stride, j->inner, &epi, mean, invstd,
+                         scale, mean_dy, mean_dy_xhat, j->add);
+}
+
+// The channels on the pool in runs of neighbouring channels (the planes of an image lie side by side, and
+// the memory streams); a loop of fewer than PAR_MIN values on the caller.
+typedef struct {
+    ib_par_fn fn;
+    void *job;
+} bn_run;
+
+static void bn_channel_run(void *p, int64_t c0, int64_t c1, int worker) {
+    const bn_run *r = p;
+    for (int64_t c = c0; c < c1; c++) r->fn(r->job, c, worker);
+}
+
+static void bn_channels(int channels, int64_t count, ib_par_fn fn, void *job) {
+    bn_run r = {fn, job};
+    ib_parallel_range(channels, count * channels >= PAR_MIN ? 1 : channels, bn_channel_run, &r);
+}
+
 static void bn_backward(ib_ctx *ctx, ib_node *node) {
     // x: (N, C, H, W) or (N, C), dy like x -> dx like x, dgamma, dbeta: (C)
     ib_tensor *x = node->in[0], *gamma = node->in[1], *beta = node->in[2];
-    const bn_saved *sv = node->saved;
-    const ib_simd_kernels *k = ib_simd();
-    const float *dy = node->out->grad;
     int outer, channels;
     int64_t inner;
     bn_dims(x, &outer, &channels, &inner);
-    const int64_t count = (int64_t)outer * inner, stride = (int64_t)channels * inner;
     int add = 1;
     float *dx = x->requires_grad ? ib__grad_to_fill(ctx, x, &add) : NULL;
-    float *dgamma = gamma && gamma->requires_grad ? ib_grad(ctx, gamma) : NULL;
-    float *dbeta = beta && beta->requires_grad ? ib_grad(ctx, beta) : NULL;
-    const float *xd = x->data;
-
-#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
-    for (int c = 0; c < channels; c++) {
-        const double mean = sv->mean[c], invstd = sv->invstd[c];
-        const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
-        const int64_t base = (int64_t)c * inner;
-        double sums[2] = {0, 0};   // sum dy, sum dy * (x - mean), dy taken through the activation
-        k->bn_bwd_sums(dy + base, xd + base, outer, stride, inner, &epi, mean, sums);
-        const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
-        if (dgamma) dgamma[c] += (float)sum_dy_xhat;
-        if (dbeta) dbeta[c] += (float)sum_dy;
-        if (!dx) continue;
-        const double scale = (gamma ? gamma->data[c] : 1.0) * invstd;
-        // Training: the batch statistics depend on x, which subtracts the mean of dy and the
-        // projection of dy on xhat; eval: a fixed affine map.
-        const double mean_dy = sv->training ? sum_dy / (double)count : 0.0;
-        const double mean_dy_xhat = sv->training ? sum_dy_xhat / (double)count : 0.0;
-        k->bn_bwd_dx(dy + base, xd + base, dx + base, outer, stride, inner, &epi, mean, invstd, scale, mean_dy,
-                     mean_dy_xhat, add);
-    }
+    bn_bwd_job j = {node->saved, gamma, node->out->grad, x->data, dx,
+                    gamma && gamma->requires_grad ? ib_grad(ctx, gamma) : NULL,
+                    beta && beta->requires_grad ? ib_grad(ctx, beta) : NULL, outer, add, inner,
+                    (int64_t)outer * inner, (int64_t)channels * inner};
+    bn_channels(channels, j.count, bn_backward_channel, &j);
 }
 static const ib_op op_batchnorm = {"batchnorm", bn_backward};
 static const ib_op op_batchnorm_act = {"batchnorm_act", bn_backward};
@@ -92,6 +118,48 @@ void ib__bn_eval_affine(const ib_tensor *gamma, const ib_tensor *beta, const ib_
     }
 }
 
+typedef struct {
+    const float *x;
+    float *y;
+    const ib_tensor *gamma, *beta, *running_mean, *running_var;
+    float *mean, *invstd, *mfs, *scales, *shifts;
+    int outer, training, act;
+    float momentum, eps;
+    int64_t inner, count, stride;
+} bn_fwd_job;
+
+static void bn_forward_channel(void *p, int64_t ch, int worker) {
+    const bn_fwd_job *j = p;
+    const ib_simd_kernels *k = ib_simd();
+    const int c = (int)ch;
+    const int64_t base = (int64_t)c * j->inner;
+    double m, var;
+    if (j->training) {
+        // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
+        m = k->bn_sum(j->x + base, j->outer, j->stride, j->inner) / (double)j->count;
+        double ss = k->bn_sumsq(j->x + base, j->outer, j->stride, j->inner, m);
+        var = ss / (double)j->count;
+        if (j->running_mean)
+            j->running_mean->data[c] =
+                (float)((1.0 - j->momentum) * j->running_mean->data[c] + (double)j->momentum * m);
+        if (j->running_var)
+            j->running_var->data[c] = (float)((1.0 - j->momentum) * j->running_var->data[c] +
+                                              (double)j->momentum * ss / (double)(j->count - 1));
+    } else {
+        m = j->running_mean->data[c];
+        var = j->running_var->data[c];
+    }
+    const double is = 1.0 / sqrt(var + (double)j->eps);
+    j->mean[c] = (float)m;
+    j->invstd[c] = (float)is;
+    const double g = j->gamma ? j->gamma->data[c] : 1.0, b = j->beta ? j->beta->data[c] : 0.0;
+    j->mfs[c] = (float)m;
+    j->scales[c] = (float)(g * is);
+    j->shifts[c] = (float)b;
+    const ib_epi epi = {1, j->mfs[c], j->scales[c], j->shifts[c], j->act};
+    k->bn_apply(j->x + base, j->y + base, j->outer, j->stride, j->inner, &epi);
+}
+
 ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta, ib_tensor *running_mean,
                             ib_tensor *running_var, int training, float momentum, float eps, ib_fuse_act act) {
     // x: (N, C, H, W) or (N, C), gamma, beta, running_mean, running_var: (C) -> y like x
@@ -109,42 +177,13 @@ ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tens
               (long long)count);
     IB_ASSERT(training || (running_mean && running_var), "batchnorm: eval mode needs running statistics");
 
-    const ib_simd_kernels *k = ib_simd();
     ib_tensor *y = ib_tensor_like(ctx, x);
     float *stats = ib_arena_alloc(ctx->arena, sizeof(float) * 5 * (size_t)channels);
     float *mean = stats, *invstd = stats + channels, *mfs = stats + 2 * channels, *scales = stats + 3 * channels,
           *shifts = stats + 4 * channels;
-    const float *xd = x->data;
-    float *yd = y->data;
-
-#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
-    for (int c = 0; c < channels; c++) {
-        const int64_t base = (int64_t)c * inner;
-        double m, var;
-        if (training) {
-            // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
-            m = k->bn_sum(xd + base, outer, stride, inner) / (double)count;
-            double ss = k->bn_sumsq(xd + base, outer, stride, inner, m);
-            var = ss / (double)count;
-            if (running_mean)
-                running_mean->data[c] = (float)((1.0 - momentum) * running_mean->data[c] + (double)momentum * m);
-            if (running_var)
-                running_var->data[c] = (float)((1.0 - momentum) * running_var->data[c] +
-                                               (double)momentum * ss / (double)(count - 1));
-        } else {
-            m = running_mean->data[c];
-            var = running_var->data[c];
-        }
-        const double is = 1.0 / sqrt(var + (double)eps);
-        mean[c] = (float)m;
-        invstd[c] = (float)is;
-        const double g = gamma ? gamma->data[c] : 1.0, b = beta ? beta->data[c] : 0.0;
-        mfs[c] = (float)m;
-        scales[c] = (float)(g * is);
-        shifts[c] = (float)b;
-        const ib_epi epi = {1, mfs[c], scales[c], shifts[c], act};
-        k->bn_apply(xd + base, yd + base, outer, stride, inner, &epi);
-    }
+    bn_fwd_job j = {x->data, y->data, gamma, beta, running_mean, running_var, mean, invstd, mfs, scales, shifts,
+                    outer, training, act, momentum, eps, inner, count, stride};
+    bn_channels(channels, count, bn_forward_channel, &j);
 
     ib_node *node = ib_record(ctx, act == IB_FUSE_NONE ? &op_batchnorm : &op_batchnorm_act, y, 3,
                               (ib_tensor *[]){x, gamma, beta});

@@ -1,6 +1,7 @@
 // Pooling ops: global average pooling (the classification head), average pooling and max pooling
 // with PyTorch semantics (floor mode; avg counts the padding; max pads with -inf and keeps the first
-// maximum). Threaded over (n, c) planes, so every plane is reduced on one thread in a fixed order.
+// maximum). Threaded over (n, c) planes on the library's pool, so every plane is reduced on one thread in
+// a fixed order.
 #include "core.h"
 
 #include <math.h>
@@ -8,25 +9,47 @@
 // ---------------------------------------------------------------------------------------------
 // Global average pooling
 
+typedef struct {
+    const float *x;   // the input, or the output's gradient in backward
+    float *y;   // the output, or the input's gradient in backward
+    int64_t hw;
+} gap_job;
+
 // x: (N, C, H, W) -> y: (N, C, 1, 1)
-static void global_avg_pool_forward(const float *x, float *y, int64_t planes, int64_t hw) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        const float *xp = x + p * hw;
+static void gap_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const gap_job *j = arg;
+    for (int64_t p = lo; p < hi; p++) {
+        const float *xp = j->x + p * j->hw;
         double s = 0;
-        for (int64_t i = 0; i < hw; i++) s += xp[i];
-        y[p] = (float)(s / (double)hw);
+        for (int64_t i = 0; i < j->hw; i++) s += xp[i];
+        j->y[p] = (float)(s / (double)j->hw);
     }
 }
 
 // gy: (N, C, 1, 1) -> gx: (N, C, H, W), added
-static void global_avg_pool_backward_kernel(const float *gy, float *gx, int64_t planes, int64_t hw) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < planes; p++) {
-        float g = (float)((double)gy[p] / (double)hw);
-        float *gp = gx + p * hw;
-        for (int64_t i = 0; i < hw; i++) gp[i] += g;
+static void gap_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const gap_job *j = arg;
+    for (int64_t p = lo; p < hi; p++) {
+        float g = (float)((double)j->x[p] / (double)j->hw);
+        float *gp = j->y + p * j->hw;
+        for (int64_t i = 0; i < j->hw; i++) gp[i] += g;
     }
+}
+
+// Planes in runs of at least PLANE_GRAIN values.
+#define PLANE_GRAIN 16384
+static void over_planes(int64_t planes, int64_t per_plane, ib_range_fn fn, void *job) {
+    ib_parallel_range(planes, PLANE_GRAIN / (per_plane > 0 ? per_plane : 1) + 1, fn, job);
+}
+
+static void global_avg_pool_forward(const float *x, float *y, int64_t planes, int64_t hw) {
+    gap_job j = {x, y, hw};
+    over_planes(planes, hw, gap_fwd_planes, &j);
+}
+
+static void global_avg_pool_backward_kernel(const float *gy, float *gx, int64_t planes, int64_t hw) {
+    gap_job j = {gy, gx, hw};
+    over_planes(planes, hw, gap_bwd_planes, &j);
 }
 
 static void global_avg_pool_backward(ib_ctx *ctx, ib_node *n) {
@@ -78,16 +101,24 @@ static pool_geom pool_setup(const char *what, const ib_tensor *x, int k, int str
     return g;
 }
 
+typedef struct {
+    const float *x;   // the input, or the output's gradient in backward
+    float *y;   // the output, or the input's gradient in backward
+    int32_t *argmax;
+    pool_geom g;
+} pool_job;
+
 // ---------------------------------------------------------------------------------------------
 // Average pooling
 
 // x: (N, C, H, W) -> y: (N, C, Ho, Wo); divisor is the window size clipped to the padded input
 // (count_include_pad), which in floor mode is always k*k.
-static void avg_pool_forward(const float *x, float *y, pool_geom g) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < g.planes; p++) {
-        const float *xp = x + p * g.h * g.w;
-        float *yp = y + p * g.ho * g.wo;
+static void avg_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const pool_job *j = arg;
+    const pool_geom g = j->g;
+    for (int64_t p = lo; p < hi; p++) {
+        const float *xp = j->x + p * g.h * g.w;
+        float *yp = j->y + p * g.ho * g.wo;
         for (int oy = 0; oy < g.ho; oy++) {
             int y0 = oy * g.stride - g.pad, y1 = y0 + g.k;
             if (y1 > g.h + g.pad) y1 = g.h + g.pad;
@@ -104,12 +135,18 @@ static void avg_pool_forward(const float *x, float *y, pool_geom g) {
     }
 }
 
+static void avg_pool_forward(const float *x, float *y, pool_geom g) {
+    pool_job j = {x, y, NULL, g};
+    over_planes(g.planes, (int64_t)g.h * g.w, avg_fwd_planes, &j);
+}
+
 // gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added
-static void avg_pool_backward_kernel(const float *gy, float *gx, pool_geom g) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < g.planes; p++) {
-        float *gp = gx + p * g.h * g.w;
-        const float *gyp = gy + p * g.ho * g.wo;
+static void avg_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const pool_job *j = arg;
+    const pool_geom g = j->g;
+    for (int64_t p = lo; p < hi; p++) {
+        float *gp = j->y + p * g.h * g.w;
+        const float *gyp = j->x + p * g.ho * g.wo;
         for (int oy = 0; oy < g.ho; oy++) {
             int y0 = oy * g.stride - g.pad, y1 = y0 + g.k;
             if (y1 > g.h + g.pad) y1 = g.h + g.pad;
@@ -122,6 +159,11 @@ static void avg_pool_backward_kernel(const float *gy, float *gx, pool_geom g) {
             }
         }
     }
+}
+
+static void avg_pool_backward_kernel(const float *gy, float *gx, pool_geom g) {
+    pool_job j = {gy, gx, NULL, g};
+    over_planes(g.planes, (int64_t)g.h * g.w, avg_bwd_planes, &j);
 }
 
 static void avg_pool_backward(ib_ctx *ctx, ib_node *n) {
@@ -156,11 +198,13 @@ typedef struct {
 // x: (N, C, H, W) -> y: (N, C, Ho, Wo), argmax: (N, C, Ho, Wo) or NULL. Only in-range elements are
 // scanned, which is what -inf padding amounts to (pad <= k/2 keeps every window non-empty); a NaN
 // wins, as in PyTorch, so it propagates.
-static void max_pool_forward(const float *x, float *y, int32_t *argmax, pool_geom g) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < g.planes; p++) {
-        const float *xp = x + p * g.h * g.w;
-        float *yp = y + p * g.ho * g.wo;
+static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const pool_job *j = arg;
+    const pool_geom g = j->g;
+    int32_t *argmax = j->argmax;
+    for (int64_t p = lo; p < hi; p++) {
+        const float *xp = j->x + p * g.h * g.w;
+        float *yp = j->y + p * g.ho * g.wo;
         for (int oy = 0; oy < g.ho; oy++) {
             int y0 = oy * g.stride - g.pad, y1 = y0 + g.k;
             if (y0 < 0) y0 = 0;
@@ -188,15 +232,26 @@ static void max_pool_forward(const float *x, float *y, int32_t *argmax, pool_geo
     }
 }
 
+static void max_pool_forward(const float *x, float *y, int32_t *argmax, pool_geom g) {
+    pool_job j = {x, y, argmax, g};
+    over_planes(g.planes, (int64_t)g.h * g.w, max_fwd_planes, &j);
+}
+
 // gy: (N, C, Ho, Wo), argmax -> gx: (N, C, H, W), added
-static void max_pool_backward_kernel(const float *gy, const int32_t *argmax, float *gx, pool_geom g) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < g.planes; p++) {
-        float *gp = gx + p * g.h * g.w;
-        const float *gyp = gy + p * g.ho * g.wo;
-        const int32_t *ap = argmax + p * g.ho * g.wo;
+static void max_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const pool_job *j = arg;
+    const pool_geom g = j->g;
+    for (int64_t p = lo; p < hi; p++) {
+        float *gp = j->y + p * g.h * g.w;
+        const float *gyp = j->x + p * g.ho * g.wo;
+        const int32_t *ap = j->argmax + p * g.ho * g.wo;
         for (int i = 0; i < g.ho * g.wo; i++) gp[ap[i]] += gyp[i];
     }
+}
+
+static void max_pool_backward_kernel(const float *gy, const int32_t *argmax, float *gx, pool_geom g) {
+    pool_job j = {gy, gx, (int32_t *)argmax, g};
+    over_planes(g.planes, (int64_t)g.h * g.w, max_bwd_planes, &j);
 }
 
 static void max_pool_backward(ib_ctx *ctx, ib_node *n) {

@@ -76,13 +76,30 @@ static resize_saved *resize_setup(ib_ctx *ctx, const char *what, const ib_tensor
     return s;
 }
 
+// A resize loop over planes [lo, hi) on the library's pool: x the input (or the output's gradient), y the
+// output (or the input's gradient). Each plane is done whole on one thread, in a fixed order.
+typedef struct {
+    const float *x;
+    float *y;
+    const resize_saved *s;
+} resize_job;
+
+static void over_planes(const resize_saved *s, ib_range_fn fn, const float *x, float *y) {
+    resize_job j = {x, y, s};
+    int64_t per = (int64_t)s->ho * s->wo;
+    ib_parallel_range(s->planes, 16384 / (per > 0 ? per : 1) + 1, fn, &j);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bilinear
 
 // x: (N, C, H, W) -> y: (N, C, Ho, Wo)
-static void bilinear_forward(const float *x, float *y, const resize_saved *s) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < s->planes; p++) {
+static void bilinear_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const resize_job *j = arg;
+    const float *x = j->x;
+    float *y = j->y;
+    const resize_saved *s = j->s;
+    for (int64_t p = lo; p < hi; p++) {
         const float *xp = x + p * s->h * s->w;
         float *yp = y + p * s->ho * s->wo;
         for (int oy = 0; oy < s->ho; oy++) {
@@ -97,11 +114,16 @@ static void bilinear_forward(const float *x, float *y, const resize_saved *s) {
     }
 }
 
+static void bilinear_forward(const float *x, float *y, const resize_saved *s) { over_planes(s, bilinear_fwd_planes, x, y); }
+
 // gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added. Each plane is scattered on one thread in a fixed
 // order, so the sums do not depend on the thread count.
-static void bilinear_backward_kernel(const float *gy, float *gx, const resize_saved *s) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < s->planes; p++) {
+static void bilinear_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const resize_job *j = arg;
+    const float *gy = j->x;
+    float *gx = j->y;
+    const resize_saved *s = j->s;
+    for (int64_t p = lo; p < hi; p++) {
         float *gp = gx + p * s->h * s->w;
         const float *gyp = gy + p * s->ho * s->wo;
         for (int oy = 0; oy < s->ho; oy++) {
@@ -119,6 +141,8 @@ static void bilinear_backward_kernel(const float *gy, float *gx, const resize_sa
         }
     }
 }
+
+static void bilinear_backward_kernel(const float *gy, float *gx, const resize_saved *s) { over_planes(s, bilinear_bwd_planes, gy, gx); }
 
 static void bilinear_backward(ib_ctx *ctx, ib_node *n) {
     ib_tensor *x = n->in[0];
@@ -142,9 +166,12 @@ ib_tensor *ib_resize_bilinear(ib_ctx *ctx, ib_tensor *x, int ho, int wo) {
 // Nearest
 
 // x: (N, C, H, W) -> y: (N, C, Ho, Wo)
-static void nearest_forward(const float *x, float *y, const resize_saved *s) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < s->planes; p++) {
+static void nearest_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const resize_job *j = arg;
+    const float *x = j->x;
+    float *y = j->y;
+    const resize_saved *s = j->s;
+    for (int64_t p = lo; p < hi; p++) {
         const float *xp = x + p * s->h * s->w;
         float *yp = y + p * s->ho * s->wo;
         for (int oy = 0; oy < s->ho; oy++) {
@@ -154,10 +181,15 @@ static void nearest_forward(const float *x, float *y, const resize_saved *s) {
     }
 }
 
+static void nearest_forward(const float *x, float *y, const resize_saved *s) { over_planes(s, nearest_fwd_planes, x, y); }
+
 // gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added; per plane, sequential (deterministic).
-static void nearest_backward_kernel(const float *gy, float *gx, const resize_saved *s) {
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < s->planes; p++) {
+static void nearest_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const resize_job *j = arg;
+    const float *gy = j->x;
+    float *gx = j->y;
+    const resize_saved *s = j->s;
+    for (int64_t p = lo; p < hi; p++) {
         float *gp = gx + p * s->h * s->w;
         const float *gyp = gy + p * s->ho * s->wo;
         for (int oy = 0; oy < s->ho; oy++) {
@@ -166,6 +198,8 @@ static void nearest_backward_kernel(const float *gy, float *gx, const resize_sav
         }
     }
 }
+
+static void nearest_backward_kernel(const float *gy, float *gx, const resize_saved *s) { over_planes(s, nearest_bwd_planes, gy, gx); }
 
 static void nearest_backward(ib_ctx *ctx, ib_node *n) {
     ib_tensor *x = n->in[0];

@@ -90,9 +90,8 @@ ib_tensor *ib__dwconv2d_epi(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *
 // The grad of t for a backward to fill: *add = 0 when t had none yet (and is no view), and the backward
 // then writes every element instead of adding to zeros (core/dw_conv.c).
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add);
-// gy: (N, C, P) -> gb: (C) += per-channel sums, the conv and depthwise bias grad (core/conv.c); parallel = 0
-// keeps it off OpenMP's threads next to OpenBLAS calls.
-void ib__bias_grad(const float *gy, int N, int C, int64_t P, int parallel, float *gb);
+// gy: (N, C, P) -> gb: (C) += per-channel sums, the conv and depthwise bias grad (core/conv.c).
+void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb);
 void ib__bn_eval_affine(const ib_tensor *gamma, const ib_tensor *beta, const ib_tensor *running_mean,
                         const ib_tensor *running_var, float eps, int C, float *mf, float *scale, float *shift);
 

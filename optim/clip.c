@@ -3,7 +3,6 @@
 #include "optim/optim.h"
 
 #include <math.h>
-#include <omp.h>
 
 // The gradient block is cut into this many fixed pieces whatever the thread count; each piece is
 // summed sequentially, then the pieces in order.
@@ -22,15 +21,34 @@ static void scale_kernel(float *g, int64_t n, float c) {
     for (int64_t j = 0; j < n; j++) g[j] = g[j] * c;
 }
 
+// On the library's pool: the norm in N_PIECES fixed pieces summed in order (independent of the threads),
+// the scaling over element ranges.
+typedef struct {
+    float *g;
+    int64_t n;
+    double *part;
+    float c;
+} clip_job;
+
+static void norm_pieces(void *p, int64_t k0, int64_t k1, int worker) {
+    const clip_job *j = p;
+    for (int64_t k = k0; k < k1; k++) {
+        int64_t lo = j->n * k / N_PIECES, hi = j->n * (k + 1) / N_PIECES;
+        j->part[k] = sum_squares(j->g + lo, hi - lo);
+    }
+}
+
+static void scale_range(void *p, int64_t lo, int64_t hi, int worker) {
+    const clip_job *j = p;
+    scale_kernel(j->g + lo, hi - lo, j->c);
+}
+
 double ib_grad_norm(const ib_params *ps) {
     IB_ASSERT(ps->grad, "ib_grad_norm: call ib_params_alloc first");
     int64_t n = ps->numel_params;
     double part[N_PIECES];
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (int k = 0; k < N_PIECES; k++) {
-        int64_t lo = n * k / N_PIECES, hi = n * (k + 1) / N_PIECES;
-        part[k] = sum_squares(ps->grad + lo, hi - lo);
-    }
+    clip_job j = {ps->grad, n, part, 1.0f};
+    ib_parallel_range(N_PIECES, n >= PAR_MIN ? 1 : N_PIECES, norm_pieces, &j);
     double s = 0;
     for (int k = 0; k < N_PIECES; k++) s += part[k];
     return sqrt(s);
@@ -44,11 +62,7 @@ double ib_clip_grad_norm(ib_params *ps, double max_norm) {
     if (coef >= 1.0) return norm;
     int64_t n = ps->numel_params;
     float c = (float)coef;
-#pragma omp parallel if (n >= PAR_MIN)
-    {
-        int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        int64_t lo = n * tid / nth, hi = n * (tid + 1) / nth;
-        scale_kernel(ps->grad + lo, hi - lo, c);
-    }
+    clip_job j = {ps->grad, n, NULL, c};
+    ib_parallel_range(n, PAR_MIN / 2, scale_range, &j);
     return norm;
 }

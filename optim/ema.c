@@ -2,7 +2,6 @@
 // swapped in for evaluation. Float arithmetic in the order of timm's ModelEmaV2 (ema*d + (1-d)*w).
 #include "optim/optim.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +78,23 @@ static void swap_kernel(float *a, float *b, int64_t n) {
     }
 }
 
+// The shadow s against the weights w over [lo, hi), on the library's pool (elements are independent).
+typedef struct {
+    float *s;
+    const float *w;
+    float fd, om;
+} ema_job;
+
+static void ema_range(void *p, int64_t lo, int64_t hi, int worker) {
+    const ema_job *j = p;
+    ema_kernel(j->s + lo, j->w + lo, hi - lo, j->fd, j->om);
+}
+
+static void swap_range(void *p, int64_t lo, int64_t hi, int worker) {
+    const ema_job *j = p;
+    swap_kernel(j->s + lo, (float *)j->w + lo, hi - lo);
+}
+
 void ib_ema_update(ib_ema *e) {
     IB_ASSERT(!e->swapped, "ib_ema_update while the EMA weights are swapped in: swap back first");
     double d = decay_now(e);
@@ -86,24 +102,16 @@ void ib_ema_update(ib_ema *e) {
     int64_t np = e->np, nb = e->nb;
     float *s = e->shadow;
     const float *w = e->ps->data, *b = e->ps->buf;
-#pragma omp parallel if (np >= PAR_MIN)
-    {
-        int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        int64_t lo = np * tid / nth, hi = np * (tid + 1) / nth;
-        ema_kernel(s + lo, w + lo, hi - lo, fd, om);
-    }
+    ema_job j = {s, w, fd, om};
+    ib_parallel_range(np, PAR_MIN / 2, ema_range, &j);
     if (nb) ema_kernel(s + np, b, nb, fd, om);
     e->updates++;
 }
 
 void ib_ema_swap(ib_ema *e) {
     int64_t np = e->np;
-#pragma omp parallel if (np >= PAR_MIN)
-    {
-        int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        int64_t lo = np * tid / nth, hi = np * (tid + 1) / nth;
-        swap_kernel(e->shadow + lo, e->ps->data + lo, hi - lo);
-    }
+    ema_job j = {e->shadow, e->ps->data, 0.0f, 0.0f};
+    ib_parallel_range(np, PAR_MIN / 2, swap_range, &j);
     if (e->nb) swap_kernel(e->shadow + np, e->ps->buf, e->nb);
     e->swapped = !e->swapped;
 }

@@ -4,7 +4,6 @@
 #include "optim/optim.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -258,18 +257,29 @@ static void step_range(ib_optim *opt, const segment *s, int64_t lo, int64_t hi, 
     }
 }
 
-static void step_segments(ib_optim *opt, const segment *seg, int n_seg, int64_t total, float lr) {
-    // Each thread takes the same fixed share of every segment; elements are independent, so the
-    // result does not depend on the thread count.
-#pragma omp parallel if (total >= PAR_MIN)
-    {
-        int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-        for (int k = 0; k < n_seg; k++) {
-            const segment *s = &seg[k];
-            int64_t lo = s->n * tid / nth, hi = s->n * (tid + 1) / nth;
-            if (hi > lo) step_range(opt, s, lo, hi, lr);
-        }
+// Elements [lo, hi) of the segments laid end to end. Elements are independent, so the result does not
+// depend on how the pool splits them.
+typedef struct {
+    ib_optim *opt;
+    const segment *seg;
+    int n_seg;
+    float lr;
+} step_job;
+
+static void step_elements(void *p, int64_t lo, int64_t hi, int worker) {
+    const step_job *j = p;
+    int64_t base = 0;
+    for (int k = 0; k < j->n_seg && base < hi; k++) {
+        const segment *s = &j->seg[k];
+        int64_t a = lo > base ? lo - base : 0, b = hi - base < s->n ? hi - base : s->n;
+        if (b > a) step_range(j->opt, s, a, b, j->lr);
+        base += s->n;
     }
+}
+
+static void step_segments(ib_optim *opt, const segment *seg, int n_seg, int64_t total, float lr) {
+    step_job j = {opt, seg, n_seg, lr};
+    ib_parallel_range(total, PAR_MIN / 2, step_elements, &j);
 }
 
 void ib_optim_step(ib_optim *opt, float lr) {

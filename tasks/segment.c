@@ -306,6 +306,84 @@ static double pixel_lse(const float *z, int C, int64_t hw, double *mx_out) {
     return log(s) + mx;
 }
 
+// A per-pixel loop over pixels (or output rows) [lo, hi) on the library's pool; each pixel is done whole
+// on one thread, so the numbers do not depend on the threads.
+typedef struct {
+    const float *z;
+    float *gz;
+    const int32_t *targets;
+    const float *weights;
+    double *lse, *row;
+    int32_t *out;
+    double g;
+    int64_t hw;
+    int C, ignore, H, W;
+} seg_job;
+
+static int64_t pixel_grain(int C) { return 8192 / (C > 0 ? C : 1) + 1; }
+
+static void seg_ce_bwd_pixels(void *arg, int64_t lo, int64_t hi, int worker) {
+    const seg_job *jb = arg;
+    const int64_t hw = jb->hw;
+    const int C = jb->C;
+    for (int64_t p = lo; p < hi; p++) {
+        int32_t t = jb->targets[p];
+        if (t == jb->ignore) continue;
+        int64_t i = p / hw, j = p % hw;
+        const float *z = jb->z + i * C * hw + j;
+        float *gz = jb->gz + i * C * hw + j;
+        double lse = jb->lse[p];
+        double w = jb->g * (jb->weights ? jb->weights[t] : 1.0);
+        for (int c = 0; c < C; c++) gz[c * hw] += (float)(w * (exp((double)z[c * hw] - lse) - (c == t)));
+    }
+}
+
+static void seg_ce_fwd_pixels(void *arg, int64_t lo, int64_t hi, int worker) {
+    const seg_job *jb = arg;
+    const int64_t hw = jb->hw;
+    const int C = jb->C;
+    for (int64_t p = lo; p < hi; p++) {
+        int32_t t = jb->targets[p];
+        if (t == jb->ignore) {
+            jb->row[p] = jb->lse[p] = 0;
+            continue;
+        }
+        int64_t i = p / hw, j = p % hw;
+        const float *z = jb->z + i * C * hw + j;
+        double mx, lse = pixel_lse(z, C, hw, &mx);
+        jb->lse[p] = lse;
+        jb->row[p] = (jb->weights ? jb->weights[t] : 1.0) * (lse - z[t * hw]);
+    }
+}
+
+static void argmax_pixels(void *arg, int64_t lo, int64_t hi, int worker) {
+    const seg_job *jb = arg;
+    const int64_t hw = jb->hw;
+    const int C = jb->C;
+    for (int64_t p = lo; p < hi; p++) {
+        int64_t i = p / hw, j = p % hw;
+        const float *x = jb->z + i * C * hw + j;
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (x[c * hw] > x[best * hw]) best = c;
+        jb->out[p] = best;
+    }
+}
+
+// Output rows r = (image, y) of a nearest upsampling of the labels targets (h x w per image, h = C, w = hw
+// here) to H x W.
+static void upsample_rows(void *arg, int64_t lo, int64_t hi, int worker) {
+    const seg_job *jb = arg;
+    const int h = jb->C, w = (int)jb->hw, H = jb->H, W = jb->W;
+    for (int64_t r = lo; r < hi; r++) {
+        int64_t i = r / H;
+        int y = (int)(r % H), sy = (int)((int64_t)y * h / H);
+        const int32_t *src = jb->targets + (i * h + sy) * w;
+        int32_t *dst = jb->out + r * W;
+        for (int x = 0; x < W; x++) dst[x] = src[(int64_t)x * w / W];
+    }
+}
+
 static void seg_ce_backward(ib_ctx *ctx, ib_node *n) {
     seg_ce_saved *sv = n->saved;
     ib_tensor *x = n->in[0];
@@ -313,18 +391,9 @@ static void seg_ce_backward(ib_ctx *ctx, ib_node *n) {
     float *gx = ib_grad(ctx, x);
     int N = x->shape[0], C = x->shape[1];
     int64_t hw = (int64_t)x->shape[2] * x->shape[3];
-    double g = n->out->grad[0] / sv->wsum;
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < (int64_t)N * hw; p++) {
-        int32_t t = sv->targets[p];
-        if (t == sv->ignore) continue;
-        int64_t i = p / hw, j = p % hw;
-        const float *z = x->data + i * C * hw + j;
-        float *gz = gx + i * C * hw + j;
-        double lse = sv->lse[p];
-        double w = g * (sv->weights ? sv->weights[t] : 1.0);
-        for (int c = 0; c < C; c++) gz[c * hw] += (float)(w * (exp((double)z[c * hw] - lse) - (c == t)));
-    }
+    seg_job jb = {x->data, gx, sv->targets, sv->weights, (double *)sv->lse, NULL, NULL, n->out->grad[0] / sv->wsum, hw, C,
+                  sv->ignore, 0, 0};
+    ib_parallel_range((int64_t)N * hw, pixel_grain(C), seg_ce_bwd_pixels, &jb);
 }
 static const ib_op op_seg_ce = {"seg_cross_entropy", seg_ce_backward};
 
@@ -343,19 +412,8 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
               C - 1);
     double *row = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
     double *lses = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < P; p++) {
-        int32_t t = targets[p];
-        if (t == ignore_index) {
-            row[p] = lses[p] = 0;
-            continue;
-        }
-        int64_t i = p / hw, j = p % hw;
-        const float *z = x->data + i * C * hw + j;
-        double mx, lse = pixel_lse(z, C, hw, &mx);
-        lses[p] = lse;
-        row[p] = (weights ? weights[t] : 1.0) * (lse - z[t * hw]);
-    }
+    seg_job jb = {x->data, NULL, targets, weights, lses, row, NULL, 0, hw, C, ignore_index, 0, 0};
+    ib_parallel_range(P, pixel_grain(C), seg_ce_fwd_pixels, &jb);
     double loss = 0, wsum = 0;   // summed in pixel order: the same number for any thread count
     for (int64_t p = 0; p < P; p++)
         if (targets[p] != ignore_index) loss += row[p], wsum += weights ? weights[targets[p]] : 1.0;
@@ -383,28 +441,15 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
 void ib_seg_argmax(const ib_tensor *z, int32_t *out) {
     int N = z->shape[0], C = z->shape[1];
     int64_t hw = (int64_t)z->shape[2] * z->shape[3];
-#pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < (int64_t)N * hw; p++) {
-        int64_t i = p / hw, j = p % hw;
-        const float *x = z->data + i * C * hw + j;
-        int best = 0;
-        for (int c = 1; c < C; c++)
-            if (x[c * hw] > x[best * hw]) best = c;
-        out[p] = best;
-    }
+    seg_job jb = {z->data, NULL, NULL, NULL, NULL, NULL, out, 0, hw, C, 0, 0, 0};
+    ib_parallel_range((int64_t)N * hw, pixel_grain(C), argmax_pixels, &jb);
 }
 
 void ib_seg_argmax_upsample(const ib_tensor *z, int H, int W, int32_t *scratch, int32_t *out) {
     int N = z->shape[0], h = z->shape[2], w = z->shape[3];
     ib_seg_argmax(z, scratch);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < (int64_t)N * H; r++) {
-        int64_t i = r / H;
-        int y = (int)(r % H), sy = (int)((int64_t)y * h / H);
-        const int32_t *src = scratch + (i * h + sy) * w;
-        int32_t *dst = out + r * W;
-        for (int x = 0; x < W; x++) dst[x] = src[(int64_t)x * w / W];
-    }
+    seg_job jb = {NULL, NULL, scratch, NULL, NULL, NULL, out, 0, w, h, 0, H, W};
+    ib_parallel_range((int64_t)N * H, 8192 / (W > 0 ? W : 1) + 1, upsample_rows, &jb);
 }
 
 int64_t ib_seg_confusion_add(int64_t *conf, int classes, const int32_t *gt, const int32_t *pred, int64_t n,

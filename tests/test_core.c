@@ -1,7 +1,9 @@
-// Core machinery: arena, tensors, views and their gradients, the tape, parameters, RNG, HDF5 I/O.
+// Core machinery: arena, tensors, views and their gradients, the tape, parameters, RNG, HDF5 I/O, the
+// thread pool.
 #include "tests/test.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -195,4 +197,65 @@ TEST(h5_create_is_atomic) {
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     CHECK(access(tmp, F_OK) != 0, "temporary file removed");
+}
+
+// The pool (core/threads.c): every item of every loop runs exactly once, on a worker index below
+// ib_pool_threads(), whatever the thread count; a loop inside an item and loops from two threads at
+// once (one of them then runs alone) complete too.
+typedef struct {
+    int *hits;   // per item
+    int inner;   // items of a nested loop per item (0: none)
+    int *inner_hits;
+    int bad_worker;
+} pool_probe;
+
+static void probe_inner(void *p, int64_t i, int worker) {
+    int *h = p;
+    h[i]++;
+}
+
+static void probe_item(void *p, int64_t i, int worker) {
+    pool_probe *q = p;
+    q->hits[i]++;
+    if (worker < 0 || worker >= ib_pool_threads()) q->bad_worker = 1;
+    if (q->inner) ib_parallel_for(q->inner, probe_inner, q->inner_hits + i * q->inner);
+}
+
+static int probe_loops(int loops, int seed) {
+    ib_rng r;
+    ib_rng_seed(&r, (uint64_t)seed, 7);
+    for (int l = 0; l < loops; l++) {
+        int n = 1 + (int)ib_rng_below(&r, 3000), inner = l % 7 == 0 ? 5 : 0;
+        pool_probe q = {calloc((size_t)n, sizeof(int)), inner, inner ? calloc((size_t)n * inner, sizeof(int)) : NULL, 0};
+        ib_parallel_for(n, probe_item, &q);
+        int ok = !q.bad_worker;
+        for (int i = 0; i < n; i++) ok &= q.hits[i] == 1;
+        for (int i = 0; i < n * inner; i++) ok &= q.inner_hits[i] == 1;
+        free(q.hits);
+        free(q.inner_hits);
+        if (!ok) return l + 1;
+    }
+    return 0;
+}
+
+static void *probe_thread(void *p) {
+    *(int *)p = probe_loops(300, *(int *)p);
+    return NULL;
+}
+
+TEST(pool_runs_every_item_once) {
+    for (int t = 1; t <= 4; t++) {
+        ib_set_threads(t);
+        CHECK(ib_pool_threads() == t, "%d threads set, the pool has %d", t, ib_pool_threads());
+        int bad = probe_loops(500, t);
+        CHECK(!bad, "%d threads: loop %d missed or repeated an item", t, bad);
+        int a = 11, b = 12;   // two callers at once: the seed in, the first bad loop out
+        pthread_t ta, tb;
+        CHECK(!pthread_create(&ta, NULL, probe_thread, &a) && !pthread_create(&tb, NULL, probe_thread, &b),
+              "pthread_create");
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        CHECK(!a && !b, "%d threads, two callers: loops %d and %d went wrong", t, a, b);
+    }
+    ib_set_threads(0);
 }

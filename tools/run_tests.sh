@@ -3,8 +3,8 @@
 # lines "PASS name", "FAIL name: why" and "SKIP name: why"; a binary that crashes or exits non-zero without
 # printing a FAIL counts as one failure. The last line is "N passed, N failed" (", N skipped").
 set -u
-# Tests call the library directly, so they do not get the command's passive OpenMP waits (cli/main.c):
-# on shared cores spinning waiters made the training test 5x slower. A policy set by the caller wins.
+# The few OpenMP loops left (pack, synth) sleep rather than spin while they wait: tests run beside other
+# jobs on shared cores. A policy set by the caller wins.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 pass=0; fail=0; skip=0
 for t in "$@"; do

@@ -9,9 +9,6 @@ bin=$build/ibnas
 command -v valgrind >/dev/null || { echo "FAIL valgrind_train: valgrind is not installed (tools/deps.sh ci)"; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/ibnas_valgrind_XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# The command re-executes itself once to set OMP_WAIT_POLICY (cli/main.c), which under valgrind would run
-# valgrind's own loader: set it here.
-export OMP_WAIT_POLICY=PASSIVE
 # (No --track-origins: it doubles the time; rerun with it to find where an uninitialised value came from.)
 vg=(valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite)
 t0=$(date +%s)
