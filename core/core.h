@@ -222,6 +222,19 @@ void ib_rng_shuffle(ib_rng *r, int *idx, int n);
 // ib_time_s (monotonic seconds): include/ibnas.h.
 
 // ---------------------------------------------------------------------------------------------
+// Distributed (core/dist.c): the collectives data-parallel training and distributed search need, over
+// MPI_COMM_WORLD when the library is built with MPI and launched by mpirun, and trivial otherwise (one
+// rank: the sums are the data, a broadcast leaves it). ib_dist_rank, ib_dist_size, ib_dist_finish:
+// include/ibnas.h. Every rank must make the same calls in the same order; call from one thread at a time
+// (MPI_THREAD_FUNNELED), never inside an OpenMP parallel region.
+void ib_dist_allreduce_f32(float *x, int64_t n);    // in place: x = the elementwise sum over the ranks
+void ib_dist_allreduce_f64(double *x, int64_t n);
+void ib_dist_bcast(void *p, int64_t bytes, int root);   // root's bytes to every rank
+// Each rank's `bytes` bytes of mine, in rank order, into all (size * bytes) on every rank.
+void ib_dist_allgather(const void *mine, int64_t bytes, void *all);
+void ib_dist_barrier(void);
+
+// ---------------------------------------------------------------------------------------------
 // Files written whole (core/fileio.c): ib_wfile_open creates PATH.tmp (its name written to tmp);
 // ib_wfile_commit flushes, fsyncs and closes it and renames it over PATH, or removes it and returns
 // IB_ERR_IO naming PATH and the system's reason (a full disk: "No space left on device"). A write
