@@ -110,6 +110,10 @@ struct ib_ctx {
                               // call; later grads reuse the memory (a training step's peak drops by most
                               // of the activations' grads). The grads of op outputs are then gone after
                               // backward. 0 (default): everything is kept to the reset.
+    int sync_bn;              // 1: training batchnorm takes its statistics over every rank's batch (core/dist.c
+                              // allreduces of the per-channel sums in forward and backward), so N ranks of
+                              // B/N images normalise as one process of B (--sync-bn). Every rank must then run
+                              // the same batchnorms in the same order. 0 (default): this process's batch.
 };
 
 ib_ctx *ib_ctx_new(void);

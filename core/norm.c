@@ -12,10 +12,13 @@
 
 // What backward needs: the statistics used to normalise (batch or running), as float like torch, and
 // the forward's float affine (mean, scale, shift) to recompute the activation's input.
+// sync: the statistics were every rank's (ctx->sync_bn), so backward sums its two reductions over the
+// ranks too; count: the values per channel they were taken over (every rank's).
 typedef struct {
     float *mean, *invstd;
     float *mf, *scale, *shift;
-    int training, act;
+    int training, act, sync;
+    double count;
 } bn_saved;
 
 // Splits x into (outer, C, inner): channel c's elements are x[(o * C + c) * inner + i].
@@ -50,6 +53,22 @@ static void bn_backward(ib_ctx *ctx, ib_node *node) {
     float *dgamma = gamma && gamma->requires_grad ? ib_grad(ctx, gamma) : NULL;
     float *dbeta = beta && beta->requires_grad ? ib_grad(ctx, beta) : NULL;
     const float *xd = x->data;
+    const double n_all = sv->sync ? sv->count : (double)count;
+    // Synchronised: this rank's two sums per channel into dgamma and dbeta (the gradient allreduce adds the
+    // other ranks'), every rank's into dx, which needs the means of dy and dy * xhat over the whole batch.
+    double *all = NULL;
+    if (sv->training && sv->sync) {
+        all = ib_arena_calloc(ctx->arena, sizeof(double) * 2 * (size_t)channels);   // bn_bwd_sums adds into it
+#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
+        for (int c = 0; c < channels; c++) {
+            const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
+            const int64_t base = (int64_t)c * inner;
+            k->bn_bwd_sums(dy + base, xd + base, outer, stride, inner, &epi, sv->mean[c], all + 2 * c);
+            if (dgamma) dgamma[c] += (float)(all[2 * c + 1] * sv->invstd[c]);
+            if (dbeta) dbeta[c] += (float)all[2 * c];
+        }
+        ib_dist_allreduce_f64(all, 2 * (int64_t)channels);
+    }
 
 #pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
     for (int c = 0; c < channels; c++) {
@@ -57,16 +76,17 @@ static void bn_backward(ib_ctx *ctx, ib_node *node) {
         const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
         const int64_t base = (int64_t)c * inner;
         double sums[2] = {0, 0};   // sum dy, sum dy * (x - mean), dy taken through the activation
-        k->bn_bwd_sums(dy + base, xd + base, outer, stride, inner, &epi, mean, sums);
+        if (all) sums[0] = all[2 * c], sums[1] = all[2 * c + 1];
+        else k->bn_bwd_sums(dy + base, xd + base, outer, stride, inner, &epi, mean, sums);
         const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
-        if (dgamma) dgamma[c] += (float)sum_dy_xhat;
-        if (dbeta) dbeta[c] += (float)sum_dy;
+        if (dgamma && !all) dgamma[c] += (float)sum_dy_xhat;
+        if (dbeta && !all) dbeta[c] += (float)sum_dy;
         if (!dx) continue;
         const double scale = (gamma ? gamma->data[c] : 1.0) * invstd;
         // Training: the batch statistics depend on x, which subtracts the mean of dy and the
         // projection of dy on xhat; eval: a fixed affine map.
-        const double mean_dy = sv->training ? sum_dy / (double)count : 0.0;
-        const double mean_dy_xhat = sv->training ? sum_dy_xhat / (double)count : 0.0;
+        const double mean_dy = sv->training ? sum_dy / n_all : 0.0;
+        const double mean_dy_xhat = sv->training ? sum_dy_xhat / n_all : 0.0;
         k->bn_bwd_dx(dy + base, xd + base, dx + base, outer, stride, inner, &epi, mean, invstd, scale, mean_dy,
                      mean_dy_xhat, add);
     }
@@ -116,6 +136,23 @@ ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tens
           *shifts = stats + 4 * channels;
     const float *xd = x->data;
     float *yd = y->data;
+    // Synchronised (training under ctx->sync_bn): the same two passes, each channel's sums added over the
+    // ranks (with the counts) before they are used, so every rank normalises by the whole batch's statistics.
+    int sync = training && ctx->sync_bn && ib_dist_size() > 1;
+    double n_all = (double)count, *all = NULL;   // sync: per channel the mean, then the squared deviations
+    if (sync) {
+        all = ib_arena_alloc(ctx->arena, sizeof(double) * (2 * (size_t)channels + 1));
+#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
+        for (int c = 0; c < channels; c++) all[c] = k->bn_sum(xd + (int64_t)c * inner, outer, stride, inner);
+        all[channels] = (double)count;
+        ib_dist_allreduce_f64(all, channels + 1);
+        n_all = all[channels];
+        for (int c = 0; c < channels; c++) all[c] /= n_all;
+#pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
+        for (int c = 0; c < channels; c++)
+            all[channels + c] = k->bn_sumsq(xd + (int64_t)c * inner, outer, stride, inner, all[c]);
+        ib_dist_allreduce_f64(all + channels, channels);
+    }
 
 #pragma omp parallel for schedule(static) if (count * channels >= PAR_MIN)
     for (int c = 0; c < channels; c++) {
@@ -123,14 +160,14 @@ ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tens
         double m, var;
         if (training) {
             // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
-            m = k->bn_sum(xd + base, outer, stride, inner) / (double)count;
-            double ss = k->bn_sumsq(xd + base, outer, stride, inner, m);
-            var = ss / (double)count;
+            m = all ? all[c] : k->bn_sum(xd + base, outer, stride, inner) / n_all;
+            double ss = all ? all[channels + c] : k->bn_sumsq(xd + base, outer, stride, inner, m);
+            var = ss / n_all;
             if (running_mean)
                 running_mean->data[c] = (float)((1.0 - momentum) * running_mean->data[c] + (double)momentum * m);
             if (running_var)
                 running_var->data[c] = (float)((1.0 - momentum) * running_var->data[c] +
-                                               (double)momentum * ss / (double)(count - 1));
+                                               (double)momentum * ss / (n_all - 1));
         } else {
             m = running_mean->data[c];
             var = running_var->data[c];
@@ -150,7 +187,7 @@ ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tens
                               (ib_tensor *[]){x, gamma, beta});
     if (node) {
         bn_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
-        *sv = (bn_saved){mean, invstd, mfs, scales, shifts, training, act};
+        *sv = (bn_saved){mean, invstd, mfs, scales, shifts, training, act, sync, n_all};
         node->saved = sv;
     }
     return y;
