@@ -187,10 +187,14 @@ typedef struct ib_params {
     ib_tensor **t;           // stable pointers, malloc'd at registration
     int *is_buffer;          // 1 for buffers (no grad, not optimised)
     int *no_decay;           // 1 for BN weights/biases and conv/linear biases
-    float *data, *grad;      // the parameter block and its gradient block (numel_params each)
+    float *data, *grad;      // the parameter block and its gradient block (numel_params each; grad has
+                             // IB_GRAD_SPARE more floats after it, zeroed by nobody, where a data-parallel
+                             // step packs its scalars to sum them in the gradient's one allreduce)
     float *buf;              // the buffer block (numel_buffers)
     int64_t numel_params, numel_buffers;
 } ib_params;
+
+#define IB_GRAD_SPARE 4
 
 void ib_params_init(ib_params *ps);
 void ib_params_free(ib_params *ps);

@@ -506,6 +506,10 @@ typedef struct ib_train_opts {
     int workers;               // data loading threads, 2
     int progress;              // 1 (default): a progress bar and a line per epoch on stderr
     long max_steps;            // stop after this many steps, saving a resumable checkpoint; 0: no limit
+    // Under mpirun (ib_dist_size() > 1; classification and classification supernets): batch is the global batch,
+    // a multiple of the rank count, and each rank trains on its share (docs/SCALE.md).
+    int sync_bn;               // 1: batchnorm statistics over the whole global batch (every rank's share), so N
+                               // ranks train as one process does; 0 (default): each rank's share alone
 
     // Segmentation (task "segment"): the backbone is `arch` or `init`'s network (a classification checkpoint,
     // an extracted subnet or a segmentation checkpoint), cut at the head's stride; label_smoothing, aug and
