@@ -201,3 +201,63 @@ TEST(mpi_supernet_sync_bn_equals_one_process) {
     printf("note: supernet, 2 ranks against 1 process after 4 steps: max |diff| %.3g (parameters), %.3g (BN statistics)\n",
            dp, db);
 }
+
+// A search on two ranks scores each generation's subnets across them (evolution: whenever a tournament
+// needs a child's score) and must visit the same archs with the same scores as one process: the same
+// pareto.csv (every scored arch, its score, latency and front membership) and search state. Scored by the
+// held-out loss, which separates every subnet (top-1 on 27 images ties many), so a tournament is decided
+// by the scores the other rank computed.
+static int search_run(const char *prefix, const char *strategy, const char *sn, const char *lut, double budget,
+                      const char *out, char **err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s%s search --supernet %s --lut tpu=%s --budget-ms %g --strategy %s --metric loss --population 5 "
+             "--generations 2 --batch 4 --sample 3 --calib-batches 1 --threads 1 --workers 1 --seed 3 --quiet --out %s",
+             prefix, test_ibnas_bin(), sn, lut, budget, strategy, test_scratch(out));
+    return test_run(cmd, NULL, err);
+}
+
+TEST(mpi_search_same_pareto_set) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL, cmd[4096];
+    int rc = supernet_train("", "search_sn.h5", &err);
+    CHECK(rc == 0, "supernet train failed (%d): %s", rc, err);
+    free(err);
+    char sn[600], lut[600];
+    snprintf(sn, sizeof sn, "%s", test_scratch("search_sn.h5"));
+    snprintf(lut, sizeof lut, "%s", test_scratch("tpu.csv"));
+    snprintf(cmd, sizeof cmd, "%s latency model --space %s --target edgetpu --res 32 --out %s", test_ibnas_bin(), space, lut);
+    rc = test_run(cmd, NULL, &err);
+    CHECK(rc == 0, "latency model failed (%d): %s", rc, err);
+    free(err);
+    double budget = test_budget_between(space, lut, 32, NULL, NULL, 0);
+    static const char *const strategies[] = {"evolution", "tunas"};   // random: stages a whole generation, as tunas
+    for (int k = 0; k < 2; k++) {
+        char one[64], two[64];
+        snprintf(one, sizeof one, "search_one_%s", strategies[k]);
+        snprintf(two, sizeof two, "search_two_%s", strategies[k]);
+        rc = search_run("", strategies[k], sn, lut, budget, one, &err);
+        CHECK(rc == 0, "%s, one process, failed (%d): %s", strategies[k], rc, err);
+        free(err);
+        rc = search_run(MPIRUN, strategies[k], sn, lut, budget, two, &err);
+        CHECK(rc == 0, "%s, two ranks, failed (%d): %s", strategies[k], rc, err);
+        free(err);
+        char a[700], b[700];
+        snprintf(a, sizeof a, "%s/tpu/pareto.csv", test_scratch(one));
+        snprintf(b, sizeof b, "%s/tpu/pareto.csv", test_scratch(two));
+        char *ta = test_read_file(a), *tb = test_read_file(b);
+        int same = ta[0] && !strcmp(ta, tb);
+        int rows = 0;
+        for (const char *p = ta; *p; p++) rows += *p == '\n';
+        free(ta), free(tb);
+        CHECK(same, "%s: %s and %s differ (or are empty)", strategies[k], a, b);
+        CHECK(rows > 8, "%s: %s has %d lines: too few subnets scored to show anything", strategies[k], a, rows);
+        snprintf(a, sizeof a, "%s/state.json", test_scratch(one));
+        snprintf(b, sizeof b, "%s/state.json", test_scratch(two));
+        ta = test_read_file(a), tb = test_read_file(b);
+        same = ta[0] && !strcmp(ta, tb);
+        free(ta), free(tb);
+        CHECK(same, "%s: the search states %s and %s differ", strategies[k], a, b);
+    }
+}
