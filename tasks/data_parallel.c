@@ -41,7 +41,8 @@ void ib_dp_bcast(const ib_dp *dp, ib_params *ps, ib_optim *opt, ib_ema *ema) {
         ib_ema_state(ema, i, &name, &data, &n), ib_dist_bcast(data, n * (int64_t)sizeof(float), 0);
 }
 
-ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double *loss_sum, int64_t *images, int *stop) {
+ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double *loss_sum, int64_t *images,
+                     int *stop) {
     if (dp->size < 2) return IB_OK;
     int64_t n0 = ps->numel_params, n1 = head ? head->numel_params : 0, n = n0 + n1;
     float *g = ps->grad;   // IB_GRAD_SPARE floats after the gradient hold the scalars
@@ -55,9 +56,16 @@ ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double *loss_sum
         memcpy(g, ps->grad, sizeof(float) * (size_t)n0);
         memcpy(g + n0, head->grad, sizeof(float) * (size_t)n1);
     }
-    g[n] = (float)*loss_sum, g[n + 1] = (float)*images, g[n + 2] = *stop ? 1.0f : 0.0f;
-    ib_dist_allreduce_f32(g, n + 3);
-    const float inv = 1.0f / (float)dp->size;
+    // A weighted loss (segmentation: the mean over this rank's labelled pixels) counts by its weight: the
+    // gradient of the whole batch's mean is sum_r weight_r grad_r / sum_r weight_r.
+    if (weight > 0) {
+        const float w = (float)weight;
+#pragma omp parallel for schedule(static) if (n >= 65536)
+        for (int64_t i = 0; i < n; i++) g[i] *= w;
+    }
+    g[n] = (float)*loss_sum, g[n + 1] = (float)*images, g[n + 2] = *stop ? 1.0f : 0.0f, g[n + 3] = (float)weight;
+    ib_dist_allreduce_f32(g, n + 4);
+    const float inv = weight > 0 ? 1.0f / g[n + 3] : 1.0f / (float)dp->size;
 #pragma omp parallel for schedule(static) if (n >= 65536)
     for (int64_t i = 0; i < n; i++) g[i] *= inv;
     if (head) {

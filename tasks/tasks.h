@@ -132,8 +132,11 @@ void ib_dp_bcast(const ib_dp *dp, ib_params *ps, ib_optim *opt, ib_ema *ema);
 // After backward: the gradients of ps (and of head, NULL: none) become the mean over the ranks (each
 // rank's loss is the mean over its share, so that is the whole batch's gradient), in one allreduce with
 // *loss_sum (this rank's loss times its images), *images and *stop (this rank wants to stop: Ctrl-C),
-// which come back as the sums and any rank's stop.
-ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double *loss_sum, int64_t *images, int *stop);
+// which come back as the sums and any rank's stop. weight > 0: the loss is a mean over that much of this
+// rank's share (segmentation: its labelled pixels, or their class weights), and the gradients are averaged
+// with those weights; 0: the shares weigh the same.
+ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double *loss_sum, int64_t *images,
+                     int *stop);
 // Rank 0 writes (s: its save's result), the others learn the result; a failure stops every rank.
 ib_status ib_dp_saved(const ib_dp *dp, ib_status s);
 // A training loop that has no data parallelism yet: an error naming it when run on more than one rank.
