@@ -8,6 +8,7 @@
 #include "tests/test.h"
 
 #include "search/search.h"
+#include "tasks/segment.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -37,7 +38,8 @@ static const char *arch_json =
     " \"act\": \"relu6\", \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
     " \"blocks\": [{\"op\": \"ibn\", \"kernel\": 3, \"expand\": 2, \"out\": 16, \"stride\": 2},"
     "              {\"op\": \"fused\", \"kernel\": 3, \"expand\": 2, \"out\": 16, \"stride\": 1},"
-    "              {\"op\": \"tucker\", \"kernel\": 3, \"r_in\": 0.25, \"r_out\": 0.75, \"out\": 24, \"stride\": 2}],"
+    "              {\"op\": \"tucker\", \"kernel\": 3, \"r_in\": 0.25, \"r_out\": 0.75, \"out\": 24, \"stride\": 2},"
+    "              {\"op\": \"ibn\", \"kernel\": 3, \"expand\": 2, \"out\": 24, \"stride\": 2}],"
     " \"head\": {\"out\": 32, \"dropout\": 0}}";
 
 static char data[300], arch[300], space[300];
@@ -48,7 +50,7 @@ static void fixtures(void) {
     FILE *f = fopen(arch, "w");
     IB_ASSERT(f && fputs(arch_json, f) >= 0 && fclose(f) == 0, "cannot write %s", arch);
     snprintf(data, sizeof data, "%s/dp.h5", test_tmpdir());
-    IB_ASSERT(ib_synth_write_pack(data, 256, 32, 1, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    IB_ASSERT(ib_synth_write_pack(data, 256, 32, 1, 1, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());   // with masks
     // The tiny space with its head's dropout off ("dropout": 0.1 -> 0.0).
     char *text = test_read_file(project_path("search/spaces/tiny.space.json")), *p = strstr(text, "\"dropout\": 0.1");
     IB_ASSERT(p, "search/spaces/tiny.space.json: no \"dropout\": 0.1 to turn off");
@@ -69,11 +71,13 @@ static int train(const char *prefix, const char *flags, const char *out, char **
     return test_run(cmd, NULL, err);
 }
 
-// max |a - b| over the parameters and over the buffers (BN running statistics) of two checkpoints.
-static int ckpt_diff(const char *a, const char *b, double *dp, double *db) {
+// max |a - b| over the parameters and over the buffers (BN running statistics) of two checkpoints (seg:
+// segmentation ones, the head's tensors too).
+static int ckpt_diff_of(int seg, const char *a, const char *b, double *dp, double *db) {
     ib_net na, nb;
-    if (ib_ckpt_load(&na, test_scratch(a))) return 0;
-    if (ib_ckpt_load(&nb, test_scratch(b))) return ib_net_free(&na), 0;
+    ib_seg_head ha, hb;
+    if (seg ? ib_seg_load(&na, &ha, test_scratch(a)) : ib_ckpt_load(&na, test_scratch(a))) return 0;
+    if (seg ? ib_seg_load(&nb, &hb, test_scratch(b)) : ib_ckpt_load(&nb, test_scratch(b))) return ib_net_free(&na), 0;
     int ok = na.ps.numel_params == nb.ps.numel_params && na.ps.numel_buffers == nb.ps.numel_buffers;
     if (ok) {
         *dp = max_abs_diff(na.ps.data, nb.ps.data, na.ps.numel_params);
@@ -83,6 +87,7 @@ static int ckpt_diff(const char *a, const char *b, double *dp, double *db) {
     ib_net_free(&nb);
     return ok;
 }
+static int ckpt_diff(const char *a, const char *b, double *dp, double *db) { return ckpt_diff_of(0, a, b, dp, db); }
 
 TEST(mpi_train_sync_bn_equals_one_process) {
     NEED_MPI();
@@ -158,6 +163,37 @@ TEST(mpi_batch_must_split_across_ranks) {
     int rc = train(MPIRUN, "--batch 33 --max-steps 1", "odd.h5", &err);   // the later --batch wins
     CHECK(rc != 0 && err && strstr(err, "--batch 33") && strstr(err, "2 ranks"), "batch 33 on 2 ranks: rc %d, %s", rc,
           err ? err : "");
+    free(err);
+}
+
+// Segmentation shares the loop's data parallelism; its loss is a mean over labelled pixels, so each rank's
+// gradient counts by its labelled pixels (here every pixel is labelled). A small DeepLab head, no flips.
+TEST(mpi_train_segment_sync_bn_equals_one_process) {
+    NEED_MPI();
+    fixtures();
+    const char *flags = "--task segment --seg-aug none --head-width 16 --sync-bn --max-steps 4";
+    char *err = NULL;
+    int rc = train("", flags, "seg_one.h5", &err);
+    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
+    free(err);
+    rc = train(MPIRUN, flags, "seg_two.h5", &err);
+    CHECK(rc == 0, "two ranks failed (%d): %s", rc, err);
+    free(err);
+    double dp = -1, db = -1;
+    CHECK(ckpt_diff_of(1, "seg_one.h5", "seg_two.h5", &dp, &db), "checkpoints do not load: %s", ib_errmsg());
+    CHECK(dp <= 1e-5 && db <= 1e-5, "after 4 steps: max |diff| %g (parameters), %g (BN statistics)", dp, db);
+    printf("note: segmentation, 2 ranks against 1 process after 4 steps: max |diff| %.3g (parameters), %.3g (BN "
+           "statistics)\n", dp, db);
+}
+
+// Detection has no data parallelism yet: refused on more than one rank, naming what to do.
+TEST(mpi_train_detect_refused) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL;
+    int rc = train(MPIRUN, "--task detect --max-steps 1", "det.h5", &err);
+    CHECK(rc != 0 && err && strstr(err, "--task detect") && strstr(err, "one process"), "detect on 2 ranks: rc %d, %s",
+          rc, err ? err : "");
     free(err);
 }
 
