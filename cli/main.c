@@ -241,9 +241,9 @@ int main(int argc, char **argv) {
     const char *v = argv[1];
     if (!strcmp(v, "--version") || !strcmp(v, "version")) {
         // MPI is named but not started: the version is the same under mpirun and without it.
-        printf("ibnas %s (MPI %s)\n", IBNAS_VERSION_STRING,
-               ib_dist_built() ? "on: mpirun -np N runs data-parallel training and distributed search"
-                               : "off: built without it, one process");
+        printf("ibnas %s\nMPI: %s\n", IBNAS_VERSION_STRING,
+               ib_dist_built() ? "on (mpirun -np N runs data-parallel training and distributed search; docs/SCALE.md)"
+                               : "off (built without it: one process)");
         return 0;
     }
     if (!strcmp(v, "--help") || !strcmp(v, "-h") || !strcmp(v, "help")) {
