@@ -252,9 +252,10 @@ int main(int argc, char **argv) {
     }
     for (const verb *e = verbs; e->name; e++)
         if (!strcmp(e->name, v)) {
-            // Under mpirun a rank that fails aborts the job, so the others do not wait for it in a collective.
+            // Under mpirun a rank that fails aborts the job, so the others do not wait for it in a collective;
+            // a Ctrl-C stop (130) is agreed by every rank (docs/SCALE.md), which then finish together.
             int rc = e->run(argc - 1, argv + 1);
-            ib_dist_finish(rc);
+            ib_dist_finish(rc == 130 ? 0 : rc);
             return rc;
         }
     fprintf(stderr, "ibnas: unknown verb '%s' (ibnas --help lists them)\n", v);
