@@ -89,18 +89,29 @@ static int ckpt_diff_of(int seg, const char *a, const char *b, double *dp, doubl
 }
 static int ckpt_diff(const char *a, const char *b, double *dp, double *db) { return ckpt_diff_of(0, a, b, dp, db); }
 
+// The same training as one process (NAME_one.h5) and on two ranks (NAME_two.h5); *dp and *db get their
+// differences. 0 with the reason in why when a run fails or the checkpoints do not compare.
+static int one_and_two(const char *flags, const char *name, int seg, double *dp, double *db, char *why, size_t n) {
+    char one[64], two[64], *err = NULL;
+    snprintf(one, sizeof one, "%s_one.h5", name);
+    snprintf(two, sizeof two, "%s_two.h5", name);
+    for (int k = 0; k < 2; k++) {
+        int rc = train(k ? MPIRUN : "", flags, k ? two : one, &err);
+        if (rc) snprintf(why, n, "%s failed (%d): %s", k ? "two ranks" : "one process", rc, err ? err : "");
+        free(err);
+        if (rc) return 0;
+    }
+    if (ckpt_diff_of(seg, one, two, dp, db)) return 1;
+    snprintf(why, n, "checkpoints do not load or differ in shape: %s", ib_errmsg());
+    return 0;
+}
+
 TEST(mpi_train_sync_bn_equals_one_process) {
     NEED_MPI();
     fixtures();
-    char *err = NULL;
-    int rc = train("", "--sync-bn --max-steps 6", "one.h5", &err);
-    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
-    free(err);
-    rc = train(MPIRUN, "--sync-bn --max-steps 6", "two.h5", &err);
-    CHECK(rc == 0, "two ranks failed (%d): %s", rc, err);
-    free(err);
+    char why[4096];
     double dp = -1, db = -1;
-    CHECK(ckpt_diff("one.h5", "two.h5", &dp, &db), "checkpoints do not load or differ in shape: %s", ib_errmsg());
+    CHECK(one_and_two("--sync-bn --max-steps 6", "sync", 0, &dp, &db, why, sizeof why), "%s", why);
     CHECK(dp <= 1e-5 && db <= 1e-5, "after 6 steps: max |diff| %g (parameters), %g (BN statistics)", dp, db);
     printf("note: with --sync-bn, 2 ranks x 16 against 1 x 32 after 6 steps: max |diff| %.3g (parameters), %.3g (BN "
            "statistics)\n", dp, db);
@@ -111,15 +122,9 @@ TEST(mpi_train_sync_bn_equals_one_process) {
 TEST(mpi_train_without_sync_bn_differs) {
     NEED_MPI();
     fixtures();
-    char *err = NULL;
-    int rc = train("", "--max-steps 6", "one_nosync.h5", &err);
-    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
-    free(err);
-    rc = train(MPIRUN, "--max-steps 6", "two_nosync.h5", &err);
-    CHECK(rc == 0, "two ranks failed (%d): %s", rc, err);
-    free(err);
+    char why[4096];
     double dp = -1, db = -1;
-    CHECK(ckpt_diff("one_nosync.h5", "two_nosync.h5", &dp, &db), "checkpoints do not load: %s", ib_errmsg());
+    CHECK(one_and_two("--max-steps 6", "nosync", 0, &dp, &db, why, sizeof why), "%s", why);
     CHECK(dp > 1e-5 && isfinite(dp), "per-rank batchnorm gave the one-process parameters (max |diff| %g)", dp);
     printf("note: without --sync-bn, 2 ranks x 16 against 1 x 32 after 6 steps: max |diff| %.3g (parameters), %.3g (BN "
            "statistics)\n", dp, db);
@@ -171,16 +176,11 @@ TEST(mpi_batch_must_split_across_ranks) {
 TEST(mpi_train_segment_sync_bn_equals_one_process) {
     NEED_MPI();
     fixtures();
-    const char *flags = "--task segment --seg-aug none --head-width 16 --sync-bn --max-steps 4";
-    char *err = NULL;
-    int rc = train("", flags, "seg_one.h5", &err);
-    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
-    free(err);
-    rc = train(MPIRUN, flags, "seg_two.h5", &err);
-    CHECK(rc == 0, "two ranks failed (%d): %s", rc, err);
-    free(err);
+    char why[4096];
     double dp = -1, db = -1;
-    CHECK(ckpt_diff_of(1, "seg_one.h5", "seg_two.h5", &dp, &db), "checkpoints do not load: %s", ib_errmsg());
+    CHECK(one_and_two("--task segment --seg-aug none --head-width 16 --sync-bn --max-steps 4", "seg", 1, &dp, &db, why,
+                      sizeof why),
+          "%s", why);
     CHECK(dp <= 1e-5 && db <= 1e-5, "after 4 steps: max |diff| %g (parameters), %g (BN statistics)", dp, db);
     printf("note: segmentation, 2 ranks against 1 process after 4 steps: max |diff| %.3g (parameters), %.3g (BN "
            "statistics)\n", dp, db);
