@@ -565,7 +565,8 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             int64_t n_img = b->n;
             int stop = interrupted;
             if ((s = ib_dp_step(&dp, &net.ps, NULL, 0, &loss_sum, &n_img, &stop))) goto done;
-            if (stop) interrupted = 1;   // another rank's Ctrl-C: every rank saves and stops at this step
+            if (stop) interrupted = 1;   // any rank's Ctrl-C. Below, the agreed stop decides, not the flag, which a
+                                         // signal may set on one rank alone after the allreduce
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);
@@ -583,18 +584,18 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
                 ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
-            if (interrupted || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
+            if (stop || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
                 if (progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
                 if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_ckpt_save(&net, cfg->out,
                                                                                             ib_train_state_save, &ts)))))
                     goto done;
-                res->interrupted = interrupted;
-                if (progress || (interrupted && dp.rank == 0))
+                res->interrupted = stop;
+                if (progress || (stop && dp.rank == 0))
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
-                            interrupted ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch,
+                            stop ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch,
                             cfg->out);
-                s = interrupted ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
+                s = stop ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
                 goto done;
             }
         }
