@@ -16,12 +16,13 @@
 #include <string.h>
 
 // The launcher, allowed to run as root (CI runs the tests as root) and on more ranks than cores; shared
-// memory without single-copy (containers often forbid the ptrace it needs). Under AddressSanitizer the ranks
-// run without leak detection: Open MPI's runtime leaves its own allocations (libmpi, its plugins) at exit,
-// which LeakSanitizer reports; errors of memory use are still caught, and one-process runs keep leak checks.
+// memory without single-copy (containers often forbid the ptrace it needs); a waiting rank yields its core
+// (the ranks share the cores with each other and other jobs: docs/SCALE.md). Under AddressSanitizer the
+// ranks run without leak detection: Open MPI's runtime leaves its own allocations (libmpi, its plugins) at
+// exit, which LeakSanitizer reports; errors of memory use are still caught, one-process runs keep leak checks.
 #define MPIRUN                                                                                                   \
     "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none " \
-    "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 "                                             \
+    "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 OMPI_MCA_mpi_yield_when_idle=1 "                \
     "OMP_NUM_THREADS=1 mpirun -np 2 --oversubscribe --allow-run-as-root --bind-to none "
 
 static int have_mpi(void) {
