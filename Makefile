@@ -39,8 +39,23 @@ PROTOBUF_C_CFLAGS := $(shell pkg-config --cflags libprotobuf-c 2>/dev/null)
 PROTOBUF_C_LIBS := $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c)
 GEN := $(BUILD)/gen
 
+# MPI (core/dist.c: data-parallel training and distributed search across processes, docs/SCALE.md): on when
+# Open MPI's development files are there (libopenmpi-dev, which tools/deps.sh installs); `make MPI=0` builds
+# without it, as does a machine without them: the library is then one process (-DIB_NO_MPI).
+MPI ?= 1
+ifeq ($(MPI),1)
+MPI_PC := $(firstword $(foreach p,ompi-c mpi-c mpich,$(shell pkg-config --exists $(p) 2>/dev/null && echo $(p))))
+endif
+ifneq ($(MPI_PC),)
+MPI_CFLAGS := $(shell pkg-config --cflags $(MPI_PC))
+MPI_LIBS := $(shell pkg-config --libs $(MPI_PC))
+else
+MPI_CFLAGS := -DIB_NO_MPI
+MPI_LIBS :=
+endif
+
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-CFLAGS := -std=c11 $(OPT) -g -fopenmp -D_GNU_SOURCE -I. -Iinclude -I$(GEN) $(HDF5_CFLAGS) $(PROTOBUF_C_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
+CFLAGS := -std=c11 $(OPT) -g -fopenmp -D_GNU_SOURCE -I. -Iinclude -I$(GEN) $(HDF5_CFLAGS) $(PROTOBUF_C_CFLAGS) $(MPI_CFLAGS) $(WARN) $(EXTRA_CFLAGS)
 # Library objects make both libibnas.a and libibnas.so: position-independent, and the .so exports only the
 # public API (IBNAS_API in include/ibnas.h). With hidden visibility the kernels compile to the same machine
 # code as gcc's default PIE objects (30 of 34 objects identical; the rest differ in TLS/GOT loads outside
@@ -57,7 +72,7 @@ BLAS_LIBS := -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
 else
 BLAS_LIBS := -lopenblas
 endif
-LDLIBS := $(HDF5_LIBS) $(BLAS_LIBS) $(PROTOBUF_C_LIBS) -ljansson -lpng -ljpeg -lm -lpthread
+LDLIBS := $(HDF5_LIBS) $(BLAS_LIBS) $(PROTOBUF_C_LIBS) $(MPI_LIBS) -ljansson -lpng -ljpeg -lm -lpthread
 
 # The version comes from the public header; the soname carries the major version.
 VERSION := $(shell sed -n 's/.*IBNAS_VERSION_STRING "\(.*\)"/\1/p' include/ibnas.h)

@@ -349,10 +349,10 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
                                  : "top-1 on the held-out training images";
     c.out = o->out;
     c.resume = o->resume;
-    c.progress = o->progress;
+    c.progress = o->progress && ib_dist_rank() == 0;   // under mpirun rank 0 alone reports
     c.max_generations = o->max_generations;
     c.handle_sigint = 1;
-    if (o->progress)
+    if (c.progress)
         fprintf(stderr, "search: %s, %lld held-out images scored (of %lld), %lld for BN recalibration, %dx%d\n",
                 o->supernet, (long long)ib_dataset_size(a->eval), (long long)ib_dataset_size(a->held),
                 (long long)ib_dataset_size(a->rest), res, res);

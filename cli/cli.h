@@ -41,13 +41,13 @@ char **cli_split_args(const char *verb, int argc, char **argv, const cli_flag *f
 
 // The training flags shared by `train` and `supernet train`: cli_train_flags writes them into f (room for
 // CLI_TRAIN_FLAGS entries) bound to o and x, and returns how many; after parsing, cli_train_apply moves x's
-// values into o.
+// values into o; on the ranks other than 0 of an MPI job it sets x's quiet and json (rank 0 alone reports).
 #define CLI_TRAIN_FLAGS 32
 typedef struct cli_train_extra {
     int no_nesterov, quiet, json, max_steps;
 } cli_train_extra;
 int cli_train_flags(cli_flag *f, ib_train_opts *o, cli_train_extra *x);
-void cli_train_apply(ib_train_opts *o, const cli_train_extra *x);
+void cli_train_apply(ib_train_opts *o, cli_train_extra *x);
 // The detection flags (--det-*) bound to o's det_* fields; room for CLI_DETECT_FLAGS entries.
 #define CLI_DETECT_FLAGS 11
 int cli_detect_flags(cli_flag *f, ib_train_opts *o);

@@ -80,6 +80,7 @@ int cmd_search(int argc, char **argv) {
         return 130;
     }
     if (s) return cli_report("search", s);
+    if (ib_dist_rank() > 0) return 0;   // under mpirun rank 0 alone reports (and wrote the outputs)
     if (json) {
         size_t n = strlen(o.out) + 32;
         char *path = malloc(n);

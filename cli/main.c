@@ -222,7 +222,10 @@ int main(int argc, char **argv) {
     }
     const char *v = argv[1];
     if (!strcmp(v, "--version") || !strcmp(v, "version")) {
-        printf("ibnas %s\n", IBNAS_VERSION_STRING);
+        // MPI is named but not started: the version is the same under mpirun and without it.
+        printf("ibnas %s\nMPI: %s\n", IBNAS_VERSION_STRING,
+               ib_dist_built() ? "on (mpirun -np N runs data-parallel training and distributed search; docs/SCALE.md)"
+                               : "off (built without it: one process)");
         return 0;
     }
     if (!strcmp(v, "--help") || !strcmp(v, "-h") || !strcmp(v, "help")) {
@@ -230,7 +233,13 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (const verb *e = verbs; e->name; e++)
-        if (!strcmp(e->name, v)) return e->run(argc - 1, argv + 1);
+        if (!strcmp(e->name, v)) {
+            // Under mpirun a rank that fails aborts the job, so the others do not wait for it in a collective;
+            // a Ctrl-C stop (130) is agreed by every rank (docs/SCALE.md), which then finish together.
+            int rc = e->run(argc - 1, argv + 1);
+            ib_dist_finish(rc == 130 ? 0 : rc);
+            return rc;
+        }
     fprintf(stderr, "ibnas: unknown verb '%s' (ibnas --help lists them)\n", v);
     return 2;
 }

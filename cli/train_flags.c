@@ -32,6 +32,7 @@ int cli_train_flags(cli_flag *f, ib_train_opts *o, cli_train_extra *x) {
         {"--resume", F_STR, &o->resume, "checkpoint to resume from (usually the same as --out)"},
         {"--log", F_STR, &o->log, "CSV log (default OUT.csv)"},
         {"--max-steps", F_INT, &x->max_steps, "stop after this many steps, saving a resumable checkpoint"},
+        {"--sync-bn", F_BOOL, &o->sync_bn, "under mpirun: batchnorm over the whole global --batch, not each rank's share"},
         {"--quiet", F_BOOL, &x->quiet, "no progress output"},
         {"--json", F_BOOL, &x->json, "print the result as one JSON object on stdout"},
     };
@@ -40,7 +41,8 @@ int cli_train_flags(cli_flag *f, ib_train_opts *o, cli_train_extra *x) {
     return n;
 }
 
-void cli_train_apply(ib_train_opts *o, const cli_train_extra *x) {
+void cli_train_apply(ib_train_opts *o, cli_train_extra *x) {
+    if (ib_dist_rank() > 0) x->quiet = 1, x->json = 0;   // under mpirun rank 0 alone reports
     if (x->no_nesterov) o->nesterov = 0;
     o->progress = !x->quiet;
     o->max_steps = x->max_steps;

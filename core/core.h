@@ -110,6 +110,10 @@ struct ib_ctx {
                               // call; later grads reuse the memory (a training step's peak drops by most
                               // of the activations' grads). The grads of op outputs are then gone after
                               // backward. 0 (default): everything is kept to the reset.
+    int sync_bn;              // 1: training batchnorm takes its statistics over every rank's batch (core/dist.c
+                              // allreduces of the per-channel sums in forward and backward), so N ranks of
+                              // B/N images normalise as one process of B (--sync-bn). Every rank must then run
+                              // the same batchnorms in the same order. 0 (default): this process's batch.
 };
 
 ib_ctx *ib_ctx_new(void);
@@ -183,10 +187,14 @@ typedef struct ib_params {
     ib_tensor **t;           // stable pointers, malloc'd at registration
     int *is_buffer;          // 1 for buffers (no grad, not optimised)
     int *no_decay;           // 1 for BN weights/biases and conv/linear biases
-    float *data, *grad;      // the parameter block and its gradient block (numel_params each)
+    float *data, *grad;      // the parameter block and its gradient block (numel_params each; grad has
+                             // IB_GRAD_SPARE more floats after it, zeroed by nobody, where a data-parallel
+                             // step packs its scalars to sum them in the gradient's one allreduce)
     float *buf;              // the buffer block (numel_buffers)
     int64_t numel_params, numel_buffers;
 } ib_params;
+
+#define IB_GRAD_SPARE 4
 
 void ib_params_init(ib_params *ps);
 void ib_params_free(ib_params *ps);
@@ -233,6 +241,19 @@ void ib_parallel_for(int64_t n, ib_par_fn fn, void *arg);
 typedef void (*ib_range_fn)(void *arg, int64_t lo, int64_t hi, int worker);
 void ib_parallel_range(int64_t n, int64_t min_grain, ib_range_fn fn, void *arg);
 int ib_pool_threads(void);
+
+// ---------------------------------------------------------------------------------------------
+// Distributed (core/dist.c): the collectives data-parallel training and distributed search need, over
+// MPI_COMM_WORLD when the library is built with MPI and launched by mpirun, and trivial otherwise (one
+// rank: the sums are the data, a broadcast leaves it). ib_dist_rank, ib_dist_size, ib_dist_finish:
+// include/ibnas.h. Every rank must make the same calls in the same order; call from one thread at a time
+// (MPI_THREAD_FUNNELED), never inside an OpenMP parallel region.
+void ib_dist_allreduce_f32(float *x, int64_t n);    // in place: x = the elementwise sum over the ranks
+void ib_dist_allreduce_f64(double *x, int64_t n);
+void ib_dist_bcast(void *p, int64_t bytes, int root);   // root's bytes to every rank
+// Each rank's `bytes` bytes of mine, in rank order, into all (size * bytes) on every rank.
+void ib_dist_allgather(const void *mine, int64_t bytes, void *all);
+void ib_dist_barrier(void);
 
 // ---------------------------------------------------------------------------------------------
 // Files written whole (core/fileio.c): ib_wfile_open creates PATH.tmp (its name written to tmp);

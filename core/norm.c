@@ -12,10 +12,13 @@
 
 // What backward needs: the statistics used to normalise (batch or running), as float like torch, and
 // the forward's float affine (mean, scale, shift) to recompute the activation's input.
+// sync: the statistics were every rank's (ctx->sync_bn), so backward sums its two reductions over the
+// ranks too; count: the values per channel they were taken over (every rank's).
 typedef struct {
     float *mean, *invstd;
     float *mf, *scale, *shift;
-    int training, act;
+    int training, act, sync;
+    double count;
 } bn_saved;
 
 // Splits x into (outer, C, inner): channel c's elements are x[(o * C + c) * inner + i].
@@ -42,7 +45,22 @@ typedef struct {
     float *dx, *dgamma, *dbeta;
     int outer, add;
     int64_t inner, count, stride;
+    double n_all;   // the values per channel the statistics were taken over (every rank's when synchronised)
+    double *all;    // synchronised: per channel the two sums over every rank (NULL: this rank's, here)
 } bn_bwd_job;
+
+// Synchronised backward, first pass: this rank's two sums per channel into all (and into dgamma, dbeta: the
+// gradient allreduce adds the other ranks').
+static void bn_backward_sums(void *p, int64_t ch, int worker) {
+    const bn_bwd_job *j = p;
+    const bn_saved *sv = j->sv;
+    const int c = (int)ch;
+    const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
+    const int64_t base = (int64_t)c * j->inner;
+    ib_simd()->bn_bwd_sums(j->dy + base, j->x + base, j->outer, j->stride, j->inner, &epi, sv->mean[c], j->all + 2 * c);
+    if (j->dgamma) j->dgamma[c] += (float)(j->all[2 * c + 1] * sv->invstd[c]);
+    if (j->dbeta) j->dbeta[c] += (float)j->all[2 * c];
+}
 
 static void bn_backward_channel(void *p, int64_t ch, int worker) {
     const bn_bwd_job *j = p;
@@ -52,16 +70,20 @@ static void bn_backward_channel(void *p, int64_t ch, int worker) {
     const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
     const int64_t base = (int64_t)c * j->inner;
     double sums[2] = {0, 0};   // sum dy, sum dy * (x - mean), dy taken through the activation
-    ib_simd()->bn_bwd_sums(j->dy + base, j->x + base, j->outer, j->stride, j->inner, &epi, mean, sums);
+    if (j->all) {
+        sums[0] = j->all[2 * c], sums[1] = j->all[2 * c + 1];
+    } else {
+        ib_simd()->bn_bwd_sums(j->dy + base, j->x + base, j->outer, j->stride, j->inner, &epi, mean, sums);
+    }
     const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
-    if (j->dgamma) j->dgamma[c] += (float)sum_dy_xhat;
-    if (j->dbeta) j->dbeta[c] += (float)sum_dy;
+    if (j->dgamma && !j->all) j->dgamma[c] += (float)sum_dy_xhat;
+    if (j->dbeta && !j->all) j->dbeta[c] += (float)sum_dy;
     if (!j->dx) return;
     const double scale = (j->gamma ? j->gamma->data[c] : 1.0) * invstd;
     // Training: the batch statistics depend on x, which subtracts the mean of dy and the projection of dy
     // on xhat; eval: a fixed affine map.
-    const double mean_dy = sv->training ? sum_dy / (double)j->count : 0.0;
-    const double mean_dy_xhat = sv->training ? sum_dy_xhat / (double)j->count : 0.0;
+    const double mean_dy = sv->training ? sum_dy / j->n_all : 0.0;
+    const double mean_dy_xhat = sv->training ? sum_dy_xhat / j->n_all : 0.0;
     ib_simd()->bn_bwd_dx(j->dy + base, j->x + base, j->dx + base, j->outer, j->stride, j->inner, &epi, mean, invstd,
                          scale, mean_dy, mean_dy_xhat, j->add);
 }
@@ -91,11 +113,20 @@ static void bn_backward(ib_ctx *ctx, ib_node *node) {
     bn_dims(x, &outer, &channels, &inner);
     int add = 1;
     float *dx = x->requires_grad ? ib__grad_to_fill(ctx, x, &add) : NULL;
-    bn_bwd_job j = {node->saved, gamma, node->out->grad, x->data, dx,
+    const bn_saved *sv = node->saved;
+    const int64_t count = (int64_t)outer * inner;
+    bn_bwd_job j = {sv, gamma, node->out->grad, x->data, dx,
                     gamma && gamma->requires_grad ? ib_grad(ctx, gamma) : NULL,
-                    beta && beta->requires_grad ? ib_grad(ctx, beta) : NULL, outer, add, inner,
-                    (int64_t)outer * inner, (int64_t)channels * inner};
-    bn_channels(channels, j.count, bn_backward_channel, &j);
+                    beta && beta->requires_grad ? ib_grad(ctx, beta) : NULL, outer, add, inner, count,
+                    (int64_t)channels * inner, sv->sync ? sv->count : (double)count, NULL};
+    // Synchronised: every rank's two sums per channel go into dx, which needs the means of dy and dy * xhat
+    // over the whole batch.
+    if (sv->training && sv->sync) {
+        j.all = ib_arena_calloc(ctx->arena, sizeof(double) * 2 * (size_t)channels);   // bn_bwd_sums adds into it
+        bn_channels(channels, count, bn_backward_sums, &j);
+        ib_dist_allreduce_f64(j.all, 2 * (int64_t)channels);
+    }
+    bn_channels(channels, count, bn_backward_channel, &j);
 }
 static const ib_op op_batchnorm = {"batchnorm", bn_backward};
 static const ib_op op_batchnorm_act = {"batchnorm_act", bn_backward};
@@ -126,7 +157,22 @@ typedef struct {
     int outer, training, act;
     float momentum, eps;
     int64_t inner, count, stride;
+    double n_all;   // the values per channel the statistics are taken over (every rank's when synchronised)
+    double *all;    // synchronised: per channel the mean, then the squared deviations, over every rank
 } bn_fwd_job;
+
+// Synchronised forward: this rank's sum per channel, then (after the means are known) its squared
+// deviations, into all.
+static void bn_forward_sum(void *p, int64_t ch, int worker) {
+    const bn_fwd_job *j = p;
+    j->all[ch] = ib_simd()->bn_sum(j->x + ch * j->inner, j->outer, j->stride, j->inner);
+}
+
+static void bn_forward_sumsq(void *p, int64_t ch, int worker) {
+    const bn_fwd_job *j = p;
+    int64_t C = j->stride / (j->inner > 0 ? j->inner : 1);
+    j->all[C + ch] = ib_simd()->bn_sumsq(j->x + ch * j->inner, j->outer, j->stride, j->inner, j->all[ch]);
+}
 
 static void bn_forward_channel(void *p, int64_t ch, int worker) {
     const bn_fwd_job *j = p;
@@ -136,15 +182,16 @@ static void bn_forward_channel(void *p, int64_t ch, int worker) {
     double m, var;
     if (j->training) {
         // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
-        m = k->bn_sum(j->x + base, j->outer, j->stride, j->inner) / (double)j->count;
-        double ss = k->bn_sumsq(j->x + base, j->outer, j->stride, j->inner, m);
-        var = ss / (double)j->count;
+        int64_t C = j->stride / (j->inner > 0 ? j->inner : 1);
+        m = j->all ? j->all[c] : k->bn_sum(j->x + base, j->outer, j->stride, j->inner) / j->n_all;
+        double ss = j->all ? j->all[C + c] : k->bn_sumsq(j->x + base, j->outer, j->stride, j->inner, m);
+        var = ss / j->n_all;
         if (j->running_mean)
             j->running_mean->data[c] =
                 (float)((1.0 - j->momentum) * j->running_mean->data[c] + (double)j->momentum * m);
         if (j->running_var)
             j->running_var->data[c] = (float)((1.0 - j->momentum) * j->running_var->data[c] +
-                                              (double)j->momentum * ss / (double)(j->count - 1));
+                                              (double)j->momentum * ss / (j->n_all - 1));
     } else {
         m = j->running_mean->data[c];
         var = j->running_var->data[c];
@@ -182,14 +229,27 @@ ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tens
     float *mean = stats, *invstd = stats + channels, *mfs = stats + 2 * channels, *scales = stats + 3 * channels,
           *shifts = stats + 4 * channels;
     bn_fwd_job j = {x->data, y->data, gamma, beta, running_mean, running_var, mean, invstd, mfs, scales, shifts,
-                    outer, training, act, momentum, eps, inner, count, stride};
+                    outer, training, act, momentum, eps, inner, count, stride, (double)count, NULL};
+    // Synchronised (training under ctx->sync_bn): the same two passes, each channel's sums added over the
+    // ranks (with the counts) before they are used, so every rank normalises by the whole batch's statistics.
+    const int sync = training && ctx->sync_bn && ib_dist_size() > 1;
+    if (sync) {
+        j.all = ib_arena_alloc(ctx->arena, sizeof(double) * (2 * (size_t)channels + 1));
+        bn_channels(channels, count, bn_forward_sum, &j);
+        j.all[channels] = (double)count;
+        ib_dist_allreduce_f64(j.all, channels + 1);
+        j.n_all = j.all[channels];
+        for (int c = 0; c < channels; c++) j.all[c] /= j.n_all;
+        bn_channels(channels, count, bn_forward_sumsq, &j);
+        ib_dist_allreduce_f64(j.all + channels, channels);
+    }
     bn_channels(channels, count, bn_forward_channel, &j);
 
     ib_node *node = ib_record(ctx, act == IB_FUSE_NONE ? &op_batchnorm : &op_batchnorm_act, y, 3,
                               (ib_tensor *[]){x, gamma, beta});
     if (node) {
         bn_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
-        *sv = (bn_saved){mean, invstd, mfs, scales, shifts, training, act};
+        *sv = (bn_saved){mean, invstd, mfs, scales, shifts, training, act, sync, j.n_all};
         node->saved = sv;
     }
     return y;

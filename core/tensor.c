@@ -356,7 +356,7 @@ ib_status ib_params_alloc(ib_params *ps) {
     size_t np = (size_t)(ps->numel_params ? ps->numel_params : 1);
     size_t nb = (size_t)(ps->numel_buffers ? ps->numel_buffers : 1);
     ps->data = calloc(np, sizeof(float));
-    ps->grad = calloc(np, sizeof(float));
+    ps->grad = calloc(np + IB_GRAD_SPARE, sizeof(float));
     ps->buf = calloc(nb, sizeof(float));
     if (!ps->data || !ps->grad || !ps->buf)
         return ib_fail(IB_ERR_NOMEM, "out of memory allocating %lld parameters", (long long)np);

@@ -25,8 +25,9 @@ struct ib_loader {
     ib_dataset *ds;
     ib_loader_opts o;
     int want_boxes, want_masks, ignore_index;
-    int64_t n_used, n_batches;   // samples and batches per epoch
-    int *order;                  // this epoch's sample order
+    int64_t n_used, n_batches;   // samples and batches per epoch (sharded: this rank's samples)
+    int64_t whole;               // sharded: the batch this rank's batch_size is a share of; else 0
+    int *order;                  // this epoch's sample order (sharded: this rank's share of each batch, in order)
     slot *slots;
     int n_slots;
     pthread_t *threads;
@@ -247,6 +248,14 @@ ib_status ib_loader_open(ib_loader **out, ib_dataset *ds, const ib_loader_opts *
     if (l->want_masks) l->o.aug.mask_fill = l->ignore_index;   // crops pad masks with "unlabelled"
     l->n_used = opts->drop_last ? size / opts->batch_size * opts->batch_size : size;
     l->n_batches = (l->n_used + opts->batch_size - 1) / opts->batch_size;
+    if (opts->shard_count > 1) {   // from here on batch_size is the share; n_used this rank's samples
+        IB_ASSERT(opts->drop_last && opts->batch_size % opts->shard_count == 0 && opts->shard_rank >= 0 &&
+                  opts->shard_rank < opts->shard_count, "loader: batch %d in %d shards (rank %d) needs drop_last",
+                  opts->batch_size, opts->shard_count, opts->shard_rank);
+        l->whole = opts->batch_size;
+        l->o.batch_size = opts->batch_size / opts->shard_count;
+        l->n_used = l->n_batches * l->o.batch_size;
+    }
     l->epoch = -1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->work_cv, NULL);
@@ -292,6 +301,10 @@ void ib_loader_start_epoch(ib_loader *l, int64_t epoch) {
         ib_rng r;
         ib_rng_seed(&r, epoch_seed(l->o.seed, epoch), 0x5bu);
         ib_rng_shuffle(&r, l->order, (int)size);
+    }
+    if (l->whole) {   // keep this rank's part of each whole batch (in place: k never passes its source)
+        int64_t share = l->o.batch_size, from = l->o.shard_rank * share;
+        for (int64_t k = 0; k < l->n_used; k++) l->order[k] = l->order[k / share * l->whole + from + k % share];
     }
     l->epoch = epoch;
     l->next_pos = 0;

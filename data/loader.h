@@ -112,6 +112,11 @@ typedef struct ib_loader_opts {
     ib_aug_opts aug;
     int want_boxes;         // -1 (default): when the dataset has boxes; 0 or 1 to force
     int want_masks;         // -1 (default): when the dataset has masks
+    int shard_count;        // > 1: one rank's share of every batch (data parallelism, docs/SCALE.md): of each
+    int shard_rank;         // batch of batch_size the loader yields the shard_rank-th of shard_count contiguous
+                            // parts (batch_size / shard_count samples, the same ones and augmented the same as in
+                            // the whole batch); batch_size must divide by shard_count and drop_last be set.
+                            // 0 or 1 (default): whole batches
 } ib_loader_opts;
 
 // Defaults: batch 64, shuffle, no drop_last, 2 workers, prefetch 3, seed 0, ib_aug_opts_default.

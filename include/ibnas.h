@@ -90,6 +90,23 @@ IBNAS_API void ib_set_threads(int n);   // n <= 0: the number of cores
 IBNAS_API int ib_get_threads(void);
 
 // ---------------------------------------------------------------------------------------------
+// Distributed runs (docs/SCALE.md): the same program started N times by `mpirun -np N` is one job of N ranks.
+// ib_train and ib_supernet_train then split every global batch across the ranks (data parallelism:
+// rank r takes the r-th contiguous share, gradients summed over the ranks each step, rank 0 alone writes
+// checkpoints, logs and progress), and ib_search scores each generation's subnets in parallel. MPI starts
+// the first time any of these functions (or a training or search) runs, and only when the process was
+// launched by an MPI launcher (its environment says so): a plain run stays one process and never touches MPI.
+// A program that called MPI_Init itself keeps it: the library uses MPI_COMM_WORLD and leaves it open.
+
+IBNAS_API int ib_dist_built(void);   // 1: the library was built with MPI; 0: one process only
+IBNAS_API int ib_dist_rank(void);    // this process's rank, 0 .. size - 1 (0 outside mpirun)
+IBNAS_API int ib_dist_size(void);    // ranks in the job (1 outside mpirun or without MPI)
+// Ends MPI if the library started it: status 0 finalizes (every rank must call it), else MPI_Abort(status),
+// so the other ranks do not wait for this one forever in a collective. A no-op in a one-process run. The
+// library also finalizes at exit if it is never called.
+IBNAS_API void ib_dist_finish(int status);
+
+// ---------------------------------------------------------------------------------------------
 // Models: a network with its weights.
 
 typedef struct ib_model ib_model;
@@ -489,6 +506,10 @@ typedef struct ib_train_opts {
     int workers;               // data loading threads, 2
     int progress;              // 1 (default): a progress bar and a line per epoch on stderr
     long max_steps;            // stop after this many steps, saving a resumable checkpoint; 0: no limit
+    // Under mpirun (ib_dist_size() > 1; classification and classification supernets): batch is the global batch,
+    // a multiple of the rank count, and each rank trains on its share (docs/SCALE.md).
+    int sync_bn;               // 1: batchnorm statistics over the whole global batch (every rank's share), so N
+                               // ranks train as one process does; 0 (default): each rank's share alone
 
     // Segmentation (task "segment"): the backbone is `arch` or `init`'s network (a classification checkpoint,
     // an extracted subnet or a segmentation checkpoint), cut at the head's stride; label_smoothing, aug and

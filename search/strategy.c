@@ -158,8 +158,9 @@ typedef struct run {
     ib_lut_task task;
     int n_tracks;
     track tracks[IB_SEARCH_MAX_TARGETS * IB_SEARCH_MAX_BUDGETS];
-    // The history: every scored arch, in scoring order.
-    int n, cap;
+    // The history: every scored arch, in scoring order. Entries n_scored .. n-1 wait for their scores
+    // (staged, NAN until flush_scores).
+    int n, cap, n_scored;
     int *h_choice;                    // [cap * L]
     double *h_score, *h_ms;           // [cap], [cap * T]
     int64_t *h_macs;
@@ -311,30 +312,75 @@ static ib_status hist_append(run *r, const int *c, double score, const double *m
     return IB_OK;
 }
 
-// The score of `c` from the cache, or from the score function (then added to the history). After a new
-// score, a Ctrl-C seen meanwhile stops the run: IB_ERR_INTERRUPTED.
-static ib_status score_choice(run *r, const int *c, int *idx) {
+// Scoring. A strategy stages the archs it wants scored (stage_choice: a cache hit, or a new history entry
+// whose score is pending) and flushes them when it needs their scores (flush_scores). Draws never depend on
+// scores that are still pending, so staging changes nothing about which archs a search visits. A flush
+// scores the pending archs across the ranks of an MPI job (docs/SCALE.md: a static split, the k-th pending
+// arch to rank k mod size) and shares the scores, so every rank keeps the same history and makes the same
+// decisions: the same archs, scores and Pareto sets as one process. One process scores them in order.
+static ib_status stage_choice(run *r, const int *c, int *idx) {
     int k = hist_find(r, c);
     if (k >= 0) {
         *idx = k;
         return IB_OK;
     }
-    double ms[IB_SEARCH_MAX_TARGETS], score = 0;
+    double ms[IB_SEARCH_MAX_TARGETS];
     int64_t macs = 0;
     ib_status s = measure(r, c, -1, ms, &macs);
-    if (s) return s;
-    double t = ib_time_s();
-    if ((s = r->cfg->score(r->cfg->user, c, &score))) return s;
-    if (!isfinite(score)) return ib_fail(IB_ERR_ARG, "the score function gave %g for subnet %d", score, r->n);
-    if ((s = hist_append(r, c, score, ms, macs))) return s;
+    if (!s) s = hist_append(r, c, NAN, ms, macs);
     *idx = r->n - 1;
-    double now = ib_time_s();
-    if (r->cfg->progress && now - r->last_note >= 60) {   // a generation on real data takes minutes: a line a minute
-        fprintf(stderr, "search: generation %d under way, %d subnets scored, %.1f s for the last, %.0f s\n", r->gen, r->n,
-                now - t, now - r->t0);
-        r->last_note = now;
+    return s;
+}
+
+// Drops the history after its first n entries (a flush that did not finish).
+static void hist_truncate(run *r, int n) {
+    if (n == r->n) return;
+    r->n = n;
+    memset(r->slots, 0, sizeof(int) * (size_t)r->n_slots);
+    for (int i = 0; i < n; i++) slot_insert(r, i);
+}
+
+// Scores every pending entry. A failure or a Ctrl-C (on any rank) keeps the scores of the entries before the
+// first that was not scored and drops the rest, so the history holds scored archs only; Ctrl-C returns
+// IB_ERR_INTERRUPTED after the scores under way, as one process stops after the subnet it is scoring.
+static ib_status flush_scores(run *r) {
+    int m = r->n - r->n_scored, rank = ib_dist_rank(), size = ib_dist_size();
+    if (m <= 0) return IB_OK;
+    // Per pending entry its score and 1 once scored; then "a rank failed" and "a rank saw Ctrl-C".
+    double *v = calloc(2 * (size_t)m + 2, sizeof(double));
+    if (!v) return ib_fail(IB_ERR_NOMEM, "out of memory for %d scores", m);
+    ib_status s = IB_OK;
+    for (int j = rank; j < m; j += size) {
+        int i = r->n_scored + j;
+        double t = ib_time_s(), score = 0;
+        if (!(s = r->cfg->score(r->cfg->user, r->h_choice + (size_t)i * (size_t)r->L, &score)) && !isfinite(score))
+            s = ib_fail(IB_ERR_ARG, "the score function gave %g for subnet %d", score, i);
+        if (s) {
+            v[2 * m] = 1;
+            break;
+        }
+        v[2 * j] = score, v[2 * j + 1] = 1;
+        double now = ib_time_s();
+        if (r->cfg->progress && now - r->last_note >= 60) {   // a generation on real data takes minutes: a line a minute
+            fprintf(stderr, "search: generation %d under way, %d subnets scored, %.1f s for the last, %.0f s\n", r->gen,
+                    i + 1, now - t, now - r->t0);
+            r->last_note = now;
+        }
+        if (search_interrupted) {
+            v[2 * m + 1] = 1;
+            break;
+        }
     }
-    if (search_interrupted) return ib_fail(IB_ERR_INTERRUPTED, "interrupted after %d subnets scored", r->n);
+    ib_dist_allreduce_f64(v, 2 * (int64_t)m + 2);
+    int done = 0;
+    for (; done < m && v[2 * done + 1] > 0; done++) r->h_score[r->n_scored + done] = v[2 * done];
+    int failed = v[2 * m] > 0, stop = v[2 * m + 1] > 0;
+    free(v);
+    if (done < m) hist_truncate(r, r->n_scored + done);
+    r->n_scored = r->n;
+    if (failed)
+        return s ? s : ib_fail(IB_ERR_ARG, "another rank could not score a subnet (its message is on its stderr)");
+    if (stop) return ib_fail(IB_ERR_INTERRUPTED, "interrupted after %d subnets scored", r->n);
     return IB_OK;
 }
 
@@ -428,9 +474,9 @@ static ib_status gen_random(run *r, int count) {
     int idx;
     for (int tk = 0; !s && tk < r->n_tracks; tk++)
         for (int i = 0; !s && i < count; i++)
-            if (!(s = sample_in_budget(r, tk, c))) s = score_choice(r, c, &idx);
+            if (!(s = sample_in_budget(r, tk, c))) s = stage_choice(r, c, &idx);
     free(c);
-    return s;
+    return s ? s : flush_scores(r);
 }
 
 static void pop_push(run *r, int tk, int idx) {
@@ -451,7 +497,7 @@ static ib_status score_baselines(run *r, int push, int *pushed) {
         if (!r->base_in[k]) continue;
         const int *c = r->base_choice + (size_t)k * (size_t)r->L;
         int idx;
-        if ((s = score_choice(r, c, &idx)) || !push) continue;
+        if ((s = stage_choice(r, c, &idx)) || !push) continue;
         for (int tk = 0; tk < r->n_tracks; tk++) {
             const int *pop = r->cur.pop + (size_t)tk * (size_t)(r->P + 1);
             int dup = 0;
@@ -461,7 +507,7 @@ static ib_status score_baselines(run *r, int push, int *pushed) {
             if (ms <= r->tracks[tk].budget) pop_push(r, tk, idx), pushed[tk]++;
         }
     }
-    return s;
+    return s ? s : flush_scores(r);
 }
 
 // A baseline's score: the one given, else its score in this search when it is an arch of the space.
@@ -484,26 +530,30 @@ static ib_status gen_evolution(run *r) {
         for (int i = 0; !s && i < (r->gen == 0 ? r->P - pushed[tk] : r->cfg->batch); i++) {
             int idx;
             if (r->gen == 0) {
-                if (!(s = sample_in_budget(r, tk, c)) && !(s = score_choice(r, c, &idx))) pop_push(r, tk, idx);
+                if (!(s = sample_in_budget(r, tk, c)) && !(s = stage_choice(r, c, &idx))) pop_push(r, tk, idx);
                 continue;
             }
-            // Tournament: the best of S members drawn without replacement.
+            // Tournament: the best of S members drawn without replacement (the draws first: they do not
+            // depend on scores; a drawn child of this generation still waiting for its score is scored then).
             const int *pop = r->cur.pop + (size_t)tk * (size_t)(r->P + 1);
-            int n = r->cur.pop_n[tk], S = r->cfg->sample < n ? r->cfg->sample : n, parent = -1;
+            int n = r->cur.pop_n[tk], S = r->cfg->sample < n ? r->cfg->sample : n, parent = -1, pending = 0;
             for (int j = 0; j < n; j++) order[j] = j;
             for (int j = 0; j < S; j++) {
                 int pick = j + (int)ib_rng_below(&r->cur.rng, (uint32_t)(n - j));
                 int t = order[j];
                 order[j] = order[pick], order[pick] = t;
-                if (parent < 0 || r->h_score[pop[order[j]]] > r->h_score[parent]) parent = pop[order[j]];
+                pending |= pop[order[j]] >= r->n_scored;
             }
+            if (pending && (s = flush_scores(r))) break;
+            for (int j = 0; j < S; j++)
+                if (parent < 0 || r->h_score[pop[order[j]]] > r->h_score[parent]) parent = pop[order[j]];
             if (!(s = mutate_in_budget(r, tk, r->h_choice + (size_t)parent * (size_t)r->L, c)) &&
-                !(s = score_choice(r, c, &idx)))
+                !(s = stage_choice(r, c, &idx)))
                 pop_push(r, tk, idx);
         }
     }
     free(c), free(pushed);
-    return s;
+    return s ? s : flush_scores(r);
 }
 
 static double *track_logits(strat *st, const run *r, int tk) {
@@ -530,24 +580,26 @@ static ib_status gen_tunas(run *r) {
     const ib_search_cfg *cfg = r->cfg;
     size_t pl = (size_t)r->L * (size_t)r->maxc;
     int B = cfg->batch;
-    int *cs = malloc(sizeof(int) * (size_t)B * (size_t)r->L);
+    int *cs = malloc(sizeof(int) * (size_t)B * (size_t)r->L), *idx = malloc(sizeof(int) * (size_t)B);
     double *reward = malloc(sizeof(double) * (size_t)B), *p = malloc(sizeof(double) * pl),
            *g = malloc(sizeof(double) * pl);
-    ib_status s = cs && reward && p && g ? IB_OK : ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_status s = cs && idx && reward && p && g ? IB_OK : ib_fail(IB_ERR_NOMEM, "out of memory");
     for (int tk = 0; !s && tk < r->n_tracks; tk++) {
         const track *k = &r->tracks[tk];
         double *z = track_logits(&r->cur, r, tk);
         for (int l = 0; l < r->L; l++) softmax_row(z + (size_t)l * (size_t)r->maxc, r->nc[l], p + (size_t)l * (size_t)r->maxc);
         double mean = 0;
-        for (int b = 0; !s && b < B; b++) {
-            int *c = cs + (size_t)b * (size_t)r->L, idx;
+        for (int b = 0; !s && b < B; b++) {   // the batch staged (its history entries in idx), then scored at once
+            int *c = cs + (size_t)b * (size_t)r->L;
             for (int l = 0; l < r->L; l++) c[l] = sample_row(&r->cur.rng, p + (size_t)l * (size_t)r->maxc, r->nc[l]);
-            if ((s = score_choice(r, c, &idx))) break;
-            double ms = r->h_ms[(size_t)idx * (size_t)r->T + (size_t)k->target];
-            reward[b] = r->h_score[idx] + cfg->tunas_beta * fabs(ms / k->budget - 1);
+            s = stage_choice(r, c, &idx[b]);
+        }
+        if (s || (s = flush_scores(r))) break;
+        for (int b = 0; b < B; b++) {
+            double ms = r->h_ms[(size_t)idx[b] * (size_t)r->T + (size_t)k->target];
+            reward[b] = r->h_score[idx[b]] + cfg->tunas_beta * fabs(ms / k->budget - 1);
             mean += reward[b];
         }
-        if (s) break;
         mean /= B;
         if (!r->cur.has_baseline[tk]) r->cur.baseline[tk] = mean, r->cur.has_baseline[tk] = 1;
         double base = r->cur.baseline[tk];
@@ -573,7 +625,7 @@ static ib_status gen_tunas(run *r) {
             }
         r->cur.baseline[tk] = cfg->tunas_baseline * base + (1 - cfg->tunas_baseline) * mean;
     }
-    free(cs), free(reward), free(p), free(g);
+    free(cs), free(idx), free(reward), free(p), free(g);
     return s;
 }
 
@@ -647,6 +699,7 @@ static json_t *config_json(const run *r) {
 }
 
 static ib_status state_save(const run *r, const strat *st, int gen, const char *path) {
+    if (ib_dist_rank() > 0) return IB_OK;   // rank 0 writes; every rank holds the same state
     json_t *root = json_object();
     json_object_set_new(root, "format", json_string(STATE_FORMAT));
     json_object_set_new(root, "version", json_integer(STATE_VERSION));
@@ -750,6 +803,7 @@ static ib_status state_load(run *r, const char *path) {
         double ms[IB_SEARCH_MAX_TARGETS];
         int64_t macs;
         if ((s = measure(r, c, -1, ms, &macs)) || (s = hist_append(r, c, json_number_value(js), ms, macs))) goto done;
+        r->n_scored = r->n;
     }
     size_t pl = (size_t)r->L * (size_t)r->maxc;
     for (int tk = 0; tk < r->n_tracks; tk++) {
@@ -1162,6 +1216,7 @@ static json_t *pick_json(const run *r, int t, int h, const char *file) {
 }
 
 static ib_status write_outputs(const run *r, const pick_info *picks, ib_search_result *res) {
+    if (ib_dist_rank() > 0) return IB_OK;   // rank 0 writes the outputs (and fills res)
     const ib_search_cfg *cfg = r->cfg;
     char dir[4200], path[4400], bs[32];
     ib_status s = IB_OK;
@@ -1507,6 +1562,7 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
             ib_status keep = s;
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", ib_errmsg());
+            hist_truncate(&r, r.n_scored);   // archs staged but never scored are not kept
             state_save(&r, &r.snap, r.gen, state_path);
             if (keep == IB_ERR_INTERRUPTED) res->interrupted = 1;
             s = keep;
@@ -1522,12 +1578,14 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
         strat_copy(&r, &r.snap, &r.cur);
         for (int tk = 0; !s && tk < r.n_tracks; tk++) {
             policy_argmax(&r, tk, c);
-            s = score_choice(&r, c, &picks[tk].argmax_hist);
+            s = stage_choice(&r, c, &picks[tk].argmax_hist);
         }
+        if (!s) s = flush_scores(&r);
         ib_status keep = s;
         if (keep) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", ib_errmsg());
+            hist_truncate(&r, r.n_scored);
             state_save(&r, &r.snap, r.gen, state_path);
             res->interrupted = keep == IB_ERR_INTERRUPTED;
             s = ib_fail(keep, "%s", msg);

@@ -418,8 +418,12 @@ ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_lo
 
 ib_status ib_train_loader_open_with(const ib_train_cfg *cfg, ib_dataset *train, const ib_loader_opts *lo,
                                     ib_loader **loader, long *steps_per_epoch, ib_schedule *schedule) {
-    ib_status s;
-    if ((s = ib_loader_open(loader, train, lo))) return s;
+    ib_dp dp;   // under mpirun: this rank's share of every batch
+    ib_status s = ib_dp_begin(&dp, cfg);
+    if (s) return s;
+    ib_loader_opts share = *lo;
+    share.shard_count = dp.size, share.shard_rank = dp.rank;
+    if ((s = ib_loader_open(loader, train, &share))) return s;
     long spe = (long)ib_loader_batches(*loader);
     if (spe < 1) {
         return ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train),
@@ -459,9 +463,12 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
+    ib_dp dp;   // data parallelism under mpirun (one rank: every ib_dp call is a no-op)
 
     if (cfg->epochs < 1 || cfg->batch < 1 || cfg->res < 8 || !(cfg->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 8)");
+    if ((s = ib_dp_begin(&dp, cfg))) return s;
+    const int progress = cfg->progress && dp.rank == 0;
     if ((s = ib_train_out_check(cfg->out, "checkpoint"))) return s;
     if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
     if ((s = ib_open_labelled(&train, cfg->data, cfg->data_format, "train"))) goto done;
@@ -508,14 +515,15 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         goto done;
     }
     if (cfg->resume && (s = ib_train_state_resume(cfg->resume, &ts))) goto done;
+    ib_dp_bcast(&dp, &net.ps, ts.opt, ts.ema);
     if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&net.ps, ts.opt, ts.ema)))) goto done;
 
     long spe;
     ib_schedule sch;
     if ((s = ib_train_loader_open(cfg, train, &loader, &spe, &sch))) goto done;
 
-    if ((s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_top1,val_top5,val_loss,epoch_s,img_per_s",
-                               &log)))
+    if (dp.rank == 0 &&
+        (s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_top1,val_top5,val_loss,epoch_s,img_per_s", &log)))
         goto done;
 
     ib_sigint_catch(&old_sa);
@@ -524,10 +532,13 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
     ctx = ib_ctx_new();
     double t_run = ib_time_s();
     long steps_run = 0;
-    if (cfg->progress)
+    if (progress)
         fprintf(stderr, "train: %s, %lld parameters, %lld images, %d classes, %ld steps an epoch%s\n", net.arch.name,
                 (long long)ib_net_param_count(&net), (long long)ib_dataset_size(train), classes, spe,
                 cfg->resume ? " (resumed)" : "");
+    if (progress && dp.size > 1)
+        fprintf(stderr, "train: %d ranks, %d images each of every batch of %d%s\n", dp.size, cfg->batch / dp.size,
+                cfg->batch, dp.sync_bn ? ", batchnorm synchronised" : "");
     for (int64_t e = ts.epoch; e < cfg->epochs; e++) {
         ts.epoch = e;
         ib_loader_start_epoch(loader, e);
@@ -542,22 +553,30 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             ctx->training = 1;
             ctx->recording = 1;
             ctx->release_grads = 1;   // nothing reads activation grads after the step: reuse their memory
+            ctx->sync_bn = dp.sync_bn;
             ib_tensor x;
             ib_batch_tensor(b, &x);
             ib_tensor *z = ib_net_forward(ctx, &net, &x);
             ib_tensor *loss = ib_cross_entropy(ctx, z, b->labels, cfg->label_smoothing, -1);
             ib_params_zero_grad(&net.ps);
             ib_backward(ctx, loss, NULL);
+            ctx->sync_bn = 0;
+            double loss_sum = (double)loss->data[0] * b->n;
+            int64_t n_img = b->n;
+            int stop = interrupted;
+            if ((s = ib_dp_step(&dp, &net.ps, NULL, 0, &loss_sum, &n_img, &stop))) goto done;
+            if (stop) interrupted = 1;   // any rank's Ctrl-C. Below, the agreed stop decides, not the flag, which a
+                                         // signal may set on one rank alone after the allreduce
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);
-            if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
-            ts.epoch_loss += (double)loss->data[0] * b->n;
-            ts.epoch_images += b->n;
+            if ((s = ib_train_loss_check(&ts, (float)(loss_sum / (double)n_img)))) goto done;
+            ts.epoch_loss += loss_sum;
+            ts.epoch_images += n_img;
             ts.step++, ts.batch_in_epoch++, steps_run++;
-            images_run += b->n;
+            images_run += n_img;
             res->steps = ts.step;
-            if (cfg->progress) {
+            if (progress) {
                 char extra[128];
                 snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.0f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
                          (double)images_run / (ib_time_s() - t_epoch));
@@ -565,26 +584,28 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
                 ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
-            if (interrupted || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
-                if (cfg->progress) fputc('\n', stderr);
+            if (stop || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
+                if (progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_train_saved(&ts, ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts)))) goto done;
-                res->interrupted = interrupted;
-                if (cfg->progress || interrupted)
+                if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_ckpt_save(&net, cfg->out,
+                                                                                            ib_train_state_save, &ts)))))
+                    goto done;
+                res->interrupted = stop;
+                if (progress || (stop && dp.rank == 0))
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
-                            interrupted ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch,
+                            stop ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch,
                             cfg->out);
-                s = interrupted ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
+                s = stop ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
                 goto done;
             }
         }
         if (s) goto done;
-        if (cfg->progress) fputc('\n', stderr);
+        if (progress) fputc('\n', stderr);
         double epoch_s = ib_time_s() - t_epoch;
         res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
         res->img_per_s = (double)images_run / epoch_s;
         ib_cls_metrics m = {0};
-        if (val) {
+        if (val) {   // every rank evaluates (the same numbers), so none waits for rank 0 and none differs
             ib_eval_cfg ec;
             ib_eval_cfg_default(&ec);
             ec.res = cfg->res;
@@ -598,20 +619,22 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             if (s) goto done;
             res->val_top1 = m.top1, res->val_top5 = m.top5;
         }
-        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
-                res->last_loss, val ? m.top1 : -1.0, val ? m.top5 : -1.0, val ? m.loss : -1.0, epoch_s, res->img_per_s);
-        if ((s = ib_train_log_flush(cfg, log))) goto done;
-        if (cfg->progress)
-            fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->last_loss, val ? "" : "\n");
-        if (cfg->progress && val) fprintf(stderr, " val top1 %.4f top5 %.4f\n", m.top1, m.top5);
+        if (log) fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step,
+                         ib_lr_at(&sch, ts.step), res->last_loss, val ? m.top1 : -1.0, val ? m.top5 : -1.0,
+                         val ? m.loss : -1.0, epoch_s, res->img_per_s);
+        if (log && (s = ib_train_log_flush(cfg, log))) goto done;
+        if (progress) fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->last_loss, val ? "" : "\n");
+        if (progress && val) fprintf(stderr, " val top1 %.4f top5 %.4f\n", m.top1, m.top5);
         ib_cls_metrics_free(&m);
         ts.epoch = e + 1;
         ts.batch_in_epoch = 0;
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_train_saved(&ts, ib_ckpt_save(&net, cfg->out, ib_train_state_save, &ts)))) goto done;
-        if (interrupted) {
+        if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_ckpt_save(&net, cfg->out, ib_train_state_save,
+                                                                                    &ts)))))
+            goto done;
+        if (interrupted && dp.size < 2) {   // several ranks: the next step's allreduce carries it to every rank
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);
             goto done;
@@ -622,6 +645,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
 done:
     if (handler) sigaction(SIGINT, &old_sa, NULL);
     if (log) fclose(log);
+    ib_dp_end(&dp);
     ib_ctx_free(ctx);
     ib_loader_close(loader);
     ib_ema_free(ts.ema);

@@ -823,8 +823,12 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     int H = scfg->h > 0 ? scfg->h : cfg->res, W = scfg->w > 0 ? scfg->w : cfg->res;
     const char *aug = scfg->aug ? scfg->aug : "flip";
 
+    ib_dp dp;   // data parallelism under mpirun (one rank: every ib_dp call is a no-op)
+
     if (cfg->epochs < 1 || cfg->batch < 2 || H < 16 || W < 16 || !(cfg->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, lr must be positive, batch at least 2 (batchnorm), size at least 16");
+    if ((s = ib_dp_begin(&dp, cfg))) return s;
+    const int progress = cfg->progress && dp.rank == 0;
     if ((s = ib_train_out_check(cfg->out, "checkpoint"))) return s;
     if (strcmp(aug, "flip") && strcmp(aug, "scale") && strcmp(aug, "none"))
         return ib_fail(IB_ERR_ARG, "segmentation aug '%s' is not one of flip, scale, none", aug);
@@ -872,8 +876,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
         ib_net_init_weights(&net, cfg->seed);
         int copied = 0;
         if (cfg->init && (s = ib_seg_init_from(&net, cfg->init, &copied))) goto done;
-        if (cfg->init && cfg->progress)
-            fprintf(stderr, "train: %d tensors from %s, the rest initialised\n", copied, cfg->init);
+        if (cfg->init && progress) fprintf(stderr, "train: %d tensors from %s, the rest initialised\n", copied, cfg->init);
     }
     if (scfg->class_weights && !strcmp(scfg->class_weights, "median")) {
         if (!(weights = malloc(sizeof(float) * (size_t)classes))) {
@@ -881,7 +884,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             goto done;
         }
         if ((s = ib_seg_median_freq_weights(train, classes, 0, weights))) goto done;
-        if (cfg->progress) {
+        if (progress) {
             fprintf(stderr, "train: median-frequency class weights");
             for (int c = 0; c < classes; c++) fprintf(stderr, " %.3f", weights[c]);
             fputc('\n', stderr);
@@ -897,6 +900,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
         goto done;
     }
     if (cfg->resume && (s = ib_train_state_resume(cfg->resume, &ts))) goto done;
+    ib_dp_bcast(&dp, &net.ps, ts.opt, ts.ema);
     if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&net.ps, ts.opt, ts.ema)))) goto done;
 
     ib_loader_opts lo;
@@ -904,8 +908,8 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     long spe;
     ib_schedule sch;
     if ((s = ib_train_loader_open_with(cfg, train, &lo, &loader, &spe, &sch))) goto done;
-    if ((s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_miou,val_pixel_acc,val_loss,epoch_s,img_per_s",
-                               &log)))
+    if (dp.rank == 0 &&
+        (s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_miou,val_pixel_acc,val_loss,epoch_s,img_per_s", &log)))
         goto done;
 
     ib_sigint_catch(&old_sa);
@@ -914,10 +918,13 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
     int ign = ib_dataset_ignore_index(train);
     double t_run = ib_time_s();
     long steps_run = 0;
-    if (cfg->progress)
+    if (progress)
         fprintf(stderr, "train: %s + %s head, %lld parameters, %lld images of %dx%d, %d classes, %ld steps an epoch%s\n",
                 net.arch.name, head.cfg.kind, (long long)ib_net_param_count(&net), (long long)ib_dataset_size(train), W, H, classes,
                 spe, cfg->resume ? " (resumed)" : "");
+    if (progress && dp.size > 1)
+        fprintf(stderr, "train: %d ranks, %d images each of every batch of %d%s\n", dp.size, cfg->batch / dp.size,
+                cfg->batch, dp.sync_bn ? ", batchnorm synchronised" : "");
     for (int64_t e = ts.epoch; e < cfg->epochs; e++) {
         ts.epoch = e;
         ib_loader_start_epoch(loader, e);
@@ -938,35 +945,46 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             ctx->training = 1;
             ctx->recording = 1;
             ctx->release_grads = 1;
+            ctx->sync_bn = dp.sync_bn;
             ib_tensor x;
             ib_batch_tensor(b, &x);
             ib_tensor *z = ib_seg_forward(ctx, &net, &head, &x, 1);
             ib_tensor *loss = ib_seg_cross_entropy(ctx, z, b->masks, weights, ign);
             ib_params_zero_grad(&net.ps);
             ib_backward(ctx, loss, NULL);
+            ctx->sync_bn = 0;
+            // Several ranks: the loss is a mean over this rank's labelled pixels (weighted), which weighs its share.
+            double wsum = 0, loss_sum = (double)loss->data[0] * b->n;
+            for (int64_t p = 0; dp.size > 1 && p < (int64_t)b->n * H * W; p++)
+                if (b->masks[p] != ign) wsum += weights ? weights[b->masks[p]] : 1.0;
+            int64_t n_img = b->n;
+            int stop = ib_sigint_seen();
+            if ((s = ib_dp_step(&dp, &net.ps, NULL, wsum > 0 ? wsum : 1e-30, &loss_sum, &n_img, &stop))) goto done;
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);
-            if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
-            ts.epoch_loss += (double)loss->data[0] * b->n;
-            ts.epoch_images += b->n;
+            if ((s = ib_train_loss_check(&ts, (float)(loss_sum / (double)n_img)))) goto done;
+            ts.epoch_loss += loss_sum;
+            ts.epoch_images += n_img;
             ts.step++, ts.batch_in_epoch++, steps_run++;
-            images_run += b->n;
+            images_run += n_img;
             res->base.steps = ts.step;
-            if (cfg->progress) {
+            if (progress) {
                 char extra[128], what[32];
                 snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.1f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
                          (double)images_run / (ib_time_s() - t_epoch));
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
                 ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
-            if (ib_sigint_seen() || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
-                int intr = ib_sigint_seen();
-                if (cfg->progress) fputc('\n', stderr);
+            if (stop || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
+                int intr = stop;
+                if (progress) fputc('\n', stderr);
                 res->base.wall_s = ib_time_s() - t_run;
-                if ((s = ib_train_saved(&ts, ib_seg_save(&net, &head, cfg->out, save_state, &ts)))) goto done;
+                if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_seg_save(&net, &head, cfg->out, save_state,
+                                                                                            &ts)))))
+                    goto done;
                 res->base.interrupted = intr;
-                if (cfg->progress || intr)
+                if (progress || (intr && dp.rank == 0))
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
                             intr ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, cfg->out);
                 s = intr ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
@@ -974,13 +992,13 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             }
         }
         if (s) goto done;
-        if (cfg->progress) fputc('\n', stderr);
+        if (progress) fputc('\n', stderr);
         double epoch_s = ib_time_s() - t_epoch;
         res->base.last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
         res->base.img_per_s = (double)images_run / epoch_s;
         ib_seg_metrics m;
         memset(&m, 0, sizeof m);
-        if (val) {
+        if (val) {   // every rank evaluates (the same numbers)
             ib_seg_eval_cfg ec;
             ib_seg_eval_cfg_default(&ec);
             ec.h = H, ec.w = W;
@@ -999,21 +1017,21 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             }
             res->val_miou = m.miou, res->val_pixel_acc = m.pixel_acc;
         }
-        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
-                res->base.last_loss, val ? m.miou : -1.0, val ? m.pixel_acc : -1.0, val ? m.loss : -1.0, epoch_s,
-                res->base.img_per_s);
-        if ((s = ib_train_log_flush(cfg, log))) goto done;
-        if (cfg->progress)
-            fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->base.last_loss, val ? "" : "\n");
-        if (cfg->progress && val) fprintf(stderr, " val mIoU %.4f pixel acc %.4f\n", m.miou, m.pixel_acc);
+        if (log) fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step,
+                         ib_lr_at(&sch, ts.step), res->base.last_loss, val ? m.miou : -1.0, val ? m.pixel_acc : -1.0,
+                         val ? m.loss : -1.0, epoch_s, res->base.img_per_s);
+        if (log && (s = ib_train_log_flush(cfg, log))) goto done;
+        if (progress) fprintf(stderr, "epoch %lld: loss %.4f%s", (long long)e + 1, res->base.last_loss, val ? "" : "\n");
+        if (progress && val) fprintf(stderr, " val mIoU %.4f pixel acc %.4f\n", m.miou, m.pixel_acc);
         ib_seg_metrics_free(&m);
         ts.epoch = e + 1;
         ts.batch_in_epoch = 0;
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->base.epochs_done = (int)(e + 1);
-        if ((s = ib_train_saved(&ts, ib_seg_save(&net, &head, cfg->out, save_state, &ts)))) goto done;
-        if (ib_sigint_seen()) {
+        if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_seg_save(&net, &head, cfg->out, save_state, &ts)))))
+            goto done;
+        if (ib_sigint_seen() && dp.size < 2) {   // several ranks: the next step's allreduce carries it to all
             res->base.interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);
             goto done;
@@ -1024,6 +1042,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
 done:
     if (handler) sigaction(SIGINT, &old_sa, NULL);
     if (log) fclose(log);
+    ib_dp_end(&dp);
     free(weights);
     ib_ctx_free(ctx);
     ib_loader_close(loader);

@@ -241,9 +241,12 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
+    ib_dp dp;   // data parallelism under mpirun: paths are drawn from (seed, step), the same on every rank
 
     if (c->epochs < 1 || c->batch < 2 || c->res < 8 || !(c->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, lr must be positive, batch at least 2 and res at least 8");
+    if ((s = ib_dp_begin(&dp, c))) return s;
+    const int progress = c->progress && dp.rank == 0;
     if ((s = ib_train_out_check(c->out, "supernet"))) return s;
     if (!c->resume && !cfg->space) return ib_fail(IB_ERR_ARG, "a search space is needed (--space)");
     if (!(cfg->holdout >= 0 && cfg->holdout < 1)) return ib_fail(IB_ERR_ARG, "holdout %g must be in [0, 1)", cfg->holdout);
@@ -305,6 +308,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         goto done;
     }
     if (c->resume && (s = ib_train_state_resume(c->resume, &ts))) goto done;
+    ib_dp_bcast(&dp, &sn.ps, ts.opt, NULL);
     if (task && (s = task->attach(task, &sn, c, classes, c->resume))) goto done;
     if ((s = ib_train_room_check(c->out, ib_train_ckpt_bytes(&sn.ps, ts.opt, ts.ema)))) goto done;
 
@@ -320,7 +324,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         snprintf(header, sizeof header, "epoch,step,lr,train_loss,largest_%s,largest_%s,smallest_%s,epoch_s,img_per_s", m[0],
                  m[1], m[0]);
     } else snprintf(header, sizeof header, "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s");
-    if ((s = ib_train_log_open(c, ts.epoch, header, &log))) goto done;
+    if (dp.rank == 0 && (s = ib_train_log_open(c, ts.epoch, header, &log))) goto done;
 
     int L = sn.space.n_layers;
     int n_paths = cfg->sampling == IB_SN_SANDWICH ? 2 + cfg->n_random
@@ -338,7 +342,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     ctx = ib_ctx_new();
     double t_run = ib_time_s();
     long steps_run = 0;
-    if (c->progress) {
+    if (progress) {
         char count[128];
         double lg;
         ib_space_count(&sn.space, count, sizeof count, &lg);
@@ -346,6 +350,9 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 "%d classes, %ld steps an epoch, %d path%s a step (%s)%s\n", sn.space.name, L, count,
                 (long long)sn.ps.numel_params, (long long)ib_dataset_size(train), cfg->holdout, classes, spe, n_paths,
                 n_paths > 1 ? "s" : "", ib_sn_sampling_name(cfg->sampling), c->resume ? " (resumed)" : "");
+        if (dp.size > 1)
+            fprintf(stderr, "supernet: %d ranks, %d images each of every batch of %d%s\n", dp.size, c->batch / dp.size,
+                    c->batch, dp.sync_bn ? ", batchnorm synchronised" : "");
     }
     for (int64_t e = ts.epoch; e < c->epochs; e++) {
         ts.epoch = e;
@@ -380,6 +387,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ctx->training = 1;
                 ctx->recording = 1;
                 ctx->release_grads = 1;
+                ctx->sync_bn = dp.sync_bn;
                 ib_net path;
                 ib_supernet_path(ctx, &sn, path_choice, &path);
                 ib_tensor *loss;
@@ -409,28 +417,35 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
                 ib_backward(ctx, loss, &w);
             }
+            ctx->sync_bn = 0;
+            double loss_sum = step_loss * b->n;
+            int64_t n_img = b->n;
+            int stop = ib_sigint_seen();
+            if ((s = ib_dp_step(&dp, &sn.ps, task ? task->head : NULL, 0, &loss_sum, &n_img, &stop))) goto done;
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
             ib_optim_step_active(ts.opt, lr, active);
             if (task) task->step(task, lr, c->clip);
-            ts.epoch_loss += step_loss * b->n;
-            ts.epoch_images += b->n;
+            ts.epoch_loss += loss_sum;
+            ts.epoch_images += n_img;
             ts.step++, ts.batch_in_epoch++, steps_run++;
-            images_run += b->n;
+            images_run += n_img;
             res->steps = ts.step;
-            if (c->progress) {
+            if (progress) {
                 char extra[128], what[32];
                 snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.0f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
                          (double)images_run / (ib_time_s() - t_epoch));
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, c->epochs);
                 ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
-            if (ib_sigint_seen() || (c->max_steps > 0 && steps_run >= c->max_steps)) {
-                if (c->progress) fputc('\n', stderr);
+            if (stop || (c->max_steps > 0 && steps_run >= c->max_steps)) {
+                if (progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
-                if ((s = ib_train_saved(&ts, ib_supernet_save(&sn, c->out, sn_save_extra, &saved)))) goto done;
-                int intr = ib_sigint_seen();
+                if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_supernet_save(&sn, c->out, sn_save_extra,
+                                                                                                  &saved)))))
+                    goto done;
+                int intr = stop;
                 res->interrupted = intr;
-                if (c->progress || intr)
+                if (progress || (intr && dp.rank == 0))
                     fprintf(stderr, "supernet: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
                             intr ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, c->out);
                 s = intr ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out) : IB_OK;
@@ -438,19 +453,19 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             }
         }
         if (s) goto done;
-        if (c->progress) fputc('\n', stderr);
+        if (progress) fputc('\n', stderr);
         double epoch_s = ib_time_s() - t_epoch;
         res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
         res->img_per_s = (double)images_run / epoch_s;
         double top1[2] = {-1, -1}, top5 = -1, vloss = -1;
-        if (val) {
+        if (val) {   // every rank evaluates (the same numbers): the recalibrated buffers stay the same everywhere
             if ((s = eval_extremes(&sn, train, val, cfg, choice, top1, &top5, &vloss))) goto done;
             res->val_top1 = top1[0], res->val_top5 = top5, out->smallest_top1 = top1[1];
         }
-        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
-                res->last_loss, top1[0], top5, top1[1], epoch_s, res->img_per_s);
-        if ((s = ib_train_log_flush(c, log))) goto done;
-        if (c->progress) {
+        if (log) fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step,
+                         ib_lr_at(&sch, ts.step), res->last_loss, top1[0], top5, top1[1], epoch_s, res->img_per_s);
+        if (log && (s = ib_train_log_flush(c, log))) goto done;
+        if (progress) {
             fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
             if (val) fprintf(stderr, " val %s largest %.4f smallest %.4f", task ? "score" : "top1", top1[0], top1[1]);
             fputc('\n', stderr);
@@ -460,8 +475,10 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_train_saved(&ts, ib_supernet_save(&sn, c->out, sn_save_extra, &saved)))) goto done;
-        if (ib_sigint_seen()) {
+        if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_supernet_save(&sn, c->out, sn_save_extra,
+                                                                                          &saved)))))
+            goto done;
+        if (ib_sigint_seen() && dp.size < 2) {   // several ranks: the next step's allreduce carries it to all
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", c->out);
             goto done;
@@ -472,6 +489,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
 done:
     if (handler) sigaction(SIGINT, &old_sa, NULL);
     if (log) fclose(log);
+    ib_dp_end(&dp);
     free(choice);
     free(teacher);
     free(active);

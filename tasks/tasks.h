@@ -70,6 +70,7 @@ typedef struct ib_train_cfg {
     const char *log;          // CSV log path (default: OUT with .csv appended)
     int progress;             // progress bar on stderr
     long max_steps;           // stop after this many steps in total (0: no limit; for tests)
+    int sync_bn;              // data parallelism: batchnorm over every rank's share of the batch (ib_dp)
 } ib_train_cfg;
 void ib_train_cfg_default(ib_train_cfg *c);
 
@@ -109,6 +110,37 @@ ib_status ib_train_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_lo
 // drop_last, workers and seed should be cfg's, as ib_train_loader_open sets them.
 ib_status ib_train_loader_open_with(const ib_train_cfg *cfg, ib_dataset *train, const ib_loader_opts *lo,
                                     ib_loader **loader, long *steps_per_epoch, ib_schedule *schedule);
+
+// ---------------------------------------------------------------------------------------------
+// Data parallelism (tasks/data_parallel.c, docs/SCALE.md): a loop run by every rank of an MPI job
+// (ib_dist_size() > 1) trains on its share of each global batch (ib_train_loader_open_with shards the
+// loader: rank r takes the r-th contiguous part, so the data and its augmentation do not depend on the rank
+// count), sums the gradients over the ranks with one allreduce per step and takes the same optimizer step
+// everywhere; rank 0 alone writes checkpoints, the log and progress. In a one-rank run every call is a no-op.
+typedef struct ib_dp {
+    int rank, size;
+    int sync_bn;              // cfg->sync_bn in a job of more than one rank: set ctx->sync_bn for the steps
+    float *pack;              // the gradients of more than one block, packed for their one allreduce
+    int64_t cap;
+} ib_dp;
+// Checks the global batch splits across the ranks (the message names both numbers).
+ib_status ib_dp_begin(ib_dp *dp, const ib_train_cfg *cfg);
+void ib_dp_end(ib_dp *dp);
+// Every rank takes rank 0's parameters and buffers, and its optimizer and EMA state (both may be NULL):
+// identical at the start, whether fresh, fine-tuned or resumed.
+void ib_dp_bcast(const ib_dp *dp, ib_params *ps, ib_optim *opt, ib_ema *ema);
+// After backward: the gradients of ps (and of head, NULL: none) become the mean over the ranks (each
+// rank's loss is the mean over its share, so that is the whole batch's gradient), in one allreduce with
+// *loss_sum (this rank's loss times its images), *images and *stop (this rank wants to stop: Ctrl-C),
+// which come back as the sums and any rank's stop. weight > 0: the loss is a mean over that much of this
+// rank's share (segmentation: its labelled pixels, or their class weights), and the gradients are averaged
+// with those weights; 0: the shares weigh the same.
+ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double *loss_sum, int64_t *images,
+                     int *stop);
+// Rank 0 writes (s: its save's result), the others learn the result; a failure stops every rank.
+ib_status ib_dp_saved(const ib_dp *dp, ib_status s);
+// A training loop that has no data parallelism yet: an error naming it when run on more than one rank.
+ib_status ib_dp_unsupported(const char *what);
 
 // What a checkpoint carries under /train besides the weights, so a run resumes exactly.
 typedef struct ib_train_state {

@@ -35,7 +35,7 @@ if [ -n "$missing" ]; then fail install_files "missing:$missing"
 elif [ -z "$soname" ] || [ ! -L "$u/lib/$soname" ] || [ ! -L "$u/lib/libibnas.so" ]; then
   fail install_files "libibnas.so has soname '$soname' but no matching symlink chain"
 else pass install_files; fi
-ver=$("$u/bin/ibnas" --version 2>&1)
+ver=$("$u/bin/ibnas" --version 2>&1 | head -n 1)   # the second line says whether MPI is on
 case "$ver" in "ibnas "[0-9]*) pass installed_command ;; *) fail installed_command "ibnas --version said: $ver" ;; esac
 
 # 2. The public header compiles alone, as C99 (pedantic) and as C++.

@@ -7,7 +7,7 @@
 # `make demo` as `tools/deps.sh demo`, which adds chromium (the report page's check; jq, which the demo and the report test use, is in the base list).
 set -euo pipefail
 pkgs=(gcc make pkg-config libopenblas-openmp-dev libhdf5-dev libpng-dev libjpeg-dev libjansson-dev libprotobuf-c-dev
-      protobuf-c-compiler jq)
+      protobuf-c-compiler jq libopenmpi-dev openmpi-bin)
 if [ "${1:-}" = bench ]; then
   pkgs+=(python3 python3-torch python3-torchvision python3-h5py python3-numpy python3-pil)
 fi

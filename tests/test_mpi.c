@@ -1,0 +1,303 @@
+// Data parallelism and distributed search over MPI (docs/SCALE.md), run as a user runs them: the command
+// under `mpirun -np 2`. With --sync-bn and no augmentation two ranks at global batch B end with the
+// parameters one process reaches at batch B (to 1e-5; the sums are taken in another order); without
+// --sync-bn they differ (each rank normalises by its own half); a checkpoint of either resumes on the other
+// rank count; a batch that does not split is refused naming both numbers; a supernet trains the same way;
+// a search scores its subnets across the ranks and finds the Pareto set one process finds. Skipped when
+// the build has no MPI or mpirun is missing. One OpenMP thread a rank, so two ranks fit two cores.
+#include "tests/test.h"
+
+#include "search/search.h"
+#include "tasks/segment.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// The launcher, allowed to run as root (CI runs the tests as root) and on more ranks than cores; shared
+// memory without single-copy (containers often forbid the ptrace it needs); a waiting rank yields its core
+// (the ranks share the cores with each other and other jobs: docs/SCALE.md). Under AddressSanitizer the
+// ranks run without leak detection: Open MPI's runtime leaves its own allocations (libmpi, its plugins) at
+// exit, which LeakSanitizer reports; errors of memory use are still caught, one-process runs keep leak checks.
+#define MPIRUN                                                                                                   \
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none " \
+    "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 OMPI_MCA_mpi_yield_when_idle=1 "                \
+    "OMP_NUM_THREADS=1 mpirun -np 2 --oversubscribe --allow-run-as-root --bind-to none "
+
+static int have_mpi(void) {
+    if (!ib_dist_built()) return 0;
+    return test_run("command -v mpirun >/dev/null 2>&1", NULL, NULL) == 0;
+}
+#define NEED_MPI()                                                                                   \
+    do {                                                                                             \
+        if (!ib_dist_built()) SKIP("built without MPI (no libopenmpi-dev when it was built, or MPI=0)"); \
+        if (!have_mpi()) SKIP("mpirun is not installed (apt-get install openmpi-bin)");              \
+    } while (0)
+
+// A small classifier without dropout (dropout masks are drawn per rank, so they would differ from one
+// process's) and a small pack of scenes; the tiny space with its head's dropout off.
+static const char *arch_json =
+    "{\"format\": \"ibnas-arch\", \"version\": 1, \"name\": \"dp_tiny\", \"classes\": 6, \"input\": 32,"
+    " \"act\": \"relu6\", \"stem\": {\"out\": 8, \"kernel\": 3, \"stride\": 2},"
+    " \"blocks\": [{\"op\": \"ibn\", \"kernel\": 3, \"expand\": 2, \"out\": 16, \"stride\": 2},"
+    "              {\"op\": \"fused\", \"kernel\": 3, \"expand\": 2, \"out\": 16, \"stride\": 1},"
+    "              {\"op\": \"tucker\", \"kernel\": 3, \"r_in\": 0.25, \"r_out\": 0.75, \"out\": 24, \"stride\": 2},"
+    "              {\"op\": \"ibn\", \"kernel\": 3, \"expand\": 2, \"out\": 24, \"stride\": 2}],"
+    " \"head\": {\"out\": 32, \"dropout\": 0}}";
+
+static char data[300], arch[300], space[300];
+
+static void fixtures(void) {
+    if (data[0]) return;
+    snprintf(arch, sizeof arch, "%s/dp.arch.json", test_tmpdir());
+    FILE *f = fopen(arch, "w");
+    IB_ASSERT(f && fputs(arch_json, f) >= 0 && fclose(f) == 0, "cannot write %s", arch);
+    snprintf(data, sizeof data, "%s/dp.h5", test_tmpdir());
+    IB_ASSERT(ib_synth_write_pack(data, 256, 32, 1, 1, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());   // with masks
+    // The tiny space with its head's dropout off ("dropout": 0.1 -> 0.0).
+    char *text = test_read_file(project_path("search/spaces/tiny.space.json")), *p = strstr(text, "\"dropout\": 0.1");
+    IB_ASSERT(p, "search/spaces/tiny.space.json: no \"dropout\": 0.1 to turn off");
+    p[strlen("\"dropout\": 0.1") - 1] = '0';
+    snprintf(space, sizeof space, "%s/tiny_nodrop.space.json", test_tmpdir());
+    f = fopen(space, "w");
+    IB_ASSERT(f && fputs(text, f) >= 0 && fclose(f) == 0, "cannot write %s", space);
+    free(text);
+}
+
+// `ibnas train` on the fixtures: prefix "" (one process) or MPIRUN; out in the scratch folder.
+static int train(const char *prefix, const char *flags, const char *out, char **err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s%s train --arch %s --data %s --res 32 --batch 32 --epochs 2 --aug none --lr 0.05 --warmup 0.2 "
+             "--threads 1 --workers 1 --quiet --seed 5 --out %s %s",
+             prefix, test_ibnas_bin(), arch, data, test_scratch(out), flags);
+    return test_run(cmd, NULL, err);
+}
+
+// max |a - b| over the parameters and over the buffers (BN running statistics) of two checkpoints (seg:
+// segmentation ones, the head's tensors too).
+static int ckpt_diff_of(int seg, const char *a, const char *b, double *dp, double *db) {
+    ib_net na, nb;
+    ib_seg_head ha, hb;
+    if (seg ? ib_seg_load(&na, &ha, test_scratch(a)) : ib_ckpt_load(&na, test_scratch(a))) return 0;
+    if (seg ? ib_seg_load(&nb, &hb, test_scratch(b)) : ib_ckpt_load(&nb, test_scratch(b))) return ib_net_free(&na), 0;
+    int ok = na.ps.numel_params == nb.ps.numel_params && na.ps.numel_buffers == nb.ps.numel_buffers;
+    if (ok) {
+        *dp = max_abs_diff(na.ps.data, nb.ps.data, na.ps.numel_params);
+        *db = max_abs_diff(na.ps.buf, nb.ps.buf, na.ps.numel_buffers);
+    }
+    ib_net_free(&na);
+    ib_net_free(&nb);
+    return ok;
+}
+static int ckpt_diff(const char *a, const char *b, double *dp, double *db) { return ckpt_diff_of(0, a, b, dp, db); }
+
+// The same training as one process (NAME_one.h5) and on two ranks (NAME_two.h5); *dp and *db get their
+// differences. 0 with the reason in why when a run fails or the checkpoints do not compare.
+static int one_and_two(const char *flags, const char *name, int seg, double *dp, double *db, char *why, size_t n) {
+    char one[64], two[64], *err = NULL;
+    snprintf(one, sizeof one, "%s_one.h5", name);
+    snprintf(two, sizeof two, "%s_two.h5", name);
+    for (int k = 0; k < 2; k++) {
+        int rc = train(k ? MPIRUN : "", flags, k ? two : one, &err);
+        if (rc) snprintf(why, n, "%s failed (%d): %s", k ? "two ranks" : "one process", rc, err ? err : "");
+        free(err);
+        if (rc) return 0;
+    }
+    if (ckpt_diff_of(seg, one, two, dp, db)) return 1;
+    snprintf(why, n, "checkpoints do not load or differ in shape: %s", ib_errmsg());
+    return 0;
+}
+
+TEST(mpi_train_sync_bn_equals_one_process) {
+    NEED_MPI();
+    fixtures();
+    char why[4096];
+    double dp = -1, db = -1;
+    CHECK(one_and_two("--sync-bn --max-steps 6", "sync", 0, &dp, &db, why, sizeof why), "%s", why);
+    CHECK(dp <= 1e-5 && db <= 1e-5, "after 6 steps: max |diff| %g (parameters), %g (BN statistics)", dp, db);
+    printf("note: with --sync-bn, 2 ranks x 16 against 1 x 32 after 6 steps: max |diff| %.3g (parameters), %.3g (BN "
+           "statistics)\n", dp, db);
+}
+
+// Without --sync-bn each rank normalises by the statistics of its own 16 images: another computation,
+// which the test records (docs/SCALE.md quotes it) rather than bounds from above.
+TEST(mpi_train_without_sync_bn_differs) {
+    NEED_MPI();
+    fixtures();
+    char why[4096];
+    double dp = -1, db = -1;
+    CHECK(one_and_two("--max-steps 6", "nosync", 0, &dp, &db, why, sizeof why), "%s", why);
+    CHECK(dp > 1e-5 && isfinite(dp), "per-rank batchnorm gave the one-process parameters (max |diff| %g)", dp);
+    printf("note: without --sync-bn, 2 ranks x 16 against 1 x 32 after 6 steps: max |diff| %.3g (parameters), %.3g (BN "
+           "statistics)\n", dp, db);
+}
+
+// A checkpoint written by two ranks resumes in one process and the reverse, and both reach what one
+// process reaches in one go.
+TEST(mpi_resume_on_another_rank_count) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL;
+    int rc = train("", "--sync-bn --max-steps 10", "whole.h5", &err);
+    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
+    free(err);
+    char flags[600];
+    rc = train(MPIRUN, "--sync-bn --max-steps 4", "a.h5", &err);
+    CHECK(rc == 0, "two ranks failed (%d): %s", rc, err);
+    free(err);
+    snprintf(flags, sizeof flags, "--sync-bn --max-steps 6 --resume %s", test_scratch("a.h5"));
+    rc = train("", flags, "a.h5", &err);
+    CHECK(rc == 0, "one process resuming two ranks' checkpoint failed (%d): %s", rc, err);
+    free(err);
+    rc = train("", "--sync-bn --max-steps 4", "b.h5", &err);
+    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
+    free(err);
+    snprintf(flags, sizeof flags, "--sync-bn --max-steps 6 --resume %s", test_scratch("b.h5"));
+    rc = train(MPIRUN, flags, "b.h5", &err);
+    CHECK(rc == 0, "two ranks resuming one process's checkpoint failed (%d): %s", rc, err);
+    free(err);
+    double dp, db;
+    CHECK(ckpt_diff("whole.h5", "a.h5", &dp, &db), "%s", ib_errmsg());
+    CHECK(dp <= 1e-5 && db <= 1e-5, "2 ranks then 1 process: max |diff| %g, %g", dp, db);
+    CHECK(ckpt_diff("whole.h5", "b.h5", &dp, &db), "%s", ib_errmsg());
+    CHECK(dp <= 1e-5 && db <= 1e-5, "1 process then 2 ranks: max |diff| %g, %g", dp, db);
+}
+
+TEST(mpi_batch_must_split_across_ranks) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL;
+    int rc = train(MPIRUN, "--batch 33 --max-steps 1", "odd.h5", &err);   // the later --batch wins
+    CHECK(rc != 0 && err && strstr(err, "--batch 33") && strstr(err, "2 ranks"), "batch 33 on 2 ranks: rc %d, %s", rc,
+          err ? err : "");
+    free(err);
+}
+
+// Segmentation shares the loop's data parallelism; its loss is a mean over labelled pixels, so each rank's
+// gradient counts by its labelled pixels (here every pixel is labelled). A small DeepLab head, no flips.
+TEST(mpi_train_segment_sync_bn_equals_one_process) {
+    NEED_MPI();
+    fixtures();
+    char why[4096];
+    double dp = -1, db = -1;
+    CHECK(one_and_two("--task segment --seg-aug none --head-width 16 --sync-bn --max-steps 4", "seg", 1, &dp, &db, why,
+                      sizeof why),
+          "%s", why);
+    CHECK(dp <= 1e-5 && db <= 1e-5, "after 4 steps: max |diff| %g (parameters), %g (BN statistics)", dp, db);
+    printf("note: segmentation, 2 ranks against 1 process after 4 steps: max |diff| %.3g (parameters), %.3g (BN "
+           "statistics)\n", dp, db);
+}
+
+// Detection has no data parallelism yet: refused on more than one rank, naming what to do.
+TEST(mpi_train_detect_refused) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL;
+    int rc = train(MPIRUN, "--task detect --max-steps 1", "det.h5", &err);
+    CHECK(rc != 0 && err && strstr(err, "--task detect") && strstr(err, "one process"), "detect on 2 ranks: rc %d, %s",
+          rc, err ? err : "");
+    free(err);
+}
+
+static int supernet_diff(const char *a, const char *b, double *dp, double *db) {
+    ib_supernet x, y;
+    if (ib_supernet_load(&x, test_scratch(a))) return 0;
+    if (ib_supernet_load(&y, test_scratch(b))) return ib_supernet_free(&x), 0;
+    int ok = x.ps.numel_params == y.ps.numel_params && x.ps.numel_buffers == y.ps.numel_buffers;
+    if (ok) {
+        *dp = max_abs_diff(x.ps.data, y.ps.data, x.ps.numel_params);
+        *db = max_abs_diff(x.ps.buf, y.ps.buf, x.ps.numel_buffers);
+    }
+    ib_supernet_free(&x);
+    ib_supernet_free(&y);
+    return ok;
+}
+
+static int supernet_train(const char *prefix, const char *out, char **err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s%s supernet train --space %s --data %s --res 32 --batch 32 --epochs 2 --aug none --lr 0.05 --warmup 0.2 "
+             "--threads 1 --workers 1 --quiet --seed 5 --sync-bn --max-steps 4 --out %s",
+             prefix, test_ibnas_bin(), space, data, test_scratch(out));
+    return test_run(cmd, NULL, err);
+}
+
+// Fair sampling runs five paths a step, drawn from (seed, step): the same on both ranks.
+TEST(mpi_supernet_sync_bn_equals_one_process) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL;
+    int rc = supernet_train("", "sn_one.h5", &err);
+    CHECK(rc == 0, "one process failed (%d): %s", rc, err);
+    free(err);
+    rc = supernet_train(MPIRUN, "sn_two.h5", &err);
+    CHECK(rc == 0, "two ranks failed (%d): %s", rc, err);
+    free(err);
+    double dp = -1, db = -1;
+    CHECK(supernet_diff("sn_one.h5", "sn_two.h5", &dp, &db), "supernets do not load: %s", ib_errmsg());
+    CHECK(dp <= 1e-5 && db <= 1e-5, "after 4 steps: max |diff| %g (parameters), %g (BN statistics)", dp, db);
+    printf("note: supernet, 2 ranks against 1 process after 4 steps: max |diff| %.3g (parameters), %.3g (BN statistics)\n",
+           dp, db);
+}
+
+// A search on two ranks scores each generation's subnets across them (evolution: whenever a tournament
+// needs a child's score) and must visit the same archs with the same scores as one process: the same
+// pareto.csv (every scored arch, its score, latency and front membership) and search state. Scored by the
+// held-out loss, which separates every subnet (top-1 on 27 images ties many), so a tournament is decided
+// by the scores the other rank computed.
+static int search_run(const char *prefix, const char *strategy, const char *sn, const char *lut, double budget,
+                      const char *out, char **err) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "%s%s search --supernet %s --lut tpu=%s --budget-ms %g --strategy %s --metric loss --population 5 "
+             "--generations 2 --batch 4 --sample 3 --calib-batches 1 --threads 1 --workers 1 --seed 3 --quiet --out %s",
+             prefix, test_ibnas_bin(), sn, lut, budget, strategy, test_scratch(out));
+    return test_run(cmd, NULL, err);
+}
+
+TEST(mpi_search_same_pareto_set) {
+    NEED_MPI();
+    fixtures();
+    char *err = NULL, cmd[4096];
+    int rc = supernet_train("", "search_sn.h5", &err);
+    CHECK(rc == 0, "supernet train failed (%d): %s", rc, err);
+    free(err);
+    char sn[600], lut[600];
+    snprintf(sn, sizeof sn, "%s", test_scratch("search_sn.h5"));
+    snprintf(lut, sizeof lut, "%s", test_scratch("tpu.csv"));
+    snprintf(cmd, sizeof cmd, "%s latency model --space %s --target edgetpu --res 32 --out %s", test_ibnas_bin(), space, lut);
+    rc = test_run(cmd, NULL, &err);
+    CHECK(rc == 0, "latency model failed (%d): %s", rc, err);
+    free(err);
+    double budget = test_budget_between(space, lut, 32, NULL, NULL, 0);
+    static const char *const strategies[] = {"evolution", "tunas"};   // random: stages a whole generation, as tunas
+    for (int k = 0; k < 2; k++) {
+        char one[64], two[64];
+        snprintf(one, sizeof one, "search_one_%s", strategies[k]);
+        snprintf(two, sizeof two, "search_two_%s", strategies[k]);
+        rc = search_run("", strategies[k], sn, lut, budget, one, &err);
+        CHECK(rc == 0, "%s, one process, failed (%d): %s", strategies[k], rc, err);
+        free(err);
+        rc = search_run(MPIRUN, strategies[k], sn, lut, budget, two, &err);
+        CHECK(rc == 0, "%s, two ranks, failed (%d): %s", strategies[k], rc, err);
+        free(err);
+        char a[700], b[700];
+        snprintf(a, sizeof a, "%s/tpu/pareto.csv", test_scratch(one));
+        snprintf(b, sizeof b, "%s/tpu/pareto.csv", test_scratch(two));
+        char *ta = test_read_file(a), *tb = test_read_file(b);
+        int same = ta[0] && !strcmp(ta, tb);
+        int rows = 0;
+        for (const char *p = ta; *p; p++) rows += *p == '\n';
+        free(ta), free(tb);
+        CHECK(same, "%s: %s and %s differ (or are empty)", strategies[k], a, b);
+        CHECK(rows > 8, "%s: %s has %d lines: too few subnets scored to show anything", strategies[k], a, rows);
+        snprintf(a, sizeof a, "%s/state.json", test_scratch(one));
+        snprintf(b, sizeof b, "%s/state.json", test_scratch(two));
+        ta = test_read_file(a), tb = test_read_file(b);
+        same = ta[0] && !strcmp(ta, tb);
+        free(ta), free(tb);
+        CHECK(same, "%s: the search states %s and %s differ", strategies[k], a, b);
+    }
+}
