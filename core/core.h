@@ -247,7 +247,7 @@ int ib_pool_threads(void);
 // MPI_COMM_WORLD when the library is built with MPI and launched by mpirun, and trivial otherwise (one
 // rank: the sums are the data, a broadcast leaves it). ib_dist_rank, ib_dist_size, ib_dist_finish:
 // include/ibnas.h. Every rank must make the same calls in the same order; call from one thread at a time
-// (MPI_THREAD_FUNNELED), never inside an OpenMP parallel region.
+// (MPI_THREAD_FUNNELED), never inside a pool item (ib_parallel_for).
 void ib_dist_allreduce_f32(float *x, int64_t n);    // in place: x = the elementwise sum over the ranks
 void ib_dist_allreduce_f64(double *x, int64_t n);
 void ib_dist_bcast(void *p, int64_t bytes, int root);   // root's bytes to every rank
