@@ -83,7 +83,7 @@ static void im2col_rows(void *p, int64_t t0, int64_t t1, int worker) {
 static void im2col(const float *restrict x, int nb, int C, const conv_geom *g, float *restrict col) {
     int64_t P = (int64_t)g->Ho * g->Wo;
     cols_job j = {x, col, nb, C, g};
-    ib_parallel_range((int64_t)C * g->K * g->K * nb, PAR_MIN_WORK / P + 1, im2col_rows, &j);
+    ib_parallel_range((int64_t)C * g->K * g->K * nb, ib_grain(PAR_MIN_WORK, P), im2col_rows, &j);
 }
 
 // col: (C*K*K, nb*Ho*Wo) -> gx: (nb, C, H, W) += the sum of every tap's gradient. Threaded over (image,
@@ -121,7 +121,7 @@ static void col2im_planes(void *p, int64_t t0, int64_t t1, int worker) {
 static void col2im_add(const float *restrict col, int nb, int C, const conv_geom *g, float *restrict gx) {
     int64_t P = (int64_t)g->Ho * g->Wo;
     cols_job j = {col, gx, nb, C, g};
-    ib_parallel_range((int64_t)nb * C, PAR_MIN_WORK / ((int64_t)g->K * g->K * P) + 1, col2im_planes, &j);
+    ib_parallel_range((int64_t)nb * C, ib_grain(PAR_MIN_WORK, (int64_t)g->K * g->K * P), col2im_planes, &j);
 }
 
 // gy: (N, C, P) -> gb: (C) += per-channel sums in double, batch in order. Eight partial sums in a fixed
@@ -152,8 +152,7 @@ static void bias_grad_channels(void *p, int64_t c0, int64_t c1, int worker) {
 
 void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb) {
     bias_job j = {gy, N, C, P, gb};
-    int64_t per = (int64_t)N * P;
-    ib_parallel_range(C, PAR_MIN_WORK / (per > 0 ? per : 1) + 1, bias_grad_channels, &j);
+    ib_parallel_range(C, ib_grain(PAR_MIN_WORK, (int64_t)N * P), bias_grad_channels, &j);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,7 +200,7 @@ static void move_channels(void *p, int64_t c0, int64_t c1, int worker) {
 
 static void move_images(const float *src, int m, int C, int64_t P, float *dst, int to_images) {
     move_job j = {src, dst, m, C, to_images, P};
-    ib_parallel_range(C, PAR_MIN_WORK / ((int64_t)m * P) + 1, move_channels, &j);
+    ib_parallel_range(C, ib_grain(PAR_MIN_WORK, (int64_t)m * P), move_channels, &j);
 }
 
 // ycol: (C, m * P), column block i image i -> y: (m, C, P).
@@ -321,7 +320,7 @@ static void transpose_tiles(void *p, int64_t lo, int64_t hi, int worker) {
 
 static void transpose_batch(const float *src, int B, int R, int C, float *dst) {
     transpose_job j = {src, dst, R, C, (R + 31) / 32};
-    ib_parallel_range((int64_t)B * j.rblocks, PAR_MIN_WORK / (32 * (int64_t)C) + 1, transpose_tiles, &j);
+    ib_parallel_range((int64_t)B * j.rblocks, ib_grain(PAR_MIN_WORK, 32 * (int64_t)C), transpose_tiles, &j);
 }
 
 // gW (M x R) += gY (M x L, row pitch L) @ Xt (L x R, row pitch ldx): the weight gradient's long reduction

@@ -240,6 +240,9 @@ void ib_parallel_for(int64_t n, ib_par_fn fn, void *arg);
 // A loop of at most min_grain runs on the caller alone.
 typedef void (*ib_range_fn)(void *arg, int64_t lo, int64_t hi, int worker);
 void ib_parallel_range(int64_t n, int64_t min_grain, ib_range_fn fn, void *arg);
+// The min_grain that gives a range at least `work` values when each item holds `per_item` of them:
+// work / per_item + 1 (per_item <= 0 counts as 1).
+int64_t ib_grain(int64_t work, int64_t per_item);
 int ib_pool_threads(void);
 
 // ---------------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ static void mul_channel_backward(ib_ctx *ctx, ib_node *node) {
     const int64_t planes = (int64_t)x->shape[0] * x->shape[1], hw = (int64_t)x->shape[2] * x->shape[3];
     mc_job j = {node->out->grad, x->data, s->data, x->requires_grad ? ib_grad(ctx, x) : NULL,
                 s->requires_grad ? ib_grad(ctx, s) : NULL, NULL, hw};
-    ib_parallel_range(planes, GRAIN / (hw > 0 ? hw : 1) + 1, mul_channel_bwd_planes, &j);
+    ib_parallel_range(planes, ib_grain(GRAIN, hw), mul_channel_bwd_planes, &j);
 }
 static const ib_op op_mul_channel = {"mul_channel", mul_channel_backward};
 
@@ -188,7 +188,7 @@ ib_tensor *ib_mul_channel(ib_ctx *ctx, ib_tensor *x, ib_tensor *s) {
     ib_tensor *y = ib_tensor_like(ctx, x);
     const int64_t planes = (int64_t)x->shape[0] * x->shape[1], hw = (int64_t)x->shape[2] * x->shape[3];
     mc_job j = {NULL, x->data, s->data, NULL, NULL, y->data, hw};
-    ib_parallel_range(planes, GRAIN / (hw > 0 ? hw : 1) + 1, mul_channel_fwd_planes, &j);
+    ib_parallel_range(planes, ib_grain(GRAIN, hw), mul_channel_fwd_planes, &j);
     ib_record(ctx, &op_mul_channel, y, 2, (ib_tensor *[]){x, s});
     return y;
 }
@@ -307,7 +307,7 @@ static void concat_backward(ib_ctx *ctx, ib_node *node) {
         const int64_t block = (int64_t)x->shape[1] * inner;
         if (x->requires_grad) {
             ew_job j = {y->grad + offset, NULL, NULL, ib_grad(ctx, x), 0.0f, block, out_block};
-            ib_parallel_range(batch, GRAIN / (block > 0 ? block : 1) + 1, concat_bwd_samples, &j);
+            ib_parallel_range(batch, ib_grain(GRAIN, block), concat_bwd_samples, &j);
         }
         offset += block;
     }
@@ -353,7 +353,7 @@ ib_tensor *ib_concat(ib_ctx *ctx, int n, ib_tensor *const *xs) {
     for (int k = 0; k < n; k++) {
         const int64_t block = (int64_t)xs[k]->shape[1] * inner;
         ew_job j = {xs[k]->data, NULL, NULL, y->data + offset, 0.0f, block, out_block};
-        ib_parallel_range(batch, GRAIN / (block > 0 ? block : 1) + 1, concat_fwd_samples, &j);
+        ib_parallel_range(batch, ib_grain(GRAIN, block), concat_fwd_samples, &j);
         offset += block;
     }
     ib_record(ctx, &op_concat, y, n, xs);

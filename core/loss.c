@@ -7,9 +7,8 @@
 #include <math.h>
 #include <string.h>
 
-// Rows in runs of about ROW_WORK values (rows of `per_row` values each).
+// Rows in runs of about ROW_WORK values.
 #define ROW_WORK 8192
-static int64_t row_grain(int64_t per_row) { return ROW_WORK / (per_row > 0 ? per_row : 1) + 1; }
 
 // The operands of a loss loop over rows (or elements) [lo, hi).
 typedef struct {
@@ -85,7 +84,7 @@ static void ce_fwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
 
 static void ce_forward_rows(const float *logits, const ce_saved *s, double *row_loss) {
     loss_job j = {logits, NULL, s, row_loss, NULL, NULL, 0, 0, 0, 0};
-    ib_parallel_range(s->rows, row_grain(s->classes), ce_fwd_range, &j);
+    ib_parallel_range(s->rows, ib_grain(ROW_WORK, s->classes), ce_fwd_range, &j);
 }
 
 // d/dx_c = g * (p_c - (1 - eps) [c == t] - eps / C), g = upstream / count; ignored rows get nothing.
@@ -110,7 +109,7 @@ static void ce_bwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
 
 static void ce_backward_kernel(const float *logits, const ce_saved *s, float upstream, float *gx) {
     loss_job j = {logits, NULL, s, NULL, gx, NULL, (double)upstream / (double)s->count, 0, 0, 0};
-    ib_parallel_range(s->rows, row_grain(s->classes), ce_bwd_range, &j);
+    ib_parallel_range(s->rows, ib_grain(ROW_WORK, s->classes), ce_bwd_range, &j);
 }
 
 static void ce_backward(ib_ctx *ctx, ib_node *n) {
@@ -190,7 +189,7 @@ static void kl_fwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
 
 static void kl_forward_rows(const float *s, const float *t, int rows, int c, kl_saved *k) {
     loss_job j = {s, t, k, NULL, NULL, NULL, 0, 0, c, 0};
-    ib_parallel_range(rows, row_grain(c), kl_fwd_range, &j);
+    ib_parallel_range(rows, ib_grain(ROW_WORK, c), kl_fwd_range, &j);
 }
 
 // dKL_r/ds_j = p_s,j - p_t,j;  dKL_r/dt_j = p_t,j * ((log p_t,j - log p_s,j) - KL_r); both times g / N.
@@ -215,7 +214,7 @@ static void kl_bwd_range(void *arg, int64_t lo, int64_t hi, int worker) {
 static void kl_backward_kernel(const float *s, const float *t, int rows, int c, const kl_saved *k, float upstream,
                                float *gs, float *gt) {
     loss_job j = {s, t, k, NULL, gs, gt, (double)upstream / rows, 0, c, 0};
-    ib_parallel_range(rows, row_grain(c), kl_bwd_range, &j);
+    ib_parallel_range(rows, ib_grain(ROW_WORK, c), kl_bwd_range, &j);
 }
 
 static void kl_backward(ib_ctx *ctx, ib_node *n) {

@@ -39,7 +39,7 @@ static void gap_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
 // Planes in runs of at least PLANE_GRAIN values.
 #define PLANE_GRAIN 16384
 static void over_planes(int64_t planes, int64_t per_plane, ib_range_fn fn, void *job) {
-    ib_parallel_range(planes, PLANE_GRAIN / (per_plane > 0 ? per_plane : 1) + 1, fn, job);
+    ib_parallel_range(planes, ib_grain(PLANE_GRAIN, per_plane), fn, job);
 }
 
 static void global_avg_pool_forward(const float *x, float *y, int64_t planes, int64_t hw) {

@@ -86,8 +86,7 @@ typedef struct {
 
 static void over_planes(const resize_saved *s, ib_range_fn fn, const float *x, float *y) {
     resize_job j = {x, y, s};
-    int64_t per = (int64_t)s->ho * s->wo;
-    ib_parallel_range(s->planes, 16384 / (per > 0 ? per : 1) + 1, fn, &j);
+    ib_parallel_range(s->planes, ib_grain(16384, (int64_t)s->ho * s->wo), fn, &j);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,23 +59,11 @@ static struct {
     double since;
     int workers;   // started; worker w runs with index w + 1 (the caller is 0)
     pthread_t tid[MAX_WORKERS];
-} pool = {PTHREAD_MUTEX_INITIALIZER,
-          0,
-          {{0}},
-          0,
-          0,
-          PTHREAD_MUTEX_INITIALIZER,
-          PTHREAD_COND_INITIALIZER,
-          PTHREAD_MUTEX_INITIALIZER,
-          PTHREAD_COND_INITIALIZER,
-          0,
-          0,
-          0,
-          0,
-          0,
-          0,
-          0,
-          {0}};
+} pool = {.call = PTHREAD_MUTEX_INITIALIZER,
+          .done_mu = PTHREAD_MUTEX_INITIALIZER,
+          .done_cv = PTHREAD_COND_INITIALIZER,
+          .park_mu = PTHREAD_MUTEX_INITIALIZER,
+          .park_cv = PTHREAD_COND_INITIALIZER};
 
 static int n_threads = 0;
 static _Thread_local int in_pool;   // a worker, or a caller inside a region: nested loops run alone
@@ -112,7 +100,8 @@ static void *worker_main(void *p) {
             g = (uint32_t)(atomic_load_explicit(&pool.state, memory_order_acquire) >> 32);
             if (g != seen || atomic_load_explicit(&pool.stop, memory_order_relaxed)) break;
             cpu_relax();
-            if ((spins & 63) == 63 && (atomic_load_explicit(&pool.busy, memory_order_relaxed) || ib_time_s() - t0 > IDLE_SPIN_S)) {
+            if ((spins & 63) == 63 &&
+                (atomic_load_explicit(&pool.busy, memory_order_relaxed) || ib_time_s() - t0 > IDLE_SPIN_S)) {
                 pthread_mutex_lock(&pool.park_mu);
                 atomic_fetch_add(&pool.sleepers, 1);
                 while ((uint32_t)(atomic_load(&pool.state) >> 32) == seen && !atomic_load(&pool.stop))
@@ -169,7 +158,8 @@ void ib_set_threads(int n) {
     }
     n_threads = n;
     omp_set_num_threads(n);   // the few OpenMP loops left (data tools: pack, synth)
-    // BLAS is called inside our regions (each item its own GEMM), so it runs on one thread.
+    // One thread: BLAS (the linear layers) is never called inside a pool item, and its OpenMP team would
+    // compete with the pool's workers for the cores.
     openblas_set_num_threads(1);
     pthread_mutex_lock(&pool.call);
     if (pool.workers != n - 1) {
@@ -229,7 +219,8 @@ void ib_parallel_for(int64_t n, ib_par_fn fn, void *arg) {
     double t0 = ib_time_s();
     for (int spins = 1; atomic_load_explicit(&pool.left, memory_order_acquire) > 0; spins++) {
         cpu_relax();
-        if ((spins & 63) == 0 && (atomic_load_explicit(&pool.busy, memory_order_relaxed) || ib_time_s() - t0 > CALLER_SPIN_S)) {
+        if ((spins & 63) == 0 &&
+            (atomic_load_explicit(&pool.busy, memory_order_relaxed) || ib_time_s() - t0 > CALLER_SPIN_S)) {
             pthread_mutex_lock(&pool.done_mu);
             atomic_store(&pool.caller_sleeps, 1);
             while (atomic_load(&pool.left) > 0) pthread_cond_wait(&pool.done_cv, &pool.done_mu);
@@ -253,6 +244,8 @@ static void range_item(void *p, int64_t item, int worker) {
     int64_t lo = item * r->grain, hi = lo + r->grain < r->n ? lo + r->grain : r->n;
     r->fn(r->arg, lo, hi, worker);
 }
+
+int64_t ib_grain(int64_t work, int64_t per_item) { return work / (per_item > 0 ? per_item : 1) + 1; }
 
 void ib_parallel_range(int64_t n, int64_t min_grain, ib_range_fn fn, void *arg) {
     if (n <= 0) return;

@@ -320,8 +320,6 @@ typedef struct {
     int C, ignore, H, W;
 } seg_job;
 
-static int64_t pixel_grain(int C) { return 8192 / (C > 0 ? C : 1) + 1; }
-
 static void seg_ce_bwd_pixels(void *arg, int64_t lo, int64_t hi, int worker) {
     const seg_job *jb = arg;
     const int64_t hw = jb->hw;
@@ -393,7 +391,7 @@ static void seg_ce_backward(ib_ctx *ctx, ib_node *n) {
     int64_t hw = (int64_t)x->shape[2] * x->shape[3];
     seg_job jb = {x->data, gx, sv->targets, sv->weights, (double *)sv->lse, NULL, NULL, n->out->grad[0] / sv->wsum, hw, C,
                   sv->ignore, 0, 0};
-    ib_parallel_range((int64_t)N * hw, pixel_grain(C), seg_ce_bwd_pixels, &jb);
+    ib_parallel_range((int64_t)N * hw, ib_grain(8192, C), seg_ce_bwd_pixels, &jb);
 }
 static const ib_op op_seg_ce = {"seg_cross_entropy", seg_ce_backward};
 
@@ -413,7 +411,7 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
     double *row = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
     double *lses = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
     seg_job jb = {x->data, NULL, targets, weights, lses, row, NULL, 0, hw, C, ignore_index, 0, 0};
-    ib_parallel_range(P, pixel_grain(C), seg_ce_fwd_pixels, &jb);
+    ib_parallel_range(P, ib_grain(8192, C), seg_ce_fwd_pixels, &jb);
     double loss = 0, wsum = 0;   // summed in pixel order: the same number for any thread count
     for (int64_t p = 0; p < P; p++)
         if (targets[p] != ignore_index) loss += row[p], wsum += weights ? weights[targets[p]] : 1.0;
@@ -442,14 +440,14 @@ void ib_seg_argmax(const ib_tensor *z, int32_t *out) {
     int N = z->shape[0], C = z->shape[1];
     int64_t hw = (int64_t)z->shape[2] * z->shape[3];
     seg_job jb = {z->data, NULL, NULL, NULL, NULL, NULL, out, 0, hw, C, 0, 0, 0};
-    ib_parallel_range((int64_t)N * hw, pixel_grain(C), argmax_pixels, &jb);
+    ib_parallel_range((int64_t)N * hw, ib_grain(8192, C), argmax_pixels, &jb);
 }
 
 void ib_seg_argmax_upsample(const ib_tensor *z, int H, int W, int32_t *scratch, int32_t *out) {
     int N = z->shape[0], h = z->shape[2], w = z->shape[3];
     ib_seg_argmax(z, scratch);
     seg_job jb = {NULL, NULL, scratch, NULL, NULL, NULL, out, 0, w, h, 0, H, W};
-    ib_parallel_range((int64_t)N * H, 8192 / (W > 0 ? W : 1) + 1, upsample_rows, &jb);
+    ib_parallel_range((int64_t)N * H, ib_grain(8192, W), upsample_rows, &jb);
 }
 
 int64_t ib_seg_confusion_add(int64_t *conf, int classes, const int32_t *gt, const int32_t *pred, int64_t n,
