@@ -10,7 +10,8 @@
 # usage: bench/camvid_search.sh BUILD_DIR OUT_DIR
 #        (env: RES=96 EPOCHS=25 EPOCHS_ALONE=40 POP=32 GENS=10 SEEDS="0 1" THREADS=2: the supernet's and the
 #        search's; one thread on a machine shared with other work, where two-thread OpenMP regions stall;
-#        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head)
+#        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head;
+#        ALONE_JOBS=2: trainings alone run side by side, 1 to leave a core free)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of
@@ -65,13 +66,20 @@ alone() {   # alone NAME ARCH SEED: trained alone (one thread), then CamVid test
   mv "$1.test.json.tmp" "$1.test.json"
 }
 name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
-echo "== trained alone, two at a time (one thread each) $(date -u +%H:%M)"
+echo "== trained alone, ${ALONE_JOBS:-2} at a time (one thread each) $(date -u +%H:%M)"
 for sd in $SEEDS; do
+  prev=""
   for w in 0.35 0.5 0.75; do
     b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+    a=$(pick_of "$b") p="$(name "pick_$w" "$sd")"
+    if [ -n "$prev" ] && cmp -s <(grep -v "\"name\"" "$a") <(grep -v "\"name\"" "$prev_arch") && [ -f "$prev.test.json" ] && [ ! -f "$p.test.json" ]; then
+      for f in "$prev".*; do cp "$f" "$p${f#"$prev"}"; done   # the same arch as the previous budget's pick
+    fi
     alone "$(name "mnv2_$w" "$sd")" "mobilenetv2:$w" "$sd" & p1=$!
-    alone "$(name "pick_$w" "$sd")" "$(pick_of "$b")" "$sd" & p2=$!
+    [ "${ALONE_JOBS:-2}" = 1 ] && wait $p1
+    alone "$p" "$a" "$sd" & p2=$!
     wait $p1; wait $p2
+    prev="$p" prev_arch="$a"
   done
 done
 echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"

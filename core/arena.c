@@ -151,7 +151,7 @@ static void take(ib_arena *a, int i, size_t need) {
     }
 }
 
-void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes) {
+void *ib_arena_alloc_reuse(ib_arena *a, size_t bytes) {
     size_t need = (bytes + IB_ALIGN - 1) / IB_ALIGN * IB_ALIGN;
     if (need == 0) need = IB_ALIGN;
     int best = -1;
@@ -174,7 +174,6 @@ void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes) {
         }
     }
     if (!p) p = ib_arena_alloc(a, need);
-    memset(p, 0, bytes);
     chunk *h = a->head;
     if (a->scope_on && h == a->scope_chunk && p >= h->mem && p < h->mem + h->cap) {
         // Keep what reaches above the scope's start (blocks from the head chunk only: other chunks'
@@ -190,6 +189,12 @@ void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes) {
             a->keep[a->n_keep++] = (free_block){lo, (size_t)(p + need - lo)};
         }
     }
+    return p;
+}
+
+void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes) {
+    void *p = ib_arena_alloc_reuse(a, bytes);
+    memset(p, 0, bytes);
     return p;
 }
 

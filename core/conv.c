@@ -277,22 +277,6 @@ static void gemm_par_batch(int M, int N, int K, const gemm_batch *bt, const floa
     gemm_par_blocked(M, N, K, 0, bt, a, ars, acs, x, ldx, y, ldy, e, add);
 }
 
-// One GEMM of the batch kind.
-static void gemm_par(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx,
-                     float *y, int64_t ldy, const ib_rows_epi *e, int add) {
-    const gemm_batch one = {1, 1, 0, 0, 0, 0, 0};
-    gemm_par_batch(M, N, K, &one, a, ars, acs, x, ldx, y, ldy, e, add);
-}
-
-// The epilogue of output channels [c0, c0 + n) (NULL when there is nothing to apply).
-static const ib_rows_epi *rows_epi_at(const ib_rows_epi *e, int c0, ib_rows_epi *buf) {
-    if (!e) return NULL;
-    *buf = *e;
-    if (buf->bias) buf->bias += c0;
-    if (buf->mf) buf->mf += c0, buf->scale += c0, buf->shift += c0;
-    return buf;
-}
-
 // dst: (C, m * P) <- src: (m, C, P) (the inverse of scatter_images, for gradients).
 static void gather_images(const float *src, int m, int C, int64_t P, float *dst) { move_images(src, m, C, P, dst, 0); }
 
@@ -393,18 +377,16 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
             im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
             transpose_batch(col, 1, G * rows, (int)ld, colt);
         }
-        for (int g = 0; g < G; g++) {
-            const float *gyg = gyc + (int64_t)g * opg * ld;
-            // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows)
-            if (need_w)
-                weight_grad(opg, rows, (int)ld, gyg, colt + (int64_t)g * rows, (int64_t)G * rows,
-                            gw + (int64_t)g * opg * rows);
-            // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P)
-            if (need_x)
-                gemm_par(rows, (int)ld, opg, w->data + (int64_t)g * opg * rows, 1, rows, gyg, ld,
-                         dcol + (int64_t)g * rows * ld, ld, NULL, 0);
+        // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows)
+        for (int g = 0; need_w && g < G; g++)
+            weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, colt + (int64_t)g * rows, (int64_t)G * rows,
+                        gw + (int64_t)g * opg * rows);
+        if (dcol) {
+            // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P), every group in one region
+            const gemm_batch bt = {G, G, (int64_t)opg * rows, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
+            gemm_par_batch(rows, (int)ld, opg, &bt, w->data, 1, rows, gyc, ld, dcol, ld, NULL, 0);
+            col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
         }
-        if (dcol) col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
     }
 }
 static const ib_op op_conv2d = {"conv2d", conv_backward};
@@ -441,7 +423,6 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
     int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo;
     ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){N, Cout, geom.Ho, geom.Wo});
-    ib_rows_epi eg;
     if (P == 0 || opg == 0) return y;
     if (rows == 0 || is_direct(K, stride, pad, N, P)) {   // rows == 0: no input channels, the epilogue alone
         // Y_ng (opg, P) = epi(W_g (opg, cpg) @ X_ng (cpg, P)), every image and group in one region
@@ -457,10 +438,9 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
         int m = N - n0 < nb ? N - n0 : nb;
         int64_t ld = (int64_t)m * P;
         im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
-        for (int g = 0; g < G; g++)
-            // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P))
-            gemm_par(opg, (int)ld, rows, w->data + (int64_t)g * opg * rows, rows, 1, col + (int64_t)g * rows * ld, ld,
-                     ycol + (int64_t)g * opg * ld, ld, rows_epi_at(epi, g * opg, &eg), 0);
+        // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P)), every group in one region
+        const gemm_batch bt = {G, G, (int64_t)opg * rows, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld};
+        gemm_par_batch(opg, (int)ld, rows, &bt, w->data, rows, 1, col, ld, ycol, ld, epi, 0);
         scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P);
     }
     return y;

@@ -57,11 +57,12 @@ size_t ib_arena_used(const ib_arena *a);
 size_t ib_arena_peak(const ib_arena *a);                // high-water mark over the arena's life
 // Reuse within a step (activation grads during backward): give_back marks a block from this arena
 // free (anything else is ignored); calloc_reuse returns a zeroed block, taken from the free ones when
-// one fits, else as ib_arena_calloc. Reset forgets the free blocks.
+// one fits, else as ib_arena_calloc; alloc_reuse the same block uninitialised. Reset forgets the free blocks.
 void ib_arena_give_back(ib_arena *a, void *p, size_t bytes);
 void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes);
+void *ib_arena_alloc_reuse(ib_arena *a, size_t bytes);
 // A scratch scope (one backward function): at _end, everything allocated since _begin is given back
-// except the blocks that ib_arena_calloc_reuse returned (the grads).
+// except the blocks that ib_arena_(c)alloc_reuse returned (the grads).
 void ib_arena_scope_begin(ib_arena *a);
 void ib_arena_scope_end(ib_arena *a);
 

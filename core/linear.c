@@ -6,6 +6,9 @@
 #include <cblas.h>
 #include <string.h>
 
+// Up to this many rows, linear's forward is one SGEMV per row.
+#define LINEAR_GEMV_ROWS 2
+
 // ---------------------------------------------------------------------------------------------
 // Matmul
 
@@ -84,7 +87,13 @@ ib_tensor *ib_linear(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b) {
         if (b) memcpy(row, b->data, sizeof(float) * (size_t)out);
         else memset(row, 0, sizeof(float) * (size_t)out);
     }
-    if (N > 0 && out > 0 && in > 0)
+    // A few rows (inference at batch 1) are matrix-vector products: SGEMM would first pack all of w
+    // (5 MB for a 1280 -> 1000 classifier), which costs more than reading it once.
+    if (N > 0 && out > 0 && in > 0 && N <= LINEAR_GEMV_ROWS)
+        for (int i = 0; i < N; i++)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w->data, in, x->data + (int64_t)i * in, 1, 1.0f,
+                        y->data + (int64_t)i * out, 1);
+    else if (N > 0 && out > 0 && in > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, in, 1.0f, x->data, in, w->data, in, 1.0f,
                     y->data, out);
     ib_record(ctx, &op_linear, y, 3, (ib_tensor *[]){x, w, b});

@@ -87,8 +87,8 @@ const ib_simd_kernels *ib_simd(void);
 // exactly as ib_batchnorm computes them (core/norm.c).
 ib_tensor *ib__dwconv2d_epi(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b, int stride, int pad, int dilation,
                             const float *bn_m, const float *bn_scale, const float *bn_shift, int act);
-// The grad of t for a backward to fill: *add = 0 when t had none yet (and is no view), and the backward
-// then writes every element instead of adding to zeros (core/dw_conv.c).
+// The grad of t for a backward to fill: *add = 0 when t had none yet (and is no view); the buffer is then
+// uninitialised and the backward must write every element (core/dw_conv.c).
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add);
 // gy: (N, C, P) -> gb: (C) += per-channel sums, the conv and depthwise bias grad (core/conv.c).
 void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb);
