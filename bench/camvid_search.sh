@@ -11,7 +11,8 @@
 #        (env: RES=96 EPOCHS=25 EPOCHS_ALONE=40 POP=32 GENS=10 SEEDS="0 1" THREADS=2: the supernet's and the
 #        search's; one thread on a machine shared with other work, where two-thread OpenMP regions stall;
 #        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head;
-#        ALONE_JOBS=2: trainings alone run side by side, 1 to leave a core free)
+#        ALONE_JOBS=2: trainings alone run side by side, 1 to leave a core free; FINETUNE=1: also each pick
+#        extracted from the supernet and fine-tuned with the same recipe, per seed)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of
@@ -54,11 +55,13 @@ if [ ! -f search.done ]; then
       --out search "${r[@]}"
   touch search.done
 fi
-alone() {   # alone NAME ARCH SEED: trained alone (one thread), then CamVid test
+alone() {   # alone NAME ARCH SEED [--init]: trained alone (one thread), then CamVid test; --init: ARCH is a
+            # checkpoint (ibnas extract's) to fine-tune
   [ -f "$1.test.json" ] && return 0
   if [ ! -f "$1.json" ]; then
-    local r=(); [ -f "$1.h5" ] && r=(--resume "$1.h5")
-    "$I" train "${seg[@]}" --arch "$2" --data "$D" --val "$D" --epochs "$EA" "${common[@]}" --threads 1 --seed "$3" \
+    local r=() net=(--arch "$2"); [ -f "$1.h5" ] && r=(--resume "$1.h5")
+    [ "${4:-}" = --init ] && net=(--init "$2")
+    "$I" train "${seg[@]}" "${net[@]}" --data "$D" --val "$D" --epochs "$EA" "${common[@]}" --threads 1 --seed "$3" \
         --out "$1.h5" "${r[@]}" --json > "$1.json.tmp"
     mv "$1.json.tmp" "$1.json"
   fi
@@ -82,6 +85,21 @@ for sd in $SEEDS; do
     prev="$p" prev_arch="$a"
   done
 done
+# MobileDets' third arm: each distinct pick extracted with the supernet's weights (path and shared head,
+# BN recalibrated) and fine-tuned with the same recipe, per seed.
+if [ "${FINETUNE:-0}" = 1 ]; then
+  echo "== picks extracted and fine-tuned, one at a time $(date -u +%H:%M)"
+  prev_arch=/dev/null
+  for w in 0.35 0.5 0.75; do
+    b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+    a=$(pick_of "$b")
+    cmp -s <(grep -v "\"name\"" "$a") <(grep -v "\"name\"" "$prev_arch") && continue   # the previous budget's arch
+    prev_arch="$a"
+    [ -f "sub_$w.h5" ] || "$I" extract --supernet sn.h5 --arch "$a" --calib-batches "$CALIB" --threads "$THREADS" \
+        --out "sub_$w.h5"   # written to a temporary file and renamed
+    for sd in $SEEDS; do alone "$(name "ft_$w" "$sd")" "sub_$w.h5" "$sd" --init; done
+  done
+fi
 echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"
 for w in 0.35 0.5 0.75; do
   b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')

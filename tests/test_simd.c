@@ -505,8 +505,9 @@ TEST(conv1x1_small_maps_batched_matches_per_image) {
 // rounding, at shapes with row and column tails (1x1 direct, tiny-map chunks, 3x3 through im2col).
 TEST(conv_gemm_simd_versions_agree) {
     const int shapes[][7] = {{3, 13, 21, 5, 7, 1, 1}, {2, 40, 33, 9, 11, 1, 1}, {1, 96, 70, 14, 14, 1, 1},
-                             {5, 16, 24, 3, 5, 1, 1}, {4, 8, 12, 9, 7, 3, 1},   {2, 8, 12, 9, 7, 3, 2}};
-    for (int s = 0; s < 6; s++) {
+                             {5, 16, 24, 3, 5, 1, 1}, {4, 8, 12, 9, 7, 3, 1},   {2, 8, 12, 9, 7, 3, 2},
+                             {2, 8, 12, 10, 12, 3, 2}, {2, 6, 9, 11, 9, 5, 1}};
+    for (int s = 0; s < 8; s++) {
         const int *sh = shapes[s];
         float *y[N_SIMD] = {0}, *gx[N_SIMD] = {0};
         int64_t ny = 0, nx = 0;

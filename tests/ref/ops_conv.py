@@ -24,6 +24,12 @@ CONV = {
     "conv3x3_g4_s2": (2, 8, 8, 7, 7, 3, 2, 1, 1, 4, True),
     "conv5x5_p2": (2, 3, 4, 7, 6, 5, 1, 2, 1, 1, True),
     "conv7x7_s2_p3": (1, 3, 4, 11, 9, 7, 2, 3, 1, 1, True),
+    # wider maps at stride 1 (full GEMM column vectors, padding 0 to 3)
+    "conv3x3_p1_wide": (2, 4, 6, 10, 12, 3, 1, 1, 1, 1, True),
+    "conv3x3_g2_wide": (2, 4, 6, 9, 11, 3, 1, 1, 1, 2, True),
+    "conv5x5_p2_wide": (1, 3, 5, 9, 10, 5, 1, 2, 1, 1, False),
+    "conv3x3_p0_wide": (2, 3, 4, 10, 11, 3, 1, 0, 1, 1, True),
+    "conv3x3_p3_wide": (1, 2, 3, 8, 9, 3, 1, 3, 1, 1, True),
 }
 
 # name: (N, C, H, W, K, stride, pad, dilation, bias)
