@@ -12,7 +12,8 @@
 #        search's; one thread on a machine shared with other work, where two-thread OpenMP regions stall;
 #        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head;
 #        ALONE_JOBS=2: trainings alone run side by side, 1 to leave a core free; FINETUNE=1: also each pick
-#        extracted from the supernet and fine-tuned with the same recipe, per seed)
+#        extracted from the supernet and fine-tuned with the same recipe, per seed; TAU=N: N archs sampled from
+#        the space, inherited mIoU against trained alone, Kendall's tau)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of
@@ -99,6 +100,48 @@ if [ "${FINETUNE:-0}" = 1 ]; then
         --out "sub_$w.h5"   # written to a temporary file and renamed
     for sd in $SEEDS; do alone "$(name "ft_$w" "$sd")" "sub_$w.h5" "$sd" --init; done
   done
+fi
+# The one-shot assumption on this supernet (issue 11): TAU archs sampled at random from the space, each scored
+# with the supernet's weights (path and head BN recalibrated, as the search scores) and trained alone with the
+# recipe above (seed 0), both by mIoU on CamVid val; Kendall's tau and Spearman's rho between the rankings.
+if [ "${TAU:-0}" -gt 0 ]; then
+  echo "== one-shot assumption: $TAU sampled archs, inherited against trained alone $(date -u +%H:%M)"
+  mkdir -p tau
+  for i in $(seq "$TAU"); do
+    a=tau/a$i.arch.json
+    [ -f "$a" ] || "$I" space sample --space "$SPACE" --seed "$i" --classes 11 --out "$a"
+    if [ ! -f "tau/a$i.sn.json" ]; then
+      "$I" supernet eval --supernet sn.h5 --arch "$a" --data "$D" --calib-batches "$CALIB" --threads 1 --json \
+          > "tau/a$i.sn.json.tmp"
+      mv "tau/a$i.sn.json.tmp" "tau/a$i.sn.json"
+    fi
+    [ -f "tau/a$i.ms" ] || "$I" latency predict --lut cpu.csv --arch "$a" --res "$R" --task segment --head deeplab \
+        --classes 11 --json | jq -r .ms > "tau/a$i.ms"
+    alone "tau/a$i" "$a" 0
+  done
+  /usr/bin/python3 - "$TAU" <<'PY'
+import json, sys
+from itertools import combinations
+n = int(sys.argv[1])
+rows = []
+for i in range(1, n + 1):
+    sn = json.load(open(f"tau/a{i}.sn.json"))["miou"]
+    al = json.load(open(f"tau/a{i}.json"))["val_miou"]
+    rows.append((i, float(open(f"tau/a{i}.ms").read()), sn, al))
+    print(f"a{i:<3} predicted {rows[-1][1]:.3f} ms  inherited mIoU {sn:.4f}  alone mIoU {al:.4f}")
+def rank(v):
+    o = sorted(range(len(v)), key=lambda k: v[k])
+    r = [0] * len(v)
+    for p, k in enumerate(o):
+        r[k] = p
+    return r
+a, b = [r[2] for r in rows], [r[3] for r in rows]
+s = sum((x1 - x2) * (y1 - y2) > 0 for (x1, y1), (x2, y2) in combinations(zip(a, b), 2))
+d = sum((x1 - x2) * (y1 - y2) < 0 for (x1, y1), (x2, y2) in combinations(zip(a, b), 2))
+ra, rb = rank(a), rank(b)
+rho = 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+print(f"Kendall tau {(s - d) / (n * (n - 1) / 2):.3f}, Spearman rho {rho:.3f} over {n} archs")
+PY
 fi
 echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"
 for w in 0.35 0.5 0.75; do
