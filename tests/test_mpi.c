@@ -405,3 +405,37 @@ TEST(mpi_search_same_pareto_set) {
         CHECK(same, "%s: the search states %s and %s differ", strategies[k], a, b);
     }
 }
+
+// Verbs that are not distributed (here synth, which writes a pack, and space count) run on rank 0 alone under
+// mpirun, which says so once: one pack written once, one report, where two ranks would each write PATH.tmp
+// and rename it and print every line twice.
+static int count_of(const char *text, const char *what) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+TEST(mpi_one_process_verbs_run_on_rank_zero) {
+    NEED_MPI();
+    fixtures();
+    char cmd[4096], *out = NULL, *err = NULL;
+    const char *pack = test_scratch("rank0.h5");
+    snprintf(cmd, sizeof cmd, "%s%s synth --out %s --n 16 --size 32 --seed 2", MPIRUN, test_ibnas_bin(), pack);
+    int rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "synth on 2 ranks failed (%d): %s", rc, err);
+    CHECK(count_of(out, "wrote ") == 1, "synth on 2 ranks: 'wrote' %d times, not once: %s", count_of(out, "wrote "), out);
+    CHECK(count_of(err, "ibnas synth: not distributed: rank 0 runs it as one process") == 1,
+          "synth on 2 ranks: no single note saying rank 0 runs it: %s", err);
+    free(out), free(err);
+    ib_ds_opts o;
+    memset(&o, 0, sizeof o);
+    ib_dataset *ds = NULL;
+    CHECK(ib_dataset_open(&ds, pack, &o) == IB_OK && ib_dataset_size(ds) == 16, "%s: %s, %lld scenes", pack, ib_errmsg(),
+          ds ? (long long)ib_dataset_size(ds) : -1LL);
+    ib_dataset_close(ds);
+    snprintf(cmd, sizeof cmd, "%s%s space count --space %s", MPIRUN, test_ibnas_bin(), space);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0 && count_of(out, "subnets") == 1, "space count on 2 ranks: rc %d, report %d times: %s%s", rc,
+          count_of(out, "subnets"), out, err);
+    free(out), free(err);
+}
