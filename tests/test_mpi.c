@@ -88,14 +88,22 @@ static void fixtures(void) {
     free(tiny);
 }
 
-// `ibnas train` on the fixtures: prefix "" (one process) or MPIRUN; out in the scratch folder.
-static int train(const char *prefix, const char *flags, const char *out, char **err) {
+// `ibnas train --arch ARCH`, or `ibnas supernet train --space SPACE` with --sync-bn and 4 steps, on the
+// fixtures, flags after (a later flag wins): prefix "" (one process) or MPIRUN; out in the scratch folder.
+static int run_training(const char *prefix, int supernet, const char *flags, const char *out, char **err) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
-             "%s%s train --arch %s --data %s --res 32 --batch 32 --epochs 2 --aug none --lr 0.05 --warmup 0.2 "
+             "%s%s %s %s --data %s --res 32 --batch 32 --epochs 2 --aug none --lr 0.05 --warmup 0.2 "
              "--threads 1 --workers 1 --quiet --seed 5 --out %s %s",
-             prefix, test_ibnas_bin(), arch, data, test_scratch(out), flags);
+             prefix, test_ibnas_bin(), supernet ? "supernet train --sync-bn --max-steps 4 --space" : "train --arch",
+             supernet ? space : arch, data, test_scratch(out), flags);
     return test_run(cmd, NULL, err);
+}
+static int train(const char *prefix, const char *flags, const char *out, char **err) {
+    return run_training(prefix, 0, flags, out, err);
+}
+static int supernet_train(const char *prefix, const char *flags, const char *out, char **err) {
+    return run_training(prefix, 1, flags, out, err);
 }
 
 // What a run writes: a classifier's, a segmenter's or a detector's checkpoint, or a supernet (with its task's
@@ -164,16 +172,6 @@ static int ckpt_diff_of(int kind, const char *a, const char *b, double *dp, doub
     return ok;
 }
 static int ckpt_diff(const char *a, const char *b, double *dp, double *db) { return ckpt_diff_of(CK_CLASSIFY, a, b, dp, db); }
-
-// `ibnas supernet train` on the fixtures with --sync-bn, 4 steps unless flags say otherwise.
-static int supernet_train(const char *prefix, const char *flags, const char *out, char **err) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "%s%s supernet train --space %s --data %s --res 32 --batch 32 --epochs 2 --aug none --lr 0.05 --warmup 0.2 "
-             "--threads 1 --workers 1 --quiet --seed 5 --sync-bn --max-steps 4 --out %s %s",
-             prefix, test_ibnas_bin(), space, data, test_scratch(out), flags);
-    return test_run(cmd, NULL, err);
-}
 
 // The same training (supernet training for CK_SUPERNET) as one process (NAME_one.h5) and on two ranks
 // (NAME_two.h5); *dp and *db get their differences. 0 with the reason in why when a run fails or the files
