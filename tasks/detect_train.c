@@ -640,8 +640,8 @@ ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     if (!k) return ib_fail(IB_ERR_NOMEM, "out of memory");
     k->ssd = *ssd;
     k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
-                        .loader = dt_loader, .loss = dt_loss, .min_weight = 1, .zero_grad = dt_zero_grad, .step = dt_step,
-                        .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
+                        .loader = dt_loader, .loss = dt_loss, .min_weight = 1, .zero_grad = dt_zero_grad,
+                        .step = dt_step, .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
                         .lut_task = dt_lut_task, .save_net = dt_save_net, .head = &k->d.ps, .state = k};
     *t = &k->t;
     return IB_OK;

@@ -423,7 +423,9 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             double loss_sum = step_loss * b->n;
             int64_t n_img = b->n;
             int stop = ib_sigint_seen();
-            if ((s = ib_dp_step(&dp, &sn.ps, task ? task->head : NULL, weight, task ? task->min_weight : 0, &loss_sum, &n_img, &stop))) goto done;
+            if ((s = ib_dp_step(&dp, &sn.ps, task ? task->head : NULL, weight, task ? task->min_weight : 0, &loss_sum,
+                                &n_img, &stop)))
+                goto done;
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
             ib_optim_step_active(ts.opt, lr, active);
             if (task) task->step(task, lr, c->clip);
