@@ -481,7 +481,6 @@ ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     if (s) return s;
     ib_train_cfg c;
     if ((s = ib_api_train_cfg(o, &c))) return s;
-    if (task == 2 && (s = ib_dp_unsupported("train --task detect"))) return s;
     if (task == 1) return api_train_segment(o, &c, r);
     if (task == 2) return ib_api_train_detect(o, &c, r);
     ib_train_result res;

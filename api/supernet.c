@@ -42,7 +42,6 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     c.holdout = o->holdout;
     c.calib_batches = o->calib_batches;
     const char *task = o->train.task ? o->train.task : "classify";
-    if (strcmp(task, "classify") && (s = ib_dp_unsupported("supernet train --task detect|segment"))) return s;
     if (!strcmp(task, "detect")) {
         ib_ssd_cfg ssd;
         if ((s = ib_api_ssd_cfg(&o->train, o->train.classes, &ssd)) || (s = ib_sn_task_detect(&c.task, &ssd))) return s;

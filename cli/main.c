@@ -12,25 +12,28 @@ typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
+    const char *distributed;   // under mpirun: "" every rank runs the verb as one job, "SUB" only `VERB SUB`;
+                               // NULL: rank 0 alone runs it (one_process_only)
 } verb;
 
 static const verb verbs[] = {
-    {"train", cmd_train, "train a network (classification or segmentation; progress, CSV log, resumable)"},
-    {"eval", cmd_eval, "top-1 / top-5, COCO AP (--task detect) or mIoU (--task segment) of a checkpoint on a dataset"},
-    {"miou", cmd_miou, "mIoU, pixel accuracy and per-class IoU of two folders of label PNGs"},
-    {"bench", cmd_bench, "training throughput or inference latency on random data"},
-    {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)"},
-    {"predict", cmd_predict, "a checkpoint on image files: top-5 classes, boxes drawn, or masks overlaid (PNG, JSON)"},
-    {"export", cmd_export, "write a checkpoint as an ONNX model (BN folded) for ONNX Runtime and converters"},
-    {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack"},
-    {"synth", cmd_synth, "write a pack of synthetic scenes (labels, boxes and masks)"},
-    {"space", cmd_space, "count a search space's subnets, sample one as an arch, or check an arch is in it"},
-    {"supernet", cmd_supernet, "train a weight-sharing supernet over a search space, or score an arch in it"},
-    {"extract", cmd_extract, "write an arch of a supernet as a standalone checkpoint (BN recalibrated)"},
-    {"search", cmd_search, "search a supernet's space for the best arch under latency budgets per target"},
-    {"latency", cmd_latency, "latency tables per target: profile (cpu), model (edgetpu, dsp), predict, measure, validate"},
-    {"coco-eval", cmd_coco_eval, "COCO bbox AP/AR of detections against COCO ground truth (pycocotools' numbers)"},
-    {NULL, NULL, NULL},
+    {"train", cmd_train, "train a network (classification, detection or segmentation; progress, CSV log, resumable)",
+     ""},
+    {"eval", cmd_eval, "top-1 / top-5, COCO AP (--task detect) or mIoU (--task segment) of a checkpoint on a dataset", NULL},
+    {"miou", cmd_miou, "mIoU, pixel accuracy and per-class IoU of two folders of label PNGs", NULL},
+    {"bench", cmd_bench, "training throughput or inference latency on random data", NULL},
+    {"infer", cmd_infer, "run a checkpoint's network on a batch (HDF5 in, logits out)", NULL},
+    {"predict", cmd_predict, "a checkpoint on image files: top-5 classes, boxes drawn, or masks overlaid (PNG, JSON)", NULL},
+    {"export", cmd_export, "write a checkpoint as an ONNX model (BN folded) for ONNX Runtime and converters", NULL},
+    {"pack", cmd_pack, "convert a dataset (folders, COCO, YOLO, masks, synth) into an HDF5 pack", NULL},
+    {"synth", cmd_synth, "write a pack of synthetic scenes (labels, boxes and masks)", NULL},
+    {"space", cmd_space, "count a search space's subnets, sample one as an arch, or check an arch is in it", NULL},
+    {"supernet", cmd_supernet, "train a weight-sharing supernet over a search space, or score an arch in it", "train"},
+    {"extract", cmd_extract, "write an arch of a supernet as a standalone checkpoint (BN recalibrated)", NULL},
+    {"search", cmd_search, "search a supernet's space for the best arch under latency budgets per target", ""},
+    {"latency", cmd_latency, "latency tables per target: profile (cpu), model (edgetpu, dsp), predict, measure, validate", NULL},
+    {"coco-eval", cmd_coco_eval, "COCO bbox AP/AR of detections against COCO ground truth (pycocotools' numbers)", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static void usage(FILE *out) {
@@ -215,6 +218,20 @@ char **cli_split_args(const char *verb_name, int argc, char **argv, const cli_fl
     return fargv;
 }
 
+// Under mpirun (docs/SCALE.md) only data-parallel training and search run on every rank. Any other verb is
+// one process's work: were every rank to run it, they would write the same files at once (a pack, an ONNX
+// model, a latency table, --dets-out) and print the same report N times. So rank 0 runs it alone, saying so,
+// and the other ranks leave at once (1: this rank does nothing). A run without a launcher never starts MPI.
+static int one_process_only(const verb *v, int argc, char **argv) {
+    if (v->distributed && (!v->distributed[0] || (argc > 2 && !strcmp(argv[2], v->distributed)))) return 0;
+    int n = ib_dist_size();
+    if (n < 2) return 0;
+    if (ib_dist_rank() > 0) return 1;
+    fprintf(stderr, "ibnas %s: not distributed: rank 0 runs it as one process, the other %d rank%s do nothing (under "
+            "mpirun only train, supernet train and search run on every rank)\n", v->name, n - 1, n > 2 ? "s" : "");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -236,7 +253,7 @@ int main(int argc, char **argv) {
         if (!strcmp(e->name, v)) {
             // Under mpirun a rank that fails aborts the job, so the others do not wait for it in a collective;
             // a Ctrl-C stop (130) is agreed by every rank (docs/SCALE.md), which then finish together.
-            int rc = e->run(argc - 1, argv + 1);
+            int rc = one_process_only(e, argc, argv) ? 0 : e->run(argc - 1, argv + 1);
             ib_dist_finish(rc == 130 ? 0 : rc);
             return rc;
         }

@@ -564,7 +564,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             double loss_sum = (double)loss->data[0] * b->n;
             int64_t n_img = b->n;
             int stop = interrupted;
-            if ((s = ib_dp_step(&dp, &net.ps, NULL, 0, &loss_sum, &n_img, &stop))) goto done;
+            if ((s = ib_dp_step(&dp, &net.ps, NULL, 0, 0, &loss_sum, &n_img, &stop))) goto done;
             if (stop) interrupted = 1;   // any rank's Ctrl-C. Below, the agreed stop decides, not the flag, which a
                                          // signal may set on one rank alone after the allreduce
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);

@@ -8,6 +8,7 @@
 // sync_bn (core/norm.c sums its statistics over the ranks).
 #include "tasks/tasks.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,8 +54,8 @@ static void scale_range(void *p, int64_t lo, int64_t hi, int worker) {
     for (int64_t i = lo; i < hi; i++) j->g[i] *= j->c;
 }
 
-ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double *loss_sum, int64_t *images,
-                     int *stop) {
+ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double min_weight, double *loss_sum,
+                     int64_t *images, int *stop) {
     if (dp->size < 2) return IB_OK;
     int64_t n0 = ps->numel_params, n1 = head ? head->numel_params : 0, n = n0 + n1;
     float *g = ps->grad;   // IB_GRAD_SPARE floats after the gradient hold the scalars
@@ -68,15 +69,11 @@ ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, d
         memcpy(g, ps->grad, sizeof(float) * (size_t)n0);
         memcpy(g + n0, head->grad, sizeof(float) * (size_t)n1);
     }
-    // A weighted loss (segmentation: the mean over this rank's labelled pixels) counts by its weight: the
-    // gradient of the whole batch's mean is sum_r weight_r grad_r / sum_r weight_r.
-    if (weight > 0) {
-        scale_job j = {g, (float)weight};
-        ib_parallel_range(n, 65536, scale_range, &j);
-    }
+    // A loss normalised by a count of its own (ib_dp_seed): the gradients are of this rank's sum, and the whole
+    // batch's loss is the ranks' sums over max(sum_r w_r, min). min_weight is the same on every rank (the mode too).
     g[n] = (float)*loss_sum, g[n + 1] = (float)*images, g[n + 2] = *stop ? 1.0f : 0.0f, g[n + 3] = (float)weight;
     ib_dist_allreduce_f32(g, n + 4);
-    scale_job j = {g, weight > 0 ? 1.0f / g[n + 3] : 1.0f / (float)dp->size};
+    scale_job j = {g, min_weight > 0 ? (float)(1.0 / fmax(g[n + 3], min_weight)) : 1.0f / (float)dp->size};
     ib_parallel_range(n, 65536, scale_range, &j);
     if (head) {
         memcpy(ps->grad, g, sizeof(float) * (size_t)n0);
@@ -86,17 +83,14 @@ ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, d
     return IB_OK;
 }
 
+double ib_dp_seed(const ib_dp *dp, double weight, double min_weight) {
+    return dp->size > 1 && min_weight > 0 ? fmax(weight, min_weight) : 1.0;
+}
+
 ib_status ib_dp_saved(const ib_dp *dp, ib_status s) {
     if (dp->size < 2) return s;
     int v = (int)s;
     ib_dist_bcast(&v, sizeof v, 0);
     if (dp->rank == 0 || !v) return dp->rank == 0 ? s : IB_OK;
     return ib_fail((ib_status)v, "rank 0 could not write the checkpoint");
-}
-
-ib_status ib_dp_unsupported(const char *what) {
-    int n = ib_dist_size();
-    if (n < 2) return IB_OK;
-    return ib_fail(IB_ERR_ARG, "%s has no data-parallel training yet: run it as one process, not on %d MPI ranks "
-                   "(docs/SCALE.md lists what runs distributed)", what, n);
 }

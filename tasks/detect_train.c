@@ -179,8 +179,9 @@ static ib_status open_boxes(ib_dataset **ds, const char *path, ib_ds_format fmt,
     return s;
 }
 
-// The classification loop's loader and schedule (ib_train_loader_open), with boxes: the whole image
-// resized, a random horizontal flip (aug != none), SSD's random crop first (aug rrc).
+// The classification loop's loader and schedule (ib_train_loader_open_with: under mpirun this rank's share of
+// every batch), with boxes: the whole image resized, a random horizontal flip (aug != none), SSD's random crop
+// first (aug rrc).
 static ib_status det_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_loader **loader, long *spe_out,
                                  ib_schedule *schedule) {
     ib_loader_opts lo;
@@ -196,25 +197,7 @@ static ib_status det_loader_open(const ib_train_cfg *cfg, ib_dataset *train, ib_
     lo.aug.hflip_p = cfg->aug == IB_AUG_NONE ? 0.0f : 0.5f;
     memcpy(lo.aug.mean, cfg->mean, sizeof lo.aug.mean);
     memcpy(lo.aug.std, cfg->std, sizeof lo.aug.std);
-    ib_status s = ib_loader_open(loader, train, &lo);
-    if (s) return s;
-    long spe = (long)ib_loader_batches(*loader);
-    if (spe < 1)
-        return ib_fail(IB_ERR_ARG, "%s: %lld images make no batch of %d", cfg->data, (long long)ib_dataset_size(train),
-                       cfg->batch);
-    ib_schedule sch = {.kind = cfg->schedule,
-                       .base_lr = cfg->lr,
-                       .warmup_steps = (long)lround(cfg->warmup_epochs * (double)spe),
-                       .total_steps = (long)cfg->epochs * spe,
-                       .final_lr = 0,
-                       .decay_every = (long)fmax(1, lround(cfg->step_epochs * (double)spe)),
-                       .gamma = cfg->step_gamma};
-    if (sch.kind == IB_LR_COSINE && sch.warmup_steps >= sch.total_steps)
-        return ib_fail(IB_ERR_ARG, "--warmup %g epochs covers the whole run of %d epochs", cfg->warmup_epochs, cfg->epochs);
-    if ((s = ib_schedule_check(&sch))) return s;
-    *spe_out = spe;
-    *schedule = sch;
-    return IB_OK;
+    return ib_train_loader_open_with(cfg, train, &lo, loader, spe_out, schedule);
 }
 
 // The detector to train: resumed, fine-tuned from a detection checkpoint, a backbone from a classification
@@ -259,7 +242,8 @@ static ib_status det_network(const ib_det_train_cfg *dc, int classes, ib_detecto
 }
 
 // The targets of a batch and the loss: every image's boxes (crowd left out) matched to the anchors, then the
-// multibox loss (ssd's or focal). Buffers grow as needed and are kept across steps.
+// multibox loss (ssd's or focal), whose sum is divided by *npos (the matched anchors, at least 1). Buffers grow
+// as needed and are kept across steps.
 typedef struct {
     int32_t *labels, *gtl;
     float *loc_t, *gtb;
@@ -268,7 +252,8 @@ typedef struct {
 
 static void det_bufs_free(det_bufs *u) { free(u->labels), free(u->loc_t), free(u->gtb), free(u->gtl); }
 
-static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const ib_batch *b, ib_tensor *x, ib_tensor **loss) {
+static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const ib_batch *b, ib_tensor *x, ib_tensor **loss,
+                                int64_t *npos) {
     ib_tensor *loc, *conf;
     ib_detector_forward(ctx, d, x, &loc, &conf);
     int A = d->n_anchors;
@@ -276,6 +261,7 @@ static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const 
     if (!grow((void **)&u->labels, &u->cap_t, (int64_t)b->n * A, sizeof *u->labels) ||
         (u->cap_t != ct && !(u->loc_t = realloc(u->loc_t, sizeof(float) * 4 * (size_t)u->cap_t))))
         return ib_fail(IB_ERR_NOMEM, "out of memory");
+    *npos = 0;
     for (int i = 0; i < b->n; i++) {
         int64_t o = b->box_offsets[i], ng = b->box_offsets[i + 1] - o;
         int64_t cg = u->cap_g;
@@ -290,7 +276,8 @@ static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const 
             u->gtb[n * 4 + 2] = bx->x1 / (float)b->w, u->gtb[n * 4 + 3] = bx->y1 / (float)b->h;
             u->gtl[n++] = bx->label;
         }
-        ib_ssd_match(&d->cfg, d->anchors, A, u->gtb, u->gtl, n, u->labels + (int64_t)i * A, u->loc_t + (int64_t)i * A * 4);
+        *npos += ib_ssd_match(&d->cfg, d->anchors, A, u->gtb, u->gtl, n, u->labels + (int64_t)i * A,
+                              u->loc_t + (int64_t)i * A * 4);
     }
     *loss = d->cfg.focal ? ib_focal_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.focal_alpha, d->cfg.focal_gamma)
                          : ib_ssd_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.neg_ratio);
@@ -321,9 +308,12 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
+    ib_dp dp;   // data parallelism under mpirun (one rank: every ib_dp call is a no-op)
 
     if (cfg->epochs < 1 || cfg->batch < 1 || cfg->res < 32 || !(cfg->lr > 0))
         return ib_fail(IB_ERR_ARG, "epochs, batch, res and lr must be positive (res at least 32)");
+    if ((s = ib_dp_begin(&dp, cfg))) return s;
+    const int progress = cfg->progress && dp.rank == 0;
     if ((s = ib_train_out_check(cfg->out, "checkpoint"))) return s;
     if (cfg->ema > 0) return ib_fail(IB_ERR_ARG, "detection: weight EMA is not built for detection yet (--ema 0)");
     if ((s = ib_optim_cfg_check(&cfg->optim))) return s;
@@ -349,6 +339,8 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
         ib_h5_close(f);
         if (s) goto done;
     }
+    ib_dp_bcast(&dp, &d.net.ps, ts.opt, NULL);
+    ib_dp_bcast(&dp, &d.ps, opt_head, NULL);
     if ((s = ib_train_room_check(cfg->out, ib_train_ckpt_bytes(&d.net.ps, ts.opt, NULL) +
                                                ib_train_ckpt_bytes(&d.ps, opt_head, NULL))))
         goto done;
@@ -356,17 +348,21 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
     long spe = 0;
     ib_schedule sch;
     if ((s = det_loader_open(cfg, train, &loader, &spe, &sch))) goto done;
-    if ((s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_AP,val_AP50,val_AP75,epoch_s,img_per_s", &log)))
+    if (dp.rank == 0 &&
+        (s = ib_train_log_open(cfg, ts.epoch, "epoch,step,lr,train_loss,val_AP,val_AP50,val_AP75,epoch_s,img_per_s", &log)))
         goto done;
     ib_sigint_catch(&old_sa);
     handler = 1;
     ctx = ib_ctx_new();
     double t_run = ib_time_s();
     long steps_run = 0;
-    if (cfg->progress)
+    if (progress)
         fprintf(stderr, "train (detect): %s + SSDLite (%d levels), %lld + %lld parameters, %lld images, %d classes, %ld steps an epoch%s\n",
                 d.net.arch.name, d.n_levels, (long long)ib_net_param_count(&d.net), (long long)d.ps.numel_params,
                 (long long)ib_dataset_size(train), classes, spe, cfg->resume ? " (resumed)" : "");
+    if (progress && dp.size > 1)
+        fprintf(stderr, "train: %d ranks, %d images each of every batch of %d%s\n", dp.size, cfg->batch / dp.size,
+                cfg->batch, dp.sync_bn ? ", batchnorm synchronised" : "");
     for (int64_t e = ts.epoch; e < cfg->epochs; e++) {
         ts.epoch = e;
         ib_loader_start_epoch(loader, e);
@@ -381,37 +377,49 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
             ctx->training = 1;
             ctx->recording = 1;
             ctx->release_grads = 1;
+            ctx->sync_bn = dp.sync_bn;
             ib_tensor x;
             ib_batch_tensor(b, &x);
             ib_tensor *loss;
-            if ((s = det_batch_loss(ctx, &d, &bufs, b, &x, &loss))) goto done;
+            int64_t npos;
+            if ((s = det_batch_loss(ctx, &d, &bufs, b, &x, &loss, &npos))) goto done;
+            // Several ranks: the loss is a sum over this rank's images divided by its matched anchors (at least 1),
+            // one process's by the whole batch's: each rank's gradient is of its sum, divided by the batch's count.
+            float seed = (float)ib_dp_seed(&dp, (double)npos, 1);
             ib_params_zero_grad(&d.net.ps);
             ib_params_zero_grad(&d.ps);
-            ib_backward(ctx, loss, NULL);
+            ib_backward(ctx, loss, &seed);
+            ctx->sync_bn = 0;
+            double loss_sum = (double)loss->data[0] * b->n;
+            int64_t n_img = b->n;
+            int stop = ib_sigint_seen();
+            if ((s = ib_dp_step(&dp, &d.net.ps, &d.ps, (double)npos, 1, &loss_sum, &n_img, &stop))) goto done;
             if (cfg->clip > 0) ib_clip_grad_norm(&d.net.ps, cfg->clip), ib_clip_grad_norm(&d.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             ib_optim_step(opt_head, lr);
-            if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
-            ts.epoch_loss += (double)loss->data[0] * b->n;
-            ts.epoch_images += b->n;
+            if ((s = ib_train_loss_check(&ts, (float)(loss_sum / (double)n_img)))) goto done;
+            ts.epoch_loss += loss_sum;
+            ts.epoch_images += n_img;
             ts.step++, ts.batch_in_epoch++, steps_run++;
-            images_run += b->n;
+            images_run += n_img;
             res->steps = ts.step;
-            if (cfg->progress) {
+            if (progress) {
                 char extra[128], what[32];
                 snprintf(extra, sizeof extra, "loss %.4f lr %.4f %.0f img/s", ts.epoch_loss / (double)ts.epoch_images, lr,
                          (double)images_run / (ib_time_s() - t_epoch));
                 snprintf(what, sizeof what, "epoch %lld/%d", (long long)e + 1, cfg->epochs);
                 ib_progress_line(what, ts.batch_in_epoch, batch0, spe, t_epoch - 1e-9, extra);
             }
-            if (ib_sigint_seen() || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
-                int intr = ib_sigint_seen();
-                if (cfg->progress) fputc('\n', stderr);
+            if (stop || (cfg->max_steps > 0 && steps_run >= cfg->max_steps)) {
+                int intr = stop;
+                if (progress) fputc('\n', stderr);
                 res->wall_s = ib_time_s() - t_run;
                 res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);   // the epoch so far
-                if ((s = ib_train_saved(&ts, ib_detector_save(&d, cfg->out, det_state_save, &dst)))) goto done;
+                if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_detector_save(&d, cfg->out, det_state_save,
+                                                                                                  &dst)))))
+                    goto done;
                 res->interrupted = intr;
-                if (cfg->progress || intr)
+                if (progress || (intr && dp.rank == 0))
                     fprintf(stderr, "train: %s at epoch %lld, batch %lld; saved %s, which resumes from here\n",
                             intr ? "interrupted" : "stopped", (long long)e + 1, (long long)ts.batch_in_epoch, cfg->out);
                 s = intr ? ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out) : IB_OK;
@@ -419,11 +427,11 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
             }
         }
         if (s) goto done;
-        if (cfg->progress) fputc('\n', stderr);
+        if (progress) fputc('\n', stderr);
         double epoch_s = ib_time_s() - t_epoch;
         res->last_loss = ts.epoch_loss / (double)(ts.epoch_images ? ts.epoch_images : 1);
         res->img_per_s = (double)images_run / epoch_s;
-        if (val) {
+        if (val) {   // every rank evaluates (the same numbers)
             ib_det_eval_cfg ec;
             ib_det_eval_cfg_default(&ec);
             ec.res = cfg->res;
@@ -434,11 +442,11 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
             if ((s = ib_detector_eval(&d, val, &ec, dres->stats, NULL))) goto done;
             res->val_top1 = dres->stats[1], res->val_top5 = dres->stats[0];
         }
-        fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step, ib_lr_at(&sch, ts.step),
-                res->last_loss, val ? dres->stats[0] : -1.0, val ? dres->stats[1] : -1.0, val ? dres->stats[2] : -1.0,
-                epoch_s, res->img_per_s);
-        if ((s = ib_train_log_flush(cfg, log))) goto done;
-        if (cfg->progress) {
+        if (log) fprintf(log, "%lld,%ld,%.6g,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f\n", (long long)e + 1, ts.step,
+                         ib_lr_at(&sch, ts.step), res->last_loss, val ? dres->stats[0] : -1.0, val ? dres->stats[1] : -1.0,
+                         val ? dres->stats[2] : -1.0, epoch_s, res->img_per_s);
+        if (log && (s = ib_train_log_flush(cfg, log))) goto done;
+        if (progress) {
             fprintf(stderr, "epoch %lld: loss %.4f", (long long)e + 1, res->last_loss);
             if (val) fprintf(stderr, " val AP %.4f AP50 %.4f AP75 %.4f", dres->stats[0], dres->stats[1], dres->stats[2]);
             fputc('\n', stderr);
@@ -448,8 +456,10 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
         ts.epoch_loss = 0;
         ts.epoch_images = 0;
         res->epochs_done = (int)(e + 1);
-        if ((s = ib_train_saved(&ts, ib_detector_save(&d, cfg->out, det_state_save, &dst)))) goto done;
-        if (ib_sigint_seen()) {
+        if ((s = ib_train_saved(&ts, ib_dp_saved(&dp, dp.rank ? IB_OK : ib_detector_save(&d, cfg->out, det_state_save,
+                                                                                          &dst)))))
+            goto done;
+        if (ib_sigint_seen() && dp.size < 2) {   // several ranks: the next step's allreduce carries it to all
             res->interrupted = 1;
             s = ib_fail(IB_ERR_INTERRUPTED, "interrupted; state saved in %s", cfg->out);
             goto done;
@@ -460,6 +470,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
 done:
     if (handler) sigaction(SIGINT, &old_sa, NULL);
     if (log) fclose(log);
+    ib_dp_end(&dp);
     ib_ctx_free(ctx);
     ib_loader_close(loader);
     ib_optim_free(opt_head);
@@ -532,13 +543,15 @@ static ib_status dt_loader(ib_sn_task *t, const ib_train_cfg *c, ib_dataset *tra
     return det_loader_open(c, train, l, spe, sch);
 }
 
-static ib_status dt_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss) {
+static ib_status dt_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss, double *weight) {
     det_task *k = t->state;
     ib_tensor *x = ib_arena_alloc(ctx->arena, sizeof *x);   // the tape keeps it until backward
     ib_batch_tensor(b, x);
     k->d.net = *path;
-    ib_status s = det_batch_loss(ctx, &k->d, &k->bufs, b, x, loss);
+    int64_t npos = 0;
+    ib_status s = det_batch_loss(ctx, &k->d, &k->bufs, b, x, loss, &npos);
     memset(&k->d.net, 0, sizeof k->d.net);
+    *weight = (double)npos;
     return s;
 }
 
@@ -627,8 +640,8 @@ ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     if (!k) return ib_fail(IB_ERR_NOMEM, "out of memory");
     k->ssd = *ssd;
     k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
-                        .loader = dt_loader, .loss = dt_loss, .zero_grad = dt_zero_grad, .step = dt_step,
-                        .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
+                        .loader = dt_loader, .loss = dt_loss, .min_weight = 1, .zero_grad = dt_zero_grad,
+                        .step = dt_step, .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
                         .lut_task = dt_lut_task, .save_net = dt_save_net, .head = &k->d.ps, .state = k};
     *t = &k->t;
     return IB_OK;

@@ -131,7 +131,7 @@ static ib_net cut_path(const seg_task *k, const ib_net *path) {
     return p;
 }
 
-static ib_status st_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss) {
+static ib_status st_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss, double *weight) {
     seg_task *k = t->state;
     int64_t P = (int64_t)b->n * b->h * b->w;
     int64_t bad = ib_seg_check_targets(b->masks, P, k->head.classes, k->ignore);
@@ -143,6 +143,7 @@ static ib_status st_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batc
     ib_net p = cut_path(k, path);
     ib_tensor *z = ib_seg_forward(ctx, &p, &k->head, x, 1);
     *loss = ib_seg_cross_entropy(ctx, z, b->masks, k->weights, k->ignore);
+    *weight = ib_seg_loss_weight(b->masks, P, k->weights, k->ignore);
     return IB_OK;
 }
 
@@ -231,8 +232,8 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     snprintf(k->aug, sizeof k->aug, "%s", aug ? aug : "flip");
     snprintf(k->weights_kind, sizeof k->weights_kind, "%s", class_weights ? class_weights : "none");
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
-                        .loader = st_loader, .loss = st_loss, .zero_grad = st_zero_grad, .step = st_step,
-                        .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
+                        .loader = st_loader, .loss = st_loss, .min_weight = 1e-30, .zero_grad = st_zero_grad,
+                        .step = st_step, .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
                         .lut_task = st_lut_task, .save_net = st_save_net, .head = &k->ps, .state = k};
     *t = &k->t;
     return IB_OK;

@@ -401,6 +401,13 @@ int64_t ib_seg_check_targets(const int32_t *t, int64_t n, int classes, int ignor
     return -1;
 }
 
+double ib_seg_loss_weight(const int32_t *targets, int64_t n, const float *weights, int ignore_index) {
+    double wsum = 0;   // summed in pixel order: the same number for any thread count
+    for (int64_t p = 0; p < n; p++)
+        if (targets[p] != ignore_index) wsum += weights ? weights[targets[p]] : 1.0;
+    return wsum;
+}
+
 ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *targets, const float *weights,
                                 int ignore_index) {
     IB_ASSERT(x->ndim == 4 && ib_is_contiguous(x), "seg_cross_entropy: logits must be contiguous (N, C, H, W)");
@@ -412,9 +419,9 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *x, const int32_t *target
     double *lses = ib_arena_alloc(ctx->arena, sizeof(double) * (size_t)P);
     seg_job jb = {x->data, NULL, targets, weights, lses, row, NULL, 0, hw, C, ignore_index, 0, 0};
     ib_parallel_range(P, ib_grain(8192, C), seg_ce_fwd_pixels, &jb);
-    double loss = 0, wsum = 0;   // summed in pixel order: the same number for any thread count
+    double loss = 0, wsum = ib_seg_loss_weight(targets, P, weights, ignore_index);   // in pixel order, as the weights
     for (int64_t p = 0; p < P; p++)
-        if (targets[p] != ignore_index) loss += row[p], wsum += weights ? weights[targets[p]] : 1.0;
+        if (targets[p] != ignore_index) loss += row[p];
     ib_tensor *y = ib_tensor_new(ctx, 1, (int[]){1});
     y->data[0] = wsum > 0 ? (float)(loss / wsum) : 0.0f;
     ib_node *n = ib_record(ctx, &op_seg_ce, y, 1, &x);
@@ -948,16 +955,17 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             ib_batch_tensor(b, &x);
             ib_tensor *z = ib_seg_forward(ctx, &net, &head, &x, 1);
             ib_tensor *loss = ib_seg_cross_entropy(ctx, z, b->masks, weights, ign);
+            // Several ranks: the loss is a mean over this rank's labelled pixels (weighted), which weighs its share
+            // (none labelled: the loss and its gradient are 0, any positive min_weight does).
+            double wsum = dp.size > 1 ? ib_seg_loss_weight(b->masks, (int64_t)b->n * H * W, weights, ign) : 0;
+            float seed = (float)ib_dp_seed(&dp, wsum, 1e-30);
             ib_params_zero_grad(&net.ps);
-            ib_backward(ctx, loss, NULL);
+            ib_backward(ctx, loss, &seed);
             ctx->sync_bn = 0;
-            // Several ranks: the loss is a mean over this rank's labelled pixels (weighted), which weighs its share.
-            double wsum = 0, loss_sum = (double)loss->data[0] * b->n;
-            for (int64_t p = 0; dp.size > 1 && p < (int64_t)b->n * H * W; p++)
-                if (b->masks[p] != ign) wsum += weights ? weights[b->masks[p]] : 1.0;
+            double loss_sum = (double)loss->data[0] * b->n;
             int64_t n_img = b->n;
             int stop = ib_sigint_seen();
-            if ((s = ib_dp_step(&dp, &net.ps, NULL, wsum > 0 ? wsum : 1e-30, &loss_sum, &n_img, &stop))) goto done;
+            if ((s = ib_dp_step(&dp, &net.ps, NULL, wsum, 1e-30, &loss_sum, &n_img, &stop))) goto done;
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);

@@ -119,6 +119,9 @@ ib_status ib_seg_init_from(ib_net *net, const char *path, int *copied);
 // an IB_ASSERT: the caller checks the data first (ib_seg_check_targets).
 ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *logits, const int32_t *targets, const float *weights,
                                 int ignore_index);
+// What ib_seg_cross_entropy divides its sum by: sum_i w[t_i] over the n targets not ignored (weights NULL: 1
+// each), summed in target order. Data parallelism weighs each rank's loss by it (ib_dp_step).
+double ib_seg_loss_weight(const int32_t *targets, int64_t n, const float *weights, int ignore_index);
 // The first target outside 0..classes-1 that is not ignore_index, as its index; -1 when none.
 int64_t ib_seg_check_targets(const int32_t *t, int64_t n, int classes, int ignore_index);
 

@@ -310,6 +310,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     if (c->resume && (s = ib_train_state_resume(c->resume, &ts))) goto done;
     ib_dp_bcast(&dp, &sn.ps, ts.opt, NULL);
     if (task && (s = task->attach(task, &sn, c, classes, c->resume))) goto done;
+    if (task) ib_dp_bcast(&dp, task->head, NULL, NULL);   // the head's optimizer state comes from the same file
     if ((s = ib_train_room_check(c->out, ib_train_ckpt_bytes(&sn.ps, ts.opt, ts.ema)))) goto done;
 
     long spe;
@@ -371,7 +372,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             ib_params_zero_grad(&sn.ps);
             if (task) task->zero_grad(task);
             ib_supernet_active_clear(&sn, active);
-            double step_loss = 0;
+            double step_loss = 0, weight = 0;   // a task's loss weight: the batch's, the same for every path
             if (cfg->sampling == IB_SN_FAIR) ib_space_sample_fair(&sn.space, &pr, n_paths, choice);
             for (int p = 0; p < n_paths; p++) {
                 int *path_choice = choice;
@@ -393,9 +394,10 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ib_tensor *loss;
                 float w = 1;
                 if (task) {   // the task's head on the path; every path from the labels
-                    if ((s = task->loss(task, ctx, &path, b, &loss))) goto done;
+                    if ((s = task->loss(task, ctx, &path, b, &loss, &weight))) goto done;
                     step_loss += loss->data[0] / n_paths;
                     if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;
+                    w = (float)ib_dp_seed(&dp, weight, task->min_weight);   // several ranks: the gradient of its sum
                     ib_backward(ctx, loss, &w);
                     continue;
                 }
@@ -421,7 +423,9 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             double loss_sum = step_loss * b->n;
             int64_t n_img = b->n;
             int stop = ib_sigint_seen();
-            if ((s = ib_dp_step(&dp, &sn.ps, task ? task->head : NULL, 0, &loss_sum, &n_img, &stop))) goto done;
+            if ((s = ib_dp_step(&dp, &sn.ps, task ? task->head : NULL, weight, task ? task->min_weight : 0, &loss_sum,
+                                &n_img, &stop)))
+                goto done;
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
             ib_optim_step_active(ts.opt, lr, active);
             if (task) task->step(task, lr, c->clip);

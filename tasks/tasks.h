@@ -129,18 +129,22 @@ void ib_dp_end(ib_dp *dp);
 // Every rank takes rank 0's parameters and buffers, and its optimizer and EMA state (both may be NULL):
 // identical at the start, whether fresh, fine-tuned or resumed.
 void ib_dp_bcast(const ib_dp *dp, ib_params *ps, ib_optim *opt, ib_ema *ema);
-// After backward: the gradients of ps (and of head, NULL: none) become the mean over the ranks (each
-// rank's loss is the mean over its share, so that is the whole batch's gradient), in one allreduce with
-// *loss_sum (this rank's loss times its images), *images and *stop (this rank wants to stop: Ctrl-C),
-// which come back as the sums and any rank's stop. weight > 0: the loss is a mean over that much of this
-// rank's share (segmentation: its labelled pixels, or their class weights), and the gradients are averaged
-// with those weights; 0: the shares weigh the same.
-ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double *loss_sum, int64_t *images,
-                     int *stop);
+// A loss that is a sum over this rank's share divided by max(weight, min_weight), a count of the share's own
+// (segmentation: its labelled pixels, or their class weights; detection: its matched anchors, at least 1):
+// backward starts from this seed instead of 1, so the gradients are those of the sum, on the same scale on
+// every rank (synchronised batchnorm's backward adds the ranks' output gradients). 1 on one rank or with
+// min_weight 0 (a mean over the same number of images on every rank).
+double ib_dp_seed(const ib_dp *dp, double weight, double min_weight);
+// After backward: the gradients of ps (and of head, NULL: none) become the whole batch's, in one allreduce
+// with *loss_sum (this rank's loss times its images), *images and *stop (this rank wants to stop: Ctrl-C),
+// which come back as the sums and any rank's stop. min_weight 0: the mean over the ranks (each rank's loss
+// is the mean over its share of the same size, so that is the whole batch's gradient); min_weight > 0 (the
+// same on every rank): backward was seeded by ib_dp_seed(weight, min_weight), and the ranks' sums are divided
+// by max(sum of weights, min_weight), what one process divides the whole batch's sum by.
+ib_status ib_dp_step(ib_dp *dp, ib_params *ps, ib_params *head, double weight, double min_weight, double *loss_sum,
+                     int64_t *images, int *stop);
 // Rank 0 writes (s: its save's result), the others learn the result; a failure stops every rank.
 ib_status ib_dp_saved(const ib_dp *dp, ib_status s);
-// A training loop that has no data parallelism yet: an error naming it when run on more than one rank.
-ib_status ib_dp_unsupported(const char *what);
 
 // What a checkpoint carries under /train besides the weights, so a run resumes exactly.
 typedef struct ib_train_state {
@@ -214,8 +218,11 @@ struct ib_sn_task {
     // its optimizer state too when c is given). c NULL: scoring only (no optimizer).
     ib_status (*attach)(ib_sn_task *t, const ib_supernet *sn, const ib_train_cfg *c, int classes, const char *from);
     ib_status (*loader)(ib_sn_task *t, const ib_train_cfg *c, ib_dataset *train, ib_loader **l, long *spe, ib_schedule *sch);
-    // one path's loss on a batch, recorded for backward (gradients into the path's views and the head)
-    ib_status (*loss)(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss);
+    // one path's loss on a batch, recorded for backward (gradients into the path's views and the head): a sum
+    // over the batch divided by max(*weight, min_weight), *weight depending on the batch only (detection: the
+    // matched anchors, at least 1; segmentation: the labelled pixels), which weighs a rank's share (ib_dp_step)
+    ib_status (*loss)(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss, double *weight);
+    double min_weight;
     void (*zero_grad)(ib_sn_task *t);
     void (*step)(ib_sn_task *t, float lr, float clip);
     ib_status (*save)(ib_sn_task *t, ib_h5 *f);   // the head, its settings and optimizer state

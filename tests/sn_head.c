@@ -69,7 +69,8 @@ static ib_status expected_head_stats(ib_supernet *sn, ib_sn_task *t, const int *
             ib_ctx_reset(ctx);
             ctx->training = 1, ctx->recording = 0;
             ib_tensor *loss;
-            if ((s = t->loss(t, ctx, &path, bt, &loss))) break;
+            double weight;
+            if ((s = t->loss(t, ctx, &path, bt, &loss, &weight))) break;
             for (int64_t i = 0; i < nb; i++) expect[i] += h->buf[i] / (double)0.1f / rc.batches;
         }
     }
