@@ -70,13 +70,14 @@ alone() {   # alone NAME ARCH SEED [--init]: trained alone (one thread), then Ca
   mv "$1.test.json.tmp" "$1.test.json"
 }
 name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
+same_arch() { cmp -s <(grep -v '"name"' "$1") <(grep -v '"name"' "$2"); }   # two arch files but for their names
 echo "== trained alone, ${ALONE_JOBS:-2} at a time (one thread each) $(date -u +%H:%M)"
 for sd in $SEEDS; do
   prev=""
   for w in 0.35 0.5 0.75; do
     b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
     a=$(pick_of "$b") p="$(name "pick_$w" "$sd")"
-    if [ -n "$prev" ] && cmp -s <(grep -v "\"name\"" "$a") <(grep -v "\"name\"" "$prev_arch") && [ -f "$prev.test.json" ] && [ ! -f "$p.test.json" ]; then
+    if [ -n "$prev" ] && same_arch "$a" "$prev_arch" && [ -f "$prev.test.json" ] && [ ! -f "$p.test.json" ]; then
       for f in "$prev".*; do cp "$f" "$p${f#"$prev"}"; done   # the same arch as the previous budget's pick
     fi
     alone "$(name "mnv2_$w" "$sd")" "mobilenetv2:$w" "$sd" & p1=$!
@@ -94,7 +95,7 @@ if [ "${FINETUNE:-0}" = 1 ]; then
   for w in 0.35 0.5 0.75; do
     b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
     a=$(pick_of "$b")
-    cmp -s <(grep -v "\"name\"" "$a") <(grep -v "\"name\"" "$prev_arch") && continue   # the previous budget's arch
+    same_arch "$a" "$prev_arch" && continue   # the previous budget's arch
     prev_arch="$a"
     [ -f "sub_$w.h5" ] || "$I" extract --supernet sn.h5 --arch "$a" --calib-batches "$CALIB" --threads "$THREADS" \
         --out "sub_$w.h5"   # written to a temporary file and renamed
