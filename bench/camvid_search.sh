@@ -16,7 +16,7 @@
 #        the space, inherited mIoU against trained alone, Kendall's tau)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-. "$ROOT/bench/lib.sh"   # pick_of
+. "$ROOT/bench/lib.sh"   # pick_of, same_arch
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
@@ -70,7 +70,6 @@ alone() {   # alone NAME ARCH SEED [--init]: trained alone (one thread), then Ca
   mv "$1.test.json.tmp" "$1.test.json"
 }
 name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
-same_arch() { cmp -s <(grep -v '"name"' "$1") <(grep -v '"name"' "$2"); }   # two arch files but for their names
 echo "== trained alone, ${ALONE_JOBS:-2} at a time (one thread each) $(date -u +%H:%M)"
 for sd in $SEEDS; do
   prev=""

@@ -262,7 +262,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                             : ib_open_labelled(&val, c->val, c->data_format, "val")))
         goto done;
     int classes = c->classes > 0 ? c->classes : ib_dataset_classes(data);
-    if (classes < 2 || classes < ib_dataset_classes(data)) {
+    if (classes < (task ? 1 : 2) || classes < ib_dataset_classes(data)) {   // a detector may have one class
         s = ib_fail(IB_ERR_ARG, "%s: %d classes in the data, %d asked for", c->data, ib_dataset_classes(data), classes);
         goto done;
     }

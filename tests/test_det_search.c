@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 // Stride 32 at 64 px: stem 2, stages 4 8 16 32 (the stride-16 feature is the third stage's output, 4x4).
 static const char *space_json =
@@ -108,6 +109,53 @@ TEST(det_supernet_trains_and_resumes_exactly) {
     o.train.data = nobox;
     s = ib_supernet_train(&o, &r);
     CHECK(s && strstr(ib_errmsg(), nobox) && strstr(ib_errmsg(), "boxes"), "data without boxes: %d %s", s, ib_errmsg());
+}
+
+// A detector of one class (COCO people): the supernet trains on it, its path extracts and evaluates. A YOLO
+// root of 24 images, each a bright square on a dark ground, its box the square's.
+TEST(det_supernet_one_class) {
+    fixtures();
+    char root[600], path[800], snp[700], sub[700], cmd[4096], *out = NULL, *err = NULL;
+    snprintf(root, sizeof root, "%s/det_one_class", test_tmpdir());
+    const char *dirs[] = {"", "/images", "/images/train", "/labels", "/labels/train"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, "%s%s", root, dirs[i]);
+        struct stat st;
+        IB_ASSERT(mkdir(path, 0755) == 0 || stat(path, &st) == 0, "cannot make %s", path);
+    }
+    snprintf(path, sizeof path, "%s/names.txt", root);
+    FILE *f = fopen(path, "w");
+    IB_ASSERT(f && fputs("thing\n", f) >= 0 && fclose(f) == 0, "cannot write %s", path);
+    static uint8_t rgb[64 * 64 * 3];
+    for (int n = 0; n < 24; n++) {
+        int x0 = 4 + (n * 7) % 30, y0 = 6 + (n * 5) % 28, side = 16 + n % 12;
+        for (int y = 0; y < 64; y++)
+            for (int x = 0; x < 64; x++)
+                for (int c = 0; c < 3; c++)
+                    rgb[(y * 64 + x) * 3 + c] = (uint8_t)(x >= x0 && x < x0 + side && y >= y0 && y < y0 + side ? 220 : 30 + (x * y + c) % 20);
+        snprintf(path, sizeof path, "%s/images/train/%02d.png", root, n);
+        IB_ASSERT(!ib_png_write_rgb(path, rgb, 64, 64), "%s", ib_errmsg());
+        snprintf(path, sizeof path, "%s/labels/train/%02d.txt", root, n);
+        IB_ASSERT((f = fopen(path, "w")) && fprintf(f, "0 %.6f %.6f %.6f %.6f\n", (x0 + side / 2.0) / 64, (y0 + side / 2.0) / 64,
+                                                    side / 64.0, side / 64.0) > 0 && fclose(f) == 0, "cannot write %s", path);
+    }
+    snprintf(snp, sizeof snp, "%s/det_sn_one.h5", test_tmpdir());
+    ib_supernet_train_opts o;
+    sn_opts(&o, snp);
+    o.train.data = root;
+    o.train.epochs = 1, o.train.batch = 8;
+    ib_supernet_train_report r;
+    CHECK(ib_supernet_train(&o, &r) == IB_OK && r.train.steps == 2, "one class: %s", ib_errmsg());
+    snprintf(sub, sizeof sub, "%s/det_sub_one.h5", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "(%s extract --supernet %s --arch %s --calib-batches 1 --calib-batch 8 --threads 1 --workers 1 "
+             "--out %s && %s eval --task detect --model %s --data %s --split train --threads 1 --json)", test_ibnas_bin(), snp,
+             largest, sub, test_ibnas_bin(), sub, root);
+    int rc = test_run(cmd, &out, &err);
+    json_t *ev = json_loads(out, 0, NULL);
+    double ap50 = json_number_value(json_object_get(ev, "AP50"));
+    json_decref(ev);
+    CHECK(rc == 0 && ap50 >= 0 && ap50 <= 1, "extract + eval of a one-class detection supernet (%d): %s %s", rc, out, err);
+    free(out), free(err);
 }
 
 // The SSDLite head is shared by every path: scoring a path recalibrates the head's BN statistics with that

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The detection search against mobilenetv2 + SSDLite at equal latency on COCO people (issue 14;
+# docs/DETECTION.md "COCO people: the search against mobilenetv2"): a fair supernet of the mobiledets space
+# trained as an SSDLite backbone (one head shared by every path) at RES x RES on the training split less the
+# held-out 10%; a cpu table of the space with the SSDLite row; the latency of mobilenetv2 detectors (block tap,
+# as the supernet's) at WIDTHS as the budgets; an evolution search scored by AP50 on the held-out images
+# (path and head BN-recalibrated); then every pick and every mobilenetv2 width trained alone from scratch
+# with one recipe, and each pick extracted from the supernet and fine-tuned with the same recipe (MobileDets'
+# arms), all evaluated on the val split: the twelve COCO numbers and each detector's measured latency.
+# Resumable: every step skips what its output holds.
+# usage: bench/coco_search.sh BUILD_DIR OUT_DIR
+#        (env: RES=128 EPOCHS=5 EPOCHS_ALONE=15 POP=16 GENS=3 SEEDS=0 THREADS=2 CALIB=5 WIDTHS="0.5 0.75";
+#        OPT="--lr 0.05": the optimiser flags of the supernet and of every training)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/bench/lib.sh"   # pick_of, same_arch
+I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
+OUT="${2:?OUT_DIR}"
+SPACE="$ROOT/search/spaces/mobiledets.space.json"
+D="$ROOT/../shared/data/coco-person"
+[ -d "$D" ] || { echo "coco_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
+R=${RES:-128} E=${EPOCHS:-5} EA=${EPOCHS_ALONE:-15} POP=${POP:-16} GENS=${GENS:-3} SEEDS=${SEEDS:-0}
+THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75}
+read -r -a opt <<< "${OPT:---lr 0.05}"
+common=(--task detect --batch 16 --res "$R" "${opt[@]}" --warmup 0.3 --workers 1 --quiet)
+mkdir -p "$OUT"; cd "$OUT"
+echo "== supernet ($E epochs, fair sampling, ${R} px) $(date -u +%H:%M)"
+if [ ! -f sn.done ]; then
+  r=(); [ -f sn.h5 ] && r=(--resume sn.h5)
+  "$I" supernet train "${common[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling fair --epochs "$E" \
+      --threads "$THREADS" "${r[@]}"
+  touch sn.done
+fi
+echo "== cpu table $(date -u +%H:%M)"
+if [ ! -f cpu.csv.done ]; then
+  "$I" latency profile --space "$SPACE" --target cpu --res "$R" --threads 1 --classes 1 --out cpu.csv --quiet \
+      --task detect --det-tap-block
+  touch cpu.csv.done
+fi
+echo "== mobilenetv2 detectors measured (block tap, as the supernet's: the budgets) $(date -u +%H:%M)"
+if [ ! -f mnv2.jsonl ]; then
+  for w in $WIDTHS; do
+    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --task detect --det-tap-block \
+        --classes 1 --json | sed "s/^{/{\"width\": $w, /"
+  done > mnv2.jsonl.tmp
+  mv mnv2.jsonl.tmp mnv2.jsonl
+fi
+budget() { jq -r "select(.width == $1) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }'; }
+budgets=$(jq -r '.ms' mnv2.jsonl | awk '{ printf "%s%.4g", (NR > 1 ? "," : ""), $1 }')
+echo "== search under $budgets ms $(date -u +%H:%M)"
+if [ ! -f search.done ]; then
+  r=(); [ -f search/state.json ] && r=(--resume)
+  "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" \
+      --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --calib-batches "$CALIB" \
+      --out search "${r[@]}"
+  touch search.done
+fi
+alone() {   # alone NAME ARCH SEED [--init]: trained alone, then evaluated on val; --init: ARCH is a checkpoint
+  [ -f "$1.val.json" ] && return 0
+  if [ ! -f "$1.json" ]; then
+    local r=() net=(--arch "$2"); [ -f "$1.h5" ] && r=(--resume "$1.h5")
+    [ "${4:-}" = --init ] && net=(--init "$2")
+    "$I" train "${common[@]}" "${net[@]}" --data "$D" --epochs "$EA" --threads "$THREADS" --seed "$3" \
+        --out "$1.h5" "${r[@]}" --json > "$1.json.tmp"
+    mv "$1.json.tmp" "$1.json"
+  fi
+  "$I" eval --task detect --model "$1.h5" --data "$D" --split val --res "$R" --json --quiet --threads "$THREADS" \
+      > "$1.val.json.tmp"
+  mv "$1.val.json.tmp" "$1.val.json"
+}
+name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
+echo "== trained alone from scratch, and the picks extracted and fine-tuned $(date -u +%H:%M)"
+for sd in $SEEDS; do
+  prev_arch=/dev/null
+  for w in $WIDTHS; do
+    a=$(pick_of "$(budget "$w")")
+    alone "$(name "mnv2_$w" "$sd")" "mobilenetv2:$w" "$sd"
+    same_arch "$a" "$prev_arch" && continue   # the previous budget's arch
+    prev_arch="$a"
+    alone "$(name "pick_$w" "$sd")" "$a" "$sd"
+    [ -f "sub_$w.h5" ] || "$I" extract --supernet sn.h5 --arch "$a" --calib-batches "$CALIB" --threads "$THREADS" \
+        --res "$R" --out "sub_$w.h5"
+    alone "$(name "ft_$w" "$sd")" "sub_$w.h5" "$sd" --init
+  done
+done
+echo "== results (COCO people val; latency measured, batch 1, one thread) $(date -u +%H:%M)"
+for w in $WIDTHS; do
+  a=$(pick_of "$(budget "$w")")
+  echo "-- budget mobilenetv2:$w = $(budget "$w") ms; pick $a predicted $("$I" latency predict --lut cpu.csv --arch "$a" \
+      --res "$R" --task detect --det-tap-block --classes 1 --json | jq -r .ms) ms"
+  for m in mnv2 pick ft; do
+    case $m in
+      mnv2) arch="mobilenetv2:$w" tap=() ;;
+      pick) arch="$a" tap=() ;;          # trained alone: SSDLite on the expansion, train's default
+      ft) arch="$a" tap=(--det-tap-block) ;;   # extracted: the supernet's block tap
+    esac
+    ms=$("$I" latency measure --arch "$arch" --res "$R" --threads 1 --repeats 30 --task detect "${tap[@]}" --classes 1 \
+        --json | jq -r .ms)
+    for sd in $SEEDS; do
+      f="$(name "${m}_$w" "$sd").val.json"
+      [ -f "$f" ] || continue
+      jq -r --arg m "$(name "${m}_$w" "$sd")" --arg ms "$ms" \
+          '"\($m) \($ms) ms  AP \(.AP) AP50 \(.AP50) AP75 \(.AP75) APs \(.APs) APm \(.APm) APl \(.APl) AR1 \(.AR1) AR10 \(.AR10) AR100 \(.AR100) ARs \(.ARs) ARm \(.ARm) ARl \(.ARl)"' "$f"
+    done
+  done
+done
