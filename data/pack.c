@@ -811,7 +811,6 @@ static ib_status pack_open_locked(const char *path, pack_reader *r, char ***name
 }
 
 ib_status ib_pack_source_open(ib_dataset *ds, const char *path, const ib_ds_opts *opts) {
-    (void)opts;
     pack_reader *r = calloc(1, sizeof *r);
     if (!r) return ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
     r->file = r->images = r->masks = -1;
@@ -834,7 +833,7 @@ ib_status ib_pack_source_open(ib_dataset *ds, const char *path, const ib_ds_opts
     ds->size = n;
     ds->n_classes = n_classes;
     ds->class_names = names;
-    ds->ignore_index = ignore_index;
+    ds->ignore_index = opts->ignore_index ? opts->ignore_index : ignore_index;   // asked for wins over the pack's
     ds->has_labels = 0;
     for (int64_t i = 0; i < n && !ds->has_labels; i++) ds->has_labels = r->labels[i] >= 0;
     ds->has_boxes = r->box_offsets != NULL;

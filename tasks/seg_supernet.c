@@ -232,7 +232,7 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     snprintf(k->aug, sizeof k->aug, "%s", aug ? aug : "flip");
     snprintf(k->weights_kind, sizeof k->weights_kind, "%s", class_weights ? class_weights : "none");
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
-                        .loader = st_loader, .loss = st_loss, .min_weight = 1e-30, .zero_grad = st_zero_grad,
+                        .loader = st_loader, .loss = st_loss, .min_weight = IB_SEG_MIN_WEIGHT, .zero_grad = st_zero_grad,
                         .step = st_step, .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
                         .lut_task = st_lut_task, .save_net = st_save_net, .head = &k->ps, .state = k};
     *t = &k->t;

@@ -956,16 +956,15 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
             ib_tensor *z = ib_seg_forward(ctx, &net, &head, &x, 1);
             ib_tensor *loss = ib_seg_cross_entropy(ctx, z, b->masks, weights, ign);
             // Several ranks: the loss is a mean over this rank's labelled pixels (weighted), which weighs its share
-            // (none labelled: the loss and its gradient are 0, any positive min_weight does).
             double wsum = dp.size > 1 ? ib_seg_loss_weight(b->masks, (int64_t)b->n * H * W, weights, ign) : 0;
-            float seed = (float)ib_dp_seed(&dp, wsum, 1e-30);
+            float seed = (float)ib_dp_seed(&dp, wsum, IB_SEG_MIN_WEIGHT);
             ib_params_zero_grad(&net.ps);
             ib_backward(ctx, loss, &seed);
             ctx->sync_bn = 0;
             double loss_sum = (double)loss->data[0] * b->n;
             int64_t n_img = b->n;
             int stop = ib_sigint_seen();
-            if ((s = ib_dp_step(&dp, &net.ps, NULL, wsum, 1e-30, &loss_sum, &n_img, &stop))) goto done;
+            if ((s = ib_dp_step(&dp, &net.ps, NULL, wsum, IB_SEG_MIN_WEIGHT, &loss_sum, &n_img, &stop))) goto done;
             if (cfg->clip > 0) ib_clip_grad_norm(&net.ps, cfg->clip);
             ib_optim_step(ts.opt, lr);
             if (ts.ema) ib_ema_update(ts.ema);

@@ -122,6 +122,9 @@ ib_tensor *ib_seg_cross_entropy(ib_ctx *ctx, ib_tensor *logits, const int32_t *t
 // What ib_seg_cross_entropy divides its sum by: sum_i w[t_i] over the n targets not ignored (weights NULL: 1
 // each), summed in target order. Data parallelism weighs each rank's loss by it (ib_dp_step).
 double ib_seg_loss_weight(const int32_t *targets, int64_t n, const float *weights, int ignore_index);
+// The min_weight of ib_dp_seed and ib_dp_step for that weight: a batch with no labelled pixel has a loss and
+// gradient of 0, so any positive floor divides them alike.
+#define IB_SEG_MIN_WEIGHT 1e-30
 // The first target outside 0..classes-1 that is not ignore_index, as its index; -1 when none.
 int64_t ib_seg_check_targets(const int32_t *t, int64_t n, int classes, int ignore_index);
 

@@ -83,6 +83,11 @@ TEST(pack_round_trip_is_exact) {
         CHECK(!strcmp(ib_dataset_class_name(ds, c), rt_names[c]), "class %d is '%s'", c, ib_dataset_class_name(ds, c));
     CHECK(ds->has_labels && ds->has_boxes && ds->has_masks, "has_* flags");
     CHECK(ib_dataset_ignore_index(ds) == 255, "ignore_index %d", ib_dataset_ignore_index(ds));
+    ib_dataset *ds7;   // an ignore index asked for wins over the pack's (ibnas pack --format pack --ignore-index)
+    o.ignore_index = 7;
+    CHECK(ib_dataset_open(&ds7, path, &o) == IB_OK, "open: %s", ib_errmsg());
+    CHECK(ib_dataset_ignore_index(ds7) == 7, "asked for 7, got ignore_index %d", ib_dataset_ignore_index(ds7));
+    ib_dataset_close(ds7);
     for (int i = 0; i < RT_N; i++) {
         ib_sample want, got;
         make_sample(i, &want);
