@@ -292,13 +292,10 @@ static void transpose_tiles(void *p, int64_t lo, int64_t hi, int worker) {
     for (int64_t it = lo; it < hi; it++) {
         int64_t b = it / j->rblocks;
         int r0 = (int)(it % j->rblocks) * 32, r1 = r0 + 32 < j->R ? r0 + 32 : j->R;
-        const float *s = j->src + b * j->R * j->C;
-        float *d = j->dst + b * j->R * j->C;
-        for (int c0 = 0; c0 < j->C; c0 += 32) {
-            int c1 = c0 + 32 < j->C ? c0 + 32 : j->C;
-            for (int r = r0; r < r1; r++)
-                for (int c = c0; c < c1; c++) d[(int64_t)c * j->R + r] = s[(int64_t)r * j->C + c];
-        }
+        const float *s = j->src + b * j->R * j->C + (int64_t)r0 * j->C;
+        float *d = j->dst + b * j->R * j->C + r0;
+        for (int c0 = 0; c0 < j->C; c0 += 32)
+            ib_simd()->transpose(s + c0, j->C, r1 - r0, j->C - c0 < 32 ? j->C - c0 : 32, d + (int64_t)c0 * j->R, j->R);
     }
 }
 

@@ -63,6 +63,8 @@ typedef struct {
     // dst[j] (=, or +=) src[j] for j in [0, n) of each row.
     void (*copy2d)(const float *src, int64_t lds, int64_t n, int rows, float *dst, int64_t ldd, int add, int imgs,
                    int64_t sis, int64_t dis);
+    // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < n: a copy, so every version gives the same floats.
+    void (*transpose)(const float *src, int64_t lds, int rows, int64_t n, float *dst, int64_t ldd);
 
     // Batchnorm over one channel: `outer` runs of `inner` floats, run o at p + o * stride.
     // sum x, and sum (x - m)^2, in double.

@@ -2,6 +2,7 @@
 // double-precision reference at odd sizes, strides, paddings, dilations and kernels; AVX2 and AVX-512
 // bitwise equal; batchnorm bitwise equal across versions; fused BN + activation and conv + BN +
 // activation bitwise equal to the separate ops; thread-count independence; the batched 1x1 path.
+#include "core/simd.h"
 #include "layers/layers.h"
 #include "tests/test.h"
 
@@ -179,6 +180,32 @@ TEST(dwconv_bitwise_across_thread_counts) {
             dw_result_free(&one), dw_result_free(&two);
             if (bad) ib_simd_select("auto");
             CHECK(!bad, "%s, case %d: %s differs between 1 and 2 threads", SIMD[v], i, bad);
+        }
+    }
+    ib_simd_select("auto");
+}
+
+// The transpose kernel (the weight gradients' Xt): every float where it belongs, nothing else touched, at
+// shapes with and without whole 8 x 8 blocks and with row pitches wider than the rows.
+TEST(transpose_every_simd_version) {
+    static const int shapes[][2] = {{1, 1}, {8, 8}, {7, 9}, {9, 7}, {32, 32}, {13, 40}, {40, 13}, {33, 65}, {16, 3}};
+    float src[80 * 80], dst[80 * 80];
+    for (int v = 0; v < N_SIMD; v++) {
+        if (!ib_simd_select(SIMD[v])) continue;
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            int rows = shapes[k][0], n = shapes[k][1];
+            int64_t lds = n + 3, ldd = rows + 5;
+            for (int i = 0; i < 80 * 80; i++) src[i] = (float)i * 0.5f + 1, dst[i] = -7;
+            ib_simd()->transpose(src, lds, rows, n, dst, ldd);
+            for (int i = 0; i < 80 * 80; i++) {
+                int64_t c = i / ldd, r = i % ldd;
+                float want = c < n && r < rows ? src[r * lds + c] : -7;
+                if (dst[i] != want) {
+                    ib_simd_select("auto");
+                    CHECK(0, "%s: %d x %d: dst[%lld][%lld] = %g, want %g", SIMD[v], rows, n, (long long)c, (long long)r,
+                          dst[i], want);
+                }
+            }
         }
     }
     ib_simd_select("auto");
