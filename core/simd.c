@@ -627,7 +627,13 @@ __attribute__((always_inline)) T_AVX2 static inline void deint2_row_avx2(const f
         _mm256_storeu_ps(even + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xd8)));
         _mm256_storeu_ps(odd + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xd8)));
     }
-    deint2_2d_portable(src + 2 * j, 0, n - 2 * j, 1, even + j, odd + j, 0);
+    // The rest (under 16 floats: a whole row of the small maps) 8 at a time, the last ones masked.
+    for (; 2 * j < n; j += 4) {
+        int64_t r = n - 2 * j;
+        __m128 a = _mm_maskload_ps(src + 2 * j, mask4(r)), b = _mm_maskload_ps(src + 2 * j + 4, mask4(r - 4));
+        _mm_maskstore_ps(even + j, mask4((r + 1) / 2), _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm_maskstore_ps(odd + j, mask4(r / 2), _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
 }
 
 T_AVX2 static void deint2_2d_avx2(const float *src, int64_t lds, int64_t n, int rows, float *even, float *odd,
@@ -649,7 +655,18 @@ __attribute__((always_inline)) T_AVX2 static inline void int2_row_avx2(const flo
         _mm256_storeu_ps(dst + 2 * j, d0);
         _mm256_storeu_ps(dst + 2 * j + 8, d1);
     }
-    int2_2d_portable(even + j, odd + j, 0, n - 2 * j, 1, dst + 2 * j, 0, add);
+    for (; 2 * j < n; j += 4) {   // the rest 8 at a time, the last ones masked
+        int64_t r = n - 2 * j;
+        __m128i m0 = mask4(r), m1 = mask4(r - 4);
+        __m128 e = _mm_maskload_ps(even + j, mask4((r + 1) / 2)), o = _mm_maskload_ps(odd + j, mask4(r / 2));
+        __m128 d0 = _mm_unpacklo_ps(e, o), d1 = _mm_unpackhi_ps(e, o);   // e0 o0 e1 o1, e2 o2 e3 o3
+        if (add) {
+            d0 = _mm_add_ps(_mm_maskload_ps(dst + 2 * j, m0), d0);
+            d1 = _mm_add_ps(_mm_maskload_ps(dst + 2 * j + 4, m1), d1);
+        }
+        _mm_maskstore_ps(dst + 2 * j, m0, d0);
+        _mm_maskstore_ps(dst + 2 * j + 4, m1, d1);
+    }
 }
 
 T_AVX2 static void int2_2d_avx2(const float *even, const float *odd, int64_t lds, int64_t n, int rows, float *dst,
