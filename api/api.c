@@ -103,6 +103,10 @@ ib_net *ib_api_model_net(const ib_model *m) { return m->det ? &m->det->net : (ib
 const char *ib_model_name(const ib_model *m) { return ib_api_model_net(m)->arch.name; }
 // A detector's classes are its head's (objects, without the background).
 int ib_model_classes(const ib_model *m) { return m->det ? m->det->cfg.classes : m->net.arch.classes; }
+const char *ib_model_class_name(const ib_model *m, int c) {
+    const ib_net *n = m ? ib_api_model_net(m) : NULL;
+    return n && c >= 0 && c < n->n_class_names ? n->class_names[c] : NULL;
+}
 int ib_model_input_size(const ib_model *m) { return ib_api_model_net(m)->arch.input; }
 int64_t ib_model_param_count(const ib_model *m) {
     return ib_net_param_count(ib_api_model_net(m)) + (m->det ? m->det->ps.numel_params : 0);

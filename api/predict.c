@@ -150,6 +150,10 @@ ib_status ib_predict(ib_model *m, const uint8_t *rgb, int h, int w, const ib_pre
 }
 
 void ib_draw_detections(uint8_t *rgb, int h, int w, const ib_detection *d, int n) {
+    ib_draw_detections_named(rgb, h, w, d, n, NULL);
+}
+
+void ib_draw_detections_named(uint8_t *rgb, int h, int w, const ib_detection *d, int n, const ib_model *m) {
     int side = h < w ? h : w;
     int thick = side >= 320 ? 2 : 1, scale = side >= 320 ? 2 : 1;
     // lowest score first, so the best boxes and labels end on top
@@ -161,8 +165,12 @@ void ib_draw_detections(uint8_t *rgb, int h, int w, const ib_detection *d, int n
     for (int k = n - 1; k >= 0; k--) {
         uint8_t c[3];
         ib_class_colour(d[k].label, c);
-        char text[32];
-        snprintf(text, sizeof text, "%d %.2f", d[k].label, (double)d[k].score);
+        char text[48];
+        const char *name = ib_model_class_name(m, d[k].label);
+        if (name)
+            snprintf(text, sizeof text, "%.24s %.2f", name, (double)d[k].score);
+        else
+            snprintf(text, sizeof text, "%d %.2f", d[k].label, (double)d[k].score);
         int x = (int)floorf(d[k].x0), y = (int)floorf(d[k].y0) - 7 * scale;
         ib_draw_label(rgb, h, w, x, y < 0 ? (int)floorf(d[k].y0) : y, text, scale, c);
     }

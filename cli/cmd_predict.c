@@ -13,7 +13,8 @@ static const char *usage_text =
     "Runs the checkpoint on each image (PNG or JPEG) by its task:\n"
     "  classify  prints the top-5 classes with their probabilities (the image centre-cropped to --res);\n"
     "  detect    writes DIR/NAME.png, the image with each box outlined in its class colour and labelled\n"
-    "            \"CLASS SCORE\", and DIR/NAME.json, the boxes [x0, y0, x1, y1] in the image's pixels;\n"
+    "            \"CLASS SCORE\" (the class's name where the checkpoint records names: training writes the data's),\n"
+    "            and DIR/NAME.json, the boxes [x0, y0, x1, y1] in the image's pixels;\n"
     "  segment   writes DIR/NAME.png, the image with the predicted classes blended in (--alpha), and\n"
     "            DIR/NAME.labels.png, the label map (a palette PNG whose values are the class ids).\n"
     "NAME is the image's file name without its extension. Colours: docs/FORMATS.md \"Class colours\".\n"
@@ -40,9 +41,17 @@ static int write_json(const char *path, json_t *j) {
     return 0;
 }
 
-static json_t *box_json(const ib_detection *d) {
-    return json_pack("{s:i, s:f, s:[f, f, f, f]}", "class", d->label, "score", (double)d->score, "box", (double)d->x0,
-                     (double)d->y0, (double)d->x1, (double)d->y1);
+// "name" where the checkpoint names the classes
+static json_t *named(json_t *o, const ib_model *m, int c) {
+    const char *name = ib_model_class_name(m, c);
+    if (o && name) json_object_set_new(o, "name", json_string(name));
+    return o;
+}
+
+static json_t *box_json(const ib_model *m, const ib_detection *d) {
+    return named(json_pack("{s:i, s:f, s:[f, f, f, f]}", "class", d->label, "score", (double)d->score, "box",
+                           (double)d->x0, (double)d->y0, (double)d->x1, (double)d->y1),
+                 m, d->label);
 }
 
 // The outputs of one image: files under out, and its JSON entry (returned; NULL after a failure, printed).
@@ -66,16 +75,17 @@ static json_t *predict_one(ib_model *m, const char *image, const char *out, cons
     if (!strcmp(p.task, "classify")) {
         json_t *top = json_array();
         for (int t = 0; t < p.n_top; t++)
-            json_array_append_new(top, json_pack("{s:i, s:f}", "class", p.top_class[t], "prob", (double)p.top_prob[t]));
+            json_array_append_new(
+                top, named(json_pack("{s:i, s:f}", "class", p.top_class[t], "prob", (double)p.top_prob[t]), m, p.top_class[t]));
         json_object_set_new(j, "top", top);
     } else if (!strcmp(p.task, "detect")) {
         json_t *dets = json_array();
-        for (int k = 0; k < p.n_dets; k++) json_array_append_new(dets, box_json(&p.dets[k]));
+        for (int k = 0; k < p.n_dets; k++) json_array_append_new(dets, box_json(m, &p.dets[k]));
         json_object_set_new(j, "detections", dets);
         json_object_set_new(j, "png", json_string(png));
         snprintf(extra, sizeof extra, "%s/%s.json", out, stem);
         json_object_set_new(j, "json", json_string(extra));
-        ib_draw_detections(rgb, h, w, p.dets, p.n_dets);
+        ib_draw_detections_named(rgb, h, w, p.dets, p.n_dets, m);
         if ((s = ib_png_write_rgb(png, rgb, h, w))) cli_report("predict", s);
         else if (write_json(extra, j)) s = IB_ERR_IO;
     } else {
@@ -106,9 +116,14 @@ static void print_entry(const char *task, const json_t *e) {
         printf("%s:", image);
         size_t i;
         json_t *t;
-        json_array_foreach(json_object_get(e, "top"), i, t)
-            printf("  %lld %.4f", (long long)json_integer_value(json_object_get(t, "class")),
-                   json_number_value(json_object_get(t, "prob")));
+        json_array_foreach(json_object_get(e, "top"), i, t) {
+            const char *name = json_string_value(json_object_get(t, "name"));
+            if (name)
+                printf("  %s %.4f", name, json_number_value(json_object_get(t, "prob")));
+            else
+                printf("  %lld %.4f", (long long)json_integer_value(json_object_get(t, "class")),
+                       json_number_value(json_object_get(t, "prob")));
+        }
         printf("\n");
     } else if (!strcmp(task, "detect")) {
         printf("%s: %zu boxes -> %s, %s\n", image, json_array_size(json_object_get(e, "detections")),

@@ -50,12 +50,18 @@ void ib_draw_rect(uint8_t *rgb, int h, int w, float x0, float y0, float x1, floa
     fill(rgb, h, w, e - thick, b, e, f, c);       // right
 }
 
-// 3x5 glyphs as 15 bits, row 0 (top) in bits 14..12, each row's left column in its high bit.
+// 3x5 glyphs as 15 bits, row 0 (top) in bits 14..12, each row's left column in its high bit: digits, '.',
+// '-', ':', the letters (lower case drawn as capitals) and '_'.
 static int glyph_bit(char ch, int row, int col) {
     static const struct { char ch; unsigned short bits; } font[] = {
         {'0', 0x7B6F}, {'1', 0x2C97}, {'2', 0x73E7}, {'3', 0x73CF}, {'4', 0x5BC9}, {'5', 0x79CF}, {'6', 0x79EF},
         {'7', 0x7249}, {'8', 0x7BEF}, {'9', 0x7BCF}, {'.', 0x0002}, {'-', 0x01C0}, {':', 0x0410},
+        {'A', 0x2BED}, {'B', 0x6BAE}, {'C', 0x3923}, {'D', 0x6B6E}, {'E', 0x79A7}, {'F', 0x79A4}, {'G', 0x396B},
+        {'H', 0x5BED}, {'I', 0x7497}, {'J', 0x126A}, {'K', 0x5BAD}, {'L', 0x4927}, {'M', 0x5FED}, {'N', 0x6B6D},
+        {'O', 0x2B6A}, {'P', 0x6BA4}, {'Q', 0x2B73}, {'R', 0x6BAD}, {'S', 0x388E}, {'T', 0x7492}, {'U', 0x5B6F},
+        {'V', 0x5B6A}, {'W', 0x5BFD}, {'X', 0x5AAD}, {'Y', 0x5A92}, {'Z', 0x72A7}, {'_', 0x0007},
     };
+    if (ch >= 'a' && ch <= 'z') ch = (char)(ch - 'a' + 'A');   // one case: class names read in capitals
     for (size_t i = 0; i < sizeof font / sizeof font[0]; i++)
         if (font[i].ch == ch) return (font[i].bits >> (14 - 3 * row - col)) & 1;
     return 0;   // a space, or a character the font lacks

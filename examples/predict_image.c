@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
         for (int k = 0; k < p.n_dets; k++)
             printf("class %d  %.3f  [%.1f %.1f %.1f %.1f]\n", p.dets[k].label, p.dets[k].score, p.dets[k].x0,
                    p.dets[k].y0, p.dets[k].x1, p.dets[k].y1);
-        ib_draw_detections(rgb, h, w, p.dets, p.n_dets);
+        ib_draw_detections_named(rgb, h, w, p.dets, p.n_dets, m);
     } else {         // a segmenter: a class id per pixel
         char lpath[1100];
         snprintf(lpath, sizeof lpath, "%s.labels.png", prefix);

@@ -123,6 +123,9 @@ IBNAS_API void ib_model_free(ib_model *m);   // NULL is fine
 
 IBNAS_API const char *ib_model_name(const ib_model *m);     // the arch's name
 IBNAS_API int ib_model_classes(const ib_model *m);          // logits per image
+// The name of class c (0 <= c < classes) as the training data named it, recorded in the checkpoint by
+// training (attribute class_names); NULL when the checkpoint has none (older ones, data without names).
+IBNAS_API const char *ib_model_class_name(const ib_model *m, int c);
 IBNAS_API int ib_model_input_size(const ib_model *m);       // the resolution it was built or trained for
 IBNAS_API int64_t ib_model_param_count(const ib_model *m);  // trainable parameters
 IBNAS_API char *ib_model_arch_json(const ib_model *m);      // the arch as JSON text; free() it (NULL: no memory)
@@ -790,6 +793,8 @@ IBNAS_API void ib_prediction_free(ib_prediction *p);
 // label "CLASS SCORE" in a small bitmap font; or each pixel's class colour blended in with weight alpha
 // (0..1), pixels of class skip (-1: none) left as they are.
 IBNAS_API void ib_draw_detections(uint8_t *rgb, int h, int w, const ib_detection *d, int n);
+// The same with "NAME SCORE" labels where m (NULL: none) has class names (ib_model_class_name).
+IBNAS_API void ib_draw_detections_named(uint8_t *rgb, int h, int w, const ib_detection *d, int n, const ib_model *m);
 IBNAS_API void ib_draw_segmentation(uint8_t *rgb, int h, int w, const uint8_t *labels, float alpha, int skip);
 
 #ifdef __cplusplus

@@ -2,6 +2,7 @@
 // the training state. Written as PATH.tmp and renamed, so a crash never leaves half a checkpoint.
 #include "layers/layers.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,15 @@ ib_status ib_ckpt_save(const ib_net *net, const char *path, ib_status (*extra)(i
         free(json);
     }
     if (!s) s = ib_h5_set_attr_str(f, "/", "ibnas_version", IB_VERSION_STRING);
+    if (!s && net->class_names) {   // a JSON array of strings
+        json_t *a = json_array();
+        for (int c = 0; a && c < net->n_class_names; c++)
+            if (json_array_append_new(a, json_string(net->class_names[c]))) json_decref(a), a = NULL;
+        char *txt = a ? json_dumps(a, JSON_COMPACT) : NULL;
+        s = txt ? ib_h5_set_attr_str(f, "/", "class_names", txt) : ib_fail(IB_ERR_NOMEM, "%s: out of memory", path);
+        free(txt);
+        json_decref(a);
+    }
     if (!s) s = ib_params_write(f, &net->ps);
     if (!s && extra) s = extra(f, user);
     if (s) {
@@ -75,6 +85,28 @@ static ib_status check_header(ib_h5 *f) {
     return IB_OK;
 }
 
+// The optional class_names attribute: a JSON array of non-empty strings.
+static ib_status read_class_names(ib_net *net, ib_h5 *f) {
+    char *txt = NULL;
+    if (ib_h5_attr_str(f, "/", "class_names", &txt)) return IB_OK;   // none recorded
+    json_error_t e;
+    json_t *a = json_loads(txt, 0, &e);
+    free(txt);
+    int n = json_is_array(a) ? (int)json_array_size(a) : 0;
+    const char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
+    ib_status s = IB_OK;
+    for (int c = 0; names && c < n; c++)
+        if (!(names[c] = json_string_value(json_array_get(a, (size_t)c))) || !names[c][0]) n = -1;
+    if (n < 1 || !names)
+        s = ib_fail(IB_ERR_FORMAT, "%s: the class_names attribute is not a JSON array of non-empty strings",
+                    ib_h5_path(f));
+    else
+        s = ib_net_set_class_names(net, names, n);
+    free(names);
+    json_decref(a);
+    return s;
+}
+
 ib_status ib_ckpt_load(ib_net *net, const char *path) {
     memset(net, 0, sizeof *net);
     ib_h5 *f;
@@ -93,6 +125,7 @@ ib_status ib_ckpt_load(ib_net *net, const char *path) {
     free(json);
     if (!s) s = ib_net_build(net, &arch);
     if (!s) s = ib_ckpt_load_into(net, f);
+    if (!s) s = read_class_names(net, f);
     ib_arch_free(&arch);
     ib_h5_close(f);
     if (s && net->blocks) ib_net_free(net);

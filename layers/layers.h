@@ -170,6 +170,8 @@ typedef struct ib_net {
     ib_cba head;
     ib_linear_mod fc;
     ib_rng dropout_rng;
+    char **class_names;   // the training data's names of the classes, n_class_names of them (NULL: none recorded)
+    int n_class_names;
 } ib_net;
 
 ib_status ib_net_build(ib_net *net, const ib_arch *arch);   // registers and allocates (zeros)
@@ -178,6 +180,9 @@ ib_status ib_net_build(ib_net *net, const ib_arch *arch);   // registers and all
 ib_status ib_net_register(ib_net *net, const ib_arch *arch);
 void ib_net_init_weights(ib_net *net, uint64_t seed);
 void ib_net_free(ib_net *net);
+// Records names[0..n) as the net's class names (copies; replaces any); a NULL or empty name among them, or
+// n < 1, records none. Checkpoints keep them (attribute class_names).
+ib_status ib_net_set_class_names(ib_net *net, const char *const *names, int n);
 // Sets the momentum of every BN of net (stem, blocks, head conv): BN recalibration (search/supernet.c).
 void ib_net_set_bn_momentum(ib_net *net, float m);
 // x: (N, 3, H, W) -> logits (N, classes). ctx->training selects BN's batch statistics and dropout.

@@ -79,7 +79,29 @@ void ib_net_init_weights(ib_net *net, uint64_t seed) {
     ib_rng_seed(&net->dropout_rng, seed, 0xd0);
 }
 
+static void free_class_names(ib_net *net) {
+    for (int c = 0; c < net->n_class_names; c++) free(net->class_names[c]);
+    free(net->class_names);
+    net->class_names = NULL, net->n_class_names = 0;
+}
+
+ib_status ib_net_set_class_names(ib_net *net, const char *const *names, int n) {
+    free_class_names(net);
+    for (int c = 0; c < n; c++)
+        if (!names[c] || !names[c][0]) return IB_OK;
+    if (n < 1) return IB_OK;
+    if (!(net->class_names = calloc((size_t)n, sizeof *net->class_names))) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    net->n_class_names = n;
+    for (int c = 0; c < n; c++)
+        if (!(net->class_names[c] = strdup(names[c]))) {
+            free_class_names(net);
+            return ib_fail(IB_ERR_NOMEM, "out of memory");
+        }
+    return IB_OK;
+}
+
 void ib_net_free(ib_net *net) {
+    free_class_names(net);
     ib_params_free(&net->ps);
     free(net->blocks);
     ib_arch_free(&net->arch);

@@ -277,6 +277,16 @@ ib_status ib_train_saved(train_state *t, ib_status s) {
                    last_good(t, where, sizeof where));
 }
 
+ib_status ib_train_class_names(ib_net *net, const ib_dataset *ds, int classes) {
+    if (classes < 1) return IB_OK;
+    const char **names = calloc((size_t)classes, sizeof *names);
+    if (!names) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    for (int c = 0; c < classes; c++) names[c] = ib_dataset_class_name(ds, c);
+    ib_status s = ib_net_set_class_names(net, names, classes);
+    free(names);
+    return s;
+}
+
 ib_status ib_train_out_check(const char *out, const char *what) {
     if (!out) return ib_fail(IB_ERR_ARG, "an output %s path is needed", what);
     return ib_h5_check_creatable(out);
@@ -505,6 +515,7 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         if (s) goto done;
         ib_net_init_weights(&net, cfg->seed);
     }
+    if ((s = ib_train_class_names(&net, train, classes))) goto done;
     ts.dropout_rng = &net.dropout_rng;
     if (!(ts.opt = ib_optim_new(&cfg->optim, &net.ps))) {
         s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());

@@ -325,6 +325,7 @@ ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres)
         goto done;
     }
     if ((s = det_network(dc, classes, &d))) goto done;
+    if ((s = ib_train_class_names(&d.net, train, classes))) goto done;
     ts.dropout_rng = &d.net.dropout_rng;
     if (!(ts.opt = ib_optim_new(&cfg->optim, &d.net.ps)) || !(opt_head = ib_optim_new(&cfg->optim, &d.ps))) {
         s = ib_fail(IB_ERR_ARG, "%s", ib_errmsg());

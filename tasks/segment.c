@@ -266,7 +266,11 @@ ib_status ib_seg_load(ib_net *net, ib_seg_head *head, const char *path) {
     free(json);
     if (!s) s = ib_seg_build(net, head, &bb.arch, bb.arch.classes, &cfg);
     if (!s) s = ib_params_read(f, &net->ps);
-    if (!s) net->dropout_rng = bb.dropout_rng;
+    if (!s) {
+        net->dropout_rng = bb.dropout_rng;
+        net->class_names = bb.class_names, net->n_class_names = bb.n_class_names;   // moved
+        bb.class_names = NULL, bb.n_class_names = 0;
+    }
     ib_h5_close(f);
     ib_net_free(&bb);
     if (s && net->blocks) ib_net_free(net);
@@ -883,6 +887,7 @@ ib_status ib_train_segment(const ib_seg_train_cfg *scfg, ib_seg_train_result *re
         if (cfg->init && (s = ib_seg_init_from(&net, cfg->init, &copied))) goto done;
         if (cfg->init && progress) fprintf(stderr, "train: %d tensors from %s, the rest initialised\n", copied, cfg->init);
     }
+    if ((s = ib_train_class_names(&net, train, classes))) goto done;
     if (scfg->class_weights && !strcmp(scfg->class_weights, "median")) {
         if (!(weights = malloc(sizeof(float) * (size_t)classes))) {
             s = ib_fail(IB_ERR_NOMEM, "out of memory");

@@ -172,6 +172,9 @@ ib_status ib_train_loss_check(const ib_train_state *t, float loss);
 ib_status ib_train_saved(ib_train_state *t, ib_status s);
 // The checks every training verb makes before it loads anything: an output is named and can be written.
 ib_status ib_train_out_check(const char *out, const char *what);
+// The training data's class names on the network, so its checkpoints carry them (none when the data has
+// no name for one of the classes).
+ib_status ib_train_class_names(ib_net *net, const ib_dataset *ds, int classes);
 // Once the network and the optimizer are built, before the first step: a checkpoint of at least `bytes`
 // (ib_train_ckpt_bytes: every float of the weights, buffers, optimizer and EMA state) fits the file size
 // limit (ulimit -f) and the free space of OUT's folder (a save writes OUT.tmp beside OUT); else the error

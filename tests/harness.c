@@ -308,14 +308,20 @@ const char *test_ibnas_bin(void) {
 }
 
 char *test_read_file(const char *path) {
-    char *buf = calloc(1, 65536);
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
     IB_ASSERT(buf, "out of memory");
     FILE *f = fopen(path, "r");
-    if (f) {
-        size_t n = fread(buf, 1, 65535, f);
-        buf[n] = 0;
-        fclose(f);
+    for (size_t got = 1; f && got;) {   // the whole file, however long
+        if (n + 1 == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            IB_ASSERT(buf, "out of memory");
+        }
+        n += got = fread(buf + n, 1, cap - 1 - n, f);
     }
+    if (f) fclose(f);
+    buf[n] = 0;
     return buf;
 }
 

@@ -67,9 +67,9 @@ const char *test_scratch(const char *name);
 // The ibnas command under test: $IBNAS, else build/ibnas (tests run from the project root).
 const char *test_ibnas_bin(void);
 // Runs a shell command and returns its exit code (-1 when it did not exit normally). Its stdout and
-// stderr (the first 64 KiB, NUL-terminated, malloc'd) go to *out and *err when those are given.
+// stderr (whole, NUL-terminated, malloc'd) go to *out and *err when those are given.
 int test_run(const char *cmd, char **out, char **err);
-// The first 64 KiB of a file, NUL-terminated and malloc'd (empty when it cannot be read).
+// A whole file, NUL-terminated and malloc'd (empty when it cannot be read).
 char *test_read_file(const char *path);
 // 1 when the float32 dataset `name` (e.g. "params/seg.classifier.weight") of two HDF5 files is the same, shape
 // and bits; a missing one stops the binary.

@@ -539,6 +539,26 @@ static ib_status write_broken(const ib_net *net, const char *path, const char *d
     return ib_h5_close(f);
 }
 
+// Class names go into the checkpoint and come back; a net without them loads without them.
+TEST(checkpoint_keeps_class_names) {
+    ib_net net, back;
+    CHECK(ib_ckpt_load(&net, mnv2_path()) == IB_OK, "%s", ib_errmsg());
+    CHECK(!net.class_names && !net.n_class_names, "a checkpoint without names loaded %d", net.n_class_names);
+    const char *names[] = {"cat", "dog", "traffic light"}, *gap[] = {"cat", NULL};
+    CHECK(ib_net_set_class_names(&net, gap, 2) == IB_OK && !net.class_names, "a missing name must record none");
+    CHECK(ib_net_set_class_names(&net, names, 3) == IB_OK && net.n_class_names == 3, "%s", ib_errmsg());
+    char path[256];
+    tmp_name(path, sizeof path, "names");
+    CHECK(ib_ckpt_save(&net, path, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    ib_net_free(&net);
+    CHECK(ib_ckpt_load(&back, path) == IB_OK, "%s", ib_errmsg());
+    unlink(path);
+    int same = back.n_class_names == 3;
+    for (int c = 0; same && c < 3; c++) same = !strcmp(back.class_names[c], names[c]);
+    ib_net_free(&back);
+    CHECK(same, "the names did not come back");
+}
+
 TEST(checkpoint_rejects_bad_files) {
     ib_net net, other;
     CHECK(ib_ckpt_load(&net, mnv2_path()) == IB_OK, "%s", ib_errmsg());
@@ -554,6 +574,9 @@ TEST(checkpoint_rejects_bad_files) {
         {"version", {"version", NULL, 2}, NULL, NULL, "version 2"},
         {"missing", {0}, "features.7.conv.1.1.running_var", NULL, "buffers/features.7.conv.1.1.running_var"},
         {"shape", {0}, NULL, "features.5.conv.2.weight", "params/features.5.conv.2.weight"},
+        {"names", {"class_names", "[1, 2]", 0}, NULL, NULL, "class_names"},
+        {"names0", {"class_names", "[\"cat\", \"\"]", 0}, NULL, NULL, "class_names"},
+        {"names1", {"class_names", "{\"cat\": 0}", 0}, NULL, NULL, "class_names"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases && ok; c++) {
         tmp_name(path, sizeof path, cases[c].what);

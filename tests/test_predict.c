@@ -243,13 +243,17 @@ TEST(predict_classify_top1_is_the_argmax_of_infer) {
         worst = fmax(worst, fabs(p0 - 1 / sum));
         if (json_array_size(top) != 5 || json_integer_value(json_object_get(t0, "class")) != am || fabs(p0 - 1 / sum) > 1e-5)
             bad = i;
+        // the training data's names ride in the checkpoint (the pack's synth class names)
+        const char *name = json_string_value(json_object_get(t0, "name"));
+        if (!name || strcmp(name, ib_synth_class_name(am))) bad = i;
         for (size_t t = 1; t < json_array_size(top); t++)   // most probable first
             if (json_number_value(json_object_get(json_array_get(top, t), "prob")) > json_number_value(json_object_get(json_array_get(top, t - 1), "prob")))
                 bad = i;
     }
     free(y);
     json_decref(j);
-    CHECK(bad < 0, "image %d: predict's top-5 does not start with infer's argmax and its softmax (worst %g)", bad, worst);
+    CHECK(bad < 0, "image %d: predict's top-5 does not start with infer's argmax, its softmax and its name (worst %g)", bad,
+          worst);
 }
 
 // The detections `eval --dets-out` wrote for image_id i, in file order.
@@ -290,7 +294,11 @@ TEST(predict_detect_boxes_are_eval_dets_out) {
             for (int e = 0; e < 4; e++) v[e] = json_number_value(json_array_get(box, (size_t)e)), r[e] = json_number_value(json_array_get(bb, (size_t)e));
             double sa = json_number_value(json_object_get(a, "score")), sb = json_number_value(json_object_get(b, "score"));
             // eval writes x, y, w, h with 2 decimals and the score with 8 significant digits
-            if (json_integer_value(json_object_get(a, "class")) != json_integer_value(json_object_get(b, "category_id")) ||
+            const char *name = json_string_value(json_object_get(a, "name"));
+            if (!name || strcmp(name, ib_synth_class_name((int)json_integer_value(json_object_get(a, "class")))))
+                snprintf(msg, sizeof msg, "image %d box %zu: name %s for class %lld", i, q, name ? name : "(none)",
+                         json_integer_value(json_object_get(a, "class")));
+            else if (json_integer_value(json_object_get(a, "class")) != json_integer_value(json_object_get(b, "category_id")) ||
                 fabs(v[0] - r[0]) > 0.0051 || fabs(v[1] - r[1]) > 0.0051 || fabs(v[2] - v[0] - r[2]) > 0.0051 ||
                 fabs(v[3] - v[1] - r[3]) > 0.0051 || fabs(sa - sb) > 1e-7 * fabs(sb) + 1e-9)
                 snprintf(msg, sizeof msg, "image %d box %zu: class %lld score %.8g [%.3f %.3f %.3f %.3f], eval: class %lld "
@@ -325,6 +333,44 @@ TEST(predict_detect_boxes_are_eval_dets_out) {
     json_decref(all);
     CHECK(!msg[0], "%s", msg);
     CHECK(total > 0, "no detections to compare");
+}
+
+// The public calls: a trained model names its classes as its training data did, a created one names none;
+// boxes drawn with the names differ from boxes drawn with the ids only in the label. The segmenter has one
+// class more than the pack names (6, the scenes' background), so it records none.
+TEST(model_class_names_and_named_labels) {
+    fixtures();
+    const char *task[] = {"classify", "detect", "segment"};
+    for (int t = 0; t < 3; t++) {
+        ib_model *m;
+        CHECK(!ib_model_load(&m, trained(task[t])), "%s", ib_errmsg());
+        int ok = ib_model_class_name(m, -1) == NULL && ib_model_class_name(m, ib_model_classes(m)) == NULL;
+        for (int c = 0; c < ib_model_classes(m) && ok; c++)
+            ok = t == 2 ? !ib_model_class_name(m, c)
+                        : ib_model_class_name(m, c) && !strcmp(ib_model_class_name(m, c), ib_synth_class_name(c));
+        if (ok && t == 1) {
+            int h = 40, w = 60;
+            uint8_t *a = calloc((size_t)h * w * 3, 1), *b = calloc((size_t)h * w * 3, 1);
+            ib_detection d = {.x0 = 5, .y0 = 20, .x1 = 30, .y1 = 35, .score = 0.87f, .label = 2};
+            ib_draw_detections(a, h, w, &d, 1);
+            ib_draw_detections_named(b, h, w, &d, 1, m);
+            int label_rows = 0, box_rows = 1;
+            for (int y = 0; y < h; y++) {
+                int diff = memcmp(a + (size_t)y * w * 3, b + (size_t)y * w * 3, (size_t)w * 3) != 0;
+                if (y < 20) label_rows += diff;
+                else box_rows &= !diff;
+            }
+            free(a), free(b);
+            ok = label_rows > 0 && box_rows;
+        }
+        ib_model_free(m);
+        CHECK(ok, "%s: the model's class names are not the pack's, or the named label is wrong", task[t]);
+    }
+    ib_model *fresh;
+    CHECK(!ib_model_create(&fresh, "mobilenetv2:0.35", 6, 0), "%s", ib_errmsg());
+    const char *none = ib_model_class_name(fresh, 0);
+    ib_model_free(fresh);
+    CHECK(!none, "a created model names class 0 '%s'", none);
 }
 
 TEST(predict_segment_labels_are_eval_pred_out) {

@@ -199,23 +199,11 @@ static char *out_dir(const char *name) {
     return b;
 }
 
-// A whole file, NUL-terminated (test_read_file stops at 64 KiB; state files are longer); "" when absent.
+// DIR/LEAF whole, NUL-terminated; "" when absent.
 static char *read_at(const char *dir, const char *leaf) {
     char path[1200];
     snprintf(path, sizeof path, "%s/%s", dir, leaf);
-    FILE *f = fopen(path, "rb");
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    IB_ASSERT(buf, "out of memory");
-    while (f) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1) break;
-        buf = realloc(buf, cap *= 2);
-        IB_ASSERT(buf, "out of memory");
-    }
-    if (f) fclose(f);
-    buf[n] = 0;
-    return buf;
+    return test_read_file(path);
 }
 
 static int file_exists(const char *dir, const char *leaf) {
