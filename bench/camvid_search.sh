@@ -16,7 +16,7 @@
 #        the space, inherited mIoU against trained alone, Kendall's tau)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-. "$ROOT/bench/lib.sh"   # pick_of, same_arch
+. "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
@@ -47,7 +47,7 @@ if [ ! -f mnv2.jsonl ]; then
   done > mnv2.jsonl.tmp
   mv mnv2.jsonl.tmp mnv2.jsonl
 fi
-budgets=$(jq -r '.ms' mnv2.jsonl | awk '{ printf "%s%.4g", (NR > 1 ? "," : ""), $1 }')
+budgets=$(budgets_all)
 echo "== search under $budgets ms $(date -u +%H:%M)"
 if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
@@ -69,12 +69,11 @@ alone() {   # alone NAME ARCH SEED [--init]: trained alone (one thread), then Ca
   "$I" eval --task segment --model "$1.h5" --data "$D" --split test --json --quiet > "$1.test.json.tmp"
   mv "$1.test.json.tmp" "$1.test.json"
 }
-name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
 echo "== trained alone, ${ALONE_JOBS:-2} at a time (one thread each) $(date -u +%H:%M)"
 for sd in $SEEDS; do
   prev=""
   for w in 0.35 0.5 0.75; do
-    b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+    b=$(budget_of "$w")
     a=$(pick_of "$b") p="$(name "pick_$w" "$sd")"
     if [ -n "$prev" ] && same_arch "$a" "$prev_arch" && [ -f "$prev.test.json" ] && [ ! -f "$p.test.json" ]; then
       for f in "$prev".*; do cp "$f" "$p${f#"$prev"}"; done   # the same arch as the previous budget's pick
@@ -92,7 +91,7 @@ if [ "${FINETUNE:-0}" = 1 ]; then
   echo "== picks extracted and fine-tuned, one at a time $(date -u +%H:%M)"
   prev_arch=/dev/null
   for w in 0.35 0.5 0.75; do
-    b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+    b=$(budget_of "$w")
     a=$(pick_of "$b")
     same_arch "$a" "$prev_arch" && continue   # the previous budget's arch
     prev_arch="$a"
@@ -145,7 +144,7 @@ PY
 fi
 echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"
 for w in 0.35 0.5 0.75; do
-  b=$(jq -r "select(.width == $w) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }')
+  b=$(budget_of "$w")
   "$I" latency predict --lut cpu.csv --arch "$(pick_of "$b")" --res "$R" --task segment --head deeplab --classes 11
   "$I" latency measure --arch "$(pick_of "$b")" --res "$R" --threads 1 --repeats 30 --task segment --head deeplab \
       --classes 11

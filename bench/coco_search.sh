@@ -13,7 +13,7 @@
 #        OPT="--lr 0.05": the optimiser flags of the supernet and of every training)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-. "$ROOT/bench/lib.sh"   # pick_of, same_arch
+. "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
@@ -45,8 +45,7 @@ if [ ! -f mnv2.jsonl ]; then
   done > mnv2.jsonl.tmp
   mv mnv2.jsonl.tmp mnv2.jsonl
 fi
-budget() { jq -r "select(.width == $1) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }'; }
-budgets=$(jq -r '.ms' mnv2.jsonl | awk '{ printf "%s%.4g", (NR > 1 ? "," : ""), $1 }')
+budgets=$(budgets_all)
 echo "== search under $budgets ms $(date -u +%H:%M)"
 if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
@@ -68,12 +67,11 @@ alone() {   # alone NAME ARCH SEED [--init]: trained alone, then evaluated on va
       > "$1.val.json.tmp"
   mv "$1.val.json.tmp" "$1.val.json"
 }
-name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }   # seed 0 keeps the plain name
 echo "== trained alone from scratch, and the picks extracted and fine-tuned $(date -u +%H:%M)"
 for sd in $SEEDS; do
   prev_arch=/dev/null
   for w in $WIDTHS; do
-    a=$(pick_of "$(budget "$w")")
+    a=$(pick_of "$(budget_of "$w")")
     alone "$(name "mnv2_$w" "$sd")" "mobilenetv2:$w" "$sd"
     same_arch "$a" "$prev_arch" && continue   # the previous budget's arch
     prev_arch="$a"
@@ -85,8 +83,8 @@ for sd in $SEEDS; do
 done
 echo "== results (COCO people val; latency measured, batch 1, one thread) $(date -u +%H:%M)"
 for w in $WIDTHS; do
-  a=$(pick_of "$(budget "$w")")
-  echo "-- budget mobilenetv2:$w = $(budget "$w") ms; pick $a predicted $("$I" latency predict --lut cpu.csv --arch "$a" \
+  a=$(pick_of "$(budget_of "$w")")
+  echo "-- budget mobilenetv2:$w = $(budget_of "$w") ms; pick $a predicted $("$I" latency predict --lut cpu.csv --arch "$a" \
       --res "$R" --task detect --det-tap-block --classes 1 --json | jq -r .ms) ms"
   for m in mnv2 pick ft; do
     case $m in

@@ -13,3 +13,11 @@ pick_of() {
 
 # same_arch A B: two arch files are the same arch but for their names.
 same_arch() { cmp -s <(grep -v '"name"' "$1") <(grep -v '"name"' "$2"); }
+
+# budget_of WIDTH: the measured ms of mobilenetv2:WIDTH in mnv2.jsonl (the budgets file both searches write),
+# in the shortest form the search names its pick by; budgets_all: every width's, comma-separated.
+budget_of() { jq -r "select(.width == $1) | .ms" mnv2.jsonl | awk '{ printf "%.4g", $1 }'; }
+budgets_all() { jq -r '.ms' mnv2.jsonl | awk '{ printf "%s%.4g", (NR > 1 ? "," : ""), $1 }'; }
+
+# name BASE SEED: a run's file name; seed 0 keeps the plain name.
+name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }

@@ -289,13 +289,14 @@ typedef struct {
 
 static void transpose_tiles(void *p, int64_t lo, int64_t hi, int worker) {
     const transpose_job *j = p;
+    const ib_simd_kernels *k = ib_simd();
     for (int64_t it = lo; it < hi; it++) {
         int64_t b = it / j->rblocks;
         int r0 = (int)(it % j->rblocks) * 32, r1 = r0 + 32 < j->R ? r0 + 32 : j->R;
         const float *s = j->src + b * j->R * j->C + (int64_t)r0 * j->C;
         float *d = j->dst + b * j->R * j->C + r0;
         for (int c0 = 0; c0 < j->C; c0 += 32)
-            ib_simd()->transpose(s + c0, j->C, r1 - r0, j->C - c0 < 32 ? j->C - c0 : 32, d + (int64_t)c0 * j->R, j->R);
+            k->transpose(s + c0, j->C, r1 - r0, j->C - c0 < 32 ? j->C - c0 : 32, d + (int64_t)c0 * j->R, j->R);
     }
 }
 
