@@ -69,8 +69,8 @@ static ib_status task_rows(task_head *t, const ib_arch *a, int fallback_classes,
 
 // The task's rows a space needs at res beside its own (ib_lut_profile_cfg's and ib_lut_model_space's extra):
 // the distinct head rows (and a detector's head conv row) over every choice of the layer after the stride-16
-// tap, the one layer whose choice changes a head's inputs (a detector's expansion tap); arch[i] is a path
-// giving keys[i].
+// tap, the one layer whose choice changes a head's inputs (a detector's expansion tap), and every choice of
+// a space's searched segmentation head; arch[i] is a path giving keys[i].
 typedef struct space_task_rows {
     task_head th;
     int classes, res;
@@ -90,15 +90,17 @@ static ib_status space_rows(const ib_space *sp, const ib_latency_head *head, int
     ib_status s = task_head_parse(head, &r->th);
     if (s || !r->th.kind) return s;
     r->classes = r->th.classes > 0 ? r->th.classes : classes > 0 ? classes : sp->classes, r->res = res, r->act = sp->act;
-    int L = sp->n_layers, *choice = calloc((size_t)L + 1, sizeof *choice), vary = -1;
+    int L = sp->n_layers, *choice = calloc((size_t)ib_space_genes(sp) + 1, sizeof *choice), vary = -1;
     if (!choice) return ib_fail(IB_ERR_NOMEM, "out of memory");
     for (int l = 0, stride = sp->stem_stride; l < L; l++) {   // the first layer past stride 16
         stride *= ib_space_layer_info(sp, l).stride;
         if (stride > 16 && vary < 0) vary = l;
     }
-    int nc = vary >= 0 ? ib_space_choices(sp, vary, NULL, 0) : 1;
-    for (int c = 0; c < nc && !s; c++) {
-        if (vary >= 0) choice[vary] = c;
+    // and every choice of a searched segmentation head (the head gene: its row's width and layers)
+    int nc = vary >= 0 ? ib_space_choices(sp, vary, NULL, 0) : 1, nh = ib_space_head_choices(sp);
+    for (int c = 0; c < nc * (nh ? nh : 1) && !s; c++) {
+        if (vary >= 0) choice[vary] = c % nc;
+        if (nh) choice[L] = c / nc;
         ib_arch a;
         ib_lut_task task;
         if ((s = ib_space_arch(sp, choice, 0, &a))) break;
@@ -459,7 +461,7 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
     r->res = res;
     r->predicted = calloc((size_t)n, sizeof(double));
     r->measured = calloc((size_t)n, sizeof(double));
-    int *choice = calloc((size_t)sp.n_layers + 1, sizeof(int));
+    int *choice = calloc((size_t)ib_space_genes(&sp) + 1, sizeof(int));
     ib_arch *archs = calloc((size_t)n, sizeof *archs);
     if (!r->predicted || !r->measured || !choice || !archs) s = ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_set_threads(o->threads);

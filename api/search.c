@@ -306,6 +306,9 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (!s && tm >= 0 && task_metric < 0)
         s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of %s (a %s supernet)", metric, task_metrics[tm].list, task);
     int res = o->res > 0 ? o->res : a->sn.space.input;
+    if (!s && ib_space_head_choices(&a->sn.space) && o->latency_of && !strcmp(o->latency_of, "backbone"))
+        s = ib_fail(IB_ERR_ARG, "%s: its space searches the segmentation head, whose cost --latency-of backbone leaves out "
+                    "(use --latency-of task)", o->supernet);
     if (!s) s = load_luts(a, o->luts, &c);
     if (!s) s = assign_budgets(o->budgets, &c);
     if (!s) s = load_baselines(a, o->baselines, a->sn.base.classes, &c);

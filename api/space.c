@@ -45,7 +45,7 @@ ib_status ib_space_sample_arch(ib_space *s, const char *how, uint64_t seed, int 
     else if (!strcmp(how, "smallest")) kind = IB_SAMPLE_SMALLEST;
     else return ib_fail(IB_ERR_ARG, "ib_space_sample_arch: '%s' is not a way to sample (random, largest, smallest)", how);
     if (classes < 0) return ib_fail(IB_ERR_ARG, "ib_space_sample_arch: classes %d (0 keeps the space's)", classes);
-    int *choice = malloc(sizeof(int) * (size_t)s->n_layers);
+    int *choice = malloc(sizeof(int) * (size_t)ib_space_genes(s));
     if (!choice) return ib_fail(IB_ERR_NOMEM, "out of memory sampling space %s", s->name);
     ib_rng r;
     ib_rng_seed(&r, seed, 0);

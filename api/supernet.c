@@ -104,7 +104,7 @@ static ib_status arch_choice(ib_supernet *sn, const char *spec, int **choice) {
     memset(&a, 0, sizeof a);
     ib_status s = spec[0] == '{' ? ib_arch_parse(&a, spec, "arch") : ib_arch_load(&a, spec);
     if (s) return s;
-    if (!(*choice = malloc(sizeof(int) * (size_t)(sn->space.n_layers ? sn->space.n_layers : 1))))
+    if (!(*choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sn->space))))
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
     if (!s) s = ib_space_check(&sn->space, &a, spec[0] == '{' ? "arch" : spec, *choice);
     ib_arch_free(&a);

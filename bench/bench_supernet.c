@@ -84,7 +84,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)ib_rng_below(&r, 200);
     ib_tensor xt;
     ib_tensor_init(&xt, xd, 4, x->shape);
-    int *choice = malloc(sizeof(int) * (size_t)sp.n_layers);
+    int *choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sp));
     printf("bench_supernet: %s at %d px, batch %d, %d threads; supernet %lld weights (%.0f MB with grads and momentum)\n",
            sp.name, res, batch, threads, (long long)sn.ps.numel_params, 3.0 * 4 * (double)sn.ps.numel_params / 1e6);
     printf("%-6s %10s %10s %8s %12s %12s %8s %10s\n", "arch", "path ms", "alone ms", "time x", "path arena", "alone arena",

@@ -108,7 +108,7 @@ static ib_status parse_block(ib_json_where *w, json_t *jb, ib_block_cfg *b, int 
 }
 
 static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
-    static const char *const keys[] = {"format", "version", "name", "task", "classes", "input", "act", "stem", "blocks", "head", NULL};
+    static const char *const keys[] = {"format", "version", "name", "task", "classes", "input", "act", "stem", "blocks", "head", "seg_head", NULL};
     ib_json_where w = {source, ""};
     if (!json_is_object(root)) return ib_json_bad(&w, "", "the top level must be an object");
     TRY(ib_json_only_keys(&w, root, keys));
@@ -147,6 +147,15 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
         cin = a->blocks[i].out;
     }
     TRY(ib_json_get_head(&w, root, &a->head_out, &a->dropout));
+    json_t *sh = json_object_get(root, "seg_head");
+    if (sh) {
+        static const char *const sk[] = {"repeats", "width", NULL};
+        if (!json_is_object(sh)) return ib_json_bad(&w, "seg_head", "must be an object");
+        snprintf(w.path, sizeof w.path, "seg_head");
+        TRY(ib_json_only_keys(&w, sh, sk));
+        TRY(ib_json_get_int(&w, sh, "repeats", &a->seg_repeats, 1, 1, 64));
+        TRY(ib_json_get_int(&w, sh, "width", &a->seg_width, 1, 1, 1 << 16));
+    }
     return IB_OK;
 }
 
@@ -202,7 +211,9 @@ char *ib_arch_to_json(const ib_arch *a) {
         }
         OUT("}%s\n", i + 1 < a->n_blocks ? "," : "");
     }
-    OUT("  ],\n  \"head\": {\"out\": %d, \"dropout\": %g}\n}\n", a->head_out, a->dropout);
+    OUT("  ],\n  \"head\": {\"out\": %d, \"dropout\": %g}", a->head_out, a->dropout);
+    if (a->seg_repeats > 0) OUT(",\n  \"seg_head\": {\"repeats\": %d, \"width\": %d}", a->seg_repeats, a->seg_width);
+    OUT("\n}\n");
 #undef OUT
     IB_ASSERT(k < cap, "arch JSON buffer too small");
     return s;

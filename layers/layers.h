@@ -142,6 +142,8 @@ typedef struct ib_arch {
     int head_out;                 // the 1x1 conv before pooling (0: none)
     float dropout;                // before the classifier (training only)
     ib_act act;                   // the network's activation
+    int seg_repeats, seg_width;   // a searched BiFPN segmentation head's layers and width (JSON "seg_head",
+                                  // from a space's seg_head choices; 0: not chosen, the head's flags apply)
 } ib_arch;
 
 void ib_arch_free(ib_arch *a);

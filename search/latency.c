@@ -318,7 +318,7 @@ ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, i
                            const ib_lut_timing *tm, void (*progress)(void *, int, int, const char *), void *user) {
     ib_lut_parts *parts = malloc(sizeof *parts * (size_t)(n > 0 ? n : 1));
     double *meas = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
-    int *choice = malloc(sizeof(int) * (size_t)(s->n_layers + 1));
+    int *choice = malloc(sizeof(int) * (size_t)(ib_space_genes(s) + 1));
     ib_status st = IB_OK;
     if (!parts || !meas || !choice) st = ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_arch *archs = calloc((size_t)(n > 0 ? n : 1), sizeof *archs);

@@ -44,6 +44,11 @@ typedef struct ib_space {
     int n_stages;
     ib_space_stage *stages;    // malloc'd
     int n_layers;              // the sum of the stages' layers
+    // Choices of a BiFPN segmentation head searched with the backbone (Autoseg-EdgeTPU; "seg_head" in the
+    // file): its layers and its width, ascending. n_seg_repeats 0: the space has none. They make one gene
+    // after the layers (ib_space_genes): its choices are every (width, repeats) pair, width outermost.
+    int n_seg_repeats, seg_repeats[IB_SPACE_MAX_VALUES];
+    int n_seg_width, seg_width[IB_SPACE_MAX_VALUES];
 } ib_space;
 
 // Syntax errors give line and column, wrong fields their path ("stages[2].kernel"); `source` names the
@@ -66,7 +71,13 @@ int ib_space_choices(const ib_space *s, int layer, ib_block_cfg *out, int max);
 // The number of subnets, exactly, as a decimal string (it outgrows 64 bits), and its log10.
 void ib_space_count(const ib_space *s, char *buf, size_t n, double *log10_count);
 
-// choice[l] indexes ib_space_choices of layer l. The arch gets the space's stem, head, act and input;
+// A choice vector has ib_space_genes entries: one per layer, then, when the space has seg_head choices, one
+// for the head (ib_space_head_choices of them; 0 when it has none). Every function below that takes or fills
+// a choice vector uses that many entries.
+int ib_space_genes(const ib_space *s);
+int ib_space_head_choices(const ib_space *s);
+// choice[l] indexes ib_space_choices of layer l; the head gene sets the arch's seg_repeats and seg_width.
+// The arch gets the space's stem, head, act and input;
 // classes > 0 replaces the space's class count.
 ib_status ib_space_arch(const ib_space *s, const int *choice, int classes, ib_arch *a);
 // The choice indices of an arch; IB_ERR_ARG naming `source`, the block and the field when the arch is not
@@ -371,6 +382,15 @@ void ib_supernet_free(ib_supernet *sn);
 // valid until ctx is reset. In training mode with recording on, its gradients go into sn->ps's grads.
 // path->ps is empty: use the supernet's for optimizers and checkpoints.
 void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *path);
+// The pieces a path is made of, for heads shared the same way (tasks/seg_supernet.c): a shared conv seen as
+// a narrower one (first output and input channels, centred kernel; a contiguous copy whose gradient flows
+// back into the slice), a BN as its first c channels (views: running statistics land in the shared buffers),
+// a conv + BN at cout outputs (and cin inputs; depthwise when the shared one is), and a standalone conv + BN
+// given a view's values (ib_supernet_extract's copy).
+ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs);
+ib_bn ib_supernet_bn_view(ib_ctx *ctx, const ib_bn *full, int c);
+ib_cba ib_supernet_cba_view(ib_ctx *ctx, const ib_cba *full, int cin, int cout);
+void ib_supernet_copy_cba(ib_cba *dst, const ib_cba *src);
 
 // The tensors (indices into sn->ps) a training step changes, as torch.optim skips parameters without a
 // gradient: clear sets the stem's, head's and classifier's and unsets every layer op's; add sets those of

@@ -35,6 +35,9 @@ static void space_defaults(ib_space *s) {
 // ---------------------------------------------------------------------------------------------
 // Layers and their choices
 
+int ib_space_head_choices(const ib_space *s) { return s->n_seg_repeats * s->n_seg_width; }
+int ib_space_genes(const ib_space *s) { return s->n_layers + (ib_space_head_choices(s) > 0); }
+
 ib_space_layer ib_space_layer_info(const ib_space *s, int layer) {
     IB_ASSERT(layer >= 0 && layer < s->n_layers, "layer %d of a space of %d layers", layer, s->n_layers);
     int cin = s->stem_out;
@@ -126,13 +129,13 @@ static ib_block_cfg *choices_alloc(const ib_space *s, int layer, int *n) {
 void ib_space_count(const ib_space *s, char *buf, size_t n, double *log10_count) {
     // A big integer in base 1e9 limbs, least significant first; a layer has at most a few thousand choices,
     // so each factor adds under 4 decimal digits.
-    int cap = s->n_layers * 4 / 9 + 2, used = 1;
+    int cap = ib_space_genes(s) * 4 / 9 + 2, used = 1;
     uint32_t *limb = calloc((size_t)cap, sizeof *limb);
     IB_ASSERT(limb, "out of memory counting a space");
     limb[0] = 1;
     double lg = 0;
-    for (int l = 0; l < s->n_layers; l++) {
-        uint64_t f = (uint64_t)layer_choices(s, l, NULL, 0, -1), carry = 0;
+    for (int l = 0; l < ib_space_genes(s); l++) {
+        uint64_t f = (uint64_t)(l < s->n_layers ? layer_choices(s, l, NULL, 0, -1) : ib_space_head_choices(s)), carry = 0;
         lg += log10((double)f);
         for (int i = 0; i < used; i++) {
             uint64_t v = limb[i] * f + carry;
@@ -178,6 +181,15 @@ ib_status ib_space_arch(const ib_space *s, const int *choice, int classes, ib_ar
                            c, n);
         }
         a->n_blocks++;
+    }
+    int nh = ib_space_head_choices(s);
+    if (nh > 0) {
+        int g = choice[s->n_layers];
+        if (g < 0 || g >= nh) {
+            ib_arch_free(a);
+            return ib_fail(IB_ERR_ARG, "space %s: seg_head: choice %d is out of range (the head has %d)", s->name, g, nh);
+        }
+        a->seg_width = s->seg_width[g / s->n_seg_repeats], a->seg_repeats = s->seg_repeats[g % s->n_seg_repeats];
     }
     return IB_OK;
 }
@@ -302,6 +314,27 @@ ib_status ib_space_check(const ib_space *s, const ib_arch *a, const char *source
                            ib_block_op_name(b->op), L.index, L.stage);
         if (choice) choice[l] = found;
     }
+    if (!ib_space_head_choices(s)) {
+        if (a->seg_repeats > 0)
+            return ib_fail(IB_ERR_ARG, "%s: seg_head: space %s has no segmentation head choices", src, s->name);
+        return IB_OK;
+    }
+    int wi = -1, ri = -1;
+    for (int i = 0; i < s->n_seg_width; i++)
+        if (s->seg_width[i] == a->seg_width) wi = i;
+    for (int i = 0; i < s->n_seg_repeats; i++)
+        if (s->seg_repeats[i] == a->seg_repeats) ri = i;
+    if (a->seg_repeats <= 0)
+        return ib_fail(IB_ERR_ARG, "%s: seg_head: missing; space %s searches the segmentation head (repeats and width)",
+                       src, s->name);
+    if (wi < 0 || ri < 0) {
+        char lw[128], lr[128];
+        join_ints(lw, sizeof lw, s->seg_width, s->n_seg_width);
+        join_ints(lr, sizeof lr, s->seg_repeats, s->n_seg_repeats);
+        return ib_fail(IB_ERR_ARG, "%s: seg_head: repeats %d, width %d; space %s allows repeats %s and widths %s", src,
+                       a->seg_repeats, a->seg_width, s->name, lr, lw);
+    }
+    if (choice) choice[s->n_layers] = wi * s->n_seg_repeats + ri;
     return IB_OK;
 }
 
@@ -326,6 +359,9 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
         }
         h = (h + L.stride - 1) / L.stride;
     }
+    int nh = ib_space_head_choices(s);   // (width, repeats) pairs in ascending order: the last is the largest
+    if (nh > 0)
+        choice[s->n_layers] = kind == IB_SAMPLE_RANDOM ? (int)ib_rng_below(r, (uint32_t)nh) : kind == IB_SAMPLE_LARGEST ? nh - 1 : 0;
 }
 
 // The number of op types a layer allows and, per op type, the range of its choices (first[k], count[k]):
@@ -351,6 +387,7 @@ int ib_space_fair_paths(const ib_space *s) {
 }
 
 void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choices) {
+    const int G = ib_space_genes(s);
     int first[IB_BLOCK_SKIP + 1], count[IB_BLOCK_SKIP + 1], perm[IB_BLOCK_SKIP + 1];
     for (int l = 0; l < s->n_layers; l++) {
         int n = layer_op_ranges(s, l, first, count);
@@ -361,9 +398,11 @@ void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choice
         }
         for (int p = 0; p < n_paths; p++) {
             int o = perm[p % n];
-            choices[(size_t)p * (size_t)s->n_layers + (size_t)l] = first[o] + (int)ib_rng_below(r, (uint32_t)count[o]);
+            choices[(size_t)p * (size_t)G + (size_t)l] = first[o] + (int)ib_rng_below(r, (uint32_t)count[o]);
         }
     }
+    for (int p = 0, nh = ib_space_head_choices(s); nh > 0 && p < n_paths; p++)   // the head: uniform per path
+        choices[(size_t)p * (size_t)G + (size_t)s->n_layers] = (int)ib_rng_below(r, (uint32_t)nh);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,8 +549,27 @@ static ib_status check_layers(const ib_space *s, const char *source) {
     return IB_OK;
 }
 
+// "seg_head": {"repeats": [...], "width": [...]}, both lists required.
+static ib_status parse_seg_head(ib_space *s, json_t *root, const char *source) {
+    static const char *const keys[] = {"repeats", "width", NULL};
+    json_t *h = json_object_get(root, "seg_head");
+    ib_json_where w = {source, ""};
+    if (!h) return IB_OK;
+    if (!json_is_object(h)) return ib_json_bad(&w, "seg_head", "must be an object");
+    snprintf(w.path, sizeof w.path, "seg_head");
+    TRY(ib_json_only_keys(&w, h, keys));
+    TRY(get_values(&w, h, "repeats", &s->n_seg_repeats, s->seg_repeats, NULL, 1, 8, 0));
+    TRY(get_values(&w, h, "width", &s->n_seg_width, s->seg_width, NULL, 1, 1 << 12, 0));
+    if (!s->n_seg_repeats || !s->n_seg_width) {
+        s->n_seg_repeats = s->n_seg_width = 0;
+        return ib_json_bad(&w, s->n_seg_width ? "repeats" : "width", "missing");
+    }
+    return IB_OK;
+}
+
 static ib_status parse_root(ib_space *s, json_t *root, const char *source) {
-    static const char *const keys[] = {"format", "version", "name", "input", "classes", "act", "stem", "stages", "head", NULL};
+    static const char *const keys[] = {"format", "version", "name", "input", "classes", "act", "stem", "stages", "head",
+                                       "seg_head", NULL};
     ib_json_where w = {source, ""};
     if (!json_is_object(root)) return ib_json_bad(&w, "", "the top level must be an object");
     json_t *fmt = json_object_get(root, "format");
@@ -550,6 +608,7 @@ static ib_status parse_root(ib_space *s, json_t *root, const char *source) {
         cin = s->stages[i].out;
         if (s->n_layers > SPACE_MAX_LAYERS) return ib_json_bad(&w, "layers", "the space has more than 256 layers");
     }
+    TRY(parse_seg_head(s, root, source));
     return check_layers(s, source);
 }
 
@@ -626,7 +685,15 @@ char *ib_space_to_json(const ib_space *s) {
         }
         OUT("}%s\n", i + 1 < s->n_stages ? "," : "");
     }
-    OUT("  ],\n  \"head\": {\"out\": %d, \"dropout\": %s}\n}\n", s->head_out, fmt_float(f, sizeof f, s->dropout));
+    OUT("  ],\n  \"head\": {\"out\": %d, \"dropout\": %s}", s->head_out, fmt_float(f, sizeof f, s->dropout));
+    if (ib_space_head_choices(s)) {
+        OUT(",\n  \"seg_head\": {\"repeats\": [");
+        for (int x = 0; x < s->n_seg_repeats; x++) OUT("%s%d", x ? ", " : "", s->seg_repeats[x]);
+        OUT("], \"width\": [");
+        for (int x = 0; x < s->n_seg_width; x++) OUT("%s%d", x ? ", " : "", s->seg_width[x]);
+        OUT("]}");
+    }
+    OUT("\n}\n");
 #undef OUT
     IB_ASSERT(k < cap, "space JSON buffer too small");
     return out;

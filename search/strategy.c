@@ -239,9 +239,11 @@ static ib_status measure(const run *r, const int *choice, int only_target, doubl
     ib_arch a;
     memset(&a, 0, sizeof a);
     ib_status s = ib_space_arch(r->sp, choice, r->classes, &a);
+    ib_lut_task task = r->task;   // a searched head's row is the arch's own
+    if (!s && r->has_task && ib_space_head_choices(r->sp)) s = r->cfg->lut_task(r->cfg->lut_task_user, &a, r->res, &task);
     for (int t = 0; !s && t < r->T; t++)
         if (only_target < 0 || t == only_target)
-            s = ib_lut_predict_task(r->cfg->targets[t].lut, &a, r->res, r->has_task ? &r->task : NULL, &ms[t]);
+            s = ib_lut_predict_task(r->cfg->targets[t].lut, &a, r->res, r->has_task ? &task : NULL, &ms[t]);
     if (!s && macs) *macs = ib_arch_macs(&a, r->res);
     ib_arch_free(&a);
     return s;
@@ -849,7 +851,7 @@ static int best_within(const run *r, int target, double budget, int upto) {
 
 static void arch_string(const run *r, const int *c, sbuf *b) {
     ib_block_cfg cfgs[64];
-    for (int l = 0; l < r->L; l++) {
+    for (int l = 0; l < r->sp->n_layers; l++) {
         int n = ib_space_choices(r->sp, l, NULL, 0);
         ib_block_cfg *all = n <= 64 ? cfgs : malloc(sizeof(ib_block_cfg) * (size_t)n);
         IB_ASSERT(all, "out of memory");
@@ -858,6 +860,10 @@ static void arch_string(const run *r, const int *c, sbuf *b) {
         ib_search_block_str(&all[c[l]], s, sizeof s);
         sb_printf(b, "%s%s", l ? "|" : "", s);
         if (all != cfgs) free(all);
+    }
+    if (r->L > r->sp->n_layers) {   // the head gene: BiFPN width and layers
+        int g = c[r->sp->n_layers];
+        sb_printf(b, "|bifpn:w%dr%d", r->sp->seg_width[g / r->sp->n_seg_repeats], r->sp->seg_repeats[g % r->sp->n_seg_repeats]);
     }
 }
 
@@ -1183,6 +1189,14 @@ static ib_status write_archs_svg(const run *r, const arch_row *rows, int n_rows,
             }
             x += GAP;
         }
+        if (r->L > r->sp->n_layers) {   // the searched segmentation head: BiFPN width and layers
+            int g = c[r->sp->n_layers];
+            sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" rx=\"3\" fill=\"#7a5195\" stroke=\"#fff\"/>"
+                          "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" fill=\"#fff\" text-anchor=\"middle\">w%d</text>"
+                          "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"#fff\" text-anchor=\"middle\">r%d</text>\n",
+                      x + 1, y, CW - 2, CH, x + CW / 2.0, y + 17, r->sp->seg_width[g / r->sp->n_seg_repeats], x + CW / 2.0,
+                      y + 32, r->sp->seg_repeats[g % r->sp->n_seg_repeats]);
+        }
     }
     // Legend.
     int ly = TOP + n_rows * RH + 20;
@@ -1432,7 +1446,7 @@ static void progress_line(const run *r, double t0) {
 static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
     r->cfg = cfg;
     r->sp = cfg->space;
-    r->L = r->sp->n_layers;
+    r->L = ib_space_genes(r->sp);   // the layers, then the segmentation head's gene when the space has one
     r->T = cfg->n_targets;
     r->P = cfg->population;
     r->res = cfg->res > 0 ? cfg->res : r->sp->input;
@@ -1441,7 +1455,7 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
     if (!(r->nc = malloc(sizeof(int) * (size_t)r->L))) return ib_fail(IB_ERR_NOMEM, "out of memory");
     r->maxc = 1;
     for (int l = 0; l < r->L; l++) {
-        r->nc[l] = ib_space_choices(r->sp, l, NULL, 0);
+        r->nc[l] = l < r->sp->n_layers ? ib_space_choices(r->sp, l, NULL, 0) : ib_space_head_choices(r->sp);
         if (r->nc[l] < 1) return ib_fail(IB_ERR_ARG, "search: layer %d of space '%s' has no choice", l, r->sp->name);
         r->maxc = r->nc[l] > r->maxc ? r->nc[l] : r->maxc;
     }

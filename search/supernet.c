@@ -151,7 +151,7 @@ static ib_tensor *gc_gather(ib_ctx *ctx, ib_tensor *w, int hid, int groups, int 
 // The shared conv `full` seen as the path's conv `cs`: the tensor itself when nothing is cut, else the
 // slice (first output and input channels, centred kernel) as a contiguous copy whose gradient flows
 // back into the slice.
-static ib_conv path_conv(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs) {
+ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs) {
     ib_conv c = *full;
     c.cin = cs.cin, c.cout = cs.cout, c.k = cs.k, c.stride = cs.stride, c.groups = cs.groups;
     int depthwise = cs.groups == cs.cin && cs.groups == cs.cout && cs.groups > 1;
@@ -165,7 +165,7 @@ static ib_conv path_conv(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs) {
     return c;
 }
 
-static ib_bn path_bn(ib_ctx *ctx, const ib_bn *full, int c) {
+ib_bn ib_supernet_bn_view(ib_ctx *ctx, const ib_bn *full, int c) {
     ib_bn b = *full;
     b.c = c;
     if (c != full->c) {
@@ -175,6 +175,15 @@ static ib_bn path_bn(ib_ctx *ctx, const ib_bn *full, int c) {
         b.var = ib_view_range(ctx, full->var, 0, 0, c);
     }
     return b;
+}
+
+ib_cba ib_supernet_cba_view(ib_ctx *ctx, const ib_cba *full, int cin, int cout) {
+    ib_cba c = *full;
+    int dw = full->conv.groups > 1 && full->conv.groups == full->conv.cin;
+    c.conv = ib_supernet_conv_view(ctx, &full->conv, (ib_conv_shape){dw ? cout : cin, cout, full->conv.k, full->conv.stride,
+                                                                     dw ? cout : 1});
+    c.bn = ib_supernet_bn_view(ctx, &full->bn, cout);
+    return c;
 }
 
 void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *path) {
@@ -189,6 +198,11 @@ void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *p
     path->has_head = sn->has_head;
     path->fc = sn->fc;
     path->dropout_rng = sn->dropout_rng;
+    if (ib_space_head_choices(sp)) {   // the head gene: the task's shared head reads it from the arch
+        int g = choice[sp->n_layers];
+        IB_ASSERT(g >= 0 && g < ib_space_head_choices(sp), "seg_head: choice %d of %d", g, ib_space_head_choices(sp));
+        path->arch.seg_width = sp->seg_width[g / sp->n_seg_repeats], path->arch.seg_repeats = sp->seg_repeats[g % sp->n_seg_repeats];
+    }
     for (int l = 0; l < sp->n_layers; l++) {
         int n = ib_space_choices(sp, l, NULL, 0);
         IB_ASSERT(choice[l] >= 0 && choice[l] < n, "layer %d: choice %d of %d", l, choice[l], n);
@@ -212,12 +226,12 @@ void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *p
         b->n_stages = nc - 1;
         for (int i = 0; i < nc - 1; i++) {
             const ib_cba *fs = &full->stages[i + skip];
-            b->stages[i].conv = path_conv(ctx, &fs->conv, cs[i]);
-            b->stages[i].bn = path_bn(ctx, &fs->bn, cs[i].cout);
+            b->stages[i].conv = ib_supernet_conv_view(ctx, &fs->conv, cs[i]);
+            b->stages[i].bn = ib_supernet_bn_view(ctx, &fs->bn, cs[i].cout);
             b->stages[i].act = fs->act;
         }
-        b->project = path_conv(ctx, &full->project, cs[nc - 1]);
-        b->project_bn = path_bn(ctx, &full->project_bn, cs[nc - 1].cout);
+        b->project = ib_supernet_conv_view(ctx, &full->project, cs[nc - 1]);
+        b->project_bn = ib_supernet_bn_view(ctx, &full->project_bn, cs[nc - 1].cout);
     }
 }
 
@@ -370,7 +384,7 @@ static void copy_bn(ib_bn *dst, const ib_bn *src) {
     copy_tensor(dst->var, src->var);
 }
 
-static void copy_cba(ib_cba *dst, const ib_cba *src) {
+void ib_supernet_copy_cba(ib_cba *dst, const ib_cba *src) {
     copy_conv(&dst->conv, &src->conv);
     copy_bn(&dst->bn, &src->bn);
 }
@@ -386,17 +400,17 @@ ib_status ib_supernet_extract(ib_supernet *sn, const int *choice, ib_net *net) {
     ctx->recording = 0;
     ib_net p;
     ib_supernet_path(ctx, sn, choice, &p);
-    copy_cba(&net->stem, &p.stem);
+    ib_supernet_copy_cba(&net->stem, &p.stem);
     for (int l = 0; l < p.arch.n_blocks; l++) {
         ib_block *d = &net->blocks[l];
         const ib_block *b = &p.blocks[l];
         IB_ASSERT(d->n_stages == b->n_stages && d->cfg.op == b->cfg.op, "extract: layer %d differs", l);
         if (b->cfg.op == IB_BLOCK_SKIP) continue;
-        for (int i = 0; i < b->n_stages; i++) copy_cba(&d->stages[i], &b->stages[i]);
+        for (int i = 0; i < b->n_stages; i++) ib_supernet_copy_cba(&d->stages[i], &b->stages[i]);
         copy_conv(&d->project, &b->project);
         copy_bn(&d->project_bn, &b->project_bn);
     }
-    if (p.has_head) copy_cba(&net->head, &p.head);
+    if (p.has_head) ib_supernet_copy_cba(&net->head, &p.head);
     copy_tensor(net->fc.w, p.fc.w);
     copy_tensor(net->fc.b, p.fc.b);
     net->dropout_rng = sn->dropout_rng;

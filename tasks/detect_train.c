@@ -522,7 +522,7 @@ static ib_status dt_attach(ib_sn_task *t, const ib_supernet *sn, const ib_train_
     ib_arch arch;
     memset(&arch, 0, sizeof arch);
     int *choice = NULL;
-    if (!s && !(choice = malloc(sizeof(int) * (size_t)(sn->space.n_layers ? sn->space.n_layers : 1))))
+    if (!s && !(choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sn->space))))
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
     if (!s) {
         ib_space_sample(&sn->space, IB_SAMPLE_LARGEST, NULL, choice);

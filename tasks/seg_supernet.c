@@ -83,10 +83,13 @@ static ib_status st_attach(ib_sn_task *t, const ib_supernet *sn, const ib_train_
         if (!s && k->data_classes > hc)
             s = ib_fail(IB_ERR_ARG, "%s: a head of %d classes, the data %d", from, hc, k->data_classes);
     } else if (c) cfg.in_h = cfg.in_w = c->res;
+    if (!s && ib_space_head_choices(&sn->space) && strcmp(cfg.kind, "bifpn"))
+        s = ib_fail(IB_ERR_ARG, "space %s searches a BiFPN head (its seg_head choices), not a %s head: --head bifpn",
+                    sn->space.name, cfg.kind);
     ib_arch arch;
     memset(&arch, 0, sizeof arch);
     int *choice = NULL;
-    if (!s && !(choice = malloc(sizeof(int) * (size_t)(sn->space.n_layers ? sn->space.n_layers : 1))))
+    if (!s && !(choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sn->space))))
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
     if (!s) {
         ib_space_sample(&sn->space, IB_SAMPLE_LARGEST, NULL, choice);
@@ -131,6 +134,32 @@ static ib_net cut_path(const seg_task *k, const ib_net *path) {
     return p;
 }
 
+// The head a path runs: the shared head itself, or, when the space searches it, the path's BiFPN (arch's
+// seg_repeats layers of seg_width channels) as views of the shared one's first layers and channels, in ctx's
+// arena (gradients and BN statistics land in the shared tensors, as a path's backbone views do).
+static ib_seg_head path_head(ib_ctx *ctx, const seg_task *k, const ib_net *path) {
+    const ib_seg_head *f = &k->head;
+    ib_seg_head h = *f;
+    int w = path->arch.seg_width, R = path->arch.seg_repeats;
+    if (R <= 0 || (w == f->cfg.width && R == f->cfg.repeats)) return h;
+    IB_ASSERT(f->levels > 0 && R <= f->cfg.repeats && w <= f->cfg.width, "path head %d x %d of %d x %d", R, w,
+              f->cfg.repeats, f->cfg.width);
+    h.cfg.width = w, h.cfg.repeats = R;
+    for (int l = 0; l < f->levels; l++) h.lateral[l] = ib_supernet_cba_view(ctx, &f->lateral[l], f->lateral[l].conv.cin, w);
+    for (int r = 0; r < R; r++)
+        for (int l = 0; l < f->levels; l++) {
+            ib_seg_bifpn_node *n[2] = {&h.bifpn[r].td[l], &h.bifpn[r].up[l]};
+            const ib_seg_bifpn_node *m[2] = {&f->bifpn[r].td[l], &f->bifpn[r].up[l]};
+            for (int j = 0; j < 2; j++) {
+                if (!m[j]->fuse) continue;   // td of the coarsest level, up of the finest: not built
+                n[j]->dw = ib_supernet_cba_view(ctx, &m[j]->dw, w, w);
+                n[j]->pw = ib_supernet_cba_view(ctx, &m[j]->pw, w, w);
+            }
+        }
+    h.cls = ib_supernet_conv_view(ctx, &f->cls, (ib_conv_shape){w, f->cls.cout, 1, 1, 1});
+    return h;
+}
+
 static ib_status st_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss, double *weight) {
     seg_task *k = t->state;
     int64_t P = (int64_t)b->n * b->h * b->w;
@@ -141,7 +170,8 @@ static ib_status st_loss(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batc
     ib_tensor *x = ib_arena_alloc(ctx->arena, sizeof *x);   // the tape keeps it until backward
     ib_batch_tensor(b, x);
     ib_net p = cut_path(k, path);
-    ib_tensor *z = ib_seg_forward(ctx, &p, &k->head, x, 1);
+    ib_seg_head h = path_head(ctx, k, path);
+    ib_tensor *z = ib_seg_forward(ctx, &p, &h, x, 1);
     *loss = ib_seg_cross_entropy(ctx, z, b->masks, k->weights, k->ignore);
     *weight = ib_seg_loss_weight(b->masks, P, k->weights, k->ignore);
     return IB_OK;
@@ -165,10 +195,15 @@ static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, cons
     ec.workers = cfg->workers;
     ec.progress = cfg->progress;
     ib_net p = cut_path(k, path);
+    ib_ctx *vc = ib_ctx_new();   // the path head's views (eval mode: weights read, nothing recorded)
+    if (!vc) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    vc->recording = 0;
+    ib_seg_head h = path_head(vc, k, path);
     ib_seg_metrics mt;
-    ib_status s = ib_eval_segment_net(&p, &k->head, eval, &ec, &mt);
+    ib_status s = ib_eval_segment_net(&p, &h, eval, &ec, &mt);
     m[0] = s ? -1 : mt.miou, m[1] = s ? -1 : mt.pixel_acc, m[2] = s ? -1 : mt.loss;
     ib_seg_metrics_free(&mt);
+    ib_ctx_free(vc);
     return s;
 }
 
@@ -184,7 +219,8 @@ static void st_recal_momentum(void *user, float m) { ib_seg_head_set_bn_momentum
 static void st_recal_forward(ib_ctx *ctx, void *user, ib_tensor *x) {
     st_recal *r = user;
     ib_net p = cut_path(r->k, r->path);
-    ib_seg_forward(ctx, &p, &r->k->head, x, 0);
+    ib_seg_head h = path_head(ctx, r->k, r->path);   // after the momentum is set: views copy it
+    ib_seg_forward(ctx, &p, &h, x, 0);
 }
 
 static ib_status st_recalibrate(ib_sn_task *t, ib_net *path, ib_dataset *calib, const ib_recal_cfg *rc) {
@@ -208,9 +244,32 @@ static ib_status st_save_net(ib_sn_task *t, const ib_net *net, int res, const ch
     ib_seg_head head;
     ib_status s = ib_seg_build(&sn, &head, &net->arch, k->head.classes, &cfg);
     if (s) return s;
-    // the backbone up to the cut from the path, the head (BN statistics as recalibrated for it) from the task
+    // the backbone up to the cut from the path, the head (BN statistics as recalibrated for it) from the task:
+    // a searched head's from its views of the shared one
     ib_params_copy_matching(&sn.ps, &net->ps);
-    ib_params_copy_matching(&sn.ps, &k->ps);
+    if (net->arch.seg_repeats > 0) {
+        ib_ctx *vc = ib_ctx_new();
+        if (!vc) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        else {
+            vc->recording = 0;
+            ib_seg_head v = path_head(vc, k, net);
+            for (int l = 0; l < head.levels; l++) ib_supernet_copy_cba(&head.lateral[l], &v.lateral[l]);
+            for (int r = 0; r < head.cfg.repeats; r++)
+                for (int l = 0; l < head.levels; l++) {
+                    ib_seg_bifpn_node *d[2] = {&head.bifpn[r].td[l], &head.bifpn[r].up[l]};
+                    const ib_seg_bifpn_node *e[2] = {&v.bifpn[r].td[l], &v.bifpn[r].up[l]};
+                    for (int j = 0; j < 2; j++) {
+                        if (!d[j]->fuse) continue;
+                        memcpy(d[j]->fuse->data, e[j]->fuse->data, sizeof(float) * (size_t)ib_numel(d[j]->fuse));
+                        ib_supernet_copy_cba(&d[j]->dw, &e[j]->dw), ib_supernet_copy_cba(&d[j]->pw, &e[j]->pw);
+                    }
+                }
+            memcpy(head.merge->data, v.merge->data, sizeof(float) * (size_t)ib_numel(head.merge));
+            memcpy(head.cls.w->data, v.cls.w->data, sizeof(float) * (size_t)ib_numel(head.cls.w));
+            memcpy(head.cls.b->data, v.cls.b->data, sizeof(float) * (size_t)ib_numel(head.cls.b));
+            ib_ctx_free(vc);
+        }
+    } else ib_params_copy_matching(&sn.ps, &k->ps);
     s = ib_seg_save(&sn, &head, path, NULL, NULL);
     ib_net_free(&sn);
     return s;

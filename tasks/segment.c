@@ -113,6 +113,14 @@ static ib_status seg_taps(const ib_arch *backbone, int classes, const ib_seg_hea
 ib_status ib_seg_head_register(ib_seg_head *head, ib_params *ps, const ib_arch *backbone, int classes,
                                const ib_seg_head_cfg *cfg) {
     memset(head, 0, sizeof *head);
+    ib_seg_head_cfg searched = *cfg;   // an arch from a space that searches the head sets its BiFPN's size
+    if (backbone->seg_repeats > 0) {
+        if (strcmp(cfg->kind, "bifpn"))
+            return ib_fail(IB_ERR_ARG, "%s: its seg_head (repeats %d, width %d) is a BiFPN head's, not %s's (--head bifpn)",
+                           backbone->name, backbone->seg_repeats, backbone->seg_width, cfg->kind);
+        searched.repeats = backbone->seg_repeats, searched.width = backbone->seg_width;
+        cfg = &searched;
+    }
     int hi, lo;
     ib_status s = seg_taps(backbone, classes, cfg, &hi, &lo);
     if (s) return s;

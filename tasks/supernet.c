@@ -293,6 +293,11 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         sn.split_seed = c->seed;
         snprintf(sn.sampling, sizeof sn.sampling, "%s", ib_sn_sampling_name(cfg->sampling));
     }
+    if (ib_space_head_choices(&sn.space) && (!task || strcmp(task->name, "segment"))) {
+        s = ib_fail(IB_ERR_ARG, "%s: space %s has seg_head choices (a searched segmentation head): train it with --task "
+                    "segment --head bifpn", c->resume ? c->resume : cfg->space, sn.space.name);
+        goto done;
+    }
     free(sn.train_data);
     if (!(sn.train_data = strdup(c->data))) {
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -327,7 +332,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     } else snprintf(header, sizeof header, "epoch,step,lr,train_loss,largest_top1,largest_top5,smallest_top1,epoch_s,img_per_s");
     if (dp.rank == 0 && (s = ib_train_log_open(c, ts.epoch, header, &log))) goto done;
 
-    int L = sn.space.n_layers;
+    int L = ib_space_genes(&sn.space);   // a choice vector's entries
     int n_paths = cfg->sampling == IB_SN_SANDWICH ? 2 + cfg->n_random
                   : cfg->sampling == IB_SN_FAIR   ? ib_space_fair_paths(&sn.space)
                                                   : 1;
@@ -348,7 +353,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         double lg;
         ib_space_count(&sn.space, count, sizeof count, &lg);
         fprintf(stderr, "supernet: space %s (%d layers, %s subnets), %lld parameters, %lld training images (%g held out), "
-                "%d classes, %ld steps an epoch, %d path%s a step (%s)%s\n", sn.space.name, L, count,
+                "%d classes, %ld steps an epoch, %d path%s a step (%s)%s\n", sn.space.name, sn.space.n_layers, count,
                 (long long)sn.ps.numel_params, (long long)ib_dataset_size(train), cfg->holdout, classes, spe, n_paths,
                 n_paths > 1 ? "s" : "", ib_sn_sampling_name(cfg->sampling), c->resume ? " (resumed)" : "");
         if (dp.size > 1)

@@ -53,7 +53,7 @@ ib_status ib_seg_lut_task(const ib_arch *backbone, int classes, const ib_seg_hea
     if (bifpn) {
         int mid = 0;
         for (int l = 1; l + 1 < head.levels; l++) mid += width_after(backbone, head.level_block[l]);
-        k->groups = cfg->width, k->r_in = (float)cfg->repeats, k->r_out = (float)mid;
+        k->groups = head.cfg.width, k->r_in = (float)head.cfg.repeats, k->r_out = (float)mid;   // the arch's when searched
     } else {
         k->groups = cfg->aspp, k->r_in = (float)cfg->decoder, k->r_out = (float)cfg->low;
     }
