@@ -13,17 +13,20 @@
 #        CALIB=20: BN recalibration batches of 64 per scored subnet, for its path and then the head;
 #        ALONE_JOBS=2: trainings alone run side by side, 1 to leave a core free; FINETUNE=1: also each pick
 #        extracted from the supernet and fine-tuned with the same recipe, per seed; TAU=N: N archs sampled from
-#        the space, inherited mIoU against trained alone, Kendall's tau)
+#        the space, inherited mIoU against trained alone, Kendall's tau; HEAD=bifpn: the BiFPN head (64 wide, 2
+#        layers) instead of DeepLab's; SPACE=mobiledets_seg: the space whose seg_head choices search the BiFPN
+#        head's layers and width with the backbone, Autoseg-EdgeTPU's joint search: needs HEAD=bifpn, and the
+#        mobilenetv2 baselines keep the fixed 64 x 2 head)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 OUT="${2:?OUT_DIR}"
-SPACE="$ROOT/search/spaces/mobiledets.space.json"
+SPACE="$ROOT/search/spaces/${SPACE:-mobiledets}.space.json" HEAD=${HEAD:-deeplab}
 D="$ROOT/../shared/data/camvid"
 [ -d "$D" ] || { echo "camvid_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
 R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10} SEEDS=${SEEDS:-0 1} THREADS=${THREADS:-2} CALIB=${CALIB:-20}
-seg=(--task segment --head deeplab --seg-aug scale --class-weights median)
+seg=(--task segment --head "$HEAD" --seg-aug scale --class-weights median)
 common=(--batch 8 --res "$R" --optimizer adamw --lr 0.002 --wd 0.0001 --warmup 1 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
 echo "== supernet ($E epochs, fair sampling, ${R} px) $(date -u +%H:%M)"
@@ -36,13 +39,13 @@ fi
 echo "== cpu table $(date -u +%H:%M)"
 if [ ! -f cpu.csv.done ]; then
   "$I" latency profile --space "$SPACE" --target cpu --res "$R" --threads 1 --classes 11 --out cpu.csv --quiet \
-      --task segment --head deeplab
+      --task segment --head "$HEAD"
   touch cpu.csv.done
 fi
 echo "== mobilenetv2 segmenters measured end to end (the budgets) $(date -u +%H:%M)"
 if [ ! -f mnv2.jsonl ]; then
   for w in 0.35 0.5 0.75; do
-    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --task segment --head deeplab \
+    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --task segment --head "$HEAD" \
         --classes 11 --json | sed "s/^{/{\"width\": $w, /"
   done > mnv2.jsonl.tmp
   mv mnv2.jsonl.tmp mnv2.jsonl
@@ -114,7 +117,7 @@ if [ "${TAU:-0}" -gt 0 ]; then
           > "tau/a$i.sn.json.tmp"
       mv "tau/a$i.sn.json.tmp" "tau/a$i.sn.json"
     fi
-    [ -f "tau/a$i.ms" ] || "$I" latency predict --lut cpu.csv --arch "$a" --res "$R" --task segment --head deeplab \
+    [ -f "tau/a$i.ms" ] || "$I" latency predict --lut cpu.csv --arch "$a" --res "$R" --task segment --head "$HEAD" \
         --classes 11 --json | jq -r .ms > "tau/a$i.ms"
     alone "tau/a$i" "$a" 0
   done
@@ -145,8 +148,8 @@ fi
 echo "== the whole segmenters' latency (CamVid test, batch 1, one thread, fastest of 3) $(date -u +%H:%M)"
 for w in 0.35 0.5 0.75; do
   b=$(budget_of "$w")
-  "$I" latency predict --lut cpu.csv --arch "$(pick_of "$b")" --res "$R" --task segment --head deeplab --classes 11
-  "$I" latency measure --arch "$(pick_of "$b")" --res "$R" --threads 1 --repeats 30 --task segment --head deeplab \
+  "$I" latency predict --lut cpu.csv --arch "$(pick_of "$b")" --res "$R" --task segment --head "$HEAD" --classes 11
+  "$I" latency measure --arch "$(pick_of "$b")" --res "$R" --threads 1 --repeats 30 --task segment --head "$HEAD" \
       --classes 11
   for m in "mnv2_$w" "pick_$w"; do
     for i in 1 2 3; do
