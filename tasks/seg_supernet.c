@@ -11,7 +11,8 @@
 
 typedef struct {
     ib_sn_task t;
-    ib_seg_head_cfg cfg;      // as asked (a file's settings replace it in attach)
+    ib_seg_head_cfg cfg;      // as asked (a file's settings replace it in attach); with a space's seg_head
+                              // choices the shared head is the largest, and cfg the head of archs without one
     char aug[16];             // "flip", "scale", "none"
     char weights_kind[16];    // "none", "median"
     int data_classes;         // the training data's (ib_seg_dataset_classes); 0 before it is opened
@@ -35,7 +36,7 @@ static ib_status st_open(ib_sn_task *t, ib_dataset **ds, const char *path, ib_ds
 
 // The root attribute "segment": {"classes": N, "aug": "flip", "class_weights": "none", "head": {seg_head JSON}}.
 static char *settings_json(const seg_task *k) {
-    char *h = ib_seg_head_cfg_to_json(&k->head.cfg);
+    char *h = ib_seg_head_cfg_to_json(&k->cfg);   // as asked: a searched head's largest size comes from the space
     json_t *head = h ? json_loads(h, 0, NULL) : NULL;
     free(h);
     if (!head) return NULL;
@@ -83,6 +84,7 @@ static ib_status st_attach(ib_sn_task *t, const ib_supernet *sn, const ib_train_
         if (!s && k->data_classes > hc)
             s = ib_fail(IB_ERR_ARG, "%s: a head of %d classes, the data %d", from, hc, k->data_classes);
     } else if (c) cfg.in_h = cfg.in_w = c->res;
+    k->cfg = cfg;   // the head of archs without a searched one (a baseline's); a space's seg_head sizes the shared one
     if (!s && ib_space_head_choices(&sn->space) && strcmp(cfg.kind, "bifpn"))
         s = ib_fail(IB_ERR_ARG, "space %s searches a BiFPN head (its seg_head choices), not a %s head: --head bifpn",
                     sn->space.name, cfg.kind);
@@ -232,13 +234,13 @@ static ib_status st_recalibrate(ib_sn_task *t, ib_net *path, ib_dataset *calib, 
 static ib_status st_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_task *out) {
     seg_task *k = t->state;
     if (!k->attached) return ib_fail(IB_ERR_ARG, "segmentation supernet task: its head is not attached yet");
-    return ib_seg_lut_task(a, k->head.classes, &k->head.cfg, res, out);
+    return ib_seg_lut_task(a, k->head.classes, &k->cfg, res, out);
 }
 
 static ib_status st_save_net(ib_sn_task *t, const ib_net *net, int res, const char *path) {
     seg_task *k = t->state;
     if (!k->attached) return ib_fail(IB_ERR_ARG, "segmentation supernet task: its head is not attached yet");
-    ib_seg_head_cfg cfg = k->head.cfg;
+    ib_seg_head_cfg cfg = k->cfg;
     cfg.in_h = cfg.in_w = res;
     ib_net sn;
     ib_seg_head head;

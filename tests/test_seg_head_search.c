@@ -171,8 +171,16 @@ TEST(seg_head_search_cli) {
     int rc = run(cmd, &out, &err);
     CHECK(rc == 0, "supernet train with head choices (%d): %s", rc, err);
     free(out), free(err);
-    // the shared head is the largest: 16 channels (the classifier's input), 2 layers
+    // the shared head is the largest: 2 layers; the file keeps the head asked for (--head-width 64 by default), the
+    // head of archs that carry none (a mobilenetv2 baseline's)
     CHECK(test_same_array(snp, snp, "params/seg.bifpn.1.td.0.fuse.weight"), "no second BiFPN layer in %s", snp);
+    char *settings = NULL;
+    ib_h5 *f;
+    CHECK(!ib_h5_open(&f, snp) && !ib_h5_attr_str(f, "/", "segment", &settings), "%s", ib_errmsg());
+    ib_h5_close(f);
+    int asked = strstr(settings, "\"width\":64") != NULL;
+    CHECK(asked, "segment attribute of %s: %s", snp, settings);
+    free(settings);
 
     // supernet eval of the smallest path (1 layer of 8 channels) and the largest; extract of the smallest gives a
     // checkpoint whose eval is the path's, to 1e-6
@@ -205,7 +213,6 @@ TEST(seg_head_search_cli) {
     free(out), free(err);
     // the checkpoint's head is the path's: 8 channels, 1 layer
     char *head_json = NULL;
-    ib_h5 *f;
     CHECK(!ib_h5_open(&f, sub) && !ib_h5_attr_str(f, "/", "seg_head", &head_json), "%s", ib_errmsg());
     ib_h5_close(f);
     CHECK(strstr(head_json, "\"width\": 8") || strstr(head_json, "\"width\":8"), "seg_head of %s: %s", sub, head_json);
