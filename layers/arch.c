@@ -149,12 +149,13 @@ static ib_status parse_root(ib_arch *a, json_t *root, const char *source) {
     TRY(ib_json_get_head(&w, root, &a->head_out, &a->dropout));
     json_t *sh = json_object_get(root, "seg_head");
     if (sh) {
-        static const char *const sk[] = {"repeats", "width", NULL};
+        static const char *const sk[] = {"repeats", "width", "low_stride", NULL};
         if (!json_is_object(sh)) return ib_json_bad(&w, "seg_head", "must be an object");
         snprintf(w.path, sizeof w.path, "seg_head");
         TRY(ib_json_only_keys(&w, sh, sk));
         TRY(ib_json_get_int(&w, sh, "repeats", &a->seg_repeats, 1, 1, 64));
         TRY(ib_json_get_int(&w, sh, "width", &a->seg_width, 1, 1, 1 << 16));
+        TRY(ib_json_get_int(&w, sh, "low_stride", &a->seg_low_stride, 0, 1, 64));
     }
     return IB_OK;
 }
@@ -212,7 +213,11 @@ char *ib_arch_to_json(const ib_arch *a) {
         OUT("}%s\n", i + 1 < a->n_blocks ? "," : "");
     }
     OUT("  ],\n  \"head\": {\"out\": %d, \"dropout\": %g}", a->head_out, a->dropout);
-    if (a->seg_repeats > 0) OUT(",\n  \"seg_head\": {\"repeats\": %d, \"width\": %d}", a->seg_repeats, a->seg_width);
+    if (a->seg_repeats > 0) {
+        OUT(",\n  \"seg_head\": {\"repeats\": %d, \"width\": %d", a->seg_repeats, a->seg_width);
+        if (a->seg_low_stride > 0) OUT(", \"low_stride\": %d", a->seg_low_stride);
+        OUT("}");
+    }
     OUT("\n}\n");
 #undef OUT
     IB_ASSERT(k < cap, "arch JSON buffer too small");

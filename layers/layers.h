@@ -144,6 +144,7 @@ typedef struct ib_arch {
     ib_act act;                   // the network's activation
     int seg_repeats, seg_width;   // a searched BiFPN segmentation head's layers and width (JSON "seg_head",
                                   // from a space's seg_head choices; 0: not chosen, the head's flags apply)
+    int seg_low_stride;           // and its finest level's stride (0: not chosen)
 } ib_arch;
 
 void ib_arch_free(ib_arch *a);

@@ -45,10 +45,12 @@ typedef struct ib_space {
     ib_space_stage *stages;    // malloc'd
     int n_layers;              // the sum of the stages' layers
     // Choices of a BiFPN segmentation head searched with the backbone (Autoseg-EdgeTPU; "seg_head" in the
-    // file): its layers and its width, ascending. n_seg_repeats 0: the space has none. They make one gene
-    // after the layers (ib_space_genes): its choices are every (width, repeats) pair, width outermost.
+    // file): its layers, its width and (optional; n_seg_low 0: the head's flag) its finest level's stride,
+    // ascending. n_seg_repeats 0: the space has none. They make one gene after the layers (ib_space_genes):
+    // its choices are every (low stride, width, repeats) triple, low stride outermost (ib_space_head_choice).
     int n_seg_repeats, seg_repeats[IB_SPACE_MAX_VALUES];
     int n_seg_width, seg_width[IB_SPACE_MAX_VALUES];
+    int n_seg_low, seg_low[IB_SPACE_MAX_VALUES];
 } ib_space;
 
 // Syntax errors give line and column, wrong fields their path ("stages[2].kernel"); `source` names the
@@ -76,6 +78,10 @@ void ib_space_count(const ib_space *s, char *buf, size_t n, double *log10_count)
 // a choice vector uses that many entries.
 int ib_space_genes(const ib_space *s);
 int ib_space_head_choices(const ib_space *s);
+// The head gene's choice g (0 <= g < ib_space_head_choices) as BiFPN layers, width and finest stride (0 when
+// the space does not choose it); and back (-1 when the space does not allow them).
+void ib_space_head_choice(const ib_space *s, int g, int *repeats, int *width, int *low_stride);
+int ib_space_head_index(const ib_space *s, int repeats, int width, int low_stride);
 // choice[l] indexes ib_space_choices of layer l; the head gene sets the arch's seg_repeats and seg_width.
 // The arch gets the space's stem, head, act and input;
 // classes > 0 replaces the space's class count.

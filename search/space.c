@@ -35,8 +35,30 @@ static void space_defaults(ib_space *s) {
 // ---------------------------------------------------------------------------------------------
 // Layers and their choices
 
-int ib_space_head_choices(const ib_space *s) { return s->n_seg_repeats * s->n_seg_width; }
+int ib_space_head_choices(const ib_space *s) {
+    return s->n_seg_repeats * s->n_seg_width * (s->n_seg_low > 0 ? s->n_seg_low : 1);
+}
 int ib_space_genes(const ib_space *s) { return s->n_layers + (ib_space_head_choices(s) > 0); }
+
+// g = (low * n_width + width) * n_repeats + repeats, each an index into its ascending list.
+void ib_space_head_choice(const ib_space *s, int g, int *repeats, int *width, int *low_stride) {
+    int nr = s->n_seg_repeats, nw = s->n_seg_width;
+    *repeats = s->seg_repeats[g % nr];
+    *width = s->seg_width[g / nr % nw];
+    *low_stride = s->n_seg_low > 0 ? s->seg_low[g / (nr * nw)] : 0;
+}
+
+static int index_of(const int *v, int n, int x) {
+    for (int i = 0; i < n; i++)
+        if (v[i] == x) return i;
+    return -1;
+}
+
+int ib_space_head_index(const ib_space *s, int repeats, int width, int low_stride) {
+    int r = index_of(s->seg_repeats, s->n_seg_repeats, repeats), w = index_of(s->seg_width, s->n_seg_width, width);
+    int l = s->n_seg_low > 0 ? index_of(s->seg_low, s->n_seg_low, low_stride) : low_stride > 0 ? -1 : 0;
+    return r < 0 || w < 0 || l < 0 ? -1 : (l * s->n_seg_width + w) * s->n_seg_repeats + r;
+}
 
 ib_space_layer ib_space_layer_info(const ib_space *s, int layer) {
     IB_ASSERT(layer >= 0 && layer < s->n_layers, "layer %d of a space of %d layers", layer, s->n_layers);
@@ -189,7 +211,7 @@ ib_status ib_space_arch(const ib_space *s, const int *choice, int classes, ib_ar
             ib_arch_free(a);
             return ib_fail(IB_ERR_ARG, "space %s: seg_head: choice %d is out of range (the head has %d)", s->name, g, nh);
         }
-        a->seg_width = s->seg_width[g / s->n_seg_repeats], a->seg_repeats = s->seg_repeats[g % s->n_seg_repeats];
+        ib_space_head_choice(s, g, &a->seg_repeats, &a->seg_width, &a->seg_low_stride);
     }
     return IB_OK;
 }
@@ -319,22 +341,19 @@ ib_status ib_space_check(const ib_space *s, const ib_arch *a, const char *source
             return ib_fail(IB_ERR_ARG, "%s: seg_head: space %s has no segmentation head choices", src, s->name);
         return IB_OK;
     }
-    int wi = -1, ri = -1;
-    for (int i = 0; i < s->n_seg_width; i++)
-        if (s->seg_width[i] == a->seg_width) wi = i;
-    for (int i = 0; i < s->n_seg_repeats; i++)
-        if (s->seg_repeats[i] == a->seg_repeats) ri = i;
     if (a->seg_repeats <= 0)
         return ib_fail(IB_ERR_ARG, "%s: seg_head: missing; space %s searches the segmentation head (repeats and width)",
                        src, s->name);
-    if (wi < 0 || ri < 0) {
-        char lw[128], lr[128];
+    int g = ib_space_head_index(s, a->seg_repeats, a->seg_width, a->seg_low_stride);
+    if (g < 0) {
+        char lw[128], lr[128], ll[128] = "the head's flag";
         join_ints(lw, sizeof lw, s->seg_width, s->n_seg_width);
         join_ints(lr, sizeof lr, s->seg_repeats, s->n_seg_repeats);
-        return ib_fail(IB_ERR_ARG, "%s: seg_head: repeats %d, width %d; space %s allows repeats %s and widths %s", src,
-                       a->seg_repeats, a->seg_width, s->name, lr, lw);
+        if (s->n_seg_low) join_ints(ll, sizeof ll, s->seg_low, s->n_seg_low);
+        return ib_fail(IB_ERR_ARG, "%s: seg_head: repeats %d, width %d, low_stride %d; space %s allows repeats %s, widths "
+                       "%s and low strides %s", src, a->seg_repeats, a->seg_width, a->seg_low_stride, s->name, lr, lw, ll);
     }
-    if (choice) choice[s->n_layers] = wi * s->n_seg_repeats + ri;
+    if (choice) choice[s->n_layers] = g;
     return IB_OK;
 }
 
@@ -359,9 +378,13 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
         }
         h = (h + L.stride - 1) / L.stride;
     }
-    int nh = ib_space_head_choices(s);   // (width, repeats) pairs in ascending order: the last is the largest
-    if (nh > 0)
-        choice[s->n_layers] = kind == IB_SAMPLE_RANDOM ? (int)ib_rng_below(r, (uint32_t)nh) : kind == IB_SAMPLE_LARGEST ? nh - 1 : 0;
+    int nh = ib_space_head_choices(s);   // the largest head: the finest level, the widest, the most layers
+    if (nh > 0) {
+        int nl = s->n_seg_low > 0 ? s->n_seg_low : 1, per = nh / nl;
+        choice[s->n_layers] = kind == IB_SAMPLE_RANDOM    ? (int)ib_rng_below(r, (uint32_t)nh)
+                              : kind == IB_SAMPLE_LARGEST ? per - 1
+                                                          : (nl - 1) * per;
+    }
 }
 
 // The number of op types a layer allows and, per op type, the range of its choices (first[k], count[k]):
@@ -551,7 +574,7 @@ static ib_status check_layers(const ib_space *s, const char *source) {
 
 // "seg_head": {"repeats": [...], "width": [...]}, both lists required.
 static ib_status parse_seg_head(ib_space *s, json_t *root, const char *source) {
-    static const char *const keys[] = {"repeats", "width", NULL};
+    static const char *const keys[] = {"repeats", "width", "low_stride", NULL};
     json_t *h = json_object_get(root, "seg_head");
     ib_json_where w = {source, ""};
     if (!h) return IB_OK;
@@ -560,6 +583,12 @@ static ib_status parse_seg_head(ib_space *s, json_t *root, const char *source) {
     TRY(ib_json_only_keys(&w, h, keys));
     TRY(get_values(&w, h, "repeats", &s->n_seg_repeats, s->seg_repeats, NULL, 1, 8, 0));
     TRY(get_values(&w, h, "width", &s->n_seg_width, s->seg_width, NULL, 1, 1 << 12, 0));
+    TRY(get_values(&w, h, "low_stride", &s->n_seg_low, s->seg_low, NULL, 1, 32, 0));
+    for (int i = 0; i < s->n_seg_low; i++)
+        if (s->seg_low[i] & (s->seg_low[i] - 1)) {
+            s->n_seg_low = 0;
+            return ib_json_bad(&w, "low_stride", "values must be powers of 2 (the BiFPN's finest level)");
+        }
     if (!s->n_seg_repeats || !s->n_seg_width) {
         s->n_seg_repeats = s->n_seg_width = 0;
         return ib_json_bad(&w, s->n_seg_width ? "repeats" : "width", "missing");
@@ -691,7 +720,13 @@ char *ib_space_to_json(const ib_space *s) {
         for (int x = 0; x < s->n_seg_repeats; x++) OUT("%s%d", x ? ", " : "", s->seg_repeats[x]);
         OUT("], \"width\": [");
         for (int x = 0; x < s->n_seg_width; x++) OUT("%s%d", x ? ", " : "", s->seg_width[x]);
-        OUT("]}");
+        OUT("]");
+        if (s->n_seg_low) {
+            OUT(", \"low_stride\": [");
+            for (int x = 0; x < s->n_seg_low; x++) OUT("%s%d", x ? ", " : "", s->seg_low[x]);
+            OUT("]");
+        }
+        OUT("}");
     }
     OUT("\n}\n");
 #undef OUT

@@ -862,8 +862,10 @@ static void arch_string(const run *r, const int *c, sbuf *b) {
         if (all != cfgs) free(all);
     }
     if (r->L > r->sp->n_layers) {   // the head gene: BiFPN width and layers
-        int g = c[r->sp->n_layers];
-        sb_printf(b, "|bifpn:w%dr%d", r->sp->seg_width[g / r->sp->n_seg_repeats], r->sp->seg_repeats[g % r->sp->n_seg_repeats]);
+        int rep, w, lo;
+        ib_space_head_choice(r->sp, c[r->sp->n_layers], &rep, &w, &lo);
+        sb_printf(b, "|bifpn:w%dr%d", w, rep);
+        if (lo) sb_printf(b, "s%d", lo);
     }
 }
 
@@ -1190,12 +1192,14 @@ static ib_status write_archs_svg(const run *r, const arch_row *rows, int n_rows,
             x += GAP;
         }
         if (r->L > r->sp->n_layers) {   // the searched segmentation head: BiFPN width and layers
-            int g = c[r->sp->n_layers];
+            int rep, w, lo;
+            ib_space_head_choice(r->sp, c[r->sp->n_layers], &rep, &w, &lo);
+            char l2[32];
+            snprintf(l2, sizeof l2, lo ? "r%d s%d" : "r%d", rep, lo);
             sb_printf(&b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" rx=\"3\" fill=\"#7a5195\" stroke=\"#fff\"/>"
                           "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" fill=\"#fff\" text-anchor=\"middle\">w%d</text>"
-                          "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"#fff\" text-anchor=\"middle\">r%d</text>\n",
-                      x + 1, y, CW - 2, CH, x + CW / 2.0, y + 17, r->sp->seg_width[g / r->sp->n_seg_repeats], x + CW / 2.0,
-                      y + 32, r->sp->seg_repeats[g % r->sp->n_seg_repeats]);
+                          "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"#fff\" text-anchor=\"middle\">%s</text>\n",
+                      x + 1, y, CW - 2, CH, x + CW / 2.0, y + 17, w, x + CW / 2.0, y + 32, l2);
         }
     }
     // Legend.

@@ -201,7 +201,7 @@ void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *p
     if (ib_space_head_choices(sp)) {   // the head gene: the task's shared head reads it from the arch
         int g = choice[sp->n_layers];
         IB_ASSERT(g >= 0 && g < ib_space_head_choices(sp), "seg_head: choice %d of %d", g, ib_space_head_choices(sp));
-        path->arch.seg_width = sp->seg_width[g / sp->n_seg_repeats], path->arch.seg_repeats = sp->seg_repeats[g % sp->n_seg_repeats];
+        ib_space_head_choice(sp, g, &path->arch.seg_repeats, &path->arch.seg_width, &path->arch.seg_low_stride);
     }
     for (int l = 0; l < sp->n_layers; l++) {
         int n = ib_space_choices(sp, l, NULL, 0);

@@ -136,28 +136,43 @@ static ib_net cut_path(const seg_task *k, const ib_net *path) {
     return p;
 }
 
-// The head a path runs: the shared head itself, or, when the space searches it, the path's BiFPN (arch's
-// seg_repeats layers of seg_width channels) as views of the shared one's first layers and channels, in ctx's
-// arena (gradients and BN statistics land in the shared tensors, as a path's backbone views do).
+// The head a path runs: the shared head itself, or, when the space searches it, the path's BiFPN (the arch's
+// seg_repeats layers of seg_width channels, levels from seg_low_stride) as views of the shared one: its first
+// layers and channels, its levels from that stride on (the shared head has the finest levels any path takes;
+// a node keeps its place in the pyramid, so its inputs are the same), in ctx's arena. Gradients and BN
+// statistics land in the shared tensors, as a path's backbone views do.
 static ib_seg_head path_head(ib_ctx *ctx, const seg_task *k, const ib_net *path) {
     const ib_seg_head *f = &k->head;
     ib_seg_head h = *f;
     int w = path->arch.seg_width, R = path->arch.seg_repeats;
-    if (R <= 0 || (w == f->cfg.width && R == f->cfg.repeats)) return h;
-    IB_ASSERT(f->levels > 0 && R <= f->cfg.repeats && w <= f->cfg.width, "path head %d x %d of %d x %d", R, w,
-              f->cfg.repeats, f->cfg.width);
-    h.cfg.width = w, h.cfg.repeats = R;
-    for (int l = 0; l < f->levels; l++) h.lateral[l] = ib_supernet_cba_view(ctx, &f->lateral[l], f->lateral[l].conv.cin, w);
+    int lo = path->arch.seg_low_stride > 0 ? path->arch.seg_low_stride : f->cfg.low_stride, off = 0;
+    if (R <= 0 || (w == f->cfg.width && R == f->cfg.repeats && lo == f->cfg.low_stride)) return h;
+    while ((f->cfg.low_stride << off) < lo) off++;
+    const int L = f->levels - off;
+    IB_ASSERT(f->levels > 0 && R <= f->cfg.repeats && w <= f->cfg.width && (f->cfg.low_stride << off) == lo && L >= 2,
+              "path head %d x %d from stride %d of %d x %d from %d", R, w, lo, f->cfg.repeats, f->cfg.width, f->cfg.low_stride);
+    h.cfg.width = w, h.cfg.repeats = R, h.cfg.low_stride = lo;
+    h.levels = L;
+    memset(h.lateral, 0, sizeof h.lateral);
+    memset(h.bifpn, 0, sizeof h.bifpn);
+    for (int l = 0; l < L; l++) {
+        h.level_block[l] = f->level_block[l + off];
+        h.lateral[l] = ib_supernet_cba_view(ctx, &f->lateral[l + off], f->lateral[l + off].conv.cin, w);
+    }
+    h.low_block = h.level_block[0];
     for (int r = 0; r < R; r++)
-        for (int l = 0; l < f->levels; l++) {
+        for (int l = 0; l < L; l++) {
             ib_seg_bifpn_node *n[2] = {&h.bifpn[r].td[l], &h.bifpn[r].up[l]};
-            const ib_seg_bifpn_node *m[2] = {&f->bifpn[r].td[l], &f->bifpn[r].up[l]};
+            const ib_seg_bifpn_node *m[2] = {&f->bifpn[r].td[l + off], &f->bifpn[r].up[l + off]};
+            int built[2] = {l < L - 1, l > 0};   // top-down nodes but the coarsest level's, bottom-up but the finest's
             for (int j = 0; j < 2; j++) {
-                if (!m[j]->fuse) continue;   // td of the coarsest level, up of the finest: not built
+                if (!built[j]) continue;
+                n[j]->fuse = m[j]->fuse;
                 n[j]->dw = ib_supernet_cba_view(ctx, &m[j]->dw, w, w);
                 n[j]->pw = ib_supernet_cba_view(ctx, &m[j]->pw, w, w);
             }
         }
+    h.merge = off ? ib_view_range(ctx, f->merge, 0, off, L) : f->merge;
     h.cls = ib_supernet_conv_view(ctx, &f->cls, (ib_conv_shape){w, f->cls.cout, 1, 1, 1});
     return h;
 }

@@ -119,6 +119,7 @@ ib_status ib_seg_head_register(ib_seg_head *head, ib_params *ps, const ib_arch *
             return ib_fail(IB_ERR_ARG, "%s: its seg_head (repeats %d, width %d) is a BiFPN head's, not %s's (--head bifpn)",
                            backbone->name, backbone->seg_repeats, backbone->seg_width, cfg->kind);
         searched.repeats = backbone->seg_repeats, searched.width = backbone->seg_width;
+        if (backbone->seg_low_stride > 0) searched.low_stride = backbone->seg_low_stride;
         cfg = &searched;
     }
     int hi, lo;

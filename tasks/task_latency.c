@@ -49,7 +49,7 @@ ib_status ib_seg_lut_task(const ib_arch *backbone, int classes, const ib_seg_hea
     out->cut = hi + 1;
     k->op = bifpn ? IB_LUT_BIFPN : IB_LUT_DEEPLAB;
     k->cin = width_after(backbone, hi), k->cout = classes, k->h = k->w = res;
-    k->stride = cfg->high_stride, k->kernel = cfg->low_stride, k->expand = width_after(backbone, lo);
+    k->stride = cfg->high_stride, k->kernel = head.cfg.low_stride, k->expand = width_after(backbone, lo);
     if (bifpn) {
         int mid = 0;
         for (int l = 1; l + 1 < head.levels; l++) mid += width_after(backbone, head.level_block[l]);

@@ -3,7 +3,7 @@
 // head (its first layers and channels); the latency table has a head row per choice and the search predicts
 // each candidate with its own; the pick's arch file carries its head, extract writes a checkpoint with that
 // head which computes what the path computed. Tiny runs on synthetic 32 px scenes over the tiny space with
-// seg_head {"repeats": [1, 2], "width": [8, 16]}.
+// seg_head {"repeats": [1, 2], "width": [8, 16], "low_stride": [2, 4]} (levels at strides 2, 4, 8 or 4, 8).
 #include "tests/test.h"
 #include "search/search.h"
 
@@ -23,6 +23,7 @@ static void load_space(ib_space *s) {
     IB_ASSERT(!ib_space_load(s, project_path("search/spaces/tiny.space.json")), "%s", ib_errmsg());
     s->n_seg_repeats = 2, s->seg_repeats[0] = 1, s->seg_repeats[1] = 2;
     s->n_seg_width = 2, s->seg_width[0] = 8, s->seg_width[1] = 16;
+    s->n_seg_low = 2, s->seg_low[0] = 2, s->seg_low[1] = 4;
 }
 
 static void fixtures(void) {
@@ -49,57 +50,61 @@ TEST(space_seg_head_is_a_gene) {
     ib_space s, plain;
     load_space(&s);
     IB_ASSERT(!ib_space_load(&plain, project_path("search/spaces/tiny.space.json")), "%s", ib_errmsg());
-    CHECK(ib_space_genes(&s) == s.n_layers + 1 && ib_space_head_choices(&s) == 4 && ib_space_genes(&plain) == plain.n_layers &&
+    CHECK(ib_space_genes(&s) == s.n_layers + 1 && ib_space_head_choices(&s) == 8 && ib_space_genes(&plain) == plain.n_layers &&
           ib_space_head_choices(&plain) == 0, "genes %d of %d layers, head choices %d", ib_space_genes(&s), s.n_layers,
           ib_space_head_choices(&s));
-    // four times the subnets
+    // eight times the subnets
     double lg, lg0;
     ib_space_count(&s, NULL, 0, &lg);
     ib_space_count(&plain, NULL, 0, &lg0);
-    CHECK(fabs(lg - lg0 - log10(4.0)) < 1e-9, "log10 count %g against %g", lg, lg0);
+    CHECK(fabs(lg - lg0 - log10(8.0)) < 1e-9, "log10 count %g against %g", lg, lg0);
     // the file round-trips
     char *j = ib_space_to_json(&s);
     ib_space b;
     CHECK(!ib_space_parse(&b, j, "json"), "%s", ib_errmsg());
-    CHECK(b.n_seg_repeats == 2 && b.seg_repeats[1] == 2 && b.n_seg_width == 2 && b.seg_width[0] == 8 && b.seg_width[1] == 16,
+    CHECK(b.n_seg_repeats == 2 && b.seg_repeats[1] == 2 && b.n_seg_width == 2 && b.seg_width[0] == 8 && b.seg_width[1] == 16 &&
+              b.n_seg_low == 2 && b.seg_low[0] == 2 && b.seg_low[1] == 4,
           "parsed back: %s", j);
     ib_space_free(&b);
     // largest and smallest: the largest and the smallest head; a random choice vector round-trips through its arch
     int *c = calloc((size_t)ib_space_genes(&s), sizeof(int)), *back = calloc((size_t)ib_space_genes(&s), sizeof(int));
     ib_arch a;
     ib_space_sample(&s, IB_SAMPLE_LARGEST, NULL, c);
-    CHECK(!ib_space_arch(&s, c, 7, &a) && a.seg_repeats == 2 && a.seg_width == 16, "largest: %d x %d", a.seg_repeats, a.seg_width);
+    CHECK(!ib_space_arch(&s, c, 7, &a) && a.seg_repeats == 2 && a.seg_width == 16 && a.seg_low_stride == 2, "largest: %d x %d from %d",
+          a.seg_repeats, a.seg_width, a.seg_low_stride);
     ib_arch_free(&a);
     ib_space_sample(&s, IB_SAMPLE_SMALLEST, NULL, c);
-    CHECK(!ib_space_arch(&s, c, 7, &a) && a.seg_repeats == 1 && a.seg_width == 8, "smallest: %d x %d", a.seg_repeats, a.seg_width);
+    CHECK(!ib_space_arch(&s, c, 7, &a) && a.seg_repeats == 1 && a.seg_width == 8 && a.seg_low_stride == 4, "smallest: %d x %d from %d",
+          a.seg_repeats, a.seg_width, a.seg_low_stride);
     ib_arch_free(&a);
     ib_rng r;
     ib_rng_seed(&r, 3, 0);
-    int seen[4] = {0};
-    for (int i = 0; i < 40; i++) {
+    int seen[8] = {0};
+    for (int i = 0; i < 80; i++) {
         ib_space_sample(&s, IB_SAMPLE_RANDOM, &r, c);
         seen[c[s.n_layers]]++;
         CHECK(!ib_space_arch(&s, c, 7, &a), "%s", ib_errmsg());
         char *aj = ib_arch_to_json(&a);
         ib_arch a2;
-        CHECK(!ib_arch_parse(&a2, aj, "arch") && a2.seg_repeats == a.seg_repeats && a2.seg_width == a.seg_width, "%s", aj);
+        CHECK(!ib_arch_parse(&a2, aj, "arch") && a2.seg_repeats == a.seg_repeats && a2.seg_width == a.seg_width &&
+              a2.seg_low_stride == a.seg_low_stride, "%s", aj);
         CHECK(!ib_space_check(&s, &a2, "arch", back) && !memcmp(c, back, sizeof(int) * (size_t)ib_space_genes(&s)),
               "choices do not round-trip: %s", ib_errmsg());
         free(aj);
         ib_arch_free(&a), ib_arch_free(&a2);
     }
-    CHECK(seen[0] && seen[1] && seen[2] && seen[3], "random head choices %d %d %d %d", seen[0], seen[1], seen[2], seen[3]);
+    for (int i = 0; i < 8; i++) CHECK(seen[i] > 0, "head choice %d never drawn in 80", i);
     // fair sampling draws a head per path
     int P = ib_space_fair_paths(&s), G = ib_space_genes(&s), *fc = calloc((size_t)(P * G), sizeof(int));
     ib_space_sample_fair(&s, &r, P, fc);
-    for (int p = 0; p < P; p++) CHECK(fc[p * G + s.n_layers] >= 0 && fc[p * G + s.n_layers] < 4, "fair path %d head %d", p, fc[p * G + s.n_layers]);
+    for (int p = 0; p < P; p++) CHECK(fc[p * G + s.n_layers] >= 0 && fc[p * G + s.n_layers] < 8, "fair path %d head %d", p, fc[p * G + s.n_layers]);
     free(fc);
     // refusals: an arch without a head, with a width the space lacks, a head where the space has none
     ib_space_sample(&s, IB_SAMPLE_SMALLEST, NULL, c);
     CHECK(!ib_space_arch(&s, c, 7, &a), "%s", ib_errmsg());
     a.seg_width = 12;
     CHECK(ib_space_check(&s, &a, "x.arch.json", NULL) == IB_ERR_ARG && strstr(ib_errmsg(), "x.arch.json: seg_head") &&
-          strstr(ib_errmsg(), "widths 8, 16"), "width 12: %s", ib_errmsg());
+          strstr(ib_errmsg(), "widths 8, 16") && strstr(ib_errmsg(), "low strides 2, 4"), "width 12: %s", ib_errmsg());
     CHECK(ib_space_check(&plain, &a, "x.arch.json", NULL) == IB_ERR_ARG && strstr(ib_errmsg(), "no segmentation head choices"),
           "a head on a plain space: %s", ib_errmsg());
     a.seg_width = a.seg_repeats = 0;
@@ -107,13 +112,14 @@ TEST(space_seg_head_is_a_gene) {
           "no head: %s", ib_errmsg());
     ib_arch_free(&a);
     // malformed seg_head in a space file
-    const char *bad[][2] = {{"{\"repeats\": [1, 2]}", "seg_head.width: missing"},
+    static const char *bad[][2] = {{"{\"repeats\": [1, 2]}", "seg_head.width: missing"},
                             {"{\"repeats\": [2, 1], \"width\": [8]}", "ascending"},
-                            {"{\"repeats\": [1], \"width\": [8], \"levels\": [4]}", "levels"}};
+                            {"{\"repeats\": [1], \"width\": [8], \"levels\": [4]}", "levels"},
+                            {"{\"repeats\": [1], \"width\": [8], \"low_stride\": [3]}", "powers of 2"}};
     char *pj = ib_space_to_json(&plain);
     size_t n = strlen(pj);
     while (n > 0 && pj[n - 1] != '}') n--;   // the closing brace of the whole object
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         char text[8192];
         snprintf(text, sizeof text, "%.*s, \"seg_head\": %s}", (int)(n - 1), pj, bad[i][0]);
         ib_status st = ib_space_parse(&b, text, "bad.space.json");
@@ -131,7 +137,7 @@ TEST(seg_head_latency_rows) {
     fixtures();
     ib_lut *t;
     CHECK(!ib_lut_load(&t, lut), "%s", ib_errmsg());
-    int rows = 0, widths = 0, layers = 0;
+    int rows = 0, widths = 0, layers = 0, lows = 0;
     for (int i = 0; i < ib_lut_rows(t); i++) {
         double ms;
         ib_lut_key k = ib_lut_row(t, i, &ms);
@@ -139,8 +145,9 @@ TEST(seg_head_latency_rows) {
         rows++;
         widths |= k.groups == 8 ? 1 : k.groups == 16 ? 2 : 4;
         layers |= k.r_in == 1 ? 1 : k.r_in == 2 ? 2 : 4;
+        lows |= k.kernel == 2 ? 1 : k.kernel == 4 ? 2 : 4;
     }
-    CHECK(rows == 4 && widths == 3 && layers == 3, "%d bifpn rows (widths %d, layers %d) in %s", rows, widths, layers, lut);
+    CHECK(rows == 8 && widths == 3 && layers == 3 && lows == 3, "%d bifpn rows (widths %d, layers %d, low strides %d) in %s", rows, widths, layers, lows, lut);
     ib_latency_prediction p[2];
     const char *arch[2] = {smallest, largest};
     for (int k = 0; k < 2; k++) {
@@ -211,12 +218,13 @@ TEST(seg_head_search_cli) {
     CHECK(fabs(emiou - m[0][0]) < 1e-6 && fabs(eacc - m[0][1]) < 1e-6 && fabs(eloss - m[0][2]) < 1e-5 * m[0][2],
           "extracted: mIoU %.7f pixel acc %.7f loss %.7f; the path %.7f %.7f %.7f", emiou, eacc, eloss, m[0][0], m[0][1], m[0][2]);
     free(out), free(err);
-    // the checkpoint's head is the path's: 8 channels, 1 layer
+    // the checkpoint's head is the path's: 8 channels, 1 layer, levels from stride 4
     char *head_json = NULL;
     CHECK(!ib_h5_open(&f, sub) && !ib_h5_attr_str(f, "/", "seg_head", &head_json), "%s", ib_errmsg());
     ib_h5_close(f);
     CHECK(strstr(head_json, "\"width\": 8") || strstr(head_json, "\"width\":8"), "seg_head of %s: %s", sub, head_json);
     CHECK(strstr(head_json, "\"repeats\": 1") || strstr(head_json, "\"repeats\":1"), "seg_head of %s: %s", sub, head_json);
+    CHECK(strstr(head_json, "\"low_stride\": 4") || strstr(head_json, "\"low_stride\":4"), "seg_head of %s: %s", sub, head_json);
     free(head_json);
 
     // the search: the pick meets its budget as predicted with its own head's row, and its arch names its head
