@@ -1559,8 +1559,9 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
         handler = 1;
     }
     if (cfg->progress)
-        fprintf(stderr, "search: %s over space '%s' (%d layers), %d target%s, %d budget%s\n",
-                ib_search_strategy_name(cfg->strategy), r.sp->name, r.L, r.T, r.T > 1 ? "s" : "", r.n_tracks,
+        fprintf(stderr, "search: %s over space '%s' (%d layers%s), %d target%s, %d budget%s\n",
+                ib_search_strategy_name(cfg->strategy), r.sp->name, r.sp->n_layers,
+                r.L > r.sp->n_layers ? " and the segmentation head" : "", r.T, r.T > 1 ? "s" : "", r.n_tracks,
                 r.n_tracks > 1 ? "s" : "");
     if (cfg->progress && cfg->resume) fprintf(stderr, "search: resumed at generation %d, %d subnets scored\n", r.gen, r.n);
     r.t0 = r.last_note = t0;
