@@ -366,22 +366,22 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
 // ---------------------------------------------------------------------------------------------
 // Extraction
 
-static void copy_tensor(ib_tensor *dst, const ib_tensor *src) {
+void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src) {
     IB_ASSERT(ib_numel(dst) == ib_numel(src) && ib_is_contiguous(src), "extract: %s has %lld values, the path %lld",
               dst->name, (long long)ib_numel(dst), (long long)ib_numel(src));
     memcpy(dst->data, src->data, sizeof(float) * (size_t)ib_numel(dst));
 }
 
 static void copy_conv(ib_conv *dst, const ib_conv *src) {
-    copy_tensor(dst->w, src->w);
-    if (dst->b) copy_tensor(dst->b, src->b);
+    ib_supernet_copy_tensor(dst->w, src->w);
+    if (dst->b) ib_supernet_copy_tensor(dst->b, src->b);
 }
 
 static void copy_bn(ib_bn *dst, const ib_bn *src) {
-    copy_tensor(dst->w, src->w);
-    copy_tensor(dst->b, src->b);
-    copy_tensor(dst->mean, src->mean);
-    copy_tensor(dst->var, src->var);
+    ib_supernet_copy_tensor(dst->w, src->w);
+    ib_supernet_copy_tensor(dst->b, src->b);
+    ib_supernet_copy_tensor(dst->mean, src->mean);
+    ib_supernet_copy_tensor(dst->var, src->var);
 }
 
 void ib_supernet_copy_cba(ib_cba *dst, const ib_cba *src) {
@@ -411,8 +411,8 @@ ib_status ib_supernet_extract(ib_supernet *sn, const int *choice, ib_net *net) {
         copy_bn(&d->project_bn, &b->project_bn);
     }
     if (p.has_head) ib_supernet_copy_cba(&net->head, &p.head);
-    copy_tensor(net->fc.w, p.fc.w);
-    copy_tensor(net->fc.b, p.fc.b);
+    ib_supernet_copy_tensor(net->fc.w, p.fc.w);
+    ib_supernet_copy_tensor(net->fc.b, p.fc.b);
     net->dropout_rng = sn->dropout_rng;
     ib_ctx_free(ctx);
     return IB_OK;

@@ -277,17 +277,17 @@ static ib_status st_save_net(ib_sn_task *t, const ib_net *net, int res, const ch
                     const ib_seg_bifpn_node *e[2] = {&v.bifpn[r].td[l], &v.bifpn[r].up[l]};
                     for (int j = 0; j < 2; j++) {
                         if (!d[j]->fuse) continue;
-                        memcpy(d[j]->fuse->data, e[j]->fuse->data, sizeof(float) * (size_t)ib_numel(d[j]->fuse));
+                        ib_supernet_copy_tensor(d[j]->fuse, e[j]->fuse);
                         ib_supernet_copy_cba(&d[j]->dw, &e[j]->dw), ib_supernet_copy_cba(&d[j]->pw, &e[j]->pw);
                     }
                 }
-            memcpy(head.merge->data, v.merge->data, sizeof(float) * (size_t)ib_numel(head.merge));
-            memcpy(head.cls.w->data, v.cls.w->data, sizeof(float) * (size_t)ib_numel(head.cls.w));
-            memcpy(head.cls.b->data, v.cls.b->data, sizeof(float) * (size_t)ib_numel(head.cls.b));
+            ib_supernet_copy_tensor(head.merge, v.merge);
+            ib_supernet_copy_tensor(head.cls.w, v.cls.w);
+            ib_supernet_copy_tensor(head.cls.b, v.cls.b);
             ib_ctx_free(vc);
         }
     } else ib_params_copy_matching(&sn.ps, &k->ps);
-    s = ib_seg_save(&sn, &head, path, NULL, NULL);
+    if (!s) s = ib_seg_save(&sn, &head, path, NULL, NULL);
     ib_net_free(&sn);
     return s;
 }
