@@ -3,6 +3,7 @@
 // maximum). Threaded over (n, c) planes on the library's pool, so every plane is reduced on one thread in
 // a fixed order.
 #include "core.h"
+#include "core/simd.h"
 
 #include <math.h>
 
@@ -106,6 +107,7 @@ typedef struct {
     float *y;   // the output, or the input's gradient in backward
     int32_t *argmax;
     pool_geom g;
+    float *scratch;   // max pooling without argmax: a padded plane per worker
 } pool_job;
 
 // ---------------------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ static void avg_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
 }
 
 static void avg_pool_forward(const float *x, float *y, pool_geom g) {
-    pool_job j = {x, y, NULL, g};
+    pool_job j = {x, y, NULL, g, NULL};
     over_planes(g.planes, (int64_t)g.h * g.w, avg_fwd_planes, &j);
 }
 
@@ -162,7 +164,7 @@ static void avg_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
 }
 
 static void avg_pool_backward_kernel(const float *gy, float *gx, pool_geom g) {
-    pool_job j = {gy, gx, NULL, g};
+    pool_job j = {gy, gx, NULL, g, NULL};
     over_planes(g.planes, (int64_t)g.h * g.w, avg_bwd_planes, &j);
 }
 
@@ -197,8 +199,8 @@ typedef struct {
 
 // x: (N, C, H, W) -> y: (N, C, Ho, Wo), argmax: (N, C, Ho, Wo) or NULL. Only in-range elements are
 // scanned, which is what -inf padding amounts to (pad <= k/2 keeps every window non-empty); a NaN
-// wins, as in PyTorch, so it propagates.
-static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+// wins, as in PyTorch, so it propagates. Training's pass (and inference's beyond MAX_STRIDE, MAX_TAPS).
+static void max_fwd_scan_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     const pool_job *j = arg;
     const pool_geom g = j->g;
     int32_t *argmax = j->argmax;
@@ -232,8 +234,67 @@ static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     }
 }
 
-static void max_pool_forward(const float *x, float *y, int32_t *argmax, pool_geom g) {
-    pool_job j = {x, y, argmax, g};
+// Inference's pass (no argmax): each plane is copied into the worker's scratch with -inf padding and its
+// columns split by phase (column c to phase c % stride, at c / stride), so every tap of a row of outputs
+// is a contiguous run, and the kernels' tapmax takes the maximum of each run of outputs over the taps,
+// as the depthwise convolution sums them. A BiFPN's 3x3 stride-2 pool of 64 x 24 x 24: 27 us against
+// the scan's 135 (one AVX2 thread).
+typedef struct {
+    int hp, pw;       // padded rows; columns per phase (ceil(padded columns / stride))
+    int64_t row;      // a padded row, its phases one after the other
+} max_scratch;
+
+static max_scratch max_scratch_geom(pool_geom g) {
+    max_scratch m = {g.h + 2 * g.pad, (g.w + 2 * g.pad + g.stride - 1) / g.stride, 0};
+    m.row = (int64_t)g.stride * m.pw;
+    return m;
+}
+
+#define MAX_STRIDE 8   // beyond these, the argmax pass
+#define MAX_TAPS 64
+static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
+    const pool_job *j = arg;
+    const pool_geom g = j->g;
+    const max_scratch m = max_scratch_geom(g);
+    const ib_simd_kernels *K = ib_simd();
+    float *buf = j->scratch + worker * (int64_t)m.hp * m.row;
+    for (int64_t i = 0; i < m.hp * m.row; i++) buf[i] = -INFINITY;
+    int qa[MAX_STRIDE], qb[MAX_STRIDE];   // per phase, the q whose column q * stride + ph - pad is in the input
+    for (int ph = 0; ph < g.stride; ph++) {
+        qa[ph] = ph >= g.pad ? 0 : (g.pad - ph + g.stride - 1) / g.stride;
+        qb[ph] = g.w - 1 + g.pad - ph >= 0 ? (g.w - 1 + g.pad - ph) / g.stride + 1 : 0;
+        if (qb[ph] < qa[ph]) qb[ph] = qa[ph];
+    }
+    const float *tap[MAX_TAPS];
+    for (int ky = 0, t = 0; ky < g.k; ky++)
+        for (int kx = 0; kx < g.k; kx++, t++) tap[t] = buf + ky * m.row + (kx % g.stride) * m.pw + kx / g.stride;
+    for (int64_t p = lo; p < hi; p++) {
+        const float *xp = j->x + p * g.h * g.w;
+        float *top = buf + g.pad * m.row;   // input column ix: phase (ix + pad) % stride, at (ix + pad) / stride
+        if (g.stride == 1)
+            K->copy2d(xp, g.w, g.w, g.h, top + g.pad, m.row, 0, 1, 0, 0);
+        else if (g.stride == 2)
+            K->deint2(xp, g.w, g.w, g.h, top + (g.pad % 2) * m.pw + g.pad / 2,
+                      top + ((g.pad + 1) % 2) * m.pw + (g.pad + 1) / 2, m.row, 1, 0, 0);
+        else
+            for (int iy = 0; iy < g.h; iy++)
+                for (int ph = 0; ph < g.stride; ph++) {
+                    float *d = top + iy * m.row + ph * m.pw;
+                    const float *sr = xp + iy * g.w + ph - g.pad;
+                    for (int q = qa[ph]; q < qb[ph]; q++) d[q] = sr[q * g.stride];
+                }
+        K->tapmax(j->y + p * g.ho * g.wo, g.wo, g.ho, g.wo, g.k * g.k, tap, 0, g.stride * m.row);
+    }
+}
+
+static void max_pool_forward(ib_ctx *ctx, const float *x, float *y, int32_t *argmax, pool_geom g) {
+    pool_job j = {x, y, argmax, g, NULL};
+    if (argmax || g.stride > MAX_STRIDE || g.k * g.k > MAX_TAPS) {
+        over_planes(g.planes, (int64_t)g.h * g.w, max_fwd_scan_planes, &j);
+        return;
+    }
+    max_scratch m = max_scratch_geom(g);
+    j.scratch = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(m.hp * m.row * ib_pool_threads()));
     over_planes(g.planes, (int64_t)g.h * g.w, max_fwd_planes, &j);
 }
 
@@ -250,7 +311,7 @@ static void max_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
 }
 
 static void max_pool_backward_kernel(const float *gy, const int32_t *argmax, float *gx, pool_geom g) {
-    pool_job j = {gy, gx, (int32_t *)argmax, g};
+    pool_job j = {gy, gx, (int32_t *)argmax, g, NULL};
     over_planes(g.planes, (int64_t)g.h * g.w, max_bwd_planes, &j);
 }
 
@@ -274,6 +335,6 @@ ib_tensor *ib_max_pool(ib_ctx *ctx, ib_tensor *x, int k, int stride, int pad) {
         s->argmax = argmax = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)ib_numel(y));
         n->saved = s;
     }
-    max_pool_forward(x->data, y->data, argmax, g);
+    max_pool_forward(ctx, x->data, y->data, argmax, g);
     return y;
 }

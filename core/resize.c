@@ -4,6 +4,7 @@
 #include "core.h"
 
 #include <math.h>
+#include <string.h>
 
 // One axis of a resize: for output index i, the two source indices and their weights.
 typedef struct {
@@ -82,38 +83,59 @@ typedef struct {
     const float *x;
     float *y;
     const resize_saved *s;
+    float *scratch;   // bilinear forward: two interpolated rows per worker
 } resize_job;
 
-static void over_planes(const resize_saved *s, ib_range_fn fn, const float *x, float *y) {
-    resize_job j = {x, y, s};
+static void over_planes(const resize_saved *s, ib_range_fn fn, const float *x, float *y, float *scratch) {
+    resize_job j = {x, y, s, scratch};
     ib_parallel_range(s->planes, ib_grain(16384, (int64_t)s->ho * s->wo), fn, &j);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Bilinear
 
-// x: (N, C, H, W) -> y: (N, C, Ho, Wo)
+// x: (N, C, H, W) -> y: (N, C, Ho, Wo). Separable: a source row interpolated along x once
+// (t = w0 * r[a] + w1 * r[c]) serves every output row that reads it, and the output row is
+// h0 * t0 + h1 * t1 over whole rows, which vectorises; the same float operations in the same order as
+// h0 * (w0 * r0[a] + w1 * r0[c]) + h1 * (w0 * r1[a] + w1 * r1[c]) per output, so the same numbers.
+static void interp_row(const resize_saved *s, const float *r, float *d) {
+    for (int ox = 0; ox < s->wo; ox++) d[ox] = s->tx.l0[ox] * r[s->tx.i0[ox]] + s->tx.l1[ox] * r[s->tx.i1[ox]];
+}
+
 static void bilinear_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     const resize_job *j = arg;
-    const float *x = j->x;
-    float *y = j->y;
     const resize_saved *s = j->s;
+    float *slot[2] = {j->scratch + (int64_t)worker * 2 * s->wo, j->scratch + ((int64_t)worker * 2 + 1) * s->wo};
     for (int64_t p = lo; p < hi; p++) {
-        const float *xp = x + p * s->h * s->w;
-        float *yp = y + p * s->ho * s->wo;
+        const float *xp = j->x + p * s->h * s->w;
+        float *yp = j->y + p * s->ho * s->wo;
+        int held[2] = {-1, -1};   // the source row in each slot
         for (int oy = 0; oy < s->ho; oy++) {
-            const float *r0 = xp + (int64_t)s->ty.i0[oy] * s->w, *r1 = xp + (int64_t)s->ty.i1[oy] * s->w;
-            float h0 = s->ty.l0[oy], h1 = s->ty.l1[oy];
-            for (int ox = 0; ox < s->wo; ox++) {
-                int a = s->tx.i0[ox], c = s->tx.i1[ox];
-                float w0 = s->tx.l0[ox], w1 = s->tx.l1[ox];
-                yp[oy * s->wo + ox] = h0 * (w0 * r0[a] + w1 * r0[c]) + h1 * (w0 * r1[a] + w1 * r1[c]);
+            const int i0 = s->ty.i0[oy], i1 = s->ty.i1[oy];
+            int a0 = held[0] == i0 ? 0 : held[1] == i0 ? 1 : -1;
+            if (a0 < 0) {   // i0 goes where i1 is not kept
+                a0 = held[0] == i1 ? 1 : 0;
+                interp_row(s, xp + (int64_t)i0 * s->w, slot[a0]);
+                held[a0] = i0;
             }
+            int a1 = held[a0] == i1 ? a0 : held[1 - a0] == i1 ? 1 - a0 : -1;
+            if (a1 < 0) {
+                a1 = 1 - a0;
+                interp_row(s, xp + (int64_t)i1 * s->w, slot[a1]);
+                held[a1] = i1;
+            }
+            const float h0 = s->ty.l0[oy], h1 = s->ty.l1[oy], *t0 = slot[a0], *t1 = slot[a1];
+            float *yr = yp + (int64_t)oy * s->wo;
+#pragma omp simd
+            for (int ox = 0; ox < s->wo; ox++) yr[ox] = h0 * t0[ox] + h1 * t1[ox];
         }
     }
 }
 
-static void bilinear_forward(const float *x, float *y, const resize_saved *s) { over_planes(s, bilinear_fwd_planes, x, y); }
+static void bilinear_forward(ib_ctx *ctx, const float *x, float *y, const resize_saved *s) {
+    float *scratch = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(2 * s->wo * ib_pool_threads()));
+    over_planes(s, bilinear_fwd_planes, x, y, scratch);
+}
 
 // gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added. Each plane is scattered on one thread in a fixed
 // order, so the sums do not depend on the thread count.
@@ -141,7 +163,7 @@ static void bilinear_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     }
 }
 
-static void bilinear_backward_kernel(const float *gy, float *gx, const resize_saved *s) { over_planes(s, bilinear_bwd_planes, gy, gx); }
+static void bilinear_backward_kernel(const float *gy, float *gx, const resize_saved *s) { over_planes(s, bilinear_bwd_planes, gy, gx, NULL); }
 
 static void bilinear_backward(ib_ctx *ctx, ib_node *n) {
     ib_tensor *x = n->in[0];
@@ -155,7 +177,7 @@ ib_tensor *ib_resize_bilinear(ib_ctx *ctx, ib_tensor *x, int ho, int wo) {
     s->ty = bilinear_axis(ctx, s->h, ho);
     s->tx = bilinear_axis(ctx, s->w, wo);
     ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], x->shape[1], ho, wo});
-    bilinear_forward(x->data, y->data, s);
+    bilinear_forward(ctx, x->data, y->data, s);
     ib_node *n = ib_record(ctx, &op_resize_bilinear, y, 1, &x);
     if (n) n->saved = s;
     return y;
@@ -174,13 +196,18 @@ static void nearest_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
         const float *xp = x + p * s->h * s->w;
         float *yp = y + p * s->ho * s->wo;
         for (int oy = 0; oy < s->ho; oy++) {
+            float *yr = yp + (int64_t)oy * s->wo;
+            if (oy > 0 && s->ny[oy] == s->ny[oy - 1]) {   // the row above read the same source row
+                memcpy(yr, yr - s->wo, sizeof(float) * (size_t)s->wo);
+                continue;
+            }
             const float *row = xp + (int64_t)s->ny[oy] * s->w;
-            for (int ox = 0; ox < s->wo; ox++) yp[oy * s->wo + ox] = row[s->nx[ox]];
+            for (int ox = 0; ox < s->wo; ox++) yr[ox] = row[s->nx[ox]];
         }
     }
 }
 
-static void nearest_forward(const float *x, float *y, const resize_saved *s) { over_planes(s, nearest_fwd_planes, x, y); }
+static void nearest_forward(const float *x, float *y, const resize_saved *s) { over_planes(s, nearest_fwd_planes, x, y, NULL); }
 
 // gy: (N, C, Ho, Wo) -> gx: (N, C, H, W), added; per plane, sequential (deterministic).
 static void nearest_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
@@ -198,7 +225,7 @@ static void nearest_bwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     }
 }
 
-static void nearest_backward_kernel(const float *gy, float *gx, const resize_saved *s) { over_planes(s, nearest_bwd_planes, gy, gx); }
+static void nearest_backward_kernel(const float *gy, float *gx, const resize_saved *s) { over_planes(s, nearest_bwd_planes, gy, gx, NULL); }
 
 static void nearest_backward(ib_ctx *ctx, ib_node *n) {
     ib_tensor *x = n->in[0];

@@ -4,6 +4,7 @@
 // only the portable C exists) and picks the best version the processor has at run time.
 #include "core/simd.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,6 +160,26 @@ static void tapsum_portable(float *dst, int64_t ldd, int rows, int64_t L, int T,
             } else {
                 for (int j = 0; j < n; j++) d[j] = acc[j];
             }
+        }
+}
+
+static void tapmax_portable(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
+                            int64_t lds) {
+    float best[BLK], nan[BLK];
+    for (int r = 0; r < rows; r++)
+        for (int64_t o0 = 0; o0 < L; o0 += BLK) {
+            int n = L - o0 < BLK ? (int)(L - o0) : BLK;
+            for (int j = 0; j < n; j++) best[j] = -INFINITY, nan[j] = 0;
+            for (int t = 0; t < T; t++) {
+                const float *sp = src[t] + off + r * lds + o0;
+#pragma omp simd
+                for (int j = 0; j < n; j++) {
+                    best[j] = sp[j] > best[j] ? sp[j] : best[j];
+                    nan[j] += sp[j] != sp[j] ? 1.0f : 0.0f;
+                }
+            }
+            float *d = dst + r * ldd + o0;
+            for (int j = 0; j < n; j++) d[j] = nan[j] != 0 ? NAN : best[j];
         }
 }
 
@@ -325,7 +346,7 @@ static void transpose_portable(const float *src, int64_t lds, int rows, int64_t 
 }
 
 static const ib_simd_kernels K_PORTABLE = {
-    "portable",      gemm_portable,   tapsum_portable,   tapdot_portable,   deint2_portable,      int2_portable,
+    "portable",      gemm_portable,   tapsum_portable,   tapmax_portable, tapdot_portable,   deint2_portable,      int2_portable,
     copy2d_portable, transpose_portable, bn_sum_portable, bn_sumsq_portable, bn_apply_portable, bn_bwd_sums_portable,
     bn_bwd_dx_portable,
 };
@@ -480,6 +501,31 @@ T_AVX2 static void tapsum_avx2(float *dst, int64_t ldd, int rows, int64_t L, int
             }
     }
     for (; r < rows; r++) tapsum_row_avx2(dst + r * ldd, L, T, src, off + r * lds, wt, init, epi, add);
+}
+
+// 16 outputs of a row at a time (two vectors, masked at the row's end); NaNs are flagged aside, as
+// MAXPS returns its second operand when either is NaN.
+T_AVX2 static void tapmax_avx2(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
+                               int64_t lds) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), qnan = _mm256_set1_ps(NAN);
+    for (int r = 0; r < rows; r++)
+        for (int64_t o = 0; o < L; o += 16) {
+            __m256 a0 = ninf, a1 = ninf, u0 = _mm256_setzero_ps(), u1 = _mm256_setzero_ps();
+            const __m256i m0 = mask8(L - o), m1 = mask8(L - o - 8);
+            const int full = L - o >= 16;
+            for (int t = 0; t < T; t++) {
+                const float *sp = src[t] + off + r * lds + o;
+                __m256 v0 = full ? _mm256_loadu_ps(sp) : _mm256_maskload_ps(sp, m0);
+                __m256 v1 = full ? _mm256_loadu_ps(sp + 8) : _mm256_maskload_ps(sp + 8, m1);
+                a0 = _mm256_max_ps(v0, a0);
+                a1 = _mm256_max_ps(v1, a1);
+                u0 = _mm256_or_ps(u0, _mm256_cmp_ps(v0, v0, _CMP_UNORD_Q));
+                u1 = _mm256_or_ps(u1, _mm256_cmp_ps(v1, v1, _CMP_UNORD_Q));
+            }
+            float *d = dst + r * ldd + o;
+            _mm256_maskstore_ps(d, m0, _mm256_blendv_ps(a0, qnan, u0));
+            if (L - o > 8) _mm256_maskstore_ps(d + 8, m1, _mm256_blendv_ps(a1, qnan, u1));
+        }
 }
 
 T_AVX2 static void copy2d_2d_avx2(const float *src, int64_t lds, int64_t n, int rows, float *dst, int64_t ldd,
@@ -862,7 +908,7 @@ T_AVX2 static void transpose_avx2(const float *src, int64_t lds, int rows, int64
 }
 
 static const ib_simd_kernels K_AVX2 = {
-    "avx2",      gemm_avx2,   tapsum_avx2,   tapdot_avx2,   deint2_avx2,      int2_avx2,
+    "avx2",      gemm_avx2,   tapsum_avx2,   tapmax_avx2, tapdot_avx2,   deint2_avx2,      int2_avx2,
     copy2d_avx2, transpose_avx2, bn_sum_avx2, bn_sumsq_avx2, bn_apply_avx2, bn_bwd_sums_avx2, bn_bwd_dx_avx2,
 };
 
@@ -1335,9 +1381,9 @@ T_AVX512 static void int2_avx512(const float *even, const float *odd, int64_t ld
 }
 
 static const ib_simd_kernels K_AVX512 = {
-    "avx512",      gemm_avx512,   tapsum_avx512,   tapdot_avx512,   deint2_avx512,      int2_avx512,
+    "avx512",      gemm_avx512,   tapsum_avx512,   tapmax_avx2, tapdot_avx512,   deint2_avx512,      int2_avx512,
     copy2d_avx512, transpose_avx2, bn_sum_avx512, bn_sumsq_avx512, bn_apply_avx512, bn_bwd_sums_avx512,
-    bn_bwd_dx_avx512,   // the AVX2 transpose: a copy, which 16 lanes would not make faster
+    bn_bwd_dx_avx512,   // the AVX2 tapmax and transpose: max pooling's planes are narrow, and a copy
 };
 #endif
 

@@ -363,6 +363,55 @@ TEST(cross_entropy_bad_target_asserts) {
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "target 3 of 3 classes did not abort (status %d)", st);
 }
 
+// The separable bilinear forward (rows interpolated along x once, then blended) equals the per-output
+// formula h0 * (w0 * a + w1 * c) + h1 * (w0 * b + w1 * d) bit for bit, up and down, with torch's source
+// indices and weights (align_corners=False, computed in float).
+static void ref_axis(int in, int out, int *i0, int *i1, float *l0, float *l1) {
+    float scale = (float)in / (float)out;
+    for (int i = 0; i < out; i++) {
+        if (in == out) {
+            i0[i] = i1[i] = i, l0[i] = 1, l1[i] = 0;
+            continue;
+        }
+        float src = scale * ((float)i + 0.5f) - 0.5f;
+        if (src < 0) src = 0;
+        i0[i] = (int)src;
+        l1[i] = fminf(fmaxf(src - (float)i0[i], 0), 1);
+        l0[i] = 1.0f - l1[i];
+        i1[i] = i0[i] + (i0[i] < in - 1 ? 1 : 0);
+    }
+}
+
+TEST(bilinear_separable_equals_per_output_formula) {
+    static const int cfg[][4] = {{24, 24, 96, 96}, {3, 5, 12, 9}, {9, 11, 4, 6}, {6, 6, 6, 6}, {1, 7, 5, 7}, {13, 2, 40, 1}};
+    ib_ctx *ctx = ib_ctx_new();
+    int i0y[128], i1y[128], i0x[128], i1x[128];
+    float l0y[128], l1y[128], l0x[128], l1x[128];
+    for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+        const int H = cfg[c][0], W = cfg[c][1], Ho = cfg[c][2], Wo = cfg[c][3];
+        ib_ctx_reset(ctx);
+        ctx->recording = 0;
+        ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, H, W});
+        fill_normal(x, 70 + c, 1);
+        ib_tensor *y = ib_resize_bilinear(ctx, x, Ho, Wo);
+        ref_axis(H, Ho, i0y, i1y, l0y, l1y);
+        ref_axis(W, Wo, i0x, i1x, l0x, l1x);
+        for (int p = 0; p < 6; p++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    const float *r0 = x->data + (p * H + i0y[oy]) * W, *r1 = x->data + (p * H + i1y[oy]) * W;
+                    float t0 = l0x[ox] * r0[i0x[ox]] + l1x[ox] * r0[i1x[ox]];
+                    float t1 = l0x[ox] * r1[i0x[ox]] + l1x[ox] * r1[i1x[ox]];
+                    float want = l0y[oy] * t0 + l1y[oy] * t1, got = y->data[(p * Ho + oy) * Wo + ox];
+                    if (got != want) {
+                        ib_ctx_free(ctx);
+                        CHECK(0, "%dx%d -> %dx%d: y[%d][%d][%d] = %.9g, want %.9g", H, W, Ho, Wo, p, oy, ox, got, want);
+                    }
+                }
+    }
+    ib_ctx_free(ctx);
+}
+
 TEST(inference_mode_records_nothing) {
     ib_ctx *ctx = ib_ctx_new();
     ctx->recording = 0;

@@ -1,7 +1,8 @@
 // The SIMD kernels (core/simd.h) and the fused ops: depthwise conv in every SIMD version against a direct
 // double-precision reference at odd sizes, strides, paddings, dilations and kernels; AVX2 and AVX-512
 // bitwise equal; batchnorm bitwise equal across versions; fused BN + activation and conv + BN +
-// activation bitwise equal to the separate ops; thread-count independence; the batched 1x1 path.
+// activation bitwise equal to the separate ops; thread-count independence; the batched 1x1 path; max
+// pooling's inference pass in every version.
 #include "core/simd.h"
 #include "layers/layers.h"
 #include "tests/test.h"
@@ -209,6 +210,64 @@ TEST(transpose_every_simd_version) {
         }
     }
     ib_simd_select("auto");
+}
+
+// Max pooling's inference pass (a padded, phase-split copy and the tapmax kernel) in every SIMD version,
+// and training's pass (the scan that keeps the argmax), against a direct reference: the window's largest
+// in-range value, NaN when it holds one. Ties, -inf and NaN inputs; rows narrower and wider than a vector.
+static float ref_window_max(const float *x, int H, int W, int oy, int ox, int k, int s, int p) {
+    float best = -INFINITY;
+    int nan = 0;
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+            int iy = oy * s - p + ky, ix = ox * s - p + kx;
+            if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+            float v = x[iy * W + ix];
+            if (isnan(v)) nan = 1;
+            else if (v > best) best = v;
+        }
+    return nan ? NAN : best;
+}
+
+TEST(max_pool_every_simd_version_matches_reference) {
+    static const int cfg[][3] = {{3, 2, 1}, {3, 1, 1}, {2, 2, 0}, {5, 2, 2}, {3, 3, 1}, {1, 1, 0}, {4, 3, 2}, {3, 9, 0}};
+    static const int shapes[][2] = {{7, 9}, {24, 24}, {5, 41}, {12, 3}, {33, 70}};
+    ib_ctx *ctx = ib_ctx_new();
+    for (int v = 0; v < N_SIMD; v++) {
+        if (!ib_simd_select(SIMD[v])) continue;
+        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
+            for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+                for (int train = 0; train < 2; train++) {
+                    const int k = cfg[c][0], st = cfg[c][1], p = cfg[c][2], H = shapes[sh][0], W = shapes[sh][1];
+                    if (H + 2 * p < k || W + 2 * p < k) continue;
+                    ib_ctx_reset(ctx);
+                    ctx->recording = train;
+                    ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){2, 3, H, W});
+                    fill_normal(x, 100 + (uint64_t)(c * 10 + sh), 1);
+                    for (int64_t i = 0; i < ib_numel(x); i++) {   // ties, -inf and a few NaNs
+                        x->data[i] = roundf(x->data[i] * 2) / 2;
+                        if (i % 37 == 5) x->data[i] = -INFINITY;
+                        if (i % 101 == 7) x->data[i] = NAN;
+                    }
+                    x->requires_grad = train;
+                    ib_tensor *y = ib_max_pool(ctx, x, k, st, p);
+                    const int Ho = y->shape[2], Wo = y->shape[3];
+                    for (int pl = 0; pl < 6; pl++)
+                        for (int oy = 0; oy < Ho; oy++)
+                            for (int ox = 0; ox < Wo; ox++) {
+                                float want = ref_window_max(x->data + pl * H * W, H, W, oy, ox, k, st, p);
+                                float got = y->data[(pl * Ho + oy) * Wo + ox];
+                                if (!(got == want || (isnan(got) && isnan(want)))) {
+                                    ib_simd_select("auto");
+                                    ib_ctx_free(ctx);
+                                    CHECK(0, "%s %s: k%d s%d p%d %dx%d: y[%d][%d][%d] = %g, want %g", SIMD[v],
+                                          train ? "training" : "inference", k, st, p, H, W, pl, oy, ox, got, want);
+                                }
+                            }
+                }
+    }
+    ib_simd_select("auto");
+    ib_ctx_free(ctx);
 }
 
 TEST(simd_select_names) {
