@@ -107,7 +107,7 @@ typedef struct {
     float *y;   // the output, or the input's gradient in backward
     int32_t *argmax;
     pool_geom g;
-    float *scratch;   // max pooling without argmax: a padded plane per worker
+    float *scratch;   // max pooling: a padded plane per worker
 } pool_job;
 
 // ---------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ typedef struct {
 
 // x: (N, C, H, W) -> y: (N, C, Ho, Wo), argmax: (N, C, Ho, Wo) or NULL. Only in-range elements are
 // scanned, which is what -inf padding amounts to (pad <= k/2 keeps every window non-empty); a NaN
-// wins, as in PyTorch, so it propagates. Training's pass (and inference's beyond MAX_STRIDE, MAX_TAPS).
+// wins, as in PyTorch, so it propagates. The pass for strides and kernels beyond MAX_STRIDE, MAX_TAPS.
 static void max_fwd_scan_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     const pool_job *j = arg;
     const pool_geom g = j->g;
@@ -234,11 +234,11 @@ static void max_fwd_scan_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     }
 }
 
-// Inference's pass (no argmax): each plane is copied into the worker's scratch with -inf padding and its
-// columns split by phase (column c to phase c % stride, at c / stride), so every tap of a row of outputs
-// is a contiguous run, and the kernels' tapmax takes the maximum of each run of outputs over the taps,
-// as the depthwise convolution sums them. A BiFPN's 3x3 stride-2 pool of 64 x 24 x 24: 27 us against
-// the scan's 135 (one AVX2 thread).
+// The usual pass: each plane is copied into the worker's scratch with -inf padding and its columns split
+// by phase (column c to phase c % stride, at c / stride), so every tap of a row of outputs is a contiguous
+// run, and the kernels' tapmax takes the maximum of each run of outputs over the taps (and, for training,
+// the winning tap), as the depthwise convolution sums them. A BiFPN's 3x3 stride-2 pool of 64 x 24 x 24
+// on one AVX2 thread: 28 us against the scan's 116, with the argmax 47 against 111.
 typedef struct {
     int hp, pw;       // padded rows; columns per phase (ceil(padded columns / stride))
     int64_t row;      // a padded row, its phases one after the other
@@ -266,8 +266,12 @@ static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
         if (qb[ph] < qa[ph]) qb[ph] = qa[ph];
     }
     const float *tap[MAX_TAPS];
+    int32_t tap_at[MAX_TAPS];   // tap t's input position from its window's corner
     for (int ky = 0, t = 0; ky < g.k; ky++)
-        for (int kx = 0; kx < g.k; kx++, t++) tap[t] = buf + ky * m.row + (kx % g.stride) * m.pw + kx / g.stride;
+        for (int kx = 0; kx < g.k; kx++, t++) {
+            tap[t] = buf + ky * m.row + (kx % g.stride) * m.pw + kx / g.stride;
+            tap_at[t] = ky * g.w + kx;
+        }
     for (int64_t p = lo; p < hi; p++) {
         const float *xp = j->x + p * g.h * g.w;
         float *top = buf + g.pad * m.row;   // input column ix: phase (ix + pad) % stride, at (ix + pad) / stride
@@ -283,13 +287,25 @@ static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
                     const float *sr = xp + iy * g.w + ph - g.pad;
                     for (int q = qa[ph]; q < qb[ph]; q++) d[q] = sr[q * g.stride];
                 }
-        K->tapmax(j->y + p * g.ho * g.wo, g.wo, g.ho, g.wo, g.k * g.k, tap, 0, g.stride * m.row);
+        float *yp = j->y + p * g.ho * g.wo;
+        int32_t *ap = j->argmax ? j->argmax + p * g.ho * g.wo : NULL;
+        K->tapmax(yp, ap, g.wo, g.ho, g.wo, g.k * g.k, tap, 0, g.stride * m.row);
+        if (!ap) continue;
+        // Winning taps to input positions. A padded value (-inf) never wins (it must be greater than the
+        // maximum so far, which starts at -inf), so every winner is in range; a window whose in-range
+        // values are all -inf has none (-1) and points at its first in-range value, as the scan does.
+        for (int oy = 0; oy < g.ho; oy++)
+            for (int ox = 0; ox < g.wo; ox++) {
+                int32_t *a = ap + oy * g.wo + ox, t = *a;
+                int y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad;
+                *a = t >= 0 ? y0 * g.w + x0 + tap_at[t] : (y0 > 0 ? y0 : 0) * g.w + (x0 > 0 ? x0 : 0);
+            }
     }
 }
 
 static void max_pool_forward(ib_ctx *ctx, const float *x, float *y, int32_t *argmax, pool_geom g) {
     pool_job j = {x, y, argmax, g, NULL};
-    if (argmax || g.stride > MAX_STRIDE || g.k * g.k > MAX_TAPS) {
+    if (g.stride > MAX_STRIDE || g.k * g.k > MAX_TAPS) {
         over_planes(g.planes, (int64_t)g.h * g.w, max_fwd_scan_planes, &j);
         return;
     }

@@ -163,12 +163,29 @@ static void tapsum_portable(float *dst, int64_t ldd, int rows, int64_t L, int T,
         }
 }
 
-static void tapmax_portable(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
-                            int64_t lds) {
+static void tapmax_portable(float *dst, int32_t *arg, int64_t ldd, int rows, int64_t L, int T, const float *const *src,
+                            int64_t off, int64_t lds) {
     float best[BLK], nan[BLK];
     for (int r = 0; r < rows; r++)
         for (int64_t o0 = 0; o0 < L; o0 += BLK) {
             int n = L - o0 < BLK ? (int)(L - o0) : BLK;
+            float *d = dst + r * ldd + o0;
+            if (arg) {   // the winner's tap: a compare and a select per value
+                int32_t *ar = arg + r * ldd + o0;
+                for (int j = 0; j < n; j++) {
+                    float m = -INFINITY;
+                    int32_t at = -1;
+                    for (int t = 0; t < T; t++) {
+                        float v = src[t][off + r * lds + o0 + j];
+                        int take = (v > m) | ((v != v) & (m == m));
+                        m = take ? v : m;
+                        at = take ? t : at;
+                    }
+                    d[j] = m;
+                    ar[j] = at;
+                }
+                continue;
+            }
             for (int j = 0; j < n; j++) best[j] = -INFINITY, nan[j] = 0;
             for (int t = 0; t < T; t++) {
                 const float *sp = src[t] + off + r * lds + o0;
@@ -178,7 +195,6 @@ static void tapmax_portable(float *dst, int64_t ldd, int rows, int64_t L, int T,
                     nan[j] += sp[j] != sp[j] ? 1.0f : 0.0f;
                 }
             }
-            float *d = dst + r * ldd + o0;
             for (int j = 0; j < n; j++) d[j] = nan[j] != 0 ? NAN : best[j];
         }
 }
@@ -503,29 +519,58 @@ T_AVX2 static void tapsum_avx2(float *dst, int64_t ldd, int rows, int64_t L, int
     for (; r < rows; r++) tapsum_row_avx2(dst + r * ldd, L, T, src, off + r * lds, wt, init, epi, add);
 }
 
-// 16 outputs of a row at a time (two vectors, masked at the row's end); NaNs are flagged aside, as
-// MAXPS returns its second operand when either is NaN.
-T_AVX2 static void tapmax_avx2(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
-                               int64_t lds) {
-    const __m256 ninf = _mm256_set1_ps(-INFINITY), qnan = _mm256_set1_ps(NAN);
+// 16 outputs of a row at a time (two vectors, masked at the row's end). Without arg, NaNs are flagged
+// aside, as MAXPS returns its second operand when either is NaN; with it, each value is taken when it is
+// greater, or a NaN over a number, and its tap (as a float, exact) taken with it.
+__attribute__((always_inline)) T_AVX2 static inline void tapmax_vec_avx2(__m256 v, __m256 tv, __m256 *a, __m256 *u,
+                                                                         __m256 *ti, int want_arg) {
+    if (!want_arg) {
+        *a = _mm256_max_ps(v, *a);
+        *u = _mm256_or_ps(*u, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        return;
+    }
+    __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, *a, _CMP_GT_OQ),
+                               _mm256_andnot_ps(_mm256_cmp_ps(*a, *a, _CMP_UNORD_Q), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    *a = _mm256_blendv_ps(*a, v, take);
+    *ti = _mm256_blendv_ps(*ti, tv, take);
+}
+
+__attribute__((always_inline)) T_AVX2 static inline void tapmax_rows_avx2(float *dst, int32_t *arg, int64_t ldd, int rows,
+                                                                          int64_t L, int T, const float *const *src,
+                                                                          int64_t off, int64_t lds, int want_arg) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), qnan = _mm256_set1_ps(NAN), none = _mm256_set1_ps(-1);
     for (int r = 0; r < rows; r++)
         for (int64_t o = 0; o < L; o += 16) {
-            __m256 a0 = ninf, a1 = ninf, u0 = _mm256_setzero_ps(), u1 = _mm256_setzero_ps();
+            __m256 a0 = ninf, a1 = ninf, u0 = _mm256_setzero_ps(), u1 = u0, t0 = none, t1 = none;
             const __m256i m0 = mask8(L - o), m1 = mask8(L - o - 8);
             const int full = L - o >= 16;
             for (int t = 0; t < T; t++) {
                 const float *sp = src[t] + off + r * lds + o;
-                __m256 v0 = full ? _mm256_loadu_ps(sp) : _mm256_maskload_ps(sp, m0);
-                __m256 v1 = full ? _mm256_loadu_ps(sp + 8) : _mm256_maskload_ps(sp + 8, m1);
-                a0 = _mm256_max_ps(v0, a0);
-                a1 = _mm256_max_ps(v1, a1);
-                u0 = _mm256_or_ps(u0, _mm256_cmp_ps(v0, v0, _CMP_UNORD_Q));
-                u1 = _mm256_or_ps(u1, _mm256_cmp_ps(v1, v1, _CMP_UNORD_Q));
+                const __m256 tv = _mm256_set1_ps((float)t);
+                tapmax_vec_avx2(full ? _mm256_loadu_ps(sp) : _mm256_maskload_ps(sp, m0), tv, &a0, &u0, &t0, want_arg);
+                tapmax_vec_avx2(full ? _mm256_loadu_ps(sp + 8) : _mm256_maskload_ps(sp + 8, m1), tv, &a1, &u1, &t1,
+                                want_arg);
             }
             float *d = dst + r * ldd + o;
+            if (want_arg) {
+                int32_t *ar = arg + r * ldd + o;
+                _mm256_maskstore_ps(d, m0, a0);
+                _mm256_maskstore_epi32(ar, m0, _mm256_cvttps_epi32(t0));
+                if (L - o > 8) {
+                    _mm256_maskstore_ps(d + 8, m1, a1);
+                    _mm256_maskstore_epi32(ar + 8, m1, _mm256_cvttps_epi32(t1));
+                }
+                continue;
+            }
             _mm256_maskstore_ps(d, m0, _mm256_blendv_ps(a0, qnan, u0));
             if (L - o > 8) _mm256_maskstore_ps(d + 8, m1, _mm256_blendv_ps(a1, qnan, u1));
         }
+}
+
+T_AVX2 static void tapmax_avx2(float *dst, int32_t *arg, int64_t ldd, int rows, int64_t L, int T, const float *const *src,
+                               int64_t off, int64_t lds) {
+    if (arg) tapmax_rows_avx2(dst, arg, ldd, rows, L, T, src, off, lds, 1);
+    else tapmax_rows_avx2(dst, NULL, ldd, rows, L, T, src, off, lds, 0);
 }
 
 T_AVX2 static void copy2d_2d_avx2(const float *src, int64_t lds, int64_t n, int rows, float *dst, int64_t ldd,

@@ -50,9 +50,11 @@ typedef struct {
     void (*tapsum)(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
                    int64_t lds, const float *wt, float init, const ib_epi *epi, int add);
     // Row r in [0, rows), o in [0, L): dst[r * ldd + o] = max_t src[t][off + r * lds + o], NaN when any
-    // of them is NaN (max pooling's inference pass). Exact, so every version gives the same floats.
-    void (*tapmax)(float *dst, int64_t ldd, int rows, int64_t L, int T, const float *const *src, int64_t off,
-                   int64_t lds);
+    // of them is NaN (max pooling). With arg, arg[r * ldd + o] = the winning t: the first maximum in t
+    // order, the first NaN over everything; -1 when no tap exceeds -inf. Exact, so every version gives the
+    // same floats and taps (a NaN's payload aside).
+    void (*tapmax)(float *dst, int32_t *arg, int64_t ldd, int rows, int64_t L, int T, const float *const *src,
+                   int64_t off, int64_t lds);
     // acc[t] += sum_o g[o] * src[t][o], o in [0, L). 16 float lanes (output o in lane o % 16), folded
     // into acc every 4096 outputs in a fixed order.
     void (*tapdot)(const float *g, int64_t L, int T, const float *const *src, double *acc);

@@ -212,25 +212,32 @@ TEST(transpose_every_simd_version) {
     ib_simd_select("auto");
 }
 
-// Max pooling's inference pass (a padded, phase-split copy and the tapmax kernel) in every SIMD version,
-// and training's pass (the scan that keeps the argmax), against a direct reference: the window's largest
-// in-range value, NaN when it holds one. Ties, -inf and NaN inputs; rows narrower and wider than a vector.
-static float ref_window_max(const float *x, int H, int W, int oy, int ox, int k, int s, int p) {
+// Max pooling (a padded, phase-split copy and the tapmax kernel; the scan beyond its stride and kernel
+// limits) in every SIMD version against a direct reference: the window's largest in-range value, NaN
+// when it holds one; in training, the gradient goes to the first maximum (the first NaN). Ties, -inf and
+// NaN inputs; rows narrower and wider than a vector.
+// The window's value and *at, the position its gradient goes to: the first NaN, else the first maximum,
+// else (every in-range value -inf) the first in-range position.
+static float ref_window_max(const float *x, int H, int W, int oy, int ox, int k, int s, int p, int *at) {
     float best = -INFINITY;
-    int nan = 0;
+    int nan = -1, first = -1;
+    *at = -1;
     for (int ky = 0; ky < k; ky++)
         for (int kx = 0; kx < k; kx++) {
             int iy = oy * s - p + ky, ix = ox * s - p + kx;
             if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
             float v = x[iy * W + ix];
-            if (isnan(v)) nan = 1;
-            else if (v > best) best = v;
+            if (first < 0) first = iy * W + ix;
+            if (isnan(v)) {
+                if (nan < 0) nan = iy * W + ix;
+            } else if (v > best) best = v, *at = iy * W + ix;
         }
-    return nan ? NAN : best;
+    *at = nan >= 0 ? nan : *at >= 0 ? *at : first;
+    return nan >= 0 ? NAN : best;
 }
 
 TEST(max_pool_every_simd_version_matches_reference) {
-    static const int cfg[][3] = {{3, 2, 1}, {3, 1, 1}, {2, 2, 0}, {5, 2, 2}, {3, 3, 1}, {1, 1, 0}, {4, 3, 2}, {3, 9, 0}};
+    static const int cfg[][3] = {{3, 2, 1}, {3, 1, 1}, {2, 2, 0}, {5, 2, 2}, {3, 3, 1}, {1, 1, 0}, {4, 3, 2}, {3, 9, 0}, {9, 2, 4}};
     static const int shapes[][2] = {{7, 9}, {24, 24}, {5, 41}, {12, 3}, {33, 70}};
     ib_ctx *ctx = ib_ctx_new();
     for (int v = 0; v < N_SIMD; v++) {
@@ -248,22 +255,46 @@ TEST(max_pool_every_simd_version_matches_reference) {
                         x->data[i] = roundf(x->data[i] * 2) / 2;
                         if (i % 37 == 5) x->data[i] = -INFINITY;
                         if (i % 101 == 7) x->data[i] = NAN;
+                        if (i / (H * W) == 2) x->data[i] = -INFINITY;   // a plane of -inf: no window has a maximum
                     }
                     x->requires_grad = train;
                     ib_tensor *y = ib_max_pool(ctx, x, k, st, p);
                     const int Ho = y->shape[2], Wo = y->shape[3];
+                    float *gwant = calloc((size_t)ib_numel(x), sizeof(float));
                     for (int pl = 0; pl < 6; pl++)
                         for (int oy = 0; oy < Ho; oy++)
                             for (int ox = 0; ox < Wo; ox++) {
-                                float want = ref_window_max(x->data + pl * H * W, H, W, oy, ox, k, st, p);
+                                int at;
+                                float want = ref_window_max(x->data + pl * H * W, H, W, oy, ox, k, st, p, &at);
                                 float got = y->data[(pl * Ho + oy) * Wo + ox];
+                                gwant[pl * H * W + at] += (float)(1 + (oy * Wo + ox) % 3);
                                 if (!(got == want || (isnan(got) && isnan(want)))) {
                                     ib_simd_select("auto");
                                     ib_ctx_free(ctx);
+                                    free(gwant);
                                     CHECK(0, "%s %s: k%d s%d p%d %dx%d: y[%d][%d][%d] = %g, want %g", SIMD[v],
                                           train ? "training" : "inference", k, st, p, H, W, pl, oy, ox, got, want);
                                 }
                             }
+                    if (train) {   // the gradient lands where the scan's argmax is (seeds 1, 2, 3 tell outputs apart)
+                        float *seed = malloc(sizeof(float) * (size_t)ib_numel(y));
+                        for (int64_t i = 0; i < ib_numel(y); i++) seed[i] = (float)(1 + (i % (Ho * Wo)) % 3);
+                        ib_backward(ctx, y, seed);
+                        free(seed);
+                        int64_t bad = -1;
+                        for (int64_t i = 0; i < ib_numel(x) && bad < 0; i++)
+                            if (x->grad[i] != gwant[i]) bad = i;
+                        float g = bad >= 0 ? x->grad[bad] : 0, gw = bad >= 0 ? gwant[bad] : 0;
+                        free(gwant);
+                        if (bad >= 0) {
+                            ib_simd_select("auto");
+                            ib_ctx_free(ctx);
+                            CHECK(0, "%s: k%d s%d p%d %dx%d: grad[%lld] = %g, want %g (the argmax)", SIMD[v], k, st, p,
+                                  H, W, (long long)bad, g, gw);
+                        }
+                    } else {
+                        free(gwant);
+                    }
                 }
     }
     ib_simd_select("auto");
