@@ -3,6 +3,7 @@
 // backward passes.
 // Gradients at the kinks follow PyTorch 1.13 exactly, so parity tests can sit on a kink.
 #include "core.h"
+#include "core/simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -210,23 +211,23 @@ static void weighted_sum_backward(ib_ctx *ctx, ib_node *node) {
     const float eps = *(const float *)node->saved;
     const float *dy = node->out->grad;
     const int64_t m = ib_numel(node->out);
-    double a[IB_MAX_INPUTS], dot[IB_MAX_INPUTS];
+    double a[IB_MAX_INPUTS], dot[IB_MAX_INPUTS] = {0};
     const double den = ib_weighted_sum_coeffs(wt->data, n, eps, a);
+    const float *xs[IB_MAX_INPUTS];
     for (int i = 0; i < n; i++) {
         ib_tensor *x = node->in[i];
+        xs[i] = x->data;
         if (x->requires_grad) {
             float *dx = ib_grad(ctx, x);
             ew_job j = {dy, dx, NULL, dx, (float)a[i], 0, 0};
             ib_parallel_range(m, GRAIN, axpy_range, &j);
         }
-        if (wt->requires_grad) {
-            double acc = 0;   // in element order: the same sum for any thread count
-            const float *xd = x->data;
-            for (int64_t k = 0; k < m; k++) acc += (double)dy[k] * xd[k];
-            dot[i] = acc;
-        }
     }
     if (!wt->requires_grad) return;
+    // <dy, x_i> for every input in one pass over dy: the depthwise weight gradient's kernel (16 float lanes
+    // folded into double in a fixed order, the same sums for any thread count; the one double chain it
+    // replaces was 2.7% of a BiFPN segmenter's training step)
+    ib_simd()->tapdot(dy, m, n, xs, dot);
     double mix = 0;
     for (int i = 0; i < n; i++) mix += a[i] * dot[i];
     float *dw = ib_grad(ctx, wt);
