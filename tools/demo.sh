@@ -129,15 +129,16 @@ sy_rc=0; wait $sy_pid || sy_rc=$?
 # The detector trains with AdamW: on one demo backbone, 3 epochs gave AP50 0.498 against SGD's 0.386. From
 # the mask-trained supernet's pick it reached AP50 0.72-0.78 after the first of 3 epochs (0.88 after 3), and
 # segmentation mIoU 0.69-0.75 after the first (0.82 after 3): one and two epochs keep the demo within its
-# ten minutes (a detection epoch at 96 px is the longest step, some 220 s on one core). The pick moves with
-# the measured cpu table, and a weaker one (tucker-heavy, 2026-12-01) reached AP50 0.448 in its epoch at
-# lr 0.003, 0.566 at 0.006 and 0.550 at 0.012: the detector takes 0.006.
+# ten minutes (a detection epoch at 96 px is the longest step, some 170-220 s on one core). The pick moves
+# with the measured cpu table and the supernet's last bits. Two weaker picks (2026-12-01) reached AP50 in
+# their epoch: 0.448 (the first) at lr 0.003; 0.566 and 0.432 at 0.006; 0.550 and 0.504 at 0.012 (the second,
+# 2 epochs at 64 px: 0.478); a third pick 0.727 at 0.006. The detector takes 0.012, whose worse pick is best.
 echo "== 7/9 detection and 8/9 segmentation on the chosen backbone, side by side (one thread each)"
 echo "   detection: SSDLite, $n_det scenes of 96 px, $det_epochs epochs; segmentation: BiFPN, $n_seg scenes of 64 px, $seg_epochs epochs"
 rm -f "$dir/detector.h5" "$dir/detector.h5.csv" "$dir/segmenter.h5" "$dir/segmenter.h5.csv"
 echo "   (progress: $dir/detect_train.log and $dir/segment_train.log)"
 "$ibnas" train --task detect --init "$dir/finetuned.h5" --data "$det_train" --val "$dir/det_val.h5" --res 96 \
-    --epochs "$det_epochs" --batch 32 --optimizer adamw --lr 0.006 --wd 0.0001 --warmup 0.3 --det-min-scale 0.1 \
+    --epochs "$det_epochs" --batch 32 --optimizer adamw --lr 0.012 --wd 0.0001 --warmup 0.3 --det-min-scale 0.1 \
     --det-match-iou 0.4 --seed 0 \
     --threads 1 --workers 1 --out "$dir/detector.h5" --json > "$dir/detect_train.json" 2> "$dir/detect_train.log" &
 det_pid=$!
