@@ -250,7 +250,7 @@ static max_scratch max_scratch_geom(pool_geom g) {
     return m;
 }
 
-#define MAX_STRIDE 8   // beyond these, the argmax pass
+#define MAX_STRIDE 8   // beyond these, the scan (max_fwd_scan_planes)
 #define MAX_TAPS 64
 static void max_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     const pool_job *j = arg;
