@@ -109,22 +109,17 @@ static void bilinear_fwd_planes(void *arg, int64_t lo, int64_t hi, int worker) {
     for (int64_t p = lo; p < hi; p++) {
         const float *xp = j->x + p * s->h * s->w;
         float *yp = j->y + p * s->ho * s->wo;
-        int held[2] = {-1, -1};   // the source row in each slot
+        // Source row r is kept in slot r % 2: an output's rows are i0 and i0 + 1 (or i0 twice), never
+        // the same slot, and rows only move down as oy grows.
+        int held[2] = {-1, -1};
         for (int oy = 0; oy < s->ho; oy++) {
-            const int i0 = s->ty.i0[oy], i1 = s->ty.i1[oy];
-            int a0 = held[0] == i0 ? 0 : held[1] == i0 ? 1 : -1;
-            if (a0 < 0) {   // i0 goes where i1 is not kept
-                a0 = held[0] == i1 ? 1 : 0;
-                interp_row(s, xp + (int64_t)i0 * s->w, slot[a0]);
-                held[a0] = i0;
-            }
-            int a1 = held[a0] == i1 ? a0 : held[1 - a0] == i1 ? 1 - a0 : -1;
-            if (a1 < 0) {
-                a1 = 1 - a0;
-                interp_row(s, xp + (int64_t)i1 * s->w, slot[a1]);
-                held[a1] = i1;
-            }
-            const float h0 = s->ty.l0[oy], h1 = s->ty.l1[oy], *t0 = slot[a0], *t1 = slot[a1];
+            const int rows[2] = {s->ty.i0[oy], s->ty.i1[oy]};
+            for (int k = 0; k < 2; k++)
+                if (held[rows[k] & 1] != rows[k]) {
+                    interp_row(s, xp + (int64_t)rows[k] * s->w, slot[rows[k] & 1]);
+                    held[rows[k] & 1] = rows[k];
+                }
+            const float h0 = s->ty.l0[oy], h1 = s->ty.l1[oy], *t0 = slot[rows[0] & 1], *t1 = slot[rows[1] & 1];
             float *yr = yp + (int64_t)oy * s->wo;
 #pragma omp simd
             for (int ox = 0; ox < s->wo; ox++) yr[ox] = h0 * t0[ox] + h1 * t1[ox];
