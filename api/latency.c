@@ -221,6 +221,7 @@ void ib_latency_profile_opts_default(ib_latency_profile_opts *o) {
     o->min_ms = 30;
     o->stat = "median";
     o->clock = "wall";
+    o->rounds = 1;
     o->save_every = 20;
     o->calibrate = 10;
     o->calibrate_seed = 1000;
@@ -262,7 +263,13 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     c.space = &sp;
     c.res = o->res > 0 ? o->res : sp.input;
     c.classes = o->classes;
+    if (o->rounds < 1) {
+        ib_space_free(&sp);
+        return ib_fail(IB_ERR_ARG, "latency profile: rounds %d (at least 1)", o->rounds);
+    }
     c.timing.warmup = o->warmup, c.timing.repeats = o->repeats, c.timing.min_ms = o->min_ms;
+    c.timing.rounds = o->rounds > 1 ? o->rounds : 0;
+    c.timing.cold = !o->warm_weights;
     c.save_every = o->save_every;
     if (o->stat && !ib_lut_stat_parse(o->stat, &c.timing.stat)) {
         ib_space_free(&sp);
@@ -335,7 +342,7 @@ ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head,
     ib_status s = task_head_parse(head, &th);
     if (s || (s = resolve_arch(&a, arch))) return s;
     ib_set_threads(threads);
-    ib_lut_timing tm = {3, repeats > 0 ? repeats : 15, IB_LUT_MEDIAN, IB_LUT_WALL, 0, 0};
+    ib_lut_timing tm = {.warmup = 3, .repeats = repeats > 0 ? repeats : 15, .stat = IB_LUT_MEDIAN, .clock = IB_LUT_WALL};
     res = res > 0 ? res : a.input;
     int classes = th.classes > 0 ? th.classes : a.classes;
     th.ssd.classes = classes;
@@ -361,8 +368,8 @@ void ib_latency_validate_opts_default(ib_latency_validate_opts *o) {
 
 void ib_latency_validate_report_free(ib_latency_validate_report *r) {
     if (!r) return;
-    free(r->predicted), free(r->measured);
-    r->predicted = r->measured = NULL;
+    free(r->predicted), free(r->measured), free(r->recal_predicted);
+    r->predicted = r->measured = r->recal_predicted = NULL;
 }
 
 // "ibn:k3e6 fused:k5e4 tucker:k3i0.25o0.75 gcibn:k3e4g2 skip" for the CSV.
@@ -442,6 +449,18 @@ static ib_status write_svg(const char *path, const double *pred, const double *m
     return ib_wfile_commit(f, tmp, path);
 }
 
+// Mean and max of 100 |predicted / measured - 1|, and Spearman's rho.
+static void pct_errors(const double *pred, const double *meas, int n, double *mean, double *max, double *rho) {
+    double sum = 0, mx = 0;
+    for (int i = 0; i < n; i++) {
+        double e = 100 * fabs(pred[i] / meas[i] - 1);
+        sum += e;
+        mx = fmax(mx, e);
+    }
+    *mean = sum / n, *max = mx;
+    *rho = ib_spearman(pred, meas, n);
+}
+
 ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_validate_report *r) {
     if (!o || !r) return ib_fail(IB_ERR_ARG, "ib_latency_validate: options and a report are needed");
     memset(r, 0, sizeof *r);
@@ -462,8 +481,14 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
     r->predicted = calloc((size_t)n, sizeof(double));
     r->measured = calloc((size_t)n, sizeof(double));
     int *choice = calloc((size_t)ib_space_genes(&sp) + 1, sizeof(int));
-    ib_arch *archs = calloc((size_t)n, sizeof *archs);
-    if (!r->predicted || !r->measured || !choice || !archs) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    // The validation's subnets, then the calibration's when recalibrating: timed together, in the same rounds.
+    int nc = o->recalibrate > 0 ? o->recalibrate : 0;
+    ib_arch *archs = calloc((size_t)(n + nc), sizeof *archs);
+    double *meas = calloc((size_t)(n + nc), sizeof *meas);
+    if (nc) r->recal_predicted = calloc((size_t)n, sizeof(double));
+    if (!r->predicted || !r->measured || !choice || !archs || !meas || (nc && !r->recal_predicted))
+        s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!s && o->recalibrate < 0) s = ib_fail(IB_ERR_ARG, "latency validate: recalibrate %d (0: no)", o->recalibrate);
     ib_set_threads(o->threads);
     ib_rng rng;
     ib_rng_seed(&rng, o->seed, 0xca1);   // as ib_lut_calibrate draws: another seed, other subnets
@@ -473,26 +498,40 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
         // Every prediction first, so a missing row fails before minutes of measuring.
         s = ib_lut_predict(t, &archs[i], res, &r->predicted[i]);
     }
-    ib_lut_timing tm = {o->warmup, o->repeats, IB_LUT_MEDIAN, IB_LUT_WALL, 0, o->min_ms};
+    if (!s && nc) s = ib_lut_calib_archs(&sp, o->classes, nc, 1000, archs + n);
+    if (!s && nc) s = ib_lut_calib_archs(&sp, o->classes, nc, 1000, archs + n);
+    ib_lut_timing tm = {.warmup = o->warmup, .repeats = o->repeats, .stat = IB_LUT_MEDIAN, .clock = IB_LUT_WALL,
+                         .min_ms = o->min_ms};
     const char *stat = ib_lut_meta(t, "stat"), *clk = ib_lut_meta(t, "clock");
     if (!s && stat && !ib_lut_stat_parse(stat, &tm.stat))
         s = ib_fail(IB_ERR_FORMAT, "%s: stat '%s' is not median or min", o->lut, stat);
     if (!s && clk && !ib_lut_clock_parse(clk, &tm.clock))
         s = ib_fail(IB_ERR_FORMAT, "%s: clock '%s' is not wall or cpu", o->lut, clk);
+    // The networks are timed in the rounds the table's rows and correction were (2 for a one-round table).
+    const char *rd = ib_lut_meta(t, "rounds");
+    tm.rounds = o->rounds > 0 ? o->rounds : rd && atoi(rd) > 1 ? atoi(rd) : 0;
+    if (!s && o->rounds < 0) s = ib_fail(IB_ERR_ARG, "latency validate: rounds %d (at least 1, or 0)", o->rounds);
     progress_state ps = {NULL, 0, 0};
-    if (!s) s = ib_lut_time_archs(archs, n, res, &tm, r->measured, o->progress ? progress_bar : NULL, &ps,
+    if (!s) s = ib_lut_time_archs(archs, n + nc, res, &tm, meas, o->progress ? progress_bar : NULL, &ps,
                                   "measuring subnets");
     if (o->progress) fprintf(stderr, "\n");
+    if (!s) memcpy(r->measured, meas, sizeof(double) * (size_t)n);
+    if (!s && nc) {   // a and b refitted on the calibration subnets as timed now
+        ib_lut_parts *parts = calloc((size_t)(n + nc), sizeof *parts);
+        if (!parts) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < n + nc && !s; i++) s = ib_lut_predict_parts(t, &archs[i], res, NULL, &parts[i]);
+        if (!s) {
+            ib_lut_correction c = ib_lut_fit_correction(parts + n, meas + n, nc, -1);
+            r->recal_a = c.a, r->recal_b = c.b;
+            for (int i = 0; i < n; i++) r->recal_predicted[i] = ib_lut_correct(&c, &parts[i]);
+        }
+        free(parts);
+    }
     if (!s) {
         r->samples = n;
-        double sum = 0, mx = 0;
-        for (int i = 0; i < n; i++) {
-            double e = 100 * fabs(r->predicted[i] / r->measured[i] - 1);
-            sum += e;
-            mx = fmax(mx, e);
-        }
-        r->mean_abs_pct_err = sum / n, r->max_abs_pct_err = mx;
-        r->spearman = ib_spearman(r->predicted, r->measured, n);
+        pct_errors(r->predicted, r->measured, n, &r->mean_abs_pct_err, &r->max_abs_pct_err, &r->spearman);
+        if (nc) pct_errors(r->recal_predicted, r->measured, n, &r->recal_mean_abs_pct_err, &r->recal_max_abs_pct_err,
+                           &r->recal_spearman);
     }
     if (!s && o->out_dir) {
         if (mkdir(o->out_dir, 0777) && errno != EEXIST)
@@ -502,16 +541,16 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
         FILE *f = s ? NULL : ib_wfile_open(path, tmp, sizeof tmp, &s);
         if (f) {
             char blocks[4096];
-            fprintf(f, "# table: %s (target %s), space: %s, res %d, threads %d, seed %llu, repeats %d (%s, %s clock)\n",
-                    o->lut, ib_lut_target(t), o->space, res, o->threads, (unsigned long long)o->seed, o->repeats,
-                    ib_lut_stat_name(tm.stat), ib_lut_clock_name(tm.clock));
+            fprintf(f, "# table: %s (target %s), space: %s, res %d, threads %d, seed %llu, repeats %d (%s, %s clock), "
+                    "%d rounds\n", o->lut, ib_lut_target(t), o->space, res, o->threads, (unsigned long long)o->seed,
+                    o->repeats, ib_lut_stat_name(tm.stat), ib_lut_clock_name(tm.clock), ib_lut_net_rounds(&tm));
             // The rows summed per op, so a correction can be fitted on them offline (docs/LATENCY.md).
             static const int ops[] = {IB_LUT_STEM, IB_BLOCK_IBN, IB_BLOCK_FUSED, IB_BLOCK_TUCKER, IB_BLOCK_GCIBN,
                                       IB_LUT_HEAD};
             fprintf(f, "sample,predicted_ms,measured_ms,abs_pct_err,macs,sum_ms,n_rows");
             for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
                 fprintf(f, ",%s_ms,%s_n", ib_lut_op_name(ops[k]), ib_lut_op_name(ops[k]));
-            fprintf(f, ",skip_n,blocks\n");
+            fprintf(f, ",skip_n,%sblocks\n", nc ? "recalibrated_ms," : "");
             for (int i = 0; i < n && !s; i++) {
                 ib_lut_parts pt;
                 if ((s = ib_lut_predict_parts(t, &archs[i], res, NULL, &pt))) break;
@@ -521,7 +560,9 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
                         pt.sum, pt.n_rows);
                 for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
                     fprintf(f, ",%.4f,%d", pt.ms[ops[k]], pt.count[ops[k]]);
-                fprintf(f, ",%d,%s\n", pt.count[IB_BLOCK_SKIP], blocks);
+                fprintf(f, ",%d,", pt.count[IB_BLOCK_SKIP]);
+                if (nc) fprintf(f, "%.4f,", r->recal_predicted[i]);
+                fprintf(f, "%s\n", blocks);
             }
             if (s) ib_wfile_discard(f, tmp);
             else s = ib_wfile_commit(f, tmp, path);
@@ -535,8 +576,8 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
         }
     }
     r->wall_s = ib_time_s() - t0;
-    for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
-    free(archs), free(choice);
+    for (int i = 0; archs && i < n + nc; i++) ib_arch_free(&archs[i]);
+    free(archs), free(choice), free(meas);
     ib_space_free(&sp);
     ib_lut_free(t);
     if (s) ib_latency_validate_report_free(r);

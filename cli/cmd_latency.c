@@ -54,6 +54,10 @@ static int do_profile(int argc, char **argv) {
         {"--min-ms", F_FLOAT, &min_ms, "short rows run on past --repeats until this much is timed (default 30)"},
         {"--stat", F_STR, &o.stat, "median (default) or min of the repeats (min: for a busy machine)"},
         {"--clock", F_STR, &o.clock, "wall (default) or cpu: the thread's CPU time (1 thread; a busy machine)"},
+        {"--rounds", F_INT, &o.rounds, "rounds over the rows and the calibration's subnets, each keeping its fastest "
+                                       "(default 1; 4-8 on a machine with slow spells, docs/LATENCY.md)"},
+        {"--warm-weights", F_BOOL, &o.warm_weights, "leave each row's weights in the caches (default: flushed "
+                                                   "before every run, docs/LATENCY.md)"},
         {"--classes", F_INT, &o.classes, "the head row's classes (default: the space's)"},
         {"--calibrate", F_INT, &o.calibrate, "subnets timed whole to fit the table's correction (default 10; 0: none)"},
         {"--calibrate-per-op", F_BOOL, &o.calibrate_per_op, "the correction also scales each block op (docs/LATENCY.md)"},
@@ -68,8 +72,9 @@ static int do_profile(int argc, char **argv) {
     if (r) return r < 0 ? 0 : r;
     if (strcmp(target, "cpu")) return usage_error("profile measures --target cpu; edgetpu and dsp are modelled (latency model)");
     if (!o.space || !o.out) return usage_error("profile needs --space and --out");
-    if (o.threads < 1 || o.repeats < 1 || o.warmup < 0 || o.save_every < 1 || o.calibrate < 0)
-        return usage_error("--threads, --repeats and --save-every must be positive, --warmup and --calibrate not negative");
+    if (o.threads < 1 || o.repeats < 1 || o.warmup < 0 || o.save_every < 1 || o.calibrate < 0 || o.rounds < 1)
+        return usage_error("--threads, --repeats, --rounds and --save-every must be positive, --warmup and --calibrate "
+                           "not negative");
     o.progress = !quiet && !json;
     o.min_ms = min_ms;
     ib_latency_profile_report rep;
@@ -224,6 +229,10 @@ static int do_validate(int argc, char **argv) {
         {"--seed", F_U64, &o.seed, "which subnets (default 1)"},
         {"--repeats", F_INT, &o.repeats, "timed passes per subnet (default 9)"},
         {"--min-ms", F_FLOAT, &vmin_ms, "small subnets run on past --repeats until this much is timed (default 100)"},
+        {"--rounds", F_INT, &o.rounds, "passes over the subnets, each keeping its fastest (default: the table's "
+                                       "rounds, else 2)"},
+        {"--recalibrate", F_INT, &o.recalibrate, "also time N calibration subnets in the same rounds and report "
+                                                 "the errors of a correction refitted on them (default 0: no)"},
         {"--classes", F_INT, &o.classes, "classes of the subnets (default: the space's)"},
         {"--out", F_STR, &o.out_dir, "folder for validate.csv and validate.svg"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
@@ -233,20 +242,33 @@ static int do_validate(int argc, char **argv) {
     int r = cli_parse("latency validate", argc, argv, flags, usage_text);
     if (r) return r < 0 ? 0 : r;
     if (!o.lut || !o.space) return usage_error("validate needs --lut and --space");
-    if (o.samples < 2 || o.threads < 1 || o.repeats < 1) return usage_error("--samples >= 2, --threads and --repeats >= 1");
+    if (o.samples < 2 || o.threads < 1 || o.repeats < 1 || o.rounds < 0 || o.recalibrate < 0)
+        return usage_error("--samples >= 2, --threads and --repeats >= 1, --rounds and --recalibrate >= 0");
     o.progress = !quiet && !json;
     o.min_ms = vmin_ms;
     ib_latency_validate_report rep;
     ib_status s = ib_latency_validate(&o, &rep);
     if (s) return cli_report("latency validate", s);
-    if (json)
+    if (json) {
         printf("{\"samples\": %d, \"res\": %d, \"threads\": %d, \"mean_abs_pct_err\": %.3f, \"max_abs_pct_err\": %.3f, "
-               "\"spearman\": %.4f, \"wall_s\": %.1f}\n",
-               rep.samples, rep.res, o.threads, rep.mean_abs_pct_err, rep.max_abs_pct_err, rep.spearman, rep.wall_s);
-    else
+               "\"spearman\": %.4f, ",
+               rep.samples, rep.res, o.threads, rep.mean_abs_pct_err, rep.max_abs_pct_err, rep.spearman);
+        if (o.recalibrate)
+            printf("\"recalibrated\": {\"subnets\": %d, \"a\": %.6g, \"b\": %.6g, \"mean_abs_pct_err\": %.3f, "
+                   "\"max_abs_pct_err\": %.3f, \"spearman\": %.4f}, ",
+                   o.recalibrate, rep.recal_a, rep.recal_b, rep.recal_mean_abs_pct_err, rep.recal_max_abs_pct_err,
+                   rep.recal_spearman);
+        printf("\"wall_s\": %.1f}\n", rep.wall_s);
+    } else {
         printf("%d subnets at res %d, %d thread%s: mean abs error %.2f%%, max %.2f%%, Spearman %.4f (%.0f s)\n",
                rep.samples, rep.res, o.threads, o.threads > 1 ? "s" : "", rep.mean_abs_pct_err, rep.max_abs_pct_err,
                rep.spearman, rep.wall_s);
+        if (o.recalibrate)
+            printf("with the correction refitted on %d calibration subnets timed beside them (%.4g * sum + %.4g * rows): "
+                   "mean abs error %.2f%%, max %.2f%%, Spearman %.4f\n",
+                   o.recalibrate, rep.recal_a, rep.recal_b, rep.recal_mean_abs_pct_err, rep.recal_max_abs_pct_err,
+                   rep.recal_spearman);
+    }
     ib_latency_validate_report_free(&rep);
     return 0;
 }

@@ -342,6 +342,12 @@ typedef struct ib_latency_profile_opts {
     double min_ms;             // short rows run on past `repeats` until this much is timed (at most 8 x), 30
     const char *stat;          // "median" (default) of the repeats, or "min" (for a busy machine, docs/LATENCY.md)
     const char *clock;         // "wall" (default), or "cpu": the thread's CPU time (1 thread; for a busy machine)
+    int rounds;                // 1: every row timed once; R > 1: the rows, then the calibration's subnets, are
+                               // timed in R rounds over the list, each keeping its fastest round (a machine
+                               // with slow spells: shared, throttling; docs/LATENCY.md, "Rounds")
+    int warm_weights;          // 0 (default): each row's weights are flushed from the caches before every run,
+                               // as a network too large for the last-level cache reads them; 1: only an
+                               // L2-sized eviction (tables before 2026-12: weights then sat in L3)
     int save_every;            // 20
     int calibrate;             // subnets for the correction, 10; 0: none
     uint64_t calibrate_seed;   // 1000 (ib_latency_validate's default seed is 1)
@@ -388,6 +394,11 @@ typedef struct ib_latency_validate_opts {
     uint64_t seed;             // 1
     int warmup, repeats;       // per subnet: 3, 9 (statistic and clock: the table's "# stat:" and "# clock:")
     double min_ms;             // small subnets run on past `repeats` until this much is timed (at most 8 x), 100
+    int rounds;                // passes over the subnets, each keeping its fastest; 0: the table's "# rounds:"
+                               // (profile's rounds), else 2
+    int recalibrate;           // N > 0: also time profile's N calibration subnets (seed 1000) in the same rounds,
+                               // refit the correction on them and report the errors of that refit too: the
+                               // table's rows judged at the machine's speed of the moment (docs/LATENCY.md)
     int progress;              // 0
 } ib_latency_validate_opts;
 IBNAS_API void ib_latency_validate_opts_default(ib_latency_validate_opts *o);
@@ -396,6 +407,9 @@ typedef struct ib_latency_validate_report {
     double mean_abs_pct_err, max_abs_pct_err, spearman;
     double wall_s;
     double *predicted, *measured;   // malloc'd, samples entries each
+    // With recalibrate: the same for the predictions of the refitted correction (else 0 and NULL).
+    double recal_mean_abs_pct_err, recal_max_abs_pct_err, recal_spearman, recal_a, recal_b;
+    double *recal_predicted;
 } ib_latency_validate_report;
 IBNAS_API ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_validate_report *r);
 IBNAS_API void ib_latency_validate_report_free(ib_latency_validate_report *r);

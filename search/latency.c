@@ -123,6 +123,31 @@ static ib_tensor *part_forward(ib_ctx *ctx, const part *p, ib_tensor *x) {
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <emmintrin.h>
+#endif
+
+int ib_cache_flush(const void *p, size_t bytes) {
+    const char *b = p;
+#if defined(__x86_64__) || defined(__i386__)
+    for (size_t i = 0; i < bytes; i += 64) _mm_clflush(b + i);
+    if (bytes) _mm_clflush(b + bytes - 1);
+    _mm_mfence();
+    return 1;
+#elif defined(__aarch64__)
+    uint64_t ctr;
+    __asm__ volatile("mrs %0, ctr_el0" : "=r"(ctr));
+    size_t line = (size_t)4 << ((ctr >> 16) & 0xf);   // DminLine: the smallest data cache line, in words
+    for (size_t i = 0; i < bytes; i += line) __asm__ volatile("dc civac, %0" : : "r"(b + i) : "memory");
+    if (bytes) __asm__ volatile("dc civac, %0" : : "r"(b + bytes - 1) : "memory");
+    __asm__ volatile("dsb ish" : : : "memory");
+    return 1;
+#else
+    (void)b, (void)bytes;
+    return 0;
+#endif
+}
+
 static double thread_cpu_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -130,7 +155,7 @@ static double thread_cpu_s(void) {
 }
 
 ib_status ib_lut_time_forward(ib_lut_forward_fn fwd, void *user, int c, int h, int w, const ib_lut_timing *tm,
-                              double *ms) {
+                              const ib_params *const *weights, double *ms) {
     int warmup = tm->warmup, repeats = tm->repeats;
     if (repeats < 1 || warmup < 0)
         return ib_fail(IB_ERR_ARG, "timing: repeats %d must be positive, warmup %d not negative", repeats, warmup);
@@ -165,6 +190,10 @@ ib_status ib_lut_time_forward(ib_lut_forward_fn fwd, void *user, int c, int h, i
             float acc = 0;
             for (int64_t j = 0; j < (int64_t)c * h * w; j += 16) acc += x[j];
             sink += acc;
+        }
+        for (int k = 0; tm->cold && weights && weights[k]; k++) {   // after the input's re-read: it stays hot
+            ib_cache_flush(weights[k]->data, sizeof(float) * (size_t)weights[k]->numel_params);
+            ib_cache_flush(weights[k]->buf, sizeof(float) * (size_t)weights[k]->numel_buffers);
         }
         double t0 = now();
         fwd(user, ctx, &xt);
@@ -217,7 +246,7 @@ ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *
     if (!s) s = ib_params_alloc(&ps);
     if (!s) {
         ib_params_init_default(&ps, 0);
-        s = ib_lut_time_forward(part_fwd, &p, k->cin, k->h, k->w, tm, ms);
+        s = ib_lut_time_forward(part_fwd, &p, k->cin, k->h, k->w, tm, (const ib_params *[]){&ps, NULL}, ms);
     }
     ib_params_free(&ps);
     return s;
@@ -229,22 +258,25 @@ ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, d
     ib_status s = ib_net_build(&net, a);
     if (!s) {
         ib_net_init_weights(&net, 0);
-        s = ib_lut_time_forward(net_fwd, &net, 3, res, res, tm, ms);
+        s = ib_lut_time_forward(net_fwd, &net, 3, res, res, tm, NULL, ms);
     }
     ib_net_free(&net);
     return s;
 }
 
+int ib_lut_net_rounds(const ib_lut_timing *tm) { return tm->rounds > 0 ? tm->rounds : IB_LUT_PASSES; }
+
 ib_status ib_lut_time_archs(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms,
                             void (*progress)(void *user, int done, int total, const char *what), void *user,
                             const char *what) {
     ib_status s = IB_OK;
-    for (int pass = 0; pass < IB_LUT_PASSES && !s; pass++)
+    int rounds = ib_lut_net_rounds(tm);
+    for (int pass = 0; pass < rounds && !s; pass++)
         for (int i = 0; i < n && !s; i++) {
             double m;
             if ((s = ib_lut_time_arch(&archs[i], res, tm, &m))) break;
             ms[i] = pass == 0 || m < ms[i] ? m : ms[i];
-            if (progress) progress(user, pass * n + i + 1, IB_LUT_PASSES * n, what);
+            if (progress) progress(user, pass * n + i + 1, rounds * n, what);
         }
     return s;
 }
@@ -264,6 +296,7 @@ void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c) {
     c->timing.stat = IB_LUT_MEDIAN;
     c->timing.evict_bytes = ib_lut_default_evict_bytes();
     c->timing.min_ms = 30;
+    c->timing.cold = 1;
     c->save_every = 20;
     c->calibrate = 0;
     c->calibrate_seed = 1000;
@@ -306,6 +339,12 @@ static void fill_meta(ib_lut *t, const ib_lut_profile_cfg *c) {
              c->timing.evict_bytes >> 10);
     ib_lut_set_meta(t, "repeats", buf);
     ib_lut_set_meta(t, "stat", ib_lut_stat_name(c->timing.stat));
+    ib_lut_set_meta(t, "weights", c->timing.cold ? "cold" : "cached");
+    // Recorded when more than one, so that a validation times its networks the same way.
+    if (c->timing.rounds > 1) {
+        snprintf(buf, sizeof buf, "%d", c->timing.rounds);
+        ib_lut_set_meta(t, "rounds", buf);
+    }
     ib_lut_set_meta(t, "clock", ib_lut_clock_name(c->timing.clock));
     ib_lut_set_meta(t, "act", ib_act_name(c->space->act));
     ib_lut_set_meta(t, "simd", ib_simd_name());
@@ -314,25 +353,27 @@ static void fill_meta(ib_lut *t, const ib_lut_profile_cfg *c) {
     ib_lut_set_meta(t, "ibnas", IB_VERSION_STRING);
 }
 
-ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed, double ridge,
-                           const ib_lut_timing *tm, void (*progress)(void *, int, int, const char *), void *user) {
-    ib_lut_parts *parts = malloc(sizeof *parts * (size_t)(n > 0 ? n : 1));
-    double *meas = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+ib_status ib_lut_calib_archs(const ib_space *s, int classes, int n, uint64_t seed, ib_arch *archs) {
     int *choice = malloc(sizeof(int) * (size_t)(ib_space_genes(s) + 1));
-    ib_status st = IB_OK;
-    if (!parts || !meas || !choice) st = ib_fail(IB_ERR_NOMEM, "out of memory");
-    ib_arch *archs = calloc((size_t)(n > 0 ? n : 1), sizeof *archs);
-    if (!archs && !st) st = ib_fail(IB_ERR_NOMEM, "out of memory");
+    if (!choice) return ib_fail(IB_ERR_NOMEM, "out of memory");
     ib_rng r;
     ib_rng_seed(&r, seed, 0xca1);
+    ib_status st = IB_OK;
     for (int i = 0; i < n && !st; i++) {
         ib_space_sample(s, IB_SAMPLE_RANDOM, &r, choice);
-        if (!(st = ib_space_arch(s, choice, classes, &archs[i])))
-            st = ib_lut_predict_parts(t, &archs[i], res, NULL, &parts[i]);
+        st = ib_space_arch(s, choice, classes, &archs[i]);
     }
-    if (!st) st = ib_lut_time_archs(archs, n, res, tm, meas, progress, user, "calibrating on subnets");
-    for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
-    free(archs);
+    free(choice);
+    return st;
+}
+
+// Fits the correction of res on the subnets' measured ms and the table's rows as they are now.
+static ib_status calib_fit(ib_lut *t, const ib_arch *archs, const double *meas, int n, int res, uint64_t seed,
+                           double ridge) {
+    ib_lut_parts *parts = calloc((size_t)(n > 0 ? n : 1), sizeof *parts);
+    if (!parts) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    ib_status st = IB_OK;
+    for (int i = 0; i < n && !st; i++) st = ib_lut_predict_parts(t, &archs[i], res, NULL, &parts[i]);
     if (!st) {
         ib_lut_correction c = ib_lut_fit_correction(parts, meas, n, ridge);
         double before = 0, after = 0;
@@ -343,7 +384,28 @@ ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, i
                  (unsigned long long)seed, 100 * before / n, 100 * after / n);
         st = ib_lut_set_correction(t, res, &c, note);
     }
-    free(parts), free(meas), free(choice);
+    free(parts);
+    return st;
+}
+
+static void free_archs(ib_arch *archs, int n) {
+    for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
+    free(archs);
+}
+
+ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed, double ridge,
+                           const ib_lut_timing *tm, void (*progress)(void *, int, int, const char *), void *user) {
+    ib_arch *archs = calloc((size_t)(n > 0 ? n : 1), sizeof *archs);
+    double *meas = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    ib_status st = archs && meas ? ib_lut_calib_archs(s, classes, n, seed, archs) : ib_fail(IB_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && !st; i++) {   // a missing row fails before minutes of timing
+        ib_lut_parts p;
+        st = ib_lut_predict_parts(t, &archs[i], res, NULL, &p);
+    }
+    if (!st) st = ib_lut_time_archs(archs, n, res, tm, meas, progress, user, "calibrating on subnets");
+    if (!st) st = calib_fit(t, archs, meas, n, res, seed, ridge);
+    free_archs(archs, n);
+    free(meas);
     return st;
 }
 
@@ -364,13 +426,18 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
         if ((s = ib_lut_load(&t, c->out))) return s;
         // Rows of another target, thread count, statistic or clock would mix two tables' numbers.
         const char *tg = ib_lut_target(t), *th = ib_lut_meta(t, "threads"), *st = ib_lut_meta(t, "stat");
-        const char *ck = ib_lut_meta(t, "clock");
+        const char *ck = ib_lut_meta(t, "clock"), *rd = ib_lut_meta(t, "rounds"), *wt = ib_lut_meta(t, "weights");
         const char *want = ib_lut_stat_name(c->timing.stat), *want_ck = ib_lut_clock_name(c->timing.clock);
+        const char *want_wt = c->timing.cold ? "cold" : "cached";
+        int had_rounds = rd ? atoi(rd) : 1, want_rounds = c->timing.rounds > 1 ? c->timing.rounds : 1;
+        if (!wt) wt = "cached";   // tables before the flush
         if (strcmp(tg, "cpu") || !th || atoi(th) != ib_get_threads() || strcmp(st ? st : "median", want) ||
-            strcmp(ck ? ck : "wall", want_ck)) {
-            s = ib_fail(IB_ERR_ARG, "%s: a table of target '%s' with %s threads (%s, %s clock); this run measures cpu "
-                        "with %d threads (%s, %s clock): write another file", c->out, tg, th ? th : "unknown",
-                        st ? st : "median", ck ? ck : "wall", ib_get_threads(), want, want_ck);
+            strcmp(ck ? ck : "wall", want_ck) || had_rounds != want_rounds || strcmp(wt, want_wt)) {
+            s = ib_fail(IB_ERR_ARG, "%s: a table of target '%s' with %s threads (%s, %s clock, %d round%s, %s weights); "
+                        "this run measures cpu with %d threads (%s, %s clock, %d round%s, %s weights): write another file",
+                        c->out, tg, th ? th : "unknown", st ? st : "median", ck ? ck : "wall", had_rounds,
+                        had_rounds > 1 ? "s" : "", wt, ib_get_threads(), want, want_ck, want_rounds,
+                        want_rounds > 1 ? "s" : "", want_wt);
             ib_lut_free(t);
             return s;
         }
@@ -395,37 +462,63 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
         memcpy(keys + n, c->extra, sizeof *keys * (size_t)c->n_extra);
         n += c->n_extra;
     }
-    int todo = 0, done = 0, done_space = 0, since_save = 0;
-    for (int i = 0; i < n; i++) todo += !ib_lut_find(t, &keys[i], NULL);
-    char what[200];
-    for (int i = 0; i < n && !s; i++) {
-        if (ib_lut_find(t, &keys[i], NULL)) continue;
-        double ms;
-        int extra = i >= n - c->n_extra;
-        if ((s = extra ? c->time_extra(c->extra_user, &keys[i], &c->timing, &ms)
-                       : ib_lut_time_row(&keys[i], c->space->act, &c->timing, &ms)))
-            break;
-        if ((s = ib_lut_set(t, &keys[i], ms))) break;
-        done++;
-        done_space += !extra;
-        if (++since_save >= c->save_every) {
-            if ((s = ib_lut_save(t, c->out))) break;
-            since_save = 0;
-        }
-        if (c->progress) c->progress(c->user, done, todo, ib_lut_key_str(&keys[i], what, sizeof what));
+    // The rows this run times: the missing ones, each in every round (the first adds it, a later one keeps
+    // the faster time). A run stopped in a later round resumes nothing: its rows are there, with the
+    // rounds they had. With rounds, the calibration's subnets are timed in the same rounds, a pass over
+    // them after each pass over the rows, so rows and networks keep their fastest of the same stretch of
+    // time: a machine that is slower while the networks run than while the rows did would bias the fit.
+    int rounds = c->timing.rounds > 0 ? c->timing.rounds : 1;
+    unsigned char *mine = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!mine) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+    int todo = 0, todo_space = 0, done = 0, since_save = 0, steps = 0;
+    for (int i = 0; i < n && mine; i++) {
+        todo += mine[i] = !ib_lut_find(t, &keys[i], NULL);
+        todo_space += mine[i] && i < n - c->n_extra;
     }
     // (a task's head rows alone leave the correction as it is: it is fitted on the space's classifiers)
-    if (!s && c->calibrate > 0 && (done_space > 0 || !ib_lut_get_correction(t, c->res, NULL))) {
-        // Networks are timed as ib_latency_validate times them by default (repeats 9, min_ms 100), so that a
-        // validation measures what the correction was fitted on.
-        ib_lut_timing tm = c->timing;
-        tm.repeats = c->calibrate_repeats;
-        tm.min_ms = c->calibrate_min_ms;
-        tm.evict_bytes = 0;
-        s = ib_lut_calibrate(t, c->space, c->res, c->classes, c->calibrate, c->calibrate_seed, c->calibrate_ridge, &tm,
-                             c->progress,
-                             c->user);
+    int nc = !s && c->calibrate > 0 && (todo_space > 0 || !ib_lut_get_correction(t, c->res, NULL)) ? c->calibrate : 0;
+    // Networks are timed as ib_latency_validate times them by default (repeats 9, min_ms 100), so that a
+    // validation measures what the correction was fitted on.
+    ib_lut_timing ntm = c->timing;
+    ntm.repeats = c->calibrate_repeats;
+    ntm.min_ms = c->calibrate_min_ms;
+    ntm.evict_bytes = 0;
+    ib_arch *archs = nc ? calloc((size_t)nc, sizeof *archs) : NULL;
+    double *meas = nc ? malloc(sizeof(double) * (size_t)nc) : NULL;
+    if (nc && !s) s = archs && meas ? ib_lut_calib_archs(c->space, c->classes, nc, c->calibrate_seed, archs)
+                                    : ib_fail(IB_ERR_NOMEM, "out of memory");
+    char what[200];
+    for (int round = 0; round < rounds && !s; round++) {
+        for (int i = 0; i < n && !s; i++) {
+            if (!mine[i]) continue;
+            double ms, had;
+            int extra = i >= n - c->n_extra;
+            if ((s = extra ? c->time_extra(c->extra_user, &keys[i], &c->timing, &ms)
+                           : ib_lut_time_row(&keys[i], c->space->act, &c->timing, &ms)))
+                break;
+            if ((round == 0 || (ib_lut_find(t, &keys[i], &had) && ms < had)) && (s = ib_lut_set(t, &keys[i], ms)))
+                break;
+            if (round == 0) done++;
+            if (++since_save >= c->save_every) {
+                if ((s = ib_lut_save(t, c->out))) break;
+                since_save = 0;
+            }
+            if (c->progress)
+                c->progress(c->user, ++steps, todo * rounds, ib_lut_key_str(&keys[i], what, sizeof what));
+        }
+        for (int i = 0; rounds > 1 && i < nc && !s; i++) {
+            double m;
+            if ((s = ib_lut_time_arch(&archs[i], c->res, &ntm, &m))) break;
+            meas[i] = round == 0 || m < meas[i] ? m : meas[i];
+            if (c->progress) c->progress(c->user, round * nc + i + 1, rounds * nc, "calibrating on subnets");
+        }
     }
+    free(mine);
+    if (nc && !s && rounds == 1)
+        s = ib_lut_time_archs(archs, nc, c->res, &ntm, meas, c->progress, c->user, "calibrating on subnets");
+    if (nc && !s) s = calib_fit(t, archs, meas, nc, c->res, c->calibrate_seed, c->calibrate_ridge);
+    free_archs(archs, nc);
+    free(meas);
     ib_status s2 = ib_lut_save(t, c->out);   // what was measured is kept even when a row failed
     if (!s) s = s2;
     if (added) *added = done;

@@ -276,22 +276,39 @@ typedef struct ib_lut_timing {
     // More runs for short parts: timing goes on past `repeats` until min_ms of timed runs (at most 8 x
     // repeats), so a 50 us block's median is of hundreds of runs, not 15. 0: exactly `repeats`.
     double min_ms;
+    // 1: before every run the part's own weights and buffers (the `weights` given to ib_lut_time_forward)
+    // are flushed from every cache level, so it reads them from memory as a block of a network whose
+    // weights outgrow the last-level cache does (a mobile network's usually do: 3 to 35 M weights). Without
+    // it a block timed alone after the eviction above still finds its weights in L3 (docs/LATENCY.md, "Cold
+    // weights"). Where the CPU has no user-level flush, the eviction buffer is all there is.
+    int cold;
+    // A list (a table's rows, a set of networks) is timed in `rounds` rounds over it, each item keeping its
+    // fastest round's statistic: a slow spell of a shared or throttling machine lasts a second or more, and
+    // rounds far apart in time let every item meet a fast one (docs/LATENCY.md, "Rounds"). 0: the default,
+    // 1 for a table's rows and IB_LUT_PASSES for networks.
+    int rounds;
 } ib_lut_timing;
 ib_status ib_lut_time_row(const ib_lut_key *k, ib_act act, const ib_lut_timing *tm, double *ms);
 // The same for a whole network (stem, blocks, head, pool, classifier) at res x res (evict_bytes 0: a
 // network evicts its own weights).
 ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, double *ms);
 // Times fwd(user, ctx, x) as rows are timed (tm's warm-up, repeats, statistic and clock), on a random input x
-// of shape (1, c, h, w); fwd may ignore x and use tensors of its own (a head on several features).
+// of shape (1, c, h, w); fwd may ignore x and use tensors of its own (a head on several features). weights:
+// the parameter sets fwd reads, a NULL-terminated list, flushed before each run when tm->cold (NULL: none; a
+// whole network evicts its own).
 typedef ib_tensor *(*ib_lut_forward_fn)(void *user, ib_ctx *ctx, ib_tensor *x);
 ib_status ib_lut_time_forward(ib_lut_forward_fn fwd, void *user, int c, int h, int w, const ib_lut_timing *tm,
-                              double *ms);
+                              const ib_params *const *weights, double *ms);
+// Writes back and drops [p, p + bytes) from every cache level (x86 clflush, arm64 dc civac); 0 when this
+// CPU has no user-level flush and nothing was done, else 1.
+int ib_cache_flush(const void *p, size_t bytes);
 // What profiles evict by default: 4 x the L2 cache (sysconf; 4 MiB when unknown).
 size_t ib_lut_default_evict_bytes(void);
-// Times n networks in IB_LUT_PASSES passes over the list and keeps each one's smaller result: a burst of
-// another process's work lasts seconds, and a pass over the list takes long enough that a network
-// disturbed in one pass is not in the other (calibration and validation use this).
+// Times n networks in tm->rounds passes over the list (0: IB_LUT_PASSES) and keeps each one's smallest
+// result: a burst of another process's work lasts seconds, and a pass over the list takes long enough that
+// a network disturbed in one pass is not in the next (calibration and validation use this).
 #define IB_LUT_PASSES 2
+int ib_lut_net_rounds(const ib_lut_timing *tm);
 ib_status ib_lut_time_archs(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms,
                             void (*progress)(void *user, int done, int total, const char *what), void *user,
                             const char *what);
@@ -324,6 +341,8 @@ typedef struct ib_lut_profile_cfg {
 } ib_lut_profile_cfg;
 void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c);
 ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total);
+// The n subnets a calibration of seed times (IB_SAMPLE_RANDOM from seed) into archs[n], zeroed by the caller.
+ib_status ib_lut_calib_archs(const ib_space *s, int classes, int n, uint64_t seed, ib_arch *archs);
 // Samples n subnets (IB_SAMPLE_RANDOM from seed), times each whole, fits the correction
 // (ib_lut_fit_correction with ridge; < 0: a and b only) and stores it as the table's correction for res.
 ib_status ib_lut_calibrate(ib_lut *t, const ib_space *s, int res, int classes, int n, uint64_t seed, double ridge,

@@ -102,7 +102,7 @@ ib_status ib_seg_time_head(const ib_arch *backbone, int classes, const ib_seg_he
         }
         r.fp[l] = &r.feats[l];
     }
-    if (!s) s = ib_lut_time_forward(head_fwd, &r, 1, 1, 1, tm, ms);
+    if (!s) s = ib_lut_time_forward(head_fwd, &r, 1, 1, 1, tm, (const ib_params *[]){&ps, NULL}, ms);
     for (int l = 0; l < n; l++) free(buf[l]);
     ib_params_free(&ps);
     return s;
@@ -127,7 +127,7 @@ ib_status ib_seg_time_whole(const ib_arch *backbone, int classes, const ib_seg_h
     ib_status s = ib_seg_build(&r.net, &r.head, backbone, classes, cfg);
     if (!s) {
         ib_net_init_weights(&r.net, 0);
-        s = ib_lut_time_forward(seg_fwd, &r, 3, res, res, tm, ms);
+        s = ib_lut_time_forward(seg_fwd, &r, 3, res, res, tm, NULL, ms);
     }
     ib_net_free(&r.net);
     return s;
@@ -196,7 +196,7 @@ ib_status ib_det_time_head(const ib_arch *a, const ib_ssd_cfg *cfg, int res, con
         b32 = random_feature(&rng, ti.c32, ti.size32, &r.h);
         if (!b16 || !b32) s = ib_fail(IB_ERR_NOMEM, "out of memory for a detector's features");
     }
-    if (!s) s = ib_lut_time_forward(det_head_fwd, &r, 1, 1, 1, tm, ms);
+    if (!s) s = ib_lut_time_forward(det_head_fwd, &r, 1, 1, 1, tm, (const ib_params *[]){&ps, &r.d.ps, NULL}, ms);
     free(b16), free(b32);
     ib_params_free(&ps);
     ib_detector_free(&r.d);
@@ -217,7 +217,7 @@ ib_status ib_det_time_whole(const ib_arch *a, const ib_ssd_cfg *cfg, int res, co
     ib_status s = ib_net_build(&net, a);
     if (s) return s;
     ib_net_init_weights(&net, 0);
-    if (!(s = ib_detector_build(&d, &net, cfg, res, 0))) s = ib_lut_time_forward(det_fwd, &d, 3, res, res, tm, ms);
+    if (!(s = ib_detector_build(&d, &net, cfg, res, 0))) s = ib_lut_time_forward(det_fwd, &d, 3, res, res, tm, NULL, ms);
     ib_detector_free(&d);   // the net too: the detector took it over
     return s;
 }

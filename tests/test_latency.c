@@ -403,6 +403,114 @@ TEST(profile_writes_every_row_and_resumes) {
     ib_space_free(&sp);
 }
 
+// A scripted clock for the task rows: each call returns the next of 5, 3, 4, 7 ms (per row), so what the
+// table keeps after rounds is known exactly.
+typedef struct {
+    int calls, n_rows;
+    ib_lut_key keys[2];
+    int seen[2];
+} scripted_rows;
+
+static ib_status scripted_time(void *user, const ib_lut_key *k, const ib_lut_timing *tm, double *ms) {
+    static const double script[] = {5, 3, 4, 7};
+    scripted_rows *u = user;
+    u->calls++;
+    for (int i = 0; i < u->n_rows; i++)
+        if (!memcmp(k, &u->keys[i], sizeof *k)) {
+            *ms = script[u->seen[i]++ % 4];
+            return tm->cold ? IB_OK : ib_fail(IB_ERR_ARG, "rows are timed with cold weights by default");
+        }
+    return ib_fail(IB_ERR_ARG, "an unknown row was timed");
+}
+
+// last[0..1]: the last (done, total) of rows or networks; last[2..3]: of the calibration's subnets.
+static void count_progress(void *user, int done, int total, const char *what) {
+    int *last = user;
+    int k = strncmp(what, "calibrating", 11) ? 0 : 2;
+    last[k] = done, last[k + 1] = total;
+}
+
+TEST(profile_rounds_keep_each_rows_fastest) {
+    ib_space sp;
+    CHECK(ib_space_parse(&sp, tiny_space_json, "lat-tiny") == IB_OK, "%s", ib_errmsg());
+    const char *out = tmp_path("rounds.csv");
+    remove(out);
+    ib_lut_profile_cfg c;
+    ib_lut_profile_cfg_default(&c);
+    c.space = &sp, c.res = 32, c.out = out;
+    c.timing.warmup = 0, c.timing.repeats = 1, c.timing.evict_bytes = 0, c.timing.min_ms = 0;
+    scripted_rows u = {.n_rows = 2};
+    u.keys[0] = (ib_lut_key){.op = IB_LUT_HEAD, .cin = 77, .cout = 3, .h = 1, .w = 1, .expand = 0};
+    u.keys[1] = (ib_lut_key){.op = IB_LUT_HEAD, .cin = 78, .cout = 3, .h = 1, .w = 1, .expand = 0};
+    c.n_extra = 2, c.extra = u.keys, c.time_extra = scripted_time, c.extra_user = &u;
+    int last[4] = {0, 0, 0, 0};
+    c.progress = count_progress, c.user = last;
+    c.timing.rounds = 3;
+    c.calibrate = 2, c.calibrate_repeats = 1, c.calibrate_min_ms = 0;
+    ib_set_threads(1);
+    int added = -1, total = -1;
+    ib_status s = ib_lut_profile(&c, &added, &total);
+    CHECK(s == IB_OK, "%s", ib_errmsg());
+    // Every row timed in each of 3 rounds, counted once as added; the progress runs to rows x rounds.
+    CHECK(added == total && u.calls == 6 && u.seen[0] == 3 && u.seen[1] == 3, "added %d of %d, %d scripted calls",
+          added, total, u.calls);
+    CHECK(last[0] == 3 * total && last[1] == 3 * total, "progress %d of %d, %d expected", last[0], last[1], 3 * total);
+    // The calibration's 2 subnets are timed in the same 3 rounds, then fitted.
+    CHECK(last[2] == 6 && last[3] == 6, "calibration progress %d of %d, 6 expected", last[2], last[3]);
+    ib_lut *t;
+    CHECK(ib_lut_load(&t, out) == IB_OK, "%s", ib_errmsg());
+    double ms0 = -1, ms1 = -1;
+    CHECK(ib_lut_find(t, &u.keys[0], &ms0) && ib_lut_find(t, &u.keys[1], &ms1), "task rows missing");
+    CHECK(ms0 == 3 && ms1 == 3, "rows %g and %g ms: the fastest of 5, 3, 4 is 3", ms0, ms1);
+    const char *rd = ib_lut_meta(t, "rounds"), *wt = ib_lut_meta(t, "weights");
+    CHECK(rd && !strcmp(rd, "3") && wt && !strcmp(wt, "cold"), "meta rounds '%s', weights '%s'", rd ? rd : "-",
+          wt ? wt : "-");
+    CHECK(ib_lut_get_correction(t, 32, NULL), "no correction after calibrating in rounds");
+    ib_lut_free(t);
+    // Rows of another number of rounds, or with warm weights, are not mixed into it.
+    c.timing.rounds = 1;
+    s = ib_lut_profile(&c, &added, &total);
+    CHECK(s == IB_ERR_ARG && strstr(ib_errmsg(), "3 rounds"), "status %d: %s", s, ib_errmsg());
+    c.timing.rounds = 3, c.timing.cold = 0;
+    s = ib_lut_profile(&c, &added, &total);
+    CHECK(s == IB_ERR_ARG && strstr(ib_errmsg(), "cached weights"), "status %d: %s", s, ib_errmsg());
+    // Networks: rounds passes over the list (the progress counts them), IB_LUT_PASSES by default.
+    ib_arch a[2];
+    int choice[16] = {0};
+    CHECK(ib_space_arch(&sp, choice, 0, &a[0]) == IB_OK && ib_space_arch(&sp, choice, 0, &a[1]) == IB_OK, "%s",
+          ib_errmsg());
+    double meas[2];
+    ib_lut_timing tm = {.warmup = 0, .repeats = 1};
+    CHECK(ib_lut_time_archs(a, 2, 32, &tm, meas, count_progress, last, "nets") == IB_OK, "%s", ib_errmsg());
+    CHECK(last[1] == 2 * IB_LUT_PASSES, "%d network timings by default", last[1]);
+    tm.rounds = 5;
+    CHECK(ib_lut_time_archs(a, 2, 32, &tm, meas, count_progress, last, "nets") == IB_OK, "%s", ib_errmsg());
+    CHECK(last[0] == 10 && last[1] == 10 && meas[0] > 0 && meas[1] > 0, "%d of %d network timings, 10 expected",
+          last[0], last[1]);
+    ib_arch_free(&a[0]), ib_arch_free(&a[1]);
+    ib_space_free(&sp);
+}
+
+// The flush writes dirty lines back: what was written is still there afterwards, at any alignment.
+TEST(cache_flush_keeps_data) {
+    size_t n = 3 * 4096 + 13;
+    unsigned char *b = malloc(n + 7);
+    CHECK(b, "out of memory");
+    for (size_t i = 0; i < n + 7; i++) b[i] = (unsigned char)(i * 31 + 7);
+    int did = ib_cache_flush(b + 3, n);
+#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__)
+    CHECK(did == 1, "no flush on a CPU that has one");
+#else
+    CHECK(did == 0, "a flush reported where there is none");
+#endif
+    int bad = -1;
+    for (size_t i = 0; i < n + 7 && bad < 0; i++)
+        if (b[i] != (unsigned char)(i * 31 + 7)) bad = (int)i;
+    free(b);
+    CHECK(bad < 0, "byte %d changed by the flush", bad);
+    CHECK(ib_cache_flush(NULL, 0) == did, "an empty range");
+}
+
 static ib_target *load_target(const char *name) {
     char path[256];
     snprintf(path, sizeof path, "search/targets/%s.target.json", name);
@@ -474,7 +582,7 @@ TEST(cli_latency_end_to_end) {
         rc = test_run(cmd, &out, &err);                                          \
     } while (0)
     RUN("%s latency profile --space %s --target cpu --res 32 --threads 1 --out %s --repeats 1 --warmup 0 "
-        "--calibrate 2 --json", bin, space, cpu);
+        "--calibrate 2 --rounds 2 --json", bin, space, cpu);
     CHECK(rc == 0 && strstr(out, "\"added\""), "profile: rc %d\n%s\n%s", rc, out, err);
     RUN("%s latency model --space %s --target edgetpu --res 32 --out %s", bin, space, tpu);
     CHECK(rc == 0, "model: rc %d\n%s", rc, err);
@@ -490,11 +598,12 @@ TEST(cli_latency_end_to_end) {
     CHECK(rc == 1 && strstr(err, "no row stem,3,16,32,32") && strstr(err, cpu), "missing row: rc %d\n%s", rc, err);
     RUN("%s latency measure --arch mobilenetv2:0.35 --res 32 --threads 1 --repeats 1 --json", bin);
     CHECK(rc == 0 && strstr(out, "\"ms\": "), "measure: rc %d\n%s\n%s", rc, out, err);
-    RUN("%s latency validate --lut %s --space %s --samples 2 --threads 1 --repeats 1 --json --out %s", bin, cpu, space,
-        dir);
+    RUN("%s latency validate --lut %s --space %s --samples 3 --threads 1 --repeats 1 --recalibrate 4 --json --out %s",
+        bin, cpu, space, dir);
     CHECK(rc == 0 && strstr(out, "\"mean_abs_pct_err\"") && strstr(out, "\"max_abs_pct_err\"") &&
-              strstr(out, "\"spearman\""),
+              strstr(out, "\"spearman\"") && strstr(out, "\"recalibrated\": {\"subnets\": 4, \"a\": "),
           "validate: rc %d\n%s\n%s", rc, out, err);
+    double ra = strtod(strstr(out, "\"a\": ") + 5, NULL), rb = strtod(strstr(out, "\"b\": ") + 5, NULL);
     char path[600];
     snprintf(path, sizeof path, "%s/validate.svg", dir);
     char *svg = test_read_file(path);
@@ -503,9 +612,28 @@ TEST(cli_latency_end_to_end) {
     CHECK(svg_ok, "validate.svg is not the scatter plot");
     snprintf(path, sizeof path, "%s/validate.csv", dir);
     char *csv = test_read_file(path);
-    int csv_ok = strstr(csv, "sample,predicted_ms,measured_ms") != NULL;
+    int csv_ok = strstr(csv, "sample,predicted_ms,measured_ms") != NULL && strstr(csv, ",skip_n,recalibrated_ms,");
+    int csv_rounds = strstr(csv, ", 2 rounds\n") != NULL;   // the table's rounds
+    // Each subnet's recalibrated prediction is the refit's a * sum_ms + b * n_rows (columns 5, 6 and 20).
+    int rows = 0, refit_ok = 1;
+    for (char *line = strstr(csv, "\n0,"); line; line = strchr(line + 1, '\n')) {
+        char *p = line + 1, *col[22];
+        int k = 0;
+        for (; k < 22 && *p && *p != '\n'; k++) {
+            col[k] = p;
+            p += strcspn(p, ",\n");
+            if (*p == ',') p++;
+        }
+        if (k < 22) continue;
+        double want = ra * strtod(col[5], NULL) + rb * strtod(col[6], NULL), got = strtod(col[20], NULL);
+        refit_ok &= fabs(got - want) <= 1e-4 + 1e-3 * fabs(want);
+        rows++;
+    }
     free(csv);
-    CHECK(csv_ok, "validate.csv has no header");
+    CHECK(csv_ok, "validate.csv has no header or no recalibrated_ms column");
+    CHECK(csv_rounds, "validate did not time its subnets in the table's 2 rounds");
+    CHECK(rows == 3 && refit_ok, "%d rows; recalibrated_ms is %s a * sum_ms + b * n_rows (a %g, b %g)", rows,
+          refit_ok ? "" : "not", ra, rb);
     // Usage errors exit 2, bad files 1.
     RUN("%s latency predict --arch %s", bin, arch);
     CHECK(rc == 2, "predict without --lut: rc %d", rc);
