@@ -54,7 +54,10 @@ echo "== 3/9 latency tables: cpu measured here (1 thread) and checked on 10 rand
 # The pick serves three tasks (classifier, detector, segmenter), so the search budgets the whole backbone
 # (--latency-of backbone): a segmenter's budget leaves the stride-32 layers free, which the classifier and
 # the detector then run. (A search for a segmenter alone budgets the segmenter: docs/LATENCY.md.)
-"$ibnas" latency profile --space "$space" --target cpu --res 32 --threads 1 --repeats 7 --out "$dir/cpu.csv"
+# --warm-weights: the demo's subnets are small (its picks: about 0.3 MB of weights), their weights stay in
+# cache from one pass to the next, so rows are timed with theirs cached (their plain sum was 4% off the networks so, 13-19% flushed;
+# docs/LATENCY.md, "Cold weights").
+"$ibnas" latency profile --space "$space" --target cpu --res 32 --threads 1 --repeats 7 --warm-weights --out "$dir/cpu.csv"
 "$ibnas" latency validate --lut "$dir/cpu.csv" --space "$space" --samples 10 --threads 1 --res 32 --quiet --json \
     --out "$dir/latency" > "$dir/latency/validate.json"
 "$ibnas" latency model --space "$space" --target edgetpu --res 32 --out "$dir/edgetpu.csv"
