@@ -1,7 +1,7 @@
 // A supernet training step on one sampled path against the same subnet trained alone (issue 11's cost
 // bar: at most 1.15x the time and 1.2x the memory). For each of a few random archs of a space: the median
-// of timed steps (forward, backward, SGD step) of (a) the path inside the supernet, with the optimiser
-// over every supernet weight as a real run has it, and (b) the extracted network alone; plus the peak of
+// of timed steps (forward, backward, SGD step) of (a) the path inside the supernet, its gradients zeroed
+// and the optimiser stepping the ops it ran as `supernet train` does, and (b) the extracted network alone; plus the peak of
 // each step's arena (activations, their grads, the path's weight views). Weights and optimiser state
 // sit outside the arena and are reported apart: the supernet's are those of every op of every layer.
 // Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T]
@@ -18,6 +18,13 @@ static int cmp_double(const void *a, const void *b) {
 // Median seconds of `reps` training steps after one warm-up, and the arena's peak bytes.
 static double time_steps(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *net, ib_optim *opt, ib_params *ps,
                          ib_tensor *x, const int32_t *labels, int reps, size_t *peak) {
+    uint8_t *active = NULL;   // the supernet's step updates the tensors of the ops the path ran (tasks/supernet.c)
+    if (sn) {
+        active = malloc((size_t)sn->ps.n);
+        IB_ASSERT(active, "out of memory");
+        ib_supernet_active_clear(sn, active);
+        ib_supernet_active_add(sn, choice, active);
+    }
     double *t = malloc(sizeof(double) * (size_t)reps);
     IB_ASSERT(t, "out of memory");
     for (int r = -1; r < reps; r++) {
@@ -33,13 +40,14 @@ static double time_steps(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net
         ib_tensor *loss = ib_cross_entropy(ctx, z, labels, 0.1f, -1);
         ib_params_zero_grad(ps);
         ib_backward(ctx, loss, NULL);
-        ib_optim_step(opt, 0.01f);
+        if (active) ib_optim_step_active(opt, 0.01f, active);   // as supernet training steps: the ops it ran
+        else ib_optim_step(opt, 0.01f);
         if (r >= 0) t[r] = ib_time_s() - t0;
     }
     *peak = ib_arena_peak(ctx->arena);
     qsort(t, (size_t)reps, sizeof(double), cmp_double);
     double m = t[reps / 2];
-    free(t);
+    free(t), free(active);
     return m;
 }
 
