@@ -1,7 +1,7 @@
 // A supernet training step on one sampled path against the same subnet trained alone (issue 11's cost
 // bar: at most 1.15x the time and 1.2x the memory). For each of a few random archs of a space: the median
-// of timed steps (forward, backward, SGD step) of (a) the path inside the supernet, its gradients zeroed
-// and the optimiser stepping the ops it ran as `supernet train` does, and (b) the extracted network alone; plus the peak of
+// of timed steps (forward, backward, SGD step) of (a) the path inside the supernet, the gradients of the
+// ops it ran zeroed and the optimiser stepping them as `supernet train` does, and (b) the extracted network alone; plus the peak of
 // each step's arena (activations, their grads, the path's weight views). Weights and optimiser state
 // sit outside the arena and are reported apart: the supernet's are those of every op of every layer.
 // Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T]
@@ -38,7 +38,8 @@ static double time_steps(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net
         }
         ib_tensor *z = ib_net_forward(ctx, run, x);
         ib_tensor *loss = ib_cross_entropy(ctx, z, labels, 0.1f, -1);
-        ib_params_zero_grad(ps);
+        if (active && r > -1) ib_params_zero_grad_mask(ps, active);   // as training: the previous step's tensors
+        else ib_params_zero_grad(ps);
         ib_backward(ctx, loss, NULL);
         if (active) ib_optim_step_active(opt, 0.01f, active);   // as supernet training steps: the ops it ran
         else ib_optim_step(opt, 0.01f);
