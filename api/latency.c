@@ -499,7 +499,6 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
         s = ib_lut_predict(t, &archs[i], res, &r->predicted[i]);
     }
     if (!s && nc) s = ib_lut_calib_archs(&sp, o->classes, nc, 1000, archs + n);
-    if (!s && nc) s = ib_lut_calib_archs(&sp, o->classes, nc, 1000, archs + n);
     ib_lut_timing tm = {.warmup = o->warmup, .repeats = o->repeats, .stat = IB_LUT_MEDIAN, .clock = IB_LUT_WALL,
                          .min_ms = o->min_ms};
     const char *stat = ib_lut_meta(t, "stat"), *clk = ib_lut_meta(t, "clock");
