@@ -507,8 +507,7 @@ ib_status ib_latency_validate(const ib_latency_validate_opts *o, ib_latency_vali
     if (!s && clk && !ib_lut_clock_parse(clk, &tm.clock))
         s = ib_fail(IB_ERR_FORMAT, "%s: clock '%s' is not wall or cpu", o->lut, clk);
     // The networks are timed in the rounds the table's rows and correction were (2 for a one-round table).
-    const char *rd = ib_lut_meta(t, "rounds");
-    tm.rounds = o->rounds > 0 ? o->rounds : rd && atoi(rd) > 1 ? atoi(rd) : 0;
+    tm.rounds = o->rounds > 0 ? o->rounds : ib_lut_rounds(t) > 1 ? ib_lut_rounds(t) : 0;
     if (!s && o->rounds < 0) s = ib_fail(IB_ERR_ARG, "latency validate: rounds %d (at least 1, or 0)", o->rounds);
     progress_state ps = {NULL, 0, 0};
     if (!s) s = ib_lut_time_archs(archs, n + nc, res, &tm, meas, o->progress ? progress_bar : NULL, &ps,

@@ -266,18 +266,32 @@ ib_status ib_lut_time_arch(const ib_arch *a, int res, const ib_lut_timing *tm, d
 
 int ib_lut_net_rounds(const ib_lut_timing *tm) { return tm->rounds > 0 ? tm->rounds : IB_LUT_PASSES; }
 
+int ib_lut_rounds(const ib_lut *t) {
+    const char *rd = ib_lut_meta(t, "rounds");
+    return rd && atoi(rd) > 1 ? atoi(rd) : 1;
+}
+
+// Pass `pass` of `passes` over the networks: each one's time, or its smaller with the passes before.
+static ib_status time_archs_pass(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms, int pass,
+                                 int passes, void (*progress)(void *, int, int, const char *), void *user,
+                                 const char *what) {
+    for (int i = 0; i < n; i++) {
+        double m;
+        ib_status s = ib_lut_time_arch(&archs[i], res, tm, &m);
+        if (s) return s;
+        ms[i] = pass == 0 || m < ms[i] ? m : ms[i];
+        if (progress) progress(user, pass * n + i + 1, passes * n, what);
+    }
+    return IB_OK;
+}
+
 ib_status ib_lut_time_archs(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms,
                             void (*progress)(void *user, int done, int total, const char *what), void *user,
                             const char *what) {
     ib_status s = IB_OK;
     int rounds = ib_lut_net_rounds(tm);
     for (int pass = 0; pass < rounds && !s; pass++)
-        for (int i = 0; i < n && !s; i++) {
-            double m;
-            if ((s = ib_lut_time_arch(&archs[i], res, tm, &m))) break;
-            ms[i] = pass == 0 || m < ms[i] ? m : ms[i];
-            if (progress) progress(user, pass * n + i + 1, rounds * n, what);
-        }
+        s = time_archs_pass(archs, n, res, tm, ms, pass, rounds, progress, user, what);
     return s;
 }
 
@@ -426,10 +440,10 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
         if ((s = ib_lut_load(&t, c->out))) return s;
         // Rows of another target, thread count, statistic or clock would mix two tables' numbers.
         const char *tg = ib_lut_target(t), *th = ib_lut_meta(t, "threads"), *st = ib_lut_meta(t, "stat");
-        const char *ck = ib_lut_meta(t, "clock"), *rd = ib_lut_meta(t, "rounds"), *wt = ib_lut_meta(t, "weights");
+        const char *ck = ib_lut_meta(t, "clock"), *wt = ib_lut_meta(t, "weights");
         const char *want = ib_lut_stat_name(c->timing.stat), *want_ck = ib_lut_clock_name(c->timing.clock);
         const char *want_wt = c->timing.cold ? "cold" : "cached";
-        int had_rounds = rd ? atoi(rd) : 1, want_rounds = c->timing.rounds > 1 ? c->timing.rounds : 1;
+        int had_rounds = ib_lut_rounds(t), want_rounds = c->timing.rounds > 1 ? c->timing.rounds : 1;
         if (!wt) wt = "cached";   // tables before the flush
         if (strcmp(tg, "cpu") || !th || atoi(th) != ib_get_threads() || strcmp(st ? st : "median", want) ||
             strcmp(ck ? ck : "wall", want_ck) || had_rounds != want_rounds || strcmp(wt, want_wt)) {
@@ -506,12 +520,9 @@ ib_status ib_lut_profile(const ib_lut_profile_cfg *c, int *added, int *total) {
             if (c->progress)
                 c->progress(c->user, ++steps, todo * rounds, ib_lut_key_str(&keys[i], what, sizeof what));
         }
-        for (int i = 0; rounds > 1 && i < nc && !s; i++) {
-            double m;
-            if ((s = ib_lut_time_arch(&archs[i], c->res, &ntm, &m))) break;
-            meas[i] = round == 0 || m < meas[i] ? m : meas[i];
-            if (c->progress) c->progress(c->user, round * nc + i + 1, rounds * nc, "calibrating on subnets");
-        }
+        if (rounds > 1 && nc && !s)
+            s = time_archs_pass(archs, nc, c->res, &ntm, meas, round, rounds, c->progress, c->user,
+                                "calibrating on subnets");
     }
     free(mine);
     if (nc && !s && rounds == 1)

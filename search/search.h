@@ -309,6 +309,8 @@ size_t ib_lut_default_evict_bytes(void);
 // a network disturbed in one pass is not in the next (calibration and validation use this).
 #define IB_LUT_PASSES 2
 int ib_lut_net_rounds(const ib_lut_timing *tm);
+// The rounds a measured table's rows were timed in (its "# rounds:"; 1 when it has none).
+int ib_lut_rounds(const ib_lut *t);
 ib_status ib_lut_time_archs(const ib_arch *archs, int n, int res, const ib_lut_timing *tm, double *ms,
                             void (*progress)(void *user, int done, int total, const char *what), void *user,
                             const char *what);
