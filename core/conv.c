@@ -305,14 +305,14 @@ static void transpose_batch(const float *src, int B, int R, int C, float *dst) {
     ib_parallel_range((int64_t)B * j.rblocks, ib_grain(PAR_MIN_WORK, 32 * (int64_t)C), transpose_tiles, &j);
 }
 
-// gW (M x R) += gY (M x L, row pitch L) @ Xt (L x R, row pitch ldx): the weight gradient's long reduction
+// gW (M x R, row pitch ldw) += gY (M x L, row pitch L) @ Xt (L x R, row pitch ldx): the weight gradient's long reduction
 // over a chunk's columns, with our GEMM (OpenBLAS is not safe to call from several threads at once in its
 // OpenMP build; two concurrent calls gave wrong sums), summed in blocks of WGRAD_KB columns each added to
 // gW: one float sum over 32,768 columns drifted 3e-6 from the per-image sums.
 #define WGRAD_KB 256
-static void weight_grad(int M, int R, int L, const float *gy, const float *xt, int64_t ldx, float *gw) {
+static void weight_grad(int M, int R, int L, const float *gy, const float *xt, int64_t ldx, float *gw, int64_t ldw) {
     const gemm_batch one = {1, 1, 0, 0, 0, 0, 0};
-    gemm_par_blocked(M, R, L, WGRAD_KB, &one, gy, L, 1, xt, ldx, gw, R, NULL, 1);
+    gemm_par_blocked(M, R, L, WGRAD_KB, &one, gy, L, 1, xt, ldx, gw, ldw, NULL, 1);
 }
 
 static void conv_backward(ib_ctx *ctx, ib_node *node) {
@@ -322,7 +322,7 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
     conv_geom geom = {x->shape[2], x->shape[3], K, a->stride, a->pad, a->dilation, node->out->shape[2],
                       node->out->shape[3]};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
-    int64_t HW = (int64_t)geom.H * geom.W, P = (int64_t)geom.Ho * geom.Wo;
+    int64_t HW = (int64_t)geom.H * geom.W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0];
     const float *gy = node->out->grad;
     int direct = is_direct(K, a->stride, a->pad, N, P);
 
@@ -349,14 +349,14 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
                 transpose_batch(x->data + (int64_t)n0 * Cin * HW, m, Cin, (int)P, xt);
                 for (int g = 0; g < G; g++)
                     weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, xt + (int64_t)g * rows, Cin,
-                                gw + (int64_t)g * opg * rows);
+                                gw + g * opg * ws, ws);
             }
         }
         if (need_x) {
             // gX_ng (rows, P) (+)= W_g^T (rows, opg) @ gY_ng (opg, P), every image and group in one region
-            const gemm_batch bt = {N * G, G, (int64_t)opg * rows, (int64_t)Cout * P, (int64_t)opg * P,
-                                   (int64_t)Cin * HW, (int64_t)cpg * HW};
-            gemm_par_batch(rows, (int)P, opg, &bt, w->data, 1, rows, gy, P, gx, P, NULL, add);
+            const gemm_batch bt = {N * G, G, opg * ws, (int64_t)Cout * P, (int64_t)opg * P, (int64_t)Cin * HW,
+                                   (int64_t)cpg * HW};
+            gemm_par_batch(rows, (int)P, opg, &bt, w->data, 1, ws, gy, P, gx, P, NULL, add);
         }
         return;
     }
@@ -378,11 +378,11 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
         // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows)
         for (int g = 0; need_w && g < G; g++)
             weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, colt + (int64_t)g * rows, (int64_t)G * rows,
-                        gw + (int64_t)g * opg * rows);
+                        gw + g * opg * ws, ws);
         if (dcol) {
             // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P), every group in one region
-            const gemm_batch bt = {G, G, (int64_t)opg * rows, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
-            gemm_par_batch(rows, (int)ld, opg, &bt, w->data, 1, rows, gyc, ld, dcol, ld, NULL, 0);
+            const gemm_batch bt = {G, G, opg * ws, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
+            gemm_par_batch(rows, (int)ld, opg, &bt, w->data, 1, ws, gyc, ld, dcol, ld, NULL, 0);
             col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
         }
     }
@@ -408,25 +408,40 @@ static int is_depthwise(const ib_tensor *x, const ib_tensor *w, int groups) {
     return groups == x->shape[1] && groups == w->shape[0];
 }
 
+// Each output channel's Cin/groups x K x K weights contiguous, the channels at any pitch (stride[0]).
+static int rows_contiguous(const ib_tensor *w) {
+    return w->stride[3] == 1 && w->stride[2] == w->shape[3] && w->stride[1] == (int64_t)w->shape[2] * w->shape[3] &&
+           w->stride[0] >= (int64_t)w->shape[1] * w->shape[2] * w->shape[3];
+}
+
+// The weight as the kernels read it. A view whose rows are contiguous (a supernet path's channel slice of a
+// shared weight, docs/SEARCH.md) is read in place at its row pitch, and its gradient lands in place. Any other
+// (a kernel's centre; depthwise weights, which the direct kernels read whole) is copied here, at the conv: the
+// copy is taped just before it, so the backward gives the copy's gradient back right after this op's (a copy
+// made earlier would hold its gradient to the end of the backward pass).
+static ib_tensor *conv_weight(ib_ctx *ctx, const ib_tensor *x, ib_tensor *w, int groups) {
+    return is_depthwise(x, w, groups) || !rows_contiguous(w) ? ib_contiguous(ctx, w) : w;
+}
+
 // The forward of a (non-depthwise) conv2d, nothing recorded. epi: the output channels' bias, BN and
 // activation, applied by the GEMM as it stores (NULL: none, and no bias). Per image straight on x for
 // 1x1 convs, else (and for tiny maps) in chunks of images through im2col.
 static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stride, int pad, int dilation, int groups,
                                const ib_rows_epi *epi) {
-    IB_ASSERT(ib_is_contiguous(x) && ib_is_contiguous(w), "conv2d: contiguous inputs");
+    IB_ASSERT(ib_is_contiguous(x) && rows_contiguous(w), "conv2d: contiguous inputs");
     int N = x->shape[0], Cin = x->shape[1], H = x->shape[2], W = x->shape[3];
     int Cout = w->shape[0], K = w->shape[2], G = groups;
     conv_geom geom = {H, W, K, stride, pad, dilation, conv_out_size(H, K, stride, pad, dilation),
                       conv_out_size(W, K, stride, pad, dilation)};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
-    int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo;
+    int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0];
     ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){N, Cout, geom.Ho, geom.Wo});
     if (P == 0 || opg == 0) return y;
     if (rows == 0 || is_direct(K, stride, pad, N, P)) {   // rows == 0: no input channels, the epilogue alone
         // Y_ng (opg, P) = epi(W_g (opg, cpg) @ X_ng (cpg, P)), every image and group in one region
-        const gemm_batch bt = {N * G, G, (int64_t)opg * rows, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
+        const gemm_batch bt = {N * G, G, opg * ws, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
                                (int64_t)opg * P};
-        gemm_par_batch(opg, (int)P, rows, &bt, w->data, rows, 1, x->data, P, y->data, P, epi, 0);
+        gemm_par_batch(opg, (int)P, rows, &bt, w->data, ws, 1, x->data, P, y->data, P, epi, 0);
         return y;
     }
     int nb = col_chunk(N, ((int64_t)Cin * K * K + Cout) * P);
@@ -437,8 +452,8 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
         int64_t ld = (int64_t)m * P;
         im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
         // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P)), every group in one region
-        const gemm_batch bt = {G, G, (int64_t)opg * rows, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld};
-        gemm_par_batch(opg, (int)ld, rows, &bt, w->data, rows, 1, col, ld, ycol, ld, epi, 0);
+        const gemm_batch bt = {G, G, opg * ws, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld};
+        gemm_par_batch(opg, (int)ld, rows, &bt, w->data, ws, 1, col, ld, ycol, ld, epi, 0);
         scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P);
     }
     return y;
@@ -448,6 +463,7 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
 ib_tensor *ib_conv2d(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b, int stride, int pad, int dilation,
                      int groups) {
     conv_check(x, w, b, stride, pad, dilation, groups);
+    w = conv_weight(ctx, x, w, groups);
     if (is_depthwise(x, w, groups)) return ib_dwconv2d(ctx, x, w, b, stride, pad, dilation);
     IB_ASSERT(!b || ib_is_contiguous(b), "conv2d: contiguous inputs");
     const ib_rows_epi epi = {b ? b->data : NULL, NULL, NULL, NULL, IB_FUSE_NONE};
@@ -477,6 +493,7 @@ ib_tensor *ib_conv2d_bn_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *
     if (ctx->recording && grads)
         return ib_batchnorm_act(ctx, ib_conv2d(ctx, x, w, b, stride, pad, dilation, groups), gamma, beta, running_mean,
                                 running_var, 0, 0.0f, eps, act);
+    w = conv_weight(ctx, x, w, groups);
     int C = w->shape[0];
     float *aff = ib_arena_alloc(ctx->arena, sizeof(float) * 3 * (size_t)C);
     ib__bn_eval_affine(gamma, beta, running_mean, running_var, eps, C, aff, aff + C, aff + 2 * C);

@@ -140,7 +140,8 @@ float *ib_grad(ib_ctx *ctx, ib_tensor *t);
 // Views alias the memory (data and grad) of their base; writing the view's grad writes the base's.
 // This is how the supernet shares weights: a small kernel is the centre of the largest one, a small
 // width the first channels. Views are generally not contiguous; ib_contiguous copies one for the
-// kernels, and its backward adds the gradient back into the slice of the larger tensor.
+// kernels, and its backward adds the gradient back into the slice of the larger tensor. ib_conv2d takes
+// a view as its weight: a channel slice in place, any other through ib_contiguous at the conv.
 //   ib_view_slice: dims 0 and 1 keep [0, n0) and [0, n1); dims 2 and 3 keep the centred k2 x k3
 //   window (k2, k3 of the same parity as the base's size). n < 0 or k < 0 keeps the whole dim.
 ib_tensor *ib_view_slice(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k2, int k3);
@@ -150,6 +151,8 @@ ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len)
 ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape);
 //   ib_contiguous: t itself if contiguous, else a contiguous copy (recorded).
 ib_tensor *ib_contiguous(ib_ctx *ctx, ib_tensor *t);
+// t's values in row-major order into dst (numel floats), whatever t's strides; nothing recorded.
+void ib_tensor_read(const ib_tensor *t, float *dst);
 
 // Autograd.
 // Appends a node for `op` if recording and any input requires grad; marks `out` as requiring grad
@@ -329,6 +332,7 @@ ib_tensor *ib_linear(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b);
 // Convolution, square kernels, symmetric padding, PyTorch semantics.
 // x: (N, Cin, H, W), w: (Cout, Cin/groups, K, K), b: (Cout) or NULL -> (N, Cout, Ho, Wo),
 // Ho = (H + 2*pad - dil*(K-1) - 1) / stride + 1. groups == Cin == Cout uses the depthwise kernel.
+// w may be a view (the one input that may): see "Views" above.
 ib_tensor *ib_conv2d(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b,
                      int stride, int pad, int dilation, int groups);
 // x: (N, C, H, W), w: (C, 1, K, K), b: (C) or NULL -> (N, C, Ho, Wo); direct loops, no im2col.

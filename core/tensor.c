@@ -190,6 +190,8 @@ static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, i
             }
 }
 
+void ib_tensor_read(const ib_tensor *t, float *dst) { strided_copy(t, t->data, dst, 1, 0); }
+
 static void contiguous_backward(ib_ctx *ctx, ib_node *n) {
     (void)ctx;
     ib_tensor *x = n->in[0];

@@ -73,7 +73,7 @@ ib_tensor *ib_conv_forward_sub(ib_ctx *ctx, const ib_conv *c, ib_tensor *x, int 
     if (cin == c->cin && cout == c->cout && k == c->k) return ib_conv_forward(ctx, c, x);
     IB_ASSERT(cin <= c->cin && cout <= c->cout && k <= c->k, "conv %s: sub-config %d->%d k%d exceeds %d->%d k%d",
               c->w->name, cin, cout, k, c->cin, c->cout, c->k);
-    ib_tensor *w = ib_contiguous(ctx, ib_view_slice(ctx, c->w, cout, depthwise ? 1 : cin, k, k));
+    ib_tensor *w = ib_view_slice(ctx, c->w, cout, depthwise ? 1 : cin, k, k);   // ib_conv2d reads views
     ib_tensor *b = c->b ? ib_view_range(ctx, c->b, 0, 0, cout) : NULL;
     int pad = c->dilation * (k - 1) / 2;
     return ib_conv2d(ctx, x, w, b, c->stride, pad, c->dilation, depthwise ? cout : 1);

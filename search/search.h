@@ -418,7 +418,7 @@ ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs
 ib_bn ib_supernet_bn_view(ib_ctx *ctx, const ib_bn *full, int c);
 ib_cba ib_supernet_cba_view(ib_ctx *ctx, const ib_cba *full, int cin, int cout);
 void ib_supernet_copy_cba(ib_cba *dst, const ib_cba *src);
-void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same count of values, src contiguous
+void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same count of values, src any strides
 
 // The tensors (indices into sn->ps) a training step changes, as torch.optim skips parameters without a
 // gradient: clear sets the stem's, head's and classifier's and unsets every layer op's; add sets those of

@@ -149,8 +149,8 @@ static ib_tensor *gc_gather(ib_ctx *ctx, ib_tensor *w, int hid, int groups, int 
 }
 
 // The shared conv `full` seen as the path's conv `cs`: the tensor itself when nothing is cut, else the
-// slice (first output and input channels, centred kernel) as a contiguous copy whose gradient flows
-// back into the slice.
+// slice (first output and input channels, centred kernel) as a view. ib_conv2d reads a channel slice in
+// place and copies a kernel's centre at the conv; either way the gradient lands in the slice.
 ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs) {
     ib_conv c = *full;
     c.cin = cs.cin, c.cout = cs.cout, c.k = cs.k, c.stride = cs.stride, c.groups = cs.groups;
@@ -158,7 +158,7 @@ ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs
     if (depthwise || cs.groups == 1) {
         int in = depthwise ? 1 : cs.cin;
         if (cs.cout != full->w->shape[0] || in != full->w->shape[1] || cs.k != full->k)
-            c.w = ib_contiguous(ctx, ib_view_slice(ctx, full->w, cs.cout, in, cs.k, cs.k));
+            c.w = ib_view_slice(ctx, full->w, cs.cout, in, cs.k, cs.k);
     } else {
         c.w = gc_gather(ctx, full->w, cs.cout, cs.groups, cs.k);
     }
@@ -367,9 +367,9 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
 // Extraction
 
 void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src) {
-    IB_ASSERT(ib_numel(dst) == ib_numel(src) && ib_is_contiguous(src), "extract: %s has %lld values, the path %lld",
-              dst->name, (long long)ib_numel(dst), (long long)ib_numel(src));
-    memcpy(dst->data, src->data, sizeof(float) * (size_t)ib_numel(dst));
+    IB_ASSERT(ib_numel(dst) == ib_numel(src), "extract: %s has %lld values, the path %lld", dst->name,
+              (long long)ib_numel(dst), (long long)ib_numel(src));
+    ib_tensor_read(src, dst->data);
 }
 
 static void copy_conv(ib_conv *dst, const ib_conv *src) {

@@ -486,17 +486,26 @@ TEST(sharing_rules_slice_as_documented) {
     const ib_block *full = &sn.layers[layer * IB_BLOCK_SKIP + IB_BLOCK_IBN], *b = &p.blocks[layer];
     int cin = li.cin, hid = cin * 2, hmax = full->stages[1].conv.cout, K = full->stages[1].conv.k;
     CHECK(K == 5 && hmax == cin * 4, "shared ibn: k %d, hidden %d", K, hmax);
+    // The path's weights are views of the shared ones (no copies: convs read them in place or copy at
+    // the conv); read them out in row-major order to compare.
+    CHECK(b->stages[0].conv.w->data == full->stages[0].conv.w->data && b->project.w->data == full->project.w->data &&
+              b->stages[1].conv.w->data == full->stages[1].conv.w->data + 6,
+          "path weights alias the shared tensors");
+    float *pw = malloc(sizeof(float) * (size_t)(hid * cin + hid * 9 + li.cout * hid));
+    float *pe = pw, *pd = pe + hid * cin, *pp = pd + hid * 9;
+    ib_tensor_read(b->stages[0].conv.w, pe), ib_tensor_read(b->stages[1].conv.w, pd), ib_tensor_read(b->project.w, pp);
     for (int o = 0; o < hid; o++)
         for (int c = 0; c < cin; c++)
-            CHECK(b->stages[0].conv.w->data[o * cin + c] == full->stages[0].conv.w->data[o * cin + c], "expand [%d,%d]", o, c);
+            CHECK(pe[o * cin + c] == full->stages[0].conv.w->data[o * cin + c], "expand [%d,%d]", o, c);
     for (int o = 0; o < hid; o++)
         for (int a = 0; a < 3; a++)
             for (int e = 0; e < 3; e++)
-                CHECK(b->stages[1].conv.w->data[(o * 3 + a) * 3 + e] == full->stages[1].conv.w->data[(o * 5 + a + 1) * 5 + e + 1],
+                CHECK(pd[(o * 3 + a) * 3 + e] == full->stages[1].conv.w->data[(o * 5 + a + 1) * 5 + e + 1],
                       "depthwise centre [%d,%d,%d]", o, a, e);
     for (int o = 0; o < li.cout; o++)
         for (int c = 0; c < hid; c++)
-            CHECK(b->project.w->data[o * hid + c] == full->project.w->data[o * hmax + c], "project [%d,%d]", o, c);
+            CHECK(pp[o * hid + c] == full->project.w->data[o * hmax + c], "project [%d,%d]", o, c);
+    free(pw);
     // gcibn k3 e2 g2 from the dense (hmax, cin, 5, 5) weight.
     ib_ctx_reset(ctx);
     choice[layer] = gc;
