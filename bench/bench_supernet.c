@@ -1,9 +1,12 @@
 // A supernet training step on one sampled path against the same subnet trained alone (issue 11's cost
-// bar: at most 1.15x the time and 1.2x the memory). For each of a few random archs of a space: the median
-// of timed steps (forward, backward, SGD step) of (a) the path inside the supernet, the gradients of the
-// ops it ran zeroed and the optimiser stepping them as `supernet train` does, and (b) the extracted network alone; plus the peak of
-// each step's arena (activations, their grads, the path's weight views). Weights and optimiser state
-// sit outside the arena and are reported apart: the supernet's are those of every op of every layer.
+// bar: at most 1.15x the time and 1.2x the memory). For each of a few random archs of a space, rounds of
+// one step (forward, backward, SGD step) of each side in alternating order: (a) the path inside the
+// supernet, the gradients of the ops it ran zeroed and the optimiser stepping them as `supernet train`
+// does, and (b) the extracted network alone. Reported: each side's median step, the median of the
+// rounds' ratios (the bar's number: adjacent steps see the same host speed), the peak of each step's
+// arena (activations, their grads, the copies of kernel centres), the subnet's weights and the supernet
+// weights its steps update (whole shared tensors). Weights and optimiser state sit outside the arena and
+// are reported apart: the supernet's are those of every op of every layer.
 // Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T]
 #include "search/search.h"
 
@@ -15,41 +18,61 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// Median seconds of `reps` training steps after one warm-up, and the arena's peak bytes.
-static double time_steps(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *net, ib_optim *opt, ib_params *ps,
-                         ib_tensor *x, const int32_t *labels, int reps, size_t *peak) {
-    uint8_t *active = NULL;   // the supernet's step updates the tensors of the ops the path ran (tasks/supernet.c)
-    if (sn) {
-        active = malloc((size_t)sn->ps.n);
-        IB_ASSERT(active, "out of memory");
-        ib_supernet_active_clear(sn, active);
-        ib_supernet_active_add(sn, choice, active);
+// One side of the comparison: the path inside the supernet (sn set) or the extracted network alone.
+typedef struct {
+    ib_ctx *ctx;
+    ib_supernet *sn;
+    const int *choice;
+    ib_net *net;
+    ib_optim *opt;
+    ib_params *ps;
+    uint8_t *active;   // the supernet's step updates the tensors of the ops the path ran (tasks/supernet.c)
+    int steps;
+} side;
+
+// One training step (forward, backward, SGD step), as `supernet train` or `train` runs it; its seconds.
+static double step(side *sd, ib_tensor *x, const int32_t *labels) {
+    double t0 = ib_time_s();
+    ib_ctx *ctx = sd->ctx;
+    ib_ctx_reset(ctx);
+    ctx->training = 1, ctx->recording = 1, ctx->release_grads = 1;
+    ib_net path, *run = sd->net;
+    if (sd->sn) {
+        ib_supernet_path(ctx, sd->sn, sd->choice, &path);
+        run = &path;
     }
-    double *t = malloc(sizeof(double) * (size_t)reps);
+    ib_tensor *z = ib_net_forward(ctx, run, x);
+    ib_tensor *loss = ib_cross_entropy(ctx, z, labels, 0.1f, -1);
+    if (sd->active && sd->steps) ib_params_zero_grad_mask(sd->ps, sd->active);   // as training: the previous step's tensors
+    else ib_params_zero_grad(sd->ps);
+    ib_backward(ctx, loss, NULL);
+    if (sd->active) ib_optim_step_active(sd->opt, 0.01f, sd->active);   // as supernet training: the ops it ran
+    else ib_optim_step(sd->opt, 0.01f);
+    sd->steps++;
+    return ib_time_s() - t0;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return v[n / 2];
+}
+
+// `reps` rounds after one warm-up round, each one step of either side, in alternating order, so both sides
+// see the same stretch of the host's speed (docs/LATENCY.md, "Rounds"). The medians of each side's steps
+// and of the rounds' ratios.
+static void time_sides(side *p, side *a, ib_tensor *x, const int32_t *labels, int reps, double *tp, double *ta,
+                       double *ratio) {
+    double *t = malloc(sizeof(double) * 3 * (size_t)reps);
     IB_ASSERT(t, "out of memory");
     for (int r = -1; r < reps; r++) {
-        double t0 = ib_time_s();
-        ib_ctx_reset(ctx);
-        ctx->training = 1, ctx->recording = 1, ctx->release_grads = 1;
-        ib_net path, *run = net;
-        if (sn) {
-            ib_supernet_path(ctx, sn, choice, &path);
-            run = &path;
-        }
-        ib_tensor *z = ib_net_forward(ctx, run, x);
-        ib_tensor *loss = ib_cross_entropy(ctx, z, labels, 0.1f, -1);
-        if (active && r > -1) ib_params_zero_grad_mask(ps, active);   // as training: the previous step's tensors
-        else ib_params_zero_grad(ps);
-        ib_backward(ctx, loss, NULL);
-        if (active) ib_optim_step_active(opt, 0.01f, active);   // as supernet training steps: the ops it ran
-        else ib_optim_step(opt, 0.01f);
-        if (r >= 0) t[r] = ib_time_s() - t0;
+        double dp, da;
+        if (r & 1) da = step(a, x, labels), dp = step(p, x, labels);
+        else dp = step(p, x, labels), da = step(a, x, labels);
+        if (r < 0) continue;
+        t[r] = dp, t[reps + r] = da, t[2 * reps + r] = dp / da;
     }
-    *peak = ib_arena_peak(ctx->arena);
-    qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    double m = t[reps / 2];
-    free(t), free(active);
-    return m;
+    *tp = median(t, reps), *ta = median(t + reps, reps), *ratio = median(t + 2 * reps, reps);
+    free(t);
 }
 
 int main(int argc, char **argv) {
@@ -96,8 +119,8 @@ int main(int argc, char **argv) {
     int *choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sp));
     printf("bench_supernet: %s at %d px, batch %d, %d threads; supernet %lld weights (%.0f MB with grads and momentum)\n",
            sp.name, res, batch, threads, (long long)sn.ps.numel_params, 3.0 * 4 * (double)sn.ps.numel_params / 1e6);
-    printf("%-6s %10s %10s %8s %12s %12s %8s %10s\n", "arch", "path ms", "alone ms", "time x", "path arena", "alone arena",
-           "mem x", "weights");
+    printf("%-6s %10s %10s %8s %12s %12s %8s %9s %9s\n", "arch", "path ms", "alone ms", "time x", "path arena",
+           "alone arena", "mem x", "weights", "stepped");
     double worst_t = 0, worst_m = 0;
     for (int a = 0; a < archs; a++) {
         ib_space_sample(&sp, a == 0 ? IB_SAMPLE_LARGEST : IB_SAMPLE_RANDOM, &r, choice);
@@ -107,14 +130,24 @@ int main(int argc, char **argv) {
             return 1;
         }
         ib_optim *nopt = ib_optim_new(&oc, &net.ps);
-        ib_ctx *c1 = ib_ctx_new(), *c2 = ib_ctx_new();
-        size_t p1, p2;
-        double t1 = time_steps(c1, &sn, choice, NULL, sopt, &sn.ps, &xt, labels, reps, &p1);
-        double t2 = time_steps(c2, NULL, NULL, &net, nopt, &net.ps, &xt, labels, reps, &p2);
-        printf("%-6s %10.1f %10.1f %8.3f %10.1fMB %10.1fMB %8.3f %8.2fM\n", a == 0 ? "large" : "rand", t1 * 1e3, t2 * 1e3,
-               t1 / t2, (double)p1 / 1e6, (double)p2 / 1e6, (double)p1 / (double)p2, (double)net.ps.numel_params / 1e6);
-        if (t1 / t2 > worst_t) worst_t = t1 / t2;
+        side sp_ = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, malloc((size_t)sn.ps.n), 0};
+        side al = {ib_ctx_new(), NULL, NULL, &net, nopt, &net.ps, NULL, 0};
+        IB_ASSERT(sp_.active, "out of memory");
+        ib_supernet_active_clear(&sn, sp_.active);
+        ib_supernet_active_add(&sn, choice, sp_.active);
+        int64_t stepped = 0;   // the supernet's weights the path's steps update (whole shared tensors)
+        for (int i = 0; i < sn.ps.n; i++)
+            if (sp_.active[i] && !sn.ps.is_buffer[i]) stepped += ib_numel(sn.ps.t[i]);
+        double t1, t2, tr;
+        time_sides(&sp_, &al, &xt, labels, reps, &t1, &t2, &tr);
+        size_t p1 = ib_arena_peak(sp_.ctx->arena), p2 = ib_arena_peak(al.ctx->arena);
+        printf("%-6s %10.1f %10.1f %8.3f %10.1fMB %10.1fMB %8.3f %8.2fM %8.2fM\n", a == 0 ? "large" : "rand", t1 * 1e3,
+               t2 * 1e3, tr, (double)p1 / 1e6, (double)p2 / 1e6, (double)p1 / (double)p2,
+               (double)net.ps.numel_params / 1e6, (double)stepped / 1e6);
+        if (tr > worst_t) worst_t = tr;
         if ((double)p1 / (double)p2 > worst_m) worst_m = (double)p1 / (double)p2;
+        ib_ctx *c1 = sp_.ctx, *c2 = al.ctx;
+        free(sp_.active);
         ib_ctx_free(c1);
         ib_ctx_free(c2);
         ib_optim_free(nopt);

@@ -205,6 +205,8 @@ void ib_arena_scope_begin(ib_arena *a) {
     a->n_keep = 0;
 }
 
+int ib_arena_scope_open(const ib_arena *a) { return a->scope_on; }
+
 void ib_arena_scope_end(ib_arena *a) {
     if (!a->scope_on) return;
     a->scope_on = 0;

@@ -305,6 +305,24 @@ static void transpose_batch(const float *src, int B, int R, int C, float *dst) {
     ib_parallel_range((int64_t)B * j.rblocks, ib_grain(PAR_MIN_WORK, 32 * (int64_t)C), transpose_tiles, &j);
 }
 
+// Each output channel's Cin/groups x K x K weights contiguous, the channels at any pitch (stride[0]).
+static int rows_contiguous(const ib_tensor *w) {
+    return w->stride[3] == 1 && w->stride[2] == w->shape[3] && w->stride[1] == (int64_t)w->shape[2] * w->shape[3] &&
+           w->stride[0] >= (int64_t)w->shape[1] * w->shape[2] * w->shape[3];
+}
+
+// A weight given as a view (a supernet path's slice of a shared weight, docs/SEARCH.md). Rows contiguous
+// (a channel slice): read in place at the row pitch, the gradient lands in place. Otherwise (a kernel's
+// centre): the forward and the backward each copy it into their own scratch, gone when they return, and
+// the backward adds the copy's gradient into the view's; a step holds no copy between them. Depthwise
+// weights (small) are copied with ib_contiguous, taped just before the conv, so the copy's gradient goes
+// back right after the conv's backward.
+static ib_tensor *scratch_copy(ib_ctx *ctx, const ib_tensor *w, ib_tensor *wc) {
+    ib_tensor_init(wc, ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)ib_numel(w)), w->ndim, w->shape);
+    ib_tensor_read(w, wc->data);
+    return wc;
+}
+
 // gW (M x R, row pitch ldw) += gY (M x L, row pitch L) @ Xt (L x R, row pitch ldx): the weight gradient's long reduction
 // over a chunk's columns, with our GEMM (OpenBLAS is not safe to call from several threads at once in its
 // OpenMP build; two concurrent calls gave wrong sums), summed in blocks of WGRAD_KB columns each added to
@@ -315,8 +333,8 @@ static void weight_grad(int M, int R, int L, const float *gy, const float *xt, i
     gemm_par_blocked(M, R, L, WGRAD_KB, &one, gy, L, 1, xt, ldx, gw, ldw, NULL, 1);
 }
 
-static void conv_backward(ib_ctx *ctx, ib_node *node) {
-    ib_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];
+static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
+    ib_tensor *x = node->in[0], *b = node->in[2];
     const conv_args *a = node->saved;
     int N = x->shape[0], Cin = x->shape[1], Cout = w->shape[0], K = w->shape[2], G = a->groups;
     conv_geom geom = {x->shape[2], x->shape[3], K, a->stride, a->pad, a->dilation, node->out->shape[2],
@@ -387,6 +405,20 @@ static void conv_backward(ib_ctx *ctx, ib_node *node) {
         }
     }
 }
+// The weight may be a view (see scratch_copy): a kernel's centre is copied for this backward alone.
+static void conv_backward(ib_ctx *ctx, ib_node *node) {
+    ib_tensor *w = node->in[1];
+    if (rows_contiguous(w)) {
+        conv_backward_rows(ctx, node, w);
+        return;
+    }
+    ib_tensor wc;
+    scratch_copy(ctx, w, &wc);
+    wc.requires_grad = w->requires_grad;
+    if (wc.requires_grad) wc.grad = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)ib_numel(w));
+    conv_backward_rows(ctx, node, &wc);
+    if (wc.grad) ib__view_grad_add(w, wc.grad);
+}
 static const ib_op op_conv2d = {"conv2d", conv_backward};
 
 static void conv_check(const ib_tensor *x, const ib_tensor *w, const ib_tensor *b, int stride, int pad, int dilation,
@@ -408,41 +440,24 @@ static int is_depthwise(const ib_tensor *x, const ib_tensor *w, int groups) {
     return groups == x->shape[1] && groups == w->shape[0];
 }
 
-// Each output channel's Cin/groups x K x K weights contiguous, the channels at any pitch (stride[0]).
-static int rows_contiguous(const ib_tensor *w) {
-    return w->stride[3] == 1 && w->stride[2] == w->shape[3] && w->stride[1] == (int64_t)w->shape[2] * w->shape[3] &&
-           w->stride[0] >= (int64_t)w->shape[1] * w->shape[2] * w->shape[3];
-}
-
-// The weight as the kernels read it. A view whose rows are contiguous (a supernet path's channel slice of a
-// shared weight, docs/SEARCH.md) is read in place at its row pitch, and its gradient lands in place. Any other
-// (a kernel's centre; depthwise weights, which the direct kernels read whole) is copied here, at the conv: the
-// copy is taped just before it, so the backward gives the copy's gradient back right after this op's (a copy
-// made earlier would hold its gradient to the end of the backward pass).
-static ib_tensor *conv_weight(ib_ctx *ctx, const ib_tensor *x, ib_tensor *w, int groups) {
-    return is_depthwise(x, w, groups) || !rows_contiguous(w) ? ib_contiguous(ctx, w) : w;
-}
-
-// The forward of a (non-depthwise) conv2d, nothing recorded. epi: the output channels' bias, BN and
-// activation, applied by the GEMM as it stores (NULL: none, and no bias). Per image straight on x for
-// 1x1 convs, else (and for tiny maps) in chunks of images through im2col.
-static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stride, int pad, int dilation, int groups,
-                               const ib_rows_epi *epi) {
+// y = the forward of a (non-depthwise) conv2d, nothing recorded; w's rows contiguous. epi: the output
+// channels' bias, BN and activation, applied by the GEMM as it stores (NULL: none, and no bias). Per image
+// straight on x for 1x1 convs, else (and for tiny maps) in chunks of images through im2col.
+static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stride, int pad, int dilation, int groups,
+                              const ib_rows_epi *epi, ib_tensor *y) {
     IB_ASSERT(ib_is_contiguous(x) && rows_contiguous(w), "conv2d: contiguous inputs");
     int N = x->shape[0], Cin = x->shape[1], H = x->shape[2], W = x->shape[3];
     int Cout = w->shape[0], K = w->shape[2], G = groups;
-    conv_geom geom = {H, W, K, stride, pad, dilation, conv_out_size(H, K, stride, pad, dilation),
-                      conv_out_size(W, K, stride, pad, dilation)};
+    conv_geom geom = {H, W, K, stride, pad, dilation, y->shape[2], y->shape[3]};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
     int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0];
-    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){N, Cout, geom.Ho, geom.Wo});
-    if (P == 0 || opg == 0) return y;
+    if (P == 0 || opg == 0) return;
     if (rows == 0 || is_direct(K, stride, pad, N, P)) {   // rows == 0: no input channels, the epilogue alone
         // Y_ng (opg, P) = epi(W_g (opg, cpg) @ X_ng (cpg, P)), every image and group in one region
         const gemm_batch bt = {N * G, G, opg * ws, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
                                (int64_t)opg * P};
         gemm_par_batch(opg, (int)P, rows, &bt, w->data, ws, 1, x->data, P, y->data, P, epi, 0);
-        return y;
+        return;
     }
     int nb = col_chunk(N, ((int64_t)Cin * K * K + Cout) * P);
     float *col = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)(K * K) * (size_t)(nb * P));
@@ -456,6 +471,20 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
         gemm_par_batch(opg, (int)ld, rows, &bt, w->data, ws, 1, col, ld, ycol, ld, epi, 0);
         scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P);
     }
+}
+
+// The forward into a new output, in a scratch scope (unless one is open): its im2col buffers and a kernel
+// centre's copy go back to the arena when it returns; only the output stays.
+static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stride, int pad, int dilation, int groups,
+                               const ib_rows_epi *epi) {
+    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){x->shape[0], w->shape[0],
+                                                 conv_out_size(x->shape[2], w->shape[2], stride, pad, dilation),
+                                                 conv_out_size(x->shape[3], w->shape[3], stride, pad, dilation)});
+    int scope = !ib_arena_scope_open(ctx->arena);
+    if (scope) ib_arena_scope_begin(ctx->arena);
+    ib_tensor wc;
+    conv_forward_into(ctx, x, rows_contiguous(w) ? w : scratch_copy(ctx, w, &wc), stride, pad, dilation, groups, epi, y);
+    if (scope) ib_arena_scope_end(ctx->arena);
     return y;
 }
 
@@ -463,8 +492,7 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
 ib_tensor *ib_conv2d(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b, int stride, int pad, int dilation,
                      int groups) {
     conv_check(x, w, b, stride, pad, dilation, groups);
-    w = conv_weight(ctx, x, w, groups);
-    if (is_depthwise(x, w, groups)) return ib_dwconv2d(ctx, x, w, b, stride, pad, dilation);
+    if (is_depthwise(x, w, groups)) return ib_dwconv2d(ctx, x, ib_contiguous(ctx, w), b, stride, pad, dilation);
     IB_ASSERT(!b || ib_is_contiguous(b), "conv2d: contiguous inputs");
     const ib_rows_epi epi = {b ? b->data : NULL, NULL, NULL, NULL, IB_FUSE_NONE};
     ib_tensor *y = conv_forward(ctx, x, w, stride, pad, dilation, groups, b ? &epi : NULL);
@@ -493,7 +521,7 @@ ib_tensor *ib_conv2d_bn_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *
     if (ctx->recording && grads)
         return ib_batchnorm_act(ctx, ib_conv2d(ctx, x, w, b, stride, pad, dilation, groups), gamma, beta, running_mean,
                                 running_var, 0, 0.0f, eps, act);
-    w = conv_weight(ctx, x, w, groups);
+    if (is_depthwise(x, w, groups)) w = ib_contiguous(ctx, w);
     int C = w->shape[0];
     float *aff = ib_arena_alloc(ctx->arena, sizeof(float) * 3 * (size_t)C);
     ib__bn_eval_affine(gamma, beta, running_mean, running_var, eps, C, aff, aff + C, aff + 2 * C);

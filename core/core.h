@@ -63,8 +63,10 @@ void *ib_arena_calloc_reuse(ib_arena *a, size_t bytes);
 void *ib_arena_alloc_reuse(ib_arena *a, size_t bytes);
 // A scratch scope (one backward function): at _end, everything allocated since _begin is given back
 // except the blocks that ib_arena_(c)alloc_reuse returned (the grads).
+// Scopes do not nest: _open says whether one is open.
 void ib_arena_scope_begin(ib_arena *a);
 void ib_arena_scope_end(ib_arena *a);
+int ib_arena_scope_open(const ib_arena *a);
 
 // ---------------------------------------------------------------------------------------------
 // Tensors: float32, up to 4 dims, shape and strides in elements. NCHW for images.

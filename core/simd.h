@@ -98,6 +98,8 @@ ib_tensor *ib__dwconv2d_epi(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *
 // The grad of t for a backward to fill: *add = 0 when t had none yet (and is no view); the buffer is then
 // uninitialised and the backward must write every element (core/dw_conv.c).
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add);
+// view's grad (at the view's strides) += src (contiguous, the view's numel) (core/tensor.c).
+void ib__view_grad_add(const ib_tensor *view, const float *src);
 // gy: (N, C, P) -> gb: (C) += per-channel sums, the conv and depthwise bias grad (core/conv.c).
 void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb);
 void ib__bn_eval_affine(const ib_tensor *gamma, const ib_tensor *beta, const ib_tensor *running_mean,

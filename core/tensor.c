@@ -1,5 +1,6 @@
 // Tensors, views, the context (arena + tape), autograd replay and the parameter block.
 #include "core.h"
+#include "simd.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -192,11 +193,15 @@ static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, i
 
 void ib_tensor_read(const ib_tensor *t, float *dst) { strided_copy(t, t->data, dst, 1, 0); }
 
+void ib__view_grad_add(const ib_tensor *view, const float *src) {
+    IB_ASSERT(view->grad, "view has no grad to add into");
+    strided_copy(view, view->grad, (float *)src, 0, 1);
+}
+
 static void contiguous_backward(ib_ctx *ctx, ib_node *n) {
     (void)ctx;
     ib_tensor *x = n->in[0];
-    IB_ASSERT(x->grad, "contiguous: the view has no grad to add into");
-    strided_copy(x, x->grad, n->out->grad, 0, 1);
+    ib__view_grad_add(x, n->out->grad);
 }
 static const ib_op op_contiguous = {"contiguous", contiguous_backward};
 
