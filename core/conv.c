@@ -305,10 +305,16 @@ static void transpose_batch(const float *src, int B, int R, int C, float *dst) {
     ib_parallel_range((int64_t)B * j.rblocks, ib_grain(PAR_MIN_WORK, 32 * (int64_t)C), transpose_tiles, &j);
 }
 
-// Each output channel's Cin/groups x K x K weights contiguous, the channels at any pitch (stride[0]).
-static int rows_contiguous(const ib_tensor *w) {
+// Each output channel's Cin/groups x K x K weights contiguous, the channels at any pitch (stride[0]); a
+// group-block view (ib_view_group_blocks) only as the weight of as many groups as it has blocks.
+static int rows_contiguous(const ib_tensor *w, int groups) {
     return w->stride[3] == 1 && w->stride[2] == w->shape[3] && w->stride[1] == (int64_t)w->shape[2] * w->shape[3] &&
-           w->stride[0] >= (int64_t)w->shape[1] * w->shape[2] * w->shape[3];
+           w->stride[0] >= (int64_t)w->shape[1] * w->shape[2] * w->shape[3] && (w->blocks <= 1 || w->blocks == groups);
+}
+
+// Where group g's weights start: g * this after w->data.
+static int64_t group_stride(const ib_tensor *w, int opg) {
+    return w->blocks > 1 ? w->block_stride : opg * w->stride[0];
 }
 
 // A weight given as a view (a supernet path's slice of a shared weight, docs/SEARCH.md). Rows contiguous
@@ -340,7 +346,7 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
     conv_geom geom = {x->shape[2], x->shape[3], K, a->stride, a->pad, a->dilation, node->out->shape[2],
                       node->out->shape[3]};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
-    int64_t HW = (int64_t)geom.H * geom.W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0];
+    int64_t HW = (int64_t)geom.H * geom.W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0], wg = group_stride(w, opg);
     const float *gy = node->out->grad;
     int direct = is_direct(K, a->stride, a->pad, N, P);
 
@@ -367,12 +373,12 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
                 transpose_batch(x->data + (int64_t)n0 * Cin * HW, m, Cin, (int)P, xt);
                 for (int g = 0; g < G; g++)
                     weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, xt + (int64_t)g * rows, Cin,
-                                gw + g * opg * ws, ws);
+                                gw + g * wg, ws);
             }
         }
         if (need_x) {
             // gX_ng (rows, P) (+)= W_g^T (rows, opg) @ gY_ng (opg, P), every image and group in one region
-            const gemm_batch bt = {N * G, G, opg * ws, (int64_t)Cout * P, (int64_t)opg * P, (int64_t)Cin * HW,
+            const gemm_batch bt = {N * G, G, wg, (int64_t)Cout * P, (int64_t)opg * P, (int64_t)Cin * HW,
                                    (int64_t)cpg * HW};
             gemm_par_batch(rows, (int)P, opg, &bt, w->data, 1, ws, gy, P, gx, P, NULL, add);
         }
@@ -396,10 +402,10 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
         // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows)
         for (int g = 0; need_w && g < G; g++)
             weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, colt + (int64_t)g * rows, (int64_t)G * rows,
-                        gw + g * opg * ws, ws);
+                        gw + g * wg, ws);
         if (dcol) {
             // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P), every group in one region
-            const gemm_batch bt = {G, G, opg * ws, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
+            const gemm_batch bt = {G, G, wg, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
             gemm_par_batch(rows, (int)ld, opg, &bt, w->data, 1, ws, gyc, ld, dcol, ld, NULL, 0);
             col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
         }
@@ -408,7 +414,7 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
 // The weight may be a view (see scratch_copy): a kernel's centre is copied for this backward alone.
 static void conv_backward(ib_ctx *ctx, ib_node *node) {
     ib_tensor *w = node->in[1];
-    if (rows_contiguous(w)) {
+    if (rows_contiguous(w, ((const conv_args *)node->saved)->groups)) {
         conv_backward_rows(ctx, node, w);
         return;
     }
@@ -445,16 +451,16 @@ static int is_depthwise(const ib_tensor *x, const ib_tensor *w, int groups) {
 // straight on x for 1x1 convs, else (and for tiny maps) in chunks of images through im2col.
 static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stride, int pad, int dilation, int groups,
                               const ib_rows_epi *epi, ib_tensor *y) {
-    IB_ASSERT(ib_is_contiguous(x) && rows_contiguous(w), "conv2d: contiguous inputs");
+    IB_ASSERT(ib_is_contiguous(x) && rows_contiguous(w, groups), "conv2d: contiguous inputs");
     int N = x->shape[0], Cin = x->shape[1], H = x->shape[2], W = x->shape[3];
     int Cout = w->shape[0], K = w->shape[2], G = groups;
     conv_geom geom = {H, W, K, stride, pad, dilation, y->shape[2], y->shape[3]};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
-    int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0];
+    int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0], wg = group_stride(w, opg);
     if (P == 0 || opg == 0) return;
     if (rows == 0 || is_direct(K, stride, pad, N, P)) {   // rows == 0: no input channels, the epilogue alone
         // Y_ng (opg, P) = epi(W_g (opg, cpg) @ X_ng (cpg, P)), every image and group in one region
-        const gemm_batch bt = {N * G, G, opg * ws, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
+        const gemm_batch bt = {N * G, G, wg, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
                                (int64_t)opg * P};
         gemm_par_batch(opg, (int)P, rows, &bt, w->data, ws, 1, x->data, P, y->data, P, epi, 0);
         return;
@@ -467,7 +473,7 @@ static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int strid
         int64_t ld = (int64_t)m * P;
         im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
         // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P)), every group in one region
-        const gemm_batch bt = {G, G, opg * ws, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld};
+        const gemm_batch bt = {G, G, wg, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld};
         gemm_par_batch(opg, (int)ld, rows, &bt, w->data, ws, 1, col, ld, ycol, ld, epi, 0);
         scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P);
     }
@@ -483,7 +489,7 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
     int scope = !ib_arena_scope_open(ctx->arena);
     if (scope) ib_arena_scope_begin(ctx->arena);
     ib_tensor wc;
-    conv_forward_into(ctx, x, rows_contiguous(w) ? w : scratch_copy(ctx, w, &wc), stride, pad, dilation, groups, epi, y);
+    conv_forward_into(ctx, x, rows_contiguous(w, groups) ? w : scratch_copy(ctx, w, &wc), stride, pad, dilation, groups, epi, y);
     if (scope) ib_arena_scope_end(ctx->arena);
     return y;
 }

@@ -82,6 +82,10 @@ typedef struct ib_tensor {
     int requires_grad;
     struct ib_tensor *base;   // for views: the tensor whose memory this one aliases
     const char *name;         // parameters: the dotted name; otherwise NULL
+    // A group-block view (ib_view_group_blocks; 0 otherwise): dim 0 is `blocks` runs of shape[0] / blocks rows,
+    // run j starting block_stride elements after run j - 1, rows within a run stride[0] apart.
+    int blocks;
+    int64_t block_stride;
 } ib_tensor;
 
 typedef struct ib_node ib_node;
@@ -149,6 +153,10 @@ float *ib_grad(ib_ctx *ctx, ib_tensor *t);
 ib_tensor *ib_view_slice(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k2, int k3);
 //   ib_view_range: dim `dim` keeps [start, start + len) (for groups and channel splits).
 ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len);
+//   ib_view_group_blocks: a g-group conv's weight (hid, cin/g, k, k) inside a dense (hid_max, cin, K, K) one
+//   (K - k even): group j's rows are the first hid/g of rows [j hid_max/g, (j+1) hid_max/g), its input channels
+//   [j cin/g, (j+1) cin/g), its kernel the centred k x k. ib_conv2d reads it in place when k == K.
+ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, int k);
 //   ib_reshape: a contiguous tensor seen with another shape of the same numel (no copy).
 ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape);
 //   ib_contiguous: t itself if contiguous, else a contiguous copy (recorded).

@@ -50,6 +50,7 @@ static void set_contiguous_strides(ib_tensor *t) {
 }
 
 int ib_is_contiguous(const ib_tensor *t) {
+    if (t->blocks > 1) return 0;
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->stride[i] != s) return 0;
@@ -114,6 +115,7 @@ float *ib_grad(ib_ctx *ctx, ib_tensor *t) {
 // Views
 
 static ib_tensor *view_of(ib_ctx *ctx, ib_tensor *t) {
+    IB_ASSERT(t->blocks <= 1, "a view of a group-block view");
     // The view's grad aliases the base's, so the base needs one now if gradients may flow.
     if (t->requires_grad && ctx->recording && !t->grad) ib_grad(ctx, t);
     ib_tensor *v = ib_arena_alloc(ctx->arena, sizeof *v);
@@ -155,6 +157,21 @@ ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len)
     return v;
 }
 
+ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, int k) {
+    IB_ASSERT(t->ndim == 4 && ib_is_contiguous(t) && groups >= 1 && hid % groups == 0 && t->shape[0] % groups == 0 &&
+                  t->shape[1] % groups == 0 && hid <= t->shape[0] && k <= t->shape[2] && (t->shape[2] - k) % 2 == 0,
+              "group blocks: %d groups of %d rows, kernel %d, in a (%d, %d, %d, %d) tensor", groups, hid, k, t->shape[0],
+              t->shape[1], t->shape[2], t->shape[3]);
+    ib_tensor *v = view_of(ctx, t);
+    int64_t off = (int64_t)((t->shape[2] - k) / 2) * (t->stride[2] + t->stride[3]);
+    v->shape[0] = hid, v->shape[1] = t->shape[1] / groups, v->shape[2] = v->shape[3] = k;
+    v->blocks = groups;
+    v->block_stride = (int64_t)(t->shape[0] / groups) * t->stride[0] + (int64_t)(t->shape[1] / groups) * t->stride[1];
+    v->data = t->data + off;
+    v->grad = t->grad ? t->grad + off : NULL;
+    return v;
+}
+
 ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape) {
     IB_ASSERT(ib_is_contiguous(t), "reshape needs a contiguous tensor");
     ib_tensor *v = view_of(ctx, t);
@@ -177,11 +194,11 @@ static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, i
         s[off + i] = view->shape[i];
         st[off + i] = view->stride[i];
     }
-    int64_t k = 0;
+    int64_t k = 0, run = view->blocks > 1 ? s[0] / view->blocks : s[0];   // rows per block (dim 0 of a 4-d view)
     for (int a = 0; a < s[0]; a++)
         for (int b = 0; b < s[1]; b++)
             for (int c = 0; c < s[2]; c++) {
-                float *row = viewmem + a * st[0] + b * st[1] + c * st[2];
+                float *row = viewmem + a / run * view->block_stride + a % run * st[0] + b * st[1] + c * st[2];
                 for (int d = 0; d < s[3]; d++, k++) {
                     float *p = row + d * st[3];
                     if (to_contig) contig[k] = *p;

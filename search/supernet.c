@@ -106,51 +106,11 @@ void ib_supernet_free(ib_supernet *sn) {
 // ---------------------------------------------------------------------------------------------
 // Paths
 
-// gcibn's weight of a g-group conv from the dense shared tensor (see the top of the file).
-// w: (Hmax, cin, Kmax, Kmax) -> (hid, cin/g, k, k)
-typedef struct { int groups; } gc_saved;
-
-static void gc_copy(const ib_tensor *w, ib_tensor *y, int g, int add_back) {
-    int hmax = w->shape[0], cin = w->shape[1], kmax = w->shape[2];
-    int hid = y->shape[0], cg = y->shape[1], k = y->shape[2], off = (kmax - k) / 2;
-    int hg = hid / g;
-    for (int j = 0; j < g; j++)
-        for (int r = 0; r < hg; r++)
-            for (int ci = 0; ci < cg; ci++)
-                for (int a = 0; a < k; a++) {
-                    int64_t src = (((int64_t)(j * (hmax / g) + r) * cin + j * cg + ci) * kmax + a + off) * kmax + off;
-                    int64_t dst = (((int64_t)(j * hg + r) * cg + ci) * k + a) * k;
-                    if (add_back)
-                        for (int b = 0; b < k; b++) w->grad[src + b] += y->grad[dst + b];
-                    else
-                        for (int b = 0; b < k; b++) y->data[dst + b] = w->data[src + b];
-                }
-}
-
-static void gc_gather_backward(ib_ctx *ctx, ib_node *n) {
-    ib_grad(ctx, n->in[0]);
-    gc_copy(n->in[0], n->out, ((gc_saved *)n->saved)->groups, 1);
-}
-static const ib_op op_gc_gather = {"gcibn_gather", gc_gather_backward};
-
-static ib_tensor *gc_gather(ib_ctx *ctx, ib_tensor *w, int hid, int groups, int k) {
-    int cin = w->shape[1];
-    IB_ASSERT(ib_is_contiguous(w) && cin % groups == 0 && hid % groups == 0 && w->shape[0] % groups == 0,
-              "gcibn gather: %d groups of %d -> %d", groups, cin, hid);
-    ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){hid, cin / groups, k, k});
-    gc_copy(w, y, groups, 0);
-    ib_node *n = ib_record(ctx, &op_gc_gather, y, 1, &w);
-    if (n) {
-        gc_saved *sv = ib_arena_alloc(ctx->arena, sizeof *sv);
-        sv->groups = groups;
-        n->saved = sv;
-    }
-    return y;
-}
-
 // The shared conv `full` seen as the path's conv `cs`: the tensor itself when nothing is cut, else the
-// slice (first output and input channels, centred kernel) as a view. ib_conv2d reads a channel slice in
-// place and copies a kernel's centre at the conv; either way the gradient lands in the slice.
+// slice (first output and input channels, centred kernel) as a view; a gcibn path's g-group weight is the
+// g diagonal blocks of the dense tensor (see the top), a group-block view. ib_conv2d reads channel slices and
+// group blocks in place and copies a kernel's centre inside the conv; either way the gradient lands in the
+// shared tensor.
 ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs) {
     ib_conv c = *full;
     c.cin = cs.cin, c.cout = cs.cout, c.k = cs.k, c.stride = cs.stride, c.groups = cs.groups;
@@ -160,7 +120,7 @@ ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs
         if (cs.cout != full->w->shape[0] || in != full->w->shape[1] || cs.k != full->k)
             c.w = ib_view_slice(ctx, full->w, cs.cout, in, cs.k, cs.k);
     } else {
-        c.w = gc_gather(ctx, full->w, cs.cout, cs.groups, cs.k);
+        c.w = ib_view_group_blocks(ctx, full->w, cs.cout, cs.groups, cs.k);
     }
     return c;
 }

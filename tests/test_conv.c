@@ -413,10 +413,10 @@ TEST(backward_adds_into_grads) {
     ib_ctx_free(ctx);
 }
 
-// A weight given as a view of a larger tensor (a supernet path's slice): channel slices are read in place at
-// their row pitch, a kernel's centre is copied at the conv. Either way the output, dx and the weight's
-// gradient equal those of the same weight copied out by hand, bit for bit, and the gradient lands in the
-// slice of the larger tensor's gradient and nowhere else.
+// A weight given as a view of a larger tensor (a supernet path's slice): channel slices and group blocks
+// (a gcibn path's g-group weight inside a dense one) are read in place at their pitch, a kernel's centre is
+// copied inside the conv. Either way the output, dx and the weight's gradient equal those of the same weight
+// copied out by hand, bit for bit, and the gradient lands in the larger tensor's gradient and nowhere else.
 TEST(conv2d_reads_weight_views) {
     static const struct {
         int cin, cout, k, groups, stride, cin_max, cout_max, k_max, depthwise;
@@ -427,12 +427,18 @@ TEST(conv2d_reads_weight_views) {
         {8, 8, 1, 2, 1, 8, 8, 1, 0},     // 2 groups, 1x1, input channels of each group cut
         {6, 8, 3, 1, 2, 10, 12, 5, 0},   // a kernel's centre: copied at the conv
         {8, 8, 3, 8, 1, 8, 12, 5, 1},    // depthwise centre: copied
+        {8, 6, 3, 2, 1, 8, 12, 3, 2},    // 2 group blocks of a dense (12, 8, 3, 3) weight (gcibn): in place
+        {8, 8, 3, 4, 1, 8, 16, 5, 2},    // 4 group blocks, kernel centre: copied
+        {8, 6, 1, 2, 1, 8, 12, 1, 2},    // 2 group blocks, 1x1, direct
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int cin = cases[ci].cin, cout = cases[ci].cout, k = cases[ci].k, g = cases[ci].groups;
-        int cpg_max = cases[ci].depthwise ? 1 : cases[ci].cin_max / g, cpg = cases[ci].depthwise ? 1 : cin / g;
+        // depthwise 2: group blocks of a dense weight (every input channel per row)
+        int blocks = cases[ci].depthwise == 2;
+        int cpg_max = cases[ci].depthwise == 1 ? 1 : blocks ? cases[ci].cin_max : cases[ci].cin_max / g;
+        int cpg = cases[ci].depthwise == 1 ? 1 : cin / g;
         int km = cases[ci].k_max, cm = cases[ci].cout_max;
-        if (cases[ci].depthwise) g = cin;
+        if (cases[ci].depthwise == 1) g = cin;
         ib_ctx *ctx = ib_ctx_new();
         ctx->recording = 1;
         int nb = cm * cpg_max * km * km, nw = cout * cpg * k * k, nx = 2 * cin * 7 * 7;
@@ -445,7 +451,7 @@ TEST(conv2d_reads_weight_views) {
         fill_normal(&base, 10 + ci, 1), fill_normal(&x, 20 + ci, 1);
         base.grad = bg, w.grad = wg, x.grad = xg;
         base.requires_grad = w.requires_grad = x.requires_grad = 1;
-        ib_tensor *v = ib_view_slice(ctx, &base, cout, cpg, k, k);
+        ib_tensor *v = blocks ? ib_view_group_blocks(ctx, &base, cout, g, k) : ib_view_slice(ctx, &base, cout, cpg, k, k);
         ib_tensor_read(v, wd);   // the same weight, copied out by hand
         ib_tensor vg = *v;       // the view's gradient, seen as a tensor (v lives in the arena, reset below)
         vg.data = v->grad;

@@ -6,6 +6,7 @@
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 ibnas=${IBNAS:-$root/build/ibnas}
+case $ibnas in /*) ;; *) ibnas=$PWD/$ibnas ;; esac   # the examples run in their own folders
 ex=$(dirname "$ibnas")/examples
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

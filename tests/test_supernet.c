@@ -515,15 +515,19 @@ TEST(sharing_rules_slice_as_documented) {
     const ib_tensor *w = b->stages[0].conv.w, *W = full->stages[0].conv.w;
     CHECK(w->shape[0] == hid && w->shape[1] == cin / 2 && w->shape[2] == 3 && b->stages[0].conv.groups == 2, "gcibn shape");
     CHECK(W->shape[0] == hmax && W->shape[1] == cin && W->shape[2] == 5, "dense gcibn weight shape");
+    CHECK(w->data == W->data + 6 && w->blocks == 2, "gcibn's path weight is a group-block view of the dense one");
+    float *gw = malloc(sizeof(float) * (size_t)ib_numel(w));
+    ib_tensor_read(w, gw);
     for (int j = 0; j < 2; j++)
         for (int r = 0; r < hid / 2; r++)
             for (int c = 0; c < cin / 2; c++)
                 for (int a = 0; a < 3; a++)
                     for (int e = 0; e < 3; e++) {
-                        float got = w->data[(((j * hid / 2 + r) * (cin / 2) + c) * 3 + a) * 3 + e];
+                        float got = gw[(((j * hid / 2 + r) * (cin / 2) + c) * 3 + a) * 3 + e];
                         float want = W->data[(((j * hmax / 2 + r) * cin + j * cin / 2 + c) * 5 + a + 1) * 5 + e + 1];
                         CHECK(got == want, "gcibn group %d row %d col %d [%d,%d]", j, r, c, a, e);
                     }
+    free(gw);
     ib_ctx_free(ctx);
     ib_supernet_free(&sn);
     ib_space_free(&sp);
