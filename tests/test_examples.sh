@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The task examples (examples/*.c, built by `make` on the public header alone) run on small synthetic data,
 # and what each prints agrees with the command on the files it wrote: the searched pick is in the space and
-# under its budget, and the fine-tuned classifier's, the segmenter's and the detector's numbers are those
-# `ibnas eval` gives for the checkpoints they wrote.
+# under its budget, the fine-tuned classifier's, the segmenter's and the detector's numbers are those
+# `ibnas eval` gives for the checkpoints they wrote, and the ONNX export has the graph `ibnas export` writes.
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
 ibnas=${IBNAS:-$root/build/ibnas}
@@ -40,6 +40,14 @@ if (cd "$d" && "$ex/search_subnet" "$root/search/spaces/tiny.space.json" tr.h5 v
     bad search_subnet_example "printed top-1 $(printed "$d/out.txt" "val top-1"), ibnas eval gives $top1"
   else ok search_subnet_example; fi
 else bad search_subnet_example "exit $?: $(tail -2 "$d/err.txt")"; fi
+
+# export_onnx: the fine-tuned pick to ONNX, the same graph `ibnas export` writes
+if [ -s "$d/finetuned.h5" ] && (cd "$d" && "$ex/export_onnx" finetuned.h5 a.onnx > onnx.txt 2> onnx_err.txt); then
+  want=$(cd "$d" && "$ibnas" export --model finetuned.h5 --out b.onnx --json 2>/dev/null | jq -r '"\(.nodes) nodes, \(.initializers) initializers"')
+  got=$(sed -n 's/^a.onnx: \([0-9]* nodes, [0-9]* initializers\).*/\1/p' "$d/onnx.txt")
+  if [ ! -s "$d/a.onnx" ] || [ "$got" != "$want" ]; then bad export_onnx_example "wrote '$got', ibnas export '$want'"
+  else ok export_onnx_example; fi
+else bad export_onnx_example "no checkpoint to export, or exit $?: $(tail -2 "$d/onnx_err.txt" 2>/dev/null)"; fi
 
 # train_segmenter: training, evaluation with predicted label maps
 d=$tmp/segment; mkdir -p "$d"
