@@ -130,26 +130,25 @@ int main(int argc, char **argv) {
             return 1;
         }
         ib_optim *nopt = ib_optim_new(&oc, &net.ps);
-        side sp_ = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, malloc((size_t)sn.ps.n), 0};
+        side path = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, malloc((size_t)sn.ps.n), 0};
         side al = {ib_ctx_new(), NULL, NULL, &net, nopt, &net.ps, NULL, 0};
-        IB_ASSERT(sp_.active, "out of memory");
-        ib_supernet_active_clear(&sn, sp_.active);
-        ib_supernet_active_add(&sn, choice, sp_.active);
+        IB_ASSERT(path.active, "out of memory");
+        ib_supernet_active_clear(&sn, path.active);
+        ib_supernet_active_add(&sn, choice, path.active);
         int64_t stepped = 0;   // the supernet's weights the path's steps update (whole shared tensors)
         for (int i = 0; i < sn.ps.n; i++)
-            if (sp_.active[i] && !sn.ps.is_buffer[i]) stepped += ib_numel(sn.ps.t[i]);
+            if (path.active[i] && !sn.ps.is_buffer[i]) stepped += ib_numel(sn.ps.t[i]);
         double t1, t2, tr;
-        time_sides(&sp_, &al, &xt, labels, reps, &t1, &t2, &tr);
-        size_t p1 = ib_arena_peak(sp_.ctx->arena), p2 = ib_arena_peak(al.ctx->arena);
+        time_sides(&path, &al, &xt, labels, reps, &t1, &t2, &tr);
+        size_t p1 = ib_arena_peak(path.ctx->arena), p2 = ib_arena_peak(al.ctx->arena);
         printf("%-6s %10.1f %10.1f %8.3f %10.1fMB %10.1fMB %8.3f %8.2fM %8.2fM\n", a == 0 ? "large" : "rand", t1 * 1e3,
                t2 * 1e3, tr, (double)p1 / 1e6, (double)p2 / 1e6, (double)p1 / (double)p2,
                (double)net.ps.numel_params / 1e6, (double)stepped / 1e6);
         if (tr > worst_t) worst_t = tr;
         if ((double)p1 / (double)p2 > worst_m) worst_m = (double)p1 / (double)p2;
-        ib_ctx *c1 = sp_.ctx, *c2 = al.ctx;
-        free(sp_.active);
-        ib_ctx_free(c1);
-        ib_ctx_free(c2);
+        free(path.active);
+        ib_ctx_free(path.ctx);
+        ib_ctx_free(al.ctx);
         ib_optim_free(nopt);
         ib_net_free(&net);
     }

@@ -147,7 +147,8 @@ float *ib_grad(ib_ctx *ctx, ib_tensor *t);
 // This is how the supernet shares weights: a small kernel is the centre of the largest one, a small
 // width the first channels. Views are generally not contiguous; ib_contiguous copies one for the
 // kernels, and its backward adds the gradient back into the slice of the larger tensor. ib_conv2d takes
-// a view as its weight: a channel slice in place, any other through ib_contiguous at the conv.
+// a view as its weight without that: channel slices and group blocks are read in place, a kernel's centre is
+// copied into scratch inside the conv's forward and backward, a depthwise one through ib_contiguous.
 //   ib_view_slice: dims 0 and 1 keep [0, n0) and [0, n1); dims 2 and 3 keep the centred k2 x k3
 //   window (k2, k3 of the same parity as the base's size). n < 0 or k < 0 keeps the whole dim.
 ib_tensor *ib_view_slice(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k2, int k3);
