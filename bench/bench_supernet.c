@@ -26,7 +26,7 @@ typedef struct {
     ib_net *net;
     ib_optim *opt;
     ib_params *ps;
-    uint8_t *active;   // the supernet's step updates the tensors of the ops the path ran (tasks/supernet.c)
+    uint8_t *active, *elem;   // the supernet's step updates the weights the path ran (tasks/supernet.c)
     int steps;
 } side;
 
@@ -37,16 +37,18 @@ static double step(side *sd, ib_tensor *x, const int32_t *labels) {
     ib_ctx_reset(ctx);
     ctx->training = 1, ctx->recording = 1, ctx->release_grads = 1;
     ib_net path, *run = sd->net;
+    // As training: the supernet's gradients zeroed once, then by each step where it stepped the weights the path ran.
+    if (!sd->sn || !sd->steps) ib_params_zero_grad(sd->ps);
     if (sd->sn) {
+        ib_supernet_active_clear(sd->sn, sd->active, sd->elem);
         ib_supernet_path(ctx, sd->sn, sd->choice, &path);
+        ib_supernet_active_add(sd->sn, &path, sd->active, sd->elem);
         run = &path;
     }
     ib_tensor *z = ib_net_forward(ctx, run, x);
     ib_tensor *loss = ib_cross_entropy(ctx, z, labels, 0.1f, -1);
-    if (sd->active && sd->steps) ib_params_zero_grad_mask(sd->ps, sd->active);   // as training: the previous step's tensors
-    else ib_params_zero_grad(sd->ps);
     ib_backward(ctx, loss, NULL);
-    if (sd->active) ib_optim_step_active(sd->opt, 0.01f, sd->active);   // as supernet training: the ops it ran
+    if (sd->sn) ib_optim_step_active(sd->opt, 0.01f, sd->active, sd->elem, 1);
     else ib_optim_step(sd->opt, 0.01f);
     sd->steps++;
     return ib_time_s() - t0;
@@ -130,16 +132,21 @@ int main(int argc, char **argv) {
             return 1;
         }
         ib_optim *nopt = ib_optim_new(&oc, &net.ps);
-        side path = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, malloc((size_t)sn.ps.n), 0};
-        side al = {ib_ctx_new(), NULL, NULL, &net, nopt, &net.ps, NULL, 0};
-        IB_ASSERT(path.active, "out of memory");
-        ib_supernet_active_clear(&sn, path.active);
-        ib_supernet_active_add(&sn, choice, path.active);
-        int64_t stepped = 0;   // the supernet's weights the path's steps update (whole shared tensors)
-        for (int i = 0; i < sn.ps.n; i++)
-            if (path.active[i] && !sn.ps.is_buffer[i]) stepped += ib_numel(sn.ps.t[i]);
+        side path = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, calloc((size_t)sn.ps.n, 1),
+                     calloc((size_t)sn.ps.numel_params, 1), 0};
+        side al = {ib_ctx_new(), NULL, NULL, &net, nopt, &net.ps, NULL, NULL, 0};
+        IB_ASSERT(path.active && path.elem, "out of memory");
         double t1, t2, tr;
         time_sides(&path, &al, &xt, labels, reps, &t1, &t2, &tr);
+        int64_t stepped = 0;   // the supernet's weights the path's last step updated
+        for (int i = 0; i < sn.ps.n; i++) {
+            const ib_tensor *t = sn.ps.t[i];
+            if (sn.ps.is_buffer[i] || !path.active[i]) continue;
+            int64_t n = ib_numel(t), off = t->data - sn.ps.data;
+            if (path.active[i] == 1) stepped += n;
+            else
+                for (int64_t j = 0; j < n; j++) stepped += path.elem[off + j];
+        }
         size_t p1 = ib_arena_peak(path.ctx->arena), p2 = ib_arena_peak(al.ctx->arena);
         printf("%-6s %10.1f %10.1f %8.3f %10.1fMB %10.1fMB %8.3f %8.2fM %8.2fM\n", a == 0 ? "large" : "rand", t1 * 1e3,
                t2 * 1e3, tr, (double)p1 / 1e6, (double)p2 / 1e6, (double)p1 / (double)p2,
@@ -147,6 +154,7 @@ int main(int argc, char **argv) {
         if (tr > worst_t) worst_t = tr;
         if ((double)p1 / (double)p2 > worst_m) worst_m = (double)p1 / (double)p2;
         free(path.active);
+        free(path.elem);
         ib_ctx_free(path.ctx);
         ib_ctx_free(al.ctx);
         ib_optim_free(nopt);

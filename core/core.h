@@ -164,6 +164,11 @@ ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape);
 ib_tensor *ib_contiguous(ib_ctx *ctx, ib_tensor *t);
 // t's values in row-major order into dst (numel floats), whatever t's strides; nothing recorded.
 void ib_tensor_read(const ib_tensor *t, float *dst);
+// Sets mask[e - origin] for every element e of t (a tensor or any view; origin at or before t->data), e.g. the
+// weights of a shared block that a supernet path reads.
+void ib_view_mark(const ib_tensor *t, const float *origin, uint8_t *mask);
+// The first index in [i, n) whose byte of mask is set (set = 1) or zero (set = 0), else n.
+int64_t ib_mask_next(const uint8_t *mask, int64_t i, int64_t n, int set);
 
 // Autograd.
 // Appends a node for `op` if recording and any input requires grad; marks `out` as requiring grad

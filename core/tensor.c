@@ -185,27 +185,99 @@ ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape) {
     return v;
 }
 
-// Strided copy between a (possibly strided) 4-d view and contiguous memory; add = accumulate.
+// A (possibly strided, or group-block) view of up to 4 dims as four loops: the dims of size above 1, right-aligned
+// in s/st (a group-block view's dim 0 in slot 0, split into its blocks of *run rows), each dim that lies end to end
+// with the one inside it merged into it, so a 1x1 conv's slice gives whole rows and a slice of whole rows one run.
+// Row (a, b, c) starts at view_row(view, s, st, run, a, b, c) from view->data; its s[3] elements are st[3] apart.
+static void view_dims(const ib_tensor *view, int s[4], int64_t st[4], int64_t *run) {
+    int gb = view->blocks > 1;
+    for (int i = 0; i < 4; i++) s[i] = 1, st[i] = 0;
+    for (int i = view->ndim - 1, o = 3; i >= gb; i--)
+        if (view->shape[i] != 1) s[o] = view->shape[i], st[o] = view->stride[i], o--;
+    if (gb) s[0] = view->shape[0], st[0] = view->stride[0];
+    for (int j = 3; j > gb; j--)
+        if (s[j - 1] > 1 && st[j - 1] == (int64_t)s[j] * st[j]) {
+            s[j] *= s[j - 1];
+            for (int i = j - 1; i > gb; i--) s[i] = s[i - 1], st[i] = st[i - 1];
+            s[gb] = 1, st[gb] = 0;
+            j++;   // the merged dim may merge again with the one now outside it
+        }
+    *run = gb ? s[0] / view->blocks : s[0];
+}
+
+// Calls ROW(off, k) for each row of a view (after view_dims): off its first element's offset from view->data, k the
+// index of that element in the view's row-major order; the offsets summed loop by loop (no division per row).
+#define VIEW_ROWS(view, s, st, run, ROW)                                                             \
+    do {                                                                                             \
+        int64_t k_ = 0;                                                                              \
+        for (int a_ = 0; a_ < s[0]; a_++) {                                                          \
+            int64_t oa_ = a_ / run * (view)->block_stride + a_ % run * st[0];                        \
+            for (int b_ = 0; b_ < s[1]; b_++)                                                        \
+                for (int c_ = 0; c_ < s[2]; c_++, k_ += s[3]) ROW(oa_ + b_ * st[1] + c_ * st[2], k_); \
+        }                                                                                            \
+    } while (0)
+
+// Strided copy between a view and contiguous memory; add = accumulate.
 static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, int to_contig, int add) {
-    int s[4] = {1, 1, 1, 1};
-    int64_t st[4] = {0, 0, 0, 0};
-    int off = 4 - view->ndim;
-    for (int i = 0; i < view->ndim; i++) {
-        s[off + i] = view->shape[i];
-        st[off + i] = view->stride[i];
+    int s[4];
+    int64_t st[4], run;
+    view_dims(view, s, st, &run);
+    const int n = s[3];
+    const int64_t e = st[3];
+#define TO_CONTIG(off, k)                                                   \
+    do {                                                                    \
+        const float *p_ = viewmem + (off);                                  \
+        float *q_ = contig + (k);                                           \
+        if (e == 1 && n >= 16) memcpy(q_, p_, sizeof(float) * (size_t)n);   \
+        else                                                                \
+            for (int d_ = 0; d_ < n; d_++) q_[d_] = p_[d_ * e];             \
+    } while (0)
+#define FROM_CONTIG(off, k)                                                 \
+    do {                                                                    \
+        float *p_ = viewmem + (off);                                        \
+        const float *q_ = contig + (k);                                     \
+        if (add)                                                            \
+            for (int d_ = 0; d_ < n; d_++) p_[d_ * e] += q_[d_];            \
+        else                                                                \
+            for (int d_ = 0; d_ < n; d_++) p_[d_ * e] = q_[d_];             \
+    } while (0)
+    if (to_contig) VIEW_ROWS(view, s, st, run, TO_CONTIG);
+    else VIEW_ROWS(view, s, st, run, FROM_CONTIG);
+#undef TO_CONTIG
+#undef FROM_CONTIG
+}
+
+void ib_view_mark(const ib_tensor *t, const float *origin, uint8_t *mask) {
+    IB_ASSERT(t->data >= origin, "ib_view_mark: %s lies before the origin", t->name ? t->name : "a view");
+    int s[4];
+    int64_t st[4], run;
+    view_dims(t, s, st, &run);
+    uint8_t *m0 = mask + (t->data - origin);
+    const int n = s[3];
+    const int64_t e = st[3];
+#define MARK(off, k)                                         \
+    do {                                                     \
+        uint8_t *m_ = m0 + (off);                            \
+        if (e == 1 && n >= 16) memset(m_, 1, (size_t)n);     \
+        else                                                 \
+            for (int d_ = 0; d_ < n; d_++) m_[d_ * e] = 1;   \
+    } while (0)
+    VIEW_ROWS(t, s, st, run, MARK);
+#undef MARK
+}
+
+int64_t ib_mask_next(const uint8_t *mask, int64_t i, int64_t n, int set) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t none = set ? 0 : 0x0101010101010101ull;   // eight bytes none of which is sought (bytes are 0 or 1)
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, mask + i, 8);
+        if (w != none) return i + __builtin_ctzll(w ^ none) / 8;   // the first byte that differs
     }
-    int64_t k = 0, run = view->blocks > 1 ? s[0] / view->blocks : s[0];   // rows per block (dim 0 of a 4-d view)
-    for (int a = 0; a < s[0]; a++)
-        for (int b = 0; b < s[1]; b++)
-            for (int c = 0; c < s[2]; c++) {
-                float *row = viewmem + a / run * view->block_stride + a % run * st[0] + b * st[1] + c * st[2];
-                for (int d = 0; d < s[3]; d++, k++) {
-                    float *p = row + d * st[3];
-                    if (to_contig) contig[k] = *p;
-                    else if (add) *p += contig[k];
-                    else *p = contig[k];
-                }
-            }
+#endif
+    for (; i < n; i++)
+        if (!mask[i] == !set) return i;
+    return n;
 }
 
 void ib_tensor_read(const ib_tensor *t, float *dst) { strided_copy(t, t->data, dst, 1, 0); }

@@ -10,10 +10,12 @@
 // Below this many parameters a step runs on one thread: forking costs more than it saves.
 #define PAR_MIN 32768
 
-// A run of consecutive parameter tensors that share a weight decay.
+// A run of consecutive parameter tensors that share a weight decay; `masked`: only its elements whose byte in
+// the step's element mask is set (ib_optim_step_active).
 typedef struct {
     int64_t off, n;
     float wd;
+    int masked;
 } segment;
 
 struct ib_optim {
@@ -27,6 +29,8 @@ struct ib_optim {
     segment *seg;
     int n_seg;
     segment *active_seg;     // ib_optim_step_active's segments, rebuilt every call (ps->n at most)
+    const uint8_t *elem;     // ib_optim_step_active's element mask during the call
+    int clear;               // and whether it zeroes the gradients it stepped
 };
 
 ib_optim_cfg ib_optim_cfg_default(ib_optim_kind kind, int rmsprop_torch) {
@@ -135,7 +139,7 @@ ib_optim *ib_optim_new(const ib_optim_cfg *cfg, ib_params *ps) {
         float wd = (cfg->no_decay_bn_bias && ps->no_decay[i]) ? 0.0f : cfg->weight_decay;
         segment *last = opt->n_seg ? &opt->seg[opt->n_seg - 1] : NULL;
         if (last && last->wd == wd && last->off + last->n == off) last->n += n;
-        else opt->seg[opt->n_seg++] = (segment){off, n, wd};
+        else opt->seg[opt->n_seg++] = (segment){off, n, wd, 0};
     }
     ib_optim_reset(opt);
     return opt;
@@ -225,23 +229,24 @@ static void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n
     }
 }
 
-static void step_range(ib_optim *opt, const segment *s, int64_t lo, int64_t hi, float lr) {
+// Elements [off, off + n) of the block, all with weight decay wd.
+static void step_run(ib_optim *opt, float wd, int64_t off, int64_t n, float lr) {
     const ib_optim_cfg *c = &opt->cfg;
-    int64_t off = s->off + lo, n = hi - lo, N = opt->n;
+    int64_t N = opt->n;
     float *w = opt->ps->data + off;
     const float *g = opt->ps->grad + off;
     float *s0 = opt->n_state > 0 ? opt->state + off : NULL;
     float *s1 = opt->n_state > 1 ? opt->state + N + off : NULL;
     switch (c->kind) {
     case IB_OPTIM_SGD:
-        sgd_kernel(w, g, s0, n, lr, s->wd, c->momentum, c->nesterov);
+        sgd_kernel(w, g, s0, n, lr, wd, c->momentum, c->nesterov);
         break;
     case IB_OPTIM_RMSPROP: {
         float one_minus_rho = (float)(1.0 - (double)c->rho);
         if (c->rmsprop_torch)
-            rmsprop_torch_kernel(w, g, s0, s1, n, lr, s->wd, c->rho, one_minus_rho, c->momentum, c->eps);
+            rmsprop_torch_kernel(w, g, s0, s1, n, lr, wd, c->rho, one_minus_rho, c->momentum, c->eps);
         else
-            rmsprop_tf_kernel(w, g, s0, s1, n, lr, s->wd, c->rho, one_minus_rho, c->momentum, c->eps);
+            rmsprop_tf_kernel(w, g, s0, s1, n, lr, wd, c->rho, one_minus_rho, c->momentum, c->eps);
         break;
     }
     case IB_OPTIM_ADAMW: {
@@ -249,11 +254,30 @@ static void step_range(ib_optim *opt, const segment *s, int64_t lo, int64_t hi, 
         double step = (double)opt->step;
         double bc1 = 1.0 - pow((double)c->beta1, step);
         double bc2 = 1.0 - pow((double)c->beta2, step);
-        float decay_mul = (float)(1.0 - (double)lr * (double)s->wd);
+        float decay_mul = (float)(1.0 - (double)lr * (double)wd);
         adamw_kernel(w, g, s0, s1, n, decay_mul, c->beta1, (float)(1.0 - (double)c->beta1), c->beta2,
                      (float)(1.0 - (double)c->beta2), (float)sqrt(bc2), (float)(-((double)lr / bc1)), c->eps);
         break;
     }
+    }
+    if (opt->clear) {   // read above, still in cache
+        float *gz = opt->ps->grad + off;
+        if (n >= 16) memset(gz, 0, sizeof(float) * (size_t)n);
+        else
+            for (int64_t j = 0; j < n; j++) gz[j] = 0;
+    }
+}
+
+// Elements [lo, hi) of segment s: all of them, or (masked) the runs of set bytes of the element mask.
+static void step_range(ib_optim *opt, const segment *s, int64_t lo, int64_t hi, float lr) {
+    if (!s->masked) {
+        step_run(opt, s->wd, s->off + lo, hi - lo, lr);
+        return;
+    }
+    const uint8_t *m = opt->elem + s->off;
+    for (int64_t a = ib_mask_next(m, lo, hi, 1), b; a < hi; a = ib_mask_next(m, b, hi, 1)) {
+        b = ib_mask_next(m, a, hi, 0);
+        step_run(opt, s->wd, s->off + a, b - a, lr);
     }
 }
 
@@ -287,9 +311,11 @@ void ib_optim_step(ib_optim *opt, float lr) {
     step_segments(opt, opt->seg, opt->n_seg, opt->n, lr);
 }
 
-void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active) {
+void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active, const uint8_t *elem, int clear) {
     if (!active) {
+        opt->clear = clear;
         ib_optim_step(opt, lr);
+        opt->clear = 0;
         return;
     }
     opt->step++;
@@ -303,12 +329,15 @@ void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active) {
         int64_t off = t->data - ps->data, n = ib_numel(t);
         if (n == 0) continue;
         float wd = (cfg->no_decay_bn_bias && ps->no_decay[i]) ? 0.0f : cfg->weight_decay;
+        int masked = active[i] == 2 && elem;
         segment *last = n_seg ? &opt->active_seg[n_seg - 1] : NULL;
-        if (last && last->wd == wd && last->off + last->n == off) last->n += n;
-        else opt->active_seg[n_seg++] = (segment){off, n, wd};
+        if (last && last->wd == wd && last->masked == masked && last->off + last->n == off) last->n += n;
+        else opt->active_seg[n_seg++] = (segment){off, n, wd, masked};
         total += n;
     }
+    opt->elem = elem, opt->clear = clear;
     step_segments(opt, opt->active_seg, n_seg, total, lr);
+    opt->elem = NULL, opt->clear = 0;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -44,10 +44,14 @@ ib_optim *ib_optim_new(const ib_optim_cfg *cfg, ib_params *ps);
 void ib_optim_free(ib_optim *opt);
 // One update with learning rate lr from the gradients in ps->grad (left untouched).
 void ib_optim_step(ib_optim *opt, float lr);
-// The same for the tensors i of ps with active[i] != 0 only; the others keep their weights and optimizer
-// state, as torch.optim leaves a parameter whose grad is None (a supernet's ops no path used this step).
-// AdamW's bias correction still counts every step. active NULL: ib_optim_step.
-void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active);
+// The same for the tensors i of ps with active[i] != 0 only: all of tensor i when active[i] is 1 (or elem is
+// NULL), and when it is 2 only its elements j whose byte elem[j] is set (elem: a 0/1 byte per element of the
+// parameter block, indexed as ps->data). The others keep their weights and optimizer state, as torch.optim
+// leaves a parameter whose grad is None: a supernet step updates exactly the weights its paths ran, not the
+// rest of a shared tensor a path read a slice of (docs/SEARCH.md). AdamW's bias correction still counts every
+// step. active NULL: ib_optim_step. clear: the gradients of the weights it stepped are zeroed as it goes (so the
+// next step needs no zeroing pass over the same marks); otherwise left untouched.
+void ib_optim_step_active(ib_optim *opt, float lr, const uint8_t *active, const uint8_t *elem, int clear);
 // Back to the state of a new optimizer (zero momentum, step 0), e.g. before fine-tuning.
 void ib_optim_reset(ib_optim *opt);
 const ib_optim_cfg *ib_optim_get_cfg(const ib_optim *opt);

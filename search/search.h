@@ -420,11 +420,14 @@ ib_cba ib_supernet_cba_view(ib_ctx *ctx, const ib_cba *full, int cin, int cout);
 void ib_supernet_copy_cba(ib_cba *dst, const ib_cba *src);
 void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same count of values, src any strides
 
-// The tensors (indices into sn->ps) a training step changes, as torch.optim skips parameters without a
-// gradient: clear sets the stem's, head's and classifier's and unsets every layer op's; add sets those of
-// the ops path `choice` runs. ib_optim_step_active then leaves the others, weights and state, as they are.
-void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active);   // active: sn->ps.n entries
-void ib_supernet_active_add(const ib_supernet *sn, const int *choice, uint8_t *active);
+// The weights a training step changes: those its paths ran, no more (docs/SEARCH.md, "Cost of a path step").
+// active (sn->ps.n entries): 1 for a tensor some path ran whole, 2 for one the paths read slices of (its elements
+// marked in elem, a byte per element of sn->ps, zero elsewhere), 0 for one no path ran. ib_optim_step_active steps
+// exactly those, and ib_params_zero_grad_mask zeroes exactly their gradients before the next step.
+// clear: 1 for the stem, head and classifier, 0 for every layer op's tensors, their element marks zeroed
+// (start from active and elem all zero); add: what `path`, an ib_supernet_path of sn, reads.
+void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *elem);
+void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem);
 
 // A standalone network of the path `choice` (ib_net_build of its arch, then the path's weights and BN
 // statistics copied in), e.g. for a checkpoint: it computes what the path computes.

@@ -196,7 +196,7 @@ void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *p
 }
 
 // ---------------------------------------------------------------------------------------------
-// Which tensors a step's paths used
+// Which weights a step's paths ran
 
 static int tensor_index(const ib_params *ps, const ib_tensor *t) {
     for (int i = 0; i < ps->n; i++)
@@ -204,44 +204,55 @@ static int tensor_index(const ib_params *ps, const ib_tensor *t) {
     return -1;
 }
 
-static void mark(const ib_params *ps, const ib_tensor *t, uint8_t *active, uint8_t v) {
+static void unmark(const ib_params *ps, const ib_tensor *t, uint8_t *active, uint8_t *elem) {
     if (!t) return;
     int i = tensor_index(ps, t);
     IB_ASSERT(i >= 0, "supernet tensor %s is not registered", t->name);
-    active[i] = v;
+    if (active[i] == 2) memset(elem + (t->data - ps->data), 0, (size_t)ib_numel(t));
+    active[i] = 0;
 }
 
-static void mark_block(const ib_params *ps, const ib_block *b, uint8_t *active, uint8_t v) {
+// A path's tensor t: its shared tensor whole (1), or the elements of the view (2) unless a path ran it whole.
+static void mark(const ib_params *ps, const ib_tensor *t, uint8_t *active, uint8_t *elem) {
+    if (!t) return;
+    const ib_tensor *root = t->base ? t->base : t;
+    int i = tensor_index(ps, root);
+    IB_ASSERT(i >= 0, "supernet tensor %s is not registered", root->name);
+    if (active[i] == 1) return;
+    if (ib_numel(t) == ib_numel(root)) {   // the whole tensor: its element marks go
+        if (active[i] == 2) memset(elem + (root->data - ps->data), 0, (size_t)ib_numel(root));
+        active[i] = 1;
+        return;
+    }
+    active[i] = 2;
+    ib_view_mark(t, ps->data, elem);
+}
+
+typedef void (*mark_fn)(const ib_params *, const ib_tensor *, uint8_t *, uint8_t *);
+
+static void each_tensor(const ib_params *ps, const ib_block *b, mark_fn fn, uint8_t *active, uint8_t *elem) {
     for (int i = 0; i < b->n_stages; i++) {
-        mark(ps, b->stages[i].conv.w, active, v), mark(ps, b->stages[i].conv.b, active, v);
-        mark(ps, b->stages[i].bn.w, active, v), mark(ps, b->stages[i].bn.b, active, v);
+        fn(ps, b->stages[i].conv.w, active, elem), fn(ps, b->stages[i].conv.b, active, elem);
+        fn(ps, b->stages[i].bn.w, active, elem), fn(ps, b->stages[i].bn.b, active, elem);
     }
-    mark(ps, b->project.w, active, v), mark(ps, b->project.b, active, v);
-    mark(ps, b->project_bn.w, active, v), mark(ps, b->project_bn.b, active, v);
+    fn(ps, b->project.w, active, elem), fn(ps, b->project.b, active, elem);
+    fn(ps, b->project_bn.w, active, elem), fn(ps, b->project_bn.b, active, elem);
     if (b->has_se) {
-        mark(ps, b->se.fc1.w, active, v), mark(ps, b->se.fc1.b, active, v);
-        mark(ps, b->se.fc2.w, active, v), mark(ps, b->se.fc2.b, active, v);
+        fn(ps, b->se.fc1.w, active, elem), fn(ps, b->se.fc1.b, active, elem);
+        fn(ps, b->se.fc2.w, active, elem), fn(ps, b->se.fc2.b, active, elem);
     }
 }
 
-void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active) {
-    memset(active, 1, (size_t)sn->ps.n);
+void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *elem) {
+    for (int i = 0; i < sn->ps.n; i++)
+        if (active[i] != 2) active[i] = 1;   // the 2s: unmark clears their element marks
     for (int l = 0; l < sn->space.n_layers; l++)
-        for (int o = 0; o < IB_BLOCK_SKIP; o++) mark_block(&sn->ps, &sn->layers[l * IB_BLOCK_SKIP + o], active, 0);
+        for (int o = 0; o < IB_BLOCK_SKIP; o++) each_tensor(&sn->ps, &sn->layers[l * IB_BLOCK_SKIP + o], unmark, active, elem);
 }
 
-void ib_supernet_active_add(const ib_supernet *sn, const int *choice, uint8_t *active) {
-    const ib_space *sp = &sn->space;
-    for (int l = 0; l < sp->n_layers; l++) {
-        int n = ib_space_choices(sp, l, NULL, 0);
-        IB_ASSERT(choice[l] >= 0 && choice[l] < n, "layer %d: choice %d of %d", l, choice[l], n);
-        ib_block_cfg *cfg = malloc(sizeof *cfg * (size_t)n);
-        IB_ASSERT(cfg, "out of memory for the choices of layer %d", l);
-        ib_space_choices(sp, l, cfg, n);
-        ib_block_op op = cfg[choice[l]].op;
-        free(cfg);
-        if (op != IB_BLOCK_SKIP) mark_block(&sn->ps, &sn->layers[l * IB_BLOCK_SKIP + op], active, 1);
-    }
+void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem) {
+    for (int l = 0; l < sn->space.n_layers; l++)
+        if (path->blocks[l].cfg.op != IB_BLOCK_SKIP) each_tensor(&sn->ps, &path->blocks[l], mark, active, elem);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     sn_extra saved = {&ts, task};
     int *choice = NULL;
     float *teacher = NULL;
-    uint8_t *active = NULL;   // the tensors this step's paths used (ib_supernet_active_*)
+    uint8_t *active = NULL, *elem = NULL;   // the weights this step's paths ran (ib_supernet_active_*)
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
@@ -338,8 +338,9 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                                                   : 1;
     choice = malloc(sizeof(int) * (size_t)(L ? L : 1) * (size_t)n_paths);
     teacher = malloc(sizeof(float) * (size_t)c->batch * (size_t)classes);
-    active = malloc((size_t)(sn.ps.n ? sn.ps.n : 1));
-    if (!choice || !teacher || !active) {
+    active = calloc((size_t)(sn.ps.n ? sn.ps.n : 1), 1);
+    elem = calloc((size_t)(sn.ps.numel_params ? sn.ps.numel_params : 1), 1);
+    if (!choice || !teacher || !active || !elem) {
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -374,13 +375,12 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             ib_rng_seed(&pr, c->seed, 0x5e4c0000ull + (uint64_t)ts.step);
             ib_tensor x;
             ib_batch_tensor(b, &x);
-            // Only the tensors a step's paths ran get a gradient, so after the first step's whole clear the next
-            // clears those of the step before (`active` still holds them): not the whole supernet's gradient
-            // block (164 MB for mobiledets) for paths a tenth of its size. Every rank draws the same paths.
+            // Only the weights a step's paths ran get a gradient, and the step zeroes those as it updates them, so
+            // only the first step clears the whole supernet's gradient block (164 MB for mobiledets), not every step
+            // for paths a tenth of its size. Every rank draws the same paths.
             if (steps_run == 0) ib_params_zero_grad(&sn.ps);
-            else ib_params_zero_grad_mask(&sn.ps, active);
             if (task) task->zero_grad(task);
-            ib_supernet_active_clear(&sn, active);
+            ib_supernet_active_clear(&sn, active, elem);
             double step_loss = 0, weight = 0;   // a task's loss weight: the batch's, the same for every path
             if (cfg->sampling == IB_SN_FAIR) ib_space_sample_fair(&sn.space, &pr, n_paths, choice);
             for (int p = 0; p < n_paths; p++) {
@@ -392,7 +392,6 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                                           p == 1 ? IB_SAMPLE_SMALLEST : IB_SAMPLE_RANDOM;
                     ib_space_sample(&sn.space, kind, &pr, choice);
                 }
-                ib_supernet_active_add(&sn, path_choice, active);
                 ib_ctx_reset(ctx);
                 ctx->training = 1;
                 ctx->recording = 1;
@@ -400,6 +399,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ctx->sync_bn = dp.sync_bn;
                 ib_net path;
                 ib_supernet_path(ctx, &sn, path_choice, &path);
+                ib_supernet_active_add(&sn, &path, active, elem);
                 ib_tensor *loss;
                 float w = 1;
                 if (task) {   // the task's head on the path; every path from the labels
@@ -436,7 +436,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                                 &n_img, &stop)))
                 goto done;
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
-            ib_optim_step_active(ts.opt, lr, active);
+            ib_optim_step_active(ts.opt, lr, active, elem, 1);
             if (task) task->step(task, lr, c->clip);
             ts.epoch_loss += loss_sum;
             ts.epoch_images += n_img;
@@ -506,6 +506,7 @@ done:
     free(choice);
     free(teacher);
     free(active);
+    free(elem);
     ib_ctx_free(ctx);
     ib_loader_close(loader);
     ib_optim_free(ts.opt);

@@ -99,6 +99,60 @@ TEST(views_alias_data_and_grad) {
     ib_ctx_free(ctx);
 }
 
+// ib_view_mark marks exactly the elements a view holds, and ib_tensor_read reads them in order, by the definition
+// of its shape and strides, for every kind of view the supernet makes, including 1x1 slices whose rows merge; ib_mask_next finds runs as a
+// byte-by-byte scan does, from every start, across the 8-byte steps.
+TEST(view_mark_and_mask_runs) {
+    ib_ctx *ctx = ib_ctx_new();
+    ib_params ps;
+    ib_params_init(&ps);
+    ib_tensor *w = ib_params_add(&ps, "w", 4, (int[]){8, 6, 5, 5}, 0), *p = ib_params_add(&ps, "p", 4, (int[]){8, 12, 1, 1}, 0);
+    CHECK(ib_params_alloc(&ps) == IB_OK, "alloc");
+    int64_t N = ps.numel_params;
+    for (int64_t i = 0; i < N; i++) ps.data[i] = (float)i;
+    ib_tensor *views[] = {ib_view_slice(ctx, w, 5, 4, 3, 3), ib_view_slice(ctx, w, 8, 6, 3, 3), ib_view_slice(ctx, w, 3, -1, -1, -1),
+                          ib_view_group_blocks(ctx, w, 6, 2, 5), ib_view_group_blocks(ctx, w, 4, 2, 3),
+                          ib_view_slice(ctx, p, 5, 7, 1, 1), ib_view_slice(ctx, p, 8, 12, 1, 1), ib_view_range(ctx, p, 0, 2, 3)};
+    uint8_t *m = malloc((size_t)N), *want = malloc((size_t)N);
+    float *vals = malloc(sizeof(float) * (size_t)N);
+    for (size_t v = 0; v < sizeof views / sizeof *views; v++) {
+        memset(m, 0, (size_t)N), memset(want, 0, (size_t)N);
+        const ib_tensor *t = views[v];
+        ib_view_mark(t, ps.data, m);
+        ib_tensor_read(t, vals);
+        // By the definition of the view's shape and strides (core.h), element by element.
+        int64_t k = 0, run = t->blocks > 1 ? t->shape[0] / t->blocks : t->shape[0], bad = 0;
+        for (int a = 0; a < t->shape[0]; a++)
+            for (int b = 0; b < t->shape[1]; b++)
+                for (int c = 0; c < t->shape[2]; c++)
+                    for (int d = 0; d < t->shape[3]; d++, k++) {
+                        int64_t off = (t->data - ps.data) + a / run * t->block_stride + a % run * t->stride[0] +
+                                      b * t->stride[1] + c * t->stride[2] + d * t->stride[3];
+                        want[off] = 1;
+                        bad += vals[k] != (float)off;   // ib_tensor_read's order and values
+                    }
+        CHECK(bad == 0, "view %zu: ib_tensor_read gives %lld wrong values", v, (long long)bad);
+        for (int64_t i = 0; i < N; i++) bad += m[i] != want[i];
+        CHECK(bad == 0, "view %zu: %lld elements marked wrongly", v, (long long)bad);
+    }
+    ib_rng r;
+    ib_rng_seed(&r, 3, 0);
+    for (int trial = 0; trial < 40; trial++) {
+        int n = 1 + (int)ib_rng_below(&r, 70), dense = (int)ib_rng_below(&r, 4);
+        for (int i = 0; i < n; i++) m[i] = ib_rng_below(&r, 4) < (uint32_t)dense;
+        for (int i = 0; i <= n; i++)
+            for (int set = 0; set < 2; set++) {
+                int64_t j = i;
+                while (j < n && !m[j] != !set) j++;
+                CHECK(ib_mask_next(m, i, n, set) == j, "n %d from %d, set %d: %lld, want %lld", n, i, set,
+                      (long long)ib_mask_next(m, i, n, set), (long long)j);
+            }
+    }
+    free(m), free(want), free(vals);
+    ib_params_free(&ps);
+    ib_ctx_free(ctx);
+}
+
 TEST(backward_accumulates_and_skips_unreached) {
     ib_ctx *ctx = ib_ctx_new();
     float xd[5] = {0, 1, 2, 3, 4}, xg[5] = {0};

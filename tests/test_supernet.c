@@ -137,6 +137,91 @@ TEST(path_and_extracted_network_agree) {
     ib_space_free(&sp);
 }
 
+// A path's optimiser step is its subnet's: two SGD steps (momentum, Nesterov, weight decay) of a path inside the
+// supernet, with the weights marked as training marks them (ib_supernet_active_*), and of the extracted network alone
+// leave the path's weights equal (to float rounding of the 1e-5 gradients) and every other supernet weight as it
+// was, bit for bit: the supernet changed exactly as many weights as the subnet has. Stepping whole shared tensors
+// (decay and momentum on a kernel's outer ring, the channels past a slice) fails the count. The step leaves the
+// supernet's gradient zero, ready for the next (training zeroes it only before the first).
+TEST(path_step_is_its_subnets_step) {
+    ib_space sp;
+    load_tiny(&sp);
+    ib_supernet sn;
+    CHECK(ib_supernet_build(&sn, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    ib_optim_cfg oc = ib_optim_cfg_default(IB_OPTIM_SGD, 0);
+    oc.momentum = 0.9f, oc.nesterov = 1, oc.weight_decay = 1e-3f;
+    int64_t P = sn.ps.numel_params;
+    float *before = malloc(sizeof(float) * (size_t)P);
+    uint8_t *active = calloc((size_t)sn.ps.n, 1), *elem = calloc((size_t)P, 1);
+    ib_rng r;
+    ib_rng_seed(&r, 9, 0);
+    int choice[64];
+    ib_ctx *ctx = ib_ctx_new(), *ctx2 = ib_ctx_new();
+    const int N = 4, R = 32;
+    for (int k = 0; k < 2 + IB_BLOCK_SKIP && !ib_test_failed(); k++) {
+        randomise(&sn.ps, 40 + k);
+        pick(&sp, k, &r, choice);
+        ib_net net, after;
+        CHECK(ib_supernet_extract(&sn, choice, &net) == IB_OK, "%s", ib_errmsg());
+        ib_optim *so = ib_optim_new(&oc, &sn.ps), *no = ib_optim_new(&oc, &net.ps);
+        memcpy(before, sn.ps.data, sizeof(float) * (size_t)P);
+        for (int st = 0; st < 2; st++) {
+            if (st == 0) ib_params_zero_grad(&sn.ps);   // then the step zeroes what it stepped, as training does
+            ib_params_zero_grad(&net.ps);
+            ib_supernet_active_clear(&sn, active, elem);
+            ib_ctx_reset(ctx), ib_ctx_reset(ctx2);
+            ctx->training = ctx2->training = 1;
+            ctx->recording = ctx2->recording = 1;
+            ctx->release_grads = ctx2->release_grads = 1;
+            ib_net path;
+            ib_supernet_path(ctx, &sn, choice, &path);
+            ib_supernet_active_add(&sn, &path, active, elem);
+            net.dropout_rng = sn.dropout_rng;
+            ib_tensor *x = input(ctx, N, R, 500 + 10 * k + st), *wt = ib_tensor_new(ctx, 2, (int[]){N, 6});
+            fill_normal(wt, 600 + 10 * k + st, 1.0f);
+            ib_tensor *za = ib_net_forward(ctx, &path, x), *zb = ib_net_forward(ctx2, &net, x);
+            sn.dropout_rng = path.dropout_rng;
+            ib_backward(ctx, ib_sum(ctx, ib_mul_channel(ctx, ib_reshape(ctx, za, 4, (int[]){1, N * 6, 1, 1}),
+                                                        ib_reshape(ctx, wt, 4, (int[]){1, N * 6, 1, 1}))), NULL);
+            ib_backward(ctx2, ib_sum(ctx2, ib_mul_channel(ctx2, ib_reshape(ctx2, zb, 4, (int[]){1, N * 6, 1, 1}),
+                                                          ib_reshape(ctx2, wt, 4, (int[]){1, N * 6, 1, 1}))), NULL);
+            ib_optim_step_active(so, 0.1f, active, elem, 1);
+            ib_optim_step(no, 0.1f);
+        }
+        CHECK(ib_supernet_extract(&sn, choice, &after) == IB_OK, "%s", ib_errmsg());
+        int64_t weights = 0, changed = 0;
+        for (int i = 0; i < net.ps.n && !ib_test_failed(); i++) {
+            if (net.ps.is_buffer[i]) continue;
+            const ib_tensor *a = after.ps.t[i], *b = net.ps.t[i];
+            int64_t n = ib_numel(b);
+            double e = rel_err(a->data, b->data, n), m = max_abs_diff(a->data, b->data, n);
+            CHECK(e <= 1e-5 || m <= 1e-6, "choice %d: %s after two steps differs (rel %g, max %g)", k, b->name, e, m);
+            weights += n;
+        }
+        for (int i = 0; i < sn.ps.n; i++) {
+            if (sn.ps.is_buffer[i]) continue;
+            const ib_tensor *t = sn.ps.t[i];
+            for (int64_t j = 0, o = t->data - sn.ps.data; j < ib_numel(t); j++) changed += t->data[j] != before[o + j];
+        }
+        CHECK(changed == weights, "choice %d: the supernet changed %lld weights, the subnet has %lld", k,
+              (long long)changed, (long long)weights);
+        int64_t left = 0;   // the step zeroed every gradient the path wrote: none outside its marks
+        for (int64_t j = 0; j < P; j++) left += sn.ps.grad[j] != 0;
+        CHECK(left == 0, "choice %d: %lld gradients left after the step", k, (long long)left);
+        ib_optim_free(so);
+        ib_optim_free(no);
+        ib_net_free(&after);
+        ib_net_free(&net);
+    }
+    ib_ctx_free(ctx);
+    ib_ctx_free(ctx2);
+    free(before);
+    free(active);
+    free(elem);
+    ib_supernet_free(&sn);
+    ib_space_free(&sp);
+}
+
 // After recalibration on T batches each BN's running mean is the average of the T batch means: checked
 // on the stem's BN, whose input is the images through a fixed conv.
 TEST(recalibration_averages_its_batches) {
