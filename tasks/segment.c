@@ -309,12 +309,14 @@ typedef struct {
     double wsum;
 } seg_ce_saved;
 
-// One pixel's log-sum-exp over classes; z points at class 0, classes hw apart.
+// One pixel's log-sum-exp over classes; z points at class 0, classes hw apart. The exponentials in float (as
+// PyTorch's float32 log_softmax takes them; a double exp per class and pixel was a tenth of a small segmenter's
+// training step), summed in double.
 static double pixel_lse(const float *z, int C, int64_t hw, double *mx_out) {
-    double mx = z[0];
+    float mx = z[0];
     for (int c = 1; c < C; c++) mx = z[c * hw] > mx ? z[c * hw] : mx;
     double s = 0;
-    for (int c = 0; c < C; c++) s += exp((double)z[c * hw] - mx);
+    for (int c = 0; c < C; c++) s += expf(z[c * hw] - mx);
     *mx_out = mx;
     return log(s) + mx;
 }
@@ -345,7 +347,7 @@ static void seg_ce_bwd_pixels(void *arg, int64_t lo, int64_t hi, int worker) {
         float *gz = jb->gz + i * C * hw + j;
         double lse = jb->lse[p];
         double w = jb->g * (jb->weights ? jb->weights[t] : 1.0);
-        for (int c = 0; c < C; c++) gz[c * hw] += (float)(w * (exp((double)z[c * hw] - lse) - (c == t)));
+        for (int c = 0; c < C; c++) gz[c * hw] += (float)(w * ((double)expf((float)((double)z[c * hw] - lse)) - (c == t)));
     }
 }
 
