@@ -423,7 +423,7 @@ void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same co
 // The weights a training step changes: those its paths ran, no more (docs/SEARCH.md, "Cost of a path step").
 // active (sn->ps.n entries): 1 for a tensor some path ran whole, 2 for one the paths read slices of (its elements
 // marked in elem, a byte per element of sn->ps, zero elsewhere), 0 for one no path ran. ib_optim_step_active steps
-// exactly those, and ib_params_zero_grad_mask zeroes exactly their gradients before the next step.
+// exactly those (with clear, zeroing their gradients: only those got one, so the next step starts from zero).
 // clear: 1 for the stem, head and classifier, 0 for every layer op's tensors, their element marks zeroed
 // (start from active and elem all zero); add: what `path`, an ib_supernet_path of sn, reads.
 void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *elem);
