@@ -223,8 +223,6 @@ ib_tensor *ib_params_add(ib_params *ps, const char *name, int ndim, const int *s
 ib_tensor *ib_params_add_buffer(ib_params *ps, const char *name, int ndim, const int *shape);
 ib_status ib_params_alloc(ib_params *ps);     // zero-filled
 void ib_params_zero_grad(ib_params *ps);
-// Zeroes the gradients of the tensors whose mask entry is set (mask: ps->n entries).
-void ib_params_zero_grad_mask(ib_params *ps, const uint8_t *mask);
 ib_tensor *ib_params_find(const ib_params *ps, const char *name);
 // Copies into every tensor of dst (parameters and buffers, allocated) the data of src's tensor of the same
 // name and shape; returns how many were copied.

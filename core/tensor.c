@@ -475,10 +475,6 @@ void ib_params_zero_grad(ib_params *ps) {
     if (ps->grad) memset(ps->grad, 0, sizeof(float) * (size_t)ps->numel_params);
 }
 
-void ib_params_zero_grad_mask(ib_params *ps, const uint8_t *mask) {
-    for (int i = 0; i < ps->n; i++)
-        if (mask[i] && ps->t[i]->grad) memset(ps->t[i]->grad, 0, sizeof(float) * (size_t)ib_numel(ps->t[i]));
-}
 
 ib_tensor *ib_params_find(const ib_params *ps, const char *name) {
     for (int i = 0; i < ps->n; i++)

@@ -312,12 +312,11 @@ typedef struct {
 // One pixel's log-sum-exp over classes; z points at class 0, classes hw apart. The exponentials in float (as
 // PyTorch's float32 log_softmax takes them; a double exp per class and pixel was a tenth of a small segmenter's
 // training step), summed in double.
-static double pixel_lse(const float *z, int C, int64_t hw, double *mx_out) {
+static double pixel_lse(const float *z, int C, int64_t hw) {
     float mx = z[0];
     for (int c = 1; c < C; c++) mx = z[c * hw] > mx ? z[c * hw] : mx;
     double s = 0;
     for (int c = 0; c < C; c++) s += expf(z[c * hw] - mx);
-    *mx_out = mx;
     return log(s) + mx;
 }
 
@@ -363,7 +362,7 @@ static void seg_ce_fwd_pixels(void *arg, int64_t lo, int64_t hi, int worker) {
         }
         int64_t i = p / hw, j = p % hw;
         const float *z = jb->z + i * C * hw + j;
-        double mx, lse = pixel_lse(z, C, hw, &mx);
+        double lse = pixel_lse(z, C, hw);
         jb->lse[p] = lse;
         jb->row[p] = (jb->weights ? jb->weights[t] : 1.0) * (lse - z[t * hw]);
     }
@@ -668,8 +667,7 @@ static double batch_loss_sum(const ib_tensor *z, const int32_t *t, int ignore, i
     for (int64_t p = 0; p < (int64_t)N * hw; p++) {
         if (t[p] == ignore || t[p] < 0 || t[p] >= C) continue;
         const float *x = z->data + (p / hw) * C * hw + p % hw;
-        double mx;
-        s += pixel_lse(x, C, hw, &mx) - x[t[p] * hw];
+        s += pixel_lse(x, C, hw) - x[t[p] * hw];
         (*counted)++;
     }
     return s;
