@@ -38,6 +38,12 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     c.space = o->space;
     c.sampling = sampling;
     c.n_random = o->paths;
+    if (o->path_grads) {
+        c.path_grads = !strcmp(o->path_grads, "mean") ? IB_SN_MEAN : !strcmp(o->path_grads, "sum") ? IB_SN_SUM : -2;
+        if (c.path_grads == -2) return ib_fail(IB_ERR_ARG, "path_grads '%s' is not one of mean, sum", o->path_grads);
+        if (sampling != IB_SN_FAIR)
+            return ib_fail(IB_ERR_ARG, "path_grads is fair sampling's (sandwich sums its paths' gradients, uniform runs one)");
+    }
     c.kd = o->kd;
     c.holdout = o->holdout;
     c.calib_batches = o->calib_batches;

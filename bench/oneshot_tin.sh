@@ -8,7 +8,8 @@
 #   env: EPOCHS=2 RES=32 N=10 SAMPLING=uniform THREADS=2 LR=0.1 CLIP=0 CLASSES=200 (the same recipe for the supernet and the archs alone)
 #        SPACE=search/spaces/mobiledets.space.json; SRC=DIR takes DIR/train/<class>/ and DIR/val/<class>/ image folders
 #        (a class subset, e.g. of symlinks) instead of the whole Tiny ImageNet subset;
-#        EXTRA="x.arch.json y.arch.json": more archs scored and trained alone (named by their file)
+#        EXTRA="x.arch.json y.arch.json": more archs scored and trained alone (named by their file);
+#        PATH_GRADS=mean|sum: fair sampling's --path-grads (default: the command's, sum)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
@@ -28,6 +29,7 @@ common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --w
         --warmup 0.3 --threads "$THREADS" --quiet)
 if [ ! -f supernet.done ]; then
   r=(); [ -f supernet.h5 ] && r=(--resume supernet.h5)
+  [ -n "${PATH_GRADS:-}" ] && r+=(--path-grads "$PATH_GRADS")
   "$IBNAS" supernet train --space "$SPACE" --data train.h5 --out supernet.h5 --sampling "$SAMPLING" "${common[@]}" "${r[@]}"
   touch supernet.done
 fi

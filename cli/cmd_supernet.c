@@ -10,7 +10,8 @@ static const char *train_usage =
     "usage: ibnas supernet train --space S.space.json --data D [--val V] --out SUPERNET.h5 [flags]\n\n"
     "Trains one weight-sharing supernet over every arch of the space. Each step runs the sampled paths\n"
     "only: with --sampling fair (default; FairNAS's strict fairness) as many paths as a layer has op\n"
-    "types, each op of each layer in exactly one of them, all learning from the labels; with --sampling\n"
+    "types, each op of each layer in exactly one of them, all learning from the labels, each weight\n"
+    "stepped on the sum (or with --path-grads mean, the mean) of the gradients of the paths that ran it; with --sampling\n"
     "sandwich the largest, the smallest and --paths random ones, the smaller distilled from the largest's\n"
     "soft targets; with --sampling uniform one random path. Fair is the default because it is the one\n"
     "whose inherited scores rank subnets as training them alone does (docs/SEARCH.md). --holdout F keeps a\n"
@@ -34,6 +35,7 @@ static int supernet_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--space", F_STR, &o.space, "the search space (*.space.json; required unless resuming)"};
     flags[n++] = (cli_flag){"--task", F_STR, &o.train.task, "classify (default), detect (an SSDLite head shared by every path, on data with boxes) or segment (a segmentation head shared by every path, on data with masks)"};
     flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "fair (default), sandwich or uniform"};
+    flags[n++] = (cli_flag){"--path-grads", F_STR, &o.path_grads, "fair: sum (default; FairNAS) or mean (each weight's mean gradient over the paths that ran it; docs/SEARCH.md); on resume, the file's"};
     flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
     flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1)"};
     flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};

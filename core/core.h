@@ -167,6 +167,8 @@ void ib_tensor_read(const ib_tensor *t, float *dst);
 // Sets mask[e - origin] for every element e of t (a tensor or any view; origin at or before t->data), e.g. the
 // weights of a shared block that a supernet path reads.
 void ib_view_mark(const ib_tensor *t, const float *origin, uint8_t *mask);
+// Adds 1 to count[e - origin] for every element e of t (at most 255), e.g. how many of a step's paths read a weight.
+void ib_view_count(const ib_tensor *t, const float *origin, uint8_t *count);
 // The first index in [i, n) whose byte of mask is set (set = 1) or zero (set = 0), else n.
 int64_t ib_mask_next(const uint8_t *mask, int64_t i, int64_t n, int set);
 

@@ -266,6 +266,24 @@ void ib_view_mark(const ib_tensor *t, const float *origin, uint8_t *mask) {
 #undef MARK
 }
 
+void ib_view_count(const ib_tensor *t, const float *origin, uint8_t *count) {
+    IB_ASSERT(t->data >= origin, "ib_view_count: %s lies before the origin", t->name ? t->name : "a view");
+    int s[4];
+    int64_t st[4], run;
+    view_dims(t, s, st, &run);
+    uint8_t *c0 = count + (t->data - origin);
+    const int n = s[3];
+    const int64_t e = st[3];
+#define COUNT(off, k)                                        \
+    do {                                                     \
+        uint8_t *u_ = c0 + (off);                            \
+        for (int d_ = 0; d_ < n; d_++)                       \
+            if (u_[d_ * e] < 255) u_[d_ * e]++;              \
+    } while (0)
+    VIEW_ROWS(t, s, st, run, COUNT);
+#undef COUNT
+}
+
 int64_t ib_mask_next(const uint8_t *mask, int64_t i, int64_t n, int set) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     const uint64_t none = set ? 0 : 0x0101010101010101ull;   // eight bytes none of which is sought (bytes are 0 or 1)

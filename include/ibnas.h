@@ -657,13 +657,17 @@ typedef struct ib_supernet_train_opts {
                                // Both with fair or uniform sampling.
     const char *space;         // the *.space.json (required unless resuming)
     const char *sampling;      // "fair" (default: a path per op type of the layers, each op of each layer in
-                               // exactly one, all from the labels), "sandwich" (largest, smallest and `paths`
+                               // exactly one, all from the labels; path_grads says how their gradients
+                               // combine), "sandwich" (largest, smallest and `paths`
                                // random paths a step, the smaller ones distilled from the largest) or "uniform"
                                // (one random path a step); docs/SEARCH.md says why fair is the default
     int paths;                 // sandwich's random paths per step, 2
     float kd;                  // weight of the distillation loss, 1
     double holdout;            // fraction of the training data never trained on, kept for scoring archs (0.1)
     int calib_batches;         // per-epoch evaluation of the largest and smallest paths: BN recalibration batches, 10
+    const char *path_grads;    // fair sampling's step: "sum" of the paths' gradients (FairNAS's) or "mean" (each
+                               // weight's mean over the paths that ran it: stabler on deep spaces, ranks worse on the
+                               // tiny one; docs/SEARCH.md); NULL: "sum", or on resume what the file was trained with
 } ib_supernet_train_opts;
 IBNAS_API void ib_supernet_train_opts_default(ib_supernet_train_opts *o);
 

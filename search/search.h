@@ -389,6 +389,7 @@ typedef struct ib_supernet {
     int has_head;
     ib_linear_mod fc;
     ib_block *layers;          // [n_layers * IB_BLOCK_SKIP]: layer l, op o at [l * IB_BLOCK_SKIP + o]; unused ops zeroed
+    int *by_data, n_by_data;   // the indices in ps of its parameters (not buffers), in the order of their data
     ib_rng dropout_rng;
     // What training recorded (saved with the supernet): the training data's path (NULL if unknown), and
     // the held-out part of it that training left out for scoring subnets: ib_dataset_split(data, 0,
@@ -397,6 +398,7 @@ typedef struct ib_supernet {
     double holdout;
     uint64_t split_seed;
     char sampling[16];         // the path sampling that trained it ("fair", "sandwich", "uniform"; "" unknown)
+    char path_grads[8];        // fair sampling's rule ("mean", "sum"; "" unknown or not fair: files before 2026-12-02)
     char task[16];             // its file's "task" attribute: "" (classification) or the task whose head it carries
     char *path;                // the file it was loaded from (the task's head is read from it); NULL: built here
 } ib_supernet;
@@ -428,6 +430,15 @@ void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same co
 // (start from active and elem all zero); add: what `path`, an ib_supernet_path of sn, reads.
 void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *elem);
 void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem);
+
+// Fair sampling's step takes, per weight, the mean of the gradients of the paths that ran it, not their sum
+// (docs/SEARCH.md, "Training"): with the sum, the stem, head and classifier, which every path runs, would step
+// at n_paths times the rate of a layer's op, which one path runs. uses (a byte per element of sn->ps, zero at
+// first): uses_add counts the elements of the layers `path` reads; grad_mean divides each gradient of a layer
+// tensor the step ran (active, as ib_supernet_active_add left it) by its count, and those of the stem, head and
+// classifier by n_paths, and zeroes the counts.
+void ib_supernet_uses_add(const ib_supernet *sn, const ib_net *path, uint8_t *uses);
+void ib_supernet_grad_mean(const ib_supernet *sn, int n_paths, uint8_t *active, uint8_t *uses);
 
 // A standalone network of the path `choice` (ib_net_build of its arch, then the path's weights and BN
 // statistics copied in), e.g. for a checkpoint: it computes what the path computes.

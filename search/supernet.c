@@ -85,7 +85,12 @@ ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes)
     }
     ib_linear_init(&sn->fc, &sn->ps, "classifier.1", c, a->classes);
     ib_rng_seed(&sn->dropout_rng, 0, 0xd0);
-    return ib_params_alloc(&sn->ps);
+    if ((s = ib_params_alloc(&sn->ps))) return s;
+    if (!(sn->by_data = malloc(sizeof(int) * (size_t)(sn->ps.n ? sn->ps.n : 1))))
+        return ib_fail(IB_ERR_NOMEM, "out of memory building the supernet of %s", sp->name);
+    for (int i = 0; i < sn->ps.n; i++)
+        if (!sn->ps.is_buffer[i]) sn->by_data[sn->n_by_data++] = i;
+    return IB_OK;
 }
 
 void ib_supernet_init_weights(ib_supernet *sn, uint64_t seed) {
@@ -96,6 +101,7 @@ void ib_supernet_init_weights(ib_supernet *sn, uint64_t seed) {
 void ib_supernet_free(ib_supernet *sn) {
     ib_params_free(&sn->ps);
     free(sn->layers);
+    free(sn->by_data);
     free(sn->space.stages);
     ib_arch_free(&sn->base);
     free(sn->train_data);
@@ -198,48 +204,87 @@ void ib_supernet_path(ib_ctx *ctx, ib_supernet *sn, const int *choice, ib_net *p
 // ---------------------------------------------------------------------------------------------
 // Which weights a step's paths ran
 
-static int tensor_index(const ib_params *ps, const ib_tensor *t) {
-    for (int i = 0; i < ps->n; i++)
-        if (ps->t[i] == t) return i;
+// The index in sn->ps of a registered parameter (not a buffer): a binary search by data address, which parameters
+// take in registration order.
+static int tensor_index(const ib_supernet *sn, const ib_tensor *t) {
+    int lo = 0, hi = sn->n_by_data - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, i = sn->by_data[mid];
+        const float *d = sn->ps.t[i]->data;
+        if (d == t->data && sn->ps.t[i] == t) return i;
+        if (d < t->data) lo = mid + 1;
+        else hi = mid - 1;
+    }
     return -1;
 }
 
-static void unmark(const ib_params *ps, const ib_tensor *t, uint8_t *active, uint8_t *elem) {
+static int root_index(const ib_supernet *sn, const ib_tensor *t) {
+    const ib_tensor *root = t->base ? t->base : t;
+    int i = tensor_index(sn, root);
+    IB_ASSERT(i >= 0, "supernet tensor %s is not registered", root->name);
+    return i;
+}
+
+static void unmark(const ib_supernet *sn, const ib_tensor *t, uint8_t *active, uint8_t *elem) {
     if (!t) return;
-    int i = tensor_index(ps, t);
-    IB_ASSERT(i >= 0, "supernet tensor %s is not registered", t->name);
-    if (active[i] == 2) memset(elem + (t->data - ps->data), 0, (size_t)ib_numel(t));
+    int i = root_index(sn, t);
+    if (active[i] == 2) memset(elem + (t->data - sn->ps.data), 0, (size_t)ib_numel(t));
     active[i] = 0;
 }
 
 // A path's tensor t: its shared tensor whole (1), or the elements of the view (2) unless a path ran it whole.
-static void mark(const ib_params *ps, const ib_tensor *t, uint8_t *active, uint8_t *elem) {
+static void mark(const ib_supernet *sn, const ib_tensor *t, uint8_t *active, uint8_t *elem) {
     if (!t) return;
     const ib_tensor *root = t->base ? t->base : t;
-    int i = tensor_index(ps, root);
-    IB_ASSERT(i >= 0, "supernet tensor %s is not registered", root->name);
+    int i = root_index(sn, t);
     if (active[i] == 1) return;
     if (ib_numel(t) == ib_numel(root)) {   // the whole tensor: its element marks go
-        if (active[i] == 2) memset(elem + (root->data - ps->data), 0, (size_t)ib_numel(root));
+        if (active[i] == 2) memset(elem + (root->data - sn->ps.data), 0, (size_t)ib_numel(root));
         active[i] = 1;
         return;
     }
     active[i] = 2;
-    ib_view_mark(t, ps->data, elem);
+    ib_view_mark(t, sn->ps.data, elem);
 }
 
-typedef void (*mark_fn)(const ib_params *, const ib_tensor *, uint8_t *, uint8_t *);
+// A path's tensor t: one more use of each of its elements.
+static void count_uses(const ib_supernet *sn, const ib_tensor *t, uint8_t *active, uint8_t *uses) {
+    (void)active;
+    if (t) ib_view_count(t, sn->ps.data, uses);
+}
 
-static void each_tensor(const ib_params *ps, const ib_block *b, mark_fn fn, uint8_t *active, uint8_t *elem) {
-    for (int i = 0; i < b->n_stages; i++) {
-        fn(ps, b->stages[i].conv.w, active, elem), fn(ps, b->stages[i].conv.b, active, elem);
-        fn(ps, b->stages[i].bn.w, active, elem), fn(ps, b->stages[i].bn.b, active, elem);
+// A shared layer tensor t some path ran: each element's gradient, the sum over the paths that read it, becomes
+// their mean; its use counts go back to zero.
+static void mean_of_uses(const ib_supernet *sn, const ib_tensor *t, uint8_t *active, uint8_t *uses) {
+    if (!t || !active[root_index(sn, t)]) return;
+    int64_t off = t->data - sn->ps.data, n = ib_numel(t);
+    uint8_t *u = uses + off;
+    float *g = sn->ps.grad + off;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {   // most weights ran in one path or none: skip eight counts below 2 at a time
+        uint64_t w;
+        memcpy(&w, u + j, 8);
+        if (w & 0xfefefefefefefefeull)
+            for (int k = 0; k < 8; k++)
+                if (u[j + k] > 1) g[j + k] /= (float)u[j + k];
     }
-    fn(ps, b->project.w, active, elem), fn(ps, b->project.b, active, elem);
-    fn(ps, b->project_bn.w, active, elem), fn(ps, b->project_bn.b, active, elem);
+    for (; j < n; j++)
+        if (u[j] > 1) g[j] /= (float)u[j];
+    memset(u, 0, (size_t)n);
+}
+
+typedef void (*mark_fn)(const ib_supernet *, const ib_tensor *, uint8_t *, uint8_t *);
+
+static void each_tensor(const ib_supernet *sn, const ib_block *b, mark_fn fn, uint8_t *active, uint8_t *elem) {
+    for (int i = 0; i < b->n_stages; i++) {
+        fn(sn, b->stages[i].conv.w, active, elem), fn(sn, b->stages[i].conv.b, active, elem);
+        fn(sn, b->stages[i].bn.w, active, elem), fn(sn, b->stages[i].bn.b, active, elem);
+    }
+    fn(sn, b->project.w, active, elem), fn(sn, b->project.b, active, elem);
+    fn(sn, b->project_bn.w, active, elem), fn(sn, b->project_bn.b, active, elem);
     if (b->has_se) {
-        fn(ps, b->se.fc1.w, active, elem), fn(ps, b->se.fc1.b, active, elem);
-        fn(ps, b->se.fc2.w, active, elem), fn(ps, b->se.fc2.b, active, elem);
+        fn(sn, b->se.fc1.w, active, elem), fn(sn, b->se.fc1.b, active, elem);
+        fn(sn, b->se.fc2.w, active, elem), fn(sn, b->se.fc2.b, active, elem);
     }
 }
 
@@ -247,12 +292,34 @@ void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *e
     for (int i = 0; i < sn->ps.n; i++)
         if (active[i] != 2) active[i] = 1;   // the 2s: unmark clears their element marks
     for (int l = 0; l < sn->space.n_layers; l++)
-        for (int o = 0; o < IB_BLOCK_SKIP; o++) each_tensor(&sn->ps, &sn->layers[l * IB_BLOCK_SKIP + o], unmark, active, elem);
+        for (int o = 0; o < IB_BLOCK_SKIP; o++) each_tensor(sn, &sn->layers[l * IB_BLOCK_SKIP + o], unmark, active, elem);
 }
 
 void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem) {
     for (int l = 0; l < sn->space.n_layers; l++)
-        if (path->blocks[l].cfg.op != IB_BLOCK_SKIP) each_tensor(&sn->ps, &path->blocks[l], mark, active, elem);
+        if (path->blocks[l].cfg.op != IB_BLOCK_SKIP) each_tensor(sn, &path->blocks[l], mark, active, elem);
+}
+
+void ib_supernet_uses_add(const ib_supernet *sn, const ib_net *path, uint8_t *uses) {
+    for (int l = 0; l < sn->space.n_layers; l++)
+        if (path->blocks[l].cfg.op != IB_BLOCK_SKIP) each_tensor(sn, &path->blocks[l], count_uses, NULL, uses);
+}
+
+static void grad_div(const ib_tensor *t, int n) {
+    if (t)
+        for (int64_t j = 0, m = ib_numel(t); j < m; j++) t->grad[j] /= (float)n;
+}
+
+void ib_supernet_grad_mean(const ib_supernet *sn, int n_paths, uint8_t *active, uint8_t *uses) {
+    for (int l = 0; l < sn->space.n_layers; l++)
+        for (int o = 0; o < IB_BLOCK_SKIP; o++) each_tensor(sn, &sn->layers[l * IB_BLOCK_SKIP + o], mean_of_uses, active, uses);
+    const ib_cba *shared[2] = {&sn->stem, sn->has_head ? &sn->head : NULL};   // every path ran these
+    for (int k = 0; k < 2; k++)
+        if (shared[k]) {
+            grad_div(shared[k]->conv.w, n_paths), grad_div(shared[k]->conv.b, n_paths);
+            grad_div(shared[k]->bn.w, n_paths), grad_div(shared[k]->bn.b, n_paths);
+        }
+    grad_div(sn->fc.w, n_paths), grad_div(sn->fc.b, n_paths);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +340,7 @@ ib_status ib_supernet_save(const ib_supernet *sn, const char *path, ib_status (*
     if (!s) s = ib_h5_set_attr_f64(f, "/", "holdout", sn->holdout);
     if (!s) s = ib_h5_set_attr_i64(f, "/", "split_seed", (int64_t)sn->split_seed);
     if (!s && sn->sampling[0]) s = ib_h5_set_attr_str(f, "/", "sampling", sn->sampling);
+    if (!s && sn->path_grads[0]) s = ib_h5_set_attr_str(f, "/", "path_grads", sn->path_grads);
     if (!s) s = ib_h5_set_attr_str(f, "/", "ibnas_version", IB_VERSION_STRING);
     free(json);
     if (!s) s = ib_params_write(f, &sn->ps);
@@ -321,6 +389,9 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
     if (!s && !ib_h5_attr_str(f, "/", "sampling", &sampling))
         snprintf(sn->sampling, sizeof sn->sampling, "%s", sampling);
     free(sampling);
+    char *rule = NULL;
+    if (!s && !ib_h5_attr_str(f, "/", "path_grads", &rule)) snprintf(sn->path_grads, sizeof sn->path_grads, "%s", rule);
+    free(rule);
     char *task = NULL;
     if (!s && !ib_h5_attr_str(f, "/", "task", &task)) snprintf(sn->task, sizeof sn->task, "%s", task);
     free(task);

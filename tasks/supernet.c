@@ -162,12 +162,15 @@ const char *ib_sn_sampling_name(int sampling) {
     return sampling == IB_SN_SANDWICH ? "sandwich" : sampling == IB_SN_UNIFORM ? "uniform" : sampling == IB_SN_FAIR ? "fair" : "?";
 }
 
+const char *ib_sn_path_grads_name(int rule) { return rule == IB_SN_MEAN ? "mean" : rule == IB_SN_SUM ? "sum" : "?"; }
+
 void ib_sn_train_cfg_default(ib_sn_train_cfg *c) {
     memset(c, 0, sizeof *c);
     ib_train_cfg_default(&c->base);
     c->base.arch = NULL;
     c->sampling = IB_SN_FAIR;
     c->n_random = 2;
+    c->path_grads = -1;
     c->kd = 1;
     c->holdout = 0.1;
     c->calib_batches = 10;
@@ -237,7 +240,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     sn_extra saved = {&ts, task};
     int *choice = NULL;
     float *teacher = NULL;
-    uint8_t *active = NULL, *elem = NULL;   // the weights this step's paths ran (ib_supernet_active_*)
+    uint8_t *active = NULL, *elem = NULL, *uses = NULL;   // the weights a step's paths ran (ib_supernet_active_*), how often
     struct sigaction old_sa;
     int handler = 0;
     ib_status s;
@@ -282,6 +285,14 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                         sn.sampling, ib_sn_sampling_name(cfg->sampling));
             goto done;
         }
+        // files from before path_grads was recorded were trained with the sum
+        const char *was = sn.path_grads[0] ? sn.path_grads : cfg->sampling == IB_SN_FAIR ? "sum" : "";
+        if (cfg->path_grads >= 0 && strcmp(was, ib_sn_path_grads_name(cfg->path_grads))) {
+            s = ib_fail(IB_ERR_ARG, "%s: was trained with --path-grads %s, not %s; resume with the same", c->resume, was,
+                        ib_sn_path_grads_name(cfg->path_grads));
+            goto done;
+        }
+        if (!sn.path_grads[0]) snprintf(sn.path_grads, sizeof sn.path_grads, "%s", was);
     } else {
         ib_space sp;
         if ((s = ib_space_load(&sp, cfg->space))) goto done;
@@ -292,6 +303,8 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         sn.holdout = cfg->holdout;
         sn.split_seed = c->seed;
         snprintf(sn.sampling, sizeof sn.sampling, "%s", ib_sn_sampling_name(cfg->sampling));
+        if (cfg->sampling == IB_SN_FAIR)
+            snprintf(sn.path_grads, sizeof sn.path_grads, "%s", ib_sn_path_grads_name(cfg->path_grads >= 0 ? cfg->path_grads : IB_SN_SUM));
     }
     if (ib_space_head_choices(&sn.space) && (!task || strcmp(task->name, "segment"))) {
         s = ib_fail(IB_ERR_ARG, "%s: space %s has seg_head choices (a searched segmentation head): train it with --task "
@@ -340,7 +353,9 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     teacher = malloc(sizeof(float) * (size_t)c->batch * (size_t)classes);
     active = calloc((size_t)(sn.ps.n ? sn.ps.n : 1), 1);
     elem = calloc((size_t)(sn.ps.numel_params ? sn.ps.numel_params : 1), 1);
-    if (!choice || !teacher || !active || !elem) {
+    int mean = n_paths > 1 && !strcmp(sn.path_grads, "mean");   // --path-grads mean: per weight, over the paths that ran it
+    if (mean) uses = calloc((size_t)(sn.ps.numel_params ? sn.ps.numel_params : 1), 1);
+    if (!choice || !teacher || !active || !elem || (mean && !uses)) {
         s = ib_fail(IB_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -400,6 +415,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ib_net path;
                 ib_supernet_path(ctx, &sn, path_choice, &path);
                 ib_supernet_active_add(&sn, &path, active, elem);
+                if (mean) ib_supernet_uses_add(&sn, &path, uses);
                 ib_tensor *loss;
                 float w = 1;
                 if (task) {   // the task's head on the path; every path from the labels
@@ -435,6 +451,11 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
             if ((s = ib_dp_step(&dp, &sn.ps, task ? task->head : NULL, weight, task ? task->min_weight : 0, &loss_sum,
                                 &n_img, &stop)))
                 goto done;
+            if (mean) {   // every path ran the task's head
+                ib_supernet_grad_mean(&sn, n_paths, active, uses);
+                if (task)
+                    for (int64_t j = 0; j < task->head->numel_params; j++) task->head->grad[j] /= (float)n_paths;
+            }
             if (c->clip > 0) ib_clip_grad_norm(&sn.ps, c->clip);
             ib_optim_step_active(ts.opt, lr, active, elem, 1);
             if (task) task->step(task, lr, c->clip);
@@ -507,6 +528,7 @@ done:
     free(teacher);
     free(active);
     free(elem);
+    free(uses);
     ib_ctx_free(ctx);
     ib_loader_close(loader);
     ib_optim_free(ts.opt);

@@ -269,6 +269,8 @@ ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choic
 // Ctrl-C and exact resume (base; its arch and init are unused), over paths of the space's supernet.
 enum { IB_SN_SANDWICH = 0, IB_SN_UNIFORM, IB_SN_FAIR };
 const char *ib_sn_sampling_name(int sampling);   // "sandwich", "uniform", "fair"
+enum { IB_SN_MEAN = 0, IB_SN_SUM };
+const char *ib_sn_path_grads_name(int rule);     // "mean", "sum"
 typedef struct ib_sn_train_cfg {
     ib_train_cfg base;
     const char *space;        // the space file (not needed to resume)
@@ -277,6 +279,8 @@ typedef struct ib_sn_train_cfg {
                               // smallest and n_random random paths each step, the others distilled from the
                               // largest's soft targets; IB_SN_UNIFORM: one random path a step
     int n_random;             // 2
+    int path_grads;           // fair sampling: IB_SN_SUM (FairNAS) or IB_SN_MEAN (each weight's mean gradient over the
+                              // paths that ran it); -1 (default): sum for a new supernet, the file's on resume
     float kd;                 // weight of the distillation loss, 1
     double holdout;           // fraction of the training data left out of training, for scoring subnets (0.1)
     int calib_batches;        // per-epoch evaluation of the largest and smallest paths: recalibration batches (10)

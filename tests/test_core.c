@@ -136,6 +136,9 @@ TEST(view_mark_and_mask_runs) {
         CHECK(bad == 0, "view %zu: ib_tensor_read gives %lld wrong values", v, (long long)bad);
         for (int64_t i = 0; i < N; i++) bad += m[i] != want[i];
         CHECK(bad == 0, "view %zu: %lld elements marked wrongly", v, (long long)bad);
+        ib_view_count(t, ps.data, m), ib_view_count(t, ps.data, m);   // counts: each element of the view twice more
+        for (int64_t i = 0; i < N; i++) bad += m[i] != 3 * want[i];
+        CHECK(bad == 0, "view %zu: %lld elements counted wrongly", v, (long long)bad);
     }
     ib_rng r;
     ib_rng_seed(&r, 3, 0);

@@ -222,6 +222,81 @@ TEST(path_step_is_its_subnets_step) {
     ib_space_free(&sp);
 }
 
+// A fair step's gradient is, per weight, the mean over the paths that ran it: each path's gradient computed alone,
+// the weights each path read counted from its marks (ib_supernet_active_add), against the step's accumulation
+// divided by ib_supernet_grad_mean. The tiny space's stage-first layers allow 4 op types for 5 paths, so one op
+// runs twice there, with kernels or expansions that may differ: counts of 1 and 2 within one tensor.
+TEST(fair_step_takes_each_weights_mean) {
+    ib_space sp;
+    load_tiny(&sp);
+    ib_supernet sn;
+    CHECK(ib_supernet_build(&sn, &sp, 6) == IB_OK, "%s", ib_errmsg());
+    randomise(&sn.ps, 71);
+    int64_t P = sn.ps.numel_params;
+    int n = ib_space_fair_paths(&sp), L = ib_space_genes(&sp);
+    CHECK(n == 5, "the tiny space deals %d paths, the test expects 5", n);
+    int *choice = malloc(sizeof(int) * (size_t)(n * L));
+    double *sum = calloc((size_t)P, sizeof(double));
+    int *count = calloc((size_t)P, sizeof(int));
+    uint8_t *active = calloc((size_t)sn.ps.n, 1), *elem = calloc((size_t)P, 1), *uses = calloc((size_t)P, 1);
+    ib_ctx *ctx = ib_ctx_new();
+    const int N = 4, R = 32;
+    int twice = 0;
+    for (int trial = 0; trial < 3 && !ib_test_failed(); trial++) {
+        ib_rng r;
+        ib_rng_seed(&r, 5, (uint64_t)trial);
+        ib_space_sample_fair(&sp, &r, n, choice);
+        memset(sum, 0, sizeof(double) * (size_t)P), memset(count, 0, sizeof(int) * (size_t)P);
+        for (int pass = 0; pass < 2; pass++) {   // 0: each path alone; 1: accumulated as training does
+            ib_params_zero_grad(&sn.ps);
+            if (pass) ib_supernet_active_clear(&sn, active, elem);
+            for (int p = 0; p < n; p++) {
+                ib_ctx_reset(ctx);
+                ctx->training = ctx->recording = ctx->release_grads = 1;
+                ib_rng_seed(&sn.dropout_rng, 3, (uint64_t)p);
+                ib_net path;
+                ib_supernet_path(ctx, &sn, choice + (size_t)p * (size_t)L, &path);
+                if (!pass) {   // this path's own marks
+                    memset(active, 0, (size_t)sn.ps.n), memset(elem, 0, (size_t)P);
+                    ib_supernet_active_clear(&sn, active, elem);
+                }
+                ib_supernet_active_add(&sn, &path, active, elem);
+                if (pass) ib_supernet_uses_add(&sn, &path, uses);
+                ib_tensor *x = input(ctx, N, R, 900 + (uint64_t)trial), *wt = ib_tensor_new(ctx, 2, (int[]){N, 6});
+                fill_normal(wt, 950 + (uint64_t)trial, 1.0f);
+                ib_tensor *z = ib_net_forward(ctx, &path, x);
+                ib_backward(ctx, ib_sum(ctx, ib_mul_channel(ctx, ib_reshape(ctx, z, 4, (int[]){1, N * 6, 1, 1}),
+                                                            ib_reshape(ctx, wt, 4, (int[]){1, N * 6, 1, 1}))), NULL);
+                if (pass) continue;
+                for (int i = 0; i < sn.ps.n; i++) {
+                    if (sn.ps.is_buffer[i] || !active[i]) continue;
+                    const ib_tensor *t = sn.ps.t[i];
+                    for (int64_t j = 0, o = t->data - sn.ps.data; j < ib_numel(t); j++)
+                        if (active[i] == 1 || elem[o + j]) count[o + j]++, sum[o + j] += sn.ps.grad[o + j];
+                }
+                ib_params_zero_grad(&sn.ps);
+            }
+        }
+        ib_supernet_grad_mean(&sn, n, active, uses);
+        int64_t bad = 0, worst = -1, left = 0;
+        for (int64_t j = 0; j < P; j++) {
+            double want = count[j] ? sum[j] / count[j] : 0, got = sn.ps.grad[j];
+            twice += count[j] == 2;
+            if (fabs(got - want) > 1e-6 + 1e-5 * fabs(want)) bad++, worst = worst < 0 ? j : worst;
+            left += uses[j] != 0;
+        }
+        CHECK(bad == 0, "trial %d: %lld gradients are not the mean over their paths (first at %lld: %g, want %g / %d)",
+              trial, (long long)bad, (long long)worst, worst < 0 ? 0.0 : sn.ps.grad[worst], worst < 0 ? 0.0 : sum[worst],
+              worst < 0 ? 0 : count[worst]);
+        CHECK(left == 0, "trial %d: %lld use counts left after the mean", trial, (long long)left);
+    }
+    CHECK(twice > 0, "no weight ran in two paths: the test checks only the stem, head and classifier's division");
+    ib_ctx_free(ctx);
+    free(choice), free(sum), free(count), free(active), free(elem), free(uses);
+    ib_supernet_free(&sn);
+    ib_space_free(&sp);
+}
+
 // After recalibration on T batches each BN's running mean is the average of the T batch means: checked
 // on the stem's BN, whose input is the images through a fixed conv.
 TEST(recalibration_averages_its_batches) {
@@ -322,6 +397,7 @@ TEST(supernet_resume_is_exact) {
     c.base.data = data;
     c.base.epochs = 2, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0.5f;
     c.base.workers = 1, c.base.progress = 0, c.base.seed = 7;
+    c.path_grads = IB_SN_MEAN;   // the rule with more to restore (the use counts); the resume takes the file's
     c.base.out = a;
     ib_sn_train_result r;
     CHECK(ib_train_supernet_classify(&c, &r) == IB_OK, "%s", ib_errmsg());
@@ -331,6 +407,7 @@ TEST(supernet_resume_is_exact) {
     CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 5, "%s", ib_errmsg());
     c.base.resume = b;
     c.base.max_steps = 0;
+    c.path_grads = -1;
     CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
     ib_supernet sa, sb;
     CHECK(ib_supernet_load(&sa, a) == IB_OK && ib_supernet_load(&sb, b) == IB_OK, "%s", ib_errmsg());
@@ -339,6 +416,8 @@ TEST(supernet_resume_is_exact) {
     CHECK(!memcmp(sa.ps.buf, sb.ps.buf, sizeof(float) * (size_t)sa.ps.numel_buffers), "BN statistics differ");
     CHECK(sa.holdout == 0.1 && sa.train_data && !strcmp(sa.train_data, data), "recorded data %s holdout %g",
           sa.train_data ? sa.train_data : "(none)", sa.holdout);
+    CHECK(!strcmp(sa.path_grads, "mean") && !strcmp(sb.path_grads, "mean"), "recorded path_grads '%s' and '%s', not mean",
+          sa.path_grads, sb.path_grads);
     double moved = 0;
     ib_supernet s0;
     ib_space sp;
@@ -362,7 +441,11 @@ TEST(supernet_resume_is_exact) {
     c.base.lr /= 2, c.sampling = IB_SN_SANDWICH;   // the file records fair, the default
     st = ib_train_supernet_classify(&c, &r);
     CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "--sampling fair, not sandwich"), "sampling: %s", ib_errmsg());
-    c.sampling = IB_SN_FAIR;
+    c.sampling = IB_SN_FAIR, c.path_grads = IB_SN_SUM;   // the file records mean
+    st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "--path-grads mean, not sum") && strstr(ib_errmsg(), b), "path_grads: %s",
+          ib_errmsg());
+    c.path_grads = -1;
     // A diverging run stops at the first non-finite loss; an unwritable output is known before training.
     c.base.resume = NULL, c.base.lr = 1e30f, c.base.max_steps = 4;
     st = ib_train_supernet_classify(&c, &r);
@@ -471,6 +554,7 @@ TEST(fair_step_trains_every_op) {
         checked++;
     }
     CHECK(checked > 20, "only %d op tensors found", checked);
+    CHECK(!strcmp(trained.path_grads, "sum"), "a default fair run records path_grads '%s', not sum", trained.path_grads);
     ib_supernet_free(&trained);
     ib_supernet_free(&init);
     ib_space_free(&sp);
