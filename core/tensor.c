@@ -247,42 +247,31 @@ static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, i
 #undef FROM_CONTIG
 }
 
-void ib_view_mark(const ib_tensor *t, const float *origin, uint8_t *mask) {
-    IB_ASSERT(t->data >= origin, "ib_view_mark: %s lies before the origin", t->name ? t->name : "a view");
+// ib_view_mark (count 0: set each byte of t's elements to 1) and ib_view_count (count 1: add 1, up to 255).
+static void view_bytes(const ib_tensor *t, const float *origin, uint8_t *bytes, int count) {
+    IB_ASSERT(t->data >= origin, "ib_view_%s: %s lies before the origin", count ? "count" : "mark",
+              t->name ? t->name : "a view");
     int s[4];
     int64_t st[4], run;
     view_dims(t, s, st, &run);
-    uint8_t *m0 = mask + (t->data - origin);
+    uint8_t *b0 = bytes + (t->data - origin);
     const int n = s[3];
     const int64_t e = st[3];
-#define MARK(off, k)                                         \
-    do {                                                     \
-        uint8_t *m_ = m0 + (off);                            \
-        if (e == 1 && n >= 16) memset(m_, 1, (size_t)n);     \
-        else                                                 \
-            for (int d_ = 0; d_ < n; d_++) m_[d_ * e] = 1;   \
+#define ROW_BYTES(off, k)                                        \
+    do {                                                         \
+        uint8_t *p_ = b0 + (off);                                \
+        if (count)                                               \
+            for (int d_ = 0; d_ < n; d_++) p_[d_ * e] += p_[d_ * e] < 255; \
+        else if (e == 1 && n >= 16) memset(p_, 1, (size_t)n);    \
+        else                                                     \
+            for (int d_ = 0; d_ < n; d_++) p_[d_ * e] = 1;       \
     } while (0)
-    VIEW_ROWS(t, s, st, run, MARK);
-#undef MARK
+    VIEW_ROWS(t, s, st, run, ROW_BYTES);
+#undef ROW_BYTES
 }
 
-void ib_view_count(const ib_tensor *t, const float *origin, uint8_t *count) {
-    IB_ASSERT(t->data >= origin, "ib_view_count: %s lies before the origin", t->name ? t->name : "a view");
-    int s[4];
-    int64_t st[4], run;
-    view_dims(t, s, st, &run);
-    uint8_t *c0 = count + (t->data - origin);
-    const int n = s[3];
-    const int64_t e = st[3];
-#define COUNT(off, k)                                        \
-    do {                                                     \
-        uint8_t *u_ = c0 + (off);                            \
-        for (int d_ = 0; d_ < n; d_++)                       \
-            if (u_[d_ * e] < 255) u_[d_ * e]++;              \
-    } while (0)
-    VIEW_ROWS(t, s, st, run, COUNT);
-#undef COUNT
-}
+void ib_view_mark(const ib_tensor *t, const float *origin, uint8_t *mask) { view_bytes(t, origin, mask, 0); }
+void ib_view_count(const ib_tensor *t, const float *origin, uint8_t *count) { view_bytes(t, origin, count, 1); }
 
 int64_t ib_mask_next(const uint8_t *mask, int64_t i, int64_t n, int set) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
