@@ -431,10 +431,10 @@ void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same co
 void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *elem);
 void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem);
 
-// Fair sampling's step takes, per weight, the mean of the gradients of the paths that ran it, not their sum
-// (docs/SEARCH.md, "Training"): with the sum, the stem, head and classifier, which every path runs, would step
-// at n_paths times the rate of a layer's op, which one path runs. uses (a byte per element of sn->ps, zero at
-// first): uses_add counts the elements of the layers `path` reads; grad_mean divides each gradient of a layer
+// --path-grads mean: a fair step takes, per weight, the mean of the gradients of the paths that ran it instead of
+// their sum (the default; docs/SEARCH.md, "Fair steps: sum or mean"): with the sum, the stem, head and classifier,
+// which every path runs, step at n_paths times the rate of a layer's op, which one path runs. uses (a byte per
+// element of sn->ps, zero at first): uses_add counts the elements of the layers `path` reads; grad_mean divides each gradient of a layer
 // tensor the step ran (active, as ib_supernet_active_add left it) by its count, and those of the stem, head and
 // classifier by n_paths, and zeroes the counts.
 void ib_supernet_uses_add(const ib_supernet *sn, const ib_net *path, uint8_t *uses);
