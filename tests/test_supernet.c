@@ -224,8 +224,9 @@ TEST(path_step_is_its_subnets_step) {
 
 // With --path-grads mean, a fair step's gradient is, per weight, the mean over the paths that ran it: each path's
 // gradient computed alone, the weights each path read counted from its marks (ib_supernet_active_add), against
-// the step's accumulation divided by ib_supernet_grad_mean. The tiny space's stage-first layers allow 4 op types for 5 paths, so one op
-// runs twice there, with kernels or expansions that may differ: counts of 1 and 2 within one tensor.
+// the step's accumulation divided by ib_supernet_grad_mean. The tiny space's stage-first layers allow 4 op types
+// for 5 paths, so one op runs twice there, with kernels or expansions that may differ: counts of 1 and 2 within
+// one tensor.
 TEST(fair_step_takes_each_weights_mean) {
     ib_space sp;
     load_tiny(&sp);
