@@ -47,7 +47,7 @@ echo "== 1/9 synthetic scenes: $n_cls training and 1000 held-out 32x32 scenes of
 echo "== 2/9 supernet over $space as a segmentation backbone (BiFPN head): $epochs epochs, fair sampling (every op of every layer once a step)"
 rm -f "$dir/supernet.h5" "$dir/supernet.h5.csv"
 "$ibnas" supernet train --task segment --head bifpn --space "$space" --data "$cls_train" --val "$dir/val.h5" \
-    --out "$dir/supernet.h5" --epochs "$epochs" --batch 32 --res 32 --optimizer adamw --lr 0.004 --wd 0.0001 \
+    --out "$dir/supernet.h5" --epochs "$epochs" --batch 32 --res 32 --optimizer adamw --lr 0.08 --wd 0.0001 \
     --warmup 0.3 --seed 0 --json > "$dir/supernet.json"
 
 echo "== 3/9 latency tables: cpu measured here (1 thread) and checked on 10 random subnets; edgetpu and dsp modelled"
