@@ -254,7 +254,7 @@ void ib_train_opts_default(ib_train_opts *o) {
     ib_train_cfg c;
     ib_train_cfg_default(&c);
     memset(o, 0, sizeof *o);
-    o->arch = c.arch;
+    o->arch = NULL;   // mobilenetv2, or init's network
     o->epochs = c.epochs;
     o->batch = c.batch;
     o->res = c.res;
@@ -310,7 +310,7 @@ ib_status ib_api_train_cfg(const ib_train_opts *o, ib_train_cfg *cfg) {
 
     ib_train_cfg c;
     ib_train_cfg_default(&c);
-    c.arch = o->arch ? o->arch : c.arch;
+    c.arch = o->arch ? o->arch : o->init ? NULL : c.arch;   // with init and no arch: init's network
     c.init = o->init;
     c.data = o->data;
     c.val = o->val;

@@ -9,7 +9,9 @@ static const char *usage_text =
     "Trains a network, printing progress on stderr, appending a row per epoch to OUT.csv and writing the\n"
     "checkpoint every epoch (atomically). Ctrl-C finishes the step, saves and stops; --resume OUT.h5\n"
     "continues exactly where it stopped. --init SUB.h5 starts from a checkpoint's network and weights (a\n"
-    "subnet from ibnas extract: fine-tuning). Defaults follow the Tiny ImageNet recipe in docs/TRAINING.md.\n"
+    "subnet from ibnas extract: fine-tuning); with --arch, or when it classifies other classes or segments,\n"
+    "the network (--arch's, else its own with a fresh classifier) takes every tensor of the same name and\n"
+    "shape from it. Defaults follow the Tiny ImageNet recipe in docs/TRAINING.md.\n"
     "--task segment trains the backbone (--arch or --init's network) with a DeepLabv3+-lite or a BiFPN head\n"
     "(--head) on data with masks (docs/SEGMENTATION.md).\n";
 
@@ -21,7 +23,7 @@ int cmd_train(int argc, char **argv) {
     cli_flag flags[CLI_TRAIN_FLAGS + 15 + 12];
     int n = 0;
     flags[n++] = (cli_flag){"--task", F_STR, &task, "classify (default), detect (SSDLite; docs/DETECTION.md) or segment (docs/SEGMENTATION.md)"};
-    flags[n++] = (cli_flag){"--arch", F_STR, &o.arch, "mobilenetv2, mobilenetv2:WIDTH or FILE.arch.json (default mobilenetv2)"};
+    flags[n++] = (cli_flag){"--arch", F_STR, &o.arch, "mobilenetv2, mobilenetv2:WIDTH or FILE.arch.json (default mobilenetv2, or --init's network)"};
     flags[n++] = (cli_flag){"--init", F_STR, &o.init, "start from this checkpoint's network and weights (fine-tuning)"};
     n += cli_train_flags(flags + n, &o, &x);
     // Segmentation

@@ -492,7 +492,7 @@ IBNAS_API ib_status ib_search(const ib_search_opts *o, ib_search_report *r);
 // ImageNet recipe of docs/TRAINING.md.
 
 typedef struct ib_train_opts {
-    const char *arch;          // as ib_model_create's (default "mobilenetv2")
+    const char *arch;          // as ib_model_create's; NULL (the default): "mobilenetv2", or with init its network
     const char *task;          // "classify" (default, NULL too), "detect" (SSDLite on the arch: docs/DETECTION.md)
                                // or "segment" (docs/SEGMENTATION.md)
     const char *data;          // training data (required; its split "train"); "synth" generates scenes
@@ -500,7 +500,10 @@ typedef struct ib_train_opts {
     const char *out;           // the checkpoint to write (required)
     const char *resume;        // a checkpoint of a stopped run to continue (usually `out`); NULL: none
     const char *init;          // a checkpoint to start from (fine-tuning, e.g. an extracted subnet): its network
-                               // and weights replace `arch`'s fresh ones; NULL: none
+                               // and weights replace `arch`'s fresh ones; NULL: none. A classifier of other
+                               // classes, a segmentation checkpoint, or init with an arch: the network (arch's,
+                               // else init's with a classifier for the data's classes) starts initialised and
+                               // takes every tensor of init with the same name and shape
     const char *log;           // CSV log; NULL: OUT.csv
     int classes;               // 0: the training data's class count
     int epochs, batch, res;    // 10, 64, 64

@@ -494,18 +494,46 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
         goto done;
     }
 
-    // The network: from the checkpoint when resuming or fine-tuning (its arch wins), else built and initialised.
-    if (cfg->resume || cfg->init) {
-        const char *from = cfg->resume ? cfg->resume : cfg->init;
-        if ((s = ib_ckpt_load(&net, from))) goto done;
+    // The network: the checkpoint's when resuming; when fine-tuning, --init's as it is if it classifies the data's
+    // classes and no arch is asked for, else built (the arch asked for, or --init's with the data's classes and a
+    // classifier) and initialised, then every tensor of --init with the same name and shape copied in (a
+    // segmentation checkpoint's backbone, a classifier of other classes: the classifier starts fresh); else
+    // built and initialised.
+    if (cfg->resume) {
+        if ((s = ib_ckpt_load(&net, cfg->resume))) goto done;
         if (net.arch.classes != classes) {
-            s = ib_fail(IB_ERR_ARG, "%s: the network has %d classes, the data %d", from, net.arch.classes, classes);
+            s = ib_fail(IB_ERR_ARG, "%s: the network has %d classes, the data %d", cfg->resume, net.arch.classes,
+                        classes);
             goto done;
         }
-        if (!cfg->resume) {   // fine-tuning: a new run from these weights
-            net.arch.input = cfg->res;
-            ib_rng_seed(&net.dropout_rng, cfg->seed, 0xd0);
+    } else if (cfg->init) {
+        ib_net src;
+        if ((s = ib_ckpt_load(&src, cfg->init))) goto done;
+        if (!cfg->arch && src.arch.classes == classes && !strcmp(src.arch.task, "classify")) {
+            net = src;
+        } else {
+            ib_arch arch;
+            s = cfg->arch ? ib_arch_resolve(&arch, cfg->arch, classes) : ib_arch_copy(&arch, &src.arch);
+            if (!s) {
+                arch.classes = classes;
+                snprintf(arch.task, sizeof arch.task, "classify");
+                s = ib_net_build(&net, &arch);
+                ib_arch_free(&arch);
+            }
+            int copied = 0;
+            if (!s) {
+                ib_net_init_weights(&net, cfg->seed);
+                copied = ib_params_copy_matching(&net.ps, &src.ps);
+                if (!copied)
+                    s = ib_fail(IB_ERR_ARG, "%s: no tensor matches the network being trained (another arch?)", cfg->init);
+            }
+            if (!s && progress)
+                fprintf(stderr, "train: %d of %d tensors from %s, the rest initialised\n", copied, net.ps.n, cfg->init);
+            ib_net_free(&src);
+            if (s) goto done;
         }
+        net.arch.input = cfg->res;   // fine-tuning: a new run from these weights
+        ib_rng_seed(&net.dropout_rng, cfg->seed, 0xd0);
     } else {
         ib_arch arch;
         if ((s = ib_arch_resolve(&arch, cfg->arch, classes))) goto done;

@@ -156,6 +156,52 @@ TEST(training_learns_synthetic_scenes) {
     ib_net_free(&net);
 }
 
+// Fine-tuning from a classifier of other classes (an ImageNet checkpoint on one's own classes): the network is
+// --init's with a classifier for the data's classes; every other tensor starts as --init's, and naming the
+// same arch changes nothing. The step's lr is so small that no weight moves by a float's rounding unit.
+TEST(init_from_other_classes_keeps_the_backbone) {
+    fixtures(0);
+    ib_arch a;
+    CHECK(ib_arch_resolve(&a, arch_path, 10) == IB_OK, "%s", ib_errmsg());
+    ib_net src;
+    CHECK(ib_net_build(&src, &a) == IB_OK, "%s", ib_errmsg());
+    ib_arch_free(&a);
+    ib_net_init_weights(&src, 7);
+    char src_path[300];
+    snprintf(src_path, sizeof src_path, "%s/init10.h5", test_tmpdir());
+    CHECK(ib_ckpt_save(&src, src_path, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    for (int with_arch = 0; with_arch < 2; with_arch++) {
+        ib_train_cfg c;
+        const char *out = small_run(&c, with_arch ? "init6_arch.h5" : "init6.h5");
+        c.init = src_path;
+        c.arch = with_arch ? arch_path : NULL;
+        c.lr = 1e-30f;
+        c.epochs = 1;
+        ib_train_result r;
+        CHECK(ib_train_classify(&c, &r) == IB_OK, "train from %s: %s", src_path, ib_errmsg());
+        ib_net net;
+        CHECK(ib_ckpt_load(&net, out) == IB_OK, "load: %s", ib_errmsg());
+        CHECK(net.arch.classes == 6, "classes %d", net.arch.classes);
+        int same = 0, fresh = 0;
+        for (int i = 0; i < net.ps.n; i++) {
+            const ib_tensor *t = net.ps.t[i], *u = ib_params_find(&src.ps, t->name);
+            if (net.ps.is_buffer[i]) continue;   // BN statistics move with the batches
+            if (strstr(t->name, "classifier")) {
+                CHECK(u && !ib_same_shape(t, u), "%s: the classifier must be built for 6 classes", t->name);
+                fresh++;
+                continue;
+            }
+            CHECK(u && ib_same_shape(t, u), "%s: not in the source", t->name);
+            double d = max_abs_diff(t->data, u->data, ib_numel(t));
+            CHECK(d < 1e-20, "%s differs from the source by %g (with arch %d)", t->name, d, with_arch);
+            same++;
+        }
+        CHECK(fresh == 2 && same > 20, "%d tensors kept, %d fresh", same, fresh);
+        ib_net_free(&net);
+    }
+    ib_net_free(&src);
+}
+
 static int params_equal(const char *a, const char *b, char *why, size_t n) {
     ib_net na, nb;
     if (ib_ckpt_load(&na, a) || ib_ckpt_load(&nb, b)) return snprintf(why, n, "load: %s", ib_errmsg()), 0;
