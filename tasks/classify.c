@@ -513,13 +513,14 @@ ib_status ib_train_classify(const ib_train_cfg *cfg, ib_train_result *res) {
             net = src;
         } else {
             ib_arch arch;
+            memset(&arch, 0, sizeof arch);
             s = cfg->arch ? ib_arch_resolve(&arch, cfg->arch, classes) : ib_arch_copy(&arch, &src.arch);
             if (!s) {
                 arch.classes = classes;
                 snprintf(arch.task, sizeof arch.task, "classify");
                 s = ib_net_build(&net, &arch);
-                ib_arch_free(&arch);
             }
+            ib_arch_free(&arch);
             int copied = 0;
             if (!s) {
                 ib_net_init_weights(&net, cfg->seed);
