@@ -181,7 +181,7 @@ examples: $(EXAMPLE_BIN)
 test: deps
 	@$(MAKE) --no-print-directory -j2 all tests examples
 	@IBNAS=$(BUILD)/ibnas IBNAS_LINK_FLAGS="$(filter -fsanitize=%,$(OPT))" CC="$(CC)" \
-	    bash tools/run_tests.sh $(TEST_BIN) tests/test_install.sh tests/test_report.sh tests/test_examples.sh
+	    bash tools/run_tests.sh $(TEST_BIN) tests/test_install.sh tests/test_report.sh tests/test_examples.sh tests/test_cli_doc.sh
 
 # A short training job (train, resume, eval) under valgrind's memcheck: no memory error, no definite leak.
 valgrind:
