@@ -283,8 +283,7 @@ void ib_train_opts_default(ib_train_opts *o) {
     ib_api_detect_opts_default(o);
 }
 
-// The index of `v` in names, or an IB_ERR_ARG naming the choices.
-static ib_status choose(const char *field, const char *v, const char *const *names, int n, int *out) {
+ib_status ib_api_choose(const char *field, const char *v, const char *const *names, int n, int *out) {
     for (int i = 0; v && i < n; i++)
         if (!strcmp(v, names[i])) {
             *out = i;
@@ -304,8 +303,8 @@ ib_status ib_api_train_cfg(const ib_train_opts *o, ib_train_cfg *cfg) {
     static const char *const aug_names[] = {"none", "padcrop", "rrc"};       // ib_aug_kind's order
     int oi, si, ai;
     ib_status s;
-    if ((s = choose("optimizer", o->optimizer, opt_names, 4, &oi)) ||
-        (s = choose("schedule", o->schedule, sch_names, 3, &si)) || (s = choose("aug", o->aug, aug_names, 3, &ai)))
+    if ((s = ib_api_choose("optimizer", o->optimizer, opt_names, 4, &oi)) ||
+        (s = ib_api_choose("schedule", o->schedule, sch_names, 3, &si)) || (s = ib_api_choose("aug", o->aug, aug_names, 3, &ai)))
         return s;
 
     ib_train_cfg c;
@@ -481,7 +480,7 @@ ib_status ib_train(const ib_train_opts *o, ib_train_report *r) {
     for (int i = 0; i < 12; i++) r->val_coco[i] = -1;
     static const char *const task_names[] = {"classify", "segment", "detect"};
     int task = 0;
-    ib_status s = o->task ? choose("task", o->task, task_names, 3, &task) : IB_OK;
+    ib_status s = o->task ? ib_api_choose("task", o->task, task_names, 3, &task) : IB_OK;
     if (s) return s;
     ib_train_cfg c;
     if ((s = ib_api_train_cfg(o, &c))) return s;

@@ -20,6 +20,8 @@ ib_net *ib_api_model_net(const ib_model *m);
 // evaluation does, into x (3 * oh * ow floats). Frees the sample.
 ib_status ib_api_sample_input(ib_sample *s, ib_crop_mode crop, int oh, int ow, float *x);
 
+// The index of `v` in names (n of them), or an IB_ERR_ARG "FIELD 'v' is not one of a, b, ..." naming the choices.
+ib_status ib_api_choose(const char *field, const char *v, const char *const *names, int n, int *out);
 // The public options as the internal training config (string choices checked, IB_ERR_ARG naming them).
 ib_status ib_api_train_cfg(const ib_train_opts *o, ib_train_cfg *cfg);
 void ib_api_train_report(const ib_train_result *res, ib_train_report *r);

@@ -24,23 +24,21 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     memset(r, 0, sizeof *r);
     r->train.val_top1 = r->train.val_top5 = r->smallest_top1 = -1;
     if (!o->train.data || !o->train.out) return ib_fail(IB_ERR_ARG, "ib_supernet_train: data and out are required");
-    int sampling = -1;
-    for (int k = IB_SN_SANDWICH; k <= IB_SN_FAIR; k++)
-        if (o->sampling && !strcmp(o->sampling, ib_sn_sampling_name(k))) sampling = k;
-    if (sampling < 0)
-        return ib_fail(IB_ERR_ARG, "sampling '%s' is not one of sandwich, uniform, fair", o->sampling ? o->sampling : "(null)");
+    static const char *const sampling_names[] = {"sandwich", "uniform", "fair"};   // IB_SN_SANDWICH, _UNIFORM, _FAIR
+    static const char *const rule_names[] = {"mean", "sum"};                        // IB_SN_MEAN, IB_SN_SUM
+    int sampling;
+    ib_status s = ib_api_choose("sampling", o->sampling, sampling_names, 3, &sampling);
+    if (s) return s;
     ib_sn_train_cfg c;
     ib_sn_train_cfg_default(&c);
-    ib_status s = ib_api_train_cfg(&o->train, &c.base);
-    if (s) return s;
+    if ((s = ib_api_train_cfg(&o->train, &c.base))) return s;
     c.base.arch = NULL;
     c.base.init = NULL;
     c.space = o->space;
     c.sampling = sampling;
     c.n_random = o->paths;
     if (o->path_grads) {
-        c.path_grads = !strcmp(o->path_grads, "mean") ? IB_SN_MEAN : !strcmp(o->path_grads, "sum") ? IB_SN_SUM : -2;
-        if (c.path_grads == -2) return ib_fail(IB_ERR_ARG, "path_grads '%s' is not one of mean, sum", o->path_grads);
+        if ((s = ib_api_choose("path_grads", o->path_grads, rule_names, 2, &c.path_grads))) return s;
         if (sampling != IB_SN_FAIR)
             return ib_fail(IB_ERR_ARG, "path_grads is fair sampling's (sandwich sums its paths' gradients, uniform runs one)");
     }
