@@ -79,9 +79,9 @@ typedef struct scorer {
 static ib_status score_path(void *user, const int *choice, double *score) {
     scorer *sc = user;
     if (sc->task) {
-        double m[3];
+        double m[IB_SN_METRICS];
         ib_status s = ib_supernet_eval_task(sc->sn, sc->task, choice, sc->calib, sc->eval, &sc->cfg, m);
-        *score = m[sc->metric];
+        *score = sc->metric == 3 ? -m[3] : m[sc->metric];   // the loss: lower is better
         return s;
     }
     ib_cls_metrics m;
@@ -290,16 +290,19 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         s = ib_fail(IB_ERR_ARG, "%s: a supernet trained for %s, not %s (ibnas supernet train --task %s)", o->supernet, task,
                     o->task, o->task);
     // the metric: classification's top1 (default) or loss; a task's first (default) or another of its metrics
+    // (loss: minus the task's training loss on the held-out images, m[3]; on real data at low accuracy the loss
+    // ranks paths better than top-1 did, docs/SEARCH.md)
     static const struct {
-        const char *task, *flag[3], *name[3], *list;
-    } task_metrics[] = {{"detect", {"ap50", "ap", "ap75"}, {"AP50", "AP", "AP75"}, "ap50, ap, ap75"},
-                        {"segment", {"miou", "pixel_acc", NULL}, {"mIoU", "pixel_acc", NULL}, "miou, pixel_acc"}};
+        const char *task, *flag[IB_SN_METRICS], *name[IB_SN_METRICS], *list;
+    } task_metrics[] = {{"detect", {"ap50", "ap", "ap75", "loss"}, {"AP50", "AP", "AP75", "-loss"}, "ap50, ap, ap75, loss"},
+                        {"segment", {"miou", "pixel_acc", NULL, "loss"}, {"mIoU", "pixel_acc", NULL, "-loss"},
+                         "miou, pixel_acc, loss"}};
     int tm = -1, task_metric = -1;
     for (int k = 0; a->task && k < 2; k++)
         if (!strcmp(task, task_metrics[k].task)) tm = k;
     if (!s && a->task && tm < 0) s = ib_fail(IB_ERR_ARG, "%s: no search metric for task %s", o->supernet, task);
     const char *metric = o->metric ? o->metric : tm >= 0 ? task_metrics[tm].flag[0] : "top1";
-    for (int k = 0; tm >= 0 && k < 3; k++)
+    for (int k = 0; tm >= 0 && k < IB_SN_METRICS; k++)
         if (task_metrics[tm].flag[k] && !strcmp(metric, task_metrics[tm].flag[k])) task_metric = k;
     if (!s && !a->task && strcmp(metric, "top1") && strcmp(metric, "loss"))
         s = ib_fail(IB_ERR_ARG, "metric '%s' is not one of top1, loss (a classification supernet)", metric);

@@ -211,7 +211,7 @@ ib_status ib_supernet_extract_model(ib_supernet *sn, const char *arch, const ib_
 // arch's path (*choice) with its BN and then the shared head's recalibrated as supernet eval does, evaluated on ds
 // when given (m). fn names the caller in messages. On failure *t may be set (free it).
 static ib_status task_path(ib_supernet *sn, const char *arch, ib_dataset *ds, const ib_supernet_eval_opts *o,
-                           const char *fn, const char *cls_hint, ib_sn_task **t, int **choice, double m[3]) {
+                           const char *fn, const char *cls_hint, ib_sn_task **t, int **choice, double m[IB_SN_METRICS]) {
     *t = NULL, *choice = NULL;
     if (!sn->path) return ib_fail(IB_ERR_ARG, "%s: the supernet was not opened from a file", fn);
     ib_status s = ib_sn_task_open(t, sn, sn->path);
@@ -233,7 +233,7 @@ ib_status ib_supernet_extract_task(ib_supernet *sn, const char *arch, const ib_s
     if (!o) ib_supernet_eval_opts_default(&d), o = &d;
     ib_sn_task *t;
     int *choice;
-    double m[3];
+    double m[IB_SN_METRICS];
     ib_net net;
     memset(&net, 0, sizeof net);
     ib_status s = task_path(sn, arch, NULL, o, "ib_supernet_extract_task",
@@ -252,14 +252,16 @@ ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch, ib_datase
                                     ib_supernet_task_report *r) {
     if (!r) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: no report given");
     memset(r, 0, sizeof *r);
-    r->metrics[0] = r->metrics[1] = r->metrics[2] = -1;
+    r->metrics[0] = r->metrics[1] = r->metrics[2] = r->loss = -1;
     if (!sn || !ds) return ib_fail(IB_ERR_ARG, "ib_supernet_evaluate_task: a supernet and a dataset are needed");
     ib_supernet_eval_opts d;
     if (!o) ib_supernet_eval_opts_default(&d), o = &d;
     ib_sn_task *t;
     int *choice;
+    double m[IB_SN_METRICS];
     ib_status s = task_path(sn, arch, ds, o, "ib_supernet_evaluate_task",
-                            "ib_supernet_evaluate (ibnas supernet eval) scores its archs by top-1", &t, &choice, r->metrics);
+                            "ib_supernet_evaluate (ibnas supernet eval) scores its archs by top-1", &t, &choice, m);
+    if (!s) memcpy(r->metrics, m, sizeof r->metrics), r->loss = m[3];
     if (t) {
         snprintf(r->task, sizeof r->task, "%s", t->name);
         sscanf(t->metrics, "%15[^,],%15[^,],%15s", r->names[0], r->names[1], r->names[2]);

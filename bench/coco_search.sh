@@ -7,10 +7,16 @@
 # (path and head BN-recalibrated); then every pick and every mobilenetv2 width trained alone from scratch
 # with one recipe, and each pick extracted from the supernet and fine-tuned with the same recipe (MobileDets'
 # arms), all evaluated on the val split: the twelve COCO numbers and each detector's measured latency.
+# PRETRAIN=DIR (Tiny ImageNet packs DIR/train.h5 and DIR/val.h5, `ibnas pack --format tinyimagenet`) runs the
+# issue's arms instead: each mobilenetv2 width and each pick first trained as a Tiny ImageNet classifier
+# (the classification recipe: 10 epochs, 64 px, SGD lr 0.1), then fine-tuned as an SSDLite detector at
+# FT_RES with FT_OPT, each on one thread, two at a time (PAR=2).
 # Resumable: every step skips what its output holds.
 # usage: bench/coco_search.sh BUILD_DIR OUT_DIR
 #        (env: RES=128 EPOCHS=5 EPOCHS_ALONE=15 POP=16 GENS=3 SEEDS=0 THREADS=2 CALIB=5 WIDTHS="0.5 0.75";
-#        OPT="--lr 0.05": the optimiser flags of the supernet and of every training)
+#        OPT="--lr 0.05": the optimiser flags of the supernet and of every training;
+#        PRETRAIN=DIR FT_RES=320 FT_OPT="--optimizer adamw --lr 0.003 --wd 0.0001" TIN_EPOCHS=10 PAR=2;
+#        METRIC=ap50: the search's score, or loss)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name
@@ -51,7 +57,7 @@ if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
   "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" \
       --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --calib-batches "$CALIB" \
-      --out search "${r[@]}"
+      --metric "${METRIC:-ap50}" --out search "${r[@]}"
   touch search.done
 fi
 alone() {   # alone NAME ARCH SEED [--init]: trained alone, then evaluated on val; --init: ARCH is a checkpoint
@@ -67,6 +73,51 @@ alone() {   # alone NAME ARCH SEED [--init]: trained alone, then evaluated on va
       > "$1.val.json.tmp"
   mv "$1.val.json.tmp" "$1.val.json"
 }
+if [ -n "${PRETRAIN:-}" ]; then
+  FR=${FT_RES:-320} TE=${TIN_EPOCHS:-10} PAR=${PAR:-2}
+  read -r -a ftopt <<< "${FT_OPT:---optimizer adamw --lr 0.003 --wd 0.0001}"
+  tin() {   # tin NAME ARCH: the Tiny ImageNet classifier NAME.h5, then the detector NAME.det.h5 and its val numbers
+    if [ ! -f "$1.tin.json" ]; then
+      local r=(); [ -f "$1.h5" ] && r=(--resume "$1.h5")
+      "$I" train --arch "$2" --data "$PRETRAIN/train.h5" --val "$PRETRAIN/val.h5" --epochs "$TE" --batch 64 --lr 0.1 \
+          --warmup 1 --aug padcrop --pad 4 --res 64 --seed 0 --threads 1 --quiet --out "$1.h5" "${r[@]}" \
+          --json > "$1.tin.json.tmp"
+      mv "$1.tin.json.tmp" "$1.tin.json"
+    fi
+    if [ ! -f "$1.det.json" ]; then
+      local r=(); [ -f "$1.det.h5" ] && r=(--resume "$1.det.h5")
+      "$I" train --task detect --init "$1.h5" --data "$D" --res "$FR" --epochs "$EA" --batch 16 "${ftopt[@]}" \
+          --warmup 0.3 --seed 0 --threads 1 --workers 1 --quiet --out "$1.det.h5" "${r[@]}" --json > "$1.det.json.tmp"
+      mv "$1.det.json.tmp" "$1.det.json"
+    fi
+    [ -f "$1.val.json" ] && return 0
+    "$I" eval --task detect --model "$1.det.h5" --data "$D" --split val --res "$FR" --json --quiet --threads 1 \
+        > "$1.val.json.tmp"
+    mv "$1.val.json.tmp" "$1.val.json"
+  }
+  echo "== Tiny ImageNet, then SSDLite at $FR px: each width and its pick, $PAR at a time $(date -u +%H:%M)"
+  for w in $WIDTHS; do
+    tin "tin_mnv2_$w" "mobilenetv2:$w" &
+    [ "$(jobs -rp | wc -l)" -ge "$PAR" ] && wait -n
+    tin "tin_pick_$w" "$(pick_of "$(budget_of "$w")")" &
+    [ "$(jobs -rp | wc -l)" -ge "$PAR" ] && wait -n
+  done
+  wait
+  echo "== results (COCO people val at $FR px; latency measured at $FR px, batch 1, one thread) $(date -u +%H:%M)"
+  for w in $WIDTHS; do
+    a=$(pick_of "$(budget_of "$w")")
+    echo "-- budget mobilenetv2:$w = $(budget_of "$w") ms at $R px; pick $a"
+    for m in mnv2 pick; do
+      [ $m = mnv2 ] && arch="mobilenetv2:$w" || arch="$a"
+      ms=$("$I" latency measure --arch "$arch" --res "$FR" --threads 1 --repeats 30 --task detect --classes 1 --json \
+          | jq -r .ms)
+      jq -r --arg m "tin_${m}_$w" --arg ms "$ms" --argjson t "$(cat "tin_${m}_$w.tin.json")" \
+          '"\($m) \($ms) ms  tin top1 \($t.val_top1)  AP \(.AP) AP50 \(.AP50) AP75 \(.AP75) APs \(.APs) APm \(.APm) APl \(.APl) AR1 \(.AR1) AR10 \(.AR10) AR100 \(.AR100) ARs \(.ARs) ARm \(.ARm) ARl \(.ARl)"' \
+          "tin_${m}_$w.val.json"
+    done
+  done
+  exit 0
+fi
 echo "== trained alone from scratch, and the picks extracted and fine-tuned $(date -u +%H:%M)"
 for sd in $SEEDS; do
   prev_arch=/dev/null

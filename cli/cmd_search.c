@@ -52,7 +52,7 @@ int cmd_search(int argc, char **argv) {
         {"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of 64 per subnet (20)"},
         {"--eval-images", F_INT, &o.eval_images, "at most this many held-out images per score (default: all)"},
         {"--task", F_STR, &o.task, "classify, detect or segment: must be the supernet's (default: the supernet's)"},
-        {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy); detect: ap50 (default), ap, ap75; segment: miou (default), pixel_acc"},
+        {"--metric", F_STR, &o.metric, "the score: top1 (default) or loss (minus the held-out cross-entropy); detect: ap50 (default), ap, ap75, loss (minus the held-out multibox loss); segment: miou (default), pixel_acc, loss"},
         {"--baselines", F_STR, &o.baselines, "drawn on the plots: mobilenetv2:0.35[=TOP1],A.arch.json; archs of the space are also scored and seed evolution"},
         {"--out", F_STR, &o.out, "output folder (required)"},
         {"--resume", F_BOOL, &o.resume, "continue the search saved in --out"},

@@ -107,11 +107,16 @@ static ib_status supernet_eval_task(ib_supernet *sn, const char *arch, const cha
         for (int k = 0; k < 3; k++) {
             for (int i = 0; i < 16; i++) key[k][i] = (char)tolower((unsigned char)tr.names[k][i]);
         }
-        printf("{\"task\": \"%s\", \"%s\": %.6f, \"%s\": %.6f, \"%s\": %.6f}\n", tr.task, key[0], tr.metrics[0], key[1],
+        printf("{\"task\": \"%s\", \"%s\": %.6f, \"%s\": %.6f, \"%s\": %.6f", tr.task, key[0], tr.metrics[0], key[1],
                tr.metrics[1], key[2], tr.metrics[2]);
-    } else
-        printf("%s on %s (%s): %s %.4f, %s %.4f, %s %.4f\n", arch, data, tr.task, tr.names[0], tr.metrics[0], tr.names[1],
+        if (strcmp(key[2], "loss")) printf(", \"loss\": %.6f", tr.loss);   // segmentation's third metric is its loss
+        printf("}\n");
+    } else {
+        printf("%s on %s (%s): %s %.4f, %s %.4f, %s %.4f", arch, data, tr.task, tr.names[0], tr.metrics[0], tr.names[1],
                tr.metrics[1], tr.names[2], tr.metrics[2]);
+        if (strcmp(tr.names[2], "loss")) printf(", loss %.4f", tr.loss);
+        printf("\n");
+    }
     return IB_OK;
 }
 

@@ -443,9 +443,10 @@ typedef struct ib_search_opts {
     const char *metric;        // the score. Classification: "top1" (default) or "loss" (minus the held-out
                                // cross-entropy, which separates subnets closer than top-1 on a few thousand images
                                // can). Detection (a supernet trained with task "detect"): "ap50" (default), "ap",
-                               // "ap75" of the path with the supernet's SSDLite head. Segmentation (task "segment"):
-                               // "miou" (default) or "pixel_acc" of the path with the supernet's segmentation head at
-                               // res x res. NULL: the task's default
+                               // "ap75" of the path with the supernet's SSDLite head, or "loss" (minus its held-out
+                               // multibox loss). Segmentation (task "segment"): "miou" (default), "pixel_acc" or
+                               // "loss" (minus the pixel cross-entropy) of the path with the supernet's segmentation
+                               // head at res x res. NULL: the task's default
     const char *baselines;     // drawn on the plots: "mobilenetv2:0.35,hand.arch.json=0.61" (=SCORE optional); archs of the space are scored and seed evolution; NULL: none
     const char *out;           // output folder (required)
     int resume;                // 1: continue OUT/state.json (an existing state without it is an error)
@@ -714,6 +715,8 @@ typedef struct ib_supernet_task_report {
     char names[3][16];         // the metrics' names: "AP50", "AP", "AP75" (detect); "mIoU", "pixel_acc", "loss" (segment:
                                // mIoU over the classes present, pixel accuracy, mean pixel cross-entropy)
     double metrics[3];         // metrics[0] is the score ib_search ranks subnets by (higher is better)
+    double loss;               // the task's training loss on the data (detect: the multibox loss weighted by
+                               // matched anchors; segment: the pixel cross-entropy): ib_search's metric "loss"
 } ib_supernet_task_report;
 IBNAS_API ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch, ib_dataset *ds,
                                               const ib_supernet_eval_opts *o, ib_supernet_task_report *r);

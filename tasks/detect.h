@@ -181,6 +181,8 @@ typedef struct ib_det_eval_cfg {
     float mean[3], std[3];
     const char *dets_out;          // the detections as COCO results JSON (NULL: none)
     ib_ctx *ctx;                   // as ib_eval_cfg's
+    double *loss;                  // when set: the training loss on these images (the multibox or focal loss of
+                                   // each batch, weighted by its matched anchors as a batch's is normalised)
 } ib_det_eval_cfg;
 void ib_det_eval_cfg_default(ib_det_eval_cfg *c);
 // Images are resized whole to res x res; detections are mapped back to the image's own pixels and scored

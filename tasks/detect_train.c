@@ -41,6 +41,55 @@ static int grow(void **p, int64_t *cap, int64_t need, size_t elem) {
     return 1;
 }
 
+// The targets of a batch and the loss: every image's boxes (crowd left out) matched to the anchors, then the
+// multibox loss (ssd's or focal), whose sum is divided by *npos (the matched anchors, at least 1). Buffers grow
+// as needed and are kept across steps.
+typedef struct {
+    int32_t *labels, *gtl;
+    float *loc_t, *gtb;
+    int64_t cap_t, cap_g;
+} det_bufs;
+
+static void det_bufs_free(det_bufs *u) { free(u->labels), free(u->loc_t), free(u->gtb), free(u->gtl); }
+
+// The loss of outputs loc and conf against the batch's boxes.
+static ib_status det_loss_of(ib_ctx *ctx, const ib_detector *d, det_bufs *u, const ib_batch *b, ib_tensor *loc,
+                             ib_tensor *conf, ib_tensor **loss, int64_t *npos) {
+    int A = d->n_anchors;
+    int64_t ct = u->cap_t;
+    if (!grow((void **)&u->labels, &u->cap_t, (int64_t)b->n * A, sizeof *u->labels) ||
+        (u->cap_t != ct && !(u->loc_t = realloc(u->loc_t, sizeof(float) * 4 * (size_t)u->cap_t))))
+        return ib_fail(IB_ERR_NOMEM, "out of memory");
+    *npos = 0;
+    for (int i = 0; i < b->n; i++) {
+        int64_t o = b->box_offsets[i], ng = b->box_offsets[i + 1] - o;
+        int64_t cg = u->cap_g;
+        if (!grow((void **)&u->gtl, &u->cap_g, ng + 1, sizeof *u->gtl) ||
+            (u->cap_g != cg && !(u->gtb = realloc(u->gtb, sizeof(float) * 4 * (size_t)u->cap_g))))
+            return ib_fail(IB_ERR_NOMEM, "out of memory");
+        int n = 0;
+        for (int64_t k = 0; k < ng; k++) {
+            const ib_box *bx = &b->boxes[o + k];
+            if (bx->iscrowd) continue;   // crowd regions are neither objects nor background to learn
+            u->gtb[n * 4] = bx->x0 / (float)b->w, u->gtb[n * 4 + 1] = bx->y0 / (float)b->h;
+            u->gtb[n * 4 + 2] = bx->x1 / (float)b->w, u->gtb[n * 4 + 3] = bx->y1 / (float)b->h;
+            u->gtl[n++] = bx->label;
+        }
+        *npos += ib_ssd_match(&d->cfg, d->anchors, A, u->gtb, u->gtl, n, u->labels + (int64_t)i * A,
+                              u->loc_t + (int64_t)i * A * 4);
+    }
+    *loss = d->cfg.focal ? ib_focal_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.focal_alpha, d->cfg.focal_gamma)
+                         : ib_ssd_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.neg_ratio);
+    return IB_OK;
+}
+
+static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const ib_batch *b, ib_tensor *x, ib_tensor **loss,
+                                int64_t *npos) {
+    ib_tensor *loc, *conf;
+    ib_detector_forward(ctx, d, x, &loc, &conf);
+    return det_loss_of(ctx, d, u, b, loc, conf, loss, npos);
+}
+
 static ib_status write_dets_json(const char *path, const ib_coco_det *dt, int64_t n) {
     char tmp[4200];
     ib_status s;
@@ -84,7 +133,10 @@ ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg
     int32_t *labels = malloc(sizeof(int32_t) * (size_t)md);
     if (!boxes || !scores || !labels) s = ib_fail(IB_ERR_NOMEM, "out of memory");
     int64_t batches = ib_loader_batches(l), done = 0;
-    double t0 = ib_time_s();
+    double t0 = ib_time_s(), loss_sum = 0;
+    int64_t loss_pos = 0;
+    det_bufs bufs;
+    memset(&bufs, 0, sizeof bufs);
     ib_loader_start_epoch(l, 0);
     const ib_batch *b;
     while (!s && (s = ib_loader_next(l, &b)) == IB_OK && b) {
@@ -92,6 +144,13 @@ ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg
         ib_tensor x, *loc, *conf;
         ib_batch_tensor(b, &x);
         ib_detector_forward(ctx, d, &x, &loc, &conf);
+        if (cfg->loss) {   // the training loss on these images, weighted as training weighs ranks: by positives
+            ib_tensor *lt;
+            int64_t np = 0;
+            if ((s = det_loss_of(ctx, d, &bufs, b, loc, conf, &lt, &np))) break;
+            loss_sum += (double)lt->data[0] * (double)(np > 0 ? np : 1);
+            loss_pos += np > 0 ? np : 1;
+        }
         int A = d->n_anchors, K = d->cfg.classes + 1;
         for (int i = 0; i < b->n && !s; i++) {
             double sx = (double)b->src_w[i], sy = (double)b->src_h[i];
@@ -133,6 +192,8 @@ ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg
     if (cfg->ctx) ib_ctx_reset(ctx);
     else ib_ctx_free(ctx);
     ib_loader_close(l);
+    det_bufs_free(&bufs);
+    if (cfg->loss) *cfg->loss = loss_pos > 0 ? loss_sum / (double)loss_pos : -1;
     if (!s) {
         int nc = d->cfg.classes;
         int64_t *cats = malloc(sizeof(int64_t) * (size_t)nc);
@@ -239,49 +300,6 @@ static ib_status det_network(const ib_det_train_cfg *dc, int classes, ib_detecto
     s = ib_detector_build(d, &net, &sc, cfg->res, cfg->seed);
     if (s) ib_detector_free(d);
     return s;
-}
-
-// The targets of a batch and the loss: every image's boxes (crowd left out) matched to the anchors, then the
-// multibox loss (ssd's or focal), whose sum is divided by *npos (the matched anchors, at least 1). Buffers grow
-// as needed and are kept across steps.
-typedef struct {
-    int32_t *labels, *gtl;
-    float *loc_t, *gtb;
-    int64_t cap_t, cap_g;
-} det_bufs;
-
-static void det_bufs_free(det_bufs *u) { free(u->labels), free(u->loc_t), free(u->gtb), free(u->gtl); }
-
-static ib_status det_batch_loss(ib_ctx *ctx, ib_detector *d, det_bufs *u, const ib_batch *b, ib_tensor *x, ib_tensor **loss,
-                                int64_t *npos) {
-    ib_tensor *loc, *conf;
-    ib_detector_forward(ctx, d, x, &loc, &conf);
-    int A = d->n_anchors;
-    int64_t ct = u->cap_t;
-    if (!grow((void **)&u->labels, &u->cap_t, (int64_t)b->n * A, sizeof *u->labels) ||
-        (u->cap_t != ct && !(u->loc_t = realloc(u->loc_t, sizeof(float) * 4 * (size_t)u->cap_t))))
-        return ib_fail(IB_ERR_NOMEM, "out of memory");
-    *npos = 0;
-    for (int i = 0; i < b->n; i++) {
-        int64_t o = b->box_offsets[i], ng = b->box_offsets[i + 1] - o;
-        int64_t cg = u->cap_g;
-        if (!grow((void **)&u->gtl, &u->cap_g, ng + 1, sizeof *u->gtl) ||
-            (u->cap_g != cg && !(u->gtb = realloc(u->gtb, sizeof(float) * 4 * (size_t)u->cap_g))))
-            return ib_fail(IB_ERR_NOMEM, "out of memory");
-        int n = 0;
-        for (int64_t k = 0; k < ng; k++) {
-            const ib_box *bx = &b->boxes[o + k];
-            if (bx->iscrowd) continue;   // crowd regions are neither objects nor background to learn
-            u->gtb[n * 4] = bx->x0 / (float)b->w, u->gtb[n * 4 + 1] = bx->y0 / (float)b->h;
-            u->gtb[n * 4 + 2] = bx->x1 / (float)b->w, u->gtb[n * 4 + 3] = bx->y1 / (float)b->h;
-            u->gtl[n++] = bx->label;
-        }
-        *npos += ib_ssd_match(&d->cfg, d->anchors, A, u->gtb, u->gtl, n, u->labels + (int64_t)i * A,
-                              u->loc_t + (int64_t)i * A * 4);
-    }
-    *loss = d->cfg.focal ? ib_focal_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.focal_alpha, d->cfg.focal_gamma)
-                         : ib_ssd_loss(ctx, loc, conf, u->labels, u->loc_t, d->cfg.neg_ratio);
-    return IB_OK;
 }
 
 ib_status ib_train_detect(const ib_det_train_cfg *dc, ib_det_train_result *dres) {
@@ -565,18 +583,20 @@ static ib_status dt_save(ib_sn_task *t, ib_h5 *f) {
     return ib_sn_head_save(t, f, k->opt, ib_ssd_cfg_to_json(&k->d.cfg));
 }
 
-static ib_status dt_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]) {
+static ib_status dt_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg,
+                             double m[IB_SN_METRICS]) {
     det_task *k = t->state;
     ib_det_eval_cfg ec;
     ib_det_eval_cfg_default(&ec);
     ec.res = cfg->res;
     ec.workers = cfg->workers;
     ec.progress = cfg->progress;
-    double st[IB_COCO_STATS];
+    double st[IB_COCO_STATS], loss = -1;
+    ec.loss = &loss;
     k->d.net = *path;
     ib_status s = ib_detector_eval(&k->d, eval, &ec, st, NULL);
     memset(&k->d.net, 0, sizeof k->d.net);
-    m[0] = st[1], m[1] = st[0], m[2] = st[2];
+    m[0] = st[1], m[1] = st[0], m[2] = st[2], m[3] = loss;
     return s;
 }
 

@@ -203,7 +203,7 @@ static ib_status st_save(ib_sn_task *t, ib_h5 *f) {
     return ib_sn_head_save(t, f, k->opt, settings_json(k));
 }
 
-static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]) {
+static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[IB_SN_METRICS]) {
     seg_task *k = t->state;
     ib_seg_eval_cfg ec;
     ib_seg_eval_cfg_default(&ec);
@@ -218,7 +218,7 @@ static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, cons
     ib_seg_head h = path_head(vc, k, path);
     ib_seg_metrics mt;
     ib_status s = ib_eval_segment_net(&p, &h, eval, &ec, &mt);
-    m[0] = s ? -1 : mt.miou, m[1] = s ? -1 : mt.pixel_acc, m[2] = s ? -1 : mt.loss;
+    m[0] = s ? -1 : mt.miou, m[1] = s ? -1 : mt.pixel_acc, m[2] = m[3] = s ? -1 : mt.loss;
     ib_seg_metrics_free(&mt);
     ib_ctx_free(vc);
     return s;

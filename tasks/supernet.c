@@ -63,8 +63,8 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 }
 
 ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
-                                const ib_sn_eval_cfg *cfg, double m[3]) {
-    m[0] = m[1] = m[2] = -1;
+                                const ib_sn_eval_cfg *cfg, double m[IB_SN_METRICS]) {
+    m[0] = m[1] = m[2] = m[3] = -1;
     ib_status s = ib_supernet_eval_classify(sn, choice, calib, NULL, cfg, NULL);   // the path's BN recalibration
     if (s) return s;
     ib_sn_eval_cfg ec = *cfg;
@@ -190,7 +190,7 @@ static ib_status eval_extremes(ib_supernet *sn, ib_dataset *calib, ib_dataset *v
     for (int k = 0; k < 2; k++) {
         ib_space_sample(&sn->space, k == 0 ? IB_SAMPLE_LARGEST : IB_SAMPLE_SMALLEST, NULL, choice);
         if (cfg->task) {
-            double m[3];
+            double m[IB_SN_METRICS];
             ib_status s = ib_supernet_eval_task(sn, cfg->task, choice, calib, val, &ec, m);
             if (s) return s;
             top1[k] = m[0];

@@ -212,6 +212,7 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 // (tasks/detect_train.c: an SSDLite head, AP50) is one; segmentation (tasks/seg_supernet.c: a DeepLabv3+-lite
 // or BiFPN head, mIoU) another. The supernet's file carries the head (attribute "task" and the head's own attributes).
 typedef struct ib_sn_task ib_sn_task;
+enum { IB_SN_METRICS = 4 };   // what a task's evaluate reports of a path: its score, two more, its loss
 struct ib_sn_task {
     const char *name;              // "detect", "segment"
     const char *metrics;           // the names of one path's three metrics ("AP50,AP,AP75", "mIoU,pixel_acc,loss")
@@ -229,8 +230,10 @@ struct ib_sn_task {
     void (*zero_grad)(ib_sn_task *t);
     void (*step)(ib_sn_task *t, float lr, float clip);
     ib_status (*save)(ib_sn_task *t, ib_h5 *f);   // the head, its settings and optimizer state
-    // a path (BN recalibrated) on eval: m[0] the score (higher is better), m[1], m[2] two more for the log
-    ib_status (*evaluate)(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg, double m[3]);
+    // a path (BN recalibrated) on eval: m[0] the score (higher is better), m[1], m[2] two more for the log,
+    // m[3] the task's training loss on eval (lower is better; the search's --metric loss)
+    ib_status (*evaluate)(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg,
+                          double m[IB_SN_METRICS]);
     // the head's BN statistics for one path (its own BN recalibrated already): ib_sn_recalibrate_head over
     // the head's BNs, on the batches of rc (the backbone's recalibration's)
     ib_status (*recalibrate)(ib_sn_task *t, ib_net *path, ib_dataset *calib, const ib_recal_cfg *rc);
@@ -263,7 +266,7 @@ ib_status ib_sn_task_open(ib_sn_task **t, const ib_supernet *sn, const char *pat
 // with that path's features (t->recalibrate), then t->evaluate on eval (NULL: recalibration only). The head
 // is shared: its statistics are this path's until the next path is scored, as the backbone's BN buffers are.
 ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
-                                const ib_sn_eval_cfg *cfg, double m[3]);
+                                const ib_sn_eval_cfg *cfg, double m[IB_SN_METRICS]);
 
 // Supernet training: the classification loop's data, optimiser, schedule, progress, log, checkpoints,
 // Ctrl-C and exact resume (base; its arch and init are unused), over paths of the space's supernet.

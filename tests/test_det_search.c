@@ -193,8 +193,10 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
           rc, out, err);
     json_t *ev = json_loads(out, 0, NULL);
     double ap50 = json_number_value(json_object_get(ev, "ap50")), ap = json_number_value(json_object_get(ev, "ap"));
+    double eloss = json_number_value(json_object_get(ev, "loss"));
     json_decref(ev);
     CHECK(ap50 >= 0 && ap50 <= 1 && ap >= 0 && ap <= ap50, "supernet eval: AP50 %g, AP %g", ap50, ap);
+    CHECK(eloss > 0 && eloss < 100, "supernet eval: held-out multibox loss %g: %s", eloss, out);
     free(out), free(err);
     // extract: that path with the shared head as a detection checkpoint (the head's weights as trained, BN
     // recalibrated as supernet eval recalibrates), so eval --task detect gives supernet eval's numbers
@@ -256,6 +258,22 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
     }
     CHECK(score[0] == score[1] && !strcmp(arch[0], arch[1]), "same seed, different picks: %g vs %g", score[0], score[1]);
     free(arch[0]), free(arch[1]);
+    // --metric loss: each path scored by minus its held-out multibox loss (lower loss, higher score)
+    snprintf(cmd, sizeof cmd,
+             "%s search --task detect --supernet %s --lut edgetpu=%s --budget-ms %.6f --population 3 --generations 1 "
+             "--batch 1 --sample 2 --calib-batches 1 --eval-images 24 --threads 1 --workers 1 --seed 4 --quiet --metric loss "
+             "--out %s/det_search_loss --json",
+             bin, snp, lut, budget, d);
+    rc = test_run(cmd, &out, &err);
+    CHECK(rc == 0, "search --task detect --metric loss failed (%d): %s", rc, err);
+    json_t *jl = json_loads(out, 0, NULL);
+    json_t *pl = json_array_get(json_object_get(json_array_get(json_object_get(jl, "targets"), 0), "picks"), 0);
+    double lscore = json_real_value(json_object_get(pl, "score"));
+    const char *llabel = json_string_value(json_object_get(jl, "score"));
+    CHECK(lscore < 0 && lscore > -100 && llabel && strstr(llabel, "-loss"), "--metric loss: score %g (%s): %s", lscore,
+          llabel ? llabel : "no label", out);
+    json_decref(jl);
+    free(out), free(err);
     // a detection supernet searched as a classifier, and a classification metric, are refused
     snprintf(cmd, sizeof cmd, "%s search --task classify --supernet %s --lut edgetpu=%s --budget-ms 1 --out %s/det_search_x",
              bin, snp, lut, d);

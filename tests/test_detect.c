@@ -339,6 +339,83 @@ TEST(detect_training_learns) {
     CHECK(a1 > a0 + 0.015 && a1 > 20 * a0, "AP50 %.4f after training, %.4f untrained", a1, a0);
 }
 
+// The held-out loss ib_detector_eval reports (what the detection search scores by with --metric loss) is the
+// training loss of those images in eval mode: the same number computed here by hand on one batch of them all
+// (matching each image's boxes, then the multibox loss over the batch), and the same whatever the eval batch
+// (each batch's loss weighted by its positives).
+static double eval_loss(ib_detector *d, ib_dataset *ds, int batch) {
+    ib_det_eval_cfg ec;
+    ib_det_eval_cfg_default(&ec);
+    ec.res = 64, ec.workers = 1, ec.batch = batch;
+    double st[IB_COCO_STATS], loss = -1;
+    ec.loss = &loss;
+    IB_ASSERT(!ib_detector_eval(d, ds, &ec, st, NULL), "%s", ib_errmsg());
+    return loss;
+}
+
+TEST(detect_eval_loss_is_the_training_loss) {
+    fixtures();
+    char out[500];
+    snprintf(out, sizeof out, "%s/eval_loss.h5", test_tmpdir());
+    ib_det_train_cfg c;
+    det_cfg(&c, TRAIN_PACK, out);
+    c.base.epochs = 1;
+    c.base.max_steps = 20;
+    ib_det_train_result r;
+    CHECK(!ib_train_detect(&c, &r), "%s", ib_errmsg());
+    ib_detector d;
+    IB_ASSERT(!ib_detector_load(&d, out), "%s", ib_errmsg());
+    ib_dataset *ds;
+    ib_ds_opts o = {.format = IB_DS_AUTO, .ignore_index = 255};
+    IB_ASSERT(!ib_dataset_open(&ds, SMALL_PACK, &o), "%s", ib_errmsg());
+    int n = (int)ib_dataset_size(ds);
+    double all = eval_loss(&d, ds, n), by7 = eval_loss(&d, ds, 7);
+    // by hand: one batch of every image, unaugmented, eval mode
+    ib_det_eval_cfg ec;
+    ib_det_eval_cfg_default(&ec);
+    ib_loader_opts lo;
+    ib_loader_opts_default(&lo, 64, 64);
+    lo.batch_size = n, lo.shuffle = 0, lo.workers = 1, lo.want_boxes = 1, lo.want_masks = 0;
+    lo.aug.crop = IB_CROP_NONE;
+    memcpy(lo.aug.mean, ec.mean, sizeof lo.aug.mean);
+    memcpy(lo.aug.std, ec.std, sizeof lo.aug.std);
+    ib_loader *l;
+    IB_ASSERT(!ib_loader_open(&l, ds, &lo), "%s", ib_errmsg());
+    ib_loader_start_epoch(l, 0);
+    const ib_batch *b;
+    IB_ASSERT(!ib_loader_next(l, &b) && b && b->n == n, "one batch of %d", n);
+    ib_ctx *ctx = ib_ctx_new();
+    ctx->recording = 0, ctx->training = 0;
+    ib_tensor x, *loc, *conf;
+    ib_batch_tensor(b, &x);
+    ib_detector_forward(ctx, &d, &x, &loc, &conf);
+    int A = d.n_anchors;
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)n * A), gl[64];
+    float *loc_t = malloc(sizeof(float) * 4 * (size_t)n * A), gb[256];
+    int pos = 0;
+    for (int i = 0; i < n; i++) {
+        int g = 0;
+        for (int64_t k = b->box_offsets[i]; k < b->box_offsets[i + 1] && g < 64; k++) {
+            const ib_box *bx = &b->boxes[k];
+            gb[g * 4] = bx->x0 / (float)b->w, gb[g * 4 + 1] = bx->y0 / (float)b->h;
+            gb[g * 4 + 2] = bx->x1 / (float)b->w, gb[g * 4 + 3] = bx->y1 / (float)b->h;
+            gl[g++] = bx->label;
+        }
+        pos += ib_ssd_match(&d.cfg, d.anchors, A, gb, gl, g, labels + (int64_t)i * A, loc_t + (int64_t)i * A * 4);
+    }
+    double hand = ib_ssd_loss(ctx, loc, conf, labels, loc_t, d.cfg.neg_ratio)->data[0];
+    printf("  detect: held-out loss %.6f (one batch), %.6f (batches of 7), by hand %.6f; %d positives in %d images\n",
+           all, by7, hand, pos, n);
+    CHECK(hand > 0 && pos >= n, "loss %.4f, %d positives", hand, pos);
+    CHECK(fabs(all - hand) < 1e-5 * hand, "eval %.7f, by hand %.7f", all, hand);
+    CHECK(fabs(by7 - hand) < 1e-4 * hand, "eval in batches of 7 %.7f, by hand %.7f", by7, hand);
+    free(labels), free(loc_t);
+    ib_ctx_free(ctx);
+    ib_loader_close(l);
+    ib_dataset_close(ds);
+    ib_detector_free(&d);
+}
+
 // The focal loss trains too, and its checkpoint keeps the choice (post-processing then takes sigmoids).
 TEST(detect_focal_training_learns) {
     fixtures();
