@@ -365,8 +365,10 @@ void ib_api_train_report(const ib_train_result *res, ib_train_report *r) {
 ib_status ib_api_seg_head_fields(const char *kind, int high_stride, int low_stride, int width, int repeats,
                                  ib_seg_head_cfg *h) {
     ib_seg_head_cfg_default(h);
-    if (kind && strcmp(kind, "deeplab") && strcmp(kind, "bifpn"))
-        return ib_fail(IB_ERR_ARG, "seg_head '%s' is not one of deeplab, bifpn", kind);
+    static const char *const kinds[] = {"deeplab", "bifpn"};
+    int k;
+    ib_status s;
+    if (kind && (s = ib_api_choose("seg_head", kind, kinds, 2, &k))) return s;
     if (width < 0 || repeats < 0 || low_stride < 0 || high_stride < 0)
         return ib_fail(IB_ERR_ARG, "seg_head_width %d, seg_repeats %d, strides %d, %d: none may be negative", width,
                        repeats, low_stride, high_stride);

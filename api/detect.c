@@ -58,12 +58,13 @@ ib_status ib_api_ssd_cfg(const ib_train_opts *o, int classes, ib_ssd_cfg *ssd) {
     ssd->min_scale = o->det_min_scale, ssd->max_scale = o->det_max_scale;
     ssd->match_iou = o->det_match_iou, ssd->neg_ratio = o->det_neg_ratio;
     ssd->nms_iou = o->det_nms_iou, ssd->score_thr = o->det_score_thr, ssd->max_dets = o->det_max_dets;
-    if (o->det_loss && strcmp(o->det_loss, "ssd") && strcmp(o->det_loss, "focal"))
-        return ib_fail(IB_ERR_ARG, "det_loss '%s' is not one of ssd, focal", o->det_loss);
+    static const char *const losses[] = {"ssd", "focal"};
+    int loss = 0;
+    if (o->det_loss && (s = ib_api_choose("det_loss", o->det_loss, losses, 2, &loss))) return s;
     if (!(o->det_focal_alpha >= 0 && o->det_focal_alpha <= 1 && o->det_focal_gamma >= 0))
         return ib_fail(IB_ERR_ARG, "focal alpha %g (want [0, 1]) or gamma %g (want >= 0) out of range",
                        (double)o->det_focal_alpha, (double)o->det_focal_gamma);
-    ssd->focal = o->det_loss && !strcmp(o->det_loss, "focal");
+    ssd->focal = loss == 1;
     ssd->focal_alpha = o->det_focal_alpha, ssd->focal_gamma = o->det_focal_gamma;
     return IB_OK;
 }

@@ -275,10 +275,12 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
         return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
                        o->calib_batches, o->eval_images);
-    if (o->latency_of && strcmp(o->latency_of, "task") && strcmp(o->latency_of, "backbone"))
-        return ib_fail(IB_ERR_ARG, "latency_of '%s' is not task or backbone", o->latency_of);
-    if (o->task && strcmp(o->task, "classify") && strcmp(o->task, "detect") && strcmp(o->task, "segment"))
-        return ib_fail(IB_ERR_ARG, "task '%s' is not one of classify, detect, segment", o->task);
+    static const char *const latency_of[] = {"task", "backbone"}, *const tasks[] = {"classify", "detect", "segment"};
+    int pick;
+    ib_status st;
+    if ((o->latency_of && (st = ib_api_choose("latency_of", o->latency_of, latency_of, 2, &pick))) ||
+        (o->task && (st = ib_api_choose("task", o->task, tasks, 3, &pick))))
+        return st;
     ib_set_threads(o->threads);
     api_search *a = calloc(1, sizeof *a);
     if (!a) return ib_fail(IB_ERR_NOMEM, "out of memory");

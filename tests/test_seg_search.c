@@ -342,7 +342,7 @@ TEST(seg_search_cli_meets_budget_scores_miou) {
     snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut edgetpu=%s --budget-ms 1 --latency-of head --out %s/seg_search_w",
              bin, snp, lut, d);
     rc = test_run(cmd, &out, &err);
-    CHECK(rc != 0 && strstr(err, "not task or backbone"), "--latency-of head gave %d: %s", rc, err);
+    CHECK(rc != 0 && strstr(err, "latency_of 'head' is not one of task, backbone"), "--latency-of head gave %d: %s", rc, err);
     free(out), free(err);
     // a table without the head's row is refused naming the row and how to add it
     snprintf(cmd, sizeof cmd, "%s search --task segment --supernet %s --lut edgetpu=%s --budget-ms %.6f --out %s/seg_search_z",
