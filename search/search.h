@@ -427,9 +427,12 @@ void ib_supernet_copy_tensor(ib_tensor *dst, const ib_tensor *src);   // same co
 // marked in elem, a byte per element of sn->ps, zero elsewhere), 0 for one no path ran. ib_optim_step_active steps
 // exactly those (with clear, zeroing their gradients: only those got one, so the next step starts from zero).
 // clear: 1 for the stem, head and classifier, 0 for every layer op's tensors, their element marks zeroed
-// (start from active and elem all zero); add: what `path`, an ib_supernet_path of sn, reads.
+// (start from active and elem all zero); add: what `path`, an ib_supernet_path of sn, reads (its first
+// path->arch.n_blocks blocks: a task's loss may run fewer, ib_sn_task.ran); top: the head conv (unless `head`)
+// and the classifier back to 0, for a task's step, whose loss runs no classifier (and, segmentation, no head conv).
 void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *elem);
 void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem);
+void ib_supernet_active_top(const ib_supernet *sn, int head, uint8_t *active);
 
 // --path-grads mean: a fair step takes, per weight, the mean of the gradients of the paths that ran it instead of
 // their sum (the default; docs/SEARCH.md, "Fair steps: sum or mean"): with the sum, the stem, head and classifier,

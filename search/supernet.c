@@ -295,13 +295,25 @@ void ib_supernet_active_clear(const ib_supernet *sn, uint8_t *active, uint8_t *e
         for (int o = 0; o < IB_BLOCK_SKIP; o++) each_tensor(sn, &sn->layers[l * IB_BLOCK_SKIP + o], unmark, active, elem);
 }
 
+// The layers a path runs: its blocks, up to where a task's loss cuts it (ib_sn_task.ran).
+static int path_layers(const ib_supernet *sn, const ib_net *path) {
+    return path->arch.n_blocks < sn->space.n_layers ? path->arch.n_blocks : sn->space.n_layers;
+}
+
 void ib_supernet_active_add(const ib_supernet *sn, const ib_net *path, uint8_t *active, uint8_t *elem) {
-    for (int l = 0; l < sn->space.n_layers; l++)
+    for (int l = 0; l < path_layers(sn, path); l++)
         if (path->blocks[l].cfg.op != IB_BLOCK_SKIP) each_tensor(sn, &path->blocks[l], mark, active, elem);
 }
 
+void ib_supernet_active_top(const ib_supernet *sn, int head, uint8_t *active) {
+    const ib_tensor *t[6] = {sn->fc.w, sn->fc.b};
+    if (!head && sn->has_head) t[2] = sn->head.conv.w, t[3] = sn->head.conv.b, t[4] = sn->head.bn.w, t[5] = sn->head.bn.b;
+    for (int k = 0; k < 6; k++)
+        if (t[k]) active[root_index(sn, t[k])] = 0;
+}
+
 void ib_supernet_uses_add(const ib_supernet *sn, const ib_net *path, uint8_t *uses) {
-    for (int l = 0; l < sn->space.n_layers; l++)
+    for (int l = 0; l < path_layers(sn, path); l++)
         if (path->blocks[l].cfg.op != IB_BLOCK_SKIP) each_tensor(sn, &path->blocks[l], count_uses, NULL, uses);
 }
 

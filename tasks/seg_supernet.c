@@ -136,6 +136,8 @@ static ib_net cut_path(const seg_task *k, const ib_net *path) {
     return p;
 }
 
+static ib_net st_ran(ib_sn_task *t, const ib_net *path) { return cut_path(t->state, path); }
+
 // The head a path runs: the shared head itself, or, when the space searches it, the path's BiFPN (the arch's
 // seg_repeats layers of seg_width channels, levels from seg_low_stride) as views of the shared one: its first
 // layers and channels, its levels from that stride on (the shared head has the finest levels any path takes;
@@ -308,7 +310,7 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     snprintf(k->aug, sizeof k->aug, "%s", aug ? aug : "flip");
     snprintf(k->weights_kind, sizeof k->weights_kind, "%s", class_weights ? class_weights : "none");
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
-                        .loader = st_loader, .loss = st_loss, .min_weight = IB_SEG_MIN_WEIGHT, .zero_grad = st_zero_grad,
+                        .loader = st_loader, .loss = st_loss, .ran = st_ran, .min_weight = IB_SEG_MIN_WEIGHT, .zero_grad = st_zero_grad,
                         .step = st_step, .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
                         .lut_task = st_lut_task, .save_net = st_save_net, .head = &k->ps, .state = k};
     *t = &k->t;

@@ -414,8 +414,10 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 ctx->sync_bn = dp.sync_bn;
                 ib_net path;
                 ib_supernet_path(ctx, &sn, path_choice, &path);
-                ib_supernet_active_add(&sn, &path, active, elem);
-                if (mean) ib_supernet_uses_add(&sn, &path, uses);
+                ib_net ran = task && task->ran ? task->ran(task, &path) : path;   // what the loss runs of it
+                ib_supernet_active_add(&sn, &ran, active, elem);
+                if (mean) ib_supernet_uses_add(&sn, &ran, uses);
+                if (task) ib_supernet_active_top(&sn, ran.has_head, active);
                 ib_tensor *loss;
                 float w = 1;
                 if (task) {   // the task's head on the path; every path from the labels

@@ -226,6 +226,9 @@ struct ib_sn_task {
     // over the batch divided by max(*weight, min_weight), *weight depending on the batch only (detection: the
     // matched anchors, at least 1; segmentation: the labelled pixels), which weighs a rank's share (ib_dp_step)
     ib_status (*loss)(ib_sn_task *t, ib_ctx *ctx, ib_net *path, const ib_batch *b, ib_tensor **loss, double *weight);
+    // the part of a path that loss runs: its blocks (arch.n_blocks of them) and whether the head conv (has_head);
+    // the step updates those weights alone (NULL: every block and the head conv; never the classifier)
+    ib_net (*ran)(ib_sn_task *t, const ib_net *path);
     double min_weight;
     void (*zero_grad)(ib_sn_task *t);
     void (*step)(ib_sn_task *t, float lr, float clip);

@@ -117,6 +117,27 @@ TEST(seg_supernet_learns_and_resumes_exactly) {
     o.train.max_steps = 1;
     CHECK(ib_supernet_train(&o, &rb) == IB_OK, "%s", ib_errmsg());
     CHECK(!test_same_array(a, c1, "params/seg.classifier.weight"), "the head did not train");
+    // what the segmentation loss never runs (the backbone's head conv, features.7, and its classifier) is never
+    // stepped, not even by weight decay: after 27 steps (a) as after one (c1); what it runs is
+    const char *unrun[] = {"params/features.7.0.weight", "params/features.7.1.weight", "params/classifier.1.weight",
+                           "params/classifier.1.bias"};
+    for (int i = 0; i < 4; i++) CHECK(test_same_array(a, c1, unrun[i]), "%s was stepped, and no loss runs it", unrun[i]);
+    CHECK(!test_same_array(a, c1, "params/features.0.0.weight"), "the stem did not train");
+    // a head on strides 2 and 4 runs the first two stages only: the third stage's ops (layers 5 and 6) are never
+    // stepped either, the first stage's are
+    char h1[600], h3[600];
+    snprintf(h1, sizeof h1, "%s/seg_sn_h1.h5", test_tmpdir());
+    snprintf(h3, sizeof h3, "%s/seg_sn_h3.h5", test_tmpdir());
+    for (int k = 0; k < 2; k++) {
+        sn_opts(&o, k ? h3 : h1);
+        o.train.seg_high_stride = 4, o.train.seg_low_stride = 2;
+        o.train.max_steps = k ? 3 : 1;
+        CHECK(ib_supernet_train(&o, &rb) == IB_OK, "%s", ib_errmsg());
+    }
+    const char *cut[] = {"params/features.5.ibn.conv.0.0.weight", "params/features.6.fused.conv.0.0.weight",
+                         "params/features.6.ibn.conv.1.0.weight"};
+    for (int i = 0; i < 3; i++) CHECK(test_same_array(h1, h3, cut[i]), "%s was stepped, and the head cuts it", cut[i]);
+    CHECK(!test_same_array(h1, h3, "params/features.1.ibn.conv.0.0.weight"), "the first stage did not train");
 }
 
 TEST(seg_supernet_bifpn_and_errors) {
