@@ -115,20 +115,22 @@ cls_recipe=(--data "$cls_train" --val "$dir/val.h5" --batch 64 --res 32 --optimi
 "$ibnas" train --init "$dir/sub.h5" --epochs "$ft_epochs" "${cls_recipe[@]}" --out "$dir/finetuned.h5" --json \
     > "$dir/finetune.json" 2> "$dir/finetune.log" &
 ft_pid=$!
-{ "$ibnas" train --task segment --head bifpn --arch "mobilenetv2:$mw" --data "$cls_train" --val "$dir/val.h5" --res 32 \
-      --epochs "$epochs" --batch 32 --optimizer adamw --lr 0.08 --wd 0.0001 --warmup 0.3 --seed 0 --threads 1 --workers 1 \
-      --out "$dir/mobilenetv2_seg.h5" --json > "$dir/mobilenetv2_seg.json" &&
-  "$ibnas" train --arch "mobilenetv2:$mw" --init "$dir/mobilenetv2_seg.h5" --epochs "$ft_epochs" "${cls_recipe[@]}" \
-      --out "$dir/mobilenetv2.h5" --json > "$dir/mobilenetv2.json"; } 2> "$dir/mobilenetv2.log" &
+# An arch trained alone: a segmenter for the supernet's passes (its head and recipe, on the same scenes), then
+# a classifier from that backbone with the pick's fine-tuning recipe. alone ARCH NAME: NAME_seg.h5, NAME.h5 and
+# their JSON; NAME.log the progress of both.
+alone() {
+  { "$ibnas" train --task segment --head bifpn --arch "$1" --data "$cls_train" --val "$dir/val.h5" --res 32 \
+        --epochs "$epochs" --batch 32 --optimizer adamw --lr 0.08 --wd 0.0001 --warmup 0.3 --seed 0 --threads 1 \
+        --workers 1 --out "$dir/$2_seg.h5" --json > "$dir/$2_seg.json" &&
+    "$ibnas" train --arch "$1" --init "$dir/$2_seg.h5" --epochs "$ft_epochs" "${cls_recipe[@]}" --out "$dir/$2.h5" \
+        --json > "$dir/$2.json"; } 2> "$dir/$2.log"
+}
+alone "mobilenetv2:$mw" mobilenetv2 &
 mn_pid=$!
-# MobileDets' comparison beside it: the pick's arch trained alone exactly as mobilenetv2 is (a segmenter, then
-# a classifier), so the two rows differ in the arch alone. (2026-12-02, /tmp/demo4: this arm gave top-1 94.5%
-# at 0.20 ms, the pick's inherited weights fine-tuned 68.7%, mobilenetv2:0.15 74.8% at 0.355 ms.)
-{ "$ibnas" train --task segment --head bifpn --arch "$best" --data "$cls_train" --val "$dir/val.h5" --res 32 \
-      --epochs "$epochs" --batch 32 --optimizer adamw --lr 0.08 --wd 0.0001 --warmup 0.3 --seed 0 --threads 1 --workers 1 \
-      --out "$dir/pick_alone_seg.h5" --json > "$dir/pick_alone_seg.json" &&
-  "$ibnas" train --arch "$best" --init "$dir/pick_alone_seg.h5" --epochs "$ft_epochs" "${cls_recipe[@]}" \
-      --out "$dir/pick_alone.h5" --json > "$dir/pick_alone.json"; } 2> "$dir/pick_alone.log" &
+# MobileDets' comparison beside it: the pick's arch trained alone exactly as mobilenetv2 is, so the two rows
+# differ in the arch alone. (2026-12-02, /tmp/demo4: this arm gave top-1 94.5% at 0.20 ms, the pick's
+# inherited weights fine-tuned 68.7%, mobilenetv2:0.15 74.8% at 0.355 ms.)
+alone "$best" pick_alone &
 pa_pid=$!
 ft_rc=0; wait $ft_pid || ft_rc=$?
 # The fine-tuning ends first (mobilenetv2 is larger, and learns masks first): its core makes the
