@@ -113,7 +113,7 @@ int test_sn_head_recal(const char *supernet, const char *val, char *msg, size_t 
 
     // A, then B, then A and B again: each path's metrics are the same both times, and the head's statistics
     // after B are B's whatever came before
-    double m[4][3];
+    double m[4][IB_SN_METRICS];
     const int *order[4] = {a, b, a, b};
     for (int k = 0; k < 4; k++) {
         NEED(!ib_supernet_eval_task(sn, t, order[k], calib, ev, &cfg, m[k]), "scoring %d: %s", k, ib_errmsg());
@@ -121,7 +121,7 @@ int test_sn_head_recal(const char *supernet, const char *val, char *msg, size_t 
         if (k == 1) memcpy(head_b, t->head->buf, sizeof(float) * (size_t)nb);
         if (k == 1) memcpy(sn_b, sn->ps.buf, sizeof(float) * (size_t)ns);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < IB_SN_METRICS; i++)   // the task's three metrics and its held-out loss
         NEED(m[0][i] == m[2][i] && m[1][i] == m[3][i] && m[0][i] >= 0, "metric %d: path A %.9g then %.9g, path B %.9g then %.9g",
              i, m[0][i], m[2][i], m[1][i], m[3][i]);
     NEED(!memcmp(head_b, t->head->buf, sizeof(float) * (size_t)nb), "the head's statistics for B depend on what was scored before");
