@@ -81,7 +81,7 @@ static ib_status score_path(void *user, const int *choice, double *score) {
     if (sc->task) {
         double m[IB_SN_METRICS];
         ib_status s = ib_supernet_eval_task(sc->sn, sc->task, choice, sc->calib, sc->eval, &sc->cfg, m);
-        *score = sc->metric == 3 ? -m[3] : m[sc->metric];   // the loss: lower is better
+        *score = sc->metric == IB_SN_LOSS ? -m[IB_SN_LOSS] : m[sc->metric];   // the loss: lower is better
         return s;
     }
     ib_cls_metrics m;
@@ -292,7 +292,7 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         s = ib_fail(IB_ERR_ARG, "%s: a supernet trained for %s, not %s (ibnas supernet train --task %s)", o->supernet, task,
                     o->task, o->task);
     // the metric: classification's top1 (default) or loss; a task's first (default) or another of its metrics
-    // (loss: minus the task's training loss on the held-out images, m[3]; on real data at low accuracy the loss
+    // (loss: minus the task's training loss on the held-out images, m[IB_SN_LOSS]; on real data at low accuracy the loss
     // ranks paths better than top-1 did, docs/SEARCH.md)
     static const struct {
         const char *task, *flag[IB_SN_METRICS], *name[IB_SN_METRICS], *list;

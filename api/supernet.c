@@ -261,7 +261,7 @@ ib_status ib_supernet_evaluate_task(ib_supernet *sn, const char *arch, ib_datase
     double m[IB_SN_METRICS];
     ib_status s = task_path(sn, arch, ds, o, "ib_supernet_evaluate_task",
                             "ib_supernet_evaluate (ibnas supernet eval) scores its archs by top-1", &t, &choice, m);
-    if (!s) memcpy(r->metrics, m, sizeof r->metrics), r->loss = m[3];
+    if (!s) memcpy(r->metrics, m, sizeof r->metrics), r->loss = m[IB_SN_LOSS];
     if (t) {
         snprintf(r->task, sizeof r->task, "%s", t->name);
         sscanf(t->metrics, "%15[^,],%15[^,],%15s", r->names[0], r->names[1], r->names[2]);

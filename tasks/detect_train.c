@@ -148,8 +148,9 @@ ib_status ib_detector_eval(ib_detector *d, ib_dataset *ds, const ib_det_eval_cfg
             ib_tensor *lt;
             int64_t np = 0;
             if ((s = det_loss_of(ctx, d, &bufs, b, loc, conf, &lt, &np))) break;
-            loss_sum += (double)lt->data[0] * (double)(np > 0 ? np : 1);
-            loss_pos += np > 0 ? np : 1;
+            int64_t w = np > 0 ? np : 1;   // the batch's loss is its sum over max(positives, 1)
+            loss_sum += (double)lt->data[0] * (double)w;
+            loss_pos += w;
         }
         int A = d->n_anchors, K = d->cfg.classes + 1;
         for (int i = 0; i < b->n && !s; i++) {
@@ -596,7 +597,7 @@ static ib_status dt_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, cons
     k->d.net = *path;
     ib_status s = ib_detector_eval(&k->d, eval, &ec, st, NULL);
     memset(&k->d.net, 0, sizeof k->d.net);
-    m[0] = st[1], m[1] = st[0], m[2] = st[2], m[3] = loss;
+    m[0] = st[1], m[1] = st[0], m[2] = st[2], m[IB_SN_LOSS] = loss;
     return s;
 }
 

@@ -220,7 +220,7 @@ static ib_status st_evaluate(ib_sn_task *t, ib_net *path, ib_dataset *eval, cons
     ib_seg_head h = path_head(vc, k, path);
     ib_seg_metrics mt;
     ib_status s = ib_eval_segment_net(&p, &h, eval, &ec, &mt);
-    m[0] = s ? -1 : mt.miou, m[1] = s ? -1 : mt.pixel_acc, m[2] = m[3] = s ? -1 : mt.loss;
+    m[0] = s ? -1 : mt.miou, m[1] = s ? -1 : mt.pixel_acc, m[2] = m[IB_SN_LOSS] = s ? -1 : mt.loss;
     ib_seg_metrics_free(&mt);
     ib_ctx_free(vc);
     return s;

@@ -64,7 +64,7 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 
 ib_status ib_supernet_eval_task(ib_supernet *sn, ib_sn_task *t, const int *choice, ib_dataset *calib, ib_dataset *eval,
                                 const ib_sn_eval_cfg *cfg, double m[IB_SN_METRICS]) {
-    m[0] = m[1] = m[2] = m[3] = -1;
+    for (int k = 0; k < IB_SN_METRICS; k++) m[k] = -1;
     ib_status s = ib_supernet_eval_classify(sn, choice, calib, NULL, cfg, NULL);   // the path's BN recalibration
     if (s) return s;
     ib_sn_eval_cfg ec = *cfg;

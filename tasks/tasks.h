@@ -212,7 +212,8 @@ ib_status ib_supernet_eval_classify(ib_supernet *sn, const int *choice, ib_datas
 // (tasks/detect_train.c: an SSDLite head, AP50) is one; segmentation (tasks/seg_supernet.c: a DeepLabv3+-lite
 // or BiFPN head, mIoU) another. The supernet's file carries the head (attribute "task" and the head's own attributes).
 typedef struct ib_sn_task ib_sn_task;
-enum { IB_SN_METRICS = 4 };   // what a task's evaluate reports of a path: its score, two more, its loss
+// What a task's evaluate reports of a path: its score, two more, and (slot IB_SN_LOSS) its training loss.
+enum { IB_SN_LOSS = 3, IB_SN_METRICS = 4 };
 struct ib_sn_task {
     const char *name;              // "detect", "segment"
     const char *metrics;           // the names of one path's three metrics ("AP50,AP,AP75", "mIoU,pixel_acc,loss")
@@ -234,7 +235,7 @@ struct ib_sn_task {
     void (*step)(ib_sn_task *t, float lr, float clip);
     ib_status (*save)(ib_sn_task *t, ib_h5 *f);   // the head, its settings and optimizer state
     // a path (BN recalibrated) on eval: m[0] the score (higher is better), m[1], m[2] two more for the log,
-    // m[3] the task's training loss on eval (lower is better; the search's --metric loss)
+    // m[IB_SN_LOSS] the task's training loss on eval (lower is better; the search's --metric loss)
     ib_status (*evaluate)(ib_sn_task *t, ib_net *path, ib_dataset *eval, const ib_sn_eval_cfg *cfg,
                           double m[IB_SN_METRICS]);
     // the head's BN statistics for one path (its own BN recalibrated already): ib_sn_recalibrate_head over

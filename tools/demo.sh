@@ -225,7 +225,7 @@ jq -n --arg machine "$(uname -m), $(nproc) cores, ${cpu_model:-unknown cpu}" --a
   supernet: {task: "segment", score: "mIoU", epochs: $sn[0].epochs, largest_miou: $sn[0].largest_mIoU,
              smallest_miou: $sn[0].smallest_mIoU},
   classify: {top1: $ev[0].top1, images: $ev[0].images, epochs: $ft_epochs, measured_ms: $cms,
-             alone: {top1: $pa[0].val_top1, measured_ms: $cms},
+             alone: {top1: $pa[0].val_top1},
              baseline: {arch: $mw, top1: $mn[0].val_top1, measured_ms: $mms}},
   search: {cpu: $cpu, edgetpu: $edgetpu, dsp: $dsp},
   detect: {AP50: $det[0].AP50, AP: $det[0].AP, AP75: $det[0].AP75, AR100: $det[0].AR100, images: $det[0].images, epochs: $det_epochs},
