@@ -217,8 +217,9 @@ ib_status ib_lut_set_correction(ib_lut *t, int res, const ib_lut_correction *c, 
 // The corrected ms of an arch's parts.
 double ib_lut_correct(const ib_lut_correction *c, const ib_lut_parts *p);
 // The fit on n subnets' parts and measured ms: least squares on the relative error (weights 1 / measured^2),
-// through the origin (c = 0). First the global pair (a, b): a pure scale (b = 0) when n < 4, the row
-// counts span less than 3, or the system is singular. That is all when ridge < 0. Otherwise, with at least
+// through the origin (c = 0). First the global pair (a, b): a pure scale (b = 0) when n < 4 or when sum and
+// n_rows are nearly proportional (identical subnets). Subnets that all have one row count are fitted too:
+// b * n_rows is then their intercept. That is all when ridge < 0. Otherwise, with at least
 // IB_LUT_FIT_PER_OP subnets, a scale per block op (da) is fitted jointly with a and b, each da shrunk
 // toward 0 (the global fit) by a ridge penalty of `ridge` times its column's mean weighted square (0: plain
 // least squares), so 10 to 20 subnets do not overfit; ops no subnet has keep 0, and a singular system or

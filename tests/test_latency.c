@@ -266,6 +266,15 @@ TEST(lut_correction_fit) {
     for (int i = 20; i < 40; i++)
         err_g += fabs(ib_lut_correct(&g, &p[i]) / meas[i] - 1), err_c += fabs(ib_lut_correct(&c, &p[i]) / meas[i] - 1);
     CHECK(err_c < err_g, "held-out error per-op %g, global %g", err_c / 20, err_g / 20);
+    // Every subnet with the same row count (a small space without skips) but different sums: b * n_rows is
+    // the intercept, and a negative b (the set-up a part timed alone pays) is found, not a pure scale.
+    for (int i = 0; i < 10; i++) {
+        p[i] = fit_parts(i);
+        p[i].n_rows = 8;
+        meas[i] = 1.02 * p[i].sum - 0.004 * p[i].n_rows;
+    }
+    c = ib_lut_fit_correction(p, meas, 10, -1);
+    CHECK(fabs(c.a - 1.02) < 1e-9 && fabs(c.b + 0.004) < 1e-9, "one row count: a %g b %g", c.a, c.b);
     // Degenerate: every subnet the same, so no row span: a pure scale.
     for (int i = 0; i < 10; i++) p[i] = fit_parts(0), meas[i] = 2 * p[i].sum;
     c = ib_lut_fit_correction(p, meas, 10, IB_LUT_RIDGE);
