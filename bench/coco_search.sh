@@ -19,7 +19,7 @@
 #        METRIC=ap50: the search's score, or loss)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-. "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name
+. "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name, once
 I="$(cd "${1:?BUILD_DIR}" && pwd)/ibnas"
 OUT="${2:?OUT_DIR}"
 SPACE="$ROOT/search/spaces/mobiledets.space.json"
@@ -62,38 +62,24 @@ if [ ! -f search.done ]; then
 fi
 alone() {   # alone NAME ARCH SEED [--init]: trained alone, then evaluated on val; --init: ARCH is a checkpoint
   [ -f "$1.val.json" ] && return 0
-  if [ ! -f "$1.json" ]; then
-    local r=() net=(--arch "$2"); [ -f "$1.h5" ] && r=(--resume "$1.h5")
-    [ "${4:-}" = --init ] && net=(--init "$2")
-    "$I" train "${common[@]}" "${net[@]}" --data "$D" --epochs "$EA" --threads "$THREADS" --seed "$3" \
-        --out "$1.h5" "${r[@]}" --json > "$1.json.tmp"
-    mv "$1.json.tmp" "$1.json"
-  fi
-  "$I" eval --task detect --model "$1.h5" --data "$D" --split val --res "$R" --json --quiet --threads "$THREADS" \
-      > "$1.val.json.tmp"
-  mv "$1.val.json.tmp" "$1.val.json"
+  local net=(--arch "$2"); [ "${4:-}" = --init ] && net=(--init "$2")
+  once "$1.json" "$1.h5" "$I" train "${common[@]}" "${net[@]}" --data "$D" --epochs "$EA" --threads "$THREADS" \
+      --seed "$3" --out "$1.h5" --json
+  once "$1.val.json" "" "$I" eval --task detect --model "$1.h5" --data "$D" --split val --res "$R" --json --quiet \
+      --threads "$THREADS"
 }
 if [ -n "${PRETRAIN:-}" ]; then
   FR=${FT_RES:-320} TE=${TIN_EPOCHS:-10} PAR=${PAR:-2}
   read -r -a ftopt <<< "${FT_OPT:---optimizer adamw --lr 0.003 --wd 0.0001}"
   tin() {   # tin NAME ARCH: the Tiny ImageNet classifier NAME.h5, then the detector NAME.det.h5 and its val numbers
-    if [ ! -f "$1.tin.json" ]; then
-      local r=(); [ -f "$1.h5" ] && r=(--resume "$1.h5")
-      "$I" train --arch "$2" --data "$PRETRAIN/train.h5" --val "$PRETRAIN/val.h5" --epochs "$TE" --batch 64 --lr 0.1 \
-          --warmup 1 --aug padcrop --pad 4 --res 64 --seed 0 --threads 1 --quiet --out "$1.h5" "${r[@]}" \
-          --json > "$1.tin.json.tmp"
-      mv "$1.tin.json.tmp" "$1.tin.json"
-    fi
-    if [ ! -f "$1.det.json" ]; then
-      local r=(); [ -f "$1.det.h5" ] && r=(--resume "$1.det.h5")
-      "$I" train --task detect --init "$1.h5" --data "$D" --res "$FR" --epochs "$EA" --batch 16 "${ftopt[@]}" \
-          --warmup 0.3 --seed 0 --threads 1 --workers 1 --quiet --out "$1.det.h5" "${r[@]}" --json > "$1.det.json.tmp"
-      mv "$1.det.json.tmp" "$1.det.json"
-    fi
     [ -f "$1.val.json" ] && return 0
-    "$I" eval --task detect --model "$1.det.h5" --data "$D" --split val --res "$FR" --json --quiet --threads 1 \
-        > "$1.val.json.tmp"
-    mv "$1.val.json.tmp" "$1.val.json"
+    once "$1.tin.json" "$1.h5" "$I" train --arch "$2" --data "$PRETRAIN/train.h5" --val "$PRETRAIN/val.h5" \
+        --epochs "$TE" --batch 64 --lr 0.1 --warmup 1 --aug padcrop --pad 4 --res 64 --seed 0 --threads 1 --quiet \
+        --out "$1.h5" --json
+    once "$1.det.json" "$1.det.h5" "$I" train --task detect --init "$1.h5" --data "$D" --res "$FR" --epochs "$EA" \
+        --batch 16 "${ftopt[@]}" --warmup 0.3 --seed 0 --threads 1 --workers 1 --quiet --out "$1.det.h5" --json
+    once "$1.val.json" "" "$I" eval --task detect --model "$1.det.h5" --data "$D" --split val --res "$FR" --json \
+        --quiet --threads 1
   }
   echo "== Tiny ImageNet, then SSDLite at $FR px: each width and its pick, $PAR at a time $(date -u +%H:%M)"
   for w in $WIDTHS; do

@@ -21,3 +21,13 @@ budgets_all() { jq -r '.ms' mnv2.jsonl | awk '{ printf "%s%.4g", (NR > 1 ? "," :
 
 # name BASE SEED: a run's file name; seed 0 keeps the plain name.
 name() { [ "$2" = 0 ] && echo "$1" || echo "$1_s$2"; }
+
+# once OUT.json CKPT CMD...: runs CMD (a training or an evaluation that prints JSON) unless OUT.json exists,
+# its stdout into OUT.json.tmp, renamed when CMD succeeds; with a CKPT (not "") that exists, --resume CKPT is
+# appended, so a stopped training goes on from its last epoch.
+once() {
+  local out=$1 ck=$2; shift 2
+  [ -f "$out" ] && return 0
+  local r=(); [ -n "$ck" ] && [ -f "$ck" ] && r=(--resume "$ck")
+  "$@" "${r[@]}" > "$out.tmp" && mv "$out.tmp" "$out"
+}
