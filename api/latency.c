@@ -342,13 +342,21 @@ ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head,
     ib_status s = task_head_parse(head, &th);
     if (s || (s = resolve_arch(&a, arch))) return s;
     ib_set_threads(threads);
-    ib_lut_timing tm = {.warmup = 3, .repeats = repeats > 0 ? repeats : 15, .stat = IB_LUT_MEDIAN, .clock = IB_LUT_WALL};
+    // Timed as a table's calibration and validate time networks (at least 100 ms of timed passes, in
+    // IB_LUT_PASSES rounds, the fastest round's median kept), so that a measurement and a prediction are
+    // of the same thing: 15 passes of a 0.15 ms network, one burst of 2 ms, read 5-10% slower.
+    ib_lut_timing tm = {.warmup = 3, .repeats = repeats > 0 ? repeats : 15, .stat = IB_LUT_MEDIAN, .clock = IB_LUT_WALL,
+                        .min_ms = 100};
     res = res > 0 ? res : a.input;
     int classes = th.classes > 0 ? th.classes : a.classes;
     th.ssd.classes = classes;
-    s = th.kind == 1   ? ib_seg_time_whole(&a, classes, &th.seg, res, &tm, ms)
-        : th.kind == 2 ? ib_det_time_whole(&a, &th.ssd, res, &tm, ms)
-                       : ib_lut_time_arch(&a, res, &tm, ms);
+    for (int round = 0; round < IB_LUT_PASSES && !s; round++) {
+        double m = 0;
+        s = th.kind == 1   ? ib_seg_time_whole(&a, classes, &th.seg, res, &tm, &m)
+            : th.kind == 2 ? ib_det_time_whole(&a, &th.ssd, res, &tm, &m)
+                           : ib_lut_time_arch(&a, res, &tm, &m);
+        if (!s && (round == 0 || m < *ms)) *ms = m;
+    }
     ib_arch_free(&a);
     return s;
 }

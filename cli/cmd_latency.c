@@ -195,7 +195,7 @@ static int do_measure(int argc, char **argv) {
         {"--arch", F_STR, &arch, "mobilenetv2[:WIDTH], *.arch.json or JSON text (required)"},
         {"--res", F_INT, &res, "input resolution (default: the arch's)"},
         {"--threads", F_INT, &threads, "threads (default 1)"},
-        {"--repeats", F_INT, &repeats, "timed passes, the median is reported (default 15)"},
+        {"--repeats", F_INT, &repeats, "timed passes, at least (on until 100 ms are timed, at most 8x); the median of the faster of 2 rounds is reported (default 15)"},
         HEAD_FLAGS(head),
         {"--classes", F_INT, &head.classes, "segment: the segmenter's classes (default: the arch's)"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},

@@ -375,7 +375,9 @@ IBNAS_API ib_status ib_latency_model_head(const char *space, const char *target,
                                           const ib_latency_head *head, const char *out, int *rows);
 
 // End-to-end inference ms of an arch with random weights on this CPU: batch 1, eval mode, 3 warm-up passes,
-// the median of `repeats` (<= 0: 15). Sets the library's threads to `threads` (ib_set_threads).
+// then the median of at least `repeats` (<= 0: 15) timed passes and on until 100 ms are timed (at most 8 x
+// repeats), in 2 rounds, the faster round kept: as a latency table's calibration and ib_latency_validate
+// time networks. Sets the library's threads to `threads` (ib_set_threads).
 IBNAS_API ib_status ib_latency_measure(const char *arch, int res, int threads, int repeats, double *ms);
 // The same for the network `head` names (NULL: the classifier): a segmenter of the arch, timed whole.
 IBNAS_API ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head, int res, int threads,

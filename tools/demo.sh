@@ -241,7 +241,7 @@ rc=0; bash tools/check_report.sh "$dir" || rc=$?
 
 jq -r '"\ndemo summary (\(.seconds) s in all; \(.machine))",
   "  supernet (segmentation, BiFPN head): \(.supernet.epochs) epochs; held-out mIoU of its largest path \(.supernet.largest_miou * 1000 | round / 1000), smallest \(.supernet.smallest_miou * 1000 | round / 1000)",
-  (.search | to_entries[] | "  search \(.key): budget \(.value.budget_ms) ms -> \(.value.arch)\n      inherited mIoU on held-out training scenes \(.value.score * 1000 | round / 1000), predicted \(.value.predicted_ms * 1000 | round / 1000) ms, measured here \(.value.measured_ms * 1000 | round / 1000) ms"),
+  (.search | to_entries[] | "  search \(.key): budget \(.value.budget_ms) ms -> \(.value.arch)\n      inherited mIoU on held-out training scenes \(.value.score * 1000 | round / 1000), predicted \(.value.predicted_ms * 1000 | round / 1000) ms, measured here \(.value.measured_ms * 1000 | round / 1000) ms\(if .key == "cpu" then " (\((.value.measured_ms / .value.predicted_ms - 1) * 1000 | round / 10)% off its prediction)" else " (another device: the table is modelled)" end)"),
   "  classify, the cpu pick fine-tuned \(.classify.epochs) epochs: top-1 \(.classify.top1 * 1000 | round / 10)% on \(.classify.images) held-out scenes (chance 16.7%)",
   "  the same arch trained alone as mobilenetv2 is, the comparison of MobileDets: top-1 \(.classify.alone.top1 * 1000 | round / 10)%",
   "  \(.classify.baseline.arch) (segmenter then classifier): top-1 \(.classify.baseline.top1 * 1000 | round / 10)%, measured \(.classify.baseline.measured_ms) ms",
