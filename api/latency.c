@@ -344,7 +344,7 @@ ib_status ib_latency_measure_head(const char *arch, const ib_latency_head *head,
     ib_set_threads(threads);
     // Timed as a table's calibration and validate time networks (at least 100 ms of timed passes, in
     // IB_LUT_PASSES rounds, the fastest round's median kept), so that a measurement and a prediction are
-    // of the same thing: 15 passes of a 0.15 ms network, one burst of 2 ms, read 5-10% slower.
+    // of the same thing: 15 passes of a 0.15 ms network, one burst of 2 ms, read 2-10% slower.
     ib_lut_timing tm = {.warmup = 3, .repeats = repeats > 0 ? repeats : 15, .stat = IB_LUT_MEDIAN, .clock = IB_LUT_WALL,
                         .min_ms = 100};
     res = res > 0 ? res : a.input;
