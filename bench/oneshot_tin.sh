@@ -9,12 +9,16 @@
 #        SPACE=search/spaces/mobiledets.space.json; SRC=DIR takes DIR/train/<class>/ and DIR/val/<class>/ image folders
 #        (a class subset, e.g. of symlinks) instead of the whole Tiny ImageNet subset;
 #        EXTRA="x.arch.json y.arch.json": more archs scored and trained alone (named by their file);
-#        PATH_GRADS=mean|sum: fair sampling's --path-grads (default: the command's, sum)
+#        PATH_GRADS=mean|sum: fair sampling's --path-grads (default: the command's, sum);
+#        ROLE=alone: only train the archs alone (a second worker beside a ROLE=all one, same OUT_DIR: each
+#        stand-alone training is claimed with flock on its .lock file, so two workers never run the same arch;
+#        the lock goes with the process, so a killed worker leaves nothing to clean up)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
 OUT="${2:-$ROOT/build/oneshot}"
 EPOCHS=${EPOCHS:-2} RES=${RES:-32} N=${N:-10} SAMPLING=${SAMPLING:-uniform} THREADS=${THREADS:-2} LR=${LR:-0.1} CLIP=${CLIP:-0} CLASSES=${CLASSES:-200}
+ROLE=${ROLE:-all}
 DATA="$ROOT/../shared/data/tiny-imagenet-200"
 SPACE="$ROOT/${SPACE:-search/spaces/mobiledets.space.json}"
 mkdir -p "$OUT"; cd "$OUT"
@@ -27,10 +31,10 @@ else
 fi
 common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
         --warmup 0.3 --threads "$THREADS" --quiet)
-if [ ! -f supernet.done ]; then
+if [ "$ROLE" = all ] && [ ! -f supernet.done ]; then
   r=(); [ -f supernet.h5 ] && r=(--resume supernet.h5)
   [ -n "${PATH_GRADS:-}" ] && r+=(--path-grads "$PATH_GRADS")
-  "$IBNAS" supernet train --space "$SPACE" --data train.h5 --out supernet.h5 --sampling "$SAMPLING" "${common[@]}" "${r[@]}"
+  "$IBNAS" supernet train --space "$SPACE" --data train.h5 --val val.h5 --out supernet.h5 --sampling "$SAMPLING" "${common[@]}" "${r[@]}"
   touch supernet.done
 fi
 # Arch i of the random ones is a$i.arch.json, scored into inherited$i.json and trained alone into alone$i.h5 / .json;
@@ -50,14 +54,19 @@ done
 inh() { case $1 in a[0-9]*) echo "inherited${1#a}.json";; *) echo "inherited_$1.json";; esac; }
 aln() { case $1 in a[0-9]*) echo "alone${1#a}";; *) echo "alone_$1";; esac; }
 for n in "${names[@]}"; do
+  [ "$ROLE" = all ] || break
   [ -f "$(inh "$n")" ] || "$IBNAS" supernet eval --supernet supernet.h5 --arch "$n.arch.json" --data val.h5 \
       --res "$RES" --calib-batches 20 --threads "$THREADS" --json > "$(inh "$n")"
 done
 for n in "${names[@]}"; do
   o=$(aln "$n"); [ -f "$o.json" ] && continue
-  r=(); [ -f "$o.h5" ] && r=(--resume "$o.h5")
-  "$IBNAS" train --arch "$n.arch.json" --data train.h5 --val val.h5 --out "$o.h5" "${common[@]}" "${r[@]}" --json \
-      > "$o.json.tmp" && mv "$o.json.tmp" "$o.json"
+  exec {lk}>"$o.lock"
+  if flock -n "$lk" && [ ! -f "$o.json" ]; then
+    r=(); [ -f "$o.h5" ] && r=(--resume "$o.h5")
+    "$IBNAS" train --arch "$n.arch.json" --data train.h5 --val val.h5 --out "$o.h5" "${common[@]}" "${r[@]}" --json \
+        > "$o.json.tmp" && mv "$o.json.tmp" "$o.json"
+  fi
+  exec {lk}>&-
 done
 rows=(); for n in "${names[@]}"; do rows+=("$n:$(inh "$n"):$(aln "$n").json"); done
 /usr/bin/python3 - "${rows[@]}" <<'PY'
