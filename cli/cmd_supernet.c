@@ -21,11 +21,12 @@ static const char *train_usage =
     "the CSV log (with the largest and smallest paths' validation top-1 after BN recalibration), a\n"
     "checkpoint every epoch, Ctrl-C and --resume work as in ibnas train. --task detect trains the supernet as\n"
     "an SSDLite backbone (MobileDets): one head on every path's stride-16 block output and stride-32 feature,\n"
-    "the multibox loss (--det-* as in ibnas train --task detect; fair or uniform sampling), the log's\n"
+    "the multibox loss (--det-* as in ibnas train --task detect), the log's\n"
     "columns the largest and smallest paths' AP50 after BN recalibration. --task segment trains it as a\n"
     "segmentation backbone (Autoseg-EdgeTPU): one head (--head deeplab|bifpn and the head flags of ibnas train\n"
     "--task segment) on every path's features at --res x --res, pixel-wise cross-entropy with the data's ignore\n"
-    "index, the log's columns the largest and smallest paths' mIoU after BN recalibration (docs/SEGMENTATION.md).\n";
+    "index, the log's columns the largest and smallest paths' mIoU after BN recalibration (docs/SEGMENTATION.md).\n"
+    "With a task, sandwich trains every path from the labels (no in-place distillation; --kd unused).\n";
 
 static int supernet_train(int argc, char **argv) {
     ib_supernet_train_opts o;
@@ -39,7 +40,7 @@ static int supernet_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "fair (default), sandwich or uniform"};
     flags[n++] = (cli_flag){"--path-grads", F_STR, &o.path_grads, "fair: sum (default; FairNAS) or mean (each weight's mean gradient over the paths that ran it; docs/SEARCH.md); on resume, the file's"};
     flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
-    flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1)"};
+    flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1; classification's sandwich only)"};
     flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};
     flags[n++] = (cli_flag){"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of the per-epoch evaluation (10)"};
     n += cli_train_flags(flags + n, &o.train, &x);

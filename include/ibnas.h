@@ -660,7 +660,8 @@ typedef struct ib_supernet_train_opts {
                                // train.task "detect": one SSDLite head (det_*) shared by every path; "segment": one
                                // segmentation head (seg_head, seg_*_stride, seg_head_width, seg_repeats, seg_aug,
                                // class_weights; at res x res) shared by every path, pixel cross-entropy, scored by mIoU.
-                               // Both with fair or uniform sampling.
+                               // Both with any sampling; sandwich then trains every path from the labels (the
+                               // sandwich rule without in-place distillation: kd is unused).
     const char *space;         // the *.space.json (required unless resuming)
     const char *sampling;      // "fair" (default: a path per op type of the layers, each op of each layer in
                                // exactly one, all from the labels; path_grads says how their gradients

@@ -255,9 +255,6 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
     if (!(cfg->holdout >= 0 && cfg->holdout < 1)) return ib_fail(IB_ERR_ARG, "holdout %g must be in [0, 1)", cfg->holdout);
     if (cfg->n_random < 0 || !(cfg->kd >= 0)) return ib_fail(IB_ERR_ARG, "paths and kd must not be negative");
     if ((s = ib_optim_cfg_check(&c->optim))) return s;
-    if (task && cfg->sampling == IB_SN_SANDWICH)
-        return ib_fail(IB_ERR_ARG, "--task %s: the sandwich rule's distillation is for classification (use fair or uniform)",
-                       task->name);
     if ((s = task ? task->open(task, &data, c->data, c->data_format, "train")
                   : ib_open_labelled(&data, c->data, c->data_format, "train")))
         goto done;
@@ -420,7 +417,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                 if (task) ib_supernet_active_top(&sn, ran.has_head, active);
                 ib_tensor *loss;
                 float w = 1;
-                if (task) {   // the task's head on the path; every path from the labels
+                if (task) {   // the task's head on the path; every path from the labels (sandwich: no distillation)
                     if ((s = task->loss(task, ctx, &path, b, &loss, &weight))) goto done;
                     step_loss += loss->data[0] / n_paths;
                     if ((s = ib_train_loss_check(&ts, loss->data[0]))) goto done;

@@ -291,7 +291,8 @@ typedef struct ib_sn_train_cfg {
     float kd;                 // weight of the distillation loss, 1
     double holdout;           // fraction of the training data left out of training, for scoring subnets (0.1)
     int calib_batches;        // per-epoch evaluation of the largest and smallest paths: recalibration batches (10)
-    ib_sn_task *task;         // NULL: classification; else the task's head, loss and metric (fair or uniform sampling)
+    ib_sn_task *task;         // NULL: classification; else the task's head, loss and metric (every sampling; under
+                              // sandwich every path learns from the labels: no distillation, kd unused)
 } ib_sn_train_cfg;
 void ib_sn_train_cfg_default(ib_sn_train_cfg *c);
 
