@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The search against mobilenetv2 at equal latency on real data (issues 13, 15; docs/SEARCH.md "CamVid"):
-# a fair supernet of the mobiledets space trained as a CamVid segmentation backbone (one DeepLab head shared
+# a supernet (SAMPLING, fair by default) of the mobiledets space trained as a CamVid segmentation backbone (one DeepLab head shared
 # by every path) at RES x RES; a cpu table of the space at that size with the DeepLab head's row; the
 # latency of mobilenetv2 segmenters at three widths, measured end to end, as the budgets (a segmenter stops
 # at the head's stride, so budgets and predictions are of segmenters, not classifiers); an evolution search
@@ -16,7 +16,8 @@
 #        the space, inherited mIoU against trained alone, Kendall's tau; HEAD=bifpn: the BiFPN head (64 wide, 2
 #        layers) instead of DeepLab's; SPACE=mobiledets_seg: the space whose seg_head choices search the BiFPN
 #        head's layers and width with the backbone, Autoseg-EdgeTPU's joint search: needs HEAD=bifpn, and the
-#        mobilenetv2 baselines keep the fixed 64 x 2 head)
+#        mobilenetv2 baselines keep the fixed 64 x 2 head; SAMPLING=fair|sandwich|uniform and SN_CLIP=N: the
+#        supernet's sampling (fair) and --clip (none))
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name
@@ -26,13 +27,14 @@ SPACE="$ROOT/search/spaces/${SPACE:-mobiledets}.space.json" HEAD=${HEAD:-deeplab
 D="$ROOT/../shared/data/camvid"
 [ -d "$D" ] || { echo "camvid_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
 R=${RES:-96} E=${EPOCHS:-25} EA=${EPOCHS_ALONE:-40} POP=${POP:-32} GENS=${GENS:-10} SEEDS=${SEEDS:-0 1} THREADS=${THREADS:-2} CALIB=${CALIB:-20}
+SAMPLING=${SAMPLING:-fair}; sclip=(); [ -n "${SN_CLIP:-}" ] && sclip=(--clip "$SN_CLIP")
 seg=(--task segment --head "$HEAD" --seg-aug scale --class-weights median)
 common=(--batch 8 --res "$R" --optimizer adamw --lr 0.002 --wd 0.0001 --warmup 1 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
-echo "== supernet ($E epochs, fair sampling, ${R} px) $(date -u +%H:%M)"
+echo "== supernet ($E epochs, $SAMPLING sampling, ${R} px) $(date -u +%H:%M)"
 if [ ! -f sn.done ]; then
   r=(); [ -f sn.h5 ] && r=(--resume sn.h5)
-  "$I" supernet train "${seg[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling fair --epochs "$E" "${common[@]}" \
+  "$I" supernet train "${seg[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling "$SAMPLING" "${sclip[@]}" --epochs "$E" "${common[@]}" \
       --threads "$THREADS" "${r[@]}"
   touch sn.done
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The detection search against mobilenetv2 + SSDLite at equal latency on COCO people (issue 14;
-# docs/DETECTION.md "COCO people: the search against mobilenetv2"): a fair supernet of the mobiledets space
+# docs/DETECTION.md "COCO people: the search against mobilenetv2"): a supernet (SAMPLING, fair by default) of the mobiledets space
 # trained as an SSDLite backbone (one head shared by every path) at RES x RES on the training split less the
 # held-out 10%; a cpu table of the space with the SSDLite row; the latency of mobilenetv2 detectors (block tap,
 # as the supernet's) at WIDTHS as the budgets; an evolution search scored by AP50 on the held-out images
@@ -16,7 +16,8 @@
 #        (env: RES=128 EPOCHS=5 EPOCHS_ALONE=15 POP=16 GENS=3 SEEDS=0 THREADS=2 CALIB=5 WIDTHS="0.5 0.75";
 #        OPT="--lr 0.05": the optimiser flags of the supernet and of every training;
 #        PRETRAIN=DIR FT_RES=320 FT_OPT="--optimizer adamw --lr 0.003 --wd 0.0001" TIN_EPOCHS=10 PAR=2;
-#        METRIC=ap50: the search's score, or loss)
+#        METRIC=ap50: the search's score, or loss; SAMPLING=fair|sandwich|uniform and SN_CLIP=N (--clip of the
+#        supernet alone; sandwich with SN_CLIP=2 is what learns on the mobiledets space, docs/SEARCH.md))
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name, once
@@ -26,14 +27,15 @@ SPACE="$ROOT/search/spaces/mobiledets.space.json"
 D="$ROOT/../shared/data/coco-person"
 [ -d "$D" ] || { echo "coco_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
 R=${RES:-128} E=${EPOCHS:-5} EA=${EPOCHS_ALONE:-15} POP=${POP:-16} GENS=${GENS:-3} SEEDS=${SEEDS:-0}
-THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75}
+THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75} SAMPLING=${SAMPLING:-fair}
+sclip=(); [ -n "${SN_CLIP:-}" ] && sclip=(--clip "$SN_CLIP")
 read -r -a opt <<< "${OPT:---lr 0.05}"
 common=(--task detect --batch 16 --res "$R" "${opt[@]}" --warmup 0.3 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
-echo "== supernet ($E epochs, fair sampling, ${R} px) $(date -u +%H:%M)"
+echo "== supernet ($E epochs, $SAMPLING sampling, ${R} px) $(date -u +%H:%M)"
 if [ ! -f sn.done ]; then
   r=(); [ -f sn.h5 ] && r=(--resume sn.h5)
-  "$I" supernet train "${common[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling fair --epochs "$E" \
+  "$I" supernet train "${common[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling "$SAMPLING" "${sclip[@]}" --epochs "$E" \
       --threads "$THREADS" "${r[@]}"
   touch sn.done
 fi
