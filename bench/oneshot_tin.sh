@@ -12,7 +12,8 @@
 #        PATH_GRADS=mean|sum: fair sampling's --path-grads (default: the command's, sum);
 #        ROLE=alone: only train the archs alone (a second worker beside a ROLE=all one, same OUT_DIR: each
 #        stand-alone training is claimed with flock on its .lock file, so two workers never run the same arch;
-#        the lock goes with the process, so a killed worker leaves nothing to clean up)
+#        the lock goes with the process, so a killed worker leaves nothing to clean up); ROLE=summary: only the
+#        table and the correlations, over the archs that have both scores
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
@@ -59,6 +60,7 @@ for n in "${names[@]}"; do
       --res "$RES" --calib-batches 20 --threads "$THREADS" --json > "$(inh "$n")"
 done
 for n in "${names[@]}"; do
+  [ "$ROLE" = summary ] && break
   o=$(aln "$n"); [ -f "$o.json" ] && continue
   exec {lk}>"$o.lock"
   if flock -n "$lk" && [ ! -f "$o.json" ]; then
