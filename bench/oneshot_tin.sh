@@ -78,12 +78,15 @@ for r in sys.argv[1:]:
     name, inh, aln = r.split(":")
     try: i = json.load(open(inh)); rows.append((name, i["top1"], i["loss"], json.load(open(aln))["val_top1"]))
     except (OSError, ValueError, KeyError): pass
-def tau(a, b):
-    c = d = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            s = (a[i] - a[j]) * (b[i] - b[j]); c += s > 0; d += s < 0
-    return (c - d) / max(1, len(a) * (len(a) - 1) // 2)
+def tau(a, b, k=None):
+    """Kendall's tau-a of the archs k (indices into a and b; default all), over the pairs of distinct draws:
+    a bootstrap pair that drew one arch twice is left out, not counted as a tie."""
+    k = range(len(a)) if k is None else k
+    c = d = m = 0
+    for i in range(len(k)):
+        for j in range(i + 1, len(k)):
+            if k[i] != k[j]: s = (a[k[i]] - a[k[j]]) * (b[k[i]] - b[k[j]]); c += s > 0; d += s < 0; m += 1
+    return (c - d) / max(1, m)
 def rho(a, b):
     rk = lambda v: [sorted(v).index(x) for x in v]
     ra, rb, n = rk(a), rk(b), len(a)
@@ -94,19 +97,12 @@ if len(rows) >= 3:
     t, l, y = [r[1] for r in rows], [-r[2] for r in rows], [r[3] for r in rows]
     print(f"kendall_tau,top1 {tau(t, y):.3f},loss {tau(l, y):.3f},n={len(rows)}")
     print(f"spearman_rho,top1 {rho(t, y):.3f},loss {rho(l, y):.3f},n={len(rows)}")
-    # How far tau could move with other archs of the space: 2,000 bootstrap resamples of the archs (seeded;
-    # a pair of draws of the same arch is left out, not counted as a tie)
+    # How far tau could move with other archs of the space: 2,000 bootstrap resamples of the archs (seeded)
     import random
-    def tau_k(a, b, k):
-        c = d = m = 0
-        for i in range(len(k)):
-            for j in range(i + 1, len(k)):
-                if k[i] != k[j]: s = (a[k[i]] - a[k[j]]) * (b[k[i]] - b[k[j]]); c += s > 0; d += s < 0; m += 1
-        return (c - d) / max(1, m)
     rng, n, bt, bl = random.Random(0), len(rows), [], []
     for _ in range(2000):
         k = [rng.randrange(n) for _ in range(n)]
-        bt.append(tau_k(t, y, k)); bl.append(tau_k(l, y, k))
+        bt.append(tau(t, y, k)); bl.append(tau(l, y, k))
     q = lambda v, f: sorted(v)[int(f * (len(v) - 1))]
     print(f"kendall_tau_90ci,top1 {q(bt, .05):.3f}..{q(bt, .95):.3f},loss {q(bl, .05):.3f}..{q(bl, .95):.3f}")
 PY
