@@ -6,6 +6,7 @@
 # rho between the two rankings, by inherited top-1 and by inherited loss, and a bootstrap 90% interval of tau over the archs. Resumable: every step skips what its output file already holds, and the trainings resume.
 # usage: bench/oneshot_tin.sh BUILD_DIR [OUT_DIR]
 #   env: EPOCHS=2 RES=32 N=10 SAMPLING=uniform THREADS=2 LR=0.1 CLIP=0 CLASSES=200 (the same recipe for the supernet and the archs alone)
+#        ALONE_EPOCHS=N: the archs alone train N epochs instead of EPOCHS (a supernet trained longer than each arch);
 #        SPACE=search/spaces/mobiledets.space.json; SRC=DIR takes DIR/train/<class>/ and DIR/val/<class>/ image folders
 #        (a class subset, e.g. of symlinks) instead of the whole Tiny ImageNet subset;
 #        EXTRA="x.arch.json y.arch.json": more archs scored and trained alone (named by their file);
@@ -19,6 +20,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 IBNAS="$ROOT/${1:-build}/ibnas"
 OUT="${2:-$ROOT/build/oneshot}"
 EPOCHS=${EPOCHS:-2} RES=${RES:-32} N=${N:-10} SAMPLING=${SAMPLING:-uniform} THREADS=${THREADS:-2} LR=${LR:-0.1} CLIP=${CLIP:-0} CLASSES=${CLASSES:-200}
+ALONE_EPOCHS=${ALONE_EPOCHS:-$EPOCHS}
 ROLE=${ROLE:-all}
 DATA="$ROOT/../shared/data/tiny-imagenet-200"
 SPACE="$ROOT/${SPACE:-search/spaces/mobiledets.space.json}"
@@ -30,12 +32,12 @@ else
   [ -f train.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --size "$RES" --out train.h5
   [ -f val.h5 ] || "$IBNAS" pack --format tinyimagenet "$DATA" --split val --size "$RES" --out val.h5
 fi
-common=(--epochs "$EPOCHS" --batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
+common=(--batch 64 --res "$RES" --lr "$LR" --clip "$CLIP" --wd 4e-5 --label-smoothing 0.1 --aug padcrop --pad 4
         --warmup 0.3 --threads "$THREADS" --quiet)
 if [ "$ROLE" = all ] && [ ! -f supernet.done ]; then
   r=(); [ -f supernet.h5 ] && r=(--resume supernet.h5)
   [ -n "${PATH_GRADS:-}" ] && r+=(--path-grads "$PATH_GRADS")
-  "$IBNAS" supernet train --space "$SPACE" --data train.h5 --val val.h5 --out supernet.h5 --sampling "$SAMPLING" "${common[@]}" "${r[@]}"
+  "$IBNAS" supernet train --space "$SPACE" --data train.h5 --val val.h5 --out supernet.h5 --sampling "$SAMPLING" --epochs "$EPOCHS" "${common[@]}" "${r[@]}"
   touch supernet.done
 fi
 # Arch i of the random ones is a$i.arch.json, scored into inherited$i.json and trained alone into alone$i.h5 / .json;
@@ -65,7 +67,7 @@ for n in "${names[@]}"; do
   exec {lk}>"$o.lock"
   if flock -n "$lk" && [ ! -f "$o.json" ]; then
     r=(); [ -f "$o.h5" ] && r=(--resume "$o.h5")
-    "$IBNAS" train --arch "$n.arch.json" --data train.h5 --val val.h5 --out "$o.h5" "${common[@]}" "${r[@]}" --json \
+    "$IBNAS" train --arch "$n.arch.json" --data train.h5 --val val.h5 --out "$o.h5" --epochs "$ALONE_EPOCHS" "${common[@]}" "${r[@]}" --json \
         > "$o.json.tmp" && mv "$o.json.tmp" "$o.json"
   fi
   exec {lk}>&-
