@@ -37,6 +37,10 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     c.space = o->space;
     c.sampling = sampling;
     c.n_random = o->paths;
+    c.op_ramp = o->op_ramp;
+    if (!(o->op_ramp >= 0)) return ib_fail(IB_ERR_ARG, "op_ramp must not be negative");
+    if (o->op_ramp > 0 && sampling == IB_SN_FAIR)
+        return ib_fail(IB_ERR_ARG, "op_ramp is uniform's and sandwich's (fair sampling permutes op types per layer)");
     if (o->path_grads) {
         if ((s = ib_api_choose("path_grads", o->path_grads, rule_names, 2, &c.path_grads))) return s;
         if (sampling != IB_SN_FAIR)

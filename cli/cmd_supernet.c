@@ -40,6 +40,7 @@ static int supernet_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--sampling", F_STR, &o.sampling, "fair (default), sandwich or uniform"};
     flags[n++] = (cli_flag){"--path-grads", F_STR, &o.path_grads, "fair: sum (default; FairNAS) or mean (each weight's mean gradient over the paths that ran it; docs/SEARCH.md); on resume, the file's"};
     flags[n++] = (cli_flag){"--paths", F_INT, &o.paths, "sandwich: random paths per step besides the largest and smallest (2)"};
+    flags[n++] = (cli_flag){"--op-ramp", F_FLOAT, &o.op_ramp, "uniform, sandwich: epochs over which a random path's chance of switching op type from one layer to the next rises from 0 to uniform (0: off, every layer drawn alone; docs/SEARCH.md)"};
     flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1; classification's sandwich only)"};
     flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};
     flags[n++] = (cli_flag){"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of the per-epoch evaluation (10)"};

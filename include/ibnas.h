@@ -669,6 +669,9 @@ typedef struct ib_supernet_train_opts {
                                // random paths a step, the smaller ones distilled from the largest) or "uniform"
                                // (one random path a step); docs/SEARCH.md says why fair is the default
     int paths;                 // sandwich's random paths per step, 2
+    float op_ramp;             // uniform and sandwich's random paths: 0 (default) draws each layer's op independently;
+                               // E > 0 chains op types along a path, a layer switching from the op type before it
+                               // with a probability rising from 0 to 1 over the first E epochs (docs/SEARCH.md)
     float kd;                  // weight of the distillation loss, 1
     double holdout;            // fraction of the training data never trained on, kept for scoring archs (0.1)
     int calib_batches;         // per-epoch evaluation of the largest and smallest paths: BN recalibration batches, 10

@@ -389,11 +389,15 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
 
 // The number of op types a layer allows and, per op type, the range of its choices (first[k], count[k]):
 // ib_space_choices enumerates an op's configurations one after another.
-static int layer_op_ranges(const ib_space *s, int layer, int *first, int *count) {
+// ops (may be NULL): each range's op type.
+static int layer_op_ranges(const ib_space *s, int layer, int *first, int *count, int *ops) {
     int n, n_ops = 0;
     ib_block_cfg *c = choices_alloc(s, layer, &n);
     for (int i = 0; i < n; i++) {
-        if (i == 0 || c[i].op != c[i - 1].op) first[n_ops] = i, count[n_ops] = 0, n_ops++;
+        if (i == 0 || c[i].op != c[i - 1].op) {
+            if (ops) ops[n_ops] = (int)c[i].op;
+            first[n_ops] = i, count[n_ops] = 0, n_ops++;
+        }
         count[n_ops - 1]++;
     }
     free(c);
@@ -403,7 +407,7 @@ static int layer_op_ranges(const ib_space *s, int layer, int *first, int *count)
 int ib_space_fair_paths(const ib_space *s) {
     int m = 1, first[IB_BLOCK_SKIP + 1], count[IB_BLOCK_SKIP + 1];
     for (int l = 0; l < s->n_layers; l++) {
-        int n = layer_op_ranges(s, l, first, count);
+        int n = layer_op_ranges(s, l, first, count, NULL);
         if (n > m) m = n;
     }
     return m;
@@ -413,7 +417,7 @@ void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choice
     const int G = ib_space_genes(s);
     int first[IB_BLOCK_SKIP + 1], count[IB_BLOCK_SKIP + 1], perm[IB_BLOCK_SKIP + 1];
     for (int l = 0; l < s->n_layers; l++) {
-        int n = layer_op_ranges(s, l, first, count);
+        int n = layer_op_ranges(s, l, first, count, NULL);
         for (int i = 0; i < n; i++) perm[i] = i;
         for (int i = n - 1; i > 0; i--) {   // Fisher-Yates
             int j = (int)ib_rng_below(r, (uint32_t)(i + 1)), t = perm[i];
@@ -426,6 +430,27 @@ void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choice
     }
     for (int p = 0, nh = ib_space_head_choices(s); nh > 0 && p < n_paths; p++)   // the head: uniform per path
         choices[(size_t)p * (size_t)G + (size_t)s->n_layers] = (int)ib_rng_below(r, (uint32_t)nh);
+}
+
+void ib_space_sample_chained(const ib_space *s, ib_rng *r, float q, int *choice) {
+    int first[IB_BLOCK_SKIP + 1], count[IB_BLOCK_SKIP + 1], ops[IB_BLOCK_SKIP + 1], carry = -1;
+    for (int l = 0; l < s->n_layers; l++) {
+        int n = layer_op_ranges(s, l, first, count, ops), skip = -1, kept = -1, o;
+        for (int i = 0; i < n; i++) {
+            if (ops[i] == IB_BLOCK_SKIP) skip = i;
+            if (ops[i] == carry) kept = i;
+        }
+        if (skip >= 0 && ib_rng_below(r, (uint32_t)n) == 0) o = skip;   // skip as often as uniform over op types
+        else if (kept >= 0 && ib_rng_uniform(r) >= q) o = kept;
+        else {   // uniform over the layer's other op types
+            o = (int)ib_rng_below(r, (uint32_t)(n - (skip >= 0)));
+            if (skip >= 0 && o >= skip) o++;
+        }
+        if (ops[o] != IB_BLOCK_SKIP && n - (skip >= 0) > 1) carry = ops[o];   // a layer of one op type sets nothing
+        choice[l] = first[o] + (int)ib_rng_below(r, (uint32_t)count[o]);
+    }
+    int nh = ib_space_head_choices(s);
+    if (nh > 0) choice[s->n_layers] = (int)ib_rng_below(r, (uint32_t)nh);
 }
 
 // ---------------------------------------------------------------------------------------------

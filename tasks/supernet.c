@@ -365,10 +365,12 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         char count[128];
         double lg;
         ib_space_count(&sn.space, count, sizeof count, &lg);
+        char ramp[96] = "";
+        if (cfg->op_ramp > 0) snprintf(ramp, sizeof ramp, ", op types chained, the chain loosening over %g epochs", cfg->op_ramp);
         fprintf(stderr, "supernet: space %s (%d layers, %s subnets), %lld parameters, %lld training images (%g held out), "
-                "%d classes, %ld steps an epoch, %d path%s a step (%s)%s\n", sn.space.name, sn.space.n_layers, count,
+                "%d classes, %ld steps an epoch, %d path%s a step (%s%s)%s\n", sn.space.name, sn.space.n_layers, count,
                 (long long)sn.ps.numel_params, (long long)ib_dataset_size(train), cfg->holdout, classes, spe, n_paths,
-                n_paths > 1 ? "s" : "", ib_sn_sampling_name(cfg->sampling), c->resume ? " (resumed)" : "");
+                n_paths > 1 ? "s" : "", ib_sn_sampling_name(cfg->sampling), ramp, c->resume ? " (resumed)" : "");
         if (dp.size > 1)
             fprintf(stderr, "supernet: %d ranks, %d images each of every batch of %d%s\n", dp.size, c->batch / dp.size,
                     c->batch, dp.sync_bn ? ", batchnorm synchronised" : "");
@@ -402,7 +404,11 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
                     int sw = cfg->sampling == IB_SN_SANDWICH;
                     ib_sample_kind kind = !sw ? IB_SAMPLE_RANDOM : p == 0 ? IB_SAMPLE_LARGEST :
                                           p == 1 ? IB_SAMPLE_SMALLEST : IB_SAMPLE_RANDOM;
-                    ib_space_sample(&sn.space, kind, &pr, choice);
+                    if (kind == IB_SAMPLE_RANDOM && cfg->op_ramp > 0) {
+                        double q = (double)ts.step / ((double)cfg->op_ramp * (double)spe);
+                        ib_space_sample_chained(&sn.space, &pr, q < 1 ? (float)q : 1.0f, choice);
+                    } else
+                        ib_space_sample(&sn.space, kind, &pr, choice);
                 }
                 ib_ctx_reset(ctx);
                 ctx->training = 1;

@@ -286,6 +286,9 @@ typedef struct ib_sn_train_cfg {
                               // smallest and n_random random paths each step, the others distilled from the
                               // largest's soft targets; IB_SN_UNIFORM: one random path a step
     int n_random;             // 2
+    float op_ramp;            // uniform and sandwich's random paths: 0 (default) op types drawn per layer independently;
+                              // > 0: chained along the path (ib_space_sample_chained), the switch probability rising
+                              // linearly from 0 at step 0 to 1 after op_ramp epochs
     int path_grads;           // fair sampling: IB_SN_SUM (FairNAS) or IB_SN_MEAN (each weight's mean gradient over the
                               // paths that ran it); -1 (default): sum for a new supernet, the file's on resume
     float kd;                 // weight of the distillation loss, 1

@@ -283,6 +283,47 @@ TEST(fair_sampling_covers_every_op_once) {
     ib_space_free(&s);
 }
 
+// Chained op types (--op-ramp) on mobiledets (layer 0 ibn only; then ibn, fused, tucker, and skip after a stage's
+// first layer): per non-skip layer after the first searchable one, the op type equals the last non-skip one's with
+// probability (1 - q) + q / 3; skip comes with probability 1/4 wherever allowed, whatever q; the chains' op types
+// are uniform. 2,000 paths per q: the frequencies are checked to within about five standard errors.
+TEST(chained_sampling_keeps_op_types_by_q) {
+    ib_space s;
+    CHECK(ib_space_load(&s, space_path("mobiledets")) == IB_OK, "%s", ib_errmsg());
+    const int L = s.n_layers, N = 2000;
+    int ch[64];
+    ib_block_cfg c[64];
+    ib_rng r;
+    ib_rng_seed(&r, 11, 0);
+    const float qs[3] = {0, 0.5f, 1};
+    for (int qi = 0; qi < 3; qi++) {
+        long kept = 0, pairs = 0, skips = 0, skippable = 0, first_op[IB_BLOCK_SKIP + 1] = {0};
+        for (int i = 0; i < N; i++) {
+            ib_space_sample_chained(&s, &r, qs[qi], ch);
+            int carry = -1;
+            for (int l = 0; l < L; l++) {
+                int n = ib_space_choices(&s, l, c, 64), allows_skip = 0;
+                CHECK(ch[l] >= 0 && ch[l] < n, "q %g layer %d: choice %d of %d", qs[qi], l, ch[l], n);
+                for (int k = 0; k < n; k++) allows_skip |= c[k].op == IB_BLOCK_SKIP;
+                int op = (int)c[ch[l]].op;
+                if (allows_skip) skippable++, skips += op == IB_BLOCK_SKIP;
+                if (l == 0 || op == IB_BLOCK_SKIP) continue;
+                if (carry < 0) first_op[op]++;
+                else pairs++, kept += op == carry;
+                carry = op;
+            }
+        }
+        double want = (1 - qs[qi]) + qs[qi] / 3, got = (double)kept / (double)pairs;
+        CHECK(fabs(got - want) < 0.03, "q %g: op type kept in %.3f of %ld layers, expected %.3f", qs[qi], got, pairs, want);
+        double sk = (double)skips / (double)skippable;
+        CHECK(fabs(sk - 0.25) < 0.02, "q %g: skip in %.3f of skippable layers, expected 0.25", qs[qi], sk);
+        for (int op = IB_BLOCK_IBN; op <= IB_BLOCK_TUCKER; op++)
+            CHECK(fabs(first_op[op] / (double)N - 1.0 / 3) < 0.06, "q %g: %s starts %ld of %d paths", qs[qi],
+                  ib_block_op_name((ib_block_op)op), first_op[op], N);
+    }
+    ib_space_free(&s);
+}
+
 TEST(space_json_round_trip) {
     for (int i = 0; i < N_SPACES; i++) {
         ib_space a, b;

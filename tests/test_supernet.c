@@ -457,6 +457,42 @@ TEST(supernet_resume_is_exact) {
     CHECK(st == IB_ERR_IO && strstr(ib_errmsg(), "/nonexistent/folder/sn.h5"), "unwritable: %s", ib_errmsg());
 }
 
+// --op-ramp (uniform here): the switch probability follows the step, so a run stopped after 5 steps and resumed
+// ends where the straight run does, bit for bit; and it draws other paths than the independent rule (op_ramp 0).
+TEST(op_ramp_resume_is_exact_and_changes_the_paths) {
+    char data[512], a[512], b[512], z[512];
+    snprintf(data, sizeof data, "%s/sn_ramp.h5", test_tmpdir());
+    CHECK(ib_synth_write_pack(data, 300, 32, 3, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    snprintf(a, sizeof a, "%s/sn_ramp_a.h5", test_tmpdir());
+    snprintf(b, sizeof b, "%s/sn_ramp_b.h5", test_tmpdir());
+    snprintf(z, sizeof z, "%s/sn_ramp_0.h5", test_tmpdir());
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.sampling = IB_SN_UNIFORM, c.op_ramp = 1.5f;
+    c.base.data = data;
+    c.base.epochs = 2, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0.5f;
+    c.base.workers = 1, c.base.progress = 0, c.base.seed = 7;
+    ib_sn_train_result r;
+    c.base.out = a;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
+    c.base.out = b, c.base.max_steps = 5;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 5, "%s", ib_errmsg());
+    c.base.resume = b, c.base.max_steps = 0;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
+    c.base.resume = NULL, c.base.out = z, c.op_ramp = 0;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
+    ib_supernet sa, sb, s0;
+    CHECK(ib_supernet_load(&sa, a) == IB_OK && ib_supernet_load(&sb, b) == IB_OK && ib_supernet_load(&s0, z) == IB_OK,
+          "%s", ib_errmsg());
+    CHECK(!memcmp(sa.ps.data, sb.ps.data, sizeof(float) * (size_t)sa.ps.numel_params), "weights differ after resume");
+    CHECK(!memcmp(sa.ps.buf, sb.ps.buf, sizeof(float) * (size_t)sa.ps.numel_buffers), "BN statistics differ");
+    CHECK(memcmp(sa.ps.data, s0.ps.data, sizeof(float) * (size_t)sa.ps.numel_params), "op_ramp 1.5 trained as op_ramp 0");
+    ib_supernet_free(&sa);
+    ib_supernet_free(&sb);
+    ib_supernet_free(&s0);
+}
+
 // A few steps of supernet training on n synthetic 32-px scenes (seeded 5) into NAME_out.h5 in the test
 // folder, with the given sampling, seed and step count; momentum 0.9 and weight decay 1e-2, so any tensor
 // an optimiser step touches moves.
