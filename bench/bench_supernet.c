@@ -7,7 +7,8 @@
 // arena (activations, their grads, the copies of kernel centres), the subnet's weights and the supernet
 // weights its steps update (whole shared tensors). Weights and optimiser state sit outside the arena and
 // are reported apart: the supernet's are those of every op of every layer.
-// Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T]
+// Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K]
+// (--only K: time arch K alone of the N, 0 the largest; the others are drawn, so K is the same arch, not timed)
 #include "search/search.h"
 
 #include <stdlib.h>
@@ -79,7 +80,7 @@ static void time_sides(side *p, side *a, ib_tensor *x, const int32_t *labels, in
 
 int main(int argc, char **argv) {
     const char *space = "search/spaces/mobiledets.space.json";
-    int res = 32, batch = 64, archs = 4, reps = 5, threads = 2;
+    int res = 32, batch = 64, archs = 4, reps = 5, threads = 2, only = -1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--space") && i + 1 < argc) space = argv[++i];
         else if (!strcmp(argv[i], "--res") && i + 1 < argc) res = atoi(argv[++i]);
@@ -87,9 +88,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--archs") && i + 1 < argc) archs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json")) continue;
         else {
-            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T]\n");
+            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K]\n");
             return 2;
         }
     }
@@ -126,6 +128,7 @@ int main(int argc, char **argv) {
     double worst_t = 0, worst_m = 0;
     for (int a = 0; a < archs; a++) {
         ib_space_sample(&sp, a == 0 ? IB_SAMPLE_LARGEST : IB_SAMPLE_RANDOM, &r, choice);
+        if (only >= 0 && a != only) continue;
         ib_net net;
         if (ib_supernet_extract(&sn, choice, &net)) {
             fprintf(stderr, "bench_supernet: %s\n", ib_errmsg());
