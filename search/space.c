@@ -442,7 +442,7 @@ void ib_space_sample_chained(const ib_space *s, ib_rng *r, float q, int *choice)
         }
         if (skip >= 0 && ib_rng_below(r, (uint32_t)n) == 0) o = skip;   // skip as often as uniform over op types
         else if (kept >= 0 && ib_rng_uniform(r) >= q) o = kept;
-        else {   // uniform over the layer's other op types
+        else {   // uniform over the layer's non-skip op types (the kept one among them)
             o = (int)ib_rng_below(r, (uint32_t)(n - (skip >= 0)));
             if (skip >= 0 && o >= skip) o++;
         }
