@@ -99,14 +99,15 @@ void ib_space_sample(const ib_space *s, ib_sample_kind kind, ib_rng *r, int *cho
 // the op types come in a random order, each op's configuration (kernel, expansion, ...) uniform. With
 // n_paths = ib_space_fair_paths(s), the most op types any layer allows, every op of every layer runs in
 // exactly one path of a step where the layer allows that many (fewer: the order wraps around).
+int ib_space_fair_paths(const ib_space *s);
+void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choices);
 // Op types chained along the path (--op-ramp): each layer keeps the op type of the last layer before it that
 // chose between op types and did not skip, with probability 1 - q, else draws one of its non-skip op types
 // uniformly; skip (where the layer allows it) with the probability uniform sampling over op types gives it,
-// 1 / the layer's op types; each op's configuration uniform. q = 0: a path switches op type only where a layer lacks the one carried (one op
-// type end to end where every layer allows it); q = 1: op types uniform per layer, independent of each other.
+// 1 / the layer's op types; each op's configuration uniform. q = 0: a path switches op type only where a
+// layer lacks the one carried (one op type end to end where every layer allows it); q = 1: op types uniform
+// per layer, independent of each other.
 void ib_space_sample_chained(const ib_space *s, ib_rng *r, float q, int *choice);
-int ib_space_fair_paths(const ib_space *s);
-void ib_space_sample_fair(const ib_space *s, ib_rng *r, int n_paths, int *choices);
 
 // ---------------------------------------------------------------------------------------------
 // Latency tables (search/lut.c): CSV rows `op,cin,cout,h,w,stride,kernel,expand,groups,r_in,r_out,ms`

@@ -440,13 +440,14 @@ void ib_space_sample_chained(const ib_space *s, ib_rng *r, float q, int *choice)
             if (ops[i] == IB_BLOCK_SKIP) skip = i;
             if (ops[i] == carry) kept = i;
         }
+        const int real = n - (skip >= 0);   // the non-skip op types
         if (skip >= 0 && ib_rng_below(r, (uint32_t)n) == 0) o = skip;   // skip as often as uniform over op types
         else if (kept >= 0 && ib_rng_uniform(r) >= q) o = kept;
         else {   // uniform over the layer's non-skip op types (the kept one among them)
-            o = (int)ib_rng_below(r, (uint32_t)(n - (skip >= 0)));
+            o = (int)ib_rng_below(r, (uint32_t)real);
             if (skip >= 0 && o >= skip) o++;
         }
-        if (ops[o] != IB_BLOCK_SKIP && n - (skip >= 0) > 1) carry = ops[o];   // a layer of one op type sets nothing
+        if (ops[o] != IB_BLOCK_SKIP && real > 1) carry = ops[o];   // a layer of one op type sets nothing
         choice[l] = first[o] + (int)ib_rng_below(r, (uint32_t)count[o]);
     }
     int nh = ib_space_head_choices(s);
