@@ -8,7 +8,10 @@
 // weights its steps update (whole shared tensors). Weights and optimiser state sit outside the arena and
 // are reported apart: the supernet's are those of every op of every layer.
 // Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K]
-// (--only K: time arch K alone of the N, 0 the largest; the others are drawn, so K is the same arch, not timed)
+//                       [--side path|alone] [--print-arch]
+// (--only K: time arch K alone of the N, 0 the largest; the others are drawn, so K is the same arch, not timed;
+// --side: step one side only, for a profiler to see that side's step apart, the other's columns left at 0;
+// --print-arch: each arch's blocks before its row)
 #include "search/search.h"
 
 #include <stdlib.h>
@@ -63,16 +66,20 @@ static double median(double *v, int n) {
 // `reps` rounds after one warm-up round, each one step of either side, in alternating order, so both sides
 // see the same stretch of the host's speed (docs/LATENCY.md, "Rounds"). The medians of each side's steps
 // and of the rounds' ratios.
+static int one_side;   // --side: 'p' or 'a', 0 both
+
 static void time_sides(side *p, side *a, ib_tensor *x, const int32_t *labels, int reps, double *tp, double *ta,
                        double *ratio) {
     double *t = malloc(sizeof(double) * 3 * (size_t)reps);
     IB_ASSERT(t, "out of memory");
     for (int r = -1; r < reps; r++) {
-        double dp, da;
-        if (r & 1) da = step(a, x, labels), dp = step(p, x, labels);
+        double dp = 0, da = 0;
+        if (one_side == 'p') dp = step(p, x, labels);
+        else if (one_side == 'a') da = step(a, x, labels);
+        else if (r & 1) da = step(a, x, labels), dp = step(p, x, labels);
         else dp = step(p, x, labels), da = step(a, x, labels);
         if (r < 0) continue;
-        t[r] = dp, t[reps + r] = da, t[2 * reps + r] = dp / da;
+        t[r] = dp, t[reps + r] = da, t[2 * reps + r] = one_side ? 0 : dp / da;
     }
     *tp = median(t, reps), *ta = median(t + reps, reps), *ratio = median(t + 2 * reps, reps);
     free(t);
@@ -80,7 +87,7 @@ static void time_sides(side *p, side *a, ib_tensor *x, const int32_t *labels, in
 
 int main(int argc, char **argv) {
     const char *space = "search/spaces/mobiledets.space.json";
-    int res = 32, batch = 64, archs = 4, reps = 5, threads = 2, only = -1;
+    int res = 32, batch = 64, archs = 4, reps = 5, threads = 2, only = -1, print_arch = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--space") && i + 1 < argc) space = argv[++i];
         else if (!strcmp(argv[i], "--res") && i + 1 < argc) res = atoi(argv[++i]);
@@ -89,9 +96,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--side") && i + 1 < argc && (!strcmp(argv[i + 1], "path") || !strcmp(argv[i + 1], "alone")))
+            one_side = argv[++i][0] == 'p' ? 'p' : 'a';
+        else if (!strcmp(argv[i], "--print-arch")) print_arch = 1;
         else if (!strcmp(argv[i], "--json")) continue;
         else {
-            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K]\n");
+            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K] [--side path|alone] [--print-arch]\n");
             return 2;
         }
     }
@@ -134,6 +144,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_supernet: %s\n", ib_errmsg());
             return 1;
         }
+        for (int l = 0; print_arch && l < net.arch.n_blocks; l++) {
+            const ib_block_cfg *bc = &net.arch.blocks[l];
+            printf("%s%s:k%de%d", l ? " " : "arch: ", ib_block_op_name(bc->op), bc->kernel, bc->expand);
+            if (bc->op == IB_BLOCK_GCIBN) printf("g%d", bc->groups);
+            if (bc->op == IB_BLOCK_TUCKER) printf("i%go%g", bc->r_in, bc->r_out);
+            printf(l + 1 == net.arch.n_blocks ? "\n" : "");
+        }
         ib_optim *nopt = ib_optim_new(&oc, &net.ps);
         side path = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, calloc((size_t)sn.ps.n, 1),
                      calloc((size_t)sn.ps.numel_params, 1), 0};
@@ -163,8 +180,10 @@ int main(int argc, char **argv) {
         ib_optim_free(nopt);
         ib_net_free(&net);
     }
-    printf("bench_supernet: worst step time %.3fx, worst arena peak %.3fx of the subnet alone (bars: 1.15x, 1.2x)\n",
-           worst_t, worst_m);
+    if (one_side) printf("bench_supernet: one side stepped (--side), no ratios\n");
+    else
+        printf("bench_supernet: worst step time %.3fx, worst arena peak %.3fx of the subnet alone (bars: 1.15x, 1.2x)\n",
+               worst_t, worst_m);
     free(choice);
     free(labels);
     free(xd);

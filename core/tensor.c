@@ -217,34 +217,46 @@ static void view_dims(const ib_tensor *view, int s[4], int64_t st[4], int64_t *r
         }                                                                                            \
     } while (0)
 
-// Strided copy between a view and contiguous memory; add = accumulate.
-static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, int to_contig, int add) {
+// Strided copy between a view and contiguous memory; add = accumulate. The view's planes (its rows of one
+// (a, b), s[2] rows each, view_dims) are split over the pool when there are many: a kernel centre's copy
+// (rows of 3 or 5 floats) runs in a supernet path's every step, and on one thread it left the other idle.
+// Planes hold disjoint elements, so the result does not depend on the split.
+typedef struct {
+    const ib_tensor *view;
+    float *viewmem, *contig;
+    int to_contig, add;
     int s[4];
     int64_t st[4], run;
-    view_dims(view, s, st, &run);
+} copy_job;
+
+static void copy_planes(void *p, int64_t lo, int64_t hi, int worker) {
+    (void)worker;
+    const copy_job *j = p;
+    const int *s = j->s;
+    const int64_t *st = j->st;
     const int n = s[3];
     const int64_t e = st[3];
-#define TO_CONTIG(off, k)                                                   \
-    do {                                                                    \
-        const float *p_ = viewmem + (off);                                  \
-        float *q_ = contig + (k);                                           \
-        if (e == 1 && n >= 16) memcpy(q_, p_, sizeof(float) * (size_t)n);   \
-        else                                                                \
-            for (int d_ = 0; d_ < n; d_++) q_[d_] = p_[d_ * e];             \
-    } while (0)
-#define FROM_CONTIG(off, k)                                                 \
-    do {                                                                    \
-        float *p_ = viewmem + (off);                                        \
-        const float *q_ = contig + (k);                                     \
-        if (add)                                                            \
-            for (int d_ = 0; d_ < n; d_++) p_[d_ * e] += q_[d_];            \
-        else                                                                \
-            for (int d_ = 0; d_ < n; d_++) p_[d_ * e] = q_[d_];             \
-    } while (0)
-    if (to_contig) VIEW_ROWS(view, s, st, run, TO_CONTIG);
-    else VIEW_ROWS(view, s, st, run, FROM_CONTIG);
-#undef TO_CONTIG
-#undef FROM_CONTIG
+    for (int64_t i = lo; i < hi; i++) {
+        int a = (int)(i / s[1]), b = (int)(i % s[1]);
+        int64_t off = a / j->run * j->view->block_stride + a % j->run * st[0] + b * st[1], k = i * s[2] * n;
+        for (int c = 0; c < s[2]; c++, off += st[2], k += n) {
+            float *p_ = j->viewmem + off, *q_ = j->contig + k;
+            if (j->to_contig) {
+                if (e == 1 && n >= 16) memcpy(q_, p_, sizeof(float) * (size_t)n);
+                else
+                    for (int d = 0; d < n; d++) q_[d] = p_[d * e];
+            } else if (j->add)
+                for (int d = 0; d < n; d++) p_[d * e] += q_[d];
+            else
+                for (int d = 0; d < n; d++) p_[d * e] = q_[d];
+        }
+    }
+}
+
+static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, int to_contig, int add) {
+    copy_job j = {view, viewmem, contig, to_contig, add, {0}, {0}, 0};
+    view_dims(view, j.s, j.st, &j.run);
+    ib_parallel_range((int64_t)j.s[0] * j.s[1], ib_grain(32768, (int64_t)j.s[2] * j.s[3]), copy_planes, &j);
 }
 
 // ib_view_mark (count 0: set each byte of t's elements to 1) and ib_view_count (count 1: add 1, up to 255).

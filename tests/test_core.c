@@ -108,13 +108,16 @@ TEST(view_mark_and_mask_runs) {
     ib_params_init(&ps);
     ib_tensor *w = ib_params_add(&ps, "w", 4, (int[]){8, 6, 5, 5}, 0);
     ib_tensor *p = ib_params_add(&ps, "p", 4, (int[]){8, 12, 1, 1}, 0);
+    // large enough that ib_tensor_read splits its centre's planes over the pool
+    ib_tensor *big = ib_params_add(&ps, "big", 4, (int[]){128, 96, 5, 5}, 0);
     CHECK(ib_params_alloc(&ps) == IB_OK, "alloc");
     int64_t N = ps.numel_params;
     for (int64_t i = 0; i < N; i++) ps.data[i] = (float)i;
     ib_tensor *views[] = {ib_view_slice(ctx, w, 5, 4, 3, 3),      ib_view_slice(ctx, w, 8, 6, 3, 3),
                           ib_view_slice(ctx, w, 3, -1, -1, -1),    ib_view_group_blocks(ctx, w, 6, 2, 5),
                           ib_view_group_blocks(ctx, w, 4, 2, 3),   ib_view_slice(ctx, p, 5, 7, 1, 1),
-                          ib_view_slice(ctx, p, 8, 12, 1, 1),      ib_view_range(ctx, p, 0, 2, 3)};
+                          ib_view_slice(ctx, p, 8, 12, 1, 1),      ib_view_range(ctx, p, 0, 2, 3),
+                          ib_view_slice(ctx, big, 120, 90, 3, 3)};
     uint8_t *m = malloc((size_t)N), *want = malloc((size_t)N);
     float *vals = malloc(sizeof(float) * (size_t)N);
     for (size_t v = 0; v < sizeof views / sizeof *views; v++) {
