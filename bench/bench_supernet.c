@@ -1,6 +1,7 @@
 // A supernet training step on one sampled path against the same subnet trained alone (issue 11's cost
 // bar: at most 1.15x the time and 1.2x the memory). For each of a few random archs of a space, rounds of
-// one step (forward, backward, SGD step) of each side in alternating order: (a) the path inside the
+// one timed step (forward, backward, SGD step) of each side in alternating order, each after an untimed
+// step of what precedes it in training (another random path; the same subnet): (a) the path inside the
 // supernet, the gradients of the ops it ran zeroed and the optimiser stepping them as `supernet train`
 // does, and (b) the extracted network alone. Reported: each side's median step, the median of the
 // rounds' ratios (the bar's number: adjacent steps see the same host speed), the peak of each step's
@@ -8,10 +9,11 @@
 // weights its steps update (whole shared tensors). Weights and optimiser state sit outside the arena and
 // are reported apart: the supernet's are those of every op of every layer.
 // Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K]
-//                       [--side path|alone] [--print-arch]
+//                       [--side path|alone] [--print-arch] [--interleave]
 // (--only K: time arch K alone of the N, 0 the largest; the others are drawn, so K is the same arch, not timed;
 // --side: step one side only, for a profiler to see that side's step apart, the other's columns left at 0;
-// --print-arch: each arch's blocks before its row)
+// --print-arch: each arch's blocks before its row; --interleave: each timed step right after the other side's,
+// instead of after an untimed step of what precedes it in training)
 #include "search/search.h"
 
 #include <stdlib.h>
@@ -32,6 +34,10 @@ typedef struct {
     ib_params *ps;
     uint8_t *active, *elem;   // the supernet's step updates the weights the path ran (tasks/supernet.c)
     int steps;
+    const ib_space *sp;   // the path side: the space its untimed steps draw other random paths from, their
+    ib_rng *rng;          // stream, their choices and their context (so the arena peak is the timed path's)
+    int *other;
+    ib_ctx *other_ctx;
 } side;
 
 // One training step (forward, backward, SGD step), as `supernet train` or `train` runs it; its seconds.
@@ -63,21 +69,43 @@ static double median(double *v, int n) {
     return v[n / 2];
 }
 
-// `reps` rounds after one warm-up round, each one step of either side, in alternating order, so both sides
-// see the same stretch of the host's speed (docs/LATENCY.md, "Rounds"). The medians of each side's steps
-// and of the rounds' ratios.
 static int one_side;   // --side: 'p' or 'a', 0 both
+static int interleave;   // --interleave: each timed step right after the other side's
 
+// The untimed step before a timed one, what runs before it in training: a step of another random path (the
+// path side: `supernet train` draws a new path every step) or of the same network (the subnet alone).
+static void prior_step(side *sd, ib_tensor *x, const int32_t *labels) {
+    if (!sd->sn) {
+        step(sd, x, labels);
+        return;
+    }
+    const int *mine = sd->choice;
+    ib_ctx *ctx = sd->ctx;
+    ib_space_sample(sd->sp, IB_SAMPLE_RANDOM, sd->rng, sd->other);
+    sd->choice = sd->other, sd->ctx = sd->other_ctx;
+    step(sd, x, labels);
+    sd->choice = mine, sd->ctx = ctx;
+}
+
+static double timed_step(side *sd, ib_tensor *x, const int32_t *labels) {
+    if (!interleave) prior_step(sd, x, labels);
+    return step(sd, x, labels);
+}
+
+// `reps` rounds after one warm-up round, each one timed step of either side, in alternating order, so both
+// sides see the same stretch of the host's speed (docs/LATENCY.md, "Rounds"); each timed step follows an
+// untimed one as in training (prior_step), or, with --interleave, the other side's step. The medians of each
+// side's steps and of the rounds' ratios.
 static void time_sides(side *p, side *a, ib_tensor *x, const int32_t *labels, int reps, double *tp, double *ta,
                        double *ratio) {
     double *t = malloc(sizeof(double) * 3 * (size_t)reps);
     IB_ASSERT(t, "out of memory");
     for (int r = -1; r < reps; r++) {
         double dp = 0, da = 0;
-        if (one_side == 'p') dp = step(p, x, labels);
-        else if (one_side == 'a') da = step(a, x, labels);
-        else if (r & 1) da = step(a, x, labels), dp = step(p, x, labels);
-        else dp = step(p, x, labels), da = step(a, x, labels);
+        if (one_side == 'p') dp = timed_step(p, x, labels);
+        else if (one_side == 'a') da = timed_step(a, x, labels);
+        else if (r & 1) da = timed_step(a, x, labels), dp = timed_step(p, x, labels);
+        else dp = timed_step(p, x, labels), da = timed_step(a, x, labels);
         if (r < 0) continue;
         t[r] = dp, t[reps + r] = da, t[2 * reps + r] = one_side ? 0 : dp / da;
     }
@@ -99,9 +127,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--side") && i + 1 < argc && (!strcmp(argv[i + 1], "path") || !strcmp(argv[i + 1], "alone")))
             one_side = argv[++i][0] == 'p' ? 'p' : 'a';
         else if (!strcmp(argv[i], "--print-arch")) print_arch = 1;
+        else if (!strcmp(argv[i], "--interleave")) interleave = 1;
         else if (!strcmp(argv[i], "--json")) continue;
         else {
-            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K] [--side path|alone] [--print-arch]\n");
+            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K] [--side path|alone] [--print-arch] [--interleave]\n");
             return 2;
         }
     }
@@ -130,7 +159,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)ib_rng_below(&r, 200);
     ib_tensor xt;
     ib_tensor_init(&xt, xd, 4, x->shape);
-    int *choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sp));
+    int *choice = malloc(sizeof(int) * (size_t)ib_space_genes(&sp)), *other = malloc(sizeof(int) * (size_t)ib_space_genes(&sp));
+    ib_rng wr;   // the other paths of the untimed steps: their own stream, so the timed archs stay the same
+    ib_rng_seed(&wr, 4, 0);
     printf("bench_supernet: %s at %d px, batch %d, %d threads; supernet %lld weights (%.0f MB with grads and momentum)\n",
            sp.name, res, batch, threads, (long long)sn.ps.numel_params, 3.0 * 4 * (double)sn.ps.numel_params / 1e6);
     printf("%-6s %10s %10s %8s %12s %12s %8s %9s %9s\n", "arch", "path ms", "alone ms", "time x", "path arena",
@@ -153,8 +184,8 @@ int main(int argc, char **argv) {
         }
         ib_optim *nopt = ib_optim_new(&oc, &net.ps);
         side path = {ib_ctx_new(), &sn, choice, NULL, sopt, &sn.ps, calloc((size_t)sn.ps.n, 1),
-                     calloc((size_t)sn.ps.numel_params, 1), 0};
-        side al = {ib_ctx_new(), NULL, NULL, &net, nopt, &net.ps, NULL, NULL, 0};
+                     calloc((size_t)sn.ps.numel_params, 1), 0, &sp, &wr, other, ib_ctx_new()};
+        side al = {ib_ctx_new(), NULL, NULL, &net, nopt, &net.ps, NULL, NULL, 0, NULL, NULL, NULL, NULL};
         IB_ASSERT(path.active && path.elem, "out of memory");
         double t1, t2, tr;
         time_sides(&path, &al, &xt, labels, reps, &t1, &t2, &tr);
@@ -176,6 +207,7 @@ int main(int argc, char **argv) {
         free(path.active);
         free(path.elem);
         ib_ctx_free(path.ctx);
+        ib_ctx_free(path.other_ctx);
         ib_ctx_free(al.ctx);
         ib_optim_free(nopt);
         ib_net_free(&net);
@@ -185,6 +217,7 @@ int main(int argc, char **argv) {
         printf("bench_supernet: worst step time %.3fx, worst arena peak %.3fx of the subnet alone (bars: 1.15x, 1.2x)\n",
                worst_t, worst_m);
     free(choice);
+    free(other);
     free(labels);
     free(xd);
     ib_ctx_free(ctx);
