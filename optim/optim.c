@@ -156,8 +156,6 @@ void ib_optim_free(ib_optim *opt) {
 // ---------------------------------------------------------------------------------------------
 // Kernels: one per kind, over a range of the flat block. w, g and the state arrays are (n).
 
-// torch.optim.SGD, dampening 0. buf NULL when momentum is 0. A zero buffer makes the first step's
-// buf = g, as torch's clone of the first gradient.
 // The bits of x where on, else of y: a select the vectoriser takes (it leaves `on ? x : y` a branch at -O2).
 static inline float select_f(int on, float x, float y) {
     uint32_t a, b, k = 0u - (uint32_t)on;
@@ -204,6 +202,8 @@ static inline __attribute__((always_inline)) void sgd_loop(float *w, float *g, f
         }                                                                                        \
     } while (0)
 
+// torch.optim.SGD, dampening 0. buf NULL when momentum is 0. A zero buffer makes the first step's
+// buf = g, as torch's clone of the first gradient.
 static void sgd_kernel(float *w, const float *gc, float *buf, int64_t n, float lr, float wd, float momentum,
                        int nesterov) {
     float *g = (float *)gc, neg_lr = -lr;   // not written: clear is 0
