@@ -386,35 +386,44 @@ TEST(every_space_builds_a_supernet) {
 }
 
 // Stopped after 5 steps and resumed: the same weights, bit for bit, as a run that never stopped.
+// The resume tests' run: a 300-scene pack NAME.h5 in the test folder (270 training images: 8 batches of 32 an
+// epoch), the tiny space, 2 epochs, into NAME_a.h5 straight and into NAME_b.h5 stopped after 5 steps, then
+// resumed from it (with path_grads -1, the file's rule, when forget_rule). Loads both into sa and sb, checks
+// their weights and BN statistics are the same bits, and leaves c as the resume ran.
+static void resume_runs(const char *name, ib_sn_train_cfg *c, int forget_rule, char *data, char *a, char *b,
+                        ib_supernet *sa, ib_supernet *sb) {
+    snprintf(data, 512, "%s/%s.h5", test_tmpdir(), name);
+    snprintf(a, 512, "%s/%s_a.h5", test_tmpdir(), name);
+    snprintf(b, 512, "%s/%s_b.h5", test_tmpdir(), name);
+    CHECK(ib_synth_write_pack(data, 300, 32, 3, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
+    c->space = space_path("tiny");
+    c->base.data = data;
+    c->base.epochs = 2, c->base.batch = 32, c->base.res = 32, c->base.warmup_epochs = 0.5f;
+    c->base.workers = 1, c->base.progress = 0, c->base.seed = 7;
+    ib_sn_train_result r;
+    c->base.out = a;
+    CHECK(ib_train_supernet_classify(c, &r) == IB_OK, "%s", ib_errmsg());
+    CHECK(r.base.steps == 16, "steps %ld (270 training images: 8 batches of 32 an epoch)", r.base.steps);
+    c->base.out = b, c->base.max_steps = 5;
+    CHECK(ib_train_supernet_classify(c, &r) == IB_OK && r.base.steps == 5, "%s", ib_errmsg());
+    c->base.resume = b, c->base.max_steps = 0;
+    if (forget_rule) c->path_grads = -1;
+    CHECK(ib_train_supernet_classify(c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
+    CHECK(ib_supernet_load(sa, a) == IB_OK && ib_supernet_load(sb, b) == IB_OK, "%s", ib_errmsg());
+    CHECK(sa->ps.numel_params == sb->ps.numel_params, "sizes");
+    CHECK(!memcmp(sa->ps.data, sb->ps.data, sizeof(float) * (size_t)sa->ps.numel_params), "weights differ after resume");
+    CHECK(!memcmp(sa->ps.buf, sb->ps.buf, sizeof(float) * (size_t)sa->ps.numel_buffers), "BN statistics differ");
+}
+
 TEST(supernet_resume_is_exact) {
     char data[512], a[512], b[512];
-    snprintf(data, sizeof data, "%s/sn_train.h5", test_tmpdir());
-    CHECK(ib_synth_write_pack(data, 300, 32, 3, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
-    snprintf(a, sizeof a, "%s/sn_a.h5", test_tmpdir());
-    snprintf(b, sizeof b, "%s/sn_b.h5", test_tmpdir());
     ib_sn_train_cfg c;
     ib_sn_train_cfg_default(&c);
-    c.space = space_path("tiny");
-    c.base.data = data;
-    c.base.epochs = 2, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0.5f;
-    c.base.workers = 1, c.base.progress = 0, c.base.seed = 7;
     c.path_grads = IB_SN_MEAN;   // the rule with more to restore (the use counts); the resume takes the file's
-    c.base.out = a;
-    ib_sn_train_result r;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK, "%s", ib_errmsg());
-    CHECK(r.base.steps == 16, "steps %ld (270 training images: 8 batches of 32 an epoch)", r.base.steps);
-    c.base.out = b;
-    c.base.max_steps = 5;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 5, "%s", ib_errmsg());
-    c.base.resume = b;
-    c.base.max_steps = 0;
-    c.path_grads = -1;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
     ib_supernet sa, sb;
-    CHECK(ib_supernet_load(&sa, a) == IB_OK && ib_supernet_load(&sb, b) == IB_OK, "%s", ib_errmsg());
-    CHECK(sa.ps.numel_params == sb.ps.numel_params, "sizes");
-    CHECK(!memcmp(sa.ps.data, sb.ps.data, sizeof(float) * (size_t)sa.ps.numel_params), "weights differ after resume");
-    CHECK(!memcmp(sa.ps.buf, sb.ps.buf, sizeof(float) * (size_t)sa.ps.numel_buffers), "BN statistics differ");
+    resume_runs("sn", &c, 1, data, a, b, &sa, &sb);
+    if (ib_test_failed()) return;
+    ib_sn_train_result r;
     CHECK(sa.holdout == 0.1 && sa.train_data && !strcmp(sa.train_data, data), "recorded data %s holdout %g",
           sa.train_data ? sa.train_data : "(none)", sa.holdout);
     CHECK(!strcmp(sa.path_grads, "mean") && !strcmp(sb.path_grads, "mean"), "recorded path_grads '%s' and '%s', not mean",
@@ -461,32 +470,17 @@ TEST(supernet_resume_is_exact) {
 // ends where the straight run does, bit for bit; and it draws other paths than the independent rule (op_ramp 0).
 TEST(op_ramp_resume_is_exact_and_changes_the_paths) {
     char data[512], a[512], b[512], z[512];
-    snprintf(data, sizeof data, "%s/sn_ramp.h5", test_tmpdir());
-    CHECK(ib_synth_write_pack(data, 300, 32, 3, 0, NULL, NULL, NULL) == IB_OK, "%s", ib_errmsg());
-    snprintf(a, sizeof a, "%s/sn_ramp_a.h5", test_tmpdir());
-    snprintf(b, sizeof b, "%s/sn_ramp_b.h5", test_tmpdir());
-    snprintf(z, sizeof z, "%s/sn_ramp_0.h5", test_tmpdir());
     ib_sn_train_cfg c;
     ib_sn_train_cfg_default(&c);
-    c.space = space_path("tiny");
     c.sampling = IB_SN_UNIFORM, c.op_ramp = 1.5f;
-    c.base.data = data;
-    c.base.epochs = 2, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0.5f;
-    c.base.workers = 1, c.base.progress = 0, c.base.seed = 7;
+    ib_supernet sa, sb, s0;
+    resume_runs("sn_ramp", &c, 0, data, a, b, &sa, &sb);
+    if (ib_test_failed()) return;
+    snprintf(z, sizeof z, "%s/sn_ramp_0.h5", test_tmpdir());
     ib_sn_train_result r;
-    c.base.out = a;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
-    c.base.out = b, c.base.max_steps = 5;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 5, "%s", ib_errmsg());
-    c.base.resume = b, c.base.max_steps = 0;
-    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
     c.base.resume = NULL, c.base.out = z, c.op_ramp = 0;
     CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 16, "%s", ib_errmsg());
-    ib_supernet sa, sb, s0;
-    CHECK(ib_supernet_load(&sa, a) == IB_OK && ib_supernet_load(&sb, b) == IB_OK && ib_supernet_load(&s0, z) == IB_OK,
-          "%s", ib_errmsg());
-    CHECK(!memcmp(sa.ps.data, sb.ps.data, sizeof(float) * (size_t)sa.ps.numel_params), "weights differ after resume");
-    CHECK(!memcmp(sa.ps.buf, sb.ps.buf, sizeof(float) * (size_t)sa.ps.numel_buffers), "BN statistics differ");
+    CHECK(ib_supernet_load(&s0, z) == IB_OK, "%s", ib_errmsg());
     CHECK(memcmp(sa.ps.data, s0.ps.data, sizeof(float) * (size_t)sa.ps.numel_params), "op_ramp 1.5 trained as op_ramp 0");
     ib_supernet_free(&sa);
     ib_supernet_free(&sb);
