@@ -33,7 +33,9 @@ ib_status ib_supernet_train(const ib_supernet_train_opts *o, ib_supernet_train_r
     ib_sn_train_cfg_default(&c);
     if ((s = ib_api_train_cfg(&o->train, &c.base))) return s;
     c.base.arch = NULL;
-    c.base.init = NULL;
+    c.base.init = o->train.init;   // a supernet of the same space to start from
+    if (o->train.init && o->train.resume)
+        return ib_fail(IB_ERR_ARG, "init and resume: a resumed supernet continues its own weights");
     c.space = o->space;
     c.sampling = sampling;
     c.n_random = o->paths;

@@ -26,14 +26,16 @@ static const char *train_usage =
     "segmentation backbone (Autoseg-EdgeTPU): one head (--head deeplab|bifpn and the head flags of ibnas train\n"
     "--task segment) on every path's features at --res x --res, pixel-wise cross-entropy with the data's ignore\n"
     "index, the log's columns the largest and smallest paths' mIoU after BN recalibration (docs/SEGMENTATION.md).\n"
-    "With a task, sandwich trains every path from the labels (no in-place distillation; --kd unused).\n";
+    "With a task, sandwich trains every path from the labels (no in-place distillation; --kd unused).\n"
+    "--init SUPERNET.h5 starts from another supernet of the same space (tensors matched by name and shape):\n"
+    "a classification supernet's backbone for a detection or segmentation one.\n";
 
 static int supernet_train(int argc, char **argv) {
     ib_supernet_train_opts o;
     ib_supernet_train_opts_default(&o);
     cli_train_extra x;
     float holdout = (float)o.holdout;
-    cli_flag flags[CLI_TRAIN_FLAGS + CLI_DETECT_FLAGS + CLI_SEGMENT_FLAGS + 10];
+    cli_flag flags[CLI_TRAIN_FLAGS + CLI_DETECT_FLAGS + CLI_SEGMENT_FLAGS + 11];
     int n = 0;
     flags[n++] = (cli_flag){"--space", F_STR, &o.space, "the search space (*.space.json; required unless resuming)"};
     flags[n++] = (cli_flag){"--task", F_STR, &o.train.task, "classify (default), detect (an SSDLite head shared by every path, on data with boxes) or segment (a segmentation head shared by every path, on data with masks)"};
@@ -44,6 +46,7 @@ static int supernet_train(int argc, char **argv) {
     flags[n++] = (cli_flag){"--kd", F_FLOAT, &o.kd, "weight of the in-place distillation loss (1; classification's sandwich only)"};
     flags[n++] = (cli_flag){"--holdout", F_FLOAT, &holdout, "fraction of the training data left out for scoring (0.1)"};
     flags[n++] = (cli_flag){"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of the per-epoch evaluation (10)"};
+    flags[n++] = (cli_flag){"--init", F_STR, &o.train.init, "start from this supernet's weights (same space; tensors matched by name and shape, e.g. a classification supernet's backbone for --task detect)"};
     n += cli_train_flags(flags + n, &o.train, &x);
     n += cli_detect_flags(flags + n, &o.train);
     n += cli_segment_flags(flags + n, &o.train);

@@ -656,7 +656,9 @@ IBNAS_API ib_status ib_miou_dirs(const char *gt_dir, const char *pred_dir, int c
 typedef struct ib_supernet ib_supernet;
 
 typedef struct ib_supernet_train_opts {
-    ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch, init unused).
+    ib_train_opts train;       // data, val, out, resume, epochs, lr, ... as for a network (arch unused; init: a
+                               // supernet file of the same space whose tensors, matched by name and shape, start
+                               // this one: a classification supernet's backbone for a detection one).
                                // train.task "detect": one SSDLite head (det_*) shared by every path; "segment": one
                                // segmentation head (seg_head, seg_*_stride, seg_head_width, seg_repeats, seg_aug,
                                // class_weights; at res x res) shared by every path, pixel cross-entropy, scored by mIoU.

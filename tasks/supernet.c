@@ -220,6 +220,25 @@ static ib_status sn_save_extra(ib_h5 *f, void *user) {
     return s;
 }
 
+// --init: the weights (and BN statistics) of another supernet of the same space, tensor by tensor where name and
+// shape match, over the fresh initialisation: a classification supernet's backbone starting a detection or
+// segmentation one (its classifier, of other classes, does not match and starts fresh), as ibnas train --init
+// starts a detector from a classifier.
+static ib_status init_from(ib_supernet *sn, const char *path, int progress) {
+    ib_supernet src;
+    ib_status s = ib_supernet_load(&src, path);
+    if (s) return s;
+    if (strcmp(src.space.name, sn->space.name) || src.space.n_layers != sn->space.n_layers)
+        s = ib_fail(IB_ERR_ARG, "%s: a supernet of space %s (%d layers), not %s (%d layers)", path, src.space.name,
+                    src.space.n_layers, sn->space.name, sn->space.n_layers);
+    int copied = s ? 0 : ib_params_copy_matching(&sn->ps, &src.ps);
+    if (!s && !copied) s = ib_fail(IB_ERR_ARG, "%s: no tensor matches the supernet being trained", path);
+    if (!s && progress)   // parameters and BN statistics (recalibrated before any score anyway)
+        fprintf(stderr, "supernet train: %d of %d tensors from %s, the rest initialised\n", copied, sn->ps.n, path);
+    ib_supernet_free(&src);
+    return s;
+}
+
 ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_result *out) {
     const ib_train_cfg *c = &cfg->base;
     memset(out, 0, sizeof *out);
@@ -297,6 +316,7 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
         ib_space_free(&sp);
         if (s) goto done;
         ib_supernet_init_weights(&sn, c->seed);
+        if (c->init && (s = init_from(&sn, c->init, progress))) goto done;
         sn.holdout = cfg->holdout;
         sn.split_seed = c->seed;
         snprintf(sn.sampling, sizeof sn.sampling, "%s", ib_sn_sampling_name(cfg->sampling));

@@ -508,6 +508,63 @@ static ib_status short_supernet_run(const char *name, int n, int sampling, uint6
     return ib_train_supernet_classify(&c, r);
 }
 
+// --init: a supernet starts from another's weights and BN statistics (same space, tensors by name and shape):
+// after one step at a negligible rate it holds the source's weights, where a fresh one does not; a supernet of
+// another space is refused, naming the file; init with resume is refused.
+TEST(supernet_init_starts_from_another_supernet) {
+    char src[512], data[512], a[512], b[512], other[512];
+    ib_sn_train_result r;
+    CHECK(short_supernet_run("sn_init_src", 100, IB_SN_UNIFORM, 3, 3, src, sizeof src, &r) == IB_OK, "%s", ib_errmsg());
+    snprintf(data, sizeof data, "%s/sn_init_src.h5", test_tmpdir());
+    snprintf(a, sizeof a, "%s/sn_init_a.h5", test_tmpdir());
+    snprintf(b, sizeof b, "%s/sn_init_b.h5", test_tmpdir());
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.sampling = IB_SN_UNIFORM;
+    c.base.data = data;
+    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.warmup_epochs = 0, c.base.lr = 1e-12f;
+    c.base.optim.weight_decay = 0;
+    c.base.workers = 1, c.base.progress = 0, c.base.seed = 9, c.base.max_steps = 1;
+    c.base.init = src, c.base.out = a;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 1, "%s", ib_errmsg());
+    c.base.init = NULL, c.base.out = b;
+    CHECK(ib_train_supernet_classify(&c, &r) == IB_OK && r.base.steps == 1, "%s", ib_errmsg());
+    ib_supernet s0, sa, sb;
+    CHECK(ib_supernet_load(&s0, src) == IB_OK && ib_supernet_load(&sa, a) == IB_OK && ib_supernet_load(&sb, b) == IB_OK,
+          "%s", ib_errmsg());
+    double da = 0, db = 0;
+    for (int64_t i = 0; i < s0.ps.numel_params; i++) {
+        da = fmax(da, fabs(sa.ps.data[i] - s0.ps.data[i]));
+        db = fmax(db, fabs(sb.ps.data[i] - s0.ps.data[i]));
+    }
+    CHECK(da < 1e-6, "initialised from %s, the weights are %g from its", src, da);
+    CHECK(db > 1e-2, "a fresh supernet (seed 9) is only %g from the source (seed 3): the check cannot tell", db);
+    ib_supernet_free(&s0), ib_supernet_free(&sa), ib_supernet_free(&sb);
+    // Another space (the tiny space renamed) is refused, naming the source file and both spaces.
+    snprintf(other, sizeof other, "%s/other.space.json", test_tmpdir());
+    FILE *in = fopen(space_path("tiny"), "rb"), *out = fopen(other, "wb");
+    CHECK(in && out, "copy the tiny space");
+    char text[8192];
+    size_t len = fread(text, 1, sizeof text - 1, in);
+    text[len] = 0;
+    char *at = strstr(text, "\"name\": \"tiny\"");
+    CHECK(at && len < sizeof text - 1, "the tiny space's name field");
+    at += strlen("\"name\": \"tiny");
+    fwrite(text, 1, (size_t)(at - text), out), fputc('2', out), fputs(at, out);
+    fclose(in), fclose(out);
+    c.space = other, c.base.init = src, c.base.out = b;
+    ib_status st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), src) && strstr(ib_errmsg(), "tiny2"), "another space: %s", ib_errmsg());
+    // Through the public API: init with resume is refused.
+    ib_supernet_train_opts o;
+    ib_supernet_train_opts_default(&o);
+    o.space = space_path("tiny"), o.train.data = data, o.train.out = b, o.train.init = src, o.train.resume = a;
+    ib_supernet_train_report rep;
+    st = ib_supernet_train(&o, &rep);
+    CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "init and resume"), "init with resume: %s", ib_errmsg());
+}
+
 // A step leaves the ops no path ran as they were (no weight decay, no momentum), as torch.optim skips a
 // parameter whose grad is None; the ops the path ran move. Uniform sampling: one path, drawn from the
 // stream the loop seeds with (seed, step).
