@@ -17,7 +17,9 @@
 #        OPT="--lr 0.05": the optimiser flags of the supernet and of every training;
 #        PRETRAIN=DIR FT_RES=320 FT_OPT="--optimizer adamw --lr 0.003 --wd 0.0001" TIN_EPOCHS=10 PAR=2;
 #        METRIC=ap50: the search's score, or loss; SAMPLING=fair|sandwich|uniform and SN_CLIP=N (--clip of the
-#        supernet alone; sandwich with SN_CLIP=2 is what learns on the mobiledets space, docs/SEARCH.md))
+#        supernet alone; sandwich with SN_CLIP=2 is what learns on the mobiledets space, docs/SEARCH.md);
+#        SN_INIT=SUPERNET.h5: the supernet starts from that one's weights (supernet train --init, e.g. a Tiny
+#        ImageNet classification supernet of the same space); STOP_AFTER=search: stop once the search is done)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name, once
@@ -29,12 +31,13 @@ D="$ROOT/../shared/data/coco-person"
 R=${RES:-128} E=${EPOCHS:-5} EA=${EPOCHS_ALONE:-15} POP=${POP:-16} GENS=${GENS:-3} SEEDS=${SEEDS:-0}
 THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75} SAMPLING=${SAMPLING:-fair}
 sclip=(); [ -n "${SN_CLIP:-}" ] && sclip=(--clip "$SN_CLIP")
+sinit=(); [ -n "${SN_INIT:-}" ] && sinit=(--init "$(cd "$(dirname "$SN_INIT")" && pwd)/$(basename "$SN_INIT")")
 read -r -a opt <<< "${OPT:---lr 0.05}"
 common=(--task detect --batch 16 --res "$R" "${opt[@]}" --warmup 0.3 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
 echo "== supernet ($E epochs, $SAMPLING sampling, ${R} px) $(date -u +%H:%M)"
 if [ ! -f sn.done ]; then
-  r=(); [ -f sn.h5 ] && r=(--resume sn.h5)
+  r=("${sinit[@]}"); [ -f sn.h5 ] && r=(--resume sn.h5)
   "$I" supernet train "${common[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling "$SAMPLING" "${sclip[@]}" --epochs "$E" \
       --threads "$THREADS" "${r[@]}"
   touch sn.done
@@ -62,6 +65,7 @@ if [ ! -f search.done ]; then
       --metric "${METRIC:-ap50}" --out search "${r[@]}"
   touch search.done
 fi
+[ "${STOP_AFTER:-}" = search ] && { echo "== stopped after the search (STOP_AFTER=search)"; exit 0; }
 alone() {   # alone NAME ARCH SEED [--init]: trained alone, then evaluated on val; --init: ARCH is a checkpoint
   [ -f "$1.val.json" ] && return 0
   local net=(--arch "$2"); [ "${4:-}" = --init ] && net=(--init "$2")

@@ -234,7 +234,8 @@ static ib_status init_from(ib_supernet *sn, const char *path, int progress) {
     int copied = s ? 0 : ib_params_copy_matching(&sn->ps, &src.ps);
     if (!s && !copied) s = ib_fail(IB_ERR_ARG, "%s: no tensor matches the supernet being trained", path);
     if (!s && progress)   // parameters and BN statistics (recalibrated before any score anyway)
-        fprintf(stderr, "supernet train: %d of %d tensors from %s, the rest initialised\n", copied, sn->ps.n, path);
+        fprintf(stderr, "supernet train: %d of %d tensors from %s%s\n", copied, sn->ps.n, path,
+                copied < sn->ps.n ? ", the rest initialised" : "");
     ib_supernet_free(&src);
     return s;
 }
