@@ -37,7 +37,34 @@ static void tap_range(int n_in, int n_out, int stride, int off, int *lo, int *hi
 // The spatial part of a convolution, shared by the helpers below.
 typedef struct {
     int H, W, K, stride, pad, dil, Ho, Wo;
+    int ring_cpg;   // > 0: rows in a centre-first weight's order (below), this many input channels a group
 } conv_geom;
+
+// The (channel, tap) of im2col row r, and back. Plain order: rows (c, kh, kw). A centre-first 5x5 weight
+// (core.h) reads its rows group by group as [the 9 centre taps of each of the group's channels][their 16 outer
+// taps], so its im2col rows come in that order.
+static const signed char RING_KH[25] = {1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 4};
+static const signed char RING_KW[25] = {1, 2, 3, 1, 2, 3, 1, 2, 3, 0, 1, 2, 3, 4, 0, 4, 0, 4, 0, 4, 0, 1, 2, 3, 4};
+
+static void row_tap(const conv_geom *g, int r, int *c, int *kh, int *kw) {
+    int K = g->K, cpg = g->ring_cpg;
+    if (!cpg) {
+        *c = r / (K * K), *kh = (r / K) % K, *kw = r % K;
+        return;
+    }
+    int grp = r / (cpg * 25), l = r % (cpg * 25), t;
+    if (l < cpg * 9) *c = l / 9, t = l % 9;
+    else *c = (l - cpg * 9) / 16, t = 9 + (l - cpg * 9) % 16;
+    *c += grp * cpg, *kh = RING_KH[t], *kw = RING_KW[t];
+}
+
+static int tap_row(const conv_geom *g, int c, int kh, int kw) {
+    int K = g->K, cpg = g->ring_cpg;
+    if (!cpg) return (c * K + kh) * K + kw;
+    static const signed char tap[25] = {9, 10, 11, 12, 13, 14, 0, 1, 2, 15, 16, 3, 4, 5, 17, 18, 6, 7, 8, 19, 20, 21, 22, 23, 24};
+    int t = tap[kh * 5 + kw], grp = c / cpg, cl = c % cpg;
+    return grp * cpg * 25 + (t < 9 ? cl * 9 + t : cpg * 9 + cl * 16 + (t - 9));
+}
 
 // x: (nb, C, H, W) -> col: (C*K*K, nb*Ho*Wo); row (c, kh, kw), column block i holds image i, zeros where
 // a tap falls in the padding. Batching images makes one parallel region feed many GEMMs (see below).
@@ -52,11 +79,11 @@ typedef struct {
 static void im2col_rows(void *p, int64_t t0, int64_t t1, int worker) {
     const cols_job *j = p;
     const conv_geom *g = j->g;
-    int K = g->K, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride, nb = j->nb, C = j->C;
+    int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride, nb = j->nb, C = j->C;
     int64_t P = (int64_t)Ho * Wo, ld = nb * P;
     for (int64_t t = t0; t < t1; t++) {
-        int r = (int)(t / nb), i = (int)(t % nb);
-        int c = r / (K * K), kh = (r / K) % K, kw = r % K;
+        int r = (int)(t / nb), i = (int)(t % nb), c, kh, kw;
+        row_tap(g, r, &c, &kh, &kw);
         const float *xc = j->x + ((int64_t)i * C + c) * H * W;
         float *dst = j->col + (int64_t)r * ld + i * P;
         int off_w = kw * g->dil - g->pad, lo, hi;
@@ -99,7 +126,7 @@ static void col2im_planes(void *p, int64_t t0, int64_t t1, int worker) {
         float *gc = j->col + t * H * W;   // the cols_job's col is gx here
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
-                const float *src = j->x + ((int64_t)(c * K + kh) * K + kw) * ld + i * P;
+                const float *src = j->x + (int64_t)tap_row(g, c, kh, kw) * ld + i * P;
                 int off_w = kw * g->dil - g->pad, lo, hi;
                 tap_range(W, Wo, stride, off_w, &lo, &hi);
                 for (int oh = 0; oh < Ho; oh++) {
@@ -317,10 +344,40 @@ static int64_t group_stride(const ib_tensor *w, int opg) {
     return w->blocks > 1 ? w->block_stride : opg * w->stride[0];
 }
 
+// A ring view (a centre-first 5x5 weight, core.h) the conv reads in place: its centre taps' rows contiguous.
+static int ring_in_place(const ib_tensor *w, int groups) {
+    return w->ring && w->shape[2] == 5 && w->stride[3] == 1 && w->stride[2] == 3 && w->stride[1] == 9 &&
+           (w->blocks <= 1 || w->blocks == groups);
+}
+
+// A group's weight rows as the GEMMs read them: one segment (plain rows), or a ring view's two (its centre taps,
+// then its outer taps, each contiguous). Segment i: rows' columns [col, col + len) of the group's im2col rows, at
+// w->data + off + g * gstride for group g, rows w->stride[0] apart.
+typedef struct {
+    int64_t off, gstride;
+    int col, len;
+} wseg;
+
+static int weight_segs(const ib_tensor *w, int opg, int cpg, int K, wseg seg[2]) {
+    if (!w->ring) {
+        seg[0] = (wseg){0, group_stride(w, opg), 0, cpg * K * K};
+        return 1;
+    }
+    int64_t rows = opg * w->stride[0];
+    seg[0] = (wseg){0, w->blocks > 1 ? w->block_stride : rows, 0, cpg * 9};
+    seg[1] = (wseg){w->ring, w->blocks > 1 ? w->ring_block_stride : rows, cpg * 9, cpg * 16};
+    return 2;
+}
+
 // A weight given as a view (a supernet path's slice of a shared weight, docs/SEARCH.md). Rows contiguous
-// (a channel slice): read in place at the row pitch, the gradient lands in place. Otherwise (a kernel's
-// centre): the forward and the backward each copy it into their own scratch, gone when they return, and
-// the backward adds the copy's gradient into the view's; a step holds no copy between them. Depthwise
+// (a channel slice, a centre-first weight's 3x3 centre): read in place at the row pitch, the gradient lands in
+// place. A ring view (a centre-first weight's 5x5): the backward reads it in place, its two segments a row
+// (weight_segs), and so does its gradient; the forward copies it into scratch in the plain order, so that
+// each output sums its taps in the order the extracted network's conv does (two segments would sum the
+// centre taps first: the same numbers to rounding, and a ReLU's kink turns rounding into different
+// gradients). Otherwise (a plain kernel's centre): the forward and the backward each copy it into their own
+// scratch, gone when they return, and the backward adds the copy's gradient into the view's; a step holds
+// no copy between them. Depthwise
 // weights (small) are copied with ib_contiguous, taped just before the conv, so the copy's gradient goes
 // back right after the conv's backward.
 static ib_tensor *scratch_copy(ib_ctx *ctx, const ib_tensor *w, ib_tensor *wc) {
@@ -343,9 +400,11 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
     ib_tensor *x = node->in[0], *b = node->in[2];
     const conv_args *a = node->saved;
     int N = x->shape[0], Cin = x->shape[1], Cout = w->shape[0], K = w->shape[2], G = a->groups;
-    conv_geom geom = {x->shape[2], x->shape[3], K, a->stride, a->pad, a->dilation, node->out->shape[2],
-                      node->out->shape[3]};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
+    conv_geom geom = {x->shape[2], x->shape[3], K, a->stride, a->pad, a->dilation, node->out->shape[2],
+                      node->out->shape[3], w->ring ? cpg : 0};
+    wseg seg[2];
+    int nseg = weight_segs(w, opg, cpg, K, seg);
     int64_t HW = (int64_t)geom.H * geom.W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0], wg = group_stride(w, opg);
     const float *gy = node->out->grad;
     int direct = is_direct(K, a->stride, a->pad, N, P);
@@ -358,6 +417,7 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
     float *gx = need_x ? (direct ? ib__grad_to_fill(ctx, x, &add) : ib_grad(ctx, x)) : NULL;
 
     if (direct) {
+        IB_ASSERT(nseg == 1, "conv2d: a ring view of a 1x1 kernel");
         // Images in order, so dW sums the batch in a fixed order.
         if (need_w) {
             // gW_g (opg, rows) += gYc_g (opg, m P) @ Xt_g (m P, rows): chunks of images side by side, so
@@ -399,14 +459,18 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
             im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
             transpose_batch(col, 1, G * rows, (int)ld, colt);
         }
-        // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows)
+        // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows), segment by segment
         for (int g = 0; need_w && g < G; g++)
-            weight_grad(opg, rows, (int)ld, gyc + (int64_t)g * opg * ld, colt + (int64_t)g * rows, (int64_t)G * rows,
-                        gw + g * wg, ws);
+            for (int i = 0; i < nseg; i++)
+                weight_grad(opg, seg[i].len, (int)ld, gyc + (int64_t)g * opg * ld, colt + (int64_t)g * rows + seg[i].col,
+                            (int64_t)G * rows, gw + seg[i].off + g * seg[i].gstride, ws);
         if (dcol) {
-            // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P), every group in one region
-            const gemm_batch bt = {G, G, wg, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
-            gemm_par_batch(rows, (int)ld, opg, &bt, w->data, 1, ws, gyc, ld, dcol, ld, NULL, 0);
+            // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P), every group in one region a segment
+            for (int i = 0; i < nseg; i++) {
+                const gemm_batch bt = {G, G, seg[i].gstride, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
+                gemm_par_batch(seg[i].len, (int)ld, opg, &bt, w->data + seg[i].off, 1, ws, gyc, ld,
+                               dcol + seg[i].col * ld, ld, NULL, 0);
+            }
             col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
         }
     }
@@ -414,7 +478,8 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
 // The weight may be a view (see scratch_copy): a kernel's centre is copied for this backward alone.
 static void conv_backward(ib_ctx *ctx, ib_node *node) {
     ib_tensor *w = node->in[1];
-    if (rows_contiguous(w, ((const conv_args *)node->saved)->groups)) {
+    int groups = ((const conv_args *)node->saved)->groups;
+    if (ring_in_place(w, groups) || rows_contiguous(w, groups)) {
         conv_backward_rows(ctx, node, w);
         return;
     }
@@ -430,6 +495,7 @@ static const ib_op op_conv2d = {"conv2d", conv_backward};
 static void conv_check(const ib_tensor *x, const ib_tensor *w, const ib_tensor *b, int stride, int pad, int dilation,
                        int groups) {
     char sx[64], sw[64];
+    IB_ASSERT(!w->centre_first, "conv2d: %s is centre-first: read it through ib_view_centre_first", w->name);
     IB_ASSERT(x->ndim == 4 && w->ndim == 4 && w->shape[2] == w->shape[3], "conv2d: x %s, w %s: need 4-d, square kernel",
               ib_shape_str(x, sx, sizeof sx), ib_shape_str(w, sw, sizeof sw));
     IB_ASSERT(groups >= 1 && x->shape[1] % groups == 0 && w->shape[0] % groups == 0 &&
@@ -454,7 +520,7 @@ static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int strid
     IB_ASSERT(ib_is_contiguous(x) && rows_contiguous(w, groups), "conv2d: contiguous inputs");
     int N = x->shape[0], Cin = x->shape[1], H = x->shape[2], W = x->shape[3];
     int Cout = w->shape[0], K = w->shape[2], G = groups;
-    conv_geom geom = {H, W, K, stride, pad, dilation, y->shape[2], y->shape[3]};
+    conv_geom geom = {H, W, K, stride, pad, dilation, y->shape[2], y->shape[3], 0};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
     int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0], wg = group_stride(w, opg);
     if (P == 0 || opg == 0) return;

@@ -86,6 +86,14 @@ typedef struct ib_tensor {
     // run j starting block_stride elements after run j - 1, rows within a run stride[0] apart.
     int blocks;
     int64_t block_stride;
+    // Centre-first 5x5 kernels (ib_view_centre_first). centre_first: this tensor (O, I, 5, 5) holds each output
+    // row as the 3x3 centre taps of its I input channels (I x 9, row-major), then their 16 outer taps (I x 16,
+    // row-major); its strides are those of the plain layout, so only views made by ib_view_centre_first read it.
+    // ring > 0: a 5x5 view of such a tensor: the strides give the centre taps (stride[1] 9, stride[2] 3,
+    // stride[3] 1) and a row's outer taps start `ring` floats after its centre taps, input channel c's at c * 16
+    // (a group-block view's block j at j * ring_block_stride after block 0's).
+    int centre_first;
+    int64_t ring, ring_block_stride;
 } ib_tensor;
 
 typedef struct ib_node ib_node;
@@ -158,6 +166,15 @@ ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len)
 //   (K - k even): group j's rows are the first hid/g of rows [j hid_max/g, (j+1) hid_max/g), its input channels
 //   [j cin/g, (j+1) cin/g), its kernel the centred k x k. ib_conv2d reads it in place when k == K.
 ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, int k);
+//   ib_view_centre_first: the weight of a conv with n0 output rows, n1 input channels a group and a k x k kernel
+//   (k 3 or 5) in a centre-first tensor t (t->centre_first, above), as ib_view_slice (groups 1) or
+//   ib_view_group_blocks (groups > 1) take it from a plain one. k 3: an ordinary strided view whose rows are
+//   contiguous (ib_conv2d reads it in place: a 3x3 path of a 5x5 weight reads 9 of every 25 floats, not all of
+//   them). k 5: a ring view (t->ring > 0), which ib_conv2d also reads in place, and which ib_tensor_read, ib_view_mark
+//   and ib_view_count take in the plain order.
+ib_tensor *ib_view_centre_first(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k, int groups);
+// The plain 5x5 layout (O, I, 5, 5) of n rows of the centre-first one (O = n, I = cin), or back (to_centre_first).
+void ib_centre_first_permute(float *data, int64_t n, int cin, int to_centre_first);
 //   ib_reshape: a contiguous tensor seen with another shape of the same numel (no copy).
 ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape);
 //   ib_contiguous: t itself if contiguous, else a contiguous copy (recorded).

@@ -116,6 +116,7 @@ float *ib_grad(ib_ctx *ctx, ib_tensor *t) {
 
 static ib_tensor *view_of(ib_ctx *ctx, ib_tensor *t) {
     IB_ASSERT(t->blocks <= 1, "a view of a group-block view");
+    IB_ASSERT(!t->ring, "a view of a ring view");
     // The view's grad aliases the base's, so the base needs one now if gradients may flow.
     if (t->requires_grad && ctx->recording && !t->grad) ib_grad(ctx, t);
     ib_tensor *v = ib_arena_alloc(ctx->arena, sizeof *v);
@@ -126,6 +127,7 @@ static ib_tensor *view_of(ib_ctx *ctx, ib_tensor *t) {
 }
 
 ib_tensor *ib_view_slice(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k2, int k3) {
+    IB_ASSERT(!t->centre_first, "ib_view_slice of a centre-first tensor (%s): ib_view_centre_first", t->name);
     int keep[4] = {n0, n1, k2, k3};
     ib_tensor *v = view_of(ctx, t);
     int64_t off = 0;
@@ -158,6 +160,7 @@ ib_tensor *ib_view_range(ib_ctx *ctx, ib_tensor *t, int dim, int start, int len)
 }
 
 ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, int k) {
+    IB_ASSERT(!t->centre_first, "ib_view_group_blocks of a centre-first tensor (%s): ib_view_centre_first", t->name);
     IB_ASSERT(t->ndim == 4 && ib_is_contiguous(t) && groups >= 1 && hid % groups == 0 && t->shape[0] % groups == 0 &&
                   t->shape[1] % groups == 0 && hid <= t->shape[0] && k <= t->shape[2] && (t->shape[2] - k) % 2 == 0,
               "group blocks: %d groups of %d rows, kernel %d, in a (%d, %d, %d, %d) tensor", groups, hid, k, t->shape[0],
@@ -170,6 +173,106 @@ ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, 
     v->data = t->data + off;
     v->grad = t->grad ? t->grad + off : NULL;
     return v;
+}
+
+// Centre-first 5x5 kernels (core.h). Tap t = kh * 5 + kw of the plain layout is centre tap RING_TAP[t] (0..8)
+// when RING_TAP[t] >= 0, else outer tap -1 - RING_TAP[t] (0..15): the two groups in row-major order.
+static const signed char RING_TAP[25] = {-1, -2,  -3, -4, -5,  -6, 0, 1, 2, -7,  -8, 3, 4, 5, -9,
+                                         -10, 6, 7, 8, -11,  -12, -13, -14, -15, -16};
+
+ib_tensor *ib_view_centre_first(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k, int groups) {
+    IB_ASSERT(t->centre_first && t->ndim == 4 && t->shape[2] == 5 && t->shape[3] == 5 && ib_is_contiguous(t) &&
+                  (k == 3 || k == 5) && groups >= 1 && t->shape[0] % groups == 0 && t->shape[1] % groups == 0 &&
+                  n0 % groups == 0 && n0 / groups <= t->shape[0] / groups && n1 <= t->shape[1] / groups && n1 >= 1,
+              "centre-first view: %d rows, %d inputs a group, kernel %d, %d groups of a (%d, %d, %d, %d) tensor %s",
+              n0, n1, k, groups, t->shape[0], t->shape[1], t->shape[2], t->shape[3], t->name);
+    IB_ASSERT(groups == 1 || n1 == t->shape[1] / groups, "centre-first view: a group's inputs are whole (%d of %d)", n1,
+              t->shape[1] / groups);
+    ib_tensor *v = view_of(ctx, t);
+    int I = t->shape[1];
+    v->centre_first = 0;
+    v->shape[0] = n0, v->shape[1] = n1, v->shape[2] = v->shape[3] = k;
+    v->stride[1] = 9, v->stride[2] = 3, v->stride[3] = 1;
+    if (k == 5) v->ring = (int64_t)I * 9;
+    if (groups > 1) {
+        v->blocks = groups;
+        v->block_stride = (int64_t)(t->shape[0] / groups) * t->stride[0] + (int64_t)(I / groups) * 9;
+        v->ring_block_stride = (int64_t)(t->shape[0] / groups) * t->stride[0] + (int64_t)(I / groups) * 16;
+    }
+    return v;
+}
+
+// A ring view's two parts as ordinary views: its centre taps (O, I, 3, 3) and its outer taps (O, I, 4, 4).
+static void ring_parts(const ib_tensor *v, ib_tensor *centre, ib_tensor *outer) {
+    *centre = *v;
+    centre->ring = 0;
+    centre->shape[2] = centre->shape[3] = 3;
+    *outer = *centre;
+    outer->shape[2] = outer->shape[3] = 4;
+    outer->stride[1] = 16, outer->stride[2] = 4, outer->stride[3] = 1;
+    outer->data = v->data + v->ring;
+    outer->grad = v->grad ? v->grad + v->ring : NULL;
+    outer->block_stride = v->ring_block_stride;
+}
+
+// A ring view's elements, plain order (o, c, kh, kw), to or from contiguous memory (add: accumulate); rows (o)
+// split over the pool. A path's 5x5 weight is copied so for each forward (ib_conv2d).
+typedef struct {
+    const ib_tensor *v;
+    float *viewmem, *contig;
+    int to_contig, add;
+} ring_job;
+
+static void ring_rows(void *p, int64_t lo, int64_t hi, int worker) {
+    (void)worker;
+    const ring_job *j = p;
+    const ib_tensor *v = j->v;
+    int I = v->shape[1], run = v->blocks > 1 ? v->shape[0] / v->blocks : v->shape[0];
+    int pos[25];   // where plain tap t lies from its channel's centre taps (>= 0) or outer taps (-1 - index)
+    for (int t = 0; t < 25; t++) pos[t] = RING_TAP[t];
+    for (int64_t o = lo; o < hi; o++) {
+        float *c0 = j->viewmem + o / run * v->block_stride + o % run * v->stride[0];
+        float *r0 = j->viewmem + v->ring + o / run * v->ring_block_stride + o % run * v->stride[0];
+        for (int c = 0; c < I; c++, c0 += 9, r0 += 16) {
+            float *q = j->contig + (o * I + c) * 25;
+            if (j->to_contig && !j->add) {   // the forward's copy, every step: rows of the 5x5 spelled out
+                const float *e = c0, *r = r0;
+                q[0] = r[0], q[1] = r[1], q[2] = r[2], q[3] = r[3], q[4] = r[4];
+                q[5] = r[5], q[6] = e[0], q[7] = e[1], q[8] = e[2], q[9] = r[6];
+                q[10] = r[7], q[11] = e[3], q[12] = e[4], q[13] = e[5], q[14] = r[8];
+                q[15] = r[9], q[16] = e[6], q[17] = e[7], q[18] = e[8], q[19] = r[10];
+                q[20] = r[11], q[21] = r[12], q[22] = r[13], q[23] = r[14], q[24] = r[15];
+                continue;
+            }
+            for (int t = 0; t < 25; t++) {
+                float *e = pos[t] >= 0 ? c0 + pos[t] : r0 + (-1 - pos[t]);
+                if (j->to_contig) q[t] = *e;
+                else if (j->add) *e += q[t];
+                else *e = q[t];
+            }
+        }
+    }
+}
+
+static void ring_copy(const ib_tensor *v, float *viewmem, float *contig, int to_contig, int add) {
+    ring_job j = {v, viewmem, contig, to_contig, add};
+    ib_parallel_range(v->shape[0], ib_grain(32768, (int64_t)v->shape[1] * 25), ring_rows, &j);
+}
+
+void ib_centre_first_permute(float *data, int64_t n, int cin, int to_centre_first) {
+    float *tmp = malloc(sizeof(float) * 25 * (size_t)cin);
+    IB_ASSERT(tmp, "out of memory permuting a kernel");
+    for (int64_t o = 0; o < n; o++) {
+        float *row = data + o * 25 * cin;
+        memcpy(tmp, row, sizeof(float) * 25 * (size_t)cin);
+        for (int c = 0; c < cin; c++)
+            for (int t = 0; t < 25; t++) {
+                int64_t f = RING_TAP[t] >= 0 ? c * 9 + RING_TAP[t] : (int64_t)cin * 9 + c * 16 + (-1 - RING_TAP[t]);
+                if (to_centre_first) row[f] = tmp[c * 25 + t];
+                else row[c * 25 + t] = tmp[f];
+            }
+    }
+    free(tmp);
 }
 
 ib_tensor *ib_reshape(ib_ctx *ctx, ib_tensor *t, int ndim, const int *shape) {
@@ -254,6 +357,10 @@ static void copy_planes(void *p, int64_t lo, int64_t hi, int worker) {
 }
 
 static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, int to_contig, int add) {
+    if (view->ring) {
+        ring_copy(view, viewmem, contig, to_contig, add);
+        return;
+    }
     copy_job j = {view, viewmem, contig, to_contig, add, {0}, {0}, 0};
     view_dims(view, j.s, j.st, &j.run);
     ib_parallel_range((int64_t)j.s[0] * j.s[1], ib_grain(32768, (int64_t)j.s[2] * j.s[3]), copy_planes, &j);
@@ -261,6 +368,13 @@ static void strided_copy(const ib_tensor *view, float *viewmem, float *contig, i
 
 // ib_view_mark (count 0: set each byte of t's elements to 1) and ib_view_count (count 1: add 1, up to 255).
 static void view_bytes(const ib_tensor *t, const float *origin, uint8_t *bytes, int count) {
+    if (t->ring) {
+        ib_tensor centre, outer;
+        ring_parts(t, &centre, &outer);
+        view_bytes(&centre, origin, bytes, count);
+        view_bytes(&outer, origin, bytes, count);
+        return;
+    }
     IB_ASSERT(t->data >= origin, "ib_view_%s: %s lies before the origin", count ? "count" : "mark",
               t->name ? t->name : "a view");
     int s[4];

@@ -409,6 +409,7 @@ typedef struct ib_supernet {
     char path_grads[8];        // fair sampling's rule ("mean", "sum"; "" unknown or not fair: files before 2026-12-02)
     char task[16];             // its file's "task" attribute: "" (classification) or the task whose head it carries
     char *path;                // the file it was loaded from (the task's head is read from it); NULL: built here
+    int file_version;          // the file's format version (ib_supernet_load; a version 1 file is converted); 0: built here
 } ib_supernet;
 
 ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes);   // registers, allocates
@@ -480,7 +481,9 @@ ib_status ib_recalibrate_pass(const ib_recal_pass *p, ib_dataset *calib, const i
 ib_status ib_recal_loader_open(ib_loader **l, ib_dataset *calib, const ib_recal_cfg *cfg);
 
 #define IB_SUPERNET_FORMAT "ibnas-supernet"
-#define IB_SUPERNET_VERSION 1
+// Version 2 (2026-12-03): the block convs' 5x5 kernels are stored centre first (core.h, ib_view_centre_first);
+// version 1 files, plain, are converted on load (weights only: resume needs the optimizer state as it was).
+#define IB_SUPERNET_VERSION 2
 ib_status ib_supernet_save(const ib_supernet *sn, const char *path, ib_status (*extra)(ib_h5 *f, void *user),
                            void *user);
 // Builds the supernet from the file's space and loads its tensors.

@@ -13,6 +13,12 @@
 // a fused block's expansion; a g-group path takes g diagonal blocks of it: group j uses input channels
 // [j cin/g, (j+1) cin/g) and the first hid/g of the output rows starting at j hid_max/g. The blocks of
 // 4 groups lie inside those of 2 groups, so the group counts share their weights as the kernels do.
+//
+// The 5x5 kernels of the block convs that are not depthwise (fused, tucker, the gcibn dense weight) are stored
+// centre first (core.h): each output row holds the 3x3 centre taps of all its inputs, then the outer taps. A 3x3
+// path then reads 9 of every 25 weights in place, as a channel slice, where a plain layout made it read the
+// centre of each 5x5 window (a copy in, a copy out and a gradient added back, each touching every cache line
+// of the 5x5 tensor). Depthwise kernels stay plain: they are small, and copied for the depthwise conv anyway.
 #include "search/search.h"
 
 #include <stdlib.h>
@@ -86,6 +92,11 @@ ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes)
     ib_linear_init(&sn->fc, &sn->ps, "classifier.1", c, a->classes);
     ib_rng_seed(&sn->dropout_rng, 0, 0xd0);
     if ((s = ib_params_alloc(&sn->ps))) return s;
+    for (int i = 0; i < sp->n_layers * IB_BLOCK_SKIP; i++)   // the 5x5 kernels centre first (see the top)
+        for (int k = 0; k < sn->layers[i].n_stages; k++) {
+            ib_tensor *w = sn->layers[i].stages[k].conv.w;
+            if (w && w->shape[2] == 5 && sn->layers[i].stages[k].conv.groups == 1) w->centre_first = 1;
+        }
     if (!(sn->by_data = malloc(sizeof(int) * (size_t)(sn->ps.n ? sn->ps.n : 1))))
         return ib_fail(IB_ERR_NOMEM, "out of memory building the supernet of %s", sp->name);
     for (int i = 0; i < sn->ps.n; i++)
@@ -95,6 +106,9 @@ ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes)
 
 void ib_supernet_init_weights(ib_supernet *sn, uint64_t seed) {
     ib_params_init_default(&sn->ps, seed);
+    // Drawn in the plain order, then laid out centre first: a seed gives the network it gave before the layout.
+    for (int i = 0; i < sn->ps.n; i++)
+        if (sn->ps.t[i]->centre_first) ib_centre_first_permute(sn->ps.t[i]->data, sn->ps.t[i]->shape[0], sn->ps.t[i]->shape[1], 1);
     ib_rng_seed(&sn->dropout_rng, seed, 0xd0);
 }
 
@@ -121,7 +135,9 @@ ib_conv ib_supernet_conv_view(ib_ctx *ctx, const ib_conv *full, ib_conv_shape cs
     ib_conv c = *full;
     c.cin = cs.cin, c.cout = cs.cout, c.k = cs.k, c.stride = cs.stride, c.groups = cs.groups;
     int depthwise = cs.groups == cs.cin && cs.groups == cs.cout && cs.groups > 1;
-    if (depthwise || cs.groups == 1) {
+    if (full->w->centre_first) {
+        c.w = ib_view_centre_first(ctx, full->w, cs.cout, cs.cin / cs.groups, cs.k, cs.groups);
+    } else if (depthwise || cs.groups == 1) {
         int in = depthwise ? 1 : cs.cin;
         if (cs.cout != full->w->shape[0] || in != full->w->shape[1] || cs.k != full->k)
             c.w = ib_view_slice(ctx, full->w, cs.cout, in, cs.k, cs.k);
@@ -379,9 +395,9 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
                     fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", IB_SUPERNET_FORMAT,
                     fmt && !strcmp(fmt, "ibnas-checkpoint") ? "a network's checkpoint: use ibnas eval" :
                                                               "write one with ibnas supernet train");
-    if (!s && (ib_h5_attr_i64(f, "/", "version", &version) || version != IB_SUPERNET_VERSION))
-        s = ib_fail(IB_ERR_FORMAT, "%s: supernet version %lld, this build reads version %d", path, (long long)version,
-                    IB_SUPERNET_VERSION);
+    if (!s && (ib_h5_attr_i64(f, "/", "version", &version) || version < 1 || version > IB_SUPERNET_VERSION))
+        s = ib_fail(IB_ERR_FORMAT, "%s: supernet version %lld, this build reads versions 1 to %d", path,
+                    (long long)version, IB_SUPERNET_VERSION);
     if (!s && (ib_h5_attr_str(f, "/", "space", &json) || ib_h5_attr_i64(f, "/", "classes", &classes)))
         s = ib_fail(IB_ERR_FORMAT, "%s: no space or classes attribute", path);
     if (!s) {
@@ -391,6 +407,11 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
     }
     if (!s) s = ib_supernet_build(sn, &sp, (int)classes);
     if (!s) s = ib_params_read(f, &sn->ps);
+    if (!s && version == 1)   // plain 5x5 kernels: centre first now (IB_SUPERNET_VERSION)
+        for (int i = 0; i < sn->ps.n; i++)
+            if (sn->ps.t[i]->centre_first)
+                ib_centre_first_permute(sn->ps.t[i]->data, sn->ps.t[i]->shape[0], sn->ps.t[i]->shape[1], 1);
+    sn->file_version = (int)version;
     if (!s && !ib_h5_attr_str(f, "/", "train_data", &data) && data[0]) {
         sn->train_data = data;
         data = NULL;

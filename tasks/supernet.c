@@ -289,6 +289,12 @@ ib_status ib_train_supernet_classify(const ib_sn_train_cfg *cfg, ib_sn_train_res
 
     if (c->resume) {
         if ((s = ib_supernet_load(&sn, c->resume))) goto done;
+        if (sn.file_version < IB_SUPERNET_VERSION) {   // its optimizer state is in the old layout
+            s = ib_fail(IB_ERR_FORMAT, "%s: written by an older ibnas (supernet version %d, 5x5 kernels in the plain "
+                        "layout): resume it with that version, or start a new run from its weights with --init",
+                        c->resume, sn.file_version);
+            goto done;
+        }
         if (sn.base.classes != classes) {
             s = ib_fail(IB_ERR_ARG, "%s: the supernet has %d classes, the data %d", c->resume, sn.base.classes, classes);
             goto done;

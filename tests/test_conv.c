@@ -415,7 +415,8 @@ TEST(backward_adds_into_grads) {
 
 // A weight given as a view of a larger tensor (a supernet path's slice): channel slices and group blocks
 // (a gcibn path's g-group weight inside a dense one) are read in place at their pitch, a kernel's centre is
-// copied inside the conv. Either way the output, dx and the weight's gradient equal those of the same weight
+// copied inside the conv; a centre-first 5x5 weight's views (ib_view_centre_first: its 3x3 centre, an ordinary
+// view, and its 5x5 ring views, whose backward reads two segments a row) are read in place too. Either way the output, dx and the weight's gradient equal those of the same weight
 // copied out by hand, bit for bit, and the gradient lands in the larger tensor's gradient and nowhere else.
 TEST(conv2d_reads_weight_views) {
     static const struct {
@@ -430,11 +431,18 @@ TEST(conv2d_reads_weight_views) {
         {8, 6, 3, 2, 1, 8, 12, 3, 2},    // 2 group blocks of a dense (12, 8, 3, 3) weight (gcibn): in place
         {8, 8, 3, 4, 1, 8, 16, 5, 2},    // 4 group blocks, kernel centre: copied
         {8, 6, 1, 2, 1, 8, 12, 1, 2},    // 2 group blocks, 1x1, direct
+        // centre-first 5x5 weights (ib_view_centre_first), all read in place:
+        {6, 8, 5, 1, 1, 10, 12, 5, 3},   // 5x5, channels cut (a tucker path's r_in): two segments a row
+        {10, 12, 5, 1, 2, 10, 12, 5, 3}, // 5x5 whole, stride 2
+        {6, 8, 3, 1, 1, 10, 12, 5, 3},   // 3x3: the centre taps, an ordinary view
+        {8, 6, 5, 2, 1, 8, 12, 5, 4},    // 2 group blocks, 5x5 (gcibn)
+        {8, 8, 3, 4, 2, 8, 16, 5, 4},    // 4 group blocks, 3x3, stride 2
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int cin = cases[ci].cin, cout = cases[ci].cout, k = cases[ci].k, g = cases[ci].groups;
-        // depthwise 2: group blocks of a dense weight (every input channel per row)
-        int blocks = cases[ci].depthwise == 2;
+        // depthwise 2: group blocks of a dense weight (every input channel per row); 3 and 4: a centre-first
+        // weight, sliced or in group blocks
+        int ring = cases[ci].depthwise >= 3, blocks = cases[ci].depthwise == 2 || cases[ci].depthwise == 4;
         int cpg_max = cases[ci].depthwise == 1 ? 1 : blocks ? cases[ci].cin_max : cases[ci].cin_max / g;
         int cpg = cases[ci].depthwise == 1 ? 1 : cin / g;
         int km = cases[ci].k_max, cm = cases[ci].cout_max;
@@ -451,7 +459,12 @@ TEST(conv2d_reads_weight_views) {
         fill_normal(&base, 10 + ci, 1), fill_normal(&x, 20 + ci, 1);
         base.grad = bg, w.grad = wg, x.grad = xg;
         base.requires_grad = w.requires_grad = x.requires_grad = 1;
-        ib_tensor *v = blocks ? ib_view_group_blocks(ctx, &base, cout, g, k) : ib_view_slice(ctx, &base, cout, cpg, k, k);
+        base.centre_first = ring;
+        ib_tensor *v = ring     ? ib_view_centre_first(ctx, &base, cout, cpg, k, g)
+                       : blocks ? ib_view_group_blocks(ctx, &base, cout, g, k)
+                                : ib_view_slice(ctx, &base, cout, cpg, k, k);
+        CHECK(!ring || k == 3 || v->ring > 0, "case %zu: a 5x5 centre-first view is a ring view", ci);
+        CHECK(!ring || v->data == bd, "case %zu: the view starts at the centre taps of row 0", ci);
         ib_tensor_read(v, wd);   // the same weight, copied out by hand
         ib_tensor vg = *v;       // the view's gradient, seen as a tensor (v lives in the arena, reset below)
         vg.data = v->grad;

@@ -565,6 +565,71 @@ TEST(supernet_init_starts_from_another_supernet) {
     CHECK(st == IB_ERR_ARG && strstr(ib_errmsg(), "init and resume"), "init with resume: %s", ib_errmsg());
 }
 
+// Supernet files of version 1 hold the 5x5 kernels in the plain layout; this build stores them centre first
+// (version 2) and converts a version 1 file as it loads it: the same weights, and so the same path logits. A
+// version 1 file cannot be resumed (its optimizer state is in the old layout): refused, naming the file, and
+// --init is the way on. A file of a version from the future is refused.
+TEST(version_1_supernet_files_are_converted) {
+    char src[512], data[512], v1[512], v9[512];
+    ib_sn_train_result r;
+    CHECK(short_supernet_run("sn_v1", 100, IB_SN_UNIFORM, 3, 2, src, sizeof src, &r) == IB_OK, "%s", ib_errmsg());
+    snprintf(data, sizeof data, "%s/sn_v1.h5", test_tmpdir());
+    snprintf(v1, sizeof v1, "%s/sn_v1_old.h5", test_tmpdir());
+    snprintf(v9, sizeof v9, "%s/sn_v9.h5", test_tmpdir());
+    ib_supernet sn, old;
+    CHECK(ib_supernet_load(&sn, src) == IB_OK && sn.file_version == IB_SUPERNET_VERSION, "%s", ib_errmsg());
+    // The version 1 file: the same supernet with its centre-first kernels put back in the plain order.
+    int ring = 0;
+    for (int i = 0; i < sn.ps.n; i++)
+        if (sn.ps.t[i]->centre_first) {
+            ib_centre_first_permute(sn.ps.t[i]->data, sn.ps.t[i]->shape[0], sn.ps.t[i]->shape[1], 0);
+            ring++;
+        }
+    CHECK(ring > 0, "the tiny space's supernet has no centre-first kernel: the test tells nothing");
+    for (int k = 0; k < 2; k++) {
+        ib_h5 *f;
+        char *json = ib_space_to_json(&sn.space);
+        CHECK(json && ib_h5_create(&f, k ? v9 : v1) == IB_OK, "%s", ib_errmsg());
+        CHECK(ib_h5_set_attr_str(f, "/", "format", IB_SUPERNET_FORMAT) == IB_OK &&
+                  ib_h5_set_attr_i64(f, "/", "version", k ? 9 : 1) == IB_OK &&
+                  ib_h5_set_attr_str(f, "/", "space", json) == IB_OK &&
+                  ib_h5_set_attr_i64(f, "/", "classes", sn.base.classes) == IB_OK && ib_params_write(f, &sn.ps) == IB_OK &&
+                  ib_h5_close(f) == IB_OK,
+              "%s", ib_errmsg());
+        free(json);
+    }
+    ib_supernet_free(&sn);
+    CHECK(ib_supernet_load(&sn, src) == IB_OK && ib_supernet_load(&old, v1) == IB_OK && old.file_version == 1, "%s",
+          ib_errmsg());
+    int64_t diff = 0;
+    for (int64_t i = 0; i < sn.ps.numel_params; i++) diff += sn.ps.data[i] != old.ps.data[i];
+    CHECK(diff == 0, "%lld weights of the converted version 1 file differ", (long long)diff);
+    // The largest path's logits, both files.
+    int choice[64];
+    ib_space_sample(&sn.space, IB_SAMPLE_LARGEST, NULL, choice);
+    ib_ctx *ctx = ib_ctx_new(), *ctx2 = ib_ctx_new();
+    ib_net pa, pb;
+    ib_supernet_path(ctx, &sn, choice, &pa);
+    ib_supernet_path(ctx2, &old, choice, &pb);
+    ib_tensor *x = input(ctx, 2, 32, 77);
+    ib_tensor *za = ib_net_forward(ctx, &pa, x), *zb = ib_net_forward(ctx2, &pb, x);
+    CHECK(max_abs_diff(za->data, zb->data, ib_numel(za)) == 0, "the converted file's logits differ");
+    ib_ctx_free(ctx), ib_ctx_free(ctx2);
+    ib_supernet_free(&sn), ib_supernet_free(&old);
+    ib_status st = ib_supernet_load(&sn, v9);
+    CHECK(st == IB_ERR_FORMAT && strstr(ib_errmsg(), v9) && strstr(ib_errmsg(), "version 9"), "version 9: %s",
+          ib_errmsg());
+    ib_sn_train_cfg c;
+    ib_sn_train_cfg_default(&c);
+    c.space = space_path("tiny");
+    c.sampling = IB_SN_UNIFORM;
+    c.base.data = data, c.base.out = v9, c.base.resume = v1;
+    c.base.epochs = 1, c.base.batch = 32, c.base.res = 32, c.base.workers = 1, c.base.progress = 0;
+    st = ib_train_supernet_classify(&c, &r);
+    CHECK(st == IB_ERR_FORMAT && strstr(ib_errmsg(), v1) && strstr(ib_errmsg(), "--init"), "resume of version 1: %s",
+          ib_errmsg());
+}
+
 // A step leaves the ops no path ran as they were (no weight decay, no momentum), as torch.optim skips a
 // parameter whose grad is None; the ops the path ran move. Uniform sampling: one path, drawn from the
 // stream the loop seeds with (seed, step).
@@ -769,21 +834,45 @@ TEST(sharing_rules_slice_as_documented) {
     ib_supernet_path(ctx, &sn, choice, &p);
     full = &sn.layers[layer * IB_BLOCK_SKIP + IB_BLOCK_GCIBN];
     b = &p.blocks[layer];
-    const ib_tensor *w = b->stages[0].conv.w, *W = full->stages[0].conv.w;
+    const ib_tensor *w = b->stages[0].conv.w;
+    ib_tensor *W = full->stages[0].conv.w;
     CHECK(w->shape[0] == hid && w->shape[1] == cin / 2 && w->shape[2] == 3 && b->stages[0].conv.groups == 2, "gcibn shape");
     CHECK(W->shape[0] == hmax && W->shape[1] == cin && W->shape[2] == 5, "dense gcibn weight shape");
-    CHECK(w->data == W->data + 6 && w->blocks == 2, "gcibn's path weight is a group-block view of the dense one");
-    float *gw = malloc(sizeof(float) * (size_t)ib_numel(w));
+    // The dense weight's 5x5 kernels are centre first (search/supernet.c): a row's 3x3 centre taps of every
+    // input channel, then their outer taps. Put back in the plain order, the path's weight is the centres of
+    // its group blocks; read in place, each of its rows is a run of 9 cin/2 floats of the dense row.
+    CHECK(W->centre_first && w->data == W->data && w->blocks == 2 && !w->ring && w->stride[1] == 9,
+          "gcibn's path weight is a group-block view of the dense one's centre taps");
+    CHECK(w->block_stride == (int64_t)(hmax / 2) * cin * 25 + (cin / 2) * 9, "gcibn block stride %lld",
+          (long long)w->block_stride);
+    float *gw = malloc(sizeof(float) * (size_t)ib_numel(w)), *plain = malloc(sizeof(float) * (size_t)ib_numel(W));
     ib_tensor_read(w, gw);
+    memcpy(plain, W->data, sizeof(float) * (size_t)ib_numel(W));
+    ib_centre_first_permute(plain, hmax, cin, 0);
     for (int j = 0; j < 2; j++)
         for (int r = 0; r < hid / 2; r++)
             for (int c = 0; c < cin / 2; c++)
                 for (int a = 0; a < 3; a++)
                     for (int e = 0; e < 3; e++) {
                         float got = gw[(((j * hid / 2 + r) * (cin / 2) + c) * 3 + a) * 3 + e];
-                        float want = W->data[(((j * hmax / 2 + r) * cin + j * cin / 2 + c) * 5 + a + 1) * 5 + e + 1];
+                        int row = j * hmax / 2 + r, ch = j * cin / 2 + c;
+                        float want = plain[((row * cin + ch) * 5 + a + 1) * 5 + e + 1];
                         CHECK(got == want, "gcibn group %d row %d col %d [%d,%d]", j, r, c, a, e);
+                        CHECK(W->data[(int64_t)row * cin * 25 + ch * 9 + a * 3 + e] == want,
+                              "centre-first layout: row %d channel %d tap [%d,%d]", row, ch, a, e);
                     }
+    // The 5x5 path (a ring view) reads the plain order back.
+    ib_tensor *w5 = ib_view_centre_first(ctx, W, hid, cin / 2, 5, 2);
+    float *g5 = malloc(sizeof(float) * (size_t)ib_numel(w5));
+    ib_tensor_read(w5, g5);
+    for (int j = 0; j < 2; j++)
+        for (int r = 0; r < hid / 2; r++)
+            for (int c = 0; c < cin / 2; c++)
+                for (int t = 0; t < 25; t++)
+                    CHECK(g5[((j * hid / 2 + r) * (cin / 2) + c) * 25 + t] ==
+                              plain[((j * hmax / 2 + r) * cin + j * cin / 2 + c) * 25 + t],
+                          "gcibn 5x5 group %d row %d col %d tap %d", j, r, c, t);
+    free(g5), free(plain);
     free(gw);
     ib_ctx_free(ctx);
     ib_supernet_free(&sn);
