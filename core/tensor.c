@@ -228,8 +228,6 @@ static void ring_rows(void *p, int64_t lo, int64_t hi, int worker) {
     const ring_job *j = p;
     const ib_tensor *v = j->v;
     int I = v->shape[1], run = v->blocks > 1 ? v->shape[0] / v->blocks : v->shape[0];
-    int pos[25];   // where plain tap t lies from its channel's centre taps (>= 0) or outer taps (-1 - index)
-    for (int t = 0; t < 25; t++) pos[t] = RING_TAP[t];
     for (int64_t o = lo; o < hi; o++) {
         float *c0 = j->viewmem + o / run * v->block_stride + o % run * v->stride[0];
         float *r0 = j->viewmem + v->ring + o / run * v->ring_block_stride + o % run * v->stride[0];
@@ -245,7 +243,7 @@ static void ring_rows(void *p, int64_t lo, int64_t hi, int worker) {
                 continue;
             }
             for (int t = 0; t < 25; t++) {
-                float *e = pos[t] >= 0 ? c0 + pos[t] : r0 + (-1 - pos[t]);
+                float *e = RING_TAP[t] >= 0 ? c0 + RING_TAP[t] : r0 + (-1 - RING_TAP[t]);
                 if (j->to_contig) q[t] = *e;
                 else if (j->add) *e += q[t];
                 else *e = q[t];

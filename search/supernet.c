@@ -104,11 +104,15 @@ ib_status ib_supernet_build(ib_supernet *sn, const ib_space *space, int classes)
     return IB_OK;
 }
 
+// The centre-first tensors' values, read as the plain layout, laid out centre first (see the top).
+static void centre_first_from_plain(ib_params *ps) {
+    for (int i = 0; i < ps->n; i++)
+        if (ps->t[i]->centre_first) ib_centre_first_permute(ps->t[i]->data, ps->t[i]->shape[0], ps->t[i]->shape[1], 1);
+}
+
 void ib_supernet_init_weights(ib_supernet *sn, uint64_t seed) {
     ib_params_init_default(&sn->ps, seed);
-    // Drawn in the plain order, then laid out centre first: a seed gives the network it gave before the layout.
-    for (int i = 0; i < sn->ps.n; i++)
-        if (sn->ps.t[i]->centre_first) ib_centre_first_permute(sn->ps.t[i]->data, sn->ps.t[i]->shape[0], sn->ps.t[i]->shape[1], 1);
+    centre_first_from_plain(&sn->ps);   // drawn in the plain order: a seed gives the network it gave before the layout
     ib_rng_seed(&sn->dropout_rng, seed, 0xd0);
 }
 
@@ -407,10 +411,7 @@ ib_status ib_supernet_load(ib_supernet *sn, const char *path) {
     }
     if (!s) s = ib_supernet_build(sn, &sp, (int)classes);
     if (!s) s = ib_params_read(f, &sn->ps);
-    if (!s && version == 1)   // plain 5x5 kernels: centre first now (IB_SUPERNET_VERSION)
-        for (int i = 0; i < sn->ps.n; i++)
-            if (sn->ps.t[i]->centre_first)
-                ib_centre_first_permute(sn->ps.t[i]->data, sn->ps.t[i]->shape[0], sn->ps.t[i]->shape[1], 1);
+    if (!s && version == 1) centre_first_from_plain(&sn->ps);   // plain 5x5 kernels (IB_SUPERNET_VERSION)
     sn->file_version = (int)version;
     if (!s && !ib_h5_attr_str(f, "/", "train_data", &data) && data[0]) {
         sn->train_data = data;
