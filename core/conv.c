@@ -238,10 +238,13 @@ static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y)
 
 // A batch of B GEMMs of one shape, problem b = n * G + g (image n, group g): Y_b (M x N, row pitch ldy) (=, or
 // +=) A_b (M x K, a_b[m * ars + k * acs]) @ X_b (K x N, row pitch ldx), with the rows' epilogue, where A_b starts
-// at a + g * ag, X_b at x + n * xn + g * xg, Y_b at y + n * yn + g * yg and the epilogue at channel g * M.
+// at a + g * ag, X_b at x + n * xn + g * xg, Y_b at y + n * yn + g * yg and the epilogue at channel g * M. With
+// koff, A_b's column k is at koff[g * koffg + k] instead of k * acs (a ring view's forward, ring_koff).
 typedef struct {
     int B, G;
     int64_t ag, xn, xg, yn, yg;
+    const int32_t *koff;
+    int64_t koffg;
 } gemm_batch;
 
 typedef struct {
@@ -270,11 +273,13 @@ static void gemm_tile(void *p, int64_t it, int worker) {
     const float *a = j->a + g * bt->ag + m0 * j->ars, *x = j->x + n * bt->xn + g * bt->xg + n0;
     float *y = j->y + n * bt->yn + g * bt->yg + m0 * j->ldy + n0;
     if (!j->kb) {
-        ib_simd()->gemm(m, cols, j->K, a, j->ars, j->acs, x, j->ldx, y, j->ldy, j->e ? &es : NULL, j->add);
+        ib_simd()->gemm(m, cols, j->K, a, j->ars, j->acs, bt->koff ? bt->koff + g * bt->koffg : NULL, x, j->ldx, y,
+                        j->ldy, j->e ? &es : NULL, j->add);
         return;
     }
+    IB_ASSERT(!bt->koff, "conv2d: a column offset table with k blocks");
     for (int k0 = 0; k0 < j->K; k0 += j->kb)
-        ib_simd()->gemm(m, cols, j->K - k0 < j->kb ? j->K - k0 : j->kb, a + k0 * j->acs, j->ars, j->acs,
+        ib_simd()->gemm(m, cols, j->K - k0 < j->kb ? j->K - k0 : j->kb, a + k0 * j->acs, j->ars, j->acs, NULL,
                         x + k0 * j->ldx, j->ldx, y, j->ldy, NULL, j->add || k0 > 0);
 }
 
@@ -371,11 +376,10 @@ static int weight_segs(const ib_tensor *w, int opg, int cpg, int K, wseg seg[2])
 
 // A weight given as a view (a supernet path's slice of a shared weight, docs/SEARCH.md). Rows contiguous
 // (a channel slice, a centre-first weight's 3x3 centre): read in place at the row pitch, the gradient lands in
-// place. A ring view (a centre-first weight's 5x5): the backward reads it in place, its two segments a row
-// (weight_segs), and so does its gradient; the forward copies it into scratch in the plain order, so that
-// each output sums its taps in the order the extracted network's conv does (two segments would sum the
-// centre taps first: the same numbers to rounding, and a ReLU's kink turns rounding into different
-// gradients). Otherwise (a plain kernel's centre): the forward and the backward each copy it into their own
+// place. A ring view (a centre-first weight's 5x5): read in place too, the backward by its two segments a row
+// (weight_segs), the forward through a table of each plain column's offset (ring_koff), so that each output
+// sums its taps in the order the extracted network's conv does; its gradient lands in place. Otherwise (a
+// plain kernel's centre): the forward and the backward each copy it into their own
 // scratch, gone when they return, and the backward adds the copy's gradient into the view's; a step holds
 // no copy between them. Depthwise
 // weights (small) are copied with ib_contiguous, taped just before the conv, so the copy's gradient goes
@@ -392,7 +396,7 @@ static ib_tensor *scratch_copy(ib_ctx *ctx, const ib_tensor *w, ib_tensor *wc) {
 // gW: one float sum over 32,768 columns drifted 3e-6 from the per-image sums.
 #define WGRAD_KB 256
 static void weight_grad(int M, int R, int L, const float *gy, const float *xt, int64_t ldx, float *gw, int64_t ldw) {
-    const gemm_batch one = {1, 1, 0, 0, 0, 0, 0};
+    const gemm_batch one = {1, 1, 0, 0, 0, 0, 0, NULL, 0};
     gemm_par_blocked(M, R, L, WGRAD_KB, &one, gy, L, 1, xt, ldx, gw, ldw, NULL, 1);
 }
 
@@ -439,7 +443,7 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
         if (need_x) {
             // gX_ng (rows, P) (+)= W_g^T (rows, opg) @ gY_ng (opg, P), every image and group in one region
             const gemm_batch bt = {N * G, G, wg, (int64_t)Cout * P, (int64_t)opg * P, (int64_t)Cin * HW,
-                                   (int64_t)cpg * HW};
+                                   (int64_t)cpg * HW, NULL, 0};
             gemm_par_batch(rows, (int)P, opg, &bt, w->data, 1, ws, gy, P, gx, P, NULL, add);
         }
         return;
@@ -467,7 +471,7 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
         if (dcol) {
             // dcol_g (rows, m P) = W_g^T (rows, opg) @ gYc_g (opg, m P), every group in one region a segment
             for (int i = 0; i < nseg; i++) {
-                const gemm_batch bt = {G, G, seg[i].gstride, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld};
+                const gemm_batch bt = {G, G, seg[i].gstride, 0, (int64_t)opg * ld, 0, (int64_t)rows * ld, NULL, 0};
                 gemm_par_batch(seg[i].len, (int)ld, opg, &bt, w->data + seg[i].off, 1, ws, gyc, ld,
                                dcol + seg[i].col * ld, ld, NULL, 0);
             }
@@ -512,22 +516,47 @@ static int is_depthwise(const ib_tensor *x, const ib_tensor *w, int groups) {
     return groups == x->shape[1] && groups == w->shape[0];
 }
 
-// y = the forward of a (non-depthwise) conv2d, nothing recorded; w's rows contiguous. epi: the output
-// channels' bias, BN and activation, applied by the GEMM as it stores (NULL: none, and no bias). Per image
-// straight on x for 1x1 convs, else (and for tiny maps) in chunks of images through im2col.
+// A ring view's forward reads it in place in the plain tap order: koff[g * cpg * 25 + k], the offset of group
+// g's plain column k = (c, kh, kw) from the group's first weight (its centre taps' segment; the outer taps'
+// segment of a group-block view sits at another distance for each group). Summing in the plain order gives
+// the numbers of the extracted network's conv (summing the centre taps first differs by rounding, and a
+// ReLU's kink turns rounding into different gradients).
+static int32_t *ring_koff(ib_ctx *ctx, const ib_tensor *w, int G, int opg, int cpg) {
+    wseg seg[2];
+    IB_ASSERT(weight_segs(w, opg, cpg, 5, seg) == 2, "conv2d: not a ring view");
+    const conv_geom ring = {.K = 5, .ring_cpg = cpg};
+    int32_t *koff = ib_arena_alloc(ctx->arena, sizeof(int32_t) * (size_t)G * (size_t)cpg * 25);
+    for (int g = 0; g < G; g++) {
+        int64_t outer = seg[1].off + g * (seg[1].gstride - seg[0].gstride) - cpg * 9;
+        IB_ASSERT(outer + cpg * 25 <= INT32_MAX && outer + cpg * 9 >= INT32_MIN, "conv2d: a ring view beyond 2^31");
+        for (int c = 0; c < cpg; c++)
+            for (int t = 0; t < 25; t++) {
+                int r = tap_row(&ring, c, t / 5, t % 5);
+                koff[(int64_t)g * cpg * 25 + c * 25 + t] = (int32_t)(r < cpg * 9 ? r : outer + r);
+            }
+    }
+    return koff;
+}
+
+// y = the forward of a (non-depthwise) conv2d, nothing recorded; w's rows contiguous, or a ring view
+// (ring_koff). epi: the output channels' bias, BN and activation, applied by the GEMM as it stores (NULL:
+// none, and no bias). Per image straight on x for 1x1 convs, else (and for tiny maps) in chunks of images
+// through im2col.
 static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stride, int pad, int dilation, int groups,
                               const ib_rows_epi *epi, ib_tensor *y) {
-    IB_ASSERT(ib_is_contiguous(x) && rows_contiguous(w, groups), "conv2d: contiguous inputs");
+    int ring = ring_in_place(w, groups);
+    IB_ASSERT(ib_is_contiguous(x) && (ring || rows_contiguous(w, groups)), "conv2d: contiguous inputs");
     int N = x->shape[0], Cin = x->shape[1], H = x->shape[2], W = x->shape[3];
     int Cout = w->shape[0], K = w->shape[2], G = groups;
     conv_geom geom = {H, W, K, stride, pad, dilation, y->shape[2], y->shape[3], 0};
     int cpg = Cin / G, opg = Cout / G, rows = cpg * K * K;
     int64_t HW = (int64_t)H * W, P = (int64_t)geom.Ho * geom.Wo, ws = w->stride[0], wg = group_stride(w, opg);
     if (P == 0 || opg == 0) return;
+    const int32_t *koff = ring && rows ? ring_koff(ctx, w, G, opg, cpg) : NULL;
     if (rows == 0 || is_direct(K, stride, pad, N, P)) {   // rows == 0: no input channels, the epilogue alone
         // Y_ng (opg, P) = epi(W_g (opg, cpg) @ X_ng (cpg, P)), every image and group in one region
         const gemm_batch bt = {N * G, G, wg, (int64_t)Cin * HW, (int64_t)cpg * HW, (int64_t)Cout * P,
-                               (int64_t)opg * P};
+                               (int64_t)opg * P, koff, rows};
         gemm_par_batch(opg, (int)P, rows, &bt, w->data, ws, 1, x->data, P, y->data, P, epi, 0);
         return;
     }
@@ -539,7 +568,7 @@ static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int strid
         int64_t ld = (int64_t)m * P;
         im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
         // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P)), every group in one region
-        const gemm_batch bt = {G, G, wg, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld};
+        const gemm_batch bt = {G, G, wg, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld, koff, rows};
         gemm_par_batch(opg, (int)ld, rows, &bt, w->data, ws, 1, col, ld, ycol, ld, epi, 0);
         scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P);
     }
@@ -555,7 +584,8 @@ static ib_tensor *conv_forward(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int stri
     int scope = !ib_arena_scope_open(ctx->arena);
     if (scope) ib_arena_scope_begin(ctx->arena);
     ib_tensor wc;
-    conv_forward_into(ctx, x, rows_contiguous(w, groups) ? w : scratch_copy(ctx, w, &wc), stride, pad, dilation, groups, epi, y);
+    int in_place = rows_contiguous(w, groups) || ring_in_place(w, groups);
+    conv_forward_into(ctx, x, in_place ? w : scratch_copy(ctx, w, &wc), stride, pad, dilation, groups, epi, y);
     if (scope) ib_arena_scope_end(ctx->arena);
     return y;
 }

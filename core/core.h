@@ -170,8 +170,8 @@ ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, 
 //   (k 3 or 5) in a centre-first tensor t (t->centre_first, above), as ib_view_slice (groups 1) or
 //   ib_view_group_blocks (groups > 1) take it from a plain one. k 3: an ordinary strided view whose rows are
 //   contiguous (ib_conv2d reads it in place: a 3x3 path of a 5x5 weight reads 9 of every 25 floats, not all of
-//   them). k 5: a ring view (t->ring > 0): ib_conv2d's backward reads it in place (its forward copies it in the plain
-//   order, to sum as the plain conv does); ib_tensor_read gives it in the plain order; ib_view_mark and
+//   them). k 5: a ring view (t->ring > 0): ib_conv2d reads it in place (its forward through a table of each
+//   plain-order column's offset, so it sums as the plain conv does); ib_tensor_read gives it in the plain order; ib_view_mark and
 //   ib_view_count mark its elements.
 ib_tensor *ib_view_centre_first(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k, int groups);
 // The plain 5x5 layout (O, I, 5, 5) of n rows of the centre-first one (O = n, I = cin), or back (to_centre_first).

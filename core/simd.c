@@ -112,8 +112,8 @@ static void grad_block(const float *dy, const float *x, int n, const ib_epi *e, 
 
 #define BLK 64
 
-static void gemm_portable(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx,
-                          float *y, int64_t ldy, const ib_rows_epi *e, int add) {
+static void gemm_portable(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const int32_t *koff,
+                          const float *x, int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e, int add) {
     float acc[BLK];
     for (int64_t n0 = 0; n0 < N; n0 += BLK) {
         int n = N - n0 < BLK ? (int)(N - n0) : BLK;
@@ -122,7 +122,7 @@ static void gemm_portable(int M, int N, int K, const float *a, int64_t ars, int6
             const float init = row_init(e, m);
             for (int j = 0; j < n; j++) acc[j] = init;
             for (int k = 0; k < K; k++) {
-                const float w = am[k * acs], *xr = x + k * ldx + n0;
+                const float w = am[koff ? koff[k] : k * acs], *xr = x + k * ldx + n0;
 #pragma omp simd
                 for (int j = 0; j < n; j++) acc[j] += w * xr[j];
             }
@@ -596,10 +596,11 @@ T_AVX2 static void copy2d_2d_avx2(const float *src, int64_t lds, int64_t n, int 
 // GEMM tile: MR rows x NV vectors of 8 columns, the last one partial (masked) when PART. MR, NV and PART
 // are constants at each call, so the accumulators stay in registers.
 __attribute__((always_inline)) T_AVX2 static inline void gemm_tile_avx2(int K, const float *a, int64_t ars, int64_t acs,
-                                                                        const float *x, int64_t ldx, float *y,
-                                                                        int64_t ldy, const ib_rows_epi *e, int m0,
-                                                                        int add, __m256i last, const int MR,
-                                                                        const int NV, const int PART) {
+                                                                        const int32_t *koff, const float *x,
+                                                                        int64_t ldx, float *y, int64_t ldy,
+                                                                        const ib_rows_epi *e, int m0, int add,
+                                                                        __m256i last, const int MR, const int NV,
+                                                                        const int PART) {
     __m256 c[6][2];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
@@ -610,13 +611,14 @@ __attribute__((always_inline)) T_AVX2 static inline void gemm_tile_avx2(int K, c
     const float *ar = a + m0 * ars;
     for (int k = 0; k < K; k++) {
         const float *xr = x + k * ldx;
+        const int64_t ak = koff ? koff[k] : k * acs;
         __m256 xv[2];
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++)
             xv[v] = PART && v == NV - 1 ? _mm256_maskload_ps(xr + 8 * v, last) : _mm256_loadu_ps(xr + 8 * v);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            const __m256 b = _mm256_set1_ps(ar[r * ars + k * acs]);
+            const __m256 b = _mm256_set1_ps(ar[r * ars + ak]);
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) c[r][v] = _mm256_fmadd_ps(b, xv[v], c[r][v]);
         }
@@ -638,17 +640,17 @@ __attribute__((always_inline)) T_AVX2 static inline void gemm_tile_avx2(int K, c
 #define GEMM_TILES_AVX2(MR)                                                                                \
     do {                                                                                                   \
         if (nv == 2 && !part)                                                                              \
-            gemm_tile_avx2(K, a, ars, acs, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 2, 0); \
+            gemm_tile_avx2(K, a, ars, acs, koff, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 2, 0); \
         else if (nv == 2)                                                                                  \
-            gemm_tile_avx2(K, a, ars, acs, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 2, 1); \
+            gemm_tile_avx2(K, a, ars, acs, koff, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 2, 1); \
         else if (!part)                                                                                    \
-            gemm_tile_avx2(K, a, ars, acs, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 1, 0); \
+            gemm_tile_avx2(K, a, ars, acs, koff, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 1, 0); \
         else                                                                                               \
-            gemm_tile_avx2(K, a, ars, acs, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 1, 1); \
+            gemm_tile_avx2(K, a, ars, acs, koff, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, 1, 1); \
     } while (0)
 
-T_AVX2 static void gemm_avx2(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx,
-                             float *y, int64_t ldy, const ib_rows_epi *e, int add) {
+T_AVX2 static void gemm_avx2(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const int32_t *koff,
+                             const float *x, int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e, int add) {
     for (int n0 = 0; n0 < N; n0 += 16) {
         int rem = N - n0, nv = rem >= 16 ? 2 : (rem + 7) / 8, part = rem < 16 && rem % 8 != 0;
         __m256i last = mask8(rem - 8 * (nv - 1));
@@ -1100,8 +1102,8 @@ T_AVX512 static void copy2d_2d_avx512(const float *src, int64_t lds, int64_t n, 
 // GEMM tile: MR rows x NV vectors of 16 columns, the last one partial (masked) when PART (a masked load
 // costs twice a plain one here, so only the row's end pays it).
 __attribute__((always_inline)) T_AVX512 static inline void gemm_tile_avx512(
-    int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx, float *y, int64_t ldy,
-    const ib_rows_epi *e, int m0, int add, __mmask16 last, const int MR, const int NV, const int PART) {
+    int K, const float *a, int64_t ars, int64_t acs, const int32_t *koff, const float *x, int64_t ldx, float *y,
+    int64_t ldy, const ib_rows_epi *e, int m0, int add, __mmask16 last, const int MR, const int NV, const int PART) {
     __m512 c[6][4];
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++) {
@@ -1112,13 +1114,14 @@ __attribute__((always_inline)) T_AVX512 static inline void gemm_tile_avx512(
     const float *ar = a + m0 * ars;
     for (int k = 0; k < K; k++) {
         const float *xr = x + k * ldx;
+        const int64_t ak = koff ? koff[k] : k * acs;
         __m512 xv[4];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
             xv[v] = PART && v == NV - 1 ? _mm512_maskz_loadu_ps(last, xr + 16 * v) : _mm512_loadu_ps(xr + 16 * v);
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
-            const __m512 b = _mm512_set1_ps(ar[r * ars + k * acs]);
+            const __m512 b = _mm512_set1_ps(ar[r * ars + ak]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) c[r][v] = _mm512_fmadd_ps(b, xv[v], c[r][v]);
         }
@@ -1133,7 +1136,7 @@ __attribute__((always_inline)) T_AVX512 static inline void gemm_tile_avx512(
 }
 
 #define GEMM_TILE_512(MR, NV, PART) \
-    gemm_tile_avx512(K, a, ars, acs, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, NV, PART)
+    gemm_tile_avx512(K, a, ars, acs, koff, x + n0, ldx, y + m * ldy + n0, ldy, e, m, add, last, MR, NV, PART)
 #define GEMM_TILES_AVX512(MR)                    \
     do {                                         \
         switch (nv * 2 + part) {                 \
@@ -1148,8 +1151,8 @@ __attribute__((always_inline)) T_AVX512 static inline void gemm_tile_avx512(
         }                                        \
     } while (0)
 
-T_AVX512 static void gemm_avx512(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x,
-                                 int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e, int add) {
+T_AVX512 static void gemm_avx512(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const int32_t *koff,
+                                 const float *x, int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *e, int add) {
     for (int n0 = 0; n0 < N; n0 += 64) {
         int rem = N - n0, nv = rem >= 64 ? 4 : (rem + 15) / 16, part = rem < 64 && rem % 16 != 0;
         __mmask16 last = mask16(rem - 16 * (nv - 1));

@@ -42,8 +42,10 @@ typedef struct {
     // y[m * ldy + n] (=, or += when add) epi_m(sum_k a[m * ars + k * acs] * x[k * ldx + n]) for m < M,
     // n < N: the 1x1 convolution (and im2col) GEMM, register-tiled with no packing, the sum over k in
     // order from bias[m] (or 0), so any split of rows or columns gives the same numbers. epi may be NULL.
-    void (*gemm)(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const float *x, int64_t ldx, float *y,
-                 int64_t ldy, const ib_rows_epi *epi, int add);
+    // koff (NULL: none) replaces k * acs by koff[k]: a row's K weights at any offsets (a centre-first 5x5
+    // weight's ring view read in the plain tap order, core/conv.c).
+    void (*gemm)(int M, int N, int K, const float *a, int64_t ars, int64_t acs, const int32_t *koff, const float *x,
+                 int64_t ldx, float *y, int64_t ldy, const ib_rows_epi *epi, int add);
     // Row r in [0, rows), o in [0, L): dst[r * ldd + o] (=, or += when add)
     //     epi(init + sum_t wt[t] * src[t][off + r * lds + o]), taps summed in order t = 0 .. T-1.
     // Only those outputs and inputs are touched.

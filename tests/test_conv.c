@@ -438,62 +438,68 @@ TEST(conv2d_reads_weight_views) {
         {8, 6, 5, 2, 1, 8, 12, 5, 4},    // 2 group blocks, 5x5 (gcibn)
         {8, 8, 3, 4, 2, 8, 16, 5, 4},    // 4 group blocks, 3x3, stride 2
     };
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-        int cin = cases[ci].cin, cout = cases[ci].cout, k = cases[ci].k, g = cases[ci].groups;
-        // depthwise 2: group blocks of a dense weight (every input channel per row); 3 and 4: a centre-first
-        // weight, sliced or in group blocks
-        int ring = cases[ci].depthwise >= 3, blocks = cases[ci].depthwise == 2 || cases[ci].depthwise == 4;
-        int cpg_max = cases[ci].depthwise == 1 ? 1 : blocks ? cases[ci].cin_max : cases[ci].cin_max / g;
-        int cpg = cases[ci].depthwise == 1 ? 1 : cin / g;
-        int km = cases[ci].k_max, cm = cases[ci].cout_max;
-        if (cases[ci].depthwise == 1) g = cin;
-        ib_ctx *ctx = ib_ctx_new();
-        ctx->recording = 1;
-        int nb = cm * cpg_max * km * km, nw = cout * cpg * k * k, nx = 2 * cin * 7 * 7;
-        float *mem = calloc((size_t)(2 * nb + 2 * nw + 2 * nx), sizeof(float));
-        float *bd = mem, *bg = bd + nb, *wd = bg + nb, *wg = wd + nw, *xd = wg + nw, *xg = xd + nx;
-        ib_tensor base, w, x;
-        ib_tensor_init(&base, bd, 4, (int[]){cm, cpg_max, km, km});
-        ib_tensor_init(&w, wd, 4, (int[]){cout, cpg, k, k});
-        ib_tensor_init(&x, xd, 4, (int[]){2, cin, 7, 7});
-        fill_normal(&base, 10 + ci, 1), fill_normal(&x, 20 + ci, 1);
-        base.grad = bg, w.grad = wg, x.grad = xg;
-        base.requires_grad = w.requires_grad = x.requires_grad = 1;
-        base.centre_first = ring;
-        ib_tensor *v = ring     ? ib_view_centre_first(ctx, &base, cout, cpg, k, g)
-                       : blocks ? ib_view_group_blocks(ctx, &base, cout, g, k)
-                                : ib_view_slice(ctx, &base, cout, cpg, k, k);
-        CHECK(!ring || k == 3 || v->ring > 0, "case %zu: a 5x5 centre-first view is a ring view", ci);
-        CHECK(!ring || v->data == bd, "case %zu: the view starts at the centre taps of row 0", ci);
-        ib_tensor_read(v, wd);   // the same weight, copied out by hand
-        ib_tensor vg = *v;       // the view's gradient, seen as a tensor (v lives in the arena, reset below)
-        vg.data = v->grad;
-        int pad = (k - 1) / 2, s = cases[ci].stride;
-        ib_tensor *y1 = ib_conv2d(ctx, &x, v, NULL, s, pad, 1, g);
-        int64_t ny = ib_numel(y1);
-        float *seed = malloc(sizeof(float) * (size_t)ny);   // the upstream gradient
-        for (int64_t i = 0; i < ny; i++) seed[i] = (float)sin(0.37 * (double)i);
-        ib_backward(ctx, y1, seed);
-        float *keep = malloc(sizeof(float) * (size_t)(ny + nx));
-        memcpy(keep, y1->data, sizeof(float) * (size_t)ny), memcpy(keep + ny, xg, sizeof(float) * (size_t)nx);
-        memset(xg, 0, sizeof(float) * (size_t)nx);
-        ib_ctx_reset(ctx);
-        ctx->recording = 1;
-        ib_tensor *y2 = ib_conv2d(ctx, &x, &w, NULL, s, pad, 1, g);
-        ib_backward(ctx, y2, seed);
-        for (int64_t i = 0; i < ny; i++) CHECK(y2->data[i] == keep[i], "case %zu: y[%lld] differs", ci, (long long)i);
-        for (int i = 0; i < nx; i++) CHECK(xg[i] == keep[ny + i], "case %zu: dx[%d] differs", ci, i);
-        // The view's gradient, read out in row-major order, is the copy's; outside the slice it is zero.
-        float *got = malloc(sizeof(float) * (size_t)nw);
-        ib_tensor_read(&vg, got);
-        double inside = 0, all = 0;
-        for (int i = 0; i < nw; i++) {
-            CHECK(got[i] == wg[i], "case %zu: dw[%d] = %g, the copy's %g", ci, i, got[i], wg[i]);
-            inside += fabs(got[i]);
+    // Every SIMD version this CPU runs: a ring view's forward reads it through the GEMM's column offsets.
+    static const char *const simd[] = {"portable", "avx2", "avx512"};
+    for (int sv = 0; sv < 3; sv++) {
+        if (!ib_simd_select(simd[sv])) continue;
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            int cin = cases[ci].cin, cout = cases[ci].cout, k = cases[ci].k, g = cases[ci].groups;
+            // depthwise 2: group blocks of a dense weight (every input channel per row); 3 and 4: a centre-first
+            // weight, sliced or in group blocks
+            int ring = cases[ci].depthwise >= 3, blocks = cases[ci].depthwise == 2 || cases[ci].depthwise == 4;
+            int cpg_max = cases[ci].depthwise == 1 ? 1 : blocks ? cases[ci].cin_max : cases[ci].cin_max / g;
+            int cpg = cases[ci].depthwise == 1 ? 1 : cin / g;
+            int km = cases[ci].k_max, cm = cases[ci].cout_max;
+            if (cases[ci].depthwise == 1) g = cin;
+            ib_ctx *ctx = ib_ctx_new();
+            ctx->recording = 1;
+            int nb = cm * cpg_max * km * km, nw = cout * cpg * k * k, nx = 2 * cin * 7 * 7;
+            float *mem = calloc((size_t)(2 * nb + 2 * nw + 2 * nx), sizeof(float));
+            float *bd = mem, *bg = bd + nb, *wd = bg + nb, *wg = wd + nw, *xd = wg + nw, *xg = xd + nx;
+            ib_tensor base, w, x;
+            ib_tensor_init(&base, bd, 4, (int[]){cm, cpg_max, km, km});
+            ib_tensor_init(&w, wd, 4, (int[]){cout, cpg, k, k});
+            ib_tensor_init(&x, xd, 4, (int[]){2, cin, 7, 7});
+            fill_normal(&base, 10 + ci, 1), fill_normal(&x, 20 + ci, 1);
+            base.grad = bg, w.grad = wg, x.grad = xg;
+            base.requires_grad = w.requires_grad = x.requires_grad = 1;
+            base.centre_first = ring;
+            ib_tensor *v = ring     ? ib_view_centre_first(ctx, &base, cout, cpg, k, g)
+                           : blocks ? ib_view_group_blocks(ctx, &base, cout, g, k)
+                                    : ib_view_slice(ctx, &base, cout, cpg, k, k);
+            CHECK(!ring || k == 3 || v->ring > 0, "case %zu: a 5x5 centre-first view is a ring view", ci);
+            CHECK(!ring || v->data == bd, "case %zu: the view starts at the centre taps of row 0", ci);
+            ib_tensor_read(v, wd);   // the same weight, copied out by hand
+            ib_tensor vg = *v;       // the view's gradient, seen as a tensor (v lives in the arena, reset below)
+            vg.data = v->grad;
+            int pad = (k - 1) / 2, s = cases[ci].stride;
+            ib_tensor *y1 = ib_conv2d(ctx, &x, v, NULL, s, pad, 1, g);
+            int64_t ny = ib_numel(y1);
+            float *seed = malloc(sizeof(float) * (size_t)ny);   // the upstream gradient
+            for (int64_t i = 0; i < ny; i++) seed[i] = (float)sin(0.37 * (double)i);
+            ib_backward(ctx, y1, seed);
+            float *keep = malloc(sizeof(float) * (size_t)(ny + nx));
+            memcpy(keep, y1->data, sizeof(float) * (size_t)ny), memcpy(keep + ny, xg, sizeof(float) * (size_t)nx);
+            memset(xg, 0, sizeof(float) * (size_t)nx);
+            ib_ctx_reset(ctx);
+            ctx->recording = 1;
+            ib_tensor *y2 = ib_conv2d(ctx, &x, &w, NULL, s, pad, 1, g);
+            ib_backward(ctx, y2, seed);
+            for (int64_t i = 0; i < ny; i++) CHECK(y2->data[i] == keep[i], "%s, case %zu: y[%lld] differs", simd[sv], ci, (long long)i);
+            for (int i = 0; i < nx; i++) CHECK(xg[i] == keep[ny + i], "case %zu: dx[%d] differs", ci, i);
+            // The view's gradient, read out in row-major order, is the copy's; outside the slice it is zero.
+            float *got = malloc(sizeof(float) * (size_t)nw);
+            ib_tensor_read(&vg, got);
+            double inside = 0, all = 0;
+            for (int i = 0; i < nw; i++) {
+                CHECK(got[i] == wg[i], "case %zu: dw[%d] = %g, the copy's %g", ci, i, got[i], wg[i]);
+                inside += fabs(got[i]);
+            }
+            for (int i = 0; i < nb; i++) all += fabs(bg[i]);
+            CHECK(inside > 0 && all == inside, "case %zu: gradient outside the slice (%g of %g)", ci, all - inside, all);
+            free(got), free(keep), free(seed), free(mem);
+            ib_ctx_free(ctx);
         }
-        for (int i = 0; i < nb; i++) all += fabs(bg[i]);
-        CHECK(inside > 0 && all == inside, "case %zu: gradient outside the slice (%g of %g)", ci, all - inside, all);
-        free(got), free(keep), free(seed), free(mem);
-        ib_ctx_free(ctx);
     }
+    ib_simd_select("auto");
 }
