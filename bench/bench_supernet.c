@@ -9,11 +9,12 @@
 // weights its steps update (whole shared tensors). Weights and optimiser state sit outside the arena and
 // are reported apart: the supernet's are those of every op of every layer.
 // Usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K]
-//                       [--side path|alone] [--print-arch] [--interleave]
+//                       [--side path|alone] [--print-arch] [--interleave] [--profile]
 // (--only K: time arch K alone of the N, 0 the largest; the others are drawn, so K is the same arch, not timed;
 // --side: step one side only, for a profiler to see that side's step apart, the other's columns left at 0;
 // --print-arch: each arch's blocks before its row; --interleave: each timed step right after the other side's,
-// instead of after an untimed step of what precedes it in training)
+// instead of after an untimed step of what precedes it in training; --profile: each side's time per op and
+// direction over the timed steps, the ops where the path spends most beyond the subnet first)
 #include "search/search.h"
 
 #include <stdlib.h>
@@ -40,9 +41,62 @@ typedef struct {
     ib_ctx *other_ctx;
 } side;
 
+// --profile: seconds per (op name, direction) of each side's timed steps, charged through core's hook (the
+// time since the previous event), plus what runs outside ops: the path's set-up and the optimiser step.
+#define PROF_MAX 64
+static struct {
+    int on, side, timed, warm;   // side: 0 the path, 1 alone; timed: a timed step runs; warm: past the warm-up round
+    double last;
+    int n;
+    const char *name[PROF_MAX];
+    int backward[PROF_MAX];
+    double s[PROF_MAX][2];
+} prof;
+
+static void prof_charge(const char *name, int backward) {
+    double now = ib_time_s(), dt = now - prof.last;
+    prof.last = now;
+    if (!prof.timed) return;
+    int i = 0;
+    while (i < prof.n && (strcmp(prof.name[i], name) || prof.backward[i] != backward)) i++;
+    if (i == prof.n) {
+        if (prof.n == PROF_MAX) return;
+        prof.name[i] = name, prof.backward[i] = backward, prof.n++;
+    }
+    prof.s[i][prof.side] += dt;
+}
+
+static void prof_hook(const ib_prof_event *e) {
+    if (e->op) prof_charge(e->op->name, e->backward);
+    else prof_charge("(between ops)", 0);
+}
+
+static int cmp_prof(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    double di = prof.s[i][0] - prof.s[i][1], dj = prof.s[j][0] - prof.s[j][1];
+    return (di < dj) - (di > dj);
+}
+
+static void prof_print(int reps) {
+    int idx[PROF_MAX];
+    double tot[2] = {0, 0};
+    for (int i = 0; i < prof.n; i++) idx[i] = i, tot[0] += prof.s[i][0], tot[1] += prof.s[i][1];
+    qsort(idx, (size_t)prof.n, sizeof(int), cmp_prof);
+    printf("  %-26s %9s %9s %9s   (ms a step, over %d timed steps)\n", "op", "path", "alone", "path-alone", reps);
+    for (int k = 0; k < prof.n; k++) {
+        int i = idx[k];
+        printf("  %-22s %s %9.2f %9.2f %9.2f\n", prof.name[i], prof.backward[i] ? "bwd" : "fwd", prof.s[i][0] * 1e3 / reps,
+               prof.s[i][1] * 1e3 / reps, (prof.s[i][0] - prof.s[i][1]) * 1e3 / reps);
+    }
+    printf("  %-26s %9.2f %9.2f %9.2f\n", "total", tot[0] * 1e3 / reps, tot[1] * 1e3 / reps, (tot[0] - tot[1]) * 1e3 / reps);
+    prof.n = 0;
+    memset(prof.s, 0, sizeof prof.s);
+}
+
 // One training step (forward, backward, SGD step), as `supernet train` or `train` runs it; its seconds.
 static double step(side *sd, ib_tensor *x, const int32_t *labels) {
     double t0 = ib_time_s();
+    prof.last = t0, prof.side = sd->sn ? 0 : 1;
     ib_ctx *ctx = sd->ctx;
     ib_ctx_reset(ctx);
     ctx->training = 1, ctx->recording = 1, ctx->release_grads = 1;
@@ -55,12 +109,15 @@ static double step(side *sd, ib_tensor *x, const int32_t *labels) {
         ib_supernet_active_add(sd->sn, &path, sd->active, sd->elem);
         run = &path;
     }
+    if (prof.on) prof_charge("(path set-up)", 0);
     ib_tensor *z = ib_net_forward(ctx, run, x);
     ib_tensor *loss = ib_cross_entropy(ctx, z, labels, 0.1f, -1);
     ib_backward(ctx, loss, NULL);
+    if (prof.on) prof_charge("(between ops)", 1);
     if (sd->sn) ib_optim_step_active(sd->opt, 0.01f, sd->active, sd->elem, 1);
     else ib_optim_step(sd->opt, 0.01f);
     sd->steps++;
+    if (prof.on) prof_charge("(optimiser step)", 0);
     return ib_time_s() - t0;
 }
 
@@ -89,7 +146,10 @@ static void prior_step(side *sd, ib_tensor *x, const int32_t *labels) {
 
 static double timed_step(side *sd, ib_tensor *x, const int32_t *labels) {
     if (!interleave) prior_step(sd, x, labels);
-    return step(sd, x, labels);
+    prof.timed = prof.warm;
+    double t = step(sd, x, labels);
+    prof.timed = 0;
+    return t;
 }
 
 // `reps` rounds after one warm-up round, each one timed step of either side, in alternating order, so both
@@ -102,11 +162,13 @@ static void time_sides(side *p, side *a, ib_tensor *x, const int32_t *labels, in
     IB_ASSERT(t, "out of memory");
     for (int r = -1; r < reps; r++) {
         double dp = 0, da = 0;
+        prof.warm = r >= 1;   // round 0 first touches the momentum of weights no step has run yet
         if (one_side == 'p') dp = timed_step(p, x, labels);
         else if (one_side == 'a') da = timed_step(a, x, labels);
         else if (r & 1) da = timed_step(a, x, labels), dp = timed_step(p, x, labels);
         else dp = timed_step(p, x, labels), da = timed_step(a, x, labels);
         if (r < 0) continue;
+        if (prof.on) printf("  round %d: path %.1f ms, alone %.1f ms\n", r, dp * 1e3, da * 1e3);
         t[r] = dp, t[reps + r] = da, t[2 * reps + r] = one_side ? 0 : dp / da;
     }
     *tp = median(t, reps), *ta = median(t + reps, reps), *ratio = median(t + 2 * reps, reps);
@@ -128,13 +190,15 @@ int main(int argc, char **argv) {
             one_side = argv[++i][0] == 'p' ? 'p' : 'a';
         else if (!strcmp(argv[i], "--print-arch")) print_arch = 1;
         else if (!strcmp(argv[i], "--interleave")) interleave = 1;
+        else if (!strcmp(argv[i], "--profile")) prof.on = 1;
         else if (!strcmp(argv[i], "--json")) continue;
         else {
-            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K] [--side path|alone] [--print-arch] [--interleave]\n");
+            fprintf(stderr, "usage: bench_supernet [--space S] [--res R] [--batch B] [--archs N] [--repeats R] [--threads T] [--only K] [--side path|alone] [--print-arch] [--interleave] [--profile]\n");
             return 2;
         }
     }
     ib_set_threads(threads);
+    if (prof.on) ib_prof_hook = prof_hook;
     ib_space sp;
     if (ib_space_load(&sp, space)) {
         fprintf(stderr, "bench_supernet: %s\n", ib_errmsg());
@@ -202,6 +266,7 @@ int main(int argc, char **argv) {
         printf("%-6s %10.1f %10.1f %8.3f %10.1fMB %10.1fMB %8.3f %8.2fM %8.2fM\n", a == 0 ? "large" : "rand", t1 * 1e3,
                t2 * 1e3, tr, (double)p1 / 1e6, (double)p2 / 1e6, (double)p1 / (double)p2,
                (double)net.ps.numel_params / 1e6, (double)stepped / 1e6);
+        if (prof.on) prof_print(reps - 1);
         if (tr > worst_t) worst_t = tr;
         if ((double)p1 / (double)p2 > worst_m) worst_m = (double)p1 / (double)p2;
         free(path.active);
