@@ -272,9 +272,10 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     ib_search_cfg_default(&c);
     if (!ib_search_strategy_parse(o->strategy ? o->strategy : "evolution", &c.strategy))
         return ib_fail(IB_ERR_ARG, "strategy '%s' is not one of evolution, random, tunas", o->strategy);
-    if (o->res < 0 || (o->res > 0 && o->res < 8) || o->calib_batches < 1 || o->eval_images < 0)
-        return ib_fail(IB_ERR_ARG, "ib_search: res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)", o->res,
-                       o->calib_batches, o->eval_images);
+    if (o->res < 0 || (o->res > 0 && o->res < 8) || o->latency_res < 0 || (o->latency_res > 0 && o->latency_res < 8) ||
+        o->calib_batches < 1 || o->eval_images < 0)
+        return ib_fail(IB_ERR_ARG, "ib_search: res %d and latency_res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)",
+                       o->res, o->latency_res, o->calib_batches, o->eval_images);
     static const char *const latency_of[] = {"task", "backbone"}, *const tasks[] = {"classify", "detect", "segment"};
     int pick;
     ib_status st;
@@ -336,7 +337,7 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
 
     c.space = &a->sn.space;
     c.classes = a->sn.base.classes;
-    c.res = res;
+    c.res = o->latency_res > 0 ? o->latency_res : res;
     c.population = o->population;
     c.sample = o->sample;
     c.generations = o->generations;
@@ -361,9 +362,9 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     c.max_generations = o->max_generations;
     c.handle_sigint = 1;
     if (c.progress)
-        fprintf(stderr, "search: %s, %lld held-out images scored (of %lld), %lld for BN recalibration, %dx%d\n",
+        fprintf(stderr, "search: %s, %lld held-out images scored (of %lld), %lld for BN recalibration, %dx%d; latency at %dx%d\n",
                 o->supernet, (long long)ib_dataset_size(a->eval), (long long)ib_dataset_size(a->held),
-                (long long)ib_dataset_size(a->rest), res, res);
+                (long long)ib_dataset_size(a->rest), res, res, c.res, c.res);
     snprintf(r->score_name, sizeof r->score_name, "%s", a->task ? task_metrics[tm].name[sc.metric] : sc.by_loss ? "-loss" : "top-1");
     ib_search_result res_;
     s = ib_search_run(&c, &res_);

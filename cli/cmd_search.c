@@ -49,6 +49,8 @@ int cmd_search(int argc, char **argv) {
         {"--beta", F_FLOAT, &beta, "tunas: the latency term's weight, negative (-0.5)"},
         {"--seed", F_U64, &o.seed, "seed of the search and of the calibration images (0)"},
         {"--res", F_INT, &o.res, "resolution of scoring and latency (default: the space's input)"},
+        {"--latency-res", F_INT, &o.latency_res, "resolution of latency alone (tables, budgets, the picks' input): a "
+                                                 "supernet scored small searched at its deployment's size (default: --res)"},
         {"--calib-batches", F_INT, &o.calib_batches, "BN recalibration batches of 64 per subnet (20)"},
         {"--eval-images", F_INT, &o.eval_images, "at most this many held-out images per score (default: all)"},
         {"--task", F_STR, &o.task, "classify, detect or segment: must be the supernet's (default: the supernet's)"},

@@ -459,6 +459,9 @@ typedef struct ib_search_opts {
     const char *latency_of;    // "task" (default, NULL too): a detection or segmentation supernet's archs are predicted
                                // and budgeted as the detector or segmenter they deploy (docs/LATENCY.md); "backbone":
                                // as the whole classifier, every layer counted (a pick several tasks will fine-tune)
+    int latency_res;           // latency (tables, budgets, MACs and the picks' input size) at this resolution, scoring
+                               // at res: a supernet trained and scored small, searched under the latency of the size it
+                               // deploys at (the tables must hold that size's rows); 0: res
 } ib_search_opts;
 IBNAS_API void ib_search_opts_default(ib_search_opts *o);
 

@@ -634,11 +634,16 @@ static void dt_free(ib_sn_task *t) {
 }
 
 // The path's detector as latency tables see it: the head as built (cfg.tap_expansion 0: the stride-16 block's
-// output, the same for every path), on the path's arch.
+// output, the same for every path), on the path's arch, with as many extra levels as fit at res up to the
+// default's (what `train --task detect` builds at that size: a search scored at the supernet's size may
+// budget the detector at another, ib_search_opts.latency_res; at the supernet's own size, the levels built).
 static ib_status dt_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_task *out) {
     det_task *k = t->state;
     if (!k->attached) return ib_fail(IB_ERR_ARG, "detection supernet task: its head is not attached yet");
-    return ib_det_lut_task(a, &k->d.cfg, res, out);
+    ib_ssd_cfg c = k->d.cfg, def;
+    ib_ssd_cfg_default(&def, c.classes);
+    c.n_extra = def.n_extra;
+    return ib_det_lut_task(a, &c, res, out);
 }
 
 static ib_status dt_save_net(ib_sn_task *t, const ib_net *net, int res, const char *path) {

@@ -278,6 +278,48 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
     }
     CHECK(score[0] == score[1] && !strcmp(arch[0], arch[1]), "same seed, different picks: %g vs %g", score[0], score[1]);
     free(arch[0]), free(arch[1]);
+    // --latency-res: scored at 64 px, budgeted and picked by the detector's latency at 96 px (a table of that
+    // size; one at 64 px alone is refused, its rows missing); the pick's arch file is for 96 px
+    {
+        char lut96[700], cmd96[4096];
+        snprintf(lut96, sizeof lut96, "%s/dettiny_edgetpu96.csv", d);
+        CHECK(!ib_latency_model_head(space_path, "edgetpu", 96, 0, &det_head, lut96, NULL), "%s", ib_errmsg());
+        double b96 = test_budget_between_head(space_path, lut96, 96, &det_head, NULL, NULL, 0);
+        CHECK(b96 > 1.2 * budget, "a budget at 96 px (%g ms) not above the one at 64 px (%g ms)", b96, budget);
+        for (int k = 0; k < 2; k++) {
+            snprintf(cmd96, sizeof cmd96,
+                     "%s search --task detect --supernet %s --lut edgetpu=%s --budget-ms %.6f --latency-res 96 --population 3 "
+                     "--generations 1 --batch 1 --sample 2 --calib-batches 1 --eval-images 24 --threads 1 --workers 1 --seed 4 "
+                     "--quiet --out %s/det_search_96_%d --json",
+                     bin, snp, k ? lut : lut96, b96, d, k);
+            rc = test_run(cmd96, &out, &err);
+            if (k) {
+                CHECK(rc != 0 && strstr(err, "96"), "a 64 px table searched at --latency-res 96 gave %d: %s", rc, err);
+                free(out), free(err);
+                break;
+            }
+            CHECK(rc == 0, "search --latency-res 96 failed (%d): %s", rc, err);
+            json_t *j = json_loads(out, 0, NULL);
+            json_t *p = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+            double ms = json_real_value(json_object_get(p, "ms"));
+            int found = json_is_true(json_object_get(p, "found"));
+            json_decref(j);
+            free(out), free(err);
+            char path[800];
+            snprintf(path, sizeof path, "%s/det_search_96_0/edgetpu/best-%gms.arch.json", d, b96);
+            char *a96 = test_read_file(path);
+            ib_lut *t;
+            CHECK(!ib_lut_load(&t, lut96), "%s", ib_errmsg());
+            ib_latency_prediction pd;
+            CHECK(!ib_lut_predict_detail_head(t, a96, &det_head, 96, &pd), "%s", ib_errmsg());
+            ib_lut_free(t);
+            CHECK(found && ms <= b96 && fabs(pd.ms - ms) < 1e-3 * ms, "pick at %g ms under %g ms at 96 px; the table says %g ms",
+                  ms, b96, pd.ms);
+            CHECK(strstr(a96, "\"input\": 96"), "the pick's arch file is not for 96 px: %s", a96);
+            ib_latency_prediction_free(&pd);
+            free(a96);
+        }
+    }
     // --metric loss: each path scored by minus its held-out multibox loss (lower loss, higher score)
     snprintf(cmd, sizeof cmd,
              "%s search --task detect --supernet %s --lut edgetpu=%s --budget-ms %.6f --population 3 --generations 1 "
