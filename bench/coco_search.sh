@@ -19,7 +19,9 @@
 #        METRIC=ap50: the search's score, or loss; SAMPLING=fair|sandwich|uniform and SN_CLIP=N (--clip of the
 #        supernet alone; sandwich with SN_CLIP=2 is what learns on the mobiledets space, docs/SEARCH.md);
 #        SN_INIT=SUPERNET.h5: the supernet starts from that one's weights (supernet train --init, e.g. a Tiny
-#        ImageNet classification supernet of the same space); STOP_AFTER=search: stop once the search is done)
+#        ImageNet classification supernet of the same space); STOP_AFTER=search: stop once the search is done;
+#        LAT_RES=320: the cpu table, the mobilenetv2 budgets and the search's latency at that size (search
+#        --latency-res), scoring staying at RES; default RES)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name, once
@@ -29,7 +31,7 @@ SPACE="$ROOT/search/spaces/mobiledets.space.json"
 D="$ROOT/../shared/data/coco-person"
 [ -d "$D" ] || { echo "coco_search: $D is missing (../shared/data/README.md)" >&2; exit 1; }
 R=${RES:-128} E=${EPOCHS:-5} EA=${EPOCHS_ALONE:-15} POP=${POP:-16} GENS=${GENS:-3} SEEDS=${SEEDS:-0}
-THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75} SAMPLING=${SAMPLING:-fair}
+THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75} SAMPLING=${SAMPLING:-fair} LRES=${LAT_RES:-$R}
 sclip=(); [ -n "${SN_CLIP:-}" ] && sclip=(--clip "$SN_CLIP")
 sinit=(); [ -n "${SN_INIT:-}" ] && sinit=(--init "$(cd "$(dirname "$SN_INIT")" && pwd)/$(basename "$SN_INIT")")
 read -r -a opt <<< "${OPT:---lr 0.05}"
@@ -44,14 +46,14 @@ if [ ! -f sn.done ]; then
 fi
 echo "== cpu table $(date -u +%H:%M)"
 if [ ! -f cpu.csv.done ]; then
-  "$I" latency profile --space "$SPACE" --target cpu --res "$R" --threads 1 --classes 1 --out cpu.csv --quiet \
+  "$I" latency profile --space "$SPACE" --target cpu --res "$LRES" --threads 1 --classes 1 --out cpu.csv --quiet \
       --task detect --det-tap-block
   touch cpu.csv.done
 fi
 echo "== mobilenetv2 detectors measured (block tap, as the supernet's: the budgets) $(date -u +%H:%M)"
 if [ ! -f mnv2.jsonl ]; then
   for w in $WIDTHS; do
-    "$I" latency measure --arch "mobilenetv2:$w" --res "$R" --threads 1 --repeats 30 --task detect --det-tap-block \
+    "$I" latency measure --arch "mobilenetv2:$w" --res "$LRES" --threads 1 --repeats 30 --task detect --det-tap-block \
         --classes 1 --json | sed "s/^{/{\"width\": $w, /"
   done > mnv2.jsonl.tmp
   mv mnv2.jsonl.tmp mnv2.jsonl
@@ -60,7 +62,7 @@ budgets=$(budgets_all)
 echo "== search under $budgets ms $(date -u +%H:%M)"
 if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
-  "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" \
+  "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" --latency-res "$LRES" \
       --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --calib-batches "$CALIB" \
       --metric "${METRIC:-ap50}" --out search "${r[@]}"
   touch search.done
@@ -98,7 +100,7 @@ if [ -n "${PRETRAIN:-}" ]; then
   echo "== results (COCO people val at $FR px; latency measured at $FR px, batch 1, one thread) $(date -u +%H:%M)"
   for w in $WIDTHS; do
     a=$(pick_of "$(budget_of "$w")")
-    echo "-- budget mobilenetv2:$w = $(budget_of "$w") ms at $R px; pick $a"
+    echo "-- budget mobilenetv2:$w = $(budget_of "$w") ms at $LRES px; pick $a"
     for m in mnv2 pick; do
       [ $m = mnv2 ] && arch="mobilenetv2:$w" || arch="$a"
       ms=$("$I" latency measure --arch "$arch" --res "$FR" --threads 1 --repeats 30 --task detect --classes 1 --json \
@@ -128,7 +130,7 @@ echo "== results (COCO people val; latency measured, batch 1, one thread) $(date
 for w in $WIDTHS; do
   a=$(pick_of "$(budget_of "$w")")
   echo "-- budget mobilenetv2:$w = $(budget_of "$w") ms; pick $a predicted $("$I" latency predict --lut cpu.csv --arch "$a" \
-      --res "$R" --task detect --det-tap-block --classes 1 --json | jq -r .ms) ms"
+      --res "$LRES" --task detect --det-tap-block --classes 1 --json | jq -r .ms) ms"
   for m in mnv2 pick ft; do
     case $m in
       mnv2) arch="mobilenetv2:$w" tap=() ;;
