@@ -1,6 +1,8 @@
 // The test runner and the helpers every test uses (tolerances, fills, gradient checks, references).
 #include "tests/test.h"
 
+#include <jansson.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -451,4 +453,14 @@ const char *test_small_tmpfs(long long bytes, char *why, size_t n) {
         return NULL;
     }
     return tmpfs_dir;
+}
+
+int test_search_pick(const char *json, double *ms, double *score) {
+    json_t *j = json ? json_loads(json, 0, NULL) : NULL;
+    json_t *p = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+    int found = p ? json_is_true(json_object_get(p, "found")) : -1;
+    if (ms) *ms = json_real_value(json_object_get(p, "ms"));
+    if (score) *score = json_real_value(json_object_get(p, "score"));
+    json_decref(j);
+    return found;
 }

@@ -79,6 +79,9 @@ int test_same_array(const char *a, const char *b, const char *name);
 // folder.
 double test_budget_between(const char *space, const char *lut, int res, char *smallest, char *largest, size_t n);
 // The same for the network a latency head names (a segmenter; NULL: the classifier).
+// The first target's first pick in what `ibnas search --json` printed: 1 found, 0 not found, -1 no such
+// pick (or not JSON); its predicted ms and score (NULL: not wanted).
+int test_search_pick(const char *json, double *ms, double *score);
 double test_budget_between_head(const char *space, const char *lut, int res, const ib_latency_head *head, char *smallest,
                                 char *largest, size_t n);
 // The shared head of a detection or segmentation supernet file scored path after path (tests/sn_head.c): the
