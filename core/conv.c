@@ -43,9 +43,6 @@ typedef struct {
 // The (channel, tap) of im2col row r, and back. Plain order: rows (c, kh, kw). A centre-first 5x5 weight
 // (core.h) reads its rows group by group as [the 9 centre taps of each of the group's channels][their 16 outer
 // taps], so its im2col rows come in that order.
-static const signed char RING_KH[25] = {1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 4};
-static const signed char RING_KW[25] = {1, 2, 3, 1, 2, 3, 1, 2, 3, 0, 1, 2, 3, 4, 0, 4, 0, 4, 0, 4, 0, 1, 2, 3, 4};
-
 static void row_tap(const conv_geom *g, int r, int *c, int *kh, int *kw) {
     int K = g->K, cpg = g->ring_cpg;
     if (!cpg) {
@@ -55,14 +52,13 @@ static void row_tap(const conv_geom *g, int r, int *c, int *kh, int *kw) {
     int grp = r / (cpg * 25), l = r % (cpg * 25), t;
     if (l < cpg * 9) *c = l / 9, t = l % 9;
     else *c = (l - cpg * 9) / 16, t = 9 + (l - cpg * 9) % 16;
-    *c += grp * cpg, *kh = RING_KH[t], *kw = RING_KW[t];
+    *c += grp * cpg, *kh = ib__ring_plain[t] / 5, *kw = ib__ring_plain[t] % 5;
 }
 
 static int tap_row(const conv_geom *g, int c, int kh, int kw) {
     int K = g->K, cpg = g->ring_cpg;
     if (!cpg) return (c * K + kh) * K + kw;
-    static const signed char tap[25] = {9, 10, 11, 12, 13, 14, 0, 1, 2, 15, 16, 3, 4, 5, 17, 18, 6, 7, 8, 19, 20, 21, 22, 23, 24};
-    int t = tap[kh * 5 + kw], grp = c / cpg, cl = c % cpg;
+    int t = ib__ring_tap[kh * 5 + kw], grp = c / cpg, cl = c % cpg;
     return grp * cpg * 25 + (t < 9 ? cl * 9 + t : cpg * 9 + cl * 16 + (t - 9));
 }
 

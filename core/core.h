@@ -174,6 +174,9 @@ ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, 
 //   plain-order column's offset, so it sums as the plain conv does); ib_tensor_read gives it in the plain order; ib_view_mark and
 //   ib_view_count mark its elements.
 ib_tensor *ib_view_centre_first(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k, int groups);
+// The centre-first tap order: plain tap kh * 5 + kw is ring tap ib__ring_tap[kh * 5 + kw] (0..8 the centre taps,
+// 9..24 the outer ones, each group row-major); ib__ring_plain is the inverse.
+extern const signed char ib__ring_tap[25], ib__ring_plain[25];
 // The plain 5x5 layout (O, I, 5, 5) of n rows of the centre-first one (O = n, I = cin), or back (to_centre_first).
 void ib_centre_first_permute(float *data, int64_t n, int cin, int to_centre_first);
 //   ib_reshape: a contiguous tensor seen with another shape of the same numel (no copy).

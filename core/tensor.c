@@ -175,10 +175,11 @@ ib_tensor *ib_view_group_blocks(ib_ctx *ctx, ib_tensor *t, int hid, int groups, 
     return v;
 }
 
-// Centre-first 5x5 kernels (core.h). Tap t = kh * 5 + kw of the plain layout is centre tap RING_TAP[t] (0..8)
-// when RING_TAP[t] >= 0, else outer tap -1 - RING_TAP[t] (0..15): the two groups in row-major order.
-static const signed char RING_TAP[25] = {-1, -2,  -3, -4, -5,  -6, 0, 1, 2, -7,  -8, 3, 4, 5, -9,
-                                         -10, 6, 7, 8, -11,  -12, -13, -14, -15, -16};
+// Centre-first 5x5 kernels (core.h): the ring order of the plain taps, and back.
+const signed char ib__ring_tap[25] = {9,  10, 11, 12, 13, 14, 0,  1,  2,  15, 16, 3, 4,
+                                      5,  17, 18, 6,  7,  8,  19, 20, 21, 22, 23, 24};
+const signed char ib__ring_plain[25] = {6, 7, 8,  11, 12, 13, 16, 17, 18, 0,  1,  2, 3,
+                                        4, 5, 9,  10, 14, 15, 19, 20, 21, 22, 23, 24};
 
 ib_tensor *ib_view_centre_first(ib_ctx *ctx, ib_tensor *t, int n0, int n1, int k, int groups) {
     IB_ASSERT(t->centre_first && t->ndim == 4 && t->shape[2] == 5 && t->shape[3] == 5 && ib_is_contiguous(t) &&
@@ -233,17 +234,9 @@ static void ring_rows(void *p, int64_t lo, int64_t hi, int worker) {
         float *r0 = j->viewmem + v->ring + o / run * v->ring_block_stride + o % run * v->stride[0];
         for (int c = 0; c < I; c++, c0 += 9, r0 += 16) {
             float *q = j->contig + (o * I + c) * 25;
-            if (j->to_contig && !j->add) {   // the forward's copy, every step: rows of the 5x5 spelled out
-                const float *e = c0, *r = r0;
-                q[0] = r[0], q[1] = r[1], q[2] = r[2], q[3] = r[3], q[4] = r[4];
-                q[5] = r[5], q[6] = e[0], q[7] = e[1], q[8] = e[2], q[9] = r[6];
-                q[10] = r[7], q[11] = e[3], q[12] = e[4], q[13] = e[5], q[14] = r[8];
-                q[15] = r[9], q[16] = e[6], q[17] = e[7], q[18] = e[8], q[19] = r[10];
-                q[20] = r[11], q[21] = r[12], q[22] = r[13], q[23] = r[14], q[24] = r[15];
-                continue;
-            }
             for (int t = 0; t < 25; t++) {
-                float *e = RING_TAP[t] >= 0 ? c0 + RING_TAP[t] : r0 + (-1 - RING_TAP[t]);
+                int rt = ib__ring_tap[t];
+                float *e = rt < 9 ? c0 + rt : r0 + (rt - 9);
                 if (j->to_contig) q[t] = *e;
                 else if (j->add) *e += q[t];
                 else *e = q[t];
@@ -265,7 +258,8 @@ void ib_centre_first_permute(float *data, int64_t n, int cin, int to_centre_firs
         memcpy(tmp, row, sizeof(float) * 25 * (size_t)cin);
         for (int c = 0; c < cin; c++)
             for (int t = 0; t < 25; t++) {
-                int64_t f = RING_TAP[t] >= 0 ? c * 9 + RING_TAP[t] : (int64_t)cin * 9 + c * 16 + (-1 - RING_TAP[t]);
+                int rt = ib__ring_tap[t];
+                int64_t f = rt < 9 ? c * 9 + rt : (int64_t)cin * 9 + c * 16 + (rt - 9);
                 if (to_centre_first) row[f] = tmp[c * 25 + t];
                 else row[c * 25 + t] = tmp[f];
             }
