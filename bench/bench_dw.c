@@ -1,8 +1,9 @@
 // Depthwise-conv and batchnorm microbenchmark at MobileNetV2's own shapes (training: res 64, batch 32;
 // inference: res 224, batch 1), for each SIMD version this CPU runs: median forward and backward time,
 // GFLOP/s and the GB/s of the tensors each pass must read and write.
-// Usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--json]
+// Usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--path auto|planes|cl] [--json]
 #include "core/core.h"
+#include "core/simd.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,9 @@ static const dw_case CASES[] = {
     {"train 144@16 s1", 32, 144, 16, 16, 3, 1},
     {"train 144@16 s2", 32, 144, 16, 16, 3, 2},
     {"train 192@8 s1", 32, 192, 8, 8, 3, 1},
+    {"train 192@8 s2", 32, 192, 8, 8, 3, 2},
     {"train 384@4 s1", 32, 384, 4, 4, 3, 1},
+    {"train 576@4 s1", 32, 576, 4, 4, 3, 1},
     {"train 576@4 s2", 32, 576, 4, 4, 3, 2},
     {"train 960@2 s1", 32, 960, 2, 2, 3, 1},
     {"train 144@16 k5 s1", 32, 144, 16, 16, 5, 1},
@@ -30,6 +33,7 @@ static const dw_case CASES[] = {
     {"infer 144@56 s1", 1, 144, 56, 56, 3, 1},
     {"infer 144@56 s2", 1, 144, 56, 56, 3, 2},
     {"infer 384@14 s1", 1, 384, 14, 14, 3, 1},
+    {"infer 576@14 s2", 1, 576, 14, 14, 3, 2},
     {"infer 960@7 s1", 1, 960, 7, 7, 3, 1},
 };
 #define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
@@ -119,13 +123,15 @@ static int run(const dw_case *dc, int kind, int reps, double *times, timing *out
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--json]\n"
+            "usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--path auto|planes|cl] [--json]\n"
             "  depthwise conv (forward, backward) and batchnorm + relu6 (separate, fused) at MobileNetV2's\n"
             "  training (res 64, batch 32) and inference (res 224, batch 1) shapes.\n"
             "  --threads N   threads (default 1)\n"
             "  --repeats R   timed repeats after 2 warm-ups; the median is reported (default 15)\n"
             "  --simd LIST   comma-separated versions to run (default: every one this CPU has)\n"
             "  --case TEXT   only the cases whose name contains TEXT\n"
+            "  --path P      the depthwise layout: auto (by plane size, the default), planes (stacked planes) or\n"
+            "                cl (channels last), core/dw_conv.c\n"
             "  --json        one JSON object per line instead of the table\n");
 }
 
@@ -141,7 +147,14 @@ int main(int argc, char **argv) {
             simd = argv[++i];
         else if (!strcmp(argv[i], "--case") && i + 1 < argc)
             only = argv[++i];
-        else if (!strcmp(argv[i], "--json"))
+        else if (!strcmp(argv[i], "--path") && i + 1 < argc) {
+            const char *pa = argv[++i];
+            ib__dw_path = !strcmp(pa, "planes") ? 1 : !strcmp(pa, "cl") ? 2 : 0;
+            if (!ib__dw_path && strcmp(pa, "auto")) {
+                fprintf(stderr, "bench_dw: --path is auto, planes or cl, not '%s'\n", pa);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--json"))
             json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);

@@ -231,6 +231,154 @@ static void dw_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const floa
     ib_parallel_range(items, par ? 1 : items, dw_forward_items, &j);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Small planes, channels last. When a plane has few outputs (4x4, 2x2 at the end of a network) its rows are
+// too short for the tap kernels: a 4-float row fills a quarter of a vector and each call, copy and pack
+// spends most of its time on the border. There the channels take the vector lanes instead: a block of CL_CB
+// channels of one image is transposed to (H * W, CB), each output pixel sums its taps over the block
+// (chsum), and the block is transposed back. Backward, per channel block with the images in order: dW's
+// sums of one image in float (chdot), added to the double sums in image order; dx from the same taps read
+// from the gradient's side. Blocks are fixed (not per thread), so nothing depends on the thread count.
+#define CL_CB 64
+// Used for planes of at most CL_MAX_P outputs and CL_MAX_HW inputs: bench/bench_dw.c --path (docs/BENCH.md).
+#define CL_MAX_P 64
+#define CL_MAX_HW 196
+
+int ib__dw_path;
+
+static int use_channels_last(const dw_geom *g) {
+    return ib__dw_path ? ib__dw_path == 2
+                       : (int64_t)g->Ho * g->Wo <= CL_MAX_P && (int64_t)g->H * g->W <= CL_MAX_HW && g->C >= 8;
+}
+
+// The taps of output pixel (oh, ow) in a (H * W, cb) block: src[t], NULL where the tap reads padding.
+static void cl_out_taps(const dw_geom *g, const float *xt, int cb, int oh, int ow, const float **src) {
+    for (int kh = 0, t = 0; kh < g->K; kh++)
+        for (int kw = 0; kw < g->K; kw++, t++) {
+            int ih = oh * g->s - g->p + kh * g->d, iw = ow * g->s - g->p + kw * g->d;
+            src[t] = ih >= 0 && ih < g->H && iw >= 0 && iw < g->W ? xt + ((int64_t)ih * g->W + iw) * cb : NULL;
+        }
+}
+
+// The taps that reach input pixel (ih, iw) from a (Ho * Wo, cb) gradient block, NULL where none.
+static void cl_in_taps(const dw_geom *g, const float *gt, int cb, int ih, int iw, const float **src) {
+    for (int kh = 0, t = 0; kh < g->K; kh++)
+        for (int kw = 0; kw < g->K; kw++, t++) {
+            int a = ih + g->p - kh * g->d, b = iw + g->p - kw * g->d;
+            int ok = a >= 0 && b >= 0 && a % g->s == 0 && b % g->s == 0 && a / g->s < g->Ho && b / g->s < g->Wo;
+            src[t] = ok ? gt + ((int64_t)(a / g->s) * g->Wo + b / g->s) * cb : NULL;
+        }
+}
+
+typedef struct {
+    const dw_geom *g;
+    const float *x, *wt, *gy;   // wt: (T, C), the weight tap-major
+    const ib_rows_epi *epi;     // forward: bias and epilogue over all C channels, or NULL
+    float *y, *gx, *scratch;
+    double *acc;                // backward: dW sums (C, T), or NULL
+    int64_t per_thread;
+    int add;
+} cl_job;
+
+static int cl_blocks(const dw_geom *g) { return (g->C + CL_CB - 1) / CL_CB; }
+
+// Item (image, channel block).
+static void cl_forward_items(void *p, int64_t i0, int64_t i1, int worker) {
+    const cl_job *j = p;
+    const dw_geom *g = j->g;
+    const ib_simd_kernels *k = ib_simd();
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
+    float *xt = j->scratch + j->per_thread * worker, *yt = xt + HW * CL_CB;
+    const float *src[DW_MAX_K * DW_MAX_K];
+    for (int64_t it = i0; it < i1; it++) {
+        const int n = (int)(it / cl_blocks(g)), c0 = (int)(it % cl_blocks(g)) * CL_CB;
+        const int cb = g->C - c0 < CL_CB ? g->C - c0 : CL_CB;
+        ib_rows_epi e, *ep = NULL;
+        if (j->epi) {
+            e = *j->epi, ep = &e;
+            if (e.bias) e.bias += c0;
+            if (e.mf) e.mf += c0, e.scale += c0, e.shift += c0;
+        }
+        k->transpose(j->x + ((int64_t)n * g->C + c0) * HW, HW, cb, HW, xt, cb);
+        for (int oh = 0; oh < g->Ho; oh++)
+            for (int ow = 0; ow < g->Wo; ow++) {
+                cl_out_taps(g, xt, cb, oh, ow, src);
+                k->chsum(yt + ((int64_t)oh * g->Wo + ow) * cb, cb, g->T, src, j->wt + c0, g->C, ep);
+            }
+        k->transpose(yt, cb, (int)P, cb, j->y + ((int64_t)n * g->C + c0) * P, P);
+    }
+}
+
+// Item: a channel block, its images in order.
+static void cl_backward_items(void *p, int64_t b0, int64_t b1, int worker) {
+    const cl_job *j = p;
+    const dw_geom *g = j->g;
+    const ib_simd_kernels *k = ib_simd();
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
+    float *xt = j->scratch + j->per_thread * worker, *gt = xt + HW * CL_CB, *dxt = gt + P * CL_CB;
+    float *tmp = dxt + HW * CL_CB, *af = tmp + HW * CL_CB;
+    const float *src[DW_MAX_K * DW_MAX_K];
+    for (int64_t b = b0; b < b1; b++) {
+        const int c0 = (int)b * CL_CB, cb = g->C - c0 < CL_CB ? g->C - c0 : CL_CB;
+        for (int n = 0; n < g->N; n++) {
+            k->transpose(j->gy + ((int64_t)n * g->C + c0) * P, P, cb, P, gt, cb);
+            if (j->acc) {
+                k->transpose(j->x + ((int64_t)n * g->C + c0) * HW, HW, cb, HW, xt, cb);
+                memset(af, 0, sizeof(float) * (size_t)g->T * (size_t)cb);
+                for (int oh = 0; oh < g->Ho; oh++)
+                    for (int ow = 0; ow < g->Wo; ow++) {
+                        cl_out_taps(g, xt, cb, oh, ow, src);
+                        k->chdot(gt + ((int64_t)oh * g->Wo + ow) * cb, cb, g->T, src, af, cb);
+                    }
+                for (int c = 0; c < cb; c++)
+                    for (int t = 0; t < g->T; t++) j->acc[(int64_t)(c0 + c) * g->T + t] += af[(int64_t)t * cb + c];
+            }
+            if (j->gx) {
+                for (int ih = 0; ih < g->H; ih++)
+                    for (int iw = 0; iw < g->W; iw++) {
+                        cl_in_taps(g, gt, cb, ih, iw, src);
+                        k->chsum(dxt + ((int64_t)ih * g->W + iw) * cb, cb, g->T, src, j->wt + c0, g->C, NULL);
+                    }
+                float *d = j->gx + ((int64_t)n * g->C + c0) * HW;
+                if (j->add) {
+                    k->transpose(dxt, cb, (int)HW, cb, tmp, HW);
+                    k->copy2d(tmp, HW, HW, cb, d, HW, 1, 1, 0, 0);
+                } else {
+                    k->transpose(dxt, cb, (int)HW, cb, d, HW);
+                }
+            }
+        }
+    }
+}
+
+// The weight (C, 1, K, K) tap-major: (T, C).
+static float *cl_weight(ib_ctx *ctx, const dw_geom *g, const float *w) {
+    float *wt = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)g->T * (size_t)g->C);
+    ib_simd()->transpose(w, g->T, g->C, g->T, wt, g->C);
+    return wt;
+}
+
+static void cl_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const float *w, const float *bias,
+                       const float *bn_m, const float *bn_scale, const float *bn_shift, int act, float *y) {
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo, items = (int64_t)g->N * cl_blocks(g);
+    const int par = (int64_t)g->N * g->C * P * g->T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
+    const int64_t per_thread = (HW + P) * CL_CB;
+    ib_rows_epi e = {bias, bn_m, bn_scale, bn_shift, act};
+    cl_job j = {g, x, cl_weight(ctx, g, w), NULL, &e, y, NULL,
+                ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads)), NULL, per_thread, 0};
+    ib_parallel_range(items, par ? 1 : items, cl_forward_items, &j);
+}
+
+static void cl_backward(ib_ctx *ctx, const dw_geom *g, const float *x, const float *w, const float *gy, float *gx,
+                        int add, double *acc) {
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo, items = cl_blocks(g);
+    const int par = (int64_t)g->N * g->C * P * g->T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
+    const int64_t per_thread = (3 * HW + P + g->T) * CL_CB;
+    cl_job j = {g, x, cl_weight(ctx, g, w), gy, NULL, NULL, gx,
+                ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads)), acc, per_thread, add};
+    ib_parallel_range(items, par ? 1 : items, cl_backward_items, &j);
+}
+
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add) {
     // A grad nothing has added to yet is taken from the arena's reused blocks like every other one, but
     // left uninitialised: the caller writes every element (a memset first was a whole extra pass over
@@ -385,7 +533,6 @@ static void dwconv_backward(ib_ctx *ctx, ib_node *node) {
     const dw_args *a = node->saved;
     dw_geom g =
         dw_geom_of(x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[2], a->stride, a->pad, a->dilation, 1);
-    dw_taps(ctx, &g);
     const int64_t P = (int64_t)g.Ho * g.Wo;
     const float *gy = node->out->grad;
     if (b && b->requires_grad) ib__bias_grad(gy, g.N, g.C, P, ib_grad(ctx, b));
@@ -394,13 +541,18 @@ static void dwconv_backward(ib_ctx *ctx, ib_node *node) {
     float *gw = need_w ? ib_grad(ctx, w) : NULL;
     int add = 1;
     float *gx = need_x ? ib__grad_to_fill(ctx, x, &add) : NULL;
-    const int64_t blk = (int64_t)g.G * g.S, per_thread = blk * (2 * g.phases + 1);
-    const int par = (int64_t)g.N * g.C * P * g.T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
-    // zeroed once: packing writes the same cells every time, and gq is written before it is read
-    float *scratch = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads));
     double *acc = gw ? ib_arena_calloc(ctx->arena, sizeof(double) * (size_t)g.C * (size_t)g.T) : NULL;
-    dw_bwd_job j = {&g, x->data, w->data, gy, gx, acc, scratch, per_thread, add};
-    ib_parallel_range(g.C, par ? 1 : g.C, dw_backward_channels, &j);
+    if (use_channels_last(&g)) {
+        cl_backward(ctx, &g, x->data, w->data, gy, gx, add, acc);
+    } else {
+        dw_taps(ctx, &g);
+        const int64_t blk = (int64_t)g.G * g.S, per_thread = blk * (2 * g.phases + 1);
+        const int par = (int64_t)g.N * g.C * P * g.T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
+        // zeroed once: packing writes the same cells every time, and gq is written before it is read
+        float *scratch = ib_arena_calloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads));
+        dw_bwd_job j = {&g, x->data, w->data, gy, gx, acc, scratch, per_thread, add};
+        ib_parallel_range(g.C, par ? 1 : g.C, dw_backward_channels, &j);
+    }
     if (gw)
         for (int64_t i = 0; i < (int64_t)g.C * g.T; i++) gw[i] += (float)acc[i];
 }
@@ -424,10 +576,13 @@ ib_tensor *ib__dwconv2d_epi(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *
                             const float *bn_m, const float *bn_scale, const float *bn_shift, int act) {
     dw_check(x, w, b, stride, pad, dilation);
     dw_geom g = dw_geom_of(x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[2], stride, pad, dilation, 0);
-    dw_taps(ctx, &g);
     ib_tensor *y = ib_tensor_new(ctx, 4, (int[]){g.N, g.C, g.Ho, g.Wo});
-    if (ib_numel(y) > 0 && g.K > 0)
+    if (ib_numel(y) > 0 && g.K > 0 && use_channels_last(&g)) {
+        cl_forward(ctx, &g, x->data, w->data, b ? b->data : NULL, bn_m, bn_scale, bn_shift, act, y->data);
+    } else if (ib_numel(y) > 0 && g.K > 0) {
+        dw_taps(ctx, &g);
         dw_forward(ctx, &g, x->data, w->data, b ? b->data : NULL, bn_m, bn_scale, bn_shift, act, y->data);
+    }
     return y;
 }
 

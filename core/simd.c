@@ -361,10 +361,52 @@ static void transpose_portable(const float *src, int64_t lds, int rows, int64_t 
         for (int64_t c = 0; c < n; c++) dst[c * ldd + r] = src[r * lds + c];
 }
 
+// v[j] = epi_j(v[j]) for channels [0, n): a GEMM row's epilogue with channel j as row j (bias excluded).
+static void epi_chans(float *v, int n, const ib_rows_epi *e) {
+    if (!e) return;
+    if (e->mf) {
+        const float *mf = e->mf, *sc = e->scale, *sh = e->shift;
+#pragma omp simd
+        for (int j = 0; j < n; j++) v[j] = (v[j] - mf[j]) * sc[j] + sh[j];
+    }
+    const ib_epi act = {0, 0.0f, 1.0f, 0.0f, e->act};
+    epi_block(v, n, &act);
+}
+
+static void chsum_portable(float *dst, int n, int T, const float *const *src, const float *wt, int64_t ldw,
+                           const ib_rows_epi *e) {
+    for (int j0 = 0; j0 < n; j0 += BLK) {
+        const int m = n - j0 < BLK ? n - j0 : BLK;
+        float *acc = dst + j0;
+        for (int j = 0; j < m; j++) acc[j] = e && e->bias ? e->bias[j0 + j] : 0.0f;
+        for (int t = 0; t < T; t++) {
+            if (!src[t]) continue;
+            const float *sp = src[t] + j0, *w = wt + t * ldw + j0;
+#pragma omp simd
+            for (int j = 0; j < m; j++) acc[j] += w[j] * sp[j];
+        }
+        if (e) {
+            ib_rows_epi ej = {NULL, e->mf ? e->mf + j0 : NULL, e->mf ? e->scale + j0 : NULL,
+                              e->mf ? e->shift + j0 : NULL, e->act};
+            epi_chans(acc, m, &ej);
+        }
+    }
+}
+
+static void chdot_portable(const float *g, int n, int T, const float *const *src, float *acc, int64_t lda) {
+    for (int t = 0; t < T; t++) {
+        if (!src[t]) continue;
+        const float *sp = src[t];
+        float *a = acc + t * lda;
+#pragma omp simd
+        for (int j = 0; j < n; j++) a[j] += g[j] * sp[j];
+    }
+}
+
 static const ib_simd_kernels K_PORTABLE = {
     "portable",      gemm_portable,   tapsum_portable,   tapmax_portable, tapdot_portable,   deint2_portable,      int2_portable,
     copy2d_portable, transpose_portable, bn_sum_portable, bn_sumsq_portable, bn_apply_portable, bn_bwd_sums_portable,
-    bn_bwd_dx_portable,
+    bn_bwd_dx_portable, chsum_portable, chdot_portable,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -954,9 +996,61 @@ T_AVX2 static void transpose_avx2(const float *src, int64_t lds, int rows, int64
         for (int64_t c = 0; c < n; c++) dst[c * ldd + r] = src[r * lds + c];
 }
 
+// Channels-last depthwise taps: each lane its own channel, taps in order (an FMA each), so every channel's
+// output is the same chain of operations in both x86 versions.
+T_AVX2 static inline __m256 epi_c8(__m256 v, const ib_rows_epi *e, int64_t j, __m256i m) {
+    if (e->mf)
+        v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, _mm256_maskload_ps(e->mf + j, m)),
+                                        _mm256_maskload_ps(e->scale + j, m)),
+                          _mm256_maskload_ps(e->shift + j, m));
+    return act_8(v, e->act);
+}
+
+T_AVX2 static void chsum_avx2(float *dst, int n, int T, const float *const *src, const float *wt, int64_t ldw,
+                              const ib_rows_epi *e) {
+    const __m256i all = mask8(8);
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __m256 a[4];
+        for (int v = 0; v < 4; v++) a[v] = e && e->bias ? _mm256_loadu_ps(e->bias + j + 8 * v) : _mm256_setzero_ps();
+        for (int t = 0; t < T; t++) {
+            if (!src[t]) continue;
+            const float *sp = src[t] + j, *w = wt + t * ldw + j;
+            for (int v = 0; v < 4; v++)
+                a[v] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8 * v), _mm256_loadu_ps(sp + 8 * v), a[v]);
+        }
+        for (int v = 0; v < 4; v++) _mm256_storeu_ps(dst + j + 8 * v, e ? epi_c8(a[v], e, j + 8 * v, all) : a[v]);
+    }
+    for (; j < n; j += 8) {
+        const __m256i m = mask8(n - j);
+        __m256 a = e && e->bias ? _mm256_maskload_ps(e->bias + j, m) : _mm256_setzero_ps();
+        for (int t = 0; t < T; t++)
+            if (src[t])
+                a = _mm256_fmadd_ps(_mm256_maskload_ps(wt + t * ldw + j, m), _mm256_maskload_ps(src[t] + j, m), a);
+        _mm256_maskstore_ps(dst + j, m, e ? epi_c8(a, e, j, m) : a);
+    }
+}
+
+T_AVX2 static void chdot_avx2(const float *g, int n, int T, const float *const *src, float *acc, int64_t lda) {
+    for (int t = 0; t < T; t++) {
+        if (!src[t]) continue;
+        const float *sp = src[t];
+        float *a = acc + t * lda;
+        int j = 0;
+        for (; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(a + j, _mm256_fmadd_ps(_mm256_loadu_ps(g + j), _mm256_loadu_ps(sp + j), _mm256_loadu_ps(a + j)));
+        if (j < n) {
+            const __m256i m = mask8(n - j);
+            _mm256_maskstore_ps(a + j, m, _mm256_fmadd_ps(_mm256_maskload_ps(g + j, m), _mm256_maskload_ps(sp + j, m),
+                                                          _mm256_maskload_ps(a + j, m)));
+        }
+    }
+}
+
 static const ib_simd_kernels K_AVX2 = {
     "avx2",      gemm_avx2,   tapsum_avx2,   tapmax_avx2, tapdot_avx2,   deint2_avx2,      int2_avx2,
     copy2d_avx2, transpose_avx2, bn_sum_avx2, bn_sumsq_avx2, bn_apply_avx2, bn_bwd_sums_avx2, bn_bwd_dx_avx2,
+    chsum_avx2,  chdot_avx2,
 };
 
 // ---- AVX-512: 16 lanes
@@ -1428,10 +1522,61 @@ T_AVX512 static void int2_avx512(const float *even, const float *odd, int64_t ld
     for (int i = 0; i < imgs; i++) int2_2d_avx512(even + i * sis, odd + i * sis, lds, n, rows, dst + i * dis, ldd, add);
 }
 
+T_AVX512 static inline __m512 epi_c16(__m512 v, const ib_rows_epi *e, int64_t j, __mmask16 m) {
+    if (e->mf)
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_maskz_loadu_ps(m, e->mf + j)),
+                                        _mm512_maskz_loadu_ps(m, e->scale + j)),
+                          _mm512_maskz_loadu_ps(m, e->shift + j));
+    return act_16(v, e->act);
+}
+
+T_AVX512 static void chsum_avx512(float *dst, int n, int T, const float *const *src, const float *wt, int64_t ldw,
+                                  const ib_rows_epi *e) {
+    int j = 0;
+    for (; j + 64 <= n; j += 64) {
+        __m512 a[4];
+        for (int v = 0; v < 4; v++) a[v] = e && e->bias ? _mm512_loadu_ps(e->bias + j + 16 * v) : _mm512_setzero_ps();
+        for (int t = 0; t < T; t++) {
+            if (!src[t]) continue;
+            const float *sp = src[t] + j, *w = wt + t * ldw + j;
+            for (int v = 0; v < 4; v++)
+                a[v] = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * v), _mm512_loadu_ps(sp + 16 * v), a[v]);
+        }
+        for (int v = 0; v < 4; v++)
+            _mm512_storeu_ps(dst + j + 16 * v, e ? epi_c16(a[v], e, j + 16 * v, (__mmask16)0xFFFF) : a[v]);
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 m = mask16(n - j);
+        __m512 a = e && e->bias ? _mm512_maskz_loadu_ps(m, e->bias + j) : _mm512_setzero_ps();
+        for (int t = 0; t < T; t++)
+            if (src[t])
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wt + t * ldw + j), _mm512_maskz_loadu_ps(m, src[t] + j), a);
+        _mm512_mask_storeu_ps(dst + j, m, e ? epi_c16(a, e, j, m) : a);
+    }
+}
+
+T_AVX512 static void chdot_avx512(const float *g, int n, int T, const float *const *src, float *acc, int64_t lda) {
+    for (int t = 0; t < T; t++) {
+        if (!src[t]) continue;
+        const float *sp = src[t];
+        float *a = acc + t * lda;
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+            _mm512_storeu_ps(a + j, _mm512_fmadd_ps(_mm512_loadu_ps(g + j), _mm512_loadu_ps(sp + j), _mm512_loadu_ps(a + j)));
+        if (j < n) {
+            const __mmask16 m = mask16(n - j);
+            _mm512_mask_storeu_ps(a + j, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, g + j),
+                                                           _mm512_maskz_loadu_ps(m, sp + j),
+                                                           _mm512_maskz_loadu_ps(m, a + j)));
+        }
+    }
+}
+
 static const ib_simd_kernels K_AVX512 = {
     "avx512",      gemm_avx512,   tapsum_avx512,   tapmax_avx2, tapdot_avx512,   deint2_avx512,      int2_avx512,
     copy2d_avx512, transpose_avx2, bn_sum_avx512, bn_sumsq_avx512, bn_apply_avx512, bn_bwd_sums_avx512,
-    bn_bwd_dx_avx512,   // the AVX2 tapmax and transpose: max pooling's planes are narrow, and a copy
+    bn_bwd_dx_avx512, chsum_avx512, chdot_avx512,   // the AVX2 tapmax and transpose: max pooling's planes are
+                                                    // narrow, and a copy
 };
 #endif
 

@@ -87,6 +87,15 @@ typedef struct {
     // dx (=, or += when add) (float)(k * (g - a - (x - mean) * invstd * b)) with g as above, in double.
     void (*bn_bwd_dx)(const float *dy, const float *x, float *dx, int outer, int64_t stride, int64_t inner,
                       const ib_epi *epi, double mean, double invstd, double k, double a, double b, int add);
+
+    // Channels-last depthwise taps (core/dw_conv.c's small planes), for channel j in [0, n):
+    //   dst[j] = epi_j(bias[j] + sum_t wt[t * ldw + j] * src[t][j]), taps in order t = 0 .. T-1, a NULL src[t]
+    //   skipped (padding); epi as a GEMM row's (ib_rows_epi, channel j = row j; NULL: none, no bias: from 0).
+    void (*chsum)(float *dst, int n, int T, const float *const *src, const float *wt, int64_t ldw,
+                  const ib_rows_epi *epi);
+    // acc[t * lda + j] += g[j] * src[t][j] for t < T, j < n, a NULL src[t] skipped: one output's share of the
+    // weight gradient's sums (an FMA per term on x86, a product then a sum in portable C).
+    void (*chdot)(const float *g, int n, int T, const float *const *src, float *acc, int64_t lda);
 } ib_simd_kernels;
 
 // The kernels in use (resolved on first call from IBNAS_SIMD and the CPU).
@@ -97,6 +106,9 @@ const ib_simd_kernels *ib_simd(void);
 // exactly as ib_batchnorm computes them (core/norm.c).
 ib_tensor *ib__dwconv2d_epi(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, ib_tensor *b, int stride, int pad, int dilation,
                             const float *bn_m, const float *bn_scale, const float *bn_shift, int act);
+// The depthwise kernels' layout (core/dw_conv.c): 0 (default) by plane size, 1 the stacked planes always,
+// 2 channels last always (tests and bench/bench_dw.c compare the two).
+extern int ib__dw_path;
 // The grad of t for a backward to fill: *add = 0 when t had none yet (and is no view); the buffer is then
 // uninitialised and the backward must write every element (core/dw_conv.c).
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add);

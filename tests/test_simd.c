@@ -40,6 +40,9 @@ static const dw_case DW_CASES[] = {
     {2, 2, 16, 16, 3, 2, 1, 1},  {2, 2, 24, 31, 5, 1, 0, 1}, {2, 3, 16, 16, 3, 1, 1, 1},  {1, 2, 9, 70, 3, 1, 1, 1},
     {2, 2, 10, 131, 3, 2, 1, 1}, {1, 2, 18, 33, 7, 1, 3, 1}, {2, 2, 20, 20, 3, 1, 2, 1},  {2, 2, 20, 20, 5, 1, 1, 1},
     {1, 3, 17, 16, 5, 1, 2, 2},  {1, 2, 3, 40, 3, 1, 1, 1},
+    // many channels on small planes: core/dw_conv.c's channels-last path when the layout is by plane size
+    {4, 37, 4, 4, 3, 1, 1, 1},   {3, 70, 4, 4, 3, 2, 1, 1},  {2, 20, 7, 7, 5, 1, 2, 1},   {2, 33, 2, 2, 3, 1, 1, 1},
+    {3, 24, 8, 8, 3, 2, 1, 1},   {2, 16, 6, 5, 3, 1, 2, 2},  {2, 129, 3, 3, 3, 1, 1, 1},  {1, 9, 14, 14, 3, 2, 1, 1},
 };
 #define N_DW ((int)(sizeof DW_CASES / sizeof DW_CASES[0]))
 
@@ -145,9 +148,13 @@ static const char *dw_compare(const dw_result *a, const dw_result *b, double tol
     return NULL;
 }
 
+static const char *const DW_PATH[] = {"by plane size", "planes", "channels last"};
+
+// Every case in each layout (ib__dw_path: by plane size, the stacked planes, channels last).
 TEST(dwconv_every_simd_version_matches_reference) {
-    for (int i = 0; i < N_DW; i++) {
-        const dw_case *c = &DW_CASES[i];
+    for (int i = 0; i < 3 * N_DW; i++) {
+        ib__dw_path = i / N_DW;
+        const dw_case *c = &DW_CASES[i % N_DW];
         dw_result ref = dw_reference(c), got[N_SIMD];
         int have[N_SIMD] = {0};
         const char *bad = NULL;
@@ -162,18 +169,21 @@ TEST(dwconv_every_simd_version_matches_reference) {
             if (have[v]) dw_result_free(&got[v]);
         dw_result_free(&ref);
         ib_simd_select("auto");
-        CHECK(!bad, "case %d (N%d C%d %dx%d K%d s%d p%d d%d), %s: %s differs from the reference", i, c->N, c->C, c->H,
-              c->W, c->K, c->s, c->p, c->d, SIMD[bad_v], bad);
-        CHECK(x86_same, "case %d: avx2 and avx512 differ", i);
+        if (bad || !x86_same) ib__dw_path = 0;
+        CHECK(!bad, "case %d (N%d C%d %dx%d K%d s%d p%d d%d), %s, %s: %s differs from the reference", i % N_DW, c->N,
+              c->C, c->H, c->W, c->K, c->s, c->p, c->d, DW_PATH[i / N_DW], SIMD[bad_v], bad);
+        CHECK(x86_same, "case %d, %s: avx2 and avx512 differ", i % N_DW, DW_PATH[i / N_DW]);
     }
+    ib__dw_path = 0;
     if (x86_missing()[0]) SKIP("every version ran matched the reference, but this CPU lacks %s: not compared", x86_missing());
 }
 
 TEST(dwconv_bitwise_across_thread_counts) {
-    const dw_case cases[] = {{40, 6, 20, 20, 3, 1, 1, 1}, {33, 8, 4, 4, 3, 2, 1, 1}, {3, 5, 37, 37, 5, 2, 2, 1}};
+    const dw_case cases[] = {{40, 6, 20, 20, 3, 1, 1, 1}, {33, 8, 4, 4, 3, 2, 1, 1}, {3, 5, 37, 37, 5, 2, 2, 1},
+                             {33, 150, 4, 4, 3, 1, 1, 1}, {9, 200, 7, 7, 3, 2, 1, 1}};   // the last two channels last
     for (int v = 0; v < N_SIMD; v++) {
         if (!ib_simd_select(SIMD[v])) continue;
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 5; i++) {
             ib_set_threads(1);
             dw_result one = dw_run(&cases[i]);
             ib_set_threads(2);
