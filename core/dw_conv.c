@@ -238,7 +238,8 @@ static void dw_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const floa
 // channels of one image is transposed to (H * W, CB), each output pixel sums its taps over the block
 // (chsum), and the block is transposed back. Backward, per channel block with the images in order: dW's
 // sums of one image in float (chdot), added to the double sums in image order; dx from the same taps read
-// from the gradient's side. Blocks are fixed (not per thread), so nothing depends on the thread count.
+// from the gradient's side. Items are (image, block) both ways; dW's per-image sums are kept apart and
+// added in image order at the end, so nothing depends on the thread count.
 #define CL_CB 64
 // Used for planes of at most CL_MAX_P outputs and CL_MAX_HW inputs: bench/bench_dw.c --path (docs/BENCH.md).
 #define CL_MAX_P 64
@@ -276,11 +277,10 @@ typedef struct {
     const ib_rows_epi *epi;     // forward: bias and epilogue over all C channels, or NULL
     float *y, *gx, *scratch;
     double *acc;                // backward: dW sums (C, T), or NULL
+    float *pw;                  // backward: each image's dW sums in float, (N, T, C), or NULL
     int64_t per_thread;
     int add;
 } cl_job;
-
-static int cl_blocks(const dw_geom *g) { return (g->C + CL_CB - 1) / CL_CB; }
 
 // Item (image, channel block).
 static void cl_forward_items(void *p, int64_t i0, int64_t i1, int worker) {
@@ -290,8 +290,9 @@ static void cl_forward_items(void *p, int64_t i0, int64_t i1, int worker) {
     const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
     float *xt = j->scratch + j->per_thread * worker, *yt = xt + HW * CL_CB;
     const float *src[DW_MAX_K * DW_MAX_K];
+    const int nb = (g->C + CL_CB - 1) / CL_CB;
     for (int64_t it = i0; it < i1; it++) {
-        const int n = (int)(it / cl_blocks(g)), c0 = (int)(it % cl_blocks(g)) * CL_CB;
+        const int n = (int)(it / nb), c0 = (int)(it % nb) * CL_CB;
         const int cb = g->C - c0 < CL_CB ? g->C - c0 : CL_CB;
         ib_rows_epi e, *ep = NULL;
         if (j->epi) {
@@ -309,46 +310,57 @@ static void cl_forward_items(void *p, int64_t i0, int64_t i1, int worker) {
     }
 }
 
-// Item: a channel block, its images in order.
-static void cl_backward_items(void *p, int64_t b0, int64_t b1, int worker) {
+// Item (image, channel block): dx of the block, and the image's dW sums in float into its own slice of pw.
+static void cl_backward_items(void *p, int64_t i0, int64_t i1, int worker) {
     const cl_job *j = p;
     const dw_geom *g = j->g;
     const ib_simd_kernels *k = ib_simd();
     const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
     float *xt = j->scratch + j->per_thread * worker, *gt = xt + HW * CL_CB, *dxt = gt + P * CL_CB;
-    float *tmp = dxt + HW * CL_CB, *af = tmp + HW * CL_CB;
+    float *tmp = dxt + HW * CL_CB;
     const float *src[DW_MAX_K * DW_MAX_K];
-    for (int64_t b = b0; b < b1; b++) {
-        const int c0 = (int)b * CL_CB, cb = g->C - c0 < CL_CB ? g->C - c0 : CL_CB;
-        for (int n = 0; n < g->N; n++) {
-            k->transpose(j->gy + ((int64_t)n * g->C + c0) * P, P, cb, P, gt, cb);
-            if (j->acc) {
-                k->transpose(j->x + ((int64_t)n * g->C + c0) * HW, HW, cb, HW, xt, cb);
-                memset(af, 0, sizeof(float) * (size_t)g->T * (size_t)cb);
-                for (int oh = 0; oh < g->Ho; oh++)
-                    for (int ow = 0; ow < g->Wo; ow++) {
-                        cl_out_taps(g, xt, cb, oh, ow, src);
-                        k->chdot(gt + ((int64_t)oh * g->Wo + ow) * cb, cb, g->T, src, af, cb);
-                    }
-                for (int c = 0; c < cb; c++)
-                    for (int t = 0; t < g->T; t++) j->acc[(int64_t)(c0 + c) * g->T + t] += af[(int64_t)t * cb + c];
-            }
-            if (j->gx) {
-                for (int ih = 0; ih < g->H; ih++)
-                    for (int iw = 0; iw < g->W; iw++) {
-                        cl_in_taps(g, gt, cb, ih, iw, src);
-                        k->chsum(dxt + ((int64_t)ih * g->W + iw) * cb, cb, g->T, src, j->wt + c0, g->C, NULL);
-                    }
-                float *d = j->gx + ((int64_t)n * g->C + c0) * HW;
-                if (j->add) {
-                    k->transpose(dxt, cb, (int)HW, cb, tmp, HW);
-                    k->copy2d(tmp, HW, HW, cb, d, HW, 1, 1, 0, 0);
-                } else {
-                    k->transpose(dxt, cb, (int)HW, cb, d, HW);
+    const int nb = (g->C + CL_CB - 1) / CL_CB;
+    for (int64_t it = i0; it < i1; it++) {
+        const int n = (int)(it / nb), c0 = (int)(it % nb) * CL_CB;
+        const int cb = g->C - c0 < CL_CB ? g->C - c0 : CL_CB;
+        k->transpose(j->gy + ((int64_t)n * g->C + c0) * P, P, cb, P, gt, cb);
+        if (j->pw) {
+            float *af = j->pw + (int64_t)n * g->T * g->C + c0;   // (T, C) of image n
+            k->transpose(j->x + ((int64_t)n * g->C + c0) * HW, HW, cb, HW, xt, cb);
+            for (int t = 0; t < g->T; t++) memset(af + (int64_t)t * g->C, 0, sizeof(float) * (size_t)cb);
+            for (int oh = 0; oh < g->Ho; oh++)
+                for (int ow = 0; ow < g->Wo; ow++) {
+                    cl_out_taps(g, xt, cb, oh, ow, src);
+                    k->chdot(gt + ((int64_t)oh * g->Wo + ow) * cb, cb, g->T, src, af, g->C);
                 }
+        }
+        if (j->gx) {
+            for (int ih = 0; ih < g->H; ih++)
+                for (int iw = 0; iw < g->W; iw++) {
+                    cl_in_taps(g, gt, cb, ih, iw, src);
+                    k->chsum(dxt + ((int64_t)ih * g->W + iw) * cb, cb, g->T, src, j->wt + c0, g->C, NULL);
+                }
+            float *d = j->gx + ((int64_t)n * g->C + c0) * HW;
+            if (j->add) {
+                k->transpose(dxt, cb, (int)HW, cb, tmp, HW);
+                k->copy2d(tmp, HW, HW, cb, d, HW, 1, 1, 0, 0);
+            } else {
+                k->transpose(dxt, cb, (int)HW, cb, d, HW);
             }
         }
     }
+}
+
+// dW's double sums of channels [c0, c1): the images' float sums added in image order.
+static void cl_fold_dw(void *p, int64_t c0, int64_t c1, int worker) {
+    const cl_job *j = p;
+    const dw_geom *g = j->g;
+    for (int64_t c = c0; c < c1; c++)
+        for (int t = 0; t < g->T; t++) {
+            double sum = j->acc[c * g->T + t];
+            for (int n = 0; n < g->N; n++) sum += j->pw[((int64_t)n * g->T + t) * g->C + c];
+            j->acc[c * g->T + t] = sum;
+        }
 }
 
 // The weight (C, 1, K, K) tap-major: (T, C).
@@ -360,23 +372,27 @@ static float *cl_weight(ib_ctx *ctx, const dw_geom *g, const float *w) {
 
 static void cl_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const float *w, const float *bias,
                        const float *bn_m, const float *bn_scale, const float *bn_shift, int act, float *y) {
-    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo, items = (int64_t)g->N * cl_blocks(g);
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
+    const int64_t items = (int64_t)g->N * ((g->C + CL_CB - 1) / CL_CB);
     const int par = (int64_t)g->N * g->C * P * g->T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
     const int64_t per_thread = (HW + P) * CL_CB;
     ib_rows_epi e = {bias, bn_m, bn_scale, bn_shift, act};
     cl_job j = {g, x, cl_weight(ctx, g, w), NULL, &e, y, NULL,
-                ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads)), NULL, per_thread, 0};
+                ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads)), NULL, NULL, per_thread, 0};
     ib_parallel_range(items, par ? 1 : items, cl_forward_items, &j);
 }
 
 static void cl_backward(ib_ctx *ctx, const dw_geom *g, const float *x, const float *w, const float *gy, float *gx,
                         int add, double *acc) {
-    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo, items = cl_blocks(g);
+    const int64_t HW = (int64_t)g->H * g->W, P = (int64_t)g->Ho * g->Wo;
+    const int64_t items = (int64_t)g->N * ((g->C + CL_CB - 1) / CL_CB);
     const int par = (int64_t)g->N * g->C * P * g->T > PAR_MIN_WORK, threads = par ? ib_pool_threads() : 1;
-    const int64_t per_thread = (3 * HW + P + g->T) * CL_CB;
+    const int64_t per_thread = (3 * HW + P) * CL_CB;
+    float *pw = acc ? ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)g->N * (size_t)g->T * (size_t)g->C) : NULL;
     cl_job j = {g, x, cl_weight(ctx, g, w), gy, NULL, NULL, gx,
-                ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads)), acc, per_thread, add};
+                ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)(per_thread * threads)), acc, pw, per_thread, add};
     ib_parallel_range(items, par ? 1 : items, cl_backward_items, &j);
+    if (acc) ib_parallel_range(g->C, par ? 16 : g->C, cl_fold_dw, &j);
 }
 
 float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add) {
