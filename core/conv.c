@@ -419,7 +419,24 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
     if (direct) {
         IB_ASSERT(nseg == 1, "conv2d: a ring view of a 1x1 kernel");
         // Images in order, so dW sums the batch in a fixed order.
-        if (need_w) {
+        if (need_w && G == 1 && Cout > Cin && Cin < 64) {
+            // A narrow input (an expansion: Cin 16 to 32 against 6x as many outputs): the same sums with the
+            // output channels as the GEMM's columns, gW^T (Cin, Cout) += Xc (Cin, m P) @ gYt (m P, Cout), so a
+            // tile's vectors are full. gW^T starts as gW transposed and goes back by assignment: every block
+            // of the sum is added to the same float in the same order as below, bit for bit.
+            int nb = col_chunk(N, ((int64_t)Cin + Cout) * P);
+            float *xc = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)(nb * P));
+            float *gyt = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cout * (size_t)(nb * P));
+            float *gwt = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)Cout);
+            ib_simd()->transpose(gw, ws, Cout, Cin, gwt, Cout);
+            for (int n0 = 0; n0 < N; n0 += nb) {
+                int m = N - n0 < nb ? N - n0 : nb;
+                gather_images(x->data + (int64_t)n0 * Cin * HW, m, Cin, P, xc);
+                transpose_batch(gy + (int64_t)n0 * Cout * P, m, Cout, (int)P, gyt);
+                weight_grad(Cin, Cout, (int)((int64_t)m * P), xc, gyt, Cout, gwt, Cout);
+            }
+            ib_simd()->transpose(gwt, Cout, Cin, Cout, gw, ws);
+        } else if (need_w) {
             // gW_g (opg, rows) += gYc_g (opg, m P) @ Xt_g (m P, rows): chunks of images side by side, so
             // one GEMM reduces over a chunk instead of one per image (P columns, as few as 16); Xt is the
             // chunk's x with channels last
