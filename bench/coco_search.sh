@@ -19,7 +19,8 @@
 #        METRIC=ap50: the search's score, or loss; SAMPLING=fair|sandwich|uniform and SN_CLIP=N (--clip of the
 #        supernet alone; sandwich with SN_CLIP=2 is what learns on the mobiledets space, docs/SEARCH.md);
 #        SN_INIT=SUPERNET.h5: the supernet starts from that one's weights (supernet train --init, e.g. a Tiny
-#        ImageNet classification supernet of the same space); STOP_AFTER=search: stop once the search is done;
+#        ImageNet classification supernet of the same space); SN_OPT="--op-ramp 0.05": more flags of the
+#        supernet's training alone; STOP_AFTER=search: stop once the search is done;
 #        LAT_RES=320: the cpu table, the mobilenetv2 budgets and the search's latency at that size (search
 #        --latency-res), scoring staying at RES; default RES)
 set -euo pipefail
@@ -34,13 +35,14 @@ R=${RES:-128} E=${EPOCHS:-5} EA=${EPOCHS_ALONE:-15} POP=${POP:-16} GENS=${GENS:-
 THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75} SAMPLING=${SAMPLING:-fair} LRES=${LAT_RES:-$R}
 sclip=(); [ -n "${SN_CLIP:-}" ] && sclip=(--clip "$SN_CLIP")
 sinit=(); [ -n "${SN_INIT:-}" ] && sinit=(--init "$(cd "$(dirname "$SN_INIT")" && pwd)/$(basename "$SN_INIT")")
+sopt=(); [ -n "${SN_OPT:-}" ] && read -r -a sopt <<< "$SN_OPT"
 read -r -a opt <<< "${OPT:---lr 0.05}"
 common=(--task detect --batch 16 --res "$R" "${opt[@]}" --warmup 0.3 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
 echo "== supernet ($E epochs, $SAMPLING sampling, ${R} px) $(date -u +%H:%M)"
 if [ ! -f sn.done ]; then
   r=("${sinit[@]}"); [ -f sn.h5 ] && r=(--resume sn.h5)
-  "$I" supernet train "${common[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling "$SAMPLING" "${sclip[@]}" --epochs "$E" \
+  "$I" supernet train "${common[@]}" --space "$SPACE" --data "$D" --out sn.h5 --sampling "$SAMPLING" "${sclip[@]}" "${sopt[@]}" --epochs "$E" \
       --threads "$THREADS" "${r[@]}"
   touch sn.done
 fi
