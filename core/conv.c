@@ -260,12 +260,7 @@ static void gemm_tile(void *p, int64_t it, int worker) {
     int n0 = t / j->mb * 64, m0 = t % j->mb * j->rb;
     int cols = j->N - n0 < 64 ? j->N - n0 : 64, m = j->M - m0 < j->rb ? j->M - m0 : j->rb;
     ib_rows_epi es;
-    if (j->e) {
-        int c0 = g * j->M + m0;
-        es = *j->e;
-        if (es.bias) es.bias += c0;
-        if (es.mf) es.mf += c0, es.scale += c0, es.shift += c0;
-    }
+    if (j->e) es = ib_rows_epi_from(j->e, g * j->M + m0);
     const float *a = j->a + g * bt->ag + m0 * j->ars, *x = j->x + n * bt->xn + g * bt->xg + n0;
     float *y = j->y + n * bt->yn + g * bt->yg + m0 * j->ldy + n0;
     if (!j->kb) {

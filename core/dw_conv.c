@@ -236,10 +236,9 @@ static void dw_forward(ib_ctx *ctx, const dw_geom *g, const float *x, const floa
 // too short for the tap kernels: a 4-float row fills a quarter of a vector and each call, copy and pack
 // spends most of its time on the border. There the channels take the vector lanes instead: a block of CL_CB
 // channels of one image is transposed to (H * W, CB), each output pixel sums its taps over the block
-// (chsum), and the block is transposed back. Backward, per channel block with the images in order: dW's
-// sums of one image in float (chdot), added to the double sums in image order; dx from the same taps read
-// from the gradient's side. Items are (image, block) both ways; dW's per-image sums are kept apart and
-// added in image order at the end, so nothing depends on the thread count.
+// (chsum), and the block is transposed back. Backward, items are (image, block) too: dx from the same taps
+// read from the gradient's side, and dW's sums of the image in float (chdot), kept apart per image and added
+// to the double sums in image order at the end, so nothing depends on the thread count.
 #define CL_CB 64
 // Used for planes of at most CL_MAX_P outputs and CL_MAX_HW inputs: bench/bench_dw.c --path (docs/BENCH.md).
 #define CL_MAX_P 64
@@ -295,11 +294,7 @@ static void cl_forward_items(void *p, int64_t i0, int64_t i1, int worker) {
         const int n = (int)(it / nb), c0 = (int)(it % nb) * CL_CB;
         const int cb = g->C - c0 < CL_CB ? g->C - c0 : CL_CB;
         ib_rows_epi e, *ep = NULL;
-        if (j->epi) {
-            e = *j->epi, ep = &e;
-            if (e.bias) e.bias += c0;
-            if (e.mf) e.mf += c0, e.scale += c0, e.shift += c0;
-        }
+        if (j->epi) e = ib_rows_epi_from(j->epi, c0), ep = &e;
         k->transpose(j->x + ((int64_t)n * g->C + c0) * HW, HW, cb, HW, xt, cb);
         for (int oh = 0; oh < g->Ho; oh++)
             for (int ow = 0; ow < g->Wo; ow++) {

@@ -386,8 +386,7 @@ static void chsum_portable(float *dst, int n, int T, const float *const *src, co
             for (int j = 0; j < m; j++) acc[j] += w[j] * sp[j];
         }
         if (e) {
-            ib_rows_epi ej = {NULL, e->mf ? e->mf + j0 : NULL, e->mf ? e->scale + j0 : NULL,
-                              e->mf ? e->shift + j0 : NULL, e->act};
+            const ib_rows_epi ej = ib_rows_epi_from(e, j0);
             epi_chans(acc, m, &ej);
         }
     }

@@ -37,6 +37,14 @@ typedef struct {
     int act;
 } ib_rows_epi;
 
+// The same epilogue for the rows (channels) from c0 on.
+static inline ib_rows_epi ib_rows_epi_from(const ib_rows_epi *e, int c0) {
+    ib_rows_epi r = *e;
+    if (r.bias) r.bias += c0;
+    if (r.mf) r.mf += c0, r.scale += c0, r.shift += c0;
+    return r;
+}
+
 typedef struct {
     const char *name;
     // y[m * ldy + n] (=, or += when add) epi_m(sum_k a[m * ars + k * acs] * x[k * ldx + n]) for m < M,
