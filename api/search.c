@@ -272,6 +272,20 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     ib_search_cfg_default(&c);
     if (!ib_search_strategy_parse(o->strategy ? o->strategy : "evolution", &c.strategy))
         return ib_fail(IB_ERR_ARG, "strategy '%s' is not one of evolution, random, tunas", o->strategy);
+    if (o->ops) {   // "ibn,skip": op names, each once
+        for (const char *p = o->ops, *e; ; p = e + 1) {
+            e = strchr(p, ',');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            int found = -1;
+            for (int op = 0; op <= IB_BLOCK_SKIP; op++)
+                if (strlen(ib_block_op_name((ib_block_op)op)) == n && !strncmp(p, ib_block_op_name((ib_block_op)op), n)) found = op;
+            if (found < 0 || (c.ops >> found & 1u))
+                return ib_fail(IB_ERR_ARG, "ops '%s': '%.*s' is %s (ibn, fused, tucker, gcibn, skip, comma-separated)", o->ops,
+                               (int)(n < 40 ? n : 40), p, found < 0 ? "not an op" : "given twice");
+            c.ops |= 1u << found;
+            if (!e) break;
+        }
+    }
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->latency_res < 0 || (o->latency_res > 0 && o->latency_res < 8) ||
         o->calib_batches < 1 || o->eval_images < 0)
         return ib_fail(IB_ERR_ARG, "ib_search: res %d and latency_res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)",

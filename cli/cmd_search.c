@@ -42,6 +42,8 @@ int cmd_search(int argc, char **argv) {
         {"--lut", F_STR, &o.luts, "latency tables, NAME=FILE.csv[,NAME=FILE.csv] (required)"},
         {"--budget-ms", F_STR, &o.budgets, "budgets in ms, X[,Y] or per target 'cpu=X,Y;edgetpu=Z' (required)"},
         {"--strategy", F_STR, &o.strategy, "evolution (default), random or tunas"},
+        {"--ops", F_STR, &o.ops, "the op types the search may pick, e.g. ibn,skip (a part of the supernet's space; "
+                                 "MobileDets searched IBN alone for mobile CPUs; default: all)"},
         {"--population", F_INT, &o.population, "evolution's population, random's first samples (32)"},
         {"--generations", F_INT, &o.generations, "generations after the first population; tunas: steps (20)"},
         {"--sample", F_INT, &o.sample, "evolution's tournament size (8)"},

@@ -431,6 +431,8 @@ typedef struct ib_search_opts {
     const char *luts;          // "cpu=cpu.csv,edgetpu=edgetpu.csv"; a bare path is named by its table's target
     const char *budgets;       // ms: "8,12" for every target, or per target "cpu=8,12;edgetpu=3,4" (required)
     const char *strategy;      // "evolution" (default), "random" or "tunas"
+    const char *ops;           // "ibn,skip": the op types the search may pick, a part of the supernet's space (MobileDets
+                               // searched IBN alone for mobile CPUs); NULL: every op of the space
     int population;            // evolution's population / random's first samples, 32
     int generations;           // 20 (tunas: policy steps)
     int sample;                // evolution's tournament size, 8

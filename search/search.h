@@ -547,6 +547,8 @@ typedef struct ib_search_cfg {
     int generations;          // generations after the first population (tunas: policy steps) (20)
     int batch;                // per generation and track: children, samples, or archs per policy step (16)
     int max_tries;            // draws before an over-budget child or sample is given up (200)
+    unsigned ops;             // the op types the search may pick, bit 1u << op per ib_block_op (MobileDets searched
+                              // IBN alone for CPUs); 0: every op of the space
     double tunas_beta;        // -0.5
     double tunas_lr;          // Adam's step on the logits, 0.05
     double tunas_baseline;    // the baseline's moving-average momentum, 0.9

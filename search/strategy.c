@@ -152,6 +152,8 @@ typedef struct run {
     const ib_search_cfg *cfg;
     const ib_space *sp;
     int L, maxc, *nc;                 // layers, the largest choice count, each layer's count
+    char *ok;                         // [L * maxc]: 1 where cfg->ops allows the choice (all of them when 0)
+    int *n_ok;                        // [L]: the allowed choices of each layer
     int res, classes, T, P;
     double t0, last_note;             // the run's start; the last progress line (ib_time_s)
     int has_task;                     // predictions of the task's network (cfg->lut_task)
@@ -221,6 +223,7 @@ static void strat_copy(const run *r, strat *dst, const strat *src) {
 }
 
 static void run_free(run *r) {
+    free(r->ok), free(r->n_ok);
     free(r->nc), free(r->h_choice), free(r->h_score), free(r->h_ms), free(r->h_macs), free(r->slots);
     strat_free(&r->cur), strat_free(&r->snap);
     free(r->min_choice), free(r->min_ms), free(r->scratch);
@@ -389,17 +392,25 @@ static ib_status flush_scores(run *r) {
 // ---------------------------------------------------------------------------------------------
 // Sampling under a budget
 
+// Layer l's k-th allowed choice (cfg->ops).
+static int nth_ok(const run *r, int l, int k) {
+    const char *ok = r->ok + (size_t)l * (size_t)r->maxc;
+    for (int j = 0; j < r->nc[l]; j++)
+        if (ok[j] && k-- == 0) return j;
+    return 0;   // not reached: k < n_ok[l]
+}
+
 // The fastest arch on a target: per layer, in order, the choice that lowers the prediction most with the
 // other layers held (a table's rows add up, so one pass finds the minimum).
 static ib_status fastest_arch(run *r, int t) {
     int *c = r->min_choice + (size_t)t * (size_t)r->L;
-    memset(c, 0, sizeof(int) * (size_t)r->L);
+    for (int l = 0; l < r->L; l++) c[l] = nth_ok(r, l, 0);
     double best;
     ib_status s = latency_on(r, c, t, &best);
     for (int l = 0; !s && l < r->L; l++) {
         int keep = c[l];
         for (int j = 0; !s && j < r->nc[l]; j++) {
-            if (j == keep) continue;
+            if (j == keep || !r->ok[(size_t)l * (size_t)r->maxc + (size_t)j]) continue;
             c[l] = j;
             double ms;
             if ((s = latency_on(r, c, t, &ms))) break;
@@ -411,15 +422,18 @@ static ib_status fastest_arch(run *r, int t) {
     return s;
 }
 
+// Uniform over the allowed choices of every layer (with every op allowed, the draws of before cfg->ops).
 static void sample_uniform(run *r, int *c) {
-    for (int l = 0; l < r->L; l++) c[l] = (int)ib_rng_below(&r->cur.rng, (uint32_t)r->nc[l]);
+    for (int l = 0; l < r->L; l++) c[l] = nth_ok(r, l, (int)ib_rng_below(&r->cur.rng, (uint32_t)r->n_ok[l]));
 }
 
-// A layer's choice changed to another one, uniformly.
+// A layer's choice changed to another allowed one, uniformly.
 static void mutate_layer(run *r, int *c, int l) {
-    if (r->nc[l] < 2) return;
-    int j = (int)ib_rng_below(&r->cur.rng, (uint32_t)(r->nc[l] - 1));
-    c[l] = j >= c[l] ? j + 1 : j;
+    if (r->n_ok[l] < 2) return;
+    int k = 0;   // c[l]'s rank among the allowed choices
+    for (int j = 0; j < c[l]; j++) k += r->ok[(size_t)l * (size_t)r->maxc + (size_t)j];
+    int j = (int)ib_rng_below(&r->cur.rng, (uint32_t)(r->n_ok[l] - 1));
+    c[l] = nth_ok(r, l, j >= k ? j + 1 : j);
 }
 
 // Uniform over the space with rejection of archs over the budget. When max_tries draws all fail (a tight
@@ -562,18 +576,23 @@ static double *track_logits(strat *st, const run *r, int tk) {
     return st->logits + (size_t)tk * (size_t)r->L * (size_t)r->maxc;
 }
 
-static void softmax_row(const double *z, int n, double *p) {
-    double mx = z[0], sum = 0;
-    for (int j = 1; j < n; j++) mx = z[j] > mx ? z[j] : mx;
-    for (int j = 0; j < n; j++) sum += (p[j] = exp(z[j] - mx));
+// The policy of a layer over its allowed choices (ok[j]); the others get 0.
+static void softmax_row(const double *z, const char *ok, int n, double *p) {
+    double mx = -HUGE_VAL, sum = 0;
+    for (int j = 0; j < n; j++)
+        if (ok[j]) mx = z[j] > mx ? z[j] : mx;
+    for (int j = 0; j < n; j++) sum += (p[j] = ok[j] ? exp(z[j] - mx) : 0);
     for (int j = 0; j < n; j++) p[j] /= sum;
 }
 
 static int sample_row(ib_rng *rng, const double *p, int n) {
     double u = (double)ib_rng_uniform(rng), acc = 0;
-    for (int j = 0; j < n; j++)
+    int last = 0;
+    for (int j = 0; j < n; j++) {
+        if (p[j] > 0) last = j;
         if (u < (acc += p[j])) return j;
-    return n - 1;
+    }
+    return last;   // u beyond the rounded sum: the last choice with a chance
 }
 
 // One REINFORCE step per track: `batch` archs from the policy, the absolute reward, Adam ascent on the
@@ -589,7 +608,8 @@ static ib_status gen_tunas(run *r) {
     for (int tk = 0; !s && tk < r->n_tracks; tk++) {
         const track *k = &r->tracks[tk];
         double *z = track_logits(&r->cur, r, tk);
-        for (int l = 0; l < r->L; l++) softmax_row(z + (size_t)l * (size_t)r->maxc, r->nc[l], p + (size_t)l * (size_t)r->maxc);
+        for (int l = 0; l < r->L; l++) softmax_row(z + (size_t)l * (size_t)r->maxc, r->ok + (size_t)l * (size_t)r->maxc, r->nc[l],
+                                                p + (size_t)l * (size_t)r->maxc);
         double mean = 0;
         for (int b = 0; !s && b < B; b++) {   // the batch staged (its history entries in idx), then scored at once
             int *c = cs + (size_t)b * (size_t)r->L;
@@ -635,9 +655,10 @@ static void policy_argmax(const run *r, int tk, int *c) {
     const double *z = r->cur.logits + (size_t)tk * (size_t)r->L * (size_t)r->maxc;
     for (int l = 0; l < r->L; l++) {
         const double *zl = z + (size_t)l * (size_t)r->maxc;
-        c[l] = 0;
-        for (int j = 1; j < r->nc[l]; j++)
-            if (zl[j] > zl[c[l]]) c[l] = j;
+        const char *ok = r->ok + (size_t)l * (size_t)r->maxc;
+        c[l] = nth_ok(r, l, 0);
+        for (int j = c[l] + 1; j < r->nc[l]; j++)
+            if (ok[j] && zl[j] > zl[c[l]]) c[l] = j;
     }
 }
 
@@ -678,6 +699,7 @@ static json_t *config_json(const run *r) {
     json_object_set_new(o, "sample", json_integer(cfg->sample));
     json_object_set_new(o, "batch", json_integer(cfg->batch));
     json_object_set_new(o, "max_tries", json_integer(cfg->max_tries));
+    if (cfg->ops) json_object_set_new(o, "ops", json_integer(cfg->ops));   // absent when every op is allowed
     // The baselines of the space are scored first and seed evolution: another set is another search.
     json_t *seeds = json_array();
     for (int k = 0; k < cfg->n_baselines; k++)
@@ -779,7 +801,7 @@ static ib_status state_load(run *r, const char *path) {
     if (!same) {
         s = ib_fail(IB_ERR_ARG,
                     "%s: was written by a search with other settings (strategy, seed, space, resolution, population, "
-                    "sample, batch, targets or budgets); resume with the same ones, or use another --out",
+                    "sample, batch, ops, targets or budgets); resume with the same ones, or use another --out",
                     path);
         goto done;
     }
@@ -1463,6 +1485,30 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
         if (r->nc[l] < 1) return ib_fail(IB_ERR_ARG, "search: layer %d of space '%s' has no choice", l, r->sp->name);
         r->maxc = r->nc[l] > r->maxc ? r->nc[l] : r->maxc;
     }
+    // The allowed choices: those of cfg->ops' op types (the segmentation head's gene is not an op: all).
+    r->ok = malloc((size_t)r->L * (size_t)r->maxc);
+    r->n_ok = calloc((size_t)r->L, sizeof(int));
+    if (!r->ok || !r->n_ok) return ib_fail(IB_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < r->L; l++) {
+        char *ok = r->ok + (size_t)l * (size_t)r->maxc;
+        ib_block_cfg *all = NULL;
+        if (cfg->ops && l < r->sp->n_layers) {
+            if (!(all = malloc(sizeof *all * (size_t)r->nc[l]))) return ib_fail(IB_ERR_NOMEM, "out of memory");
+            ib_space_choices(r->sp, l, all, r->nc[l]);
+        }
+        for (int j = 0; j < r->maxc; j++) {
+            ok[j] = j < r->nc[l] && (!all || (cfg->ops >> all[j].op & 1u));
+            r->n_ok[l] += ok[j];
+        }
+        free(all);
+        if (!r->n_ok[l]) {
+            char list[96] = "";
+            for (int op = 0, k = 0; op <= IB_BLOCK_SKIP; op++)
+                if (cfg->ops >> op & 1u)
+                    k += snprintf(list + k, sizeof list - (size_t)k, "%s%s", k ? ", " : "", ib_block_op_name((ib_block_op)op));
+            return ib_fail(IB_ERR_ARG, "search: layer %d of space '%s' offers none of the ops allowed (%s)", l, r->sp->name, list);
+        }
+    }
     for (int t = 0; t < r->T; t++)
         for (int k = 0; k < cfg->targets[t].n_budgets; k++)
             r->tracks[r->n_tracks++] = (track){t, cfg->targets[t].budget_ms[k]};
@@ -1502,6 +1548,8 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
         const ib_arch *a = cfg->baselines[k].arch;
         r->base_macs[k] = a ? ib_arch_macs(a, r->res) : 0;
         r->base_in[k] = a && ib_space_check(r->sp, a, cfg->baselines[k].label, r->base_choice + (size_t)k * (size_t)r->L) == IB_OK;
+        for (int l = 0; r->base_in[k] && l < r->L; l++)   // an arch of the space with ops the search may not pick: drawn, not scored
+            r->base_in[k] = r->ok[(size_t)l * (size_t)r->maxc + (size_t)r->base_choice[(size_t)k * (size_t)r->L + (size_t)l]];
         for (int t = 0; t < r->T; t++) {
             double *ms = &r->base_ms[(size_t)k * (size_t)r->T + (size_t)t];
             char *note = r->base_note + ((size_t)k * (size_t)r->T + (size_t)t) * BASE_NOTE;

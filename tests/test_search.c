@@ -532,6 +532,59 @@ TEST(tunas_returns_an_arch_within_budget) {
     free(sc.seen);
 }
 
+// --ops: every arch a strategy scores (and so every pick) uses only the allowed op types; allowing every op
+// type draws what no restriction draws, file for file; a set no layer of a stride-2 stage offers is refused.
+TEST(search_ops_keeps_to_the_allowed_op_types) {
+    const unsigned allow = 1u << IB_BLOCK_IBN | 1u << IB_BLOCK_SKIP;
+    const ib_search_strategy strategies[] = {IB_SEARCH_EVOLUTION, IB_SEARCH_RANDOM, IB_SEARCH_TUNAS};
+    for (int k = 0; k < 3; k++) {
+        ib_search_cfg c;
+        scorer sc;
+        ib_search_result r;
+        char name[32];
+        snprintf(name, sizeof name, "ops_%d", k);
+        base_cfg(&c, &sc, out_dir(name), 1);
+        c.strategy = strategies[k];
+        c.ops = allow;
+        CHECK(ib_search_run(&c, &r) == IB_OK, "%s: %s", ib_search_strategy_name(c.strategy), ib_errmsg());
+        int bad = 0, skips = 0, ibns = 0;
+        for (int i = 0; i < sc.n_seen; i++) {
+            ib_arch a;
+            CHECK(ib_space_arch(&space, sc.seen + (size_t)i * (size_t)space.n_layers, 0, &a) == IB_OK, "%s", ib_errmsg());
+            for (int l = 0; l < a.n_blocks; l++) {
+                bad += !(allow >> a.blocks[l].op & 1u);
+                skips += a.blocks[l].op == IB_BLOCK_SKIP, ibns += a.blocks[l].op == IB_BLOCK_IBN;
+            }
+            ib_arch_free(&a);
+        }
+        CHECK(sc.n_seen > 20 && !bad && skips && ibns, "%s: %d archs scored, %d blocks of other ops (%d skip, %d ibn)",
+              ib_search_strategy_name(c.strategy), sc.n_seen, bad, skips, ibns);
+        for (int i = 0; i < r.n_picks; i++) CHECK(r.picks[i].found, "no pick under %g ms", r.picks[i].budget_ms);
+        free(sc.seen);
+    }
+    const char *dirs[2] = {out_dir("ops_all"), out_dir("ops_none")};
+    for (int i = 0; i < 2; i++) {
+        ib_search_cfg c;
+        scorer sc;
+        ib_search_result r;
+        base_cfg(&c, &sc, dirs[i], 1);
+        c.ops = i ? 0 : (1u << (IB_BLOCK_SKIP + 1)) - 1;
+        CHECK(ib_search_run(&c, &r) == IB_OK, "search: %s", ib_errmsg());
+        free(sc.seen);
+    }
+    const char *leaves[] = {"summary.json", "cpu/pareto.csv", "tpu/pareto.csv", "curve_evolution.csv", NULL};
+    const char *d = same_files(dirs[0], dirs[1], leaves);
+    CHECK(!d, "every op allowed: %s differs from the search without --ops", d);
+    ib_search_cfg c;
+    scorer sc;
+    ib_search_result r;
+    base_cfg(&c, &sc, out_dir("ops_skip"), 1);
+    c.ops = 1u << IB_BLOCK_SKIP;
+    CHECK(ib_search_run(&c, &r) == IB_ERR_ARG && strstr(ib_errmsg(), "none of the ops allowed (skip)"), "skip alone: %s",
+          ib_errmsg());
+    CHECK(sc.calls == 0, "a refused search scored %d subnets", sc.calls);
+}
+
 TEST(search_rejects_bad_settings) {
     ib_search_cfg c;
     scorer sc;
@@ -621,6 +674,15 @@ TEST(cli_search_end_to_end) {
     rc = test_run(cmd, &out, &err);
     CHECK(rc == 1 && strstr(err, "held out 0.25"), "--holdout 0.3 on a supernet that held out 0.25 gave %d: %s", rc, err);
     free(out), free(err);
+    // --ops names what it does not know, and what it repeats.
+    const char *bad_ops[2][2] = {{"ibn,foo", "'foo' is not an op"}, {"ibn,skip,ibn", "'ibn' is given twice"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut cpu=%s/cpu.csv --budget-ms %g --ops %s --out %s/e2e_ops",
+                 bin, snp, d, budget_cpu[1], bad_ops[k][0], d);
+        rc = test_run(cmd, &out, &err);
+        CHECK(rc != 0 && strstr(err, bad_ops[k][1]), "--ops %s gave %d: %s", bad_ops[k][0], rc, err);
+        free(out), free(err);
+    }
     // --resume of a finished search rescores nothing and prints the same summary.
     rc = test_run(resume_cmd, &out, &err);
     CHECK(rc == 0 && strstr(out, "\"subnets_scored\""), "resume of a finished search (%d): %s", rc, err);
