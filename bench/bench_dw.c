@@ -1,7 +1,8 @@
 // Depthwise-conv and batchnorm microbenchmark at MobileNetV2's own shapes (training: res 64, batch 32;
 // inference: res 224, batch 1), for each SIMD version this CPU runs: median forward and backward time,
 // GFLOP/s and the GB/s of the tensors each pass must read and write.
-// Usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--path auto|planes|cl] [--json]
+// Usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--path auto|planes|cl]
+//                 [--bn-path auto|channel|cols] [--json]
 #include "core/core.h"
 #include "core/simd.h"
 
@@ -123,7 +124,8 @@ static int run(const dw_case *dc, int kind, int reps, double *times, timing *out
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--path auto|planes|cl] [--json]\n"
+            "usage: bench_dw [--threads N] [--repeats R] [--simd LIST] [--case TEXT] [--path auto|planes|cl]\n"
+            "                [--bn-path auto|channel|cols] [--json]\n"
             "  depthwise conv (forward, backward) and batchnorm + relu6 (separate, fused) at MobileNetV2's\n"
             "  training (res 64, batch 32) and inference (res 224, batch 1) shapes.\n"
             "  --threads N   threads (default 1)\n"
@@ -132,6 +134,9 @@ static void usage(FILE *f) {
             "  --case TEXT   only the cases whose name contains TEXT\n"
             "  --path P      the depthwise layout: auto (by plane size, the default), planes (stacked planes) or\n"
             "                cl (channels last), core/dw_conv.c\n"
+            "  --bn-path P   the batchnorm layout: auto (columns across channels on planes of at most 8\n"
+            "                floats, the default), channel (per channel always) or cols (columns up to 16\n"
+            "                floats), core/norm.c\n"
             "  --json        one JSON object per line instead of the table\n");
 }
 
@@ -152,6 +157,13 @@ int main(int argc, char **argv) {
             ib__dw_path = !strcmp(pa, "planes") ? 1 : !strcmp(pa, "cl") ? 2 : 0;
             if (!ib__dw_path && strcmp(pa, "auto")) {
                 fprintf(stderr, "bench_dw: --path is auto, planes or cl, not '%s'\n", pa);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--bn-path") && i + 1 < argc) {
+            const char *pa = argv[++i];
+            ib__bn_path = !strcmp(pa, "channel") ? 1 : !strcmp(pa, "cols") ? 2 : 0;
+            if (!ib__bn_path && strcmp(pa, "auto")) {
+                fprintf(stderr, "bench_dw: --bn-path is auto, channel or cols, not '%s'\n", pa);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--json"))

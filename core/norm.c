@@ -38,6 +38,16 @@ static void bn_check_vec(const ib_tensor *v, int c, const char *what) {
 // Below this many elements the per-channel loop runs on one thread.
 #define PAR_MIN 16384
 
+int ib__bn_path;
+
+// The columns layout applies: planes of at most 8 floats (2x2, 1x1, and (N, C)), which fill half a vector or
+// less; from 9 to 16 floats (4x4) the per-channel kernels measured as fast forward and faster backward
+// (docs/BENCH.md, "bench_dw"). ib__bn_path 2 takes the columns up to 16 floats (tests); never when the
+// statistics are synchronised over ranks.
+static int bn_small(int64_t inner, const double *all) {
+    return !all && inner >= 1 && ((ib__bn_path == 0 && inner <= 8) || (ib__bn_path == 2 && inner <= 16));
+}
+
 typedef struct {
     const bn_saved *sv;
     const ib_tensor *gamma;
@@ -62,6 +72,21 @@ static void bn_backward_sums(void *p, int64_t ch, int worker) {
     if (j->dbeta) j->dbeta[c] += (float)j->all[2 * c];
 }
 
+// Channel c's gradients of gamma and beta from its two sums (sum dy, sum dy * (x - mean), dy taken through
+// the activation), and dx's coefficients k, a, b (bn_bwd_dx's).
+static void bn_backward_coefs(const bn_bwd_job *j, int c, const double sums[2], double *k, double *a, double *b) {
+    const bn_saved *sv = j->sv;
+    const double invstd = sv->invstd[c];
+    const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
+    if (j->dgamma && !j->all) j->dgamma[c] += (float)sum_dy_xhat;
+    if (j->dbeta && !j->all) j->dbeta[c] += (float)sum_dy;
+    *k = (j->gamma ? j->gamma->data[c] : 1.0) * invstd;
+    // Training: the batch statistics depend on x, which subtracts the mean of dy and the projection of dy
+    // on xhat; eval: a fixed affine map.
+    *a = sv->training ? sum_dy / j->n_all : 0.0;
+    *b = sv->training ? sum_dy_xhat / j->n_all : 0.0;
+}
+
 static void bn_backward_channel(void *p, int64_t ch, int worker) {
     const bn_bwd_job *j = p;
     const bn_saved *sv = j->sv;
@@ -69,23 +94,47 @@ static void bn_backward_channel(void *p, int64_t ch, int worker) {
     const double mean = sv->mean[c], invstd = sv->invstd[c];
     const ib_epi epi = {1, sv->mf[c], sv->scale[c], sv->shift[c], sv->act};
     const int64_t base = (int64_t)c * j->inner;
-    double sums[2] = {0, 0};   // sum dy, sum dy * (x - mean), dy taken through the activation
+    double sums[2] = {0, 0};
     if (j->all) {
         sums[0] = j->all[2 * c], sums[1] = j->all[2 * c + 1];
     } else {
         ib_simd()->bn_bwd_sums(j->dy + base, j->x + base, j->outer, j->stride, j->inner, &epi, mean, sums);
     }
-    const double sum_dy = sums[0], sum_dy_xhat = sums[1] * invstd;
-    if (j->dgamma && !j->all) j->dgamma[c] += (float)sum_dy_xhat;
-    if (j->dbeta && !j->all) j->dbeta[c] += (float)sum_dy;
+    double k, a, b;
+    bn_backward_coefs(j, c, sums, &k, &a, &b);
     if (!j->dx) return;
-    const double scale = (j->gamma ? j->gamma->data[c] : 1.0) * invstd;
-    // Training: the batch statistics depend on x, which subtracts the mean of dy and the projection of dy
-    // on xhat; eval: a fixed affine map.
-    const double mean_dy = sv->training ? sum_dy / j->n_all : 0.0;
-    const double mean_dy_xhat = sv->training ? sum_dy_xhat / j->n_all : 0.0;
-    ib_simd()->bn_bwd_dx(j->dy + base, j->x + base, j->dx + base, j->outer, j->stride, j->inner, &epi, mean, invstd,
-                         scale, mean_dy, mean_dy_xhat, j->add);
+    ib_simd()->bn_bwd_dx(j->dy + base, j->x + base, j->dx + base, j->outer, j->stride, j->inner, &epi, mean, invstd, k, a,
+                         b, j->add);
+}
+
+// Small planes, channels [c0, c1) in blocks, as bn_forward_small (bit for bit
+// bn_backward_channel's numbers).
+static void bn_backward_small(void *p, int64_t c0, int64_t c1, int worker) {
+    const bn_bwd_job *j = p;
+    const bn_saved *sv = j->sv;
+    const int inner = (int)j->inner, per = IB_BN_COLS / inner;
+    double s[IB_BN_COLS], t[IB_BN_COLS], mean[IB_BN_COLS], invstd[IB_BN_COLS], k[IB_BN_COLS], a[IB_BN_COLS],
+        b[IB_BN_COLS];
+    float mf[IB_BN_COLS], sc[IB_BN_COLS], sh[IB_BN_COLS];
+    const ib_bn_cols cols = {sv->act, mf, sc, sh, mean, invstd, k, a, b};
+    for (int64_t b0 = c0; b0 < c1; b0 += per) {
+        const int nc = (int)(c1 - b0 < per ? c1 - b0 : per), n = nc * inner;
+        const int64_t off = b0 * inner;
+        for (int c = 0; c < nc; c++)
+            for (int i = 0, ch = (int)b0 + c; i < inner; i++) {
+                const int q = c * inner + i;
+                mf[q] = sv->mf[ch], sc[q] = sv->scale[ch], sh[q] = sv->shift[ch];
+                mean[q] = sv->mean[ch], invstd[q] = sv->invstd[ch];
+            }
+        ib_simd()->bn_cols_bwd_sums(j->dy + off, j->x + off, j->outer, j->stride, n, &cols, s, t);
+        for (int c = 0; c < nc; c++) {
+            const double sums[2] = {ib__bn_fold(s + c * inner, inner), ib__bn_fold(t + c * inner, inner)};
+            double kc, ac, bc;
+            bn_backward_coefs(j, (int)b0 + c, sums, &kc, &ac, &bc);
+            for (int i = 0; i < inner; i++) k[c * inner + i] = kc, a[c * inner + i] = ac, b[c * inner + i] = bc;
+        }
+        if (j->dx) ib_simd()->bn_cols_bwd_dx(j->dy + off, j->x + off, j->dx + off, j->outer, j->stride, n, &cols, j->add);
+    }
 }
 
 // The channels on the pool in runs of neighbouring channels (the planes of an image lie side by side, and
@@ -126,7 +175,10 @@ static void bn_backward(ib_ctx *ctx, ib_node *node) {
         bn_channels(channels, count, bn_backward_sums, &j);
         ib_dist_allreduce_f64(j.all, 2 * (int64_t)channels);
     }
-    bn_channels(channels, count, bn_backward_channel, &j);
+    if (bn_small(inner, j.all))
+        ib_parallel_range(channels, count * channels >= PAR_MIN ? 1 : channels, bn_backward_small, &j);
+    else
+        bn_channels(channels, count, bn_backward_channel, &j);
 }
 static const ib_op op_batchnorm = {"batchnorm", bn_backward};
 static const ib_op op_batchnorm_act = {"batchnorm_act", bn_backward};
@@ -174,17 +226,11 @@ static void bn_forward_sumsq(void *p, int64_t ch, int worker) {
     j->all[C + ch] = ib_simd()->bn_sumsq(j->x + ch * j->inner, j->outer, j->stride, j->inner, j->all[ch]);
 }
 
-static void bn_forward_channel(void *p, int64_t ch, int worker) {
-    const bn_fwd_job *j = p;
-    const ib_simd_kernels *k = ib_simd();
-    const int c = (int)ch;
-    const int64_t base = (int64_t)c * j->inner;
-    double m, var;
+// Channel c's statistics from its mean m and squared deviations ss (training) or the running ones: the
+// running estimates updated, and what normalising and backward use.
+static void bn_forward_stats(const bn_fwd_job *j, int c, double m, double ss) {
+    double var;
     if (j->training) {
-        // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
-        int64_t C = j->stride / (j->inner > 0 ? j->inner : 1);
-        m = j->all ? j->all[c] : k->bn_sum(j->x + base, j->outer, j->stride, j->inner) / j->n_all;
-        double ss = j->all ? j->all[C + c] : k->bn_sumsq(j->x + base, j->outer, j->stride, j->inner, m);
         var = ss / j->n_all;
         if (j->running_mean)
             j->running_mean->data[c] =
@@ -203,9 +249,57 @@ static void bn_forward_channel(void *p, int64_t ch, int worker) {
     j->mfs[c] = (float)m;
     j->scales[c] = (float)(g * is);
     j->shifts[c] = (float)b;
+}
+
+static void bn_forward_channel(void *p, int64_t ch, int worker) {
+    const bn_fwd_job *j = p;
+    const ib_simd_kernels *k = ib_simd();
+    const int c = (int)ch;
+    const int64_t base = (int64_t)c * j->inner;
+    double m = 0, ss = 0;
+    if (j->training) {
+        // Two passes (mean, then squared deviations) keep the variance exact when |mean| >> std.
+        int64_t C = j->stride / (j->inner > 0 ? j->inner : 1);
+        m = j->all ? j->all[c] : k->bn_sum(j->x + base, j->outer, j->stride, j->inner) / j->n_all;
+        ss = j->all ? j->all[C + c] : k->bn_sumsq(j->x + base, j->outer, j->stride, j->inner, m);
+    }
+    bn_forward_stats(j, c, m, ss);
     const ib_epi epi = {1, j->mfs[c], j->scales[c], j->shifts[c], j->act};
     k->bn_apply(j->x + base, j->y + base, j->outer, j->stride, j->inner, &epi);
 }
+
+// Small planes (bn_small), the channels [c0, c1) in blocks of whole channels: the
+// planes of neighbouring channels lie side by side, so a block of an image is one run of floats and the
+// kernels stream columns across channels, where the per-channel loop would call its kernels for runs of
+// 1 to 16 floats. The same numbers as bn_forward_channel's, bit for bit (core/simd.c). A block's images
+// stay in the cache through its three passes.
+static void bn_forward_small(void *p, int64_t c0, int64_t c1, int worker) {
+    const bn_fwd_job *j = p;
+    const int inner = (int)j->inner, per = IB_BN_COLS / inner;
+    double acc[IB_BN_COLS], m[IB_BN_COLS];
+    float mf[IB_BN_COLS], sc[IB_BN_COLS], sh[IB_BN_COLS];
+    const ib_bn_cols cols = {j->act, mf, sc, sh, NULL, NULL, NULL, NULL, NULL};
+    for (int64_t b0 = c0; b0 < c1; b0 += per) {
+        const int nc = (int)(c1 - b0 < per ? c1 - b0 : per), n = nc * inner;
+        const float *x = j->x + b0 * inner;
+        if (j->training) {
+            ib_simd()->bn_cols_sum(x, j->outer, j->stride, n, acc);
+            for (int c = 0; c < nc; c++) {
+                const double mc = ib__bn_fold(acc + c * inner, inner) / j->n_all;
+                for (int i = 0; i < inner; i++) m[c * inner + i] = mc;
+            }
+            ib_simd()->bn_cols_sumsq(x, j->outer, j->stride, n, m, acc);
+        }
+        for (int c = 0; c < nc; c++) {
+            const int ch = (int)b0 + c;
+            bn_forward_stats(j, ch, j->training ? m[c * inner] : 0, j->training ? ib__bn_fold(acc + c * inner, inner) : 0);
+            for (int i = 0; i < inner; i++)
+                mf[c * inner + i] = j->mfs[ch], sc[c * inner + i] = j->scales[ch], sh[c * inner + i] = j->shifts[ch];
+        }
+        ib_simd()->bn_cols_apply(x, j->y + b0 * inner, j->outer, j->stride, n, &cols);
+    }
+}
+
 
 ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tensor *beta, ib_tensor *running_mean,
                             ib_tensor *running_var, int training, float momentum, float eps, ib_fuse_act act) {
@@ -243,7 +337,10 @@ ib_tensor *ib_batchnorm_act(ib_ctx *ctx, ib_tensor *x, ib_tensor *gamma, ib_tens
         bn_channels(channels, count, bn_forward_sumsq, &j);
         ib_dist_allreduce_f64(j.all + channels, channels);
     }
-    bn_channels(channels, count, bn_forward_channel, &j);
+    if (bn_small(inner, j.all))
+        ib_parallel_range(channels, count * channels >= PAR_MIN ? 1 : channels, bn_forward_small, &j);
+    else
+        bn_channels(channels, count, bn_forward_channel, &j);
 
     ib_node *node = ib_record(ctx, act == IB_FUSE_NONE ? &op_batchnorm : &op_batchnorm_act, y, 3,
                               (ib_tensor *[]){x, gamma, beta});

@@ -341,6 +341,99 @@ static void bn_bwd_dx_portable(const float *dy, const float *x, float *dx, int o
         }
 }
 
+// Batchnorm on planes of at most 16 floats (core/norm.c takes them for 2x2 and smaller), a block of n
+// columns at a time: column j of image o is x[o * stride + j], the planes of neighbouring channels side by
+// side. A column's double sum runs over the images in order, as lane j % inner of bn_sum's 16 lanes does
+// for a plane of inner <= 16 floats, and ib__bn_fold combines a channel's columns as bn_sum combines its
+// lanes; every element's operations are the per-channel kernels' (epi_block, grad_block, bn_bwd_dx) in the
+// same order. So the numbers are the per-channel kernels' bit for bit. One C body compiled per instruction set (the loops
+// vectorised by the compiler; no contraction into FMA under -std=c11), so every version gives the same.
+double ib__bn_fold(const double *acc, int inner) {
+    double l[16] = {0};
+    for (int i = 0; i < inner; i++) l[i] = acc[i];
+    return fold16d(l);
+}
+
+#define OMP_SIMD _Pragma("omp simd")
+// act(z) (fwd) or act'(dy) at z (bwd) for the n columns of one image, z = (x - mf) * scale + shift.
+#define BN_COLS_ACT_LOOP(EXPR_OF)                                                                              \
+    switch (c->act) {                                                                                          \
+    case IB_FUSE_RELU: OMP_SIMD for (int j = 0; j < n; j++) EXPR_OF(IB_FUSE_RELU); break;                      \
+    case IB_FUSE_RELU6: OMP_SIMD for (int j = 0; j < n; j++) EXPR_OF(IB_FUSE_RELU6); break;                    \
+    case IB_FUSE_HSWISH: OMP_SIMD for (int j = 0; j < n; j++) EXPR_OF(IB_FUSE_HSWISH); break;                  \
+    default: OMP_SIMD for (int j = 0; j < n; j++) EXPR_OF(IB_FUSE_NONE); break;                                \
+    }
+#define BN_COLS_Z(j) ((x[j] - c->mf[j]) * c->scale[j] + c->shift[j])
+#define BN_COLS_FWD(A) w[j] = act_f(BN_COLS_Z(j), A)
+#define BN_COLS_BWD(A) g[j] = (A) == IB_FUSE_NONE ? dy[j] : act_g(dy[j], BN_COLS_Z(j), A)
+
+#define BN_COLS_KERNELS(SFX, ATTR)                                                                             \
+    ATTR static void bn_cols_sum_##SFX(const float *x, int outer, int64_t stride, int n, double *acc) {        \
+        for (int j = 0; j < n; j++) acc[j] = 0;                                                                \
+        for (int o = 0; o < outer; o++) {                                                                      \
+            const float *r = x + o * stride;                                                                   \
+            OMP_SIMD for (int j = 0; j < n; j++) acc[j] += r[j];                                               \
+        }                                                                                                      \
+    }                                                                                                          \
+    ATTR static void bn_cols_sumsq_##SFX(const float *x, int outer, int64_t stride, int n, const double *m,     \
+                                         double *acc) {                                                        \
+        for (int j = 0; j < n; j++) acc[j] = 0;                                                                \
+        for (int o = 0; o < outer; o++) {                                                                      \
+            const float *r = x + o * stride;                                                                   \
+            OMP_SIMD for (int j = 0; j < n; j++) {                                                             \
+                double d = (double)r[j] - m[j];                                                                \
+                acc[j] += d * d;                                                                               \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    ATTR static void bn_cols_apply_##SFX(const float *x0, float *y, int outer, int64_t stride, int n,          \
+                                         const ib_bn_cols *c) {                                                \
+        for (int o = 0; o < outer; o++) {                                                                      \
+            const float *x = x0 + o * stride;                                                                  \
+            float *w = y + o * stride;                                                                         \
+            BN_COLS_ACT_LOOP(BN_COLS_FWD)                                                                      \
+        }                                                                                                      \
+    }                                                                                                          \
+    ATTR static void bn_cols_bwd_sums_##SFX(const float *dy0, const float *x0, int outer, int64_t stride, int n, \
+                                            const ib_bn_cols *c, double *s, double *t) {                       \
+        float g[IB_BN_COLS];                                                                                   \
+        const double *mean = c->mean;                                                                          \
+        for (int j = 0; j < n; j++) s[j] = t[j] = 0;                                                           \
+        for (int o = 0; o < outer; o++) {                                                                      \
+            const float *x = x0 + o * stride, *dy = dy0 + o * stride;                                          \
+            bn_cols_grad_##SFX(dy, x, n, c, g);                                                                \
+            OMP_SIMD for (int j = 0; j < n; j++) {                                                             \
+                double gd = g[j];                                                                              \
+                s[j] += gd;                                                                                    \
+                t[j] += gd * ((double)x[j] - mean[j]);                                                         \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    ATTR static void bn_cols_bwd_dx_##SFX(const float *dy0, const float *x0, float *dx, int outer,             \
+                                          int64_t stride, int n, const ib_bn_cols *c, int add) {               \
+        float g[IB_BN_COLS];                                                                                   \
+        const double *mean = c->mean, *invstd = c->invstd, *k = c->k, *a = c->a, *b = c->b;                    \
+        for (int o = 0; o < outer; o++) {                                                                      \
+            const float *x = x0 + o * stride, *dy = dy0 + o * stride;                                          \
+            float *d = dx + o * stride;                                                                        \
+            bn_cols_grad_##SFX(dy, x, n, c, g);                                                                \
+            OMP_SIMD for (int j = 0; j < n; j++) {                                                             \
+                double xhat = ((double)x[j] - mean[j]) * invstd[j];                                            \
+                float v = (float)(k[j] * (((double)g[j] - a[j]) - xhat * b[j]));                               \
+                d[j] = add ? d[j] + v : v;                                                                     \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+// g = act'(dy) at the forward's pre-activation for n columns of one image.
+#define BN_COLS_GRAD(SFX, ATTR)                                                                                \
+    ATTR static void bn_cols_grad_##SFX(const float *dy, const float *x, int n, const ib_bn_cols *c, float *g) { \
+        BN_COLS_ACT_LOOP(BN_COLS_BWD)                                                                          \
+    }
+
+BN_COLS_GRAD(portable, inline)
+BN_COLS_KERNELS(portable, )
+
 // Over `imgs` images: image i's rows start at src + i * sis and dst + i * dis.
 static void copy2d_portable(const float *src, int64_t lds, int64_t n, int rows, float *dst, int64_t ldd, int add,
                             int imgs, int64_t sis, int64_t dis) {
@@ -405,7 +498,8 @@ static void chdot_portable(const float *g, int n, int T, const float *const *src
 static const ib_simd_kernels K_PORTABLE = {
     "portable",      gemm_portable,   tapsum_portable,   tapmax_portable, tapdot_portable,   deint2_portable,      int2_portable,
     copy2d_portable, transpose_portable, bn_sum_portable, bn_sumsq_portable, bn_apply_portable, bn_bwd_sums_portable,
-    bn_bwd_dx_portable, chsum_portable, chdot_portable,
+    bn_bwd_dx_portable, chsum_portable, chdot_portable, bn_cols_sum_portable, bn_cols_sumsq_portable,
+    bn_cols_apply_portable, bn_cols_bwd_sums_portable, bn_cols_bwd_dx_portable,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1046,10 +1140,14 @@ T_AVX2 static void chdot_avx2(const float *g, int n, int T, const float *const *
     }
 }
 
+BN_COLS_GRAD(avx2, T_AVX2 inline)
+BN_COLS_KERNELS(avx2, T_AVX2)
+
 static const ib_simd_kernels K_AVX2 = {
     "avx2",      gemm_avx2,   tapsum_avx2,   tapmax_avx2, tapdot_avx2,   deint2_avx2,      int2_avx2,
     copy2d_avx2, transpose_avx2, bn_sum_avx2, bn_sumsq_avx2, bn_apply_avx2, bn_bwd_sums_avx2, bn_bwd_dx_avx2,
-    chsum_avx2,  chdot_avx2,
+    chsum_avx2,  chdot_avx2, bn_cols_sum_avx2, bn_cols_sumsq_avx2, bn_cols_apply_avx2, bn_cols_bwd_sums_avx2,
+    bn_cols_bwd_dx_avx2,
 };
 
 // ---- AVX-512: 16 lanes
@@ -1571,10 +1669,14 @@ T_AVX512 static void chdot_avx512(const float *g, int n, int T, const float *con
     }
 }
 
+BN_COLS_GRAD(avx512, T_AVX512 inline)
+BN_COLS_KERNELS(avx512, T_AVX512)
+
 static const ib_simd_kernels K_AVX512 = {
     "avx512",      gemm_avx512,   tapsum_avx512,   tapmax_avx2, tapdot_avx512,   deint2_avx512,      int2_avx512,
     copy2d_avx512, transpose_avx2, bn_sum_avx512, bn_sumsq_avx512, bn_apply_avx512, bn_bwd_sums_avx512,
-    bn_bwd_dx_avx512, chsum_avx512, chdot_avx512,   // the AVX2 tapmax and transpose: max pooling's planes are
+    bn_bwd_dx_avx512, chsum_avx512, chdot_avx512, bn_cols_sum_avx512, bn_cols_sumsq_avx512, bn_cols_apply_avx512,
+    bn_cols_bwd_sums_avx512, bn_cols_bwd_dx_avx512,   // the AVX2 tapmax and transpose: max pooling's planes are
                                                     // narrow, and a copy
 };
 #endif

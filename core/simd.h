@@ -45,6 +45,14 @@ static inline ib_rows_epi ib_rows_epi_from(const ib_rows_epi *e, int c0) {
     return r;
 }
 
+// Per-column parameters of the small-plane batchnorm kernels (bn_cols_*), at most IB_BN_COLS columns.
+#define IB_BN_COLS 256
+typedef struct {
+    int act;
+    const float *mf, *scale, *shift;            // the forward's affine (the activation's input)
+    const double *mean, *invstd, *k, *a, *b;    // backward: as bn_bwd_dx's arguments
+} ib_bn_cols;
+
 typedef struct {
     const char *name;
     // y[m * ldy + n] (=, or += when add) epi_m(sum_k a[m * ars + k * acs] * x[k * ldx + n]) for m < M,
@@ -104,6 +112,17 @@ typedef struct {
     // acc[t * lda + j] += g[j] * src[t][j] for t < T, j < n, a NULL src[t] skipped: one output's share of the
     // weight gradient's sums (an FMA per term on x86, a product then a sum in portable C).
     void (*chdot)(const float *g, int n, int T, const float *const *src, float *acc, int64_t lda);
+
+    // Batchnorm on planes of at most 16 floats, n <= IB_BN_COLS columns of the channels' planes side by side,
+    // column j of image o at x[o * stride + j] (core/norm.c): per column, bn_sum's and bn_sumsq's lane sums
+    // (acc), bn_apply, bn_bwd_sums' two lane sums (s, t) and bn_bwd_dx, with the parameters per column.
+    void (*bn_cols_sum)(const float *x, int outer, int64_t stride, int n, double *acc);
+    void (*bn_cols_sumsq)(const float *x, int outer, int64_t stride, int n, const double *m, double *acc);
+    void (*bn_cols_apply)(const float *x, float *y, int outer, int64_t stride, int n, const ib_bn_cols *c);
+    void (*bn_cols_bwd_sums)(const float *dy, const float *x, int outer, int64_t stride, int n, const ib_bn_cols *c,
+                             double *s, double *t);
+    void (*bn_cols_bwd_dx)(const float *dy, const float *x, float *dx, int outer, int64_t stride, int n,
+                           const ib_bn_cols *c, int add);
 } ib_simd_kernels;
 
 // The kernels in use (resolved on first call from IBNAS_SIMD and the CPU).
@@ -124,6 +143,13 @@ float *ib__grad_to_fill(ib_ctx *ctx, ib_tensor *t, int *add);
 void ib__view_grad_add(const ib_tensor *view, const float *src);
 // gy: (N, C, P) -> gb: (C) += per-channel sums, the conv and depthwise bias grad (core/conv.c).
 void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb);
+// Batchnorm on small planes (core/norm.c; core/simd.c says how the numbers equal the per-channel kernels'):
+// ib_simd_kernels' bn_cols_* take at most IB_BN_COLS columns a call, each column's parameters given per column;
+// ib__bn_fold combines a channel's `inner` column sums as bn_sum combines its lanes.
+double ib__bn_fold(const double *acc, int inner);
+// The batchnorm kernels' layout (core/norm.c): 0 (default) columns on planes of at most 8 floats, 1 per channel
+// always, 2 columns on planes of at most 16 floats (tests and bench/bench_dw.c compare them).
+extern int ib__bn_path;
 void ib__bn_eval_affine(const ib_tensor *gamma, const ib_tensor *beta, const ib_tensor *running_mean,
                         const ib_tensor *running_var, float eps, int C, float *mf, float *scale, float *shift);
 

@@ -411,6 +411,43 @@ TEST(batchnorm_bitwise_across_simd_versions) {
     if (x86_missing()[0]) SKIP("this CPU lacks %s: not compared with portable", x86_missing());
 }
 
+// Small planes go through the columns layout (core/norm.c, bn_forward_small; 2x2 and smaller by default,
+// 4x4 too with ib__bn_path 2): the same numbers as the per-channel kernels bit for bit, on every SIMD version
+// and thread count, blocks of channels cut at IB_BN_COLS columns included (300 channels of 2x2: five blocks;
+// 40 of 3x5: 17 a block).
+TEST(batchnorm_small_planes_equal_per_channel_bitwise) {
+    static const int shapes[][4] = {{6, 300, 2, 2}, {4, 70, 4, 4}, {3, 40, 3, 5}, {5, 700, 0, 0}, {2, 9, 1, 1},
+                                     {7, 33, 4, 4}};
+    const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]), threads0 = ib_get_threads();
+    for (int v = 0; v < N_SIMD; v++) {
+        if (!ib_simd_select(SIMD[v])) continue;
+        for (int si = 0; si < n_shapes; si++)
+            for (int training = 0; training < 2; training++)
+                for (int act = 0; act < 4; act++) {
+                    int ndim = shapes[si][2] ? 4 : 2;
+                    ib__bn_path = 1;
+                    bn_result ref = bn_run(ndim, shapes[si], training, act, 1);
+                    const char *bad = NULL;
+                    int th = 1;
+                    for (; th <= 4 && !bad; th++) {   // layouts 0 and 2, each on 1 and 2 threads
+                        ib__bn_path = th <= 2 ? 0 : 2;
+                        ib_set_threads(1 + (th - 1) % 2);
+                        bn_result r = bn_run(ndim, shapes[si], training, act, 1);
+                        bad = bn_compare(&r, &ref);
+                        bn_result_free(&r);
+                    }
+                    bn_result_free(&ref);
+                    ib__bn_path = 0;
+                    if (bad) ib_simd_select("auto"), ib_set_threads(threads0);
+                    CHECK(!bad, "%s, shape %dx%dx%dx%d, %s, act %d, layout %d, %d threads: the %s differs from the "
+                          "per-channel kernels'", SIMD[v], shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3],
+                          training ? "training" : "eval", act, th - 1 <= 2 ? 0 : 2, 1 + (th - 2) % 2, bad);
+                }
+    }
+    ib_simd_select("auto");
+    ib_set_threads(threads0);
+}
+
 // BN + activation gradient check, training and eval mode, every activation. Per channel the normalised
 // values sit in one region of the activation (inside, below, above), clear of its kinks, so central
 // differences apply.
