@@ -22,7 +22,8 @@
 #        ImageNet classification supernet of the same space); SN_OPT="--op-ramp 0.05": more flags of the
 #        supernet's training alone; STOP_AFTER=search: stop once the search is done;
 #        LAT_RES=320: the cpu table, the mobilenetv2 budgets and the search's latency at that size (search
-#        --latency-res), scoring staying at RES; default RES)
+#        --latency-res), scoring staying at RES; default RES; OPS=ibn,skip: the op types the search may pick
+#        (search --ops; MobileDet-CPU's IBN-only space), the supernet trained over the whole space)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name, once
@@ -36,6 +37,7 @@ THREADS=${THREADS:-2} CALIB=${CALIB:-5} WIDTHS=${WIDTHS:-0.5 0.75} SAMPLING=${SA
 sclip=(); [ -n "${SN_CLIP:-}" ] && sclip=(--clip "$SN_CLIP")
 sinit=(); [ -n "${SN_INIT:-}" ] && sinit=(--init "$(cd "$(dirname "$SN_INIT")" && pwd)/$(basename "$SN_INIT")")
 sopt=(); [ -n "${SN_OPT:-}" ] && read -r -a sopt <<< "$SN_OPT"
+sops=(); [ -n "${OPS:-}" ] && sops=(--ops "$OPS")
 read -r -a opt <<< "${OPT:---lr 0.05}"
 common=(--task detect --batch 16 --res "$R" "${opt[@]}" --warmup 0.3 --workers 1 --quiet)
 mkdir -p "$OUT"; cd "$OUT"
@@ -66,7 +68,7 @@ if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
   "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" --latency-res "$LRES" \
       --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --calib-batches "$CALIB" \
-      --metric "${METRIC:-ap50}" --out search "${r[@]}"
+      --metric "${METRIC:-ap50}" "${sops[@]}" --out search "${r[@]}"
   touch search.done
 fi
 [ "${STOP_AFTER:-}" = search ] && { echo "== stopped after the search (STOP_AFTER=search)"; exit 0; }
