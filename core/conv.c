@@ -205,7 +205,7 @@ static int col_chunk(int N, int64_t floats_per_image) {
 typedef struct {
     const float *src;
     float *dst;
-    int m, C, to_images;
+    int m, C, to_images, add;   // add: to_images adds into dst
     int64_t P;
 } move_job;
 
@@ -215,19 +215,26 @@ static void move_channels(void *p, int64_t c0, int64_t c1, int worker) {
     int64_t P = j->P, C = j->C;
     for (int64_t c = c0; c < c1; c++) {
         if (j->to_images)
-            k->copy2d(j->src + c * j->m * P, P, P, j->m, j->dst + c * P, C * P, 0, 1, 0, 0);
+            k->copy2d(j->src + c * j->m * P, P, P, j->m, j->dst + c * P, C * P, j->add, 1, 0, 0);
         else
             k->copy2d(j->src + c * P, C * P, P, j->m, j->dst + c * j->m * P, P, 0, 1, 0, 0);
     }
 }
 
-static void move_images(const float *src, int m, int C, int64_t P, float *dst, int to_images) {
-    move_job j = {src, dst, m, C, to_images, P};
+static void move_images(const float *src, int m, int C, int64_t P, float *dst, int to_images, int add) {
+    move_job j = {src, dst, m, C, to_images, add, P};
     ib_parallel_range(C, ib_grain(PAR_MIN_WORK, (int64_t)m * P), move_channels, &j);
 }
 
-// ycol: (C, m * P), column block i image i -> y: (m, C, P).
-static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y) { move_images(ycol, m, C, P, y, 1); }
+// ycol: (C, m * P), column block i image i -> y: (m, C, P) (=, or += when add).
+static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y, int add) {
+    move_images(ycol, m, C, P, y, 1, add);
+}
+
+// A 1x1 kernel at stride 1 without padding: its im2col is the images' channels side by side (gather_images)
+// and its col2im their scatter back, a copy a channel instead of im2col's row-by-row taps (on a 2x2 map, two
+// 2-float rows a call: they were most of a 960 -> 160 conv's time).
+static int is_pointwise(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
 
 // Below this many multiply-adds a GEMM runs on one thread.
 #define GEMM_PAR_MIN ((int64_t)1 << 18)
@@ -301,7 +308,9 @@ static void gemm_par_batch(int M, int N, int K, const gemm_batch *bt, const floa
 }
 
 // dst: (C, m * P) <- src: (m, C, P) (the inverse of scatter_images, for gradients).
-static void gather_images(const float *src, int m, int C, int64_t P, float *dst) { move_images(src, m, C, P, dst, 0); }
+static void gather_images(const float *src, int m, int C, int64_t P, float *dst) {
+    move_images(src, m, C, P, dst, 0, 0);
+}
 
 // dst_b (C x R) = src_b (R x C)^T for b < B, in 32 x 32 tiles; items are (b, 32 rows of src).
 typedef struct {
@@ -468,7 +477,8 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
         int64_t ld = (int64_t)m * P;   // columns of this chunk's (d)col and gyc blocks
         gather_images(gy + (int64_t)n0 * Cout * P, m, Cout, P, gyc);
         if (col) {
-            im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
+            if (is_pointwise(K, geom.stride, geom.pad)) gather_images(x->data + (int64_t)n0 * Cin * HW, m, Cin, P, col);
+            else im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
             transpose_batch(col, 1, G * rows, (int)ld, colt);
         }
         // gW_g (opg, rows) += gYc_g (opg, m P) @ colt_g (m P, rows), segment by segment
@@ -483,7 +493,8 @@ static void conv_backward_rows(ib_ctx *ctx, ib_node *node, ib_tensor *w) {
                 gemm_par_batch(seg[i].len, (int)ld, opg, &bt, w->data + seg[i].off, 1, ws, gyc, ld,
                                dcol + seg[i].col * ld, ld, NULL, 0);
             }
-            col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
+            if (is_pointwise(K, geom.stride, geom.pad)) scatter_images(dcol, m, Cin, P, gx + (int64_t)n0 * Cin * HW, 1);
+            else col2im_add(dcol, m, Cin, &geom, gx + (int64_t)n0 * Cin * HW);
         }
     }
 }
@@ -574,11 +585,12 @@ static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int strid
     for (int n0 = 0; n0 < N; n0 += nb) {
         int m = N - n0 < nb ? N - n0 : nb;
         int64_t ld = (int64_t)m * P;
-        im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
+        if (is_pointwise(K, stride, pad)) gather_images(x->data + (int64_t)n0 * Cin * HW, m, Cin, P, col);
+        else im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
         // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P)), every group in one region
         const gemm_batch bt = {G, G, wg, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld, koff, rows};
         gemm_par_batch(opg, (int)ld, rows, &bt, w->data, ws, 1, col, ld, ycol, ld, epi, 0);
-        scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P);
+        scatter_images(ycol, m, Cout, P, y->data + (int64_t)n0 * Cout * P, 0);
     }
 }
 
