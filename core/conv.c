@@ -72,33 +72,49 @@ typedef struct {
     const conv_geom *g;
 } cols_job;
 
+// Copies n floats, or zeroes them: a loop for the short rows of small maps (a 2x2 map's rows are 2 floats,
+// where a call to memcpy cost more than the copy), memcpy/memset for the long ones.
+static inline void copy_short(float *d, const float *s, int n) {
+    if (n > 16) memcpy(d, s, sizeof(float) * (size_t)n);
+    else
+        for (int k = 0; k < n; k++) d[k] = s[k];
+}
+static inline void zero_short(float *d, int n) {
+    if (n > 16) memset(d, 0, sizeof(float) * (size_t)n);
+    else
+        for (int k = 0; k < n; k++) d[k] = 0.0f;
+}
+
 static void im2col_rows(void *p, int64_t t0, int64_t t1, int worker) {
     const cols_job *j = p;
     const conv_geom *g = j->g;
     int H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo, stride = g->stride, nb = j->nb, C = j->C;
     int64_t P = (int64_t)Ho * Wo, ld = nb * P;
-    for (int64_t t = t0; t < t1; t++) {
+    // The items in order, row by row: a row's tap and column range are worked out once for its images.
+    for (int64_t t = t0; t < t1;) {
         int r = (int)(t / nb), i = (int)(t % nb), c, kh, kw;
         row_tap(g, r, &c, &kh, &kw);
-        const float *xc = j->x + ((int64_t)i * C + c) * H * W;
-        float *dst = j->col + (int64_t)r * ld + i * P;
         int off_w = kw * g->dil - g->pad, lo, hi;
         tap_range(W, Wo, stride, off_w, &lo, &hi);
-        for (int oh = 0; oh < Ho; oh++) {
-            float *d = dst + (int64_t)oh * Wo;
-            int ih = oh * stride - g->pad + kh * g->dil;
-            if (ih < 0 || ih >= H) {
-                memset(d, 0, sizeof(float) * (size_t)Wo);
-                continue;
+        for (; i < nb && t < t1; i++, t++) {
+            const float *xc = j->x + ((int64_t)i * C + c) * H * W;
+            float *dst = j->col + (int64_t)r * ld + i * P;
+            for (int oh = 0; oh < Ho; oh++) {
+                float *d = dst + (int64_t)oh * Wo;
+                int ih = oh * stride - g->pad + kh * g->dil;
+                if (ih < 0 || ih >= H) {
+                    zero_short(d, Wo);
+                    continue;
+                }
+                const float *xr = xc + (int64_t)ih * W;
+                zero_short(d, lo);
+                if (stride == 1) {
+                    copy_short(d + lo, xr + lo + off_w, hi - lo);
+                } else {
+                    for (int ow = lo; ow < hi; ow++) d[ow] = xr[ow * stride + off_w];
+                }
+                zero_short(d + hi, Wo - hi);
             }
-            const float *xr = xc + (int64_t)ih * W;
-            for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
-            if (stride == 1) {
-                memcpy(d + lo, xr + lo + off_w, sizeof(float) * (size_t)(hi - lo));
-            } else {
-                for (int ow = lo; ow < hi; ow++) d[ow] = xr[ow * stride + off_w];
-            }
-            for (int ow = hi; ow < Wo; ow++) d[ow] = 0.0f;
         }
     }
 }
@@ -108,6 +124,8 @@ static void im2col(const float *restrict x, int nb, int C, const conv_geom *g, f
     cols_job j = {x, col, nb, C, g};
     ib_parallel_range((int64_t)C * g->K * g->K * nb, ib_grain(PAR_MIN_WORK, P), im2col_rows, &j);
 }
+
+#define SMALL_PLANE 16   // col2im_planes: planes of at most this many pixels are summed pixel by pixel
 
 // col: (C*K*K, nb*Ho*Wo) -> gx: (nb, C, H, W) += the sum of every tap's gradient. Threaded over (image,
 // channel) planes: all rows of a channel add into the same plane, so each plane has one writer and a
@@ -120,6 +138,30 @@ static void col2im_planes(void *p, int64_t t0, int64_t t1, int worker) {
     for (int64_t t = t0; t < t1; t++) {
         int i = (int)(t / C), c = (int)(t % C);
         float *gc = j->col + t * H * W;   // the cols_job's col is gx here
+        if (H * W <= SMALL_PLANE && K <= 7) {
+            // Small planes: each pixel adds its taps' values in a register, in the order the loop below adds
+            // them (kh, then kw), so the same numbers; below, every tap re-reads and re-stores the few
+            // pixels of the plane, a chain of stores the next tap must wait for.
+            const float *src[49];
+            for (int kh = 0; kh < K; kh++)
+                for (int kw = 0; kw < K; kw++) src[kh * K + kw] = j->x + (int64_t)tap_row(g, c, kh, kw) * ld + i * P;
+            for (int ih = 0; ih < H; ih++)
+                for (int iw = 0; iw < W; iw++) {
+                    float v = gc[ih * W + iw];
+                    for (int kh = 0; kh < K; kh++) {
+                        int th = ih + g->pad - kh * g->dil;
+                        if (th < 0 || th % stride || th / stride >= Ho) continue;
+                        const int row = th / stride * Wo;
+                        for (int kw = 0; kw < K; kw++) {
+                            int tw = iw + g->pad - kw * g->dil;
+                            if (tw < 0 || tw % stride || tw / stride >= Wo) continue;
+                            v += src[kh * K + kw][row + tw / stride];
+                        }
+                    }
+                    gc[ih * W + iw] = v;
+                }
+            continue;
+        }
         for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
                 const float *src = j->x + (int64_t)tap_row(g, c, kh, kw) * ld + i * P;

@@ -378,6 +378,67 @@ TEST(conv2d_chunked_batch_matches_per_image) {
           ey, ex, ew, eb);
 }
 
+// The KxK convolution's gradients on planes of 16 pixels and fewer (im2col's short rows, col2im's pixel by
+// pixel sums: core/conv.c), against a double-precision reference: every kernel, stride, dilation, padding
+// and group count that fits the plane, the batched path (N > 1) as training runs it.
+static void conv_ref_grads(const float *x, const float *w, const float *gy, int N, int Cin, int H, int W, int Cout,
+                           int K, int s, int p, int d, int G, int Ho, int Wo, double *gx, double *gw) {
+    int cpg = Cin / G, opg = Cout / G;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < Cout; o++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    double g = gy[(((int64_t)n * Cout + o) * Ho + oh) * Wo + ow];
+                    for (int cl = 0; cl < cpg; cl++)
+                        for (int kh = 0; kh < K; kh++)
+                            for (int kw = 0; kw < K; kw++) {
+                                int ih = oh * s - p + kh * d, iw = ow * s - p + kw * d, c = o / opg * cpg + cl;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                int64_t xi = (((int64_t)n * Cin + c) * H + ih) * W + iw,
+                                        wi = (((int64_t)o * cpg + cl) * K + kh) * K + kw;
+                                gx[xi] += g * w[wi];
+                                gw[wi] += g * x[xi];
+                            }
+                }
+}
+
+TEST(conv2d_small_planes_grads_match_reference) {
+    static const int planes[][2] = {{2, 2}, {1, 3}, {3, 3}, {4, 4}, {2, 5}};
+    int cases = 0;
+    for (int pl = 0; pl < 5; pl++)
+        for (int K = 3; K <= 5; K += 2)
+            for (int s = 1; s <= 2; s++)
+                for (int d = 1; d <= 2; d++)
+                    for (int G = 1; G <= 2; G++) {
+                        const int N = 3, Cin = 4, Cout = 6, H = planes[pl][0], W = planes[pl][1], p = d * (K / 2);
+                        const int Ho = (H + 2 * p - d * (K - 1) - 1) / s + 1;
+                        const int Wo = (W + 2 * p - d * (K - 1) - 1) / s + 1;
+                        if (Ho < 1 || Wo < 1) continue;
+                        ib_ctx *ctx = ib_ctx_new();
+                        ib_tensor *x = ib_tensor_new(ctx, 4, (int[]){N, Cin, H, W});
+                        ib_tensor *w = ib_tensor_new(ctx, 4, (int[]){Cout, Cin / G, K, K});
+                        fill_normal(x, 41 + pl, 1), fill_normal(w, 42 + K, 1);
+                        x->requires_grad = w->requires_grad = 1;
+                        ib_tensor *y = ib_conv2d(ctx, x, w, NULL, s, p, d, G);
+                        ib_tensor *gy = ib_tensor_like(ctx, y);
+                        fill_normal(gy, 43 + s, 1);
+                        ib_backward(ctx, y, gy->data);
+                        const int64_t nx = ib_numel(x), nw = ib_numel(w);
+                        double *gx = calloc((size_t)nx, sizeof(double)), *gw = calloc((size_t)nw, sizeof(double));
+                        CHECK(gx && gw, "out of memory");
+                        conv_ref_grads(x->data, w->data, gy->data, N, Cin, H, W, Cout, K, s, p, d, G, Ho, Wo, gx, gw);
+                        double ex = 0, ew = 0;
+                        for (int64_t i = 0; i < nx; i++) ex = fmax(ex, fabs(x->grad[i] - gx[i]) / (1 + fabs(gx[i])));
+                        for (int64_t i = 0; i < nw; i++) ew = fmax(ew, fabs(w->grad[i] - gw[i]) / (1 + fabs(gw[i])));
+                        free(gx), free(gw);
+                        ib_ctx_free(ctx);
+                        CHECK(ex < 1e-5 && ew < 1e-5, "%dx%d plane, k%d s%d d%d g%d: gx off by %.3g, gw by %.3g", H, W,
+                              K, s, d, G, ex, ew);
+                        cases++;
+                    }
+    CHECK(cases >= 40, "only %d cases ran", cases);
+}
+
 // Backward adds into existing grads (a weight used twice, or grads accumulated over steps).
 TEST(backward_adds_into_grads) {
     ib_ctx *ctx = ib_ctx_new();
