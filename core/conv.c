@@ -229,6 +229,9 @@ void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb) {
 // every image of a chunk. From 4x4 on, the per-image GEMMs were as fast or faster than gathering the
 // batch (measured on MobileNetV2's 1x1 convs at batch 32, one thread).
 #define PW_BATCH_P 16
+// From this many output pixels an im2col conv's GEMM writes each image's output in place (its tiles of 64
+// columns fill the image's row), instead of a chunk's outputs side by side then scattered.
+#define WIDE_P 256
 static int is_direct(int K, int stride, int pad, int N, int64_t P) {
     return K == 1 && stride == 1 && pad == 0 && (P >= PW_BATCH_P || N == 1);
 }
@@ -621,14 +624,24 @@ static void conv_forward_into(ib_ctx *ctx, ib_tensor *x, ib_tensor *w, int strid
         gemm_par_batch(opg, (int)P, rows, &bt, w->data, ws, 1, x->data, P, y->data, P, epi, 0);
         return;
     }
-    int nb = col_chunk(N, ((int64_t)Cin * K * K + Cout) * P);
+    int nb = col_chunk(N, ((int64_t)Cin * K * K + (P >= WIDE_P ? 0 : Cout)) * P);
     float *col = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cin * (size_t)(K * K) * (size_t)(nb * P));
-    float *ycol = ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cout * (size_t)(nb * P));
+    float *ycol = P >= WIDE_P ? NULL : ib_arena_alloc(ctx->arena, sizeof(float) * (size_t)Cout * (size_t)(nb * P));
     for (int n0 = 0; n0 < N; n0 += nb) {
         int m = N - n0 < nb ? N - n0 : nb;
         int64_t ld = (int64_t)m * P;
         if (is_pointwise(K, stride, pad)) gather_images(x->data + (int64_t)n0 * Cin * HW, m, Cin, P, col);
         else im2col(x->data + (int64_t)n0 * Cin * HW, m, Cin, &geom, col);
+        if (P >= WIDE_P) {
+            // Y_ng (opg, P) = epi(W_g (opg, rows) @ col_g's column block n): each image's GEMM writes its own
+            // output, every image and group in one region; no scatter (the same sums: a column's sum does
+            // not depend on the tiling)
+            const gemm_batch bt = {m * G, G, wg, P, (int64_t)rows * ld, (int64_t)Cout * P, (int64_t)opg * P, koff,
+                                   rows};
+            float *yn = y->data + (int64_t)n0 * Cout * P;
+            gemm_par_batch(opg, (int)P, rows, &bt, w->data, ws, 1, col, ld, yn, P, epi, 0);
+            continue;
+        }
         // Yc_g (opg, m P) = epi(W_g (opg, rows) @ col_g (rows, m P)), every group in one region
         const gemm_batch bt = {G, G, wg, 0, (int64_t)rows * ld, 0, (int64_t)opg * ld, koff, rows};
         gemm_par_batch(opg, (int)ld, rows, &bt, w->data, ws, 1, col, ld, ycol, ld, epi, 0);
