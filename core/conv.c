@@ -232,8 +232,12 @@ void ib__bias_grad(const float *gy, int N, int C, int64_t P, float *gb) {
 // From this many output pixels an im2col conv's GEMM writes each image's output in place (its tiles of 64
 // columns fill the image's row), instead of a chunk's outputs side by side then scattered.
 #define WIDE_P 256
+// A 1x1 kernel at stride 1 without padding: its im2col is the images' channels side by side (gather_images)
+// and its col2im their scatter back, a copy a channel instead of im2col's row-by-row taps (on a 2x2 map, two
+// 2-float rows a call: they were most of a 960 -> 160 conv's time).
+static int is_pointwise(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
 static int is_direct(int K, int stride, int pad, int N, int64_t P) {
-    return K == 1 && stride == 1 && pad == 0 && (P >= PW_BATCH_P || N == 1);
+    return is_pointwise(K, stride, pad) && (P >= PW_BATCH_P || N == 1);
 }
 
 // Images per chunk. One parallel loop writes the columns of several images, then one GEMM per group
@@ -276,10 +280,6 @@ static void scatter_images(const float *ycol, int m, int C, int64_t P, float *y,
     move_images(ycol, m, C, P, y, 1, add);
 }
 
-// A 1x1 kernel at stride 1 without padding: its im2col is the images' channels side by side (gather_images)
-// and its col2im their scatter back, a copy a channel instead of im2col's row-by-row taps (on a 2x2 map, two
-// 2-float rows a call: they were most of a 960 -> 160 conv's time).
-static int is_pointwise(int K, int stride, int pad) { return K == 1 && stride == 1 && pad == 0; }
 
 // Below this many multiply-adds a GEMM runs on one thread.
 #define GEMM_PAR_MIN ((int64_t)1 << 18)
