@@ -76,8 +76,8 @@ typedef struct space_task_rows {
     int classes, res;
     ib_act act;
     int n;
-    ib_lut_key keys[64];
-    ib_arch arch[64];
+    ib_lut_key keys[256];
+    ib_arch arch[256];
 } space_task_rows;
 
 static void space_task_rows_free(space_task_rows *r) {
@@ -112,7 +112,7 @@ static ib_status space_rows(const ib_space *sp, const ib_latency_head *head, int
         for (int j = 0; j < 2 && !s; j++) {
             int seen = !k[j];
             for (int i = 0; i < r->n && !seen; i++) seen = !memcmp(&r->keys[i], k[j], sizeof *k[j]);
-            if (seen || r->n >= 64) continue;
+            if (seen || r->n >= 256) continue;
             r->keys[r->n] = *k[j];
             if (!(s = ib_arch_copy(&r->arch[r->n], &a))) r->n++;
         }
@@ -123,10 +123,43 @@ static ib_status space_rows(const ib_space *sp, const ib_latency_head *head, int
     return s;
 }
 
-// Times one of a space's task rows (ib_lut_profile_cfg.time_extra): the head conv as any row, the head alone.
+// The rows of each network of `spec` ("mobilenetv2:1.0,a.arch.json") beside the space's (a budget given as a
+// network), the task's head rows too, each listed once.
+static ib_status arch_rows(const char *spec, const ib_space *sp, int classes, int res, space_task_rows *r) {
+    char buf[2048];
+    if (strlen(spec) >= sizeof buf) return ib_fail(IB_ERR_ARG, "latency profile --arch: list too long");
+    snprintf(buf, sizeof buf, "%s", spec);
+    r->res = res, r->act = sp->act;
+    if (!r->classes) r->classes = classes > 0 ? classes : sp->classes;
+    ib_status s = IB_OK;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok && !s; tok = strtok_r(NULL, ",", &save)) {
+        ib_arch a;
+        if ((s = ib_arch_resolve(&a, tok, r->classes))) break;
+        ib_lut_task task, *tk = r->th.kind ? &task : NULL;
+        ib_lut_key *keys = malloc(sizeof *keys * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
+        int *block = malloc(sizeof *block * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
+        if (!keys || !block) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        if (!s && tk) s = task_rows(&r->th, &a, r->classes, res, &task);
+        int n = s ? 0 : ib_lut_arch_keys_task(&a, res, tk, keys, block);
+        for (int i = 0; i < n && !s; i++) {
+            int seen = 0;
+            for (int j = 0; j < r->n && !seen; j++) seen = !memcmp(&r->keys[j], &keys[i], sizeof keys[i]);
+            if (seen) continue;
+            if (r->n >= 256) s = ib_fail(IB_ERR_ARG, "latency profile --arch: more than 256 rows beside the space's");
+            else if (!(s = ib_arch_copy(&r->arch[r->n], &a))) r->keys[r->n++] = keys[i];
+        }
+        free(keys), free(block);
+        ib_arch_free(&a);
+    }
+    return s;
+}
+
+// Times one of the rows beside the space's (ib_lut_profile_cfg.time_extra): a task's head alone on the arch
+// that listed it, any other row (a head conv, a network's blocks) as the space's rows are timed.
 static ib_status space_row_time(void *user, const ib_lut_key *k, const ib_lut_timing *tm, double *ms) {
     space_task_rows *r = user;
-    if (k->op == IB_LUT_HEAD) return ib_lut_time_row(k, r->act, tm, ms);
+    if (k->op != IB_LUT_DEEPLAB && k->op != IB_LUT_BIFPN && k->op != IB_LUT_SSDLITE) return ib_lut_time_row(k, r->act, tm, ms);
     for (int i = 0; i < r->n; i++)
         if (!memcmp(&r->keys[i], k, sizeof *k)) {
             if (r->th.kind == 1) return ib_seg_time_head(&r->arch[i], r->classes, &r->th.seg, r->res, tm, ms);
@@ -285,8 +318,9 @@ ib_status ib_latency_profile(const ib_latency_profile_opts *o, ib_latency_profil
     // A segmenter's or a detector's head rows over the space's taps.
     space_task_rows *tr = malloc(sizeof *tr);
     if (!tr) s = ib_fail(IB_ERR_NOMEM, "out of memory");
-    if (!s && !(s = space_rows(&sp, &o->head, o->classes, c.res, tr)) && tr->n)
-        c.n_extra = tr->n, c.extra = tr->keys, c.time_extra = space_row_time, c.extra_user = tr;
+    if (!s) s = space_rows(&sp, &o->head, o->classes, c.res, tr);
+    if (!s && o->archs && o->archs[0]) s = arch_rows(o->archs, &sp, o->classes, c.res, tr);   // networks' rows too
+    if (!s && tr->n) c.n_extra = tr->n, c.extra = tr->keys, c.time_extra = space_row_time, c.extra_user = tr;
     if (s) {
         free(tr);
         ib_space_free(&sp);

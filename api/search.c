@@ -21,6 +21,7 @@ void ib_search_opts_default(ib_search_opts *o) {
     o->metric = NULL;   // the task's default: top1, detection ap50
     o->progress = 1;
     o->workers = 2;
+    o->verify_slack = c.verify_slack;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -95,32 +96,55 @@ static ib_status score_path(void *user, const int *choice, double *score) {
 // ---------------------------------------------------------------------------------------------
 // Flags' lists
 
-// "8,12" into budgets; IB_ERR_ARG naming `what` for anything but positive numbers.
-static ib_status parse_budgets(const char *text, size_t len, const char *what, double *b, int *n) {
-    *n = 0;
+// Budgets given as networks ("cpu=mobilenetv2:1.0"): each target's, resolved, and their names.
+typedef struct budget_refs {
+    ib_arch arch[IB_SEARCH_MAX_TARGETS][IB_SEARCH_MAX_BUDGETS];
+    char label[IB_SEARCH_MAX_TARGETS][IB_SEARCH_MAX_BUDGETS][96];
+} budget_refs;
+
+// "8,12" (or "mobilenetv2:1.0,9") into target t's budgets; IB_ERR_ARG naming `what` for anything but positive
+// numbers and networks.
+static ib_status parse_budgets(const char *text, size_t len, const char *what, ib_search_cfg *c, int t,
+                               budget_refs *refs, int classes) {
+    ib_search_target *tg = &c->targets[t];
+    tg->n_budgets = 0;
     char buf[512];
     if (len >= sizeof buf) return ib_fail(IB_ERR_ARG, "%s: budget list too long", what);
     memcpy(buf, text, len);
     buf[len] = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int k = tg->n_budgets;
+        if (k == IB_SEARCH_MAX_BUDGETS) return ib_fail(IB_ERR_ARG, "%s: more than %d budgets", what, IB_SEARCH_MAX_BUDGETS);
         char *end;
         double v = strtod(tok, &end);
-        if (end == tok || *end || !(v > 0) || !isfinite(v))
-            return ib_fail(IB_ERR_ARG, "%s: budget '%s' is not a positive number of ms", what, tok);
-        if (*n == IB_SEARCH_MAX_BUDGETS) return ib_fail(IB_ERR_ARG, "%s: more than %d budgets", what, IB_SEARCH_MAX_BUDGETS);
-        b[(*n)++] = v;
+        if (end != tok && !*end) {
+            if (!(v > 0) || !isfinite(v)) return ib_fail(IB_ERR_ARG, "%s: budget '%s' is not a positive number of ms", what, tok);
+            tg->budget_ms[k] = v;
+        } else {   // a network: its latency is filled in once the tables and the task are known
+            ib_status s = ib_arch_resolve(&refs->arch[t][k], tok, classes);
+            if (s) {
+                char msg[600];
+                snprintf(msg, sizeof msg, "%s", ib_errmsg());
+                return ib_fail(IB_ERR_ARG, "%s: budget '%s' is neither a number of ms nor a network (%s)", what, tok, msg);
+            }
+            snprintf(refs->label[t][k], sizeof refs->label[t][k], "%s", tok);
+            tg->budget_ref[k] = &refs->arch[t][k];
+            tg->budget_label[k] = refs->label[t][k];
+            tg->budget_ms[k] = NAN;
+        }
+        tg->n_budgets++;
     }
-    if (!*n) return ib_fail(IB_ERR_ARG, "%s: no budget given", what);
+    if (!tg->n_budgets) return ib_fail(IB_ERR_ARG, "%s: no budget given", what);
     return IB_OK;
 }
 
 // "8,12" for every target, or "cpu=8,12;edgetpu=3,4" (every target named once).
-static ib_status assign_budgets(const char *spec, ib_search_cfg *c) {
+static ib_status assign_budgets(const char *spec, ib_search_cfg *c, budget_refs *refs, int classes) {
     if (!spec || !spec[0]) return ib_fail(IB_ERR_ARG, "search: no latency budget given (--budget-ms)");
     if (!strchr(spec, '=')) {
         for (int t = 0; t < c->n_targets; t++) {
-            ib_status s = parse_budgets(spec, strlen(spec), "--budget-ms", c->targets[t].budget_ms, &c->targets[t].n_budgets);
+            ib_status s = parse_budgets(spec, strlen(spec), "--budget-ms", c, t, refs, classes);
             if (s) return s;
         }
         return IB_OK;
@@ -135,8 +159,7 @@ static ib_status assign_budgets(const char *spec, ib_search_cfg *c) {
         if (t == c->n_targets)
             return ib_fail(IB_ERR_ARG, "--budget-ms: '%.*s' is not one of the targets given by --lut", (int)(eq - p), p);
         if (c->targets[t].n_budgets) return ib_fail(IB_ERR_ARG, "--budget-ms: target '%s' given twice", c->targets[t].name);
-        ib_status s = parse_budgets(eq + 1, (size_t)(end - eq - 1), c->targets[t].name, c->targets[t].budget_ms,
-                                    &c->targets[t].n_budgets);
+        ib_status s = parse_budgets(eq + 1, (size_t)(end - eq - 1), c->targets[t].name, c, t, refs, classes);
         if (s) return s;
         p = semi ? semi + 1 : end;
     }
@@ -157,6 +180,11 @@ typedef struct api_search {
     ib_search_baseline baselines[16];
     ib_ctx *ctx;
     ib_sn_task *task;   // the supernet's task, NULL for classification
+    budget_refs refs;
+    int whole;          // latency_of "backbone": the classifier's network, not the task's
+    int threads;        // the search's (restored after each timing)
+    int lut_threads[IB_SEARCH_MAX_TARGETS];
+    ib_lut_clock lut_clock[IB_SEARCH_MAX_TARGETS];
 } api_search;
 
 static ib_status load_luts(api_search *a, const char *spec, ib_search_cfg *c) {
@@ -252,6 +280,8 @@ static void api_search_free(api_search *a) {
     ib_dataset_close(a->base);
     for (int t = 0; t < IB_SEARCH_MAX_TARGETS; t++) ib_lut_free(a->luts[t]);
     for (int k = 0; k < a->n_base; k++) ib_arch_free(&a->base_arch[k]);
+    for (int t = 0; t < IB_SEARCH_MAX_TARGETS; t++)
+        for (int k = 0; k < IB_SEARCH_MAX_BUDGETS; k++) ib_arch_free(&a->refs.arch[t][k]);
     if (a->sn_loaded) ib_supernet_free(&a->sn);
     if (a->ctx) ib_ctx_free(a->ctx);
     if (a->task) a->task->free(a->task);
@@ -262,6 +292,57 @@ static void api_search_free(api_search *a) {
 static ib_status task_lut(void *user, const ib_arch *a, int res, ib_lut_task *out) {
     ib_sn_task *t = user;
     return t->lut_task(t, a, res, out);
+}
+
+// Budgets given as networks: each one's latency as the table predicts the search's archs (the task's network).
+static ib_status predict_refs(ib_search_cfg *c) {
+    for (int t = 0; t < c->n_targets; t++)
+        for (int k = 0; k < c->targets[t].n_budgets; k++) {
+            const ib_arch *ref = c->targets[t].budget_ref[k];
+            if (!ref) continue;
+            ib_lut_task bt;
+            ib_status s = c->lut_task ? c->lut_task(c->lut_task_user, ref, c->res, &bt) : IB_OK;
+            if (!s) s = ib_lut_predict_task(c->targets[t].lut, ref, c->res, c->lut_task ? &bt : NULL, &c->targets[t].budget_ms[k]);
+            if (s) {
+                char msg[600];
+                snprintf(msg, sizeof msg, "%s", ib_errmsg());
+                return ib_fail(s, "--budget-ms: %s on %s at %d px: %s", c->targets[t].budget_label[k], c->targets[t].name, c->res, msg);
+            }
+        }
+    return IB_OK;
+}
+
+// Which targets this machine can time: a table measured on this CPU ("# target: cpu", its "# device:"), timed
+// at its threads and clock. Others are noted and left to their predictions.
+static void timed_targets(api_search *a, ib_search_cfg *c, int progress) {
+    char here[256];
+    ib_lut_device_name(here, sizeof here);
+    for (int t = 0; t < c->n_targets; t++) {
+        const ib_lut *lut = c->targets[t].lut;
+        const char *dev = ib_lut_meta(lut, "device"), *th = ib_lut_meta(lut, "threads"), *clk = ib_lut_meta(lut, "clock");
+        c->targets[t].timed = !strcmp(ib_lut_target(lut), "cpu") && dev && !strcmp(dev, here);
+        a->lut_threads[t] = th && atoi(th) > 0 ? atoi(th) : 1;
+        if (!clk || !ib_lut_clock_parse(clk, &a->lut_clock[t])) a->lut_clock[t] = IB_LUT_WALL;
+        if (c->targets[t].timed || !progress) continue;
+        if (strcmp(ib_lut_target(lut), "cpu"))
+            fprintf(stderr, "search: %s is a modelled target (%s): its picks are the table's, not timed\n", c->targets[t].name,
+                    ib_lut_target(lut));
+        else
+            fprintf(stderr, "search: %s's table was measured on %s, this machine is %s: its picks are the table's, not timed\n",
+                    c->targets[t].name, dev ? dev : "an unnamed device", here);
+    }
+}
+
+// One end-to-end latency on target t, as `ibnas latency measure` times a network (3 warm-up passes, the median
+// of 15 or more until 100 ms are timed), at the table's threads; the caller runs the rounds.
+static ib_status time_arch(void *user, int t, const ib_arch *arch, int res, double *ms) {
+    api_search *a = user;
+    ib_lut_timing tm = {.warmup = 3, .repeats = 15, .stat = IB_LUT_MEDIAN, .clock = a->lut_clock[t], .min_ms = 100};
+    ib_set_threads(a->lut_threads[t]);
+    ib_status s = a->task && a->task->time_task && !a->whole ? a->task->time_task(a->task, arch, res, &tm, ms)
+                                                             : ib_lut_time_arch(arch, res, &tm, ms);
+    ib_set_threads(a->threads);
+    return s;
 }
 
 ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
@@ -287,9 +368,10 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         }
     }
     if (o->res < 0 || (o->res > 0 && o->res < 8) || o->latency_res < 0 || (o->latency_res > 0 && o->latency_res < 8) ||
-        o->calib_batches < 1 || o->eval_images < 0)
-        return ib_fail(IB_ERR_ARG, "ib_search: res %d and latency_res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d (>= 0)",
-                       o->res, o->latency_res, o->calib_batches, o->eval_images);
+        o->calib_batches < 1 || o->eval_images < 0 || o->verify < 0 || !(o->verify_slack >= 0 && o->verify_slack <= 1))
+        return ib_fail(IB_ERR_ARG, "ib_search: res %d and latency_res %d (0 or >= 8), calib_batches %d (>= 1), eval_images %d "
+                       "(>= 0), verify %d (>= 0), verify_slack %g (0 to 1)",
+                       o->res, o->latency_res, o->calib_batches, o->eval_images, o->verify, o->verify_slack);
     static const char *const latency_of[] = {"task", "backbone"}, *const tasks[] = {"classify", "detect", "segment"};
     int pick;
     ib_status st;
@@ -330,7 +412,7 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         s = ib_fail(IB_ERR_ARG, "%s: its space searches the segmentation head, whose cost --latency-of backbone leaves out "
                     "(use --latency-of task)", o->supernet);
     if (!s) s = load_luts(a, o->luts, &c);
-    if (!s) s = assign_budgets(o->budgets, &c);
+    if (!s) s = assign_budgets(o->budgets, &c, &a->refs, a->sn.base.classes);
     if (!s) s = load_baselines(a, o->baselines, a->sn.base.classes, &c);
     if (!s) s = open_data(a, o);
     if (!s && !(a->ctx = ib_ctx_new())) s = ib_fail(IB_ERR_NOMEM, "out of memory");
@@ -365,6 +447,17 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
     c.user = &sc;
     int whole = o->latency_of && !strcmp(o->latency_of, "backbone");
     if (a->task && a->task->lut_task && !whole) c.lut_task = task_lut, c.lut_task_user = a->task;   // the task's network
+    a->whole = whole;
+    a->threads = ib_get_threads();
+    if ((s = predict_refs(&c))) {
+        api_search_free(a);
+        return s;
+    }
+    c.verify = o->verify;
+    c.verify_slack = o->verify_slack;
+    c.time_arch = time_arch;
+    c.time_user = a;
+    if (o->verify > 0) timed_targets(a, &c, o->progress && ib_dist_rank() == 0);
     char task_label[64];
     if (a->task) snprintf(task_label, sizeof task_label, "%s on the held-out training images", task_metrics[tm].name[sc.metric]);
     c.score_label = a->task      ? task_label
@@ -398,6 +491,13 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         q->ms = p->ms;
         q->macs = p->macs;
         memcpy(q->arch_file, p->arch_file, sizeof q->arch_file);
+        const ib_search_target *tg = &c.targets[p->target];
+        for (int k = 0; k < tg->n_budgets; k++)   // the budget's network, when it was one
+            if (tg->budget_ms[k] == p->budget_ms && tg->budget_label[k])
+                snprintf(q->budget_of, sizeof q->budget_of, "%s", tg->budget_label[k]);
+        q->verified = p->verified;
+        q->measured_ms = p->measured_ms;
+        q->budget_measured_ms = p->budget_measured_ms;
     }
     api_search_free(a);
     return s;

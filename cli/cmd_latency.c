@@ -8,7 +8,8 @@
 
 static const char *usage_text =
     "usage: ibnas latency profile  --space S --target cpu --res R --threads T --out LUT.csv [--repeats N]\n"
-    "                              [--classes C] [--calibrate N] [--calibrate-per-op] [HEAD --head-classes C]\n"
+    "                              [--classes C] [--calibrate N] [--calibrate-per-op] [--arch A[,B]]\n"
+    "                              [HEAD --head-classes C]\n"
     "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv\n"
     "                              [HEAD --head-classes C]\n"
     "       ibnas latency predict  --lut [NAME=]LUT.csv --arch A [--res R] [HEAD --classes C] [--verbose] [--json]\n"
@@ -62,6 +63,8 @@ static int do_profile(int argc, char **argv) {
         {"--calibrate", F_INT, &o.calibrate, "subnets timed whole to fit the table's correction (default 10; 0: none)"},
         {"--calibrate-per-op", F_BOOL, &o.calibrate_per_op, "the correction also scales each block op (docs/LATENCY.md)"},
         {"--save-every", F_INT, &o.save_every, "rows between rewrites of the table (default 20)"},
+        {"--arch", F_STR, &o.archs, "A[,B]: these networks' rows too, e.g. mobilenetv2:1.0 for search --budget-ms "
+                                    "cpu=mobilenetv2:1.0"},
         HEAD_FLAGS(o.head),
         {"--head-classes", F_INT, &o.head.classes, "the task head's classes (default: --classes)"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},

@@ -17,7 +17,12 @@ static const char *usage_text =
     "saved every generation: Ctrl-C stops cleanly, --resume goes on (docs/SEARCH.md). A supernet trained\n"
     "with --task detect scores each subnet by the AP50 of its path with the supernet's SSDLite head on the\n"
     "held-out images, after BN recalibration on the rest (MobileDets' search); one trained with --task segment\n"
-    "by the mIoU of its path with the supernet's segmentation head there (Autoseg-EdgeTPU's search).\n";
+    "by the mIoU of its path with the supernet's segmentation head there (Autoseg-EdgeTPU's search).\n"
+    "A budget may be a network (--budget-ms cpu=mobilenetv2:1.0): its latency as the table predicts the\n"
+    "search's archs. --verify N measures the picks on this machine when the search finishes: on each table\n"
+    "measured on this CPU, the N best-scored archs predicted within the budget (+ --verify-slack) are timed\n"
+    "end to end beside the budget's network in interleaved rounds, and the pick is the best-scored one that\n"
+    "runs within it (DIR/TARGET/verify-<budget>ms.csv; docs/SEARCH.md, \"Measured picks\").\n";
 
 // The whole file on stdout (the summary for --json); 0 on success.
 static int print_file(const char *path) {
@@ -33,14 +38,15 @@ static int print_file(const char *path) {
 int cmd_search(int argc, char **argv) {
     ib_search_opts o;
     ib_search_opts_default(&o);
-    float holdout = 0, beta = (float)o.tunas_beta;
+    float holdout = 0, beta = (float)o.tunas_beta, slack = (float)o.verify_slack;
     int json = 0, quiet = 0;
     const cli_flag flags[] = {
         {"--supernet", F_STR, &o.supernet, "the supernet (ibnas supernet train; required)"},
         {"--data", F_STR, &o.data, "training data (default: the data the supernet records)"},
         {"--holdout", F_FLOAT, &holdout, "held-out fraction scored on (default: the supernet's; else 0.1)"},
         {"--lut", F_STR, &o.luts, "latency tables, NAME=FILE.csv[,NAME=FILE.csv] (required)"},
-        {"--budget-ms", F_STR, &o.budgets, "budgets in ms, X[,Y] or per target 'cpu=X,Y;edgetpu=Z' (required)"},
+        {"--budget-ms", F_STR, &o.budgets, "budgets in ms or networks, X[,Y] or per target 'cpu=X,mobilenetv2:1.0;edgetpu=Z' "
+                                           "(required)"},
         {"--strategy", F_STR, &o.strategy, "evolution (default), random or tunas"},
         {"--ops", F_STR, &o.ops, "the op types the search may pick, e.g. ibn,skip (a part of the supernet's space; "
                                  "MobileDets searched IBN alone for mobile CPUs; default: all)"},
@@ -61,6 +67,9 @@ int cmd_search(int argc, char **argv) {
         {"--out", F_STR, &o.out, "output folder (required)"},
         {"--resume", F_BOOL, &o.resume, "continue the search saved in --out"},
         {"--max-generations", F_INT, &o.max_generations, "stop after this many generations in this run (resumable)"},
+        {"--verify", F_INT, &o.verify, "time the N best-scored archs near each budget on this CPU and pick the best that "
+                                       "runs within it (0: the table's pick)"},
+        {"--verify-slack", F_FLOAT, &slack, "--verify: archs predicted up to this fraction over the budget are timed too (0.05)"},
         {"--latency-of", F_STR, &o.latency_of, "task (default: a detector's or segmenter's latency) or backbone (the whole classifier)"},
         {"--threads", F_INT, &o.threads, "threads (default: all cores)"},
         {"--workers", F_INT, &o.workers, "data loading threads (2)"},
@@ -76,6 +85,7 @@ int cmd_search(int argc, char **argv) {
     }
     o.holdout = holdout;
     o.tunas_beta = beta;
+    o.verify_slack = slack;
     o.progress = !quiet;
     ib_search_report rep;
     ib_status s = ib_search(&o, &rep);
@@ -98,10 +108,15 @@ int cmd_search(int argc, char **argv) {
     if (!quiet) {
         for (int i = 0; i < rep.n_results; i++) {
             const ib_search_arch *a = &rep.results[i];
+            char of[128] = "", meas[128] = "";
+            if (a->budget_of[0]) snprintf(of, sizeof of, " (%s)", a->budget_of);
+            if (a->verified >= 0 && a->found)
+                snprintf(meas, sizeof meas, "; measured %.3f ms against %.3f%s", a->measured_ms, a->budget_measured_ms,
+                         a->verified ? "" : " (unverified: none timed ran within)");
             if (a->found)
-                printf("%-10s <= %6g ms: %s %.4f, %.3f ms, %.1f M MACs  %s\n", a->target, a->budget_ms, rep.score_name, a->score, a->ms,
-                       (double)a->macs / 1e6, a->arch_file);
-            else printf("%-10s <= %6g ms: no scored arch within the budget\n", a->target, a->budget_ms);
+                printf("%-10s <= %6g ms%s: %s %.4f, %.3f ms, %.1f M MACs%s  %s\n", a->target, a->budget_ms, of, rep.score_name,
+                       a->score, a->ms, (double)a->macs / 1e6, meas, a->arch_file);
+            else printf("%-10s <= %6g ms%s: no scored arch within the budget\n", a->target, a->budget_ms, of);
         }
         printf("%lld subnets scored in %d generations%s; %s/summary.json\n", (long long)rep.subnets_scored,
                rep.generations_done, rep.finished ? "" : " (stopped early: --resume goes on)", o.out);

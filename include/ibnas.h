@@ -356,6 +356,8 @@ typedef struct ib_latency_profile_opts {
     int progress;              // 1: a progress bar on stderr; 0 (default)
     ib_latency_head head;      // task "segment": also the segmentation head's row over the space's taps
                                // (classes: the class count given above, else the space's)
+    const char *archs;         // "mobilenetv2:1.0,a.arch.json": these networks' rows too (with head's task rows), e.g.
+                               // for a search budgeted at a network outside the space; NULL: the space's alone
 } ib_latency_profile_opts;
 IBNAS_API void ib_latency_profile_opts_default(ib_latency_profile_opts *o);
 typedef struct ib_latency_profile_report {
@@ -429,7 +431,9 @@ typedef struct ib_search_opts {
     const char *data;          // training data (as ib_dataset_load takes it); NULL: the data the supernet records
     double holdout;            // the held-out fraction scored on; 0 (default): the supernet's own (else 0.1)
     const char *luts;          // "cpu=cpu.csv,edgetpu=edgetpu.csv"; a bare path is named by its table's target
-    const char *budgets;       // ms: "8,12" for every target, or per target "cpu=8,12;edgetpu=3,4" (required)
+    const char *budgets;       // ms: "8,12" for every target, or per target "cpu=8,12;edgetpu=3,4" (required). A budget
+                               // may be a network ("cpu=mobilenetv2:1.0", an arch file): its latency predicted by the
+                               // target's table as the search's archs are (verify: measured beside them)
     const char *strategy;      // "evolution" (default), "random" or "tunas"
     const char *ops;           // "ibn,skip": the op types the search may pick, a part of the supernet's space (MobileDets
                                // searched IBN alone for mobile CPUs); NULL: every op of the space
@@ -464,6 +468,12 @@ typedef struct ib_search_opts {
     int latency_res;           // latency (tables, budgets, MACs and the picks' input size) at this resolution, scoring
                                // at res: a supernet trained and scored small, searched under the latency of the size it
                                // deploys at (the tables must hold that size's rows); 0: res
+    int verify;                // N > 0: measured picks. When the search finishes, on each target whose table was
+                               // measured on this CPU, the N best-scored archs predicted within the budget x (1 +
+                               // verify_slack) are timed end to end (the task's network as it deploys, the table's
+                               // threads) beside the budget's network, in interleaved rounds; the pick is the
+                               // best-scored one measured within the budget (docs/SEARCH.md, "Measured picks"). 0: off
+    double verify_slack;       // 0.05
 } ib_search_opts;
 IBNAS_API void ib_search_opts_default(ib_search_opts *o);
 
@@ -476,6 +486,11 @@ typedef struct ib_search_arch {
                                // score_name) and predicted latency
     int64_t macs;
     char arch_file[512];       // OUT/TARGET/best-<budget>ms.arch.json
+    char budget_of[96];        // the budget's network ("mobilenetv2:1.0"; "": a budget in ms)
+    int verified;              // verify: 1 the pick measured within the budget; 0 none of the archs timed did (the
+                               // table's pick is kept); -1 not measured (verify 0, a table of another device)
+    double measured_ms;        // the pick's measured latency (NAN: not timed)
+    double budget_measured_ms; // the budget's network measured beside it, or the budget in ms (NAN: not measured)
 } ib_search_arch;
 
 typedef struct ib_search_report {

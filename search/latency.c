@@ -319,8 +319,7 @@ void ib_lut_profile_cfg_default(ib_lut_profile_cfg *c) {
     c->calibrate_min_ms = 100;
 }
 
-// "model name" of /proc/cpuinfo, or "unknown".
-static void cpu_name(char *buf, size_t n) {
+void ib_lut_device_name(char *buf, size_t n) {
     snprintf(buf, n, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
@@ -343,7 +342,7 @@ static void fill_meta(ib_lut *t, const ib_lut_profile_cfg *c) {
     time_t now = time(NULL);
     struct tm tmv;
     ib_lut_set_meta(t, "target", "cpu");
-    cpu_name(buf, sizeof buf);
+    ib_lut_device_name(buf, sizeof buf);
     ib_lut_set_meta(t, "device", buf);
     snprintf(buf, sizeof buf, "%d", ib_get_threads());
     ib_lut_set_meta(t, "threads", buf);

@@ -312,6 +312,8 @@ ib_status ib_lut_time_forward(ib_lut_forward_fn fwd, void *user, int c, int h, i
 int ib_cache_flush(const void *p, size_t bytes);
 // What profiles evict by default: 4 x the L2 cache (sysconf; 4 MiB when unknown).
 size_t ib_lut_default_evict_bytes(void);
+// This CPU's name as a measured table records it ("# device:"): /proc/cpuinfo's "model name", or "unknown".
+void ib_lut_device_name(char *buf, size_t n);
 // Times n networks in tm->rounds passes over the list (0: IB_LUT_PASSES) and keeps each one's smallest
 // result: a burst of another process's work lasts seconds, and a pass over the list takes long enough that
 // a network disturbed in one pass is not in the next (calibration and validation use this).
@@ -526,6 +528,11 @@ typedef struct ib_search_target {
     const ib_lut *lut;
     int n_budgets;
     double budget_ms[IB_SEARCH_MAX_BUDGETS];       // positive
+    // A budget given as a network ("mobilenetv2:1.0"): budget_ms is its prediction from lut (as the search's
+    // archs are predicted), and a verification times it beside the candidates (NULL: a budget in ms)
+    const ib_arch *budget_ref[IB_SEARCH_MAX_BUDGETS];
+    const char *budget_label[IB_SEARCH_MAX_BUDGETS];   // the reference's name for the reports
+    int timed;                                     // 1: cfg->time_arch measures this target (a table of this CPU)
 } ib_search_target;
 
 // A reference network drawn on the plots and listed in the summary (mobilenetv2 at a width).
@@ -568,6 +575,17 @@ typedef struct ib_search_cfg {
     // the space's first answer.
     ib_status (*lut_task)(void *user, const ib_arch *a, int res, ib_lut_task *out);
     void *lut_task_user;
+    // Measured picks (docs/SEARCH.md, "Measured picks"). verify > 0: when the search finishes, on each timed
+    // target and budget, the `verify` best-scored archs predicted within budget x (1 + verify_slack) and the
+    // budget's reference network are timed on this machine in verify_rounds interleaved rounds (each keeping its
+    // fastest); the pick is the best-scored arch measured within the reference's measured latency (a budget in
+    // ms: within the budget). None within: the table's pick stays, reported unverified. 0: the table's pick.
+    int verify;
+    double verify_slack;      // 0.05
+    int verify_rounds;        // 3
+    // One end-to-end latency of a on target t at res x res, ms (the task's network, as it deploys).
+    ib_status (*time_arch)(void *user, int target, const ib_arch *a, int res, double *ms);
+    void *time_user;
 } ib_search_cfg;
 void ib_search_cfg_default(ib_search_cfg *c);
 
@@ -578,6 +596,12 @@ typedef struct ib_search_pick {
     double score, ms;
     int64_t macs;
     char arch_file[512];      // OUT/TARGET/best-<budget>ms.arch.json (empty when not found)
+    // cfg->verify: 1 the pick measured within the budget, 0 none of the timed archs did (the table's pick is
+    // kept), -1 not verified (verify 0, an untimed target, a search stopped early)
+    int verified;
+    double measured_ms;       // the pick's measured latency (NAN: not timed)
+    double budget_measured_ms;   // the reference's measured latency, or the budget in ms; NAN: not verified
+    int timed;                // archs timed for this budget
 } ib_search_pick;
 
 typedef struct ib_search_result {

@@ -43,6 +43,8 @@ void ib_search_cfg_default(ib_search_cfg *c) {
     c->tunas_lr = 0.05;
     c->tunas_baseline = 0.9;
     c->score_label = "score";
+    c->verify_slack = 0.05;
+    c->verify_rounds = 3;
 }
 
 // The shortest of %g and %.9g that reads back as the same float (ratios: 0.25, not 0.25000000).
@@ -137,6 +139,7 @@ static ib_status make_dir(const char *path) {
 typedef struct track {
     int target;
     double budget;
+    int k;                            // the budget's index in its target's list
 } track;
 
 // What the strategy carries from one generation to the next, besides the history: state.json holds it.
@@ -990,6 +993,9 @@ static void svg_ticks(sbuf *b, const axis *x, const axis *y) {
 typedef struct pick_info {
     int hist;                 // -1: none within the budget
     int argmax_hist;          // tunas: the policy's argmax arch (-1 otherwise)
+    int verified;             // as ib_search_pick's: 1, 0, -1 not verified
+    double measured_ms, budget_measured_ms;
+    int timed;
 } pick_info;
 
 static ib_status write_pareto(const run *r, int t, const pick_info *picks, const char *dir) {
@@ -1239,6 +1245,102 @@ static ib_status write_archs_svg(const run *r, const arch_row *rows, int n_rows,
     return write_sbuf(path, &b);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Measured picks (cfg->verify): a table is a few percent off on some archs, and the search's argmax finds the
+// ones it predicts low. The best-scored archs predicted near the budget are timed on this machine beside the
+// budget's reference network, in interleaved rounds, and the pick is the best-scored that runs within it.
+
+static int by_score_then_ms(const void *a, const void *b) {
+    int i = *(const int *)a, j = *(const int *)b;
+    double si = sort_run->h_score[i], sj = sort_run->h_score[j];
+    if (si != sj) return si > sj ? -1 : 1;
+    double mi = sort_run->h_ms[(size_t)i * (size_t)sort_run->T + (size_t)sort_target];
+    double mj = sort_run->h_ms[(size_t)j * (size_t)sort_run->T + (size_t)sort_target];
+    if (mi != mj) return mi < mj ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+static ib_status verify_track(const run *r, int tk, pick_info *pk) {
+    const ib_search_cfg *cfg = r->cfg;
+    const track *tr = &r->tracks[tk];
+    const ib_search_target *tg = &cfg->targets[tr->target];
+    const ib_arch *ref = tg->budget_ref[tr->k];
+    const char *ref_name = tg->budget_label[tr->k] ? tg->budget_label[tr->k] : ref ? ref->name : "";
+    int t = tr->target, n = 0, rounds = cfg->verify_rounds > 0 ? cfg->verify_rounds : 1;
+    int *cand = malloc(sizeof(int) * (size_t)(r->n + 1));
+    ib_arch *archs = calloc((size_t)(cfg->verify < r->n ? cfg->verify : r->n) + 1, sizeof *archs);
+    double *ms = malloc(sizeof(double) * (size_t)(r->n + 2));
+    sbuf b = {0};
+    ib_status s = cand && archs && ms ? IB_OK : ib_fail(IB_ERR_NOMEM, "out of memory");
+    for (int i = 0; !s && i < r->n; i++)
+        if (r->h_ms[(size_t)i * (size_t)r->T + (size_t)t] <= tr->budget * (1 + cfg->verify_slack)) cand[n++] = i;
+    if (!s) {
+        sort_run = r, sort_target = t;
+        qsort(cand, (size_t)n, sizeof(int), by_score_then_ms);
+        n = n < cfg->verify ? n : cfg->verify;
+    }
+    for (int i = 0; !s && i < n; i++) s = ib_space_arch(r->sp, r->h_choice + (size_t)cand[i] * (size_t)r->L, r->classes, &archs[i]);
+    int m = n + (ref != NULL);
+    if (!s && cfg->progress)
+        fprintf(stderr, "search: %s at %g ms: timing the %d best-scored archs predicted at most %g%% over it%s%s, %d round%s\n",
+                tg->name, tr->budget, n, 100 * cfg->verify_slack, ref ? " and " : "", ref_name, rounds,
+                rounds > 1 ? "s" : "");
+    // Round after round over the list, each keeping its fastest: a slow spell of the machine lands on one
+    // round of an arch, not on every round of it.
+    for (int round = 0; !s && round < rounds; round++)
+        for (int j = 0; !s && j < m; j++) {
+            double v;
+            if (search_interrupted) s = ib_fail(IB_ERR_INTERRUPTED, "interrupted");
+            else if (!(s = cfg->time_arch(cfg->time_user, t, j < n ? &archs[j] : ref, r->res, &v)))
+                ms[j] = round == 0 || v < ms[j] ? v : ms[j];
+        }
+    if (!s) {
+        double bud = ref ? ms[n] : tr->budget;
+        int chosen = -1;
+        for (int i = 0; i < n && chosen < 0; i++)
+            if (ms[i] <= bud) chosen = i;
+        pk->timed = n, pk->budget_measured_ms = bud, pk->verified = chosen >= 0, pk->measured_ms = NAN;
+        if (chosen >= 0) pk->hist = cand[chosen];
+        for (int i = 0; i < n; i++)
+            if (cand[i] == pk->hist) pk->measured_ms = ms[i];
+        char dir[4200], path[4400], bs[32];
+        snprintf(bs, sizeof bs, "%g", tr->budget);
+        snprintf(dir, sizeof dir, "%s/%s", cfg->out, tg->name);
+        sb_printf(&b, "# target: %s; budget %s ms predicted%s%s; measured budget %.4f ms%s; %d rounds, each arch's fastest "
+                      "kept; predicted at most %g%% over the budget, best-scored first\n",
+                  tg->name, bs, ref ? ", of " : "", ref_name, bud, ref ? " (the reference, timed in the same rounds)" : " (the budget)",
+                  rounds, 100 * cfg->verify_slack);
+        sb_printf(&b, "rank,index,score,ms,measured_ms,within,chosen,choice,arch\n");
+        if (ref) sb_printf(&b, "reference,,,%.4f,%.4f,,,,%s\n", tr->budget, bud, ref_name);
+        for (int i = 0; i < n; i++) {
+            const int *c = r->h_choice + (size_t)cand[i] * (size_t)r->L;
+            sb_printf(&b, "%d,%d,%.6f,%.4f,%.4f,%d,%d,", i + 1, cand[i], r->h_score[cand[i]],
+                      r->h_ms[(size_t)cand[i] * (size_t)r->T + (size_t)t], ms[i], ms[i] <= bud, i == chosen);
+            for (int l = 0; l < r->L; l++) sb_printf(&b, "%s%d", l ? "-" : "", c[l]);
+            sb_printf(&b, ",");
+            arch_string(r, c, &b);
+            sb_printf(&b, "\n");
+        }
+        str_printf(path, sizeof path, "%s/verify-%sms.csv", dir, bs);
+        if (!(s = make_dir(dir))) s = write_sbuf(path, &b);
+        if (!s && cfg->progress) {
+            if (chosen >= 0)
+                fprintf(stderr, "search: %s at %g ms: the pick is #%d of %d by score, %.3f ms measured (predicted %.3f) against "
+                                "%.3f ms%s%s\n",
+                        tg->name, tr->budget, chosen + 1, n, ms[chosen],
+                        r->h_ms[(size_t)cand[chosen] * (size_t)r->T + (size_t)t], bud, ref ? " measured of " : "",
+                        ref_name);
+            else
+                fprintf(stderr, "search: %s at %g ms: none of the %d archs timed ran within %.3f ms; the table's pick stays "
+                                "(unverified; --verify more archs, or a lower budget)\n",
+                        tg->name, tr->budget, n, bud);
+        }
+    }
+    for (int i = 0; archs && i < n; i++) ib_arch_free(&archs[i]);
+    free(b.s), free(cand), free(archs), free(ms);
+    return s;
+}
+
 static void budget_str(double b, char *buf, size_t n) { snprintf(buf, n, "%g", b); }
 
 static json_t *pick_json(const run *r, int t, int h, const char *file) {
@@ -1326,8 +1428,21 @@ static ib_status write_outputs(const run *r, const pick_info *picks, ib_search_r
             json_t *ordered = json_object();
             json_object_set_new(ordered, "budget_ms", json_real(budget));
             json_object_set_new(ordered, "found", json_boolean(h >= 0));
+            if (tg->budget_ref[r->tracks[tk].k])
+                json_object_set_new(ordered, "budget_of", json_string(tg->budget_label[r->tracks[tk].k]
+                                                                          ? tg->budget_label[r->tracks[tk].k]
+                                                                          : tg->budget_ref[r->tracks[tk].k]->name));
             json_object_update(ordered, o);
             json_decref(o);
+            const pick_info *pi = &picks[tk];
+            json_object_set_new(ordered, "verified", pi->verified < 0 ? json_null() : json_boolean(pi->verified));
+            if (pi->verified >= 0) {
+                json_object_set_new(ordered, "measured_ms", isnan(pi->measured_ms) ? json_null() : json_real(pi->measured_ms));
+                json_object_set_new(ordered, "budget_measured_ms", json_real(pi->budget_measured_ms));
+                json_object_set_new(ordered, "timed", json_integer(pi->timed));
+            }
+            pk->verified = pi->verified, pk->measured_ms = pi->measured_ms;
+            pk->budget_measured_ms = pi->budget_measured_ms, pk->timed = pi->timed;
             if (picks[tk].argmax_hist >= 0)
                 json_object_set_new(ordered, "policy_argmax", pick_json(r, t, picks[tk].argmax_hist, NULL));
             json_array_append_new(jp, ordered);
@@ -1415,6 +1530,8 @@ static ib_status write_outputs(const run *r, const pick_info *picks, ib_search_r
 // The run
 
 static ib_status check_cfg(const ib_search_cfg *c) {
+    if (c->verify < 0 || (c->verify > 0 && !c->time_arch) || !(c->verify_slack >= 0))
+        return ib_fail(IB_ERR_ARG, "search: verify %d needs a timer and a slack >= 0 (%g)", c->verify, c->verify_slack);
     if (!c->space || !c->score || !c->out || !c->out[0])
         return ib_fail(IB_ERR_ARG, "search: a space, a score function and an output folder are needed");
     if (c->n_targets < 1 || c->n_targets > IB_SEARCH_MAX_TARGETS)
@@ -1511,7 +1628,7 @@ static ib_status run_setup(run *r, const ib_search_cfg *cfg) {
     }
     for (int t = 0; t < r->T; t++)
         for (int k = 0; k < cfg->targets[t].n_budgets; k++)
-            r->tracks[r->n_tracks++] = (track){t, cfg->targets[t].budget_ms[k]};
+            r->tracks[r->n_tracks++] = (track){t, cfg->targets[t].budget_ms[k], k};
     r->min_choice = malloc(sizeof(int) * (size_t)r->T * (size_t)r->L);
     r->min_ms = malloc(sizeof(double) * (size_t)r->T);
     r->scratch = malloc(sizeof(int) * (size_t)(r->L + r->P + 1));
@@ -1663,7 +1780,15 @@ ib_status ib_search_run(const ib_search_cfg *cfg, ib_search_result *res) {
         picks[tk].hist = best_within(&r, r.tracks[tk].target, r.tracks[tk].budget, r.n);
         if (!(cfg->strategy == IB_SEARCH_TUNAS && r.gen > cfg->generations && !res->interrupted))
             picks[tk].argmax_hist = -1;
+        picks[tk].verified = -1, picks[tk].measured_ms = picks[tk].budget_measured_ms = NAN;
     }
+    if (s && !res->interrupted) goto done;
+    // The picks of a finished search measured (rank 0 alone: it writes the outputs).
+    for (int tk = 0; !s && cfg->verify > 0 && r.gen > cfg->generations && ib_dist_rank() == 0 && tk < r.n_tracks; tk++)
+        if (cfg->targets[r.tracks[tk].target].timed) {
+            s = verify_track(&r, tk, &picks[tk]);
+            res->interrupted = s == IB_ERR_INTERRUPTED;
+        }
     if (s && !res->interrupted) goto done;
     {
         ib_status w = write_outputs(&r, picks, res);

@@ -646,6 +646,17 @@ static ib_status dt_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_ta
     return ib_det_lut_task(a, &c, res, out);
 }
 
+// The detector the arch deploys as: dt_lut_task's with MobileDets' expansion tap where the block after stride
+// 16 allows it (`train --task detect`'s default).
+static ib_status dt_time_task(ib_sn_task *t, const ib_arch *a, int res, const struct ib_lut_timing *tm, double *ms) {
+    det_task *k = t->state;
+    if (!k->attached) return ib_fail(IB_ERR_ARG, "detection supernet task: its head is not attached yet");
+    ib_ssd_cfg c = k->d.cfg, def;
+    ib_ssd_cfg_default(&def, c.classes);
+    c.n_extra = def.n_extra, c.tap_expansion = def.tap_expansion;
+    return ib_det_time_whole(a, &c, res, tm, ms);
+}
+
 static ib_status dt_save_net(ib_sn_task *t, const ib_net *net, int res, const char *path) {
     det_task *k = t->state;
     if (!k->attached) return ib_fail(IB_ERR_ARG, "detection supernet task: its head is not attached yet");
@@ -669,7 +680,7 @@ ib_status ib_sn_task_detect(ib_sn_task **t, const ib_ssd_cfg *ssd) {
     k->t = (ib_sn_task){.name = "detect", .metrics = "AP50,AP,AP75", .open = dt_open, .attach = dt_attach,
                         .loader = dt_loader, .loss = dt_loss, .min_weight = 1, .zero_grad = dt_zero_grad,
                         .step = dt_step, .save = dt_save, .evaluate = dt_evaluate, .recalibrate = dt_recalibrate, .free = dt_free,
-                        .lut_task = dt_lut_task, .save_net = dt_save_net, .head = &k->d.ps, .state = k};
+                        .lut_task = dt_lut_task, .time_task = dt_time_task, .save_net = dt_save_net, .head = &k->d.ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

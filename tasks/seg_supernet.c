@@ -254,6 +254,14 @@ static ib_status st_lut_task(ib_sn_task *t, const ib_arch *a, int res, ib_lut_ta
     return ib_seg_lut_task(a, k->head.classes, &k->cfg, res, out);
 }
 
+static ib_status st_time_task(ib_sn_task *t, const ib_arch *a, int res, const ib_lut_timing *tm, double *ms) {
+    seg_task *k = t->state;
+    if (!k->attached) return ib_fail(IB_ERR_ARG, "segmentation supernet task: its head is not attached yet");
+    ib_seg_head_cfg cfg = k->cfg;
+    cfg.in_h = cfg.in_w = res;   // as st_save_net builds it
+    return ib_seg_time_whole(a, k->head.classes, &cfg, res, tm, ms);
+}
+
 static ib_status st_save_net(ib_sn_task *t, const ib_net *net, int res, const char *path) {
     seg_task *k = t->state;
     if (!k->attached) return ib_fail(IB_ERR_ARG, "segmentation supernet task: its head is not attached yet");
@@ -312,7 +320,7 @@ ib_status ib_sn_task_segment(ib_sn_task **t, const ib_seg_head_cfg *head, const 
     k->t = (ib_sn_task){.name = "segment", .metrics = "mIoU,pixel_acc,loss", .open = st_open, .attach = st_attach,
                         .loader = st_loader, .loss = st_loss, .ran = st_ran, .min_weight = IB_SEG_MIN_WEIGHT, .zero_grad = st_zero_grad,
                         .step = st_step, .save = st_save, .evaluate = st_evaluate, .recalibrate = st_recalibrate, .free = st_free,
-                        .lut_task = st_lut_task, .save_net = st_save_net, .head = &k->ps, .state = k};
+                        .lut_task = st_lut_task, .time_task = st_time_task, .save_net = st_save_net, .head = &k->ps, .state = k};
     *t = &k->t;
     return IB_OK;
 }

@@ -245,6 +245,10 @@ struct ib_sn_task {
     // the task's network on a path's arch as latency tables see it (ib_seg_lut_task, ib_det_lut_task), once
     // attached; NULL: the classifier's
     ib_status (*lut_task)(ib_sn_task *t, const ib_arch *a, int res, struct ib_lut_task *out);
+    // one end-to-end latency of the task's network on a path's arch as it deploys (`train --task`'s: a detector
+    // taps the expansion where it can), random weights, timed as tm says (ib_det_time_whole, ib_seg_time_whole);
+    // NULL: the classifier's
+    ib_status (*time_task)(ib_sn_task *t, const ib_arch *a, int res, const struct ib_lut_timing *tm, double *ms);
     // a checkpoint of the task's network at path (detection or segmentation, as train --task writes it): the
     // backbone `net` (an extracted path) and the head as attached, its settings; res the input size it
     // was scored at. train --task ... --init and eval load it.

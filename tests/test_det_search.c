@@ -5,6 +5,8 @@
 // gives the same pick, and mismatched task or settings fail with a message.
 #include "tests/test.h"
 
+#include "search/search.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -333,6 +335,34 @@ TEST(det_search_cli_meets_budget_same_seed_same_pick) {
           llabel ? llabel : "no label", out);
     json_decref(jl);
     free(out), free(err);
+    // --verify on a table relabelled as this CPU's: the picks timed as detectors (the task's time_task), the
+    // summary carries the measurements
+    {
+        ib_lut *t;
+        char here[256], lut_here[700];
+        CHECK(!ib_lut_load(&t, lut), "%s", ib_errmsg());
+        ib_lut_device_name(here, sizeof here);
+        ib_lut_set_meta(t, "target", "cpu");
+        ib_lut_set_meta(t, "device", here);
+        ib_lut_set_meta(t, "threads", "1");
+        snprintf(lut_here, sizeof lut_here, "%s/det_here.csv", d);
+        CHECK(!ib_lut_save(t, lut_here), "%s", ib_errmsg());
+        ib_lut_free(t);
+        snprintf(cmd, sizeof cmd,
+                 "%s search --task detect --supernet %s --lut cpu=%s --budget-ms %.6f --population 3 --generations 1 "
+                 "--batch 1 --sample 2 --calib-batches 1 --eval-images 24 --threads 1 --workers 1 --seed 4 --verify 2 "
+                 "--verify-slack 0.5 --out %s/det_search_verify --json",
+                 bin, snp, lut_here, budget, d);
+        rc = test_run(cmd, &out, &err);
+        CHECK(rc == 0, "search --task detect --verify failed (%d): %s", rc, err);
+        json_t *jv = json_loads(out, 0, NULL);
+        json_t *pv = json_array_get(json_object_get(json_array_get(json_object_get(jv, "targets"), 0), "picks"), 0);
+        CHECK(json_is_boolean(json_object_get(pv, "verified")) && json_integer_value(json_object_get(pv, "timed")) >= 1 &&
+                  fabs(json_real_value(json_object_get(pv, "budget_measured_ms")) - budget) < 1e-6 && strstr(err, "timing the"),
+              "--verify: %s / %s", out, err);
+        json_decref(jv);
+        free(out), free(err);
+    }
     // a detection supernet searched as a classifier, and a classification metric, are refused
     snprintf(cmd, sizeof cmd, "%s search --task classify --supernet %s --lut edgetpu=%s --budget-ms 1 --out %s/det_search_x",
              bin, snp, lut, d);

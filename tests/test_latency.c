@@ -605,6 +605,37 @@ TEST(cli_latency_end_to_end) {
     // mobilenetv2 is not in the tiny space's table: exit 1 naming the missing row.
     RUN("%s latency predict --lut %s --arch mobilenetv2:0.35 --res 32", bin, cpu);
     CHECK(rc == 1 && strstr(err, "no row stem,3,16,32,32") && strstr(err, cpu), "missing row: rc %d\n%s", rc, err);
+    // profile --arch adds its rows (and only those: the space's stay as timed, the correction as fitted)
+    char *before = test_read_file(cpu);
+    RUN("%s latency profile --space %s --target cpu --res 32 --threads 1 --out %s --repeats 1 --warmup 0 --calibrate 2 "
+        "--rounds 2 --arch mobilenetv2:0.35 --json", bin, space, cpu);
+    char *after = test_read_file(cpu);
+    int kept = 1, extra = 0;
+    for (char *line = strstr(before, "\nstem,"); line; line = strchr(line + 1, '\n')) {
+        size_t n = strcspn(line + 1, "\n");
+        if (n) {
+            char row[200];
+            snprintf(row, sizeof row, "\n%.*s\n", (int)(n < 190 ? n : 190), line + 1);
+            kept &= strstr(after, row) != NULL;
+        }
+    }
+    for (char *line = strchr(after, '\n'); line; line = strchr(line + 1, '\n')) extra++;
+    for (char *line = strchr(before, '\n'); line; line = strchr(line + 1, '\n')) extra--;
+    char *cb = strstr(before, "# correction:"), *ca = strstr(after, "# correction:");
+    int same_corr = cb && ca && strcspn(cb, "\n") == strcspn(ca, "\n") && !strncmp(cb, ca, strcspn(cb, "\n"));
+    CHECK(rc == 0 && kept && extra >= 10 && same_corr, "profile --arch: rc %d, space rows kept %d, %d rows added, the same "
+          "correction %d\n%s", rc, kept, extra, same_corr, err);
+    free(before), free(after);
+    {   // mobilenetv2:0.35 with the space's classes (as a search resolves a budget's network) is predicted now
+        ib_lut *t;
+        ib_arch a;
+        double ms = 0;
+        CHECK(ib_lut_load(&t, cpu) == IB_OK && ib_arch_resolve(&a, "mobilenetv2:0.35", 4) == IB_OK, "%s", ib_errmsg());
+        ib_status ps = ib_lut_predict(t, &a, 32, &ms);
+        CHECK(ps == IB_OK && ms > 0, "mobilenetv2:0.35 after profile --arch: %s", ib_errmsg());
+        ib_arch_free(&a);
+        ib_lut_free(t);
+    }
     RUN("%s latency measure --arch mobilenetv2:0.35 --res 32 --threads 1 --repeats 1 --json", bin);
     CHECK(rc == 0 && strstr(out, "\"ms\": "), "measure: rc %d\n%s\n%s", rc, out, err);
     RUN("%s latency validate --lut %s --space %s --samples 3 --threads 1 --repeats 1 --recalibrate 4 --json --out %s",

@@ -171,8 +171,8 @@ static void base_cfg(ib_search_cfg *c, scorer *sc, const char *out, int two_targ
     ib_search_cfg_default(c);
     c->space = &space;
     c->n_targets = two_targets ? 2 : 1;
-    c->targets[0] = (ib_search_target){"cpu", lut_cpu, 2, {budget_cpu[0], budget_cpu[1]}};
-    c->targets[1] = (ib_search_target){"tpu", lut_tpu, 2, {budget_tpu[0], budget_tpu[1]}};
+    c->targets[0] = (ib_search_target){.name = "cpu", .lut = lut_cpu, .n_budgets = 2, .budget_ms = {budget_cpu[0], budget_cpu[1]}};
+    c->targets[1] = (ib_search_target){.name = "tpu", .lut = lut_tpu, .n_budgets = 2, .budget_ms = {budget_tpu[0], budget_tpu[1]}};
     c->population = 12;
     c->sample = 4;
     c->batch = 6;
@@ -585,6 +585,198 @@ TEST(search_ops_keeps_to_the_allowed_op_types) {
     CHECK(sc.calls == 0, "a refused search scored %d subnets", sc.calls);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Measured picks (cfg->verify): a timer that measures every arch as the cpu table predicts it, except the
+// archs listed as slow (1.5x) and the reference network (ref_factor x its prediction).
+
+typedef struct fake_timer {
+    int calls;
+    int n_slow;
+    char slow[4][128];        // choice strings ("0-3-16-...") measured 1.5x their prediction
+    const ib_arch *ref;
+    double ref_factor;
+} fake_timer;
+
+static void choice_str(const int *c, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int l = 0; l < space.n_layers && k < n; l++) k += (size_t)snprintf(buf + k, n - k, "%s%d", l ? "-" : "", c[l]);
+}
+
+static ib_status fake_time(void *user, int target, const ib_arch *a, int res, double *ms) {
+    fake_timer *f = user;
+    f->calls++;
+    ib_status s = ib_lut_predict(lut_cpu, a, res, ms);
+    if (s || target != 0) return s ? s : ib_fail(IB_ERR_ARG, "timed target %d", target);
+    if (a == f->ref) {
+        *ms *= f->ref_factor;
+        return IB_OK;
+    }
+    int c[64];
+    char str[128];
+    if ((s = ib_space_check(&space, a, "timed", c))) return s;
+    choice_str(c, str, sizeof str);
+    for (int i = 0; i < f->n_slow; i++)
+        if (!strcmp(str, f->slow[i])) *ms *= 1.5;
+    return IB_OK;
+}
+
+typedef struct pareto_rows {
+    int n;
+    double score[4096], ms[4096];
+    char choice[4096][128];
+} pareto_rows;
+
+static void read_pareto(const char *dir, pareto_rows *p) {
+    char *t = read_at(dir, "cpu/pareto.csv"), *save = NULL;
+    p->n = 0;
+    for (char *line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        int idx;
+        char ch[128];
+        double sc, ms;
+        if (line[0] == '#' || sscanf(line, "%d,%lf,%lf,%*d,%*d,%127[^,]", &idx, &sc, &ms, ch) != 4) continue;
+        p->score[p->n] = sc, p->ms[p->n] = ms;
+        snprintf(p->choice[p->n++], 128, "%s", ch);
+    }
+    free(t);
+}
+
+// The pick of budget k in summary.json as a choice string.
+static void summary_pick(const char *dir, int k, char *buf, size_t n) {
+    char *t = read_at(dir, "summary.json");
+    json_t *j = json_loads(t, 0, NULL);
+    free(t);
+    IB_ASSERT(j, "%s/summary.json does not parse", dir);
+    json_t *ch = json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), (size_t)k), "choice");
+    int c[64] = {0};
+    for (size_t l = 0; l < json_array_size(ch) && l < 64; l++) c[l] = (int)json_integer_value(json_array_get(ch, l));
+    choice_str(c, buf, n);
+    json_decref(j);
+}
+
+// The best score of the rows predicted within lim, leaving out choice `not` ("" none); -1 when none.
+static double best_score_within(const pareto_rows *p, double lim, const char *not) {
+    double best = -1;
+    for (int i = 0; i < p->n; i++)
+        if (p->ms[i] <= lim && strcmp(p->choice[i], not) && p->score[i] > best) best = p->score[i];
+    return best;
+}
+
+TEST(search_verify_picks_the_best_arch_measured_within_the_budget) {
+    ib_search_cfg c;
+    scorer sc;
+    ib_search_result r0, r;
+    char *plain = out_dir("verify_plain"), *out = out_dir("verify_on");
+    base_cfg(&c, &sc, plain, 0);
+    c.n_baselines = 0;
+    CHECK(ib_search_run(&c, &r0) == IB_OK && r0.n_picks == 2, "search: %s", ib_errmsg());
+    CHECK(r0.picks[0].verified == -1 && isnan(r0.picks[0].measured_ms), "not verified: %d", r0.picks[0].verified);
+    free(sc.seen);
+    pareto_rows *pr = malloc(sizeof *pr);
+    IB_ASSERT(pr, "out of memory");
+    read_pareto(plain, pr);
+    CHECK(pr->n > 40, "%d rows in pareto.csv", pr->n);
+    // The table's picks measure 1.5x: over their budgets. The next best-scored arch predicted within each
+    // budget is then the pick (the others measure as predicted).
+    fake_timer ft;
+    memset(&ft, 0, sizeof ft);
+    for (int k = 0; k < 2; k++) summary_pick(plain, k, ft.slow[k], sizeof ft.slow[k]);
+    ft.n_slow = 2;
+    base_cfg(&c, &sc, out, 0);
+    c.n_baselines = 0;
+    c.verify = 6, c.verify_rounds = 2, c.time_arch = fake_time, c.time_user = &ft;
+    c.targets[0].timed = 1;
+    CHECK(ib_search_run(&c, &r) == IB_OK && r.n_picks == 2, "search --verify: %s", ib_errmsg());
+    int rows_timed = 0;
+    for (int k = 0; k < 2; k++) {
+        double b = c.targets[0].budget_ms[k];
+        char pick[128], leaf[64];
+        summary_pick(out, k, pick, sizeof pick);
+        double want = best_score_within(pr, b, ft.slow[k]);
+        CHECK(r.picks[k].verified == 1 && r.picks[k].found && strcmp(pick, ft.slow[k]) && fabs(r.picks[k].score - want) < 2e-6,
+              "budget %g: verified %d, pick %s (score %.6f), the table's %s, the best other within %.6f", b,
+              r.picks[k].verified, pick, r.picks[k].score, ft.slow[k], want);
+        CHECK(fabs(r.picks[k].measured_ms - r.picks[k].ms) < 1e-9 && r.picks[k].budget_measured_ms == b && r.picks[k].timed >= 2,
+              "budget %g: measured %g, predicted %g, budget measured %g, %d timed", b, r.picks[k].measured_ms, r.picks[k].ms,
+              r.picks[k].budget_measured_ms, r.picks[k].timed);
+        // verify-<b>ms.csv: best-scored first, all predicted within 5% over the budget, within = measured <= budget,
+        // the chosen row the first within
+        snprintf(leaf, sizeof leaf, "cpu/verify-%gms.csv", b);
+        char *t = read_at(out, leaf), *save = NULL;
+        int rows = 0, chosen_at = -1, first_within = -1, bad = 0;
+        double prev = INFINITY;
+        for (char *line = strtok_r(t, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            int rank, idx, within, chosen;
+            double s, ms, meas;
+            char ch[128];
+            if (sscanf(line, "%d,%d,%lf,%lf,%lf,%d,%d,%127[^,]", &rank, &idx, &s, &ms, &meas, &within, &chosen, ch) != 8) continue;
+            int slow = !strcmp(ch, ft.slow[k]) || !strcmp(ch, ft.slow[1 - k]);
+            bad += s > prev || ms > b * 1.05 + 1e-4 || fabs(meas - ms * (slow ? 1.5 : 1)) > 1e-3 || within != (meas <= b);
+            if (within && first_within < 0) first_within = rows;
+            if (chosen) chosen_at = rows;
+            if (chosen && strcmp(ch, pick)) bad++;
+            prev = s, rows++;
+        }
+        free(t);
+        rows_timed += rows;
+        CHECK(rows == r.picks[k].timed && rows <= 6 && rows >= 2 && !bad && chosen_at >= 0 && chosen_at == first_within,
+              "%s: %d rows (%d timed), %d bad, chosen row %d, first within %d", leaf, rows, r.picks[k].timed, bad, chosen_at,
+              first_within);
+    }
+    CHECK(ft.calls == 2 * rows_timed, "%d timings for %d archs in 2 rounds", ft.calls, rows_timed);
+    const char *leaves[] = {"cpu/pareto.csv", "curve_evolution.csv", NULL};
+    const char *d = same_files(plain, out, leaves);
+    CHECK(!d, "verification changed the search itself: %s differs", d);
+    free(sc.seen);
+
+    // A budget given as a network measured 3% under its prediction: the pick is the best-scored arch whose
+    // measurement (its prediction here) is within 0.97 x the budget, every candidate timed.
+    ib_arch ref;
+    int zero[64] = {0};
+    CHECK(ib_space_arch(&space, zero, 0, &ref) == IB_OK, "%s", ib_errmsg());
+    double ref_ms;
+    CHECK(ib_lut_predict(lut_cpu, &ref, 32, &ref_ms) == IB_OK, "%s", ib_errmsg());
+    memset(&ft, 0, sizeof ft);
+    ft.ref = &ref, ft.ref_factor = 0.97;
+    base_cfg(&c, &sc, out_dir("verify_ref"), 0);
+    c.n_baselines = 0;
+    c.targets[0].n_budgets = 1;
+    c.targets[0].budget_ms[0] = ref_ms;
+    c.targets[0].budget_ref[0] = &ref;
+    c.targets[0].budget_label[0] = "all-zero";
+    c.targets[0].timed = 1;
+    c.verify = 100000, c.verify_rounds = 1, c.time_arch = fake_time, c.time_user = &ft;
+    CHECK(ib_search_run(&c, &r) == IB_OK && r.n_picks == 1, "search with a network budget: %s", ib_errmsg());
+    read_pareto(out_dir("verify_ref"), pr);
+    double want = best_score_within(pr, 0.97 * ref_ms, "");
+    CHECK(want > 0 && r.picks[0].verified == 1 && fabs(r.picks[0].score - want) < 2e-6 &&
+              fabs(r.picks[0].budget_measured_ms - 0.97 * ref_ms) < 1e-9 && r.picks[0].measured_ms <= 0.97 * ref_ms,
+          "budget %g ms (measured %g): pick %.6f at %g ms measured, want %.6f", ref_ms, r.picks[0].budget_measured_ms,
+          r.picks[0].score, r.picks[0].measured_ms, want);
+    char *summary = read_at(out_dir("verify_ref"), "summary.json");
+    CHECK(strstr(summary, "\"budget_of\": \"all-zero\"") && strstr(summary, "\"verified\": true"), "summary: %s", summary);
+    free(summary);
+    free(sc.seen);
+
+    // None of the timed archs within: the table's pick stays, unverified.
+    memset(&ft, 0, sizeof ft);
+    summary_pick(plain, 0, ft.slow[0], sizeof ft.slow[0]);
+    ft.n_slow = 1;
+    base_cfg(&c, &sc, out_dir("verify_none"), 0);   // the plain search's settings, so its history
+    c.n_baselines = 0;
+    c.verify = 1, c.verify_slack = 0, c.time_arch = fake_time, c.time_user = &ft;
+    c.targets[0].timed = 1;
+    CHECK(ib_search_run(&c, &r) == IB_OK, "%s", ib_errmsg());
+    char pick[128];
+    summary_pick(out_dir("verify_none"), 0, pick, sizeof pick);
+    CHECK(r.picks[0].verified == 0 && !strcmp(pick, ft.slow[0]) && fabs(r.picks[0].measured_ms - 1.5 * r.picks[0].ms) < 1e-9,
+          "verified %d, pick %s (the table's %s), measured %g predicted %g", r.picks[0].verified, pick, ft.slow[0],
+          r.picks[0].measured_ms, r.picks[0].ms);
+    free(sc.seen);
+    ib_arch_free(&ref);
+    free(pr);
+}
+
 TEST(search_rejects_bad_settings) {
     ib_search_cfg c;
     scorer sc;
@@ -731,4 +923,71 @@ TEST(cli_search_end_to_end) {
     rc = test_run(cmd, &out, &err);
     CHECK(rc == 1 && strstr(err, "top5"), "--metric top5 gave %d: %s", rc, err);
     free(out), free(err);
+    // --verify on a table of this machine with a budget given as a network (an arch file of the space): the
+    // picks are timed for real; the summary carries the measurements and verify-<budget>ms.csv exists.
+    // The same table with another device's name is not timed.
+    for (int other = 0; other < 2; other++) {
+        ib_lut *t;
+        char lut_path[700], here[256];
+        snprintf(lut_path, sizeof lut_path, "%s/cpu.csv", d);
+        CHECK(ib_lut_load(&t, lut_path) == IB_OK, "%s", ib_errmsg());
+        ib_lut_device_name(here, sizeof here);
+        ib_lut_set_meta(t, "device", other ? "another CPU" : here);
+        ib_lut_set_meta(t, "threads", "1");
+        snprintf(lut_path, sizeof lut_path, "%s/cpu_here%d.csv", d, other);
+        CHECK(ib_lut_save(t, lut_path) == IB_OK, "%s", ib_errmsg());
+        ib_lut_free(t);
+        int c6[64] = {0, 3, 3, 0, 3, 3, 0, 3, 3};
+        ib_arch ref;
+        char ref_path[700];
+        snprintf(ref_path, sizeof ref_path, "%s/ref.arch.json", d);
+        CHECK(ib_space_arch(&space, c6, 6, &ref) == IB_OK && ib_arch_save(&ref, ref_path) == IB_OK, "%s", ib_errmsg());
+        ib_arch_free(&ref);
+        snprintf(cmd, sizeof cmd,
+                 "%s search --supernet %s --lut cpu=%s --budget-ms cpu=%s --population 4 --generations 1 --batch 2 "
+                 "--sample 2 --calib-batches 1 --eval-images 16 --threads 1 --workers 1 --seed 3 --verify 3 "
+                 "--out %s/e2e_verify%d --json",
+                 bin, snp, lut_path, ref_path, d, other);
+        rc = test_run(cmd, &out, &err);
+        CHECK(rc == 0, "search --verify failed (%d): %s", rc, err);
+        j = json_loads(out, 0, &jerr);
+        CHECK(j, "--json printed no JSON: %s", out);
+        pick = json_array_get(json_object_get(json_array_get(json_object_get(j, "targets"), 0), "picks"), 0);
+        json_t *v = json_object_get(pick, "verified");
+        double meas = json_real_value(json_object_get(pick, "measured_ms")),
+               bud = json_real_value(json_object_get(pick, "budget_measured_ms"));
+        const char *of = json_string_value(json_object_get(pick, "budget_of"));
+        if (other)
+            CHECK(json_is_null(v) && strstr(err, "measured on another CPU") && of && !strcmp(of, ref_path), "not timed: %s / %s",
+                  out, err);
+        else
+            CHECK(json_is_boolean(v) && bud > 0 && (json_is_false(v) || (meas > 0 && meas <= bud)) &&
+                      strstr(err, "timing the") && of && !strcmp(of, ref_path),
+                  "verified %s, measured %g against %g ms: %s", json_is_true(v) ? "yes" : "no", meas, bud, err);
+        json_decref(j);
+        free(out), free(err);
+    }
+    char vdir[700];
+    snprintf(vdir, sizeof vdir, "%s/e2e_verify0/cpu", d);
+    char *sum = read_at(vdir, "../summary.json");
+    json_t *js = json_loads(sum, 0, NULL);
+    free(sum);
+    CHECK(js, "e2e_verify0/summary.json does not parse");
+    double bms = json_real_value(json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(js, "targets"), 0), "picks"), 0), "budget_ms"));
+    json_decref(js);
+    char leaf[200];
+    snprintf(leaf, sizeof leaf, "verify-%gms.csv", bms);
+    char *vcsv = read_at(vdir, leaf);
+    CHECK(strstr(vcsv, "reference,,,") && strstr(vcsv, "rank,index,score,ms,measured_ms,within,chosen"), "%s/%s: %s", vdir, leaf, vcsv);
+    free(vcsv);
+    // A budget that is neither a number nor a network, and a network the table has no rows for, are named.
+    const char *bad_budgets[2][2] = {{"cpu=nosuch.arch.json", "neither a number of ms nor a network"},
+                                     {"cpu=mobilenetv2:0.35", "mobilenetv2:0.35 on cpu"}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s search --supernet %s --lut cpu=%s/cpu.csv --budget-ms '%s' --out %s/e2e_badb", bin, snp,
+                 d, bad_budgets[k][0], d);
+        rc = test_run(cmd, &out, &err);
+        CHECK(rc != 0 && strstr(err, bad_budgets[k][1]), "--budget-ms %s gave %d: %s", bad_budgets[k][0], rc, err);
+        free(out), free(err);
+    }
 }
