@@ -345,6 +345,11 @@ ib_status ib_latency_model(const char *space, const char *target, int res, int c
 
 ib_status ib_latency_model_head(const char *space, const char *target, int res, int classes,
                                 const ib_latency_head *head, const char *out, int *rows) {
+    return ib_latency_model_archs(space, target, res, classes, head, NULL, out, rows);
+}
+
+ib_status ib_latency_model_archs(const char *space, const char *target, int res, int classes,
+                                 const ib_latency_head *head, const char *archs, const char *out, int *rows) {
     if (!out || !out[0] || !target) return ib_fail(IB_ERR_ARG, "ib_latency_model: a target and an output are needed");
     ib_space sp;
     ib_status s = load_space(&sp, space);
@@ -353,7 +358,9 @@ ib_status ib_latency_model_head(const char *space, const char *target, int res, 
     space_task_rows *tr = malloc(sizeof *tr);
     ib_target *t;
     if (!tr) s = ib_fail(IB_ERR_NOMEM, "out of memory");
-    if (!s && !(s = space_rows(&sp, head, classes, res, tr)) && !(s = ib_target_load(&t, target))) {
+    if (!s) s = space_rows(&sp, head, classes, res, tr);
+    if (!s && archs && archs[0]) s = arch_rows(archs, &sp, classes, res, tr);
+    if (!s && !(s = ib_target_load(&t, target))) {
         s = ib_lut_model_space(t, &sp, res, classes, tr->keys, tr->n, out, rows);
         ib_target_free(t);
     }

@@ -11,7 +11,7 @@ static const char *usage_text =
     "                              [--classes C] [--calibrate N] [--calibrate-per-op] [--arch A[,B]]\n"
     "                              [HEAD --head-classes C]\n"
     "       ibnas latency model    --space S --target edgetpu|dsp|FILE.target.json --res R --out LUT.csv\n"
-    "                              [HEAD --head-classes C]\n"
+    "                              [--arch A[,B]] [HEAD --head-classes C]\n"
     "       ibnas latency predict  --lut [NAME=]LUT.csv --arch A [--res R] [HEAD --classes C] [--verbose] [--json]\n"
     "       ibnas latency measure  --arch A --res R --threads T [--repeats N] [HEAD --classes C] [--json]\n"
     "       ibnas latency validate --lut LUT.csv --space S --samples N --threads T [--res R] [--seed K]\n"
@@ -92,7 +92,7 @@ static int do_profile(int argc, char **argv) {
 }
 
 static int do_model(int argc, char **argv) {
-    const char *space = NULL, *target = NULL, *out = NULL;
+    const char *space = NULL, *target = NULL, *out = NULL, *archs = NULL;
     int res = 0, classes = 0, json = 0;
     ib_latency_head head;
     memset(&head, 0, sizeof head);
@@ -102,6 +102,8 @@ static int do_model(int argc, char **argv) {
         {"--res", F_INT, &res, "input resolution (default: the space's)"},
         {"--out", F_STR, &out, "the table to write (required)"},
         {"--classes", F_INT, &classes, "the head row's classes (default: the space's)"},
+        {"--arch", F_STR, &archs, "A[,B]: these networks' rows too, e.g. mobilenetv2:1.0 for search --budget-ms "
+                                  "edgetpu=mobilenetv2:1.0"},
         HEAD_FLAGS(head),
         {"--head-classes", F_INT, &head.classes, "the task head's classes (default: --classes)"},
         {"--json", F_BOOL, &json, "print one JSON object on stdout"},
@@ -112,7 +114,7 @@ static int do_model(int argc, char **argv) {
     if (!space || !target || !out) return usage_error("model needs --space, --target and --out");
     if (!strcmp(target, "cpu")) return usage_error("cpu is measured, not modelled: ibnas latency profile");
     int rows = 0;
-    ib_status s = ib_latency_model_head(space, target, res, classes, &head, out, &rows);
+    ib_status s = ib_latency_model_archs(space, target, res, classes, &head, archs, out, &rows);
     if (s) return cli_report("latency model", s);
     if (json) printf("{\"out\": \"%s\", \"target\": \"%s\", \"rows\": %d}\n", out, target, rows);
     else printf("%s: %d modelled rows (%s)\n", out, rows, target);

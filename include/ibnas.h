@@ -375,6 +375,10 @@ IBNAS_API ib_status ib_latency_model(const char *space, const char *target, int 
 // The same with a segmentation head's row (head NULL or a classifier: as ib_latency_model).
 IBNAS_API ib_status ib_latency_model_head(const char *space, const char *target, int res, int classes,
                                           const ib_latency_head *head, const char *out, int *rows);
+// The same with the rows of the networks in archs ("mobilenetv2:1.0,a.arch.json"; NULL: none) too: a search
+// budgeted at a network outside the space (ib_search_opts.budgets).
+IBNAS_API ib_status ib_latency_model_archs(const char *space, const char *target, int res, int classes,
+                                           const ib_latency_head *head, const char *archs, const char *out, int *rows);
 
 // End-to-end inference ms of an arch with random weights on this CPU: batch 1, eval mode, 3 warm-up passes,
 // then the median of at least `repeats` (<= 0: 15) timed passes and on until 100 ms are timed (at most 8 x

@@ -626,13 +626,17 @@ TEST(cli_latency_end_to_end) {
     CHECK(rc == 0 && kept && extra >= 10 && same_corr, "profile --arch: rc %d, space rows kept %d, %d rows added, the same "
           "correction %d\n%s", rc, kept, extra, same_corr, err);
     free(before), free(after);
-    {   // mobilenetv2:0.35 with the space's classes (as a search resolves a budget's network) is predicted now
+    const char *tpu_arch = tmp_path("cli-tpu-mnv2.csv");
+    RUN("%s latency model --space %s --target edgetpu --res 32 --arch mobilenetv2:0.35 --out %s", bin, space, tpu_arch);
+    CHECK(rc == 0, "model --arch: rc %d\n%s", rc, err);
+    for (int k = 0; k < 3; k++) {   // mobilenetv2:0.35 with the space's classes (as a search resolves a budget's network)
         ib_lut *t;
         ib_arch a;
         double ms = 0;
-        CHECK(ib_lut_load(&t, cpu) == IB_OK && ib_arch_resolve(&a, "mobilenetv2:0.35", 4) == IB_OK, "%s", ib_errmsg());
+        const char *path = k == 0 ? cpu : k == 1 ? tpu_arch : tpu;
+        CHECK(ib_lut_load(&t, path) == IB_OK && ib_arch_resolve(&a, "mobilenetv2:0.35", 4) == IB_OK, "%s", ib_errmsg());
         ib_status ps = ib_lut_predict(t, &a, 32, &ms);
-        CHECK(ps == IB_OK && ms > 0, "mobilenetv2:0.35 after profile --arch: %s", ib_errmsg());
+        CHECK(k == 2 ? ps == IB_ERR_NOTFOUND : ps == IB_OK && ms > 0, "mobilenetv2:0.35 in %s: %s", path, ib_errmsg());
         ib_arch_free(&a);
         ib_lut_free(t);
     }
