@@ -23,7 +23,10 @@
 #        supernet's training alone; STOP_AFTER=search: stop once the search is done;
 #        LAT_RES=320: the cpu table, the mobilenetv2 budgets and the search's latency at that size (search
 #        --latency-res), scoring staying at RES; default RES; OPS=ibn,skip: the op types the search may pick
-#        (search --ops; MobileDet-CPU's IBN-only space), the supernet trained over the whole space)
+#        (search --ops; MobileDet-CPU's IBN-only space), the supernet trained over the whole space;
+#        VERIFY=8: the budgets are the mobilenetv2 widths themselves (--budget-ms cpu=mobilenetv2:W, their rows
+#        added to the table, mnv2.jsonl then holds the table's predictions) and the search times its 8 best
+#        candidates near each beside that network and picks the best one measured within it (search --verify))
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/bench/lib.sh"   # pick_of, same_arch, budget_of, budgets_all, name, once
@@ -54,21 +57,38 @@ if [ ! -f cpu.csv.done ]; then
       --task detect --det-tap-block
   touch cpu.csv.done
 fi
-echo "== mobilenetv2 detectors measured (block tap, as the supernet's: the budgets) $(date -u +%H:%M)"
-if [ ! -f mnv2.jsonl ]; then
-  for w in $WIDTHS; do
-    "$I" latency measure --arch "mobilenetv2:$w" --res "$LRES" --threads 1 --repeats 30 --task detect --det-tap-block \
-        --classes 1 --json | sed "s/^{/{\"width\": $w, /"
-  done > mnv2.jsonl.tmp
-  mv mnv2.jsonl.tmp mnv2.jsonl
+if [ -n "${VERIFY:-}" ]; then
+  echo "== mobilenetv2 detectors' rows in the table, their predictions the budgets $(date -u +%H:%M)"
+  if [ ! -f mnv2.jsonl ]; then
+    "$I" latency profile --space "$SPACE" --target cpu --res "$LRES" --threads 1 --classes 1 --out cpu.csv --quiet \
+        --task detect --det-tap-block --arch "$(for w in $WIDTHS; do printf 'mobilenetv2:%s,' "$w"; done | sed 's/,$//')"
+    for w in $WIDTHS; do
+      "$I" latency predict --lut cpu=cpu.csv --arch "mobilenetv2:$w" --res "$LRES" --task detect --det-tap-block \
+          --classes 1 --json | sed "s/^{/{\"width\": $w, /"
+    done > mnv2.jsonl.tmp
+    mv mnv2.jsonl.tmp mnv2.jsonl
+  fi
+  sbudgets=$(for w in $WIDTHS; do printf 'mobilenetv2:%s,' "$w"; done | sed 's/,$//')
+  sverify=(--verify "$VERIFY")
+else
+  echo "== mobilenetv2 detectors measured (block tap, as the supernet's: the budgets) $(date -u +%H:%M)"
+  if [ ! -f mnv2.jsonl ]; then
+    for w in $WIDTHS; do
+      "$I" latency measure --arch "mobilenetv2:$w" --res "$LRES" --threads 1 --repeats 30 --task detect --det-tap-block \
+          --classes 1 --json | sed "s/^{/{\"width\": $w, /"
+    done > mnv2.jsonl.tmp
+    mv mnv2.jsonl.tmp mnv2.jsonl
+  fi
+  sbudgets=$(budgets_all)
+  sverify=()
 fi
 budgets=$(budgets_all)
 echo "== search under $budgets ms $(date -u +%H:%M)"
 if [ ! -f search.done ]; then
   r=(); [ -f search/state.json ] && r=(--resume)
-  "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$budgets" --data "$D" --res "$R" --latency-res "$LRES" \
+  "$I" search --task detect --supernet sn.h5 --lut cpu=cpu.csv --budget-ms "cpu=$sbudgets" --data "$D" --res "$R" --latency-res "$LRES" \
       --population "$POP" --generations "$GENS" --batch 16 --seed 0 --threads "$THREADS" --calib-batches "$CALIB" \
-      --metric "${METRIC:-ap50}" "${sops[@]}" --out search "${r[@]}"
+      --metric "${METRIC:-ap50}" "${sops[@]}" "${sverify[@]}" --out search "${r[@]}"
   touch search.done
 fi
 [ "${STOP_AFTER:-}" = search ] && { echo "== stopped after the search (STOP_AFTER=search)"; exit 0; }
