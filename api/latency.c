@@ -70,15 +70,24 @@ static ib_status task_rows(task_head *t, const ib_arch *a, int fallback_classes,
 // The task's rows a space needs at res beside its own (ib_lut_profile_cfg's and ib_lut_model_space's extra):
 // the distinct head rows (and a detector's head conv row) over every choice of the layer after the stride-16
 // tap, the one layer whose choice changes a head's inputs (a detector's expansion tap), and every choice of
-// a space's searched segmentation head; arch[i] is a path giving keys[i].
+// a space's searched segmentation head (and, arch_rows, every row of the networks a budget names); arch[i] is
+// a network giving keys[i].
+#define TASK_ROWS_MAX 256
 typedef struct space_task_rows {
     task_head th;
     int classes, res;
     ib_act act;
     int n;
-    ib_lut_key keys[256];
-    ib_arch arch[256];
+    ib_lut_key keys[TASK_ROWS_MAX];
+    ib_arch arch[TASK_ROWS_MAX];
 } space_task_rows;
+
+// 1 when r lists key k already.
+static int has_row(const space_task_rows *r, const ib_lut_key *k) {
+    for (int i = 0; i < r->n; i++)
+        if (!memcmp(&r->keys[i], k, sizeof *k)) return 1;
+    return 0;
+}
 
 static void space_task_rows_free(space_task_rows *r) {
     for (int i = 0; i < r->n; i++) ib_arch_free(&r->arch[i]);
@@ -110,9 +119,7 @@ static ib_status space_rows(const ib_space *sp, const ib_latency_head *head, int
         }
         const ib_lut_key *k[2] = {task.has_conv ? &task.conv : NULL, &task.head};
         for (int j = 0; j < 2 && !s; j++) {
-            int seen = !k[j];
-            for (int i = 0; i < r->n && !seen; i++) seen = !memcmp(&r->keys[i], k[j], sizeof *k[j]);
-            if (seen || r->n >= 256) continue;
+            if (!k[j] || has_row(r, k[j]) || r->n >= TASK_ROWS_MAX) continue;
             r->keys[r->n] = *k[j];
             if (!(s = ib_arch_copy(&r->arch[r->n], &a))) r->n++;
         }
@@ -138,18 +145,16 @@ static ib_status arch_rows(const char *spec, const ib_space *sp, int classes, in
         if ((s = ib_arch_resolve(&a, tok, r->classes))) break;
         ib_lut_task task, *tk = r->th.kind ? &task : NULL;
         ib_lut_key *keys = malloc(sizeof *keys * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
-        int *block = malloc(sizeof *block * (size_t)IB_LUT_MAX_ROWS(a.n_blocks));
-        if (!keys || !block) s = ib_fail(IB_ERR_NOMEM, "out of memory");
+        if (!keys) s = ib_fail(IB_ERR_NOMEM, "out of memory");
         if (!s && tk) s = task_rows(&r->th, &a, r->classes, res, &task);
-        int n = s ? 0 : ib_lut_arch_keys_task(&a, res, tk, keys, block);
+        int n = s ? 0 : ib_lut_arch_keys_task(&a, res, tk, keys, NULL);
         for (int i = 0; i < n && !s; i++) {
-            int seen = 0;
-            for (int j = 0; j < r->n && !seen; j++) seen = !memcmp(&r->keys[j], &keys[i], sizeof keys[i]);
-            if (seen) continue;
-            if (r->n >= 256) s = ib_fail(IB_ERR_ARG, "latency profile --arch: more than 256 rows beside the space's");
+            if (has_row(r, &keys[i])) continue;
+            if (r->n >= TASK_ROWS_MAX)
+                s = ib_fail(IB_ERR_ARG, "latency profile --arch: more than %d rows beside the space's", TASK_ROWS_MAX);
             else if (!(s = ib_arch_copy(&r->arch[r->n], &a))) r->keys[r->n++] = keys[i];
         }
-        free(keys), free(block);
+        free(keys);
         ib_arch_free(&a);
     }
     return s;

@@ -491,10 +491,8 @@ ib_status ib_search(const ib_search_opts *o, ib_search_report *r) {
         q->ms = p->ms;
         q->macs = p->macs;
         memcpy(q->arch_file, p->arch_file, sizeof q->arch_file);
-        const ib_search_target *tg = &c.targets[p->target];
-        for (int k = 0; k < tg->n_budgets; k++)   // the budget's network, when it was one
-            if (tg->budget_ms[k] == p->budget_ms && tg->budget_label[k])
-                snprintf(q->budget_of, sizeof q->budget_of, "%s", tg->budget_label[k]);
+        const char *of = c.targets[p->target].budget_label[p->budget];   // the budget's network, when it was one
+        if (of) snprintf(q->budget_of, sizeof q->budget_of, "%s", of);
         q->verified = p->verified;
         q->measured_ms = p->measured_ms;
         q->budget_measured_ms = p->budget_measured_ms;

@@ -59,16 +59,16 @@ if [ ! -f cpu.csv.done ]; then
 fi
 if [ -n "${VERIFY:-}" ]; then
   echo "== mobilenetv2 detectors' rows in the table, their predictions the budgets $(date -u +%H:%M)"
+  sbudgets=$(for w in $WIDTHS; do printf 'mobilenetv2:%s,' "$w"; done | sed 's/,$//')
   if [ ! -f mnv2.jsonl ]; then
     "$I" latency profile --space "$SPACE" --target cpu --res "$LRES" --threads 1 --classes 1 --out cpu.csv --quiet \
-        --task detect --det-tap-block --arch "$(for w in $WIDTHS; do printf 'mobilenetv2:%s,' "$w"; done | sed 's/,$//')"
+        --task detect --det-tap-block --arch "$sbudgets"
     for w in $WIDTHS; do
       "$I" latency predict --lut cpu=cpu.csv --arch "mobilenetv2:$w" --res "$LRES" --task detect --det-tap-block \
           --classes 1 --json | sed "s/^{/{\"width\": $w, /"
     done > mnv2.jsonl.tmp
     mv mnv2.jsonl.tmp mnv2.jsonl
   fi
-  sbudgets=$(for w in $WIDTHS; do printf 'mobilenetv2:%s,' "$w"; done | sed 's/,$//')
   sverify=(--verify "$VERIFY")
 else
   echo "== mobilenetv2 detectors measured (block tap, as the supernet's: the budgets) $(date -u +%H:%M)"

@@ -591,6 +591,7 @@ void ib_search_cfg_default(ib_search_cfg *c);
 
 typedef struct ib_search_pick {
     int target;               // index into cfg->targets
+    int budget;               // index into its budget_ms (and budget_ref)
     double budget_ms;
     int found;                // 0: no scored arch within the budget
     double score, ms;

@@ -894,6 +894,13 @@ static void arch_string(const run *r, const int *c, sbuf *b) {
     }
 }
 
+// A scored arch's last two CSV columns: its choice vector ("3-0-16-...") and its compact string.
+static void choice_cols(const run *r, const int *c, sbuf *b) {
+    for (int l = 0; l < r->L; l++) sb_printf(b, "%s%d", l ? "-" : "", c[l]);
+    sb_printf(b, ",");
+    arch_string(r, c, b);
+}
+
 static ib_block_cfg layer_cfg(const run *r, int l, int choice) {
     int n = ib_space_choices(r->sp, l, NULL, 0);
     ib_block_cfg *all = malloc(sizeof(ib_block_cfg) * (size_t)n);
@@ -1019,9 +1026,7 @@ static ib_status write_pareto(const run *r, int t, const pick_info *picks, const
         const int *c = r->h_choice + (size_t)i * (size_t)r->L;
         sb_printf(&b, "%d,%.6f,%.4f,%lld,%d,", i, r->h_score[i], r->h_ms[(size_t)i * (size_t)r->T + (size_t)t],
                   (long long)r->h_macs[i], front[i]);
-        for (int l = 0; l < r->L; l++) sb_printf(&b, "%s%d", l ? "-" : "", c[l]);
-        sb_printf(&b, ",");
-        arch_string(r, c, &b);
+        choice_cols(r, c, &b);
         sb_printf(&b, "\n");
     }
     str_printf(path, sizeof path, "%s/pareto.csv", dir);
@@ -1267,9 +1272,10 @@ static ib_status verify_track(const run *r, int tk, pick_info *pk) {
     const ib_arch *ref = tg->budget_ref[tr->k];
     const char *ref_name = tg->budget_label[tr->k] ? tg->budget_label[tr->k] : ref ? ref->name : "";
     int t = tr->target, n = 0, rounds = cfg->verify_rounds > 0 ? cfg->verify_rounds : 1;
+    size_t most = (size_t)(cfg->verify < r->n ? cfg->verify : r->n) + 1;   // the archs timed, and the reference
     int *cand = malloc(sizeof(int) * (size_t)(r->n + 1));
-    ib_arch *archs = calloc((size_t)(cfg->verify < r->n ? cfg->verify : r->n) + 1, sizeof *archs);
-    double *ms = malloc(sizeof(double) * (size_t)(r->n + 2));
+    ib_arch *archs = calloc(most, sizeof *archs);
+    double *ms = malloc(sizeof(double) * most);
     sbuf b = {0};
     ib_status s = cand && archs && ms ? IB_OK : ib_fail(IB_ERR_NOMEM, "out of memory");
     for (int i = 0; !s && i < r->n; i++)
@@ -1316,9 +1322,7 @@ static ib_status verify_track(const run *r, int tk, pick_info *pk) {
             const int *c = r->h_choice + (size_t)cand[i] * (size_t)r->L;
             sb_printf(&b, "%d,%d,%.6f,%.4f,%.4f,%d,%d,", i + 1, cand[i], r->h_score[cand[i]],
                       r->h_ms[(size_t)cand[i] * (size_t)r->T + (size_t)t], ms[i], ms[i] <= bud, i == chosen);
-            for (int l = 0; l < r->L; l++) sb_printf(&b, "%s%d", l ? "-" : "", c[l]);
-            sb_printf(&b, ",");
-            arch_string(r, c, &b);
+            choice_cols(r, c, &b);
             sb_printf(&b, "\n");
         }
         str_printf(path, sizeof path, "%s/verify-%sms.csv", dir, bs);
@@ -1403,7 +1407,7 @@ static ib_status write_outputs(const run *r, const pick_info *picks, ib_search_r
             budget_str(budget, bs, sizeof bs);
             ib_search_pick *pk = &res->picks[res->n_picks++];
             memset(pk, 0, sizeof *pk);
-            pk->target = t, pk->budget_ms = budget, pk->found = h >= 0;
+            pk->target = t, pk->budget = r->tracks[tk].k, pk->budget_ms = budget, pk->found = h >= 0;
             json_t *o;
             if (h >= 0) {
                 char file[300];
